@@ -1,0 +1,95 @@
+// A1111's "parameters" text: the generation settings embedded in every image, in the exact format
+// AUTOMATIC1111 writes (modules/processing.py create_infotext), so its PNG Info tab and other tools read it.
+
+export interface InfotextFields {
+  prompt: string;
+  negativePrompt: string;
+  steps: number;
+  sampler: string;
+  /** Omitted when the schedule is the sampler's automatic one. */
+  scheduleType?: string;
+  cfgScale: number;
+  seed: number;
+  width: number;
+  height: number;
+  modelHash?: string;
+  modelName?: string;
+  denoisingStrength?: number;
+  clipSkip?: number;
+  subseed?: number;
+  subseedStrength?: number;
+  seedResizeFromW?: number;
+  seedResizeFromH?: number;
+  eta?: number;
+  rng?: string;
+  refiner?: string;
+  refinerSwitchAt?: number;
+  version?: string;
+}
+
+/** A1111's quote(): values holding ',', ':' or a newline are written as JSON strings. */
+export function quoteInfotextValue(value: string): string {
+  if (!value.includes(',') && !value.includes('\n') && !value.includes(':')) return value;
+  return JSON.stringify(value);
+}
+
+/** Numbers as A1111 prints them: integers without a decimal point ("CFG scale: 7"), others as given ("7.5"). */
+function num(x: number): string {
+  return Number.isInteger(x) ? String(x) : String(Number(x.toPrecision(12)));
+}
+
+export function buildInfotext(f: InfotextFields): string {
+  const params: [string, string | number | undefined][] = [
+    ['Steps', f.steps],
+    ['Sampler', f.sampler],
+    ['Schedule type', f.scheduleType],
+    ['CFG scale', num(f.cfgScale)],
+    ['Seed', f.seed],
+    ['Size', `${f.width}x${f.height}`],
+    ['Model hash', f.modelHash],
+    ['Model', f.modelName],
+    ['Variation seed', f.subseedStrength ? f.subseed : undefined],
+    ['Variation seed strength', f.subseedStrength ? num(f.subseedStrength) : undefined],
+    ['Seed resize from', f.seedResizeFromW && f.seedResizeFromH && f.seedResizeFromW > 0 && f.seedResizeFromH > 0 ? `${f.seedResizeFromW}x${f.seedResizeFromH}` : undefined],
+    ['Denoising strength', f.denoisingStrength !== undefined ? num(f.denoisingStrength) : undefined],
+    ['Clip skip', f.clipSkip && f.clipSkip > 1 ? f.clipSkip : undefined],
+    ['Eta', f.eta !== undefined ? num(f.eta) : undefined],
+    ['RNG', f.rng && f.rng !== 'cpu' ? (f.rng === 'philox' ? 'NV' : f.rng) : undefined],
+    ['Refiner', f.refiner],
+    ['Refiner switch at', f.refinerSwitchAt !== undefined && f.refiner ? num(f.refinerSwitchAt) : undefined],
+    ['Version', f.version],
+  ];
+  const line = params
+    .filter(([, v]) => v !== undefined && v !== '')
+    .map(([k, v]) => `${k}: ${quoteInfotextValue(String(v))}`)
+    .join(', ');
+  const negative = f.negativePrompt ? `\nNegative prompt: ${f.negativePrompt}` : '';
+  return `${f.prompt}${negative}\n${line}`;
+}
+
+/** Parses A1111 parameters text back into prompt, negative prompt and a key/value map (for png-info). */
+export function parseInfotext(text: string): { prompt: string; negativePrompt: string; params: Record<string, string> } {
+  const lines = text.trim().split('\n');
+  let last = lines[lines.length - 1] ?? '';
+  const params: Record<string, string> = {};
+  const re = /\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)/g;
+  const found = [...last.matchAll(re)];
+  if (found.length >= 3) {
+    lines.pop();
+    for (const m of found) {
+      const v = m[2]!.trim();
+      params[m[1]!.trim()] = v.startsWith('"') ? (JSON.parse(v) as string) : v;
+    }
+  } else last = '';
+  let prompt: string[] = [];
+  const negative: string[] = [];
+  let inNegative = false;
+  for (const line of lines) {
+    if (line.startsWith('Negative prompt:')) {
+      inNegative = true;
+      negative.push(line.slice('Negative prompt:'.length).trim());
+    } else if (inNegative) negative.push(line);
+    else prompt.push(line);
+  }
+  return { prompt: prompt.join('\n'), negativePrompt: negative.join('\n'), params };
+}
