@@ -24,6 +24,19 @@ export type AttrValue =
 
 export type InputType = 'float' | 'int64' | 'int32';
 
+/** How attention is expressed: onnxruntime's fused contrib op, or plain ONNX ops. */
+export type AttentionKind = 'contrib' | 'onnx';
+
+export interface AttentionOptions {
+  heads: number;
+  headDim: number;
+  /** Score scale; defaults to 1/sqrt(headDim). */
+  scale?: number;
+  /** Additive score bias broadcast to [batch, heads, seq, kvSeq], e.g. a causal mask. */
+  bias?: Value;
+  kind?: AttentionKind;
+}
+
 export const OPSET = 17;
 const MS_DOMAIN = 'com.microsoft';
 
@@ -300,6 +313,28 @@ export class GraphBuilder {
     const w = this.weight(`${name}.weight`, weight, affineShape);
     const b = this.weight(`${name}.bias`, bias, affineShape);
     return this.add(this.mul(restored, w), b);
+  }
+
+  /**
+   * Multi-head scaled-dot-product attention. q: [batch, seq, heads*headDim]; k, v: [batch, kvSeq, heads*headDim];
+   * returns [batch, seq, heads*headDim]. `bias` is added to the scores before softmax, broadcast against
+   * [batch, heads, seq, kvSeq] (a causal mask is [1, 1, seq, seq]). kind 'contrib' (default) is onnxruntime's fused
+   * com.microsoft MultiHeadAttention, which has CPU and GPU kernels and never materialises all heads' scores at
+   * once on CPU; 'onnx' spells it out with MatMul/Softmax, for runtimes without the contrib op.
+   */
+  attention(q: Value, k: Value, v: Value, opts: AttentionOptions): Value {
+    const scale = opts.scale ?? 1 / Math.sqrt(opts.headDim);
+    if ((opts.kind ?? 'contrib') === 'contrib') {
+      return this.msOp('MultiHeadAttention', [q, k, v, null, null, opts.bias ?? null], { num_heads: opts.heads, scale: float(scale) });
+    }
+    const split = (x: Value, perm: number[]) => this.transpose(this.reshape(x, [0, 0, opts.heads, opts.headDim]), perm);
+    const qh = split(q, [0, 2, 1, 3]); // [b, h, s, d]
+    const kt = split(k, [0, 2, 3, 1]); // [b, h, d, t]
+    const vh = split(v, [0, 2, 1, 3]); // [b, h, t, d]
+    let scores = this.scale(this.matmul(qh, kt), scale);
+    if (opts.bias) scores = this.add(scores, opts.bias);
+    const out = this.matmul(this.softmax(scores, -1), vh); // [b, h, s, d]
+    return this.reshape(this.transpose(out, [0, 2, 1, 3]), [0, 0, opts.heads * opts.headDim]);
   }
 
   // ---- Serialisation ----------------------------------------------------------------------------
