@@ -91,12 +91,13 @@ export class GraphBuilder {
   }
 
   /** Declares a graph input. Float inputs are fp32 at the boundary and cast to the compute type inside. */
-  input(name: string, shape: (number | string)[], type: InputType = 'float'): Value {
+  input(name: string, shape: (number | string)[], type: InputType = 'float', opts: { keepFloat32?: boolean } = {}): Value {
     const elem = type === 'float' ? OnnxDType.FLOAT : type === 'int64' ? OnnxDType.INT64 : OnnxDType.INT32;
     this.usedNames.add(name);
     this.inputs.push(valueInfo(name, elem, shape));
     const v = { name };
-    if (type === 'float' && this.precision === 'fp16') return this.cast(v, OnnxDType.FLOAT16);
+    // keepFloat32: values that need fp32 math even in fp16 graphs (timesteps feeding sinusoids).
+    if (type === 'float' && this.precision === 'fp16' && !opts.keepFloat32) return this.cast(v, OnnxDType.FLOAT16);
     return v;
   }
 

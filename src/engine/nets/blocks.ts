@@ -1,0 +1,230 @@
+// Building blocks shared by the diffusion networks (diffusers module names and semantics): ResNet blocks,
+// spatial transformers with self/cross attention and GEGLU feed-forward, up/down samplers and the sinusoidal
+// timestep embedding. Every function reads its weights by diffusers parameter name under `prefix`.
+import { ModelFileError } from '../api.ts';
+import { float, type GraphBuilder, type Value } from '../onnx/graph.ts';
+import { OnnxDType } from '../onnx/proto.ts';
+import type { Tensor } from '../tensor.ts';
+import type { WeightSource } from '../weights/types.ts';
+
+/**
+ * How attention is expressed in the graph. 'mha': onnxruntime's com.microsoft MultiHeadAttention contrib op
+ * (fused CPU/GPU kernels that never hold every head's score matrix at once); 'matmul': plain MatMul/Softmax.
+ */
+export type UnetAttentionKind = 'mha' | 'matmul';
+
+/** Reads a required parameter; a missing one is a broken or mismatched checkpoint. */
+export function param(w: WeightSource, name: string): Tensor {
+  if (!w.has(name)) throw new ModelFileError(name, 'missing weight (checkpoint does not match the model config)');
+  return w.get(name);
+}
+
+function optionalParam(w: WeightSource, name: string): Tensor | undefined {
+  return w.has(name) ? w.get(name) : undefined;
+}
+
+/** torch.nn.Linear under `prefix` (weight [out, in], optional bias). */
+export function linear(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, scale = 1): Value {
+  let weight = param(w, `${prefix}.weight`);
+  let bias = optionalParam(w, `${prefix}.bias`);
+  if (scale !== 1) {
+    weight = scaled(weight, scale);
+    bias = bias && scaled(bias, scale);
+  }
+  return b.linear(x, weight, bias, prefix);
+}
+
+function scaled(t: Tensor, s: number): Tensor {
+  const data = new Float32Array(t.data.length);
+  for (let i = 0; i < data.length; i++) data[i] = t.data[i]! * s;
+  return { shape: t.shape, data };
+}
+
+/** A 1x1 convolution [out, in, 1, 1] or a linear [out, in] weight applied as a linear layer on channels-last data. */
+export function pointwise(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
+  const weight = param(w, `${prefix}.weight`);
+  const flat: Tensor = { shape: weight.shape.slice(0, 2), data: weight.data };
+  if (weight.shape.length === 4 && (weight.shape[2] !== 1 || weight.shape[3] !== 1)) {
+    throw new ModelFileError(`${prefix}.weight`, `expected a 1x1 convolution, got shape [${weight.shape}]`);
+  }
+  return b.linear(x, flat, optionalParam(w, `${prefix}.bias`), prefix);
+}
+
+export function conv(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, opts: { stride?: number; pad?: number } = {}): Value {
+  return b.conv(x, param(w, `${prefix}.weight`), optionalParam(w, `${prefix}.bias`), prefix, opts);
+}
+
+export function groupNorm(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, groups: number, eps: number): Value {
+  return b.groupNorm(x, groups, param(w, `${prefix}.weight`), param(w, `${prefix}.bias`), eps, prefix);
+}
+
+export function layerNorm(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, eps: number): Value {
+  return b.layerNorm(x, param(w, `${prefix}.weight`), param(w, `${prefix}.bias`), eps, prefix);
+}
+
+/** A float32 constant regardless of the builder's precision (timestep math must stay in fp32). */
+export function constFloat32(b: GraphBuilder, values: number[], dims: number[]): Value {
+  const data = Float32Array.from(values);
+  return b.op('Constant', [], {
+    value: { tensor: { name: 'c', dims, dataType: OnnxDType.FLOAT, rawData: new Uint8Array(data.buffer) } },
+  });
+}
+
+/** Casts an fp32 value to the builder's compute type (no-op in fp32). */
+export function toCompute(b: GraphBuilder, x: Value): Value {
+  return b.precision === 'fp16' ? b.cast(x, OnnxDType.FLOAT16) : x;
+}
+
+/**
+ * diffusers get_timestep_embedding: t [N] (fp32) -> [N, dim] sinusoids with frequencies
+ * exp(-ln(10000) * i / (half - shift)); [sin, cos], or [cos, sin] when flipSinToCos. Frequencies are rounded
+ * to float32 step by step as torch computes them.
+ */
+export function timestepSinusoids(b: GraphBuilder, t: Value, dim: number, flipSinToCos: boolean, freqShift: number): Value {
+  if (dim % 2 !== 0) throw new Error(`timestep embedding dim ${dim} must be even`);
+  const half = dim / 2;
+  const freqs: number[] = [];
+  for (let i = 0; i < half; i++) {
+    const exponent = Math.fround(Math.fround(-Math.log(10000) * i) / (half - freqShift));
+    freqs.push(Math.fround(Math.exp(exponent)));
+  }
+  const args = b.mul(b.op('Unsqueeze', [t, b.constInt64([1])]), constFloat32(b, freqs, [1, half]));
+  const sin = b.op('Sin', [args]);
+  const cos = b.op('Cos', [args]);
+  return b.concat(flipSinToCos ? [cos, sin] : [sin, cos], 1);
+}
+
+/** diffusers TimestepEmbedding: linear_1 -> SiLU -> linear_2. */
+export function timestepMlp(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
+  return linear(b, w, `${prefix}.linear_2`, b.silu(linear(b, w, `${prefix}.linear_1`, x)));
+}
+
+export interface ResnetOptions {
+  groups: number;
+  eps: number;
+  /** diffusers output_scale_factor (1 in SD UNets). */
+  outputScale?: number;
+}
+
+/**
+ * diffusers ResnetBlock2D (time_embedding_norm "default"): x + conv2(silu(norm2(conv1(silu(norm1 x)) + temb))).
+ * `tembAct` is silu(time embedding) [batch, T], shared by all blocks; null for blocks without time input (VAE).
+ */
+export function resnetBlock(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, tembAct: Value | null, opts: ResnetOptions): Value {
+  let h = b.silu(groupNorm(b, w, `${prefix}.norm1`, x, opts.groups, opts.eps));
+  h = conv(b, w, `${prefix}.conv1`, h, { pad: 1 });
+  if (tembAct && w.has(`${prefix}.time_emb_proj.weight`)) {
+    const t = linear(b, w, `${prefix}.time_emb_proj`, tembAct);
+    h = b.add(h, b.op('Unsqueeze', [t, b.constInt64([2, 3])]));
+  }
+  h = b.silu(groupNorm(b, w, `${prefix}.norm2`, h, opts.groups, opts.eps));
+  h = conv(b, w, `${prefix}.conv2`, h, { pad: 1 });
+  const shortcut = w.has(`${prefix}.conv_shortcut.weight`) ? conv(b, w, `${prefix}.conv_shortcut`, x) : x;
+  const out = b.add(shortcut, h);
+  const s = opts.outputScale ?? 1;
+  return s === 1 ? out : b.scale(out, 1 / s);
+}
+
+/** diffusers Downsample2D with use_conv: 3x3 convolution, stride 2, padding 1. */
+export function downsample(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
+  return conv(b, w, `${prefix}.conv`, x, { stride: 2, pad: 1 });
+}
+
+/**
+ * diffusers Upsample2D with use_conv: nearest-neighbour resize, then a 3x3 convolution. The target size comes
+ * from `sizeOf` (the skip connection it will be concatenated with), which is 2x for even sizes and also right
+ * for odd latent sizes, where diffusers passes upsample_size.
+ */
+export function upsample(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, sizeOf: Value | null): Value {
+  let up: Value;
+  if (sizeOf) {
+    const sizes = b.concat([b.sliceDims(b.shapeOf(x), 0, 2), b.sliceDims(b.shapeOf(sizeOf), 2, 4)], 0);
+    up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
+  } else {
+    const scales = constFloat32(b, [1, 1, 2, 2], [4]);
+    up = b.op('Resize', [x, null, scales], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
+  }
+  return conv(b, w, `${prefix}.conv`, up, { pad: 1 });
+}
+
+export interface AttentionOptions {
+  heads: number;
+  kind: UnetAttentionKind;
+  /** diffusers upcast_attention: scores and softmax in fp32 when the graph is fp16. */
+  upcast?: boolean;
+}
+
+/**
+ * diffusers Attention (to_q/to_k/to_v without bias, to_out.0 with bias). x: [batch, seq, dim]; context:
+ * [batch, tokens, ctxDim] for cross-attention or null for self-attention. Scale 1/sqrt(headDim).
+ */
+export function attention(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value | null, opts: AttentionOptions): Value {
+  const innerDim = param(w, `${prefix}.to_q.weight`).shape[0]!;
+  const headDim = innerDim / opts.heads;
+  if (!Number.isInteger(headDim)) throw new ModelFileError(`${prefix}.to_q.weight`, `${innerDim} channels do not split into ${opts.heads} heads`);
+  const scale = 1 / Math.sqrt(headDim);
+  const kv = context ?? x;
+  let out: Value;
+  if (opts.kind === 'mha') {
+    const q = linear(b, w, `${prefix}.to_q`, x);
+    const k = linear(b, w, `${prefix}.to_k`, kv);
+    const v = linear(b, w, `${prefix}.to_v`, kv);
+    out = b.msOp('MultiHeadAttention', [q, k, v], { num_heads: opts.heads, scale: float(scale) });
+  } else {
+    // The score scale is folded into the query projection, so no separate multiply over [b, h, s, t].
+    const q = linear(b, w, `${prefix}.to_q`, x, scale);
+    const k = linear(b, w, `${prefix}.to_k`, kv);
+    const v = linear(b, w, `${prefix}.to_v`, kv);
+    const heads = (t: Value, perm: number[]) => b.transpose(b.reshape(t, [0, 0, opts.heads, headDim]), perm);
+    let qh = heads(q, [0, 2, 1, 3]); // [b, h, s, d]
+    let kt = heads(k, [0, 2, 3, 1]); // [b, h, d, t]
+    const upcast = opts.upcast && b.precision === 'fp16';
+    if (upcast) {
+      qh = b.cast(qh, OnnxDType.FLOAT);
+      kt = b.cast(kt, OnnxDType.FLOAT);
+    }
+    let probs = b.softmax(b.matmul(qh, kt), -1);
+    if (upcast) probs = b.cast(probs, OnnxDType.FLOAT16);
+    const o = b.matmul(probs, heads(v, [0, 2, 1, 3])); // [b, h, s, d]
+    out = b.reshape(b.transpose(o, [0, 2, 1, 3]), [0, 0, innerDim]);
+  }
+  return linear(b, w, `${prefix}.to_out.0`, out);
+}
+
+/** diffusers FeedForward with GEGLU: net.0.proj to 2*inner, hidden * gelu(gate), then net.2. */
+export function gegluFeedForward(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
+  const proj = linear(b, w, `${prefix}.net.0.proj`, x);
+  const inner = param(w, `${prefix}.net.0.proj.weight`).shape[0]! / 2;
+  const [hidden, gate] = b.split(proj, -1, [inner, inner]);
+  return linear(b, w, `${prefix}.net.2`, b.mul(hidden!, b.gelu(gate!)));
+}
+
+/** diffusers BasicTransformerBlock (layer norms, self-attention, cross-attention, GEGLU), residual after each. */
+export function basicTransformerBlock(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value, opts: AttentionOptions): Value {
+  const eps = 1e-5;
+  let h = b.add(attention(b, w, `${prefix}.attn1`, layerNorm(b, w, `${prefix}.norm1`, x, eps), null, opts), x);
+  h = b.add(attention(b, w, `${prefix}.attn2`, layerNorm(b, w, `${prefix}.norm2`, h, eps), context, opts), h);
+  return b.add(gegluFeedForward(b, w, `${prefix}.ff`, layerNorm(b, w, `${prefix}.norm3`, h, eps)), h);
+}
+
+export interface Transformer2dOptions extends AttentionOptions {
+  layers: number;
+  groups: number;
+}
+
+/**
+ * diffusers Transformer2DModel on NCHW input: GroupNorm (eps 1e-6), proj_in, `layers` transformer blocks over
+ * the h*w tokens, proj_out, plus the input. proj_in/proj_out are 1x1 convolutions (SD1) or linears
+ * (use_linear_projection, SD2/SDXL); both are the same channel matmul, so both run as MatMul on channels-last
+ * data and the graph transposes once in and once out.
+ */
+export function transformer2d(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value, opts: Transformer2dOptions): Value {
+  const normed = groupNorm(b, w, `${prefix}.norm`, x, opts.groups, 1e-6);
+  const nhwc = b.transpose(normed, [0, 2, 3, 1]);
+  const channels = param(w, `${prefix}.norm.weight`).shape[0]!;
+  let h = pointwise(b, w, `${prefix}.proj_in`, b.reshape(nhwc, [0, -1, channels]));
+  for (let i = 0; i < opts.layers; i++) h = basicTransformerBlock(b, w, `${prefix}.transformer_blocks.${i}`, h, context, opts);
+  h = pointwise(b, w, `${prefix}.proj_out`, h);
+  const back = b.transpose(b.reshape(h, b.shapeOf(nhwc)), [0, 3, 1, 2]);
+  return b.add(back, x);
+}

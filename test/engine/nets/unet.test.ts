@@ -1,0 +1,102 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
+import { buildUnet, parseUnetConfig, unetGraphOptions, type UnetAttentionKind } from '../../../src/engine/nets/unet.ts';
+import { createSession, runSession, type Feed } from '../../../src/engine/runtime.ts';
+import type { Tensor } from '../../../src/engine/tensor.ts';
+import { FIXTURES, loadUnetFixture, maxViolation, readSafetensors } from './unet-fixtures.ts';
+
+const ATOL = 1e-4;
+const RTOL = 1e-3;
+
+async function unetSession(model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl', attention: UnetAttentionKind, cache: string) {
+  const { weights, config } = loadUnetFixture(model);
+  const { modelPath } = getOrBuildGraph(
+    cache,
+    { network: 'unet', weightsIdentity: model, precision: 'fp32', options: unetGraphOptions({ attention }) },
+    (b) => buildUnet(b, weights, config, { attention }),
+  );
+  return createSession(modelPath, { device: 'cpu' });
+}
+
+function timesteps(value: Tensor, batch: number): Tensor {
+  // References pass 0-d timesteps (broadcast to the batch) or one per sample.
+  const data = value.data.length === 1 ? new Float32Array(batch).fill(value.data[0]!) : Float32Array.from(value.data);
+  return { shape: [batch], data };
+}
+
+function assertClose(actual: Tensor, expected: Tensor, label: string): void {
+  assert.deepEqual(actual.shape, expected.shape, `${label} shape`);
+  const v = maxViolation(actual.data, expected.data, ATOL, RTOL);
+  assert.ok(v.worst <= 0, `${label}: max |diff| ${v.maxAbs}, worst at ${v.index}: ${actual.data[v.index]} vs ${expected.data[v.index]}`);
+}
+
+for (const attention of ['mha', 'matmul'] as const) {
+  test(`SD1 UNet (${attention} attention) matches diffusers for shared and per-sample timesteps`, async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+    try {
+      const ref = readSafetensors(join(FIXTURES, 'refs/sd1/unet.safetensors'));
+      const session = await unetSession('tiny-sd1', attention, cache);
+      for (const c of ['t500', 't1', 't500_1']) {
+        const feeds: Record<string, Feed> = {
+          sample: ref.get('sample')!,
+          timestep: timesteps(ref.get(`timestep_${c}`)!, 2),
+          encoder_hidden_states: ref.get('encoder_hidden_states')!,
+        };
+        const { out } = await runSession(session, feeds);
+        assertClose(out!, ref.get(`out_${c}`)!, `sd1 out_${c}`);
+      }
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
+}
+
+test('SD2 UNet (linear projections, per-block heads) matches diffusers', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+  try {
+    const ref = readSafetensors(join(FIXTURES, 'refs/sd2/unet.safetensors'));
+    const session = await unetSession('tiny-sd2', 'mha', cache);
+    const { out } = await runSession(session, {
+      sample: ref.get('sample')!,
+      timestep: timesteps(ref.get('timestep')!, 2),
+      encoder_hidden_states: ref.get('encoder_hidden_states')!,
+    });
+    assertClose(out!, ref.get('out')!, 'sd2 out');
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('SDXL UNet (text_time embedding, 2 transformer layers) matches diffusers', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+  try {
+    const ref = readSafetensors(join(FIXTURES, 'refs/sdxl/unet.safetensors'));
+    const session = await unetSession('tiny-sdxl', 'mha', cache);
+    const { out } = await runSession(session, {
+      sample: ref.get('sample')!,
+      timestep: timesteps(ref.get('timestep')!, 2),
+      encoder_hidden_states: ref.get('encoder_hidden_states')!,
+      text_embeds: ref.get('text_embeds')!,
+      time_ids: ref.get('time_ids')!,
+    });
+    assertClose(out!, ref.get('out')!, 'sdxl out');
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('unsupported UNet configs are refused naming the field', () => {
+  const { config } = loadUnetFixture('tiny-sd1');
+  assert.throws(() => parseUnetConfig({ ...config, class_embed_type: 'timestep' }), /class_embed_type/);
+  assert.throws(() => parseUnetConfig({ ...config, down_block_types: ['DownBlock2D', 'SimpleCrossAttnDownBlock2D'] }), /down_block_types/);
+  assert.throws(() => parseUnetConfig({ ...config, attention_head_dim: [8, 8, 8] }), /attention_head_dim/);
+  const sdxl = parseUnetConfig(loadUnetFixture('tiny-sdxl').config);
+  assert.deepEqual(sdxl.heads, [2, 4]);
+  assert.deepEqual(sdxl.transformerLayers, [1, 2]);
+  assert.deepEqual(sdxl.upTransformerLayers, [2, 1]);
+  assert.deepEqual(sdxl.textTime, { timeEmbedDim: 8, projectionInputDim: 80 });
+});
