@@ -1,0 +1,169 @@
+// AutoencoderKL (diffusers) encoder and decoder as ONNX graphs, driven by the VAE config: ResNet blocks,
+// a mid block with one single-head self-attention over all pixels, stride-2 downsampling and nearest 2x
+// upsampling. Weights use diffusers names ("encoder.down_blocks.0.resnets.0.conv1.weight").
+import { ModelFileError } from '../api.ts';
+import type { AttentionKind, GraphBuilder, Value } from '../onnx/graph.ts';
+import type { Tensor } from '../tensor.ts';
+import type { WeightSource } from '../weights/types.ts';
+
+/** The config.json fields the graphs depend on (diffusers AutoencoderKL names). */
+export interface VaeNetConfig {
+  block_out_channels: number[];
+  layers_per_block: number;
+  norm_num_groups: number;
+  latent_channels: number;
+  in_channels?: number;
+  out_channels?: number;
+}
+
+export interface VaeEncoderOptions {
+  attention?: AttentionKind;
+}
+
+export interface VaeDecoderOptions {
+  /**
+   * When set, the graph's `latent` input is the raw sampler latent and the graph divides it by this factor
+   * (the config's scaling_factor) first, exactly as the pipeline's `latents / scaling_factor`. When unset
+   * (default) the caller divides before feeding the graph.
+   */
+  scalingFactor?: number;
+  attention?: AttentionKind;
+}
+
+/** Graph input/output names. */
+export const VAE_IO = {
+  /** Encoder input [batch, in_channels, height, width], pixels in [-1, 1]. */
+  image: 'image',
+  /** Encoder outputs [batch, latent_channels, height/f, width/f]; logvar clamped to [-30, 20]. */
+  mean: 'mean',
+  logvar: 'logvar',
+  /** Decoder input [batch, latent_channels, h, w]; decoder output is `image` [batch, out_channels, h*f, w*f]. */
+  latent: 'latent',
+} as const;
+
+/** diffusers builds every AutoencoderKL norm with eps 1e-6. */
+const EPS = 1e-6;
+
+/** Every option with its default filled in: the part of a graph-cache key that describes the graph. */
+export function vaeGraphOptions(part: 'encoder' | 'decoder', opts: VaeEncoderOptions & VaeDecoderOptions): Record<string, unknown> {
+  const common = { part, attention: opts.attention ?? 'contrib' };
+  return part === 'decoder' ? { ...common, scalingFactor: opts.scalingFactor ?? null } : common;
+}
+
+/** The spatial factor between image and latent: 2 per down block except the last (8 for SD). */
+export function vaeScaleFactor(config: VaeNetConfig): number {
+  return 2 ** (config.block_out_channels.length - 1);
+}
+
+/** Encoder: image -> DiagonalGaussian parameters (mean, logvar) after quant_conv. */
+export function buildVaeEncoder(b: GraphBuilder, weights: WeightSource, config: VaeNetConfig, opts: VaeEncoderOptions = {}): void {
+  const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib');
+  const ch = config.block_out_channels;
+  const f = vaeScaleFactor(config);
+  const latentShape = ['batch', config.latent_channels, `height/${f}`, `width/${f}`];
+  let x = b.input(VAE_IO.image, ['batch', config.in_channels ?? 3, 'height', 'width']);
+
+  x = n.conv('encoder.conv_in', x, 1);
+  for (let i = 0; i < ch.length; i++) {
+    for (let j = 0; j < config.layers_per_block; j++) x = n.resnet(`encoder.down_blocks.${i}.resnets.${j}`, x);
+    if (i < ch.length - 1) {
+      // diffusers Downsample2D(padding=0): pad right and bottom by one, then a stride-2 3x3 convolution.
+      const padded = b.op('Pad', [x, b.constInt64([0, 0, 0, 0, 0, 0, 1, 1])], { mode: 'constant' });
+      x = n.conv(`encoder.down_blocks.${i}.downsamplers.0.conv`, padded, 0, 2);
+    }
+  }
+  x = n.midBlock('encoder.mid_block', x);
+  x = n.conv('encoder.conv_out', b.silu(n.groupNorm('encoder.conv_norm_out', x)), 1);
+  if (weights.has('quant_conv.weight')) x = n.conv('quant_conv', x, 0);
+
+  const [mean, logvar] = b.split(x, 1, [config.latent_channels, config.latent_channels]) as [Value, Value];
+  b.output(mean, VAE_IO.mean, latentShape);
+  b.output(b.op('Clip', [logvar, b.constFloat(-30), b.constFloat(20)]), VAE_IO.logvar, latentShape);
+}
+
+/** Decoder: latent -> image (in about [-1, 1], unclamped, as vae.decode(...).sample). */
+export function buildVaeDecoder(b: GraphBuilder, weights: WeightSource, config: VaeNetConfig, opts: VaeDecoderOptions = {}): void {
+  const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib');
+  const ch = config.block_out_channels;
+  const f = vaeScaleFactor(config);
+  let x = b.input(VAE_IO.latent, ['batch', config.latent_channels, 'height', 'width']);
+  if (opts.scalingFactor !== undefined) x = b.div(x, b.constFloat(opts.scalingFactor));
+
+  if (weights.has('post_quant_conv.weight')) x = n.conv('post_quant_conv', x, 0);
+  x = n.conv('decoder.conv_in', x, 1);
+  x = n.midBlock('decoder.mid_block', x);
+  for (let i = 0; i < ch.length; i++) {
+    for (let j = 0; j <= config.layers_per_block; j++) x = n.resnet(`decoder.up_blocks.${i}.resnets.${j}`, x);
+    if (i < ch.length - 1) {
+      // F.interpolate(scale_factor=2, mode="nearest"): output sizes as an int64 shape keep this precision-agnostic.
+      const sizes = b.mul(b.shapeOf(x), b.constInt64([1, 1, 2, 2]));
+      const up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
+      x = n.conv(`decoder.up_blocks.${i}.upsamplers.0.conv`, up, 1);
+    }
+  }
+  x = n.conv('decoder.conv_out', b.silu(n.groupNorm('decoder.conv_norm_out', x)), 1);
+  b.output(x, VAE_IO.image, ['batch', config.out_channels ?? 3, `height*${f}`, `width*${f}`]);
+}
+
+/** The layer vocabulary of the VAE, bound to one builder and weight source. */
+class Net {
+  constructor(
+    private readonly b: GraphBuilder,
+    private readonly w: WeightSource,
+    private readonly groups: number,
+    private readonly attention: AttentionKind,
+  ) {}
+
+  param(name: string): Tensor {
+    if (!this.w.has(name)) throw new ModelFileError(name, 'missing VAE weight (checkpoint does not match the VAE config)');
+    return this.w.get(name);
+  }
+
+  conv(p: string, x: Value, pad: number, stride = 1): Value {
+    return this.b.conv(x, this.param(`${p}.weight`), this.param(`${p}.bias`), p, { pad, stride });
+  }
+
+  groupNorm(p: string, x: Value): Value {
+    return this.b.groupNorm(x, this.groups, this.param(`${p}.weight`), this.param(`${p}.bias`), EPS, p);
+  }
+
+  /** Linear on channels-last data; also accepts the [out, in, 1, 1] conv layout of original-LDM checkpoints. */
+  linear(p: string, x: Value): Value {
+    const weight = this.param(`${p}.weight`);
+    const [out, inn, ...rest] = weight.shape as [number, number, ...number[]];
+    if (rest.some((d) => d !== 1)) throw new ModelFileError(`${p}.weight`, `expected a linear or 1x1 conv weight, got [${weight.shape}]`);
+    return this.b.linear(x, { shape: [out, inn], data: weight.data }, this.param(`${p}.bias`), p);
+  }
+
+  /** ResnetBlock2D without time embedding: shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))). */
+  resnet(p: string, x: Value): Value {
+    let h = this.conv(`${p}.conv1`, this.b.silu(this.groupNorm(`${p}.norm1`, x)), 1);
+    h = this.conv(`${p}.conv2`, this.b.silu(this.groupNorm(`${p}.norm2`, h)), 1);
+    const shortcut = this.w.has(`${p}.conv_shortcut.weight`) ? this.conv(`${p}.conv_shortcut`, x, 0) : x;
+    return this.b.add(shortcut, h);
+  }
+
+  /** UNetMidBlock2D: resnet, attention, resnet. */
+  midBlock(p: string, x: Value): Value {
+    x = this.resnet(`${p}.resnets.0`, x);
+    x = this.selfAttention(`${p}.attentions.0`, x);
+    return this.resnet(`${p}.resnets.1`, x);
+  }
+
+  /**
+   * diffusers Attention as the VAE uses it: group norm, single-head attention over the H*W pixels with
+   * scale 1/sqrt(C), to_out, plus the input (residual_connection; rescale_output_factor is 1).
+   */
+  selfAttention(p: string, x: Value): Value {
+    const b = this.b;
+    const channels = this.param(`${p}.to_q.weight`).shape[0]!;
+    const normed = this.groupNorm(`${p}.group_norm`, x);
+    const tokens = b.transpose(b.reshape(normed, [0, 0, -1]), [0, 2, 1]); // [batch, h*w, C]
+    const q = this.linear(`${p}.to_q`, tokens);
+    const k = this.linear(`${p}.to_k`, tokens);
+    const v = this.linear(`${p}.to_v`, tokens);
+    const attn = this.linear(`${p}.to_out.0`, b.attention(q, k, v, { heads: 1, headDim: channels, kind: this.attention }));
+    const back = b.reshape(b.transpose(attn, [0, 2, 1]), b.shapeOf(x));
+    return b.add(back, x);
+  }
+}
