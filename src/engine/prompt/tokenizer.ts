@@ -28,6 +28,7 @@ function bytesToUnicode(): string[] {
   return table;
 }
 const BYTE_ENCODER = bytesToUnicode();
+const UTF8 = new TextEncoder();
 
 // ---- BERT BasicTokenizer (do_lower_case=True, tokenize_chinese_chars=True, strip_accents=None) ----
 
@@ -279,10 +280,9 @@ export class ClipTokenizer {
   private tokenizeOrdinary(text: string): string[] {
     const normalized = basicTokenize(text).join(' ');
     const tokens: string[] = [];
-    const utf8 = new TextEncoder();
     for (const match of normalized.matchAll(CLIP_PATTERN)) {
       let word = '';
-      for (const byte of utf8.encode(match[0])) word += BYTE_ENCODER[byte];
+      for (const byte of UTF8.encode(match[0])) word += BYTE_ENCODER[byte];
       tokens.push(...this.bpe(word));
     }
     return tokens;
