@@ -1,0 +1,416 @@
+// loadModel: turns a ModelRef (diffusers folder or A1111-style single .safetensors) into configs + lazily-read
+// weights under diffusers names, so the network builders never see where or how the weights were stored.
+//
+// Single-file checkpoints carry no configs, so they are inferred from the weights (see configs.ts). A few
+// fields are not in the weights at all (text-encoder head count and activation, norm groups of toy models);
+// when ModelRef.tokenizerDir (or options.configDir) is a diffusers folder whose component configs agree with
+// the weights' structure, those configs are used as they are. Otherwise family conventions fill the gaps and
+// `warnings` says which fields were guessed.
+//
+// Prediction type: single files do not record it. SD2 defaults to v_prediction (the 768-px SD2.x models;
+// pass options.prediction = 'epsilon' for SD2-base 512 models). A1111 instead probes with a test forward pass.
+// A checkpoint holding a `v_pred` marker tensor (some SDXL v-prediction fine-tunes) is read as v_prediction.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { ModelFileError, type ModelRef } from '../api.ts';
+import {
+  CLIP_STRUCTURE,
+  CLIP_TEXT_DEFAULTS,
+  UNET_DEFAULTS,
+  UNET_STRUCTURE,
+  VAE_DEFAULTS,
+  VAE_STRUCTURE,
+  inferClipTextConfig,
+  inferUnetConfig,
+  inferVaeConfig,
+  standardSchedulerConfig,
+  structuralMismatches,
+  withSchedulerDefaults,
+  type Family,
+  type Prediction,
+} from './configs.ts';
+import { a1111ShortHash, filesIdentity } from './hash.ts';
+import { mapDiffusersVae, mapHfClip, mapLdmUnet, mapLdmVae, mapOpenClip } from './ldm-keys.ts';
+import { pickledFileError } from './pickle-guard.ts';
+import { SafetensorsFile } from './safetensors.ts';
+import { MappedWeights, storedWeights, type Recipe } from './sources.ts';
+import { hasTokenizerFiles, standardTokenizerDir, type TokenizerLookupOptions, type TokenizerRole } from './tokenizers.ts';
+import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
+
+export type { Family, Prediction } from './configs.ts';
+
+export interface TextEncoderPart {
+  /** The diffusers component name: "text_encoder" (CLIP-L / SD2's OpenCLIP-H) or "text_encoder_2" (bigG). */
+  component: 'text_encoder' | 'text_encoder_2';
+  tokenizerRole: TokenizerRole;
+  config: ClipTextConfig;
+  weights: WeightSource;
+}
+
+export interface LoadedModel {
+  name: string;
+  path: string;
+  format: 'diffusers' | 'single-file';
+  family: Family;
+  prediction: Prediction;
+  unetConfig: UnetConfig;
+  vaeConfig: VaeConfig;
+  schedulerConfig: SchedulerConfig;
+  unet: WeightSource;
+  vae: WeightSource;
+  /** SD1/SD2: [text_encoder]; SDXL: [CLIP-L, bigG with projection]; refiner: [bigG with projection]. */
+  textEncoders: TextEncoderPart[];
+  /** One folder (vocab.json + merges.txt, maybe special_tokens_map.json) per text encoder, same order. */
+  tokenizerDirs: string[];
+  /** Cheap, stable key for caches of built graphs: weight files' real paths, sizes, mtimes and the configs. */
+  identity: string;
+  /** A1111's short model hash (first 10 hex of the sha256 of the checkpoint, or of the UNet file for folders). Streams and caches. */
+  hash(): Promise<string>;
+  /** Config fields that had to be guessed, and config/weight disagreements worth knowing about. */
+  warnings: string[];
+}
+
+export interface LoadOptions extends TokenizerLookupOptions {
+  /** Overrides the prediction type from the folder's scheduler config or the single-file default. */
+  prediction?: Prediction;
+  /** Diffusers folder whose component configs to use for a single file; default ModelRef.tokenizerDir. */
+  configDir?: string;
+  /** Where A1111 hashes are cached; null disables the disk cache. */
+  hashCacheFile?: string | null;
+}
+
+export async function loadModel(ref: ModelRef, opts: LoadOptions = {}): Promise<LoadedModel> {
+  if (!existsSync(ref.path)) throw new ModelFileError(ref.path, 'model not found (expected a diffusers folder or a .safetensors file)');
+  const base = statSync(ref.path).isDirectory() ? loadFolder(ref.path, opts) : loadSingleFile(ref.path, ref, opts);
+  if (ref.vae) replaceVae(base, ref.vae);
+
+  const tokenizerDirs = await resolveTokenizers(base, ref, opts);
+  const weightFiles = [...new Set([base.unet, base.vae, ...base.textEncoders.map((t) => t.weights)].flatMap((w) => sourceFiles(w)))];
+  const identity = filesIdentity(
+    weightFiles,
+    JSON.stringify([base.family, base.prediction, base.unetConfig, base.vaeConfig, base.textEncoders.map((t) => t.config)]),
+  );
+  const hashFile = base.hashFile;
+  const { hashFile: _unused, ownTokenizerDirs: _own, ...model } = base;
+  return {
+    ...model,
+    tokenizerDirs,
+    identity,
+    hash: () => a1111ShortHash(hashFile, opts.hashCacheFile),
+  };
+}
+
+interface PartialModel extends Omit<LoadedModel, 'tokenizerDirs' | 'identity' | 'hash'> {
+  hashFile: string;
+  /** A diffusers folder's own tokenizer folders (tokenizer/, tokenizer_2/), when it has them. */
+  ownTokenizerDirs: (string | undefined)[];
+}
+
+function sourceFiles(w: WeightSource): string[] {
+  return w instanceof MappedWeights ? w.files().map((f) => f.file) : [];
+}
+
+// ---------------------------------------------------------------- single files
+
+function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): PartialModel {
+  const file = SafetensorsFile.open(path);
+  const keys = file.names();
+  const hasPrefix = (p: string) => keys.some((k) => k.startsWith(p));
+  if (!hasPrefix('model.diffusion_model.')) {
+    throw new ModelFileError(
+      path,
+      'no UNet weights (model.diffusion_model.*): this is not a full Stable Diffusion checkpoint (a LoRA, VAE or embedding?)',
+    );
+  }
+  let family: Family;
+  if (hasPrefix('conditioner.embedders.0.transformer.') && hasPrefix('conditioner.embedders.1.model.')) family = 'sdxl';
+  else if (hasPrefix('conditioner.embedders.0.model.')) family = 'sdxl-refiner';
+  else if (hasPrefix('cond_stage_model.model.')) family = 'sd2';
+  else if (hasPrefix('cond_stage_model.transformer.')) family = 'sd1';
+  else {
+    throw new ModelFileError(
+      path,
+      'unknown text encoder layout: expected cond_stage_model.transformer.* (SD1), cond_stage_model.model.* (SD2) or conditioner.embedders.* (SDXL)',
+    );
+  }
+  const prediction: Prediction = opts.prediction ?? (family === 'sd2' || file.has('v_pred') ? 'v_prediction' : 'epsilon');
+  const warnings: string[] = [];
+  const companion = readCompanionConfigs(opts.configDir ?? ref.tokenizerDir);
+
+  const encoders: { component: TextEncoderPart['component']; role: TokenizerRole; openclip: boolean; map: Map<string, Recipe> }[] = [];
+  if (family === 'sd1') encoders.push({ component: 'text_encoder', role: 'clip-l', openclip: false, map: mapHfClip(file, 'cond_stage_model.transformer.') });
+  if (family === 'sd2') {
+    encoders.push({
+      component: 'text_encoder',
+      role: 'openclip-h',
+      openclip: true,
+      map: mapOpenClip(file, 'cond_stage_model.model.', { dropLastLayer: true, withProjection: false }),
+    });
+  }
+  if (family === 'sdxl') {
+    encoders.push({ component: 'text_encoder', role: 'clip-l', openclip: false, map: mapHfClip(file, 'conditioner.embedders.0.transformer.') });
+    encoders.push({
+      component: 'text_encoder_2',
+      role: 'openclip-bigG',
+      openclip: true,
+      map: mapOpenClip(file, 'conditioner.embedders.1.model.', { dropLastLayer: false, withProjection: true }),
+    });
+  }
+  if (family === 'sdxl-refiner') {
+    encoders.push({
+      component: 'text_encoder_2',
+      role: 'openclip-bigG',
+      openclip: true,
+      map: mapOpenClip(file, 'conditioner.embedders.0.model.', { dropLastLayer: false, withProjection: true }),
+    });
+  }
+  const textEncoders: TextEncoderPart[] = encoders.map((e) => {
+    const weights = new MappedWeights(`${path} (${e.component})`, e.map);
+    const inferred = inferClipTextConfig(weights, e.openclip);
+    const config = chooseConfig(e.component, inferred, companion[e.component], CLIP_STRUCTURE, warnings);
+    return { component: e.component, tokenizerRole: e.role, config, weights };
+  });
+
+  const unet = new MappedWeights(`${path} (unet)`, mapLdmUnet(file, 'model.diffusion_model.'));
+  const pooled = textEncoders.find((t) => t.weights.has('text_projection.weight'));
+  const unetInferred = inferUnetConfig(unet, {
+    family,
+    prediction,
+    pooledTextDim: pooled ? pooled.weights.shape('text_projection.weight')[0] : undefined,
+  });
+  const unetConfig = chooseConfig('unet', unetInferred, companion.unet, UNET_STRUCTURE, warnings);
+
+  if (!hasPrefix('first_stage_model.')) {
+    throw new ModelFileError(path, 'no VAE weights (first_stage_model.*) in this checkpoint; pass a separate VAE file or folder');
+  }
+  const vae = new MappedWeights(`${path} (vae)`, mapLdmVae(file, 'first_stage_model.'));
+  const vaeConfig = chooseConfig('vae', inferVaeConfig(vae, family), companion.vae, VAE_STRUCTURE, warnings);
+
+  return {
+    name: basename(path).replace(/\.safetensors$/i, ''),
+    path,
+    format: 'single-file',
+    family,
+    prediction,
+    unetConfig,
+    vaeConfig,
+    schedulerConfig: standardSchedulerConfig(prediction),
+    unet,
+    vae,
+    textEncoders,
+    warnings,
+    hashFile: path,
+    ownTokenizerDirs: [],
+  };
+}
+
+type ConfigRecord = Record<string, unknown>;
+
+function readCompanionConfigs(dir: string | undefined): Record<string, ConfigRecord | undefined> {
+  const out: Record<string, ConfigRecord | undefined> = {};
+  if (!dir) return out;
+  for (const component of ['unet', 'vae', 'text_encoder', 'text_encoder_2']) {
+    const f = join(dir, component, 'config.json');
+    if (existsSync(f)) out[component] = readJson(f);
+  }
+  return out;
+}
+
+/** The companion folder's config when its structure matches the weights, else the inferred one. */
+function chooseConfig<T extends object>(
+  component: string,
+  inferred: { config: T; guesses: string[] },
+  companion: ConfigRecord | undefined,
+  structure: readonly string[],
+  warnings: string[],
+): T {
+  if (companion) {
+    const full = { ...(inferred.config as ConfigRecord), ...companion };
+    const bad = structuralMismatches(full, inferred.config as ConfigRecord, structure);
+    if (bad.length === 0) return full as T;
+    warnings.push(`${component}: ignored the companion config.json, it disagrees with the weights on ${bad.join(', ')}`);
+  }
+  for (const g of inferred.guesses) warnings.push(`${component}: guessed ${g}`);
+  return inferred.config;
+}
+
+// ---------------------------------------------------------------- diffusers folders
+
+function readJson(file: string): ConfigRecord {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ModelFileError(file, `cannot read: ${(e as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as ConfigRecord;
+  } catch (e) {
+    throw new ModelFileError(file, `invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Opens a component's weights: `<base>.safetensors`, the fp16 variant, or a sharded set listed in
+ * `<base>.safetensors.index.json`. Pickled `.bin` weights are refused.
+ */
+export function openComponentFiles(dir: string, base: string): SafetensorsFile[] {
+  for (const variant of [`${base}.safetensors`, `${base}.fp16.safetensors`]) {
+    const f = join(dir, variant);
+    if (existsSync(f)) return [SafetensorsFile.open(f)];
+    const index = `${f}.index.json`;
+    if (existsSync(index)) {
+      const weightMap = readJson(index).weight_map as Record<string, string> | undefined;
+      if (!weightMap || typeof weightMap !== 'object') throw new ModelFileError(index, 'has no weight_map');
+      return [...new Set(Object.values(weightMap))].map((shard) => SafetensorsFile.open(join(dir, shard)));
+    }
+  }
+  for (const pickled of [`${base}.bin`, `${base}.fp16.bin`, `${base}.bin.index.json`]) {
+    if (existsSync(join(dir, pickled))) throw pickledFileError(join(dir, pickled), 'only pickled PyTorch weights are present');
+  }
+  throw new ModelFileError(dir, `no weights: expected ${base}.safetensors (or ${base}.fp16.safetensors, or a sharded .index.json)`);
+}
+
+function componentPresent(index: ConfigRecord, dir: string, component: string): boolean {
+  const entry = index[component];
+  return Array.isArray(entry) && entry[0] !== null && existsSync(join(dir, component));
+}
+
+function loadFolder(dir: string, opts: LoadOptions): PartialModel {
+  const indexFile = join(dir, 'model_index.json');
+  if (!existsSync(indexFile)) {
+    throw new ModelFileError(dir, 'not a diffusers model folder: model_index.json is missing');
+  }
+  const index = readJson(indexFile);
+  const warnings: string[] = [];
+  const check = (component: string, config: ConfigRecord, inferred: ConfigRecord, structure: readonly string[]) => {
+    const bad = structuralMismatches(config, inferred, structure);
+    if (bad.length) warnings.push(`${component}: config.json disagrees with its weights on ${bad.join(', ')}`);
+  };
+
+  const hasTe1 = componentPresent(index, dir, 'text_encoder');
+  const hasTe2 = componentPresent(index, dir, 'text_encoder_2');
+  const textEncoders: TextEncoderPart[] = [];
+  const ownTokenizerDirs: (string | undefined)[] = [];
+  for (const component of ['text_encoder', 'text_encoder_2'] as const) {
+    if (!(component === 'text_encoder' ? hasTe1 : hasTe2)) continue;
+    const cdir = join(dir, component);
+    const weights = storedWeights(`${cdir}`, openComponentFiles(cdir, 'model'));
+    const config = { ...CLIP_TEXT_DEFAULTS, ...readJson(join(cdir, 'config.json')) } as ClipTextConfig;
+    check(component, config, inferClipTextConfig(weights, config.hidden_act === 'gelu').config as ConfigRecord, CLIP_STRUCTURE);
+    const openclip = component === 'text_encoder_2' || config.hidden_act === 'gelu';
+    const role: TokenizerRole = component === 'text_encoder_2' ? 'openclip-bigG' : openclip ? 'openclip-h' : 'clip-l';
+    textEncoders.push({ component, tokenizerRole: role, config, weights });
+    const tok = join(dir, component === 'text_encoder' ? 'tokenizer' : 'tokenizer_2');
+    ownTokenizerDirs.push(hasTokenizerFiles(tok) ? tok : undefined);
+  }
+  if (textEncoders.length === 0) throw new ModelFileError(dir, 'no text_encoder or text_encoder_2 folder');
+
+  const unetDir = join(dir, 'unet');
+  const unetFiles = openComponentFiles(unetDir, 'diffusion_pytorch_model');
+  const unet = storedWeights(unetDir, unetFiles);
+  const unetConfig = { ...UNET_DEFAULTS, ...readJson(join(unetDir, 'config.json')) } as UnetConfig;
+  const vaeDir = join(dir, 'vae');
+  const vae = storedWeights(vaeDir, openComponentFiles(vaeDir, 'diffusion_pytorch_model'));
+  const vaeConfig = { ...VAE_DEFAULTS, ...readJson(join(vaeDir, 'config.json')) } as VaeConfig;
+
+  let family: Family;
+  if (hasTe2) family = hasTe1 ? 'sdxl' : 'sdxl-refiner';
+  else family = unetConfig.cross_attention_dim === 1024 || textEncoders[0]!.config.hidden_act === 'gelu' ? 'sd2' : 'sd1';
+
+  const schedulerFile = join(dir, 'scheduler', 'scheduler_config.json');
+  const rawScheduler = existsSync(schedulerFile) ? withSchedulerDefaults(readJson(schedulerFile)) : standardSchedulerConfig('epsilon');
+  const prediction: Prediction = opts.prediction ?? (rawScheduler.prediction_type === 'v_prediction' ? 'v_prediction' : 'epsilon');
+  if (!['epsilon', 'v_prediction'].includes(String(rawScheduler.prediction_type))) {
+    warnings.push(`scheduler: prediction_type ${JSON.stringify(rawScheduler.prediction_type)} is not supported, using ${prediction}`);
+  }
+  const pooled = textEncoders.find((t) => t.weights.has('text_projection.weight'));
+  check('unet', unetConfig, inferUnetConfig(unet, {
+    family,
+    prediction,
+    pooledTextDim: pooled?.weights.shape('text_projection.weight')[0],
+  }).config, UNET_STRUCTURE);
+  check('vae', vaeConfig, inferVaeConfig(vae, family).config, VAE_STRUCTURE);
+
+  return {
+    name: basename(dir.replace(/[\\/]+$/, '')),
+    path: dir,
+    format: 'diffusers',
+    family,
+    prediction,
+    unetConfig,
+    vaeConfig,
+    schedulerConfig: { ...rawScheduler, prediction_type: prediction },
+    unet,
+    vae,
+    textEncoders,
+    warnings,
+    hashFile: unetFiles[0]!.file,
+    ownTokenizerDirs,
+  };
+}
+
+// ---------------------------------------------------------------- separate VAE
+
+/** Swaps in a VAE from a diffusers vae/ folder or a .safetensors file (diffusers or LDM layout). */
+function replaceVae(model: PartialModel, vaePath: string): void {
+  if (!existsSync(vaePath)) throw new ModelFileError(vaePath, 'VAE not found');
+  let weights: MappedWeights;
+  let folderConfig: ConfigRecord | undefined;
+  if (statSync(vaePath).isDirectory()) {
+    weights = storedWeights(vaePath, openComponentFiles(vaePath, 'diffusion_pytorch_model'));
+    const cfg = join(vaePath, 'config.json');
+    if (existsSync(cfg)) folderConfig = readJson(cfg);
+    // Old diffusers VAE folders use query/key/value names; remap through the file-level mapper.
+    const files = weights.files();
+    if (files.length === 1 && files[0]!.names().some((k) => /\.attentions\.\d+\.(query|key|value|proj_attn)\./.test(k))) {
+      weights = new MappedWeights(vaePath, mapDiffusersVae(files[0]!, ''));
+    }
+  } else {
+    const file = SafetensorsFile.open(vaePath);
+    const keys = file.names();
+    const prefix = keys.some((k) => k.startsWith('first_stage_model.')) ? 'first_stage_model.' : keys.some((k) => k.startsWith('vae.')) ? 'vae.' : '';
+    const inner = keys.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
+    if (inner.some((k) => k.startsWith('encoder.down.') || k.startsWith('decoder.up.'))) weights = new MappedWeights(vaePath, mapLdmVae(file, prefix));
+    else if (inner.some((k) => k.startsWith('decoder.up_blocks.'))) weights = new MappedWeights(vaePath, mapDiffusersVae(file, prefix));
+    else throw new ModelFileError(vaePath, 'not a VAE: no encoder/decoder weights in LDM (decoder.up.*) or diffusers (decoder.up_blocks.*) layout');
+  }
+  const inferred = inferVaeConfig(weights, model.family).config;
+  // Structure comes from the new weights; the latent scaling belongs to the diffusion model it is used with.
+  const config = { ...model.vaeConfig, ...(folderConfig ?? {}) } as VaeConfig;
+  for (const k of VAE_STRUCTURE) (config as ConfigRecord)[k] = (inferred as ConfigRecord)[k];
+  config.down_block_types = inferred.down_block_types;
+  config.up_block_types = inferred.up_block_types;
+  if (folderConfig && folderConfig.scaling_factor !== model.vaeConfig.scaling_factor) {
+    config.scaling_factor = model.vaeConfig.scaling_factor;
+  }
+  model.vae = weights;
+  model.vaeConfig = config;
+}
+
+// ---------------------------------------------------------------- tokenizers
+
+async function resolveTokenizers(model: PartialModel, ref: ModelRef, opts: LoadOptions): Promise<string[]> {
+  const dirs: string[] = [];
+  for (const [i, te] of model.textEncoders.entries()) {
+    if (ref.tokenizerDir) {
+      const sub = te.component === 'text_encoder' ? 'tokenizer' : 'tokenizer_2';
+      // The refiner's only tokenizer may sit in tokenizer/ of a hand-made folder; a flat folder serves SD1/SD2.
+      const candidates = [join(ref.tokenizerDir, sub), join(ref.tokenizerDir, 'tokenizer'), ref.tokenizerDir];
+      const found = candidates.slice(0, model.textEncoders.length === 1 ? 3 : 1).find(hasTokenizerFiles);
+      if (!found) {
+        throw new ModelFileError(
+          ref.tokenizerDir,
+          `tokenizer folder has no ${sub}/vocab.json + ${sub}/merges.txt (needed for ${te.component})`,
+        );
+      }
+      dirs.push(found);
+      continue;
+    }
+    const own = model.ownTokenizerDirs[i];
+    dirs.push(own ?? (await standardTokenizerDir(te.tokenizerRole, opts)));
+  }
+  return dirs;
+}
