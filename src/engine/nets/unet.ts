@@ -314,3 +314,92 @@ export function unetFlops(config: UnetGraphConfig | Record<string, unknown>, dim
   convMacs(ch, cfg.outChannels, 3, hw);
   return 2 * macs;
 }
+
+/**
+ * Every parameter name buildUnet reads, with its shape, as diffusers stores them. Used to check a checkpoint
+ * against its config and to synthesise random-weight models of real size (benchmarks).
+ */
+export function unetParameterShapes(config: UnetGraphConfig | Record<string, unknown>): Map<string, number[]> {
+  const cfg = 'blockOutChannels' in config ? (config as UnetGraphConfig) : parseUnetConfig(config as Record<string, unknown>);
+  const shapes = new Map<string, number[]>();
+  const c0 = cfg.blockOutChannels[0]!;
+  const tdim = 4 * c0;
+  const lin = (p: string, out: number, inn: number, bias = true) => {
+    shapes.set(`${p}.weight`, [out, inn]);
+    if (bias) shapes.set(`${p}.bias`, [out]);
+  };
+  const convP = (p: string, out: number, inn: number, k: number) => {
+    shapes.set(`${p}.weight`, [out, inn, k, k]);
+    shapes.set(`${p}.bias`, [out]);
+  };
+  const norm = (p: string, c: number) => {
+    shapes.set(`${p}.weight`, [c]);
+    shapes.set(`${p}.bias`, [c]);
+  };
+  const resnet = (p: string, cin: number, cout: number) => {
+    norm(`${p}.norm1`, cin);
+    convP(`${p}.conv1`, cout, cin, 3);
+    lin(`${p}.time_emb_proj`, cout, tdim);
+    norm(`${p}.norm2`, cout);
+    convP(`${p}.conv2`, cout, cout, 3);
+    if (cin !== cout) convP(`${p}.conv_shortcut`, cout, cin, 1);
+  };
+  const transformer = (p: string, c: number, layers: number) => {
+    norm(`${p}.norm`, c);
+    const proj = (q: string) => (cfg.useLinearProjection ? lin(q, c, c) : convP(q, c, c, 1));
+    proj(`${p}.proj_in`);
+    for (let l = 0; l < layers; l++) {
+      const t = `${p}.transformer_blocks.${l}`;
+      for (const k of ['norm1', 'norm2', 'norm3']) norm(`${t}.${k}`, c);
+      for (const [a, kvDim] of [['attn1', c], ['attn2', cfg.crossAttentionDim]] as const) {
+        lin(`${t}.${a}.to_q`, c, c, false);
+        lin(`${t}.${a}.to_k`, c, kvDim, false);
+        lin(`${t}.${a}.to_v`, c, kvDim, false);
+        lin(`${t}.${a}.to_out.0`, c, c);
+      }
+      lin(`${t}.ff.net.0.proj`, 8 * c, c);
+      lin(`${t}.ff.net.2`, c, 4 * c);
+    }
+    proj(`${p}.proj_out`);
+  };
+  lin('time_embedding.linear_1', tdim, c0);
+  lin('time_embedding.linear_2', tdim, tdim);
+  if (cfg.textTime) {
+    lin('add_embedding.linear_1', tdim, cfg.textTime.projectionInputDim);
+    lin('add_embedding.linear_2', tdim, tdim);
+  }
+  convP('conv_in', c0, cfg.inChannels, 3);
+  const n = cfg.blockOutChannels.length;
+  const skipCh: number[] = [c0];
+  let ch = c0;
+  for (let i = 0; i < n; i++) {
+    const out = cfg.blockOutChannels[i]!;
+    for (let j = 0; j < cfg.layersPerBlock[i]!; j++) {
+      resnet(`down_blocks.${i}.resnets.${j}`, ch, out);
+      ch = out;
+      if (cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D') transformer(`down_blocks.${i}.attentions.${j}`, out, cfg.transformerLayers[i]!);
+      skipCh.push(out);
+    }
+    if (i < n - 1) {
+      convP(`down_blocks.${i}.downsamplers.0.conv`, out, out, 3);
+      skipCh.push(out);
+    }
+  }
+  resnet('mid_block.resnets.0', ch, ch);
+  transformer('mid_block.attentions.0', ch, cfg.transformerLayers[n - 1]!);
+  resnet('mid_block.resnets.1', ch, ch);
+  const rev = [...cfg.blockOutChannels].reverse();
+  const reversedLayers = [...cfg.layersPerBlock].reverse();
+  for (let i = 0; i < n; i++) {
+    const out = rev[i]!;
+    for (let j = 0; j < reversedLayers[i]! + 1; j++) {
+      resnet(`up_blocks.${i}.resnets.${j}`, ch + skipCh.pop()!, out);
+      ch = out;
+      if (cfg.upBlockTypes[i] === 'CrossAttnUpBlock2D') transformer(`up_blocks.${i}.attentions.${j}`, out, cfg.upTransformerLayers[i]!);
+    }
+    if (i < n - 1) convP(`up_blocks.${i}.upsamplers.0.conv`, out, out, 3);
+  }
+  norm('conv_norm_out', ch);
+  convP('conv_out', cfg.outChannels, ch, 3);
+  return shapes;
+}

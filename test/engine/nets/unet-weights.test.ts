@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { unetFlops, unetParameterShapes } from '../../../src/engine/nets/unet.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { clipTextParameterShapes, RandomWeights, vaeParameterShapes } from '../../../bench/random-weights.ts';
+import { FIXTURES, loadUnetFixture, mapWeights, readSafetensors } from './unet-fixtures.ts';
+
+for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) {
+  test(`${model}: the UNet parameter table equals the checkpoint's names and shapes`, () => {
+    const { weights, config } = loadUnetFixture(model);
+    const table = unetParameterShapes(config);
+    const stored = new Map(weights.names().map((n) => [n, weights.shape(n)]));
+    assert.deepEqual([...table.keys()].sort(), [...stored.keys()].sort());
+    for (const [name, shape] of table) assert.deepEqual(shape, stored.get(name), name);
+  });
+}
+
+test('UNet FLOP count: SD1.5 at 64x64 latents is the well-known ~0.8 TFLOP per image', () => {
+  const sd15 = {
+    block_out_channels: [320, 640, 1280, 1280],
+    layers_per_block: 2,
+    down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+    up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+    attention_head_dim: 8,
+    cross_attention_dim: 768,
+  };
+  const one = unetFlops(sd15, { batch: 1, height: 64, width: 64, tokens: 77 });
+  assert.ok(one > 0.7e12 && one < 0.9e12, `${one}`);
+  assert.equal(unetFlops(sd15, { batch: 2, height: 64, width: 64, tokens: 77 }), 2 * one);
+  // parameter count of SD1.5's UNet: 859.52M
+  const params = [...unetParameterShapes(sd15).values()].reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);
+  assert.equal(params, 859520964);
+});
+
+// The benchmark's random-weight tables must name exactly what real checkpoints hold, or it would build
+// different graphs than real models get.
+for (const [dir, file, withProjection] of [
+  ['tiny-sd1/text_encoder', 'model.safetensors', false],
+  ['tiny-sdxl/text_encoder_2', 'model.safetensors', true],
+  ['tiny-sd1/vae', 'diffusion_pytorch_model.safetensors', false],
+  ['tiny-sdxl/vae', 'diffusion_pytorch_model.safetensors', false],
+] as const) {
+  test(`benchmark random-weight table matches ${dir}`, () => {
+    const config = JSON.parse(readFileSync(join(FIXTURES, dir, 'config.json'), 'utf8'));
+    const table = dir.endsWith('vae')
+      ? vaeParameterShapes(config)
+      : clipTextParameterShapes({ ...config, projection_dim: withProjection ? config.projection_dim : undefined });
+    const stored = mapWeights(readSafetensors(join(FIXTURES, dir, file)));
+    assert.deepEqual([...table.keys()].sort(), stored.names().sort());
+    for (const [name, shape] of table) assert.deepEqual(shape, stored.shape(name), name);
+    const w = new RandomWeights('t', table);
+    const some = [...table.keys()].find((n) => n.endsWith('.weight') && table.get(n)!.length === 2)!;
+    assert.deepEqual(w.get(some).data, w.get(some).data, 'same name, same values');
+  });
+}
