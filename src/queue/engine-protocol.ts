@@ -1,0 +1,22 @@
+// Messages between ThreadedEngine (main thread) and engine-worker.ts.
+import type { GenerateRequest, GenerateResult, ProgressEvent } from '../engine/api.ts';
+
+export interface WorkerError {
+  name: string;
+  message: string;
+  field?: string;
+  file?: string;
+  stack?: string;
+}
+
+export type ToWorker =
+  | { type: 'generate'; id: number; req: GenerateRequest }
+  | { type: 'abort'; id: number }
+  | { type: 'close' };
+
+export type FromWorker =
+  | { type: 'ready'; samplers: unknown; schedules: unknown }
+  | { type: 'init-error'; error: WorkerError }
+  | { type: 'progress'; id: number; event: ProgressEvent }
+  | { type: 'done'; id: number; result: GenerateResult; aborted: boolean }
+  | { type: 'error'; id: number; error: WorkerError; aborted: boolean };

@@ -1,0 +1,46 @@
+// The engine as the queue sees it. The real one is src/engine/engine.ts (createEngine); tests inject fakes.
+import type { GenerateOptions, GenerateRequest, GenerateResult } from '../engine/api.ts';
+
+export interface NamedOption {
+  name: string;
+  aliases: string[];
+  /** Extra fields the engine reports (preferred schedule, label, ...), passed through to listings. */
+  [extra: string]: unknown;
+}
+
+export interface Engine {
+  generate(req: GenerateRequest, opts: GenerateOptions): Promise<GenerateResult>;
+  listSamplers(): unknown;
+  listSchedules(): unknown;
+  close(): unknown;
+}
+
+export interface EngineOptions {
+  device?: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
+  cacheDir?: string;
+}
+
+export type CreateEngine = (opts: EngineOptions) => Engine | Promise<Engine>;
+
+/** Accepts what an engine lists (strings, or objects with a name/label) and gives uniform {name, aliases}. */
+export function normalizeOptions(list: unknown): NamedOption[] {
+  if (!Array.isArray(list)) return [];
+  return list.flatMap((item): NamedOption[] => {
+    if (typeof item === 'string') return [{ name: item, aliases: [] }];
+    if (item && typeof item === 'object') {
+      const o = item as Record<string, unknown>;
+      const name = typeof o.name === 'string' ? o.name : typeof o.label === 'string' ? o.label : undefined;
+      if (!name) return [];
+      const aliases = Array.isArray(o.aliases) ? o.aliases.filter((a): a is string => typeof a === 'string') : [];
+      if (typeof o.label === 'string' && o.label !== name) aliases.push(o.label);
+      return [{ ...o, name, aliases }];
+    }
+    return [];
+  });
+}
+
+/** True when `name` matches an option's name or alias, case-insensitively. */
+export function findOption(options: NamedOption[], name: string): NamedOption | undefined {
+  const n = name.toLowerCase();
+  return options.find((o) => o.name.toLowerCase() === n || o.aliases.some((a) => a.toLowerCase() === n));
+}

@@ -1,0 +1,51 @@
+// Runs one job: resolve the model and input, call the engine, encode and store the images.
+import type { Device, ModelRef } from '../engine/api.ts';
+import type { LocalStorage } from '../storage/local.ts';
+import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
+import type { Engine } from './engine.ts';
+import type { Job, JobResult, StoredImage } from './job.ts';
+import type { ProgressEvent } from '../engine/api.ts';
+import { toGenerateRequest } from './job-spec.ts';
+import { loadInputImage } from './inputs.ts';
+
+export interface RunContext {
+  signal: AbortSignal;
+  onProgress: (e: ProgressEvent) => void;
+}
+
+export type JobRunner = (job: Job, ctx: RunContext) => Promise<JobResult>;
+
+export interface ExecutorDeps {
+  engine: Engine;
+  storage: LocalStorage;
+  /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
+  resolveModel: (name: string | undefined) => Promise<ModelRef>;
+  device?: Device;
+}
+
+export function createExecutor(deps: ExecutorDeps): JobRunner {
+  return async (job, ctx) => {
+    const spec = job.spec;
+    const model = await deps.resolveModel(spec.model);
+    const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
+    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device), ctx);
+    const images: StoredImage[] = [];
+    for (const [i, g] of result.images.entries()) {
+      const name = `${job.id}-${i}.${EXTENSIONS[spec.output.format]}`;
+      const bytes = await encodeImage(g.image, { format: spec.output.format, quality: spec.output.quality, infotext: g.infotext });
+      await deps.storage.write(name, bytes);
+      images.push({
+        name,
+        format: spec.output.format,
+        width: g.image.width,
+        height: g.image.height,
+        seed: g.seed,
+        subseed: g.subseed,
+        prompt: g.prompt,
+        negativePrompt: g.negativePrompt,
+        infotext: g.infotext,
+      });
+    }
+    return { images, timings: result.timings };
+  };
+}

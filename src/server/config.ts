@@ -1,0 +1,316 @@
+// Every server option, in one table: its config-file key, CLI flag, environment variable, type, default and
+// meaning. Precedence: CLI flag > environment (KILN_*) > config file (kiln.config.json / .yaml / .yml in the
+// data dir, or --config FILE) > default. `kiln serve --help` prints this table.
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+
+export type Role = 'user' | 'admin';
+export interface ApiKey {
+  /** Shown in logs and used as the job owner; never the key itself. */
+  name: string;
+  key: string;
+  role: Role;
+}
+
+export interface Limits {
+  maxWidth: number;
+  maxHeight: number;
+  maxPixels: number;
+  maxSteps: number;
+  maxImages: number;
+  maxPromptChars: number;
+  bodyBytes: number;
+  uploadBytes: number;
+  maxDecodedPixels: number;
+}
+
+export interface QueueConfig {
+  maxQueued: number;
+  jobTimeoutMs: number;
+  retentionMs: number;
+  cleanupIntervalMs: number;
+  recoverRunning: 'requeue' | 'fail';
+  maxAttempts: number;
+  shutdownGraceMs: number;
+}
+
+export interface KilnConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  modelsDir: string;
+  cacheDir: string;
+  model?: string;
+  /** Friendly label -> model name (file/folder in modelsDir, absolute path, or Hugging Face repo id). */
+  modelAliases: Record<string, string>;
+  device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
+  offline: boolean;
+  insecure: boolean;
+  keys: ApiKey[];
+  tlsCert?: string;
+  tlsKey?: string;
+  publicUrl?: string;
+  logLevel: string;
+  rateLimitPerMinute: number;
+  metricsPublic: boolean;
+  engineModule?: string;
+  limits: Limits;
+  queue: QueueConfig;
+}
+
+type Kind = 'string' | 'int' | 'number' | 'bool' | 'path' | { oneOf: readonly string[] };
+
+interface OptionSpec {
+  /** Dotted path in KilnConfig and in the config file. */
+  key: string;
+  flag: string;
+  env: string;
+  kind: Kind;
+  default?: unknown;
+  /** Multiplier from the user-facing unit (seconds, hours, MiB) to the stored unit. */
+  scale?: number;
+  doc: string;
+}
+
+const MiB = 1024 * 1024;
+
+export const OPTIONS: readonly OptionSpec[] = [
+  { key: 'host', flag: 'host', env: 'KILN_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address to bind. Anything other than a loopback address needs API keys or --insecure.' },
+  { key: 'port', flag: 'port', env: 'KILN_PORT', kind: 'int', default: 7860, doc: 'TCP port (0 picks a free one).' },
+  { key: 'dataDir', flag: 'data-dir', env: 'KILN_DATA_DIR', kind: 'path', default: './kiln-data', doc: 'Holds the job database (jobs.sqlite), stored images (images/), uploads (inputs/) and the optional config file.' },
+  { key: 'modelsDir', flag: 'models-dir', env: 'KILN_MODELS_DIR', kind: 'path', doc: 'Models folder with checkpoints/, loras/, vae/, ... (default: <data-dir>/models).' },
+  { key: 'cacheDir', flag: 'cache-dir', env: 'KILN_CACHE_DIR', kind: 'path', doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).' },
+  { key: 'model', flag: 'model', env: 'KILN_MODEL', kind: 'string', doc: 'Default model: a path, a name or label from the models folder, or a Hugging Face repo id (owner/name).' },
+  { key: 'device', flag: 'device', env: 'KILN_DEVICE', kind: { oneOf: ['cpu', 'cuda', 'tensorrt', 'webgpu'] }, default: 'cpu', doc: 'Where the networks run.' },
+  { key: 'offline', flag: 'offline', env: 'KILN_OFFLINE', kind: 'bool', default: false, doc: 'Never download models; say what to download instead.' },
+  { key: 'insecure', flag: 'insecure', env: 'KILN_INSECURE', kind: 'bool', default: false, doc: 'Allow binding a non-loopback address without API keys.' },
+  { key: 'tlsCert', flag: 'tls-cert', env: 'KILN_TLS_CERT', kind: 'path', doc: 'PEM certificate; with --tls-key the server speaks HTTPS.' },
+  { key: 'tlsKey', flag: 'tls-key', env: 'KILN_TLS_KEY', kind: 'path', doc: 'PEM private key for --tls-cert.' },
+  { key: 'publicUrl', flag: 'public-url', env: 'KILN_PUBLIC_URL', kind: 'string', doc: 'Base URL used in result image URLs (default: taken from the request Host header).' },
+  { key: 'logLevel', flag: 'log-level', env: 'KILN_LOG_LEVEL', kind: { oneOf: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
+  { key: 'rateLimitPerMinute', flag: 'rate-limit', env: 'KILN_RATE_LIMIT', kind: 'int', default: 600, doc: 'Requests per minute per API key (or per IP without keys); 0 disables.' },
+  { key: 'metricsPublic', flag: 'metrics-public', env: 'KILN_METRICS_PUBLIC', kind: 'bool', default: true, doc: 'Serve /metrics without an API key.' },
+  { key: 'engineModule', flag: 'engine-module', env: 'KILN_ENGINE_MODULE', kind: 'path', doc: 'Module exporting createEngine() (default: the built-in engine). For tests and alternative engines.' },
+  { key: 'limits.maxWidth', flag: 'max-width', env: 'KILN_MAX_WIDTH', kind: 'int', default: 2048, doc: 'Largest width in pixels.' },
+  { key: 'limits.maxHeight', flag: 'max-height', env: 'KILN_MAX_HEIGHT', kind: 'int', default: 2048, doc: 'Largest height in pixels.' },
+  { key: 'limits.maxPixels', flag: 'max-pixels', env: 'KILN_MAX_PIXELS', kind: 'int', default: 2048 * 2048, doc: 'Largest width x height.' },
+  { key: 'limits.maxSteps', flag: 'max-steps', env: 'KILN_MAX_STEPS', kind: 'int', default: 150, doc: 'Most sampling steps per image.' },
+  { key: 'limits.maxImages', flag: 'max-images', env: 'KILN_MAX_IMAGES', kind: 'int', default: 150, doc: 'Most images per request (prompts x images per prompt).' },
+  { key: 'limits.maxPromptChars', flag: 'max-prompt-chars', env: 'KILN_MAX_PROMPT_CHARS', kind: 'int', default: 10000, doc: 'Longest prompt or negative prompt, in characters.' },
+  { key: 'limits.bodyBytes', flag: 'max-body-mb', env: 'KILN_MAX_BODY_MB', kind: 'number', scale: MiB, default: 20 * MiB, doc: 'Largest request body (MiB).' },
+  { key: 'limits.uploadBytes', flag: 'max-upload-mb', env: 'KILN_MAX_UPLOAD_MB', kind: 'number', scale: MiB, default: 10 * MiB, doc: 'Largest uploaded image file (MiB).' },
+  { key: 'limits.maxDecodedPixels', flag: 'max-decoded-pixels', env: 'KILN_MAX_DECODED_PIXELS', kind: 'int', default: 4096 * 4096, doc: 'Largest decoded width x height of an uploaded image (guards against decompression bombs).' },
+  { key: 'queue.maxQueued', flag: 'max-queue', env: 'KILN_MAX_QUEUE', kind: 'int', default: 100, doc: 'Most jobs waiting; beyond it submissions get 429 with Retry-After.' },
+  { key: 'queue.jobTimeoutMs', flag: 'job-timeout', env: 'KILN_JOB_TIMEOUT', kind: 'number', scale: 1000, default: 600_000, doc: 'Longest a job may run (seconds); then it is stopped and marked failed.' },
+  { key: 'queue.retentionMs', flag: 'retention', env: 'KILN_RETENTION', kind: 'number', scale: 3_600_000, default: 24 * 3_600_000, doc: 'How long finished jobs and their images are kept (hours).' },
+  { key: 'queue.cleanupIntervalMs', flag: 'cleanup-interval', env: 'KILN_CLEANUP_INTERVAL', kind: 'number', scale: 1000, default: 600_000, doc: 'How often expired jobs are removed (seconds).' },
+  { key: 'queue.recoverRunning', flag: 'recover-running', env: 'KILN_RECOVER_RUNNING', kind: { oneOf: ['requeue', 'fail'] }, default: 'requeue', doc: 'What happens at startup to a job that was running when the process died.' },
+  { key: 'queue.maxAttempts', flag: 'max-attempts', env: 'KILN_MAX_ATTEMPTS', kind: 'int', default: 2, doc: 'Runs a job may start before a crash-interrupted job is marked failed instead of re-run.' },
+  { key: 'queue.shutdownGraceMs', flag: 'shutdown-grace', env: 'KILN_SHUTDOWN_GRACE', kind: 'number', scale: 1000, default: 30_000, doc: 'On shutdown, how long to let the running job finish before it is stopped and re-queued (seconds).' },
+];
+
+export class ConfigError extends Error {
+  constructor(readonly option: string, message: string) {
+    super(`${option}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const CONFIG_FILES = ['kiln.config.json', 'kiln.config.yaml', 'kiln.config.yml'];
+
+export interface ConfigSources {
+  /** Parsed CLI flags, by flag name without dashes (see parseFlags). */
+  flags?: Record<string, string | boolean | string[]>;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Values that replace the file's (used by tests instead of writing a file). */
+  file?: Record<string, unknown>;
+}
+
+/** Parses `--name value`, `--name=value` and bare boolean `--name` (repeated flags collect into a list). */
+export function parseFlags(argv: readonly string[]): { flags: Record<string, string | boolean | string[]>; rest: string[] } {
+  const flags: Record<string, string | boolean | string[]> = {};
+  const rest: string[] = [];
+  const booleans = new Set(['insecure', 'offline', 'metrics-public', 'help']);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) {
+      rest.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+    let value: string | boolean;
+    if (eq > 0) value = a.slice(eq + 1);
+    else if (booleans.has(name) || i + 1 >= argv.length || argv[i + 1].startsWith('--')) value = true;
+    else value = argv[++i];
+    const prev = flags[name];
+    flags[name] = prev === undefined ? value : ([] as string[]).concat(prev as string, String(value));
+  }
+  return { flags, rest };
+}
+
+function getPath(obj: Record<string, unknown> | undefined, path: string): unknown {
+  let cur: unknown = obj;
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let cur = obj;
+  for (const part of parts.slice(0, -1)) cur = (cur[part] ??= {}) as Record<string, unknown>;
+  cur[parts[parts.length - 1]] = value;
+}
+
+function coerce(opt: OptionSpec, raw: unknown, where: string, cwd: string, fromUser: boolean): unknown {
+  const name = `${opt.key} (${where})`;
+  const scale = fromUser ? (opt.scale ?? 1) : 1;
+  const kind = opt.kind;
+  if (typeof kind === 'object') {
+    if (!kind.oneOf.includes(String(raw))) throw new ConfigError(name, `must be one of ${kind.oneOf.join(', ')}, got ${JSON.stringify(raw)}`);
+    return String(raw);
+  }
+  switch (kind) {
+    case 'bool':
+      if (typeof raw === 'boolean') return raw;
+      if (['1', 'true', 'yes', 'on'].includes(String(raw).toLowerCase())) return true;
+      if (['0', 'false', 'no', 'off', ''].includes(String(raw).toLowerCase())) return false;
+      throw new ConfigError(name, `must be true or false, got ${JSON.stringify(raw)}`);
+    case 'int':
+    case 'number': {
+      const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
+      if (String(raw).trim() === '' || !Number.isFinite(n) || n < 0 || (kind === 'int' && !Number.isInteger(n))) {
+        throw new ConfigError(name, `must be a non-negative ${kind === 'int' ? 'integer' : 'number'}, got ${JSON.stringify(raw)}`);
+      }
+      return Math.round(n * scale);
+    }
+    case 'path':
+      if (typeof raw !== 'string' || raw === '') throw new ConfigError(name, 'must be a non-empty path');
+      return isAbsolute(raw) ? raw : resolve(cwd, raw);
+    case 'string':
+      if (typeof raw !== 'string') throw new ConfigError(name, `must be a string, got ${JSON.stringify(raw)}`);
+      return raw;
+  }
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  const text = readFileSync(path, 'utf8');
+  try {
+    const parsed = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('the top level must be an object');
+    return parsed as Record<string, unknown>;
+  } catch (e) {
+    throw new ConfigError(path, `cannot parse: ${(e as Error).message}`);
+  }
+}
+
+/** `k1,k2` or `name=k1,name2=k2` from an env var / flag into keys with the given role. */
+function keysFromList(list: string | string[], role: Role): ApiKey[] {
+  const items = ([] as string[]).concat(list).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  return items.map((item, i) => {
+    const eq = item.indexOf('=');
+    return eq > 0 ? { name: item.slice(0, eq), key: item.slice(eq + 1), role } : { name: `${role}-${i + 1}`, key: item, role };
+  });
+}
+
+function keysFromFile(raw: unknown): ApiKey[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw new ConfigError('keys (config file)', 'must be a list of {name, key, role}');
+  return raw.map((k, i) => {
+    const item = k as Partial<ApiKey>;
+    if (typeof item?.key !== 'string' || item.key.length < 8) throw new ConfigError(`keys[${i}].key (config file)`, 'must be a string of at least 8 characters');
+    if (item.role !== undefined && item.role !== 'user' && item.role !== 'admin') throw new ConfigError(`keys[${i}].role (config file)`, 'must be "user" or "admin"');
+    return { name: typeof item.name === 'string' ? item.name : `key-${i + 1}`, key: item.key, role: item.role ?? 'user' };
+  });
+}
+
+export function loadConfig(src: ConfigSources = {}): KilnConfig {
+  const cwd = src.cwd ?? process.cwd();
+  const flags = src.flags ?? {};
+  const env = src.env ?? process.env;
+  const known = new Set([...OPTIONS.map((o) => o.flag), 'config', 'api-key', 'admin-key', 'help']);
+  for (const f of Object.keys(flags)) if (!known.has(f)) throw new ConfigError(`--${f}`, 'unknown option (see kiln serve --help)');
+
+  // The data dir decides where the config file lives, so it is resolved from flags/env first.
+  const dataDirRaw = flags['data-dir'] ?? env.KILN_DATA_DIR ?? './kiln-data';
+  const dataDir = resolve(cwd, String(dataDirRaw));
+  let file: Record<string, unknown> = {};
+  let fileDir = dataDir;
+  const explicit = flags.config ?? env.KILN_CONFIG;
+  if (explicit) {
+    const p = resolve(cwd, String(explicit));
+    if (!existsSync(p)) throw new ConfigError('--config', `file not found: ${p}`);
+    file = readConfigFile(p);
+    fileDir = resolve(p, '..');
+  } else {
+    const found = CONFIG_FILES.map((n) => join(dataDir, n)).find((p) => existsSync(p));
+    if (found) file = readConfigFile(found);
+  }
+  if (src.file) file = { ...file, ...src.file };
+
+  const out: Record<string, unknown> = {};
+  for (const opt of OPTIONS) {
+    const flag = flags[opt.flag];
+    const envValue = env[opt.env];
+    const fileValue = getPath(file, opt.key);
+    let value: unknown;
+    if (flag !== undefined) value = coerce(opt, Array.isArray(flag) ? flag[flag.length - 1] : flag, `--${opt.flag}`, cwd, true);
+    else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
+    else if (fileValue !== undefined) value = coerce(opt, fileValue, 'config file', fileDir, true);
+    else value = opt.default;
+    if (value !== undefined) setPath(out, opt.key, value);
+  }
+  out.dataDir = dataDir;
+  out.modelsDir ??= join(dataDir, 'models');
+  out.cacheDir ??= join(dataDir, 'cache');
+
+  const aliases = (file.modelAliases ?? {}) as Record<string, unknown>;
+  if (typeof aliases !== 'object' || Array.isArray(aliases) || Object.values(aliases).some((v) => typeof v !== 'string')) {
+    throw new ConfigError('modelAliases (config file)', 'must map labels to model names, e.g. {"Amanatsu": "amanatsu-v11.safetensors"}');
+  }
+  out.modelAliases = aliases;
+
+  const keys = [
+    ...keysFromFile(file.keys),
+    ...(env.KILN_API_KEYS ? keysFromList(env.KILN_API_KEYS, 'user') : []),
+    ...(env.KILN_ADMIN_KEYS ? keysFromList(env.KILN_ADMIN_KEYS, 'admin') : []),
+    ...(flags['api-key'] !== undefined ? keysFromList(flags['api-key'] as string | string[], 'user') : []),
+    ...(flags['admin-key'] !== undefined ? keysFromList(flags['admin-key'] as string | string[], 'admin') : []),
+  ];
+  for (const k of keys) if (k.key.length < 8) throw new ConfigError(`API key "${k.name}"`, 'must be at least 8 characters');
+  out.keys = keys;
+
+  const cfg = out as unknown as KilnConfig;
+  if (Boolean(cfg.tlsCert) !== Boolean(cfg.tlsKey)) throw new ConfigError('tlsCert/tlsKey', 'give both --tls-cert and --tls-key, or neither');
+  return cfg;
+}
+
+/** A config for tests and embedding: defaults plus overrides, no files or environment read. */
+export function testConfig(dataDir: string, overrides: Partial<Omit<KilnConfig, 'limits' | 'queue'>> & { limits?: Partial<Limits>; queue?: Partial<QueueConfig> } = {}): KilnConfig {
+  const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
+  return { ...base, ...overrides, limits: { ...base.limits, ...overrides.limits }, queue: { ...base.queue, ...overrides.queue } };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** Human-readable option table for `kiln serve --help`. */
+export function optionsHelp(): string {
+  const lines = OPTIONS.map((o) => {
+    const def = o.default === undefined ? '' : ` (default ${o.scale ? Number(o.default) / o.scale : o.default})`;
+    return `  --${o.flag.padEnd(20)} ${o.env.padEnd(26)} ${o.doc}${def}`;
+  });
+  return [
+    'Options (flag, environment variable, meaning). Config file keys use the names in src/server/config.ts.',
+    ...lines,
+    '  --api-key KEY         KILN_API_KEYS (comma list)  User API key; "name=key" names it. Repeatable.',
+    '  --admin-key KEY       KILN_ADMIN_KEYS             Admin API key (model management). Repeatable.',
+    '  --config FILE         KILN_CONFIG                 Config file (default: kiln.config.json/.yaml in the data dir).',
+  ].join('\n');
+}
