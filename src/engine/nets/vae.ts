@@ -14,6 +14,8 @@ export interface VaeNetConfig {
   latent_channels: number;
   in_channels?: number;
   out_channels?: number;
+  /** diffusers' switch for the mid-block attention (default true; false in a few newer VAEs). */
+  mid_block_add_attention?: boolean;
 }
 
 export interface VaeEncoderOptions {
@@ -44,10 +46,14 @@ export const VAE_IO = {
 /** diffusers builds every AutoencoderKL norm with eps 1e-6. */
 const EPS = 1e-6;
 
-/** Every option with its default filled in: the part of a graph-cache key that describes the graph. */
-export function vaeGraphOptions(part: 'encoder' | 'decoder', opts: VaeEncoderOptions & VaeDecoderOptions): Record<string, unknown> {
-  const common = { part, attention: opts.attention ?? 'contrib' };
-  return part === 'decoder' ? { ...common, scalingFactor: opts.scalingFactor ?? null } : common;
+/** Every encoder option with its default filled in: the part of a graph-cache key that describes the graph. */
+export function vaeEncoderGraphOptions(opts: VaeEncoderOptions): Record<string, unknown> {
+  return { attention: opts.attention ?? 'contrib' };
+}
+
+/** Every decoder option with its default filled in: the part of a graph-cache key that describes the graph. */
+export function vaeDecoderGraphOptions(opts: VaeDecoderOptions): Record<string, unknown> {
+  return { attention: opts.attention ?? 'contrib', scalingFactor: opts.scalingFactor ?? null };
 }
 
 /** The spatial factor between image and latent: 2 per down block except the last (8 for SD). */
@@ -57,7 +63,7 @@ export function vaeScaleFactor(config: VaeNetConfig): number {
 
 /** Encoder: image -> DiagonalGaussian parameters (mean, logvar) after quant_conv. */
 export function buildVaeEncoder(b: GraphBuilder, weights: WeightSource, config: VaeNetConfig, opts: VaeEncoderOptions = {}): void {
-  const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib');
+  const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib', config.mid_block_add_attention ?? true);
   const ch = config.block_out_channels;
   const f = vaeScaleFactor(config);
   const latentShape = ['batch', config.latent_channels, `height/${f}`, `width/${f}`];
@@ -83,7 +89,7 @@ export function buildVaeEncoder(b: GraphBuilder, weights: WeightSource, config: 
 
 /** Decoder: latent -> image (in about [-1, 1], unclamped, as vae.decode(...).sample). */
 export function buildVaeDecoder(b: GraphBuilder, weights: WeightSource, config: VaeNetConfig, opts: VaeDecoderOptions = {}): void {
-  const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib');
+  const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib', config.mid_block_add_attention ?? true);
   const ch = config.block_out_channels;
   const f = vaeScaleFactor(config);
   let x = b.input(VAE_IO.latent, ['batch', config.latent_channels, 'height', 'width']);
@@ -112,6 +118,7 @@ class Net {
     private readonly w: WeightSource,
     private readonly groups: number,
     private readonly attention: AttentionKind,
+    private readonly midAttention: boolean,
   ) {}
 
   param(name: string): Tensor {
@@ -146,7 +153,7 @@ class Net {
   /** UNetMidBlock2D: resnet, attention, resnet. */
   midBlock(p: string, x: Value): Value {
     x = this.resnet(`${p}.resnets.0`, x);
-    x = this.selfAttention(`${p}.attentions.0`, x);
+    if (this.midAttention) x = this.selfAttention(`${p}.attentions.0`, x);
     return this.resnet(`${p}.resnets.1`, x);
   }
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
 import type { AttentionKind, Precision } from '../../../src/engine/onnx/graph.ts';
-import { buildVaeDecoder, buildVaeEncoder, vaeGraphOptions, type VaeDecoderOptions, type VaeNetConfig } from '../../../src/engine/nets/vae.ts';
+import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, type VaeDecoderOptions, type VaeNetConfig } from '../../../src/engine/nets/vae.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import { assertClose, diffusersComponent, ref } from './fixture-io.ts';
@@ -17,7 +17,7 @@ test.after(() => rmSync(cacheDir, { recursive: true, force: true }));
 
 async function decoder(model: string, opts: VaeDecoderOptions, precision: Precision = 'fp32') {
   const { weights, config } = diffusersComponent(model, 'vae', WEIGHTS);
-  const key = { network: `${model}-vae-decoder`, weightsIdentity: model, precision, options: vaeGraphOptions('decoder', opts) };
+  const key = { network: `${model}-vae-decoder`, weightsIdentity: model, precision, options: vaeDecoderGraphOptions(opts) };
   const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildVaeDecoder(b, weights, config as VaeNetConfig, opts));
   return { session: await createSession(modelPath, { device: 'cpu' }) };
 }
@@ -33,7 +33,7 @@ for (const attention of ['contrib', 'onnx'] as AttentionKind[]) {
   test(`sd1 VAE encode mean/logvar match diffusers (${attention} attention)`, async () => {
     const r = ref('sd1/vae');
     const { weights, config } = diffusersComponent('tiny-sd1', 'vae', WEIGHTS);
-    const key = { network: 'tiny-sd1-vae-encoder', weightsIdentity: 'tiny-sd1', precision: 'fp32' as const, options: vaeGraphOptions('encoder', { attention }) };
+    const key = { network: 'tiny-sd1-vae-encoder', weightsIdentity: 'tiny-sd1', precision: 'fp32' as const, options: vaeEncoderGraphOptions({ attention }) };
     const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildVaeEncoder(b, weights, config, { attention }));
     const out = await runSession(await createSession(modelPath, { device: 'cpu' }), { image: r.float('encode_input_image') });
     assertClose(out.mean!, r.float('encode_mean'), ATOL, RTOL, 'encode_mean');
