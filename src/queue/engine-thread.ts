@@ -8,7 +8,7 @@ import type { GenerateOptions, GenerateRequest, GenerateResult } from '../engine
 import type { Engine, EngineOptions } from './engine.ts';
 import type { FromWorker, ToWorker, WorkerError } from './engine-protocol.ts';
 
-const WORKER_FILE = fileURLToPath(new URL('./engine-worker.ts', import.meta.url));
+const WORKER_FILE = fileURLToPath(new URL('./engine-worker-boot.mjs', import.meta.url));
 
 export class EngineAbortError extends Error {
   constructor() {
@@ -40,6 +40,7 @@ interface Pending {
 
 export class ThreadedEngine implements Engine {
   private worker?: Worker;
+  private exited: Promise<void> = Promise.resolve();
   private ready?: Promise<{ samplers: unknown; schedules: unknown }>;
   private pending?: Pending;
   private nextId = 1;
@@ -54,12 +55,11 @@ export class ThreadedEngine implements Engine {
   /** Starts the worker and waits until the engine reports ready (or throws its init error). */
   start(): Promise<{ samplers: unknown; schedules: unknown }> {
     if (this.ready) return this.ready;
-    const execArgv = process.execArgv.some((a) => a.includes('tsx')) ? process.execArgv : [...process.execArgv, '--import', 'tsx'];
     const worker = new Worker(WORKER_FILE, {
       workerData: { module: this.module, options: this.options, abortFlag: this.abortFlag },
-      execArgv,
     });
     this.worker = worker;
+    this.exited = new Promise<void>((r) => worker.once('exit', () => r()));
     this.ready = new Promise((resolve, reject) => {
       worker.on('message', (msg: FromWorker) => {
         if (msg.type === 'ready') {
@@ -70,9 +70,13 @@ export class ThreadedEngine implements Engine {
       });
       worker.on('error', (e) => {
         reject(e);
-        this.onExit(e);
+        this.onExit(worker, e);
       });
-      worker.on('exit', (code) => this.onExit(new Error(`engine worker exited with code ${code}`)));
+      worker.on('exit', (code) => {
+        const err = new Error(`engine worker exited with code ${code}`);
+        reject(err);
+        this.onExit(worker, err);
+      });
     });
     this.ready.catch(() => {
       this.ready = undefined;
@@ -97,8 +101,8 @@ export class ThreadedEngine implements Engine {
     }
   }
 
-  private onExit(err: Error): void {
-    if (this.worker === undefined) return;
+  private onExit(worker: Worker, err: Error): void {
+    if (this.worker !== worker) return;
     this.worker = undefined;
     this.ready = undefined;
     const p = this.pending;
@@ -139,10 +143,10 @@ export class ThreadedEngine implements Engine {
     const worker = this.worker;
     if (!worker) return;
     this.worker = undefined;
-    const exited = new Promise<void>((r) => worker.once('exit', () => r()));
+    this.ready = undefined;
     worker.postMessage({ type: 'close' } satisfies ToWorker);
     const timer = setTimeout(() => void worker.terminate(), 2000);
-    await exited;
+    await this.exited;
     clearTimeout(timer);
     this.pending?.reject(new Error('engine closed'));
     this.pending = undefined;
