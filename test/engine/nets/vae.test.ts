@@ -5,75 +5,82 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
 import type { AttentionKind, Precision } from '../../../src/engine/onnx/graph.ts';
-import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, type VaeDecoderOptions, type VaeNetConfig } from '../../../src/engine/nets/vae.ts';
+import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor, type VaeDecoderOptions } from '../../../src/engine/nets/vae.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
-import { assertClose, diffusersComponent, ref } from './fixture-io.ts';
+import { assertClose, fixtureModel, ref, type FixtureModel } from './fixture-io.ts';
 
 const ATOL = 1e-4, RTOL = 1e-3;
-const WEIGHTS = 'diffusion_pytorch_model.safetensors';
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-vae-'));
 test.after(() => rmSync(cacheDir, { recursive: true, force: true }));
 
-async function decoder(model: string, opts: VaeDecoderOptions, precision: Precision = 'fp32') {
-  const { weights, config } = diffusersComponent(model, 'vae', WEIGHTS);
+async function decoder(model: FixtureModel, opts: VaeDecoderOptions, precision: Precision = 'fp32') {
+  const m = await fixtureModel(model);
   const key = { network: `${model}-vae-decoder`, weightsIdentity: model, precision, options: vaeDecoderGraphOptions(opts) };
-  const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildVaeDecoder(b, weights, config as VaeNetConfig, opts));
-  return { session: await createSession(modelPath, { device: 'cpu' }) };
+  const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildVaeDecoder(b, m.vae, m.vaeConfig, opts));
+  return createSession(modelPath, { device: 'cpu' });
 }
 
-for (const attention of ['contrib', 'onnx'] as AttentionKind[]) {
-  test(`sd1 VAE decode matches diffusers (${attention} attention)`, async () => {
+async function encoder(model: FixtureModel, attention: AttentionKind) {
+  const m = await fixtureModel(model);
+  const key = { network: `${model}-vae-encoder`, weightsIdentity: model, precision: 'fp32' as const, options: vaeEncoderGraphOptions({ attention }) };
+  const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildVaeEncoder(b, m.vae, m.vaeConfig, { attention }));
+  return createSession(modelPath, { device: 'cpu' });
+}
+
+// The single file stores the mid-block attention as 1x1 convolutions ([C,C,1,1]); the folder as linears.
+for (const [model, attention] of [['tiny-sd1', 'contrib'], ['tiny-sd1', 'onnx'], ['tiny-sd1.safetensors', 'contrib']] as [FixtureModel, AttentionKind][]) {
+  test(`sd1 VAE decode from ${model} matches diffusers (${attention} attention)`, async () => {
     const r = ref('sd1/vae');
-    const { session } = await decoder('tiny-sd1', { attention });
-    const { image } = await runSession(session, { latent: r.float('decode_input_latent') });
+    const { image } = await runSession(await decoder(model, { attention }), { latent: r.float('decode_input_latent') });
     assertClose(image!, r.float('decode_output'), ATOL, RTOL, 'decode_output');
   });
 
-  test(`sd1 VAE encode mean/logvar match diffusers (${attention} attention)`, async () => {
+  test(`sd1 VAE encode from ${model}: mean/logvar match diffusers (${attention} attention)`, async () => {
     const r = ref('sd1/vae');
-    const { weights, config } = diffusersComponent('tiny-sd1', 'vae', WEIGHTS);
-    const key = { network: 'tiny-sd1-vae-encoder', weightsIdentity: 'tiny-sd1', precision: 'fp32' as const, options: vaeEncoderGraphOptions({ attention }) };
-    const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildVaeEncoder(b, weights, config, { attention }));
-    const out = await runSession(await createSession(modelPath, { device: 'cpu' }), { image: r.float('encode_input_image') });
+    const out = await runSession(await encoder(model, attention), { image: r.float('encode_input_image') });
     assertClose(out.mean!, r.float('encode_mean'), ATOL, RTOL, 'encode_mean');
     assertClose(out.logvar!, r.float('encode_logvar'), ATOL, RTOL, 'encode_logvar');
   });
 }
 
-test('sdxl VAE decode (4 groups, 8/16 channels) matches diffusers', async () => {
-  const r = ref('sdxl/vae');
-  const { session } = await decoder('tiny-sdxl', {});
-  const { image } = await runSession(session, { latent: r.float('decode_input_latent') });
-  assertClose(image!, r.float('decode_output'), ATOL, RTOL, 'sdxl decode_output');
-});
+for (const model of ['tiny-sdxl', 'tiny-sdxl.safetensors'] as FixtureModel[]) {
+  test(`sdxl VAE decode from ${model} (4 groups, 8/16 channels) matches diffusers`, async () => {
+    const r = ref('sdxl/vae');
+    const { image } = await runSession(await decoder(model, {}), { latent: r.float('decode_input_latent') });
+    assertClose(image!, r.float('decode_output'), ATOL, RTOL, 'sdxl decode_output');
+  });
+}
 
 test('decoder with scalingFactor inside the graph equals dividing outside', async () => {
   const r = ref('sd1/vae');
   const raw = r.float('decode_input_latent');
-  const sf = (diffusersComponent('tiny-sd1', 'vae', WEIGHTS).config as { scaling_factor: number }).scaling_factor;
-  const { session } = await decoder('tiny-sd1', { scalingFactor: sf });
+  const sf = (await fixtureModel('tiny-sd1')).vaeConfig.scaling_factor;
   const scaled: Tensor = { shape: raw.shape, data: raw.data.map((v) => v * sf) };
-  const { image } = await runSession(session, { latent: scaled });
+  const { image } = await runSession(await decoder('tiny-sd1', { scalingFactor: sf }), { latent: scaled });
   assertClose(image!, r.float('decode_output'), ATOL, RTOL, 'decode of latent*sf with sf inside');
 });
 
-test('decoder handles non-square latents (height != width)', async () => {
+test('decoder and encoder handle non-square sizes', async () => {
   const r = ref('sd1/vae');
   const full = r.float('decode_input_latent'); // [1,4,32,32]
   const sub = new Float32Array(4 * 24 * 16);
   for (let c = 0; c < 4; c++) for (let i = 0; i < 24; i++) for (let j = 0; j < 16; j++) sub[(c * 24 + i) * 16 + j] = full.data[(c * 32 + i) * 32 + j]!;
-  const { session } = await decoder('tiny-sd1', {});
-  const { image } = await runSession(session, { latent: { shape: [1, 4, 24, 16], data: sub } });
-  assert.deepEqual(image!.shape, [1, 3, 48, 32]);
+  const { image } = await runSession(await decoder('tiny-sd1', {}), { latent: { shape: [1, 4, 24, 16], data: sub } });
+  const f = vaeScaleFactor((await fixtureModel('tiny-sd1')).vaeConfig);
+  assert.equal(f, 2);
+  assert.deepEqual(image!.shape, [1, 3, 24 * f, 16 * f]);
   assert.ok(image!.data.every(Number.isFinite));
+  const { mean } = await runSession(await encoder('tiny-sd1', 'contrib'), { image: image! });
+  assert.deepEqual(mean!.shape, [1, 4, 24, 16]);
 });
 
-test('a missing VAE weight is reported by name', () => {
-  const { weights, config } = diffusersComponent('tiny-sd1', 'vae', WEIGHTS);
-  const broken = { ...weights, has: (n: string) => n !== 'decoder.up_blocks.1.resnets.0.conv1.weight' && weights.has(n) };
+test('a missing VAE weight is reported by name', async () => {
+  const m = await fixtureModel('tiny-sd1');
+  const w = m.vae;
+  const broken = { names: () => w.names(), shape: (n: string) => w.shape(n), dtype: (n: string) => w.dtype(n), get: (n: string) => w.get(n), has: (n: string) => n !== 'decoder.up_blocks.1.resnets.0.conv1.weight' && w.has(n) };
   assert.throws(
-    () => getOrBuildGraph(cacheDir, { network: 'broken-vae', weightsIdentity: 'x', precision: 'fp32' }, (b) => buildVaeDecoder(b, broken, config)),
+    () => getOrBuildGraph(cacheDir, { network: 'broken-vae', weightsIdentity: 'x', precision: 'fp32' }, (b) => buildVaeDecoder(b, broken, m.vaeConfig)),
     /decoder\.up_blocks\.1\.resnets\.0\.conv1\.weight: missing VAE weight/,
   );
 });
@@ -81,10 +88,11 @@ test('a missing VAE weight is reported by name', () => {
 test('fp16 VAE decoder graph type-checks and onnxruntime CPU creates a session', async (t) => {
   const r = ref('sd1/vae');
   for (const attention of ['contrib', 'onnx'] as AttentionKind[]) {
-    let built;
+    let session;
     try {
-      built = await decoder('tiny-sd1', { attention }, 'fp16');
+      session = await decoder('tiny-sd1', { attention }, 'fp16');
     } catch (e) {
+      // A missing CPU fp16 kernel is a runtime limitation, not a graph error; type errors still fail the test.
       const missing = /Could not find an implementation for (\w+)/.exec((e as Error).message);
       if (missing) {
         t.diagnostic(`${attention}: onnxruntime CPU has no float16 kernel for ${missing[1]}`);
@@ -92,7 +100,7 @@ test('fp16 VAE decoder graph type-checks and onnxruntime CPU creates a session',
       }
       throw e;
     }
-    const { image } = await runSession(built.session, { latent: r.float('decode_input_latent') });
+    const { image } = await runSession(session, { latent: r.float('decode_input_latent') });
     // fp16 carries ~3 significant digits: this checks the graph computes the same function, not fp32 accuracy.
     assertClose(image!, r.float('decode_output'), 0.05, 0.05, `fp16 ${attention} decode`);
   }
