@@ -2,18 +2,13 @@
 // position embeddings, pre-LN transformer layers with a causal mask, final_layer_norm, argmax pooling and the
 // optional text projection. Only the layers the requested outputs depend on are built.
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
-import type { WeightSource } from '../weights/types.ts';
+import type { ClipTextConfig, WeightSource } from '../weights/types.ts';
 
-/** The config.json fields the graph depends on (transformers CLIPTextConfig names). */
-export interface ClipTextConfig {
-  hidden_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  /** "quick_gelu" (SD1, OpenAI CLIP) or "gelu" (SD2, SDXL's OpenCLIP encoders). */
-  hidden_act: string;
-  layer_norm_eps: number;
-  max_position_embeddings: number;
-}
+/** The config.json fields the graph depends on (hidden_act: "quick_gelu" for SD1's OpenAI CLIP, "gelu" for OpenCLIP). */
+export type ClipTextNetConfig = Pick<
+  ClipTextConfig,
+  'hidden_size' | 'num_hidden_layers' | 'num_attention_heads' | 'hidden_act' | 'layer_norm_eps' | 'max_position_embeddings'
+>;
 
 export interface ClipTextOptions {
   /**
@@ -84,7 +79,7 @@ export function clipHiddenLayerIndex(layers: number, opts: ClipTextOptions): num
  * Adds the text encoder to `b`. Input `input_ids` int64 [batch, seq]; outputs as chosen by `opts`
  * (names in CLIP_TEXT_IO). Weights use transformers names (`text_model.encoder.layers.0.self_attn.q_proj.weight`).
  */
-export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, config: ClipTextConfig, opts: ClipTextOptions = {}): void {
+export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, config: ClipTextNetConfig, opts: ClipTextOptions = {}): void {
   const o = resolve(opts);
   const layers = config.num_hidden_layers;
   const dim = config.hidden_size;

@@ -4,19 +4,13 @@
 import { ModelFileError } from '../api.ts';
 import type { AttentionKind, GraphBuilder, Value } from '../onnx/graph.ts';
 import type { Tensor } from '../tensor.ts';
-import type { WeightSource } from '../weights/types.ts';
+import type { VaeConfig, WeightSource } from '../weights/types.ts';
 
 /** The config.json fields the graphs depend on (diffusers AutoencoderKL names). */
-export interface VaeNetConfig {
-  block_out_channels: number[];
-  layers_per_block: number;
-  norm_num_groups: number;
-  latent_channels: number;
-  in_channels?: number;
-  out_channels?: number;
+export type VaeNetConfig = Pick<VaeConfig, 'block_out_channels' | 'layers_per_block' | 'norm_num_groups' | 'latent_channels' | 'in_channels' | 'out_channels'> & {
   /** diffusers' switch for the mid-block attention (default true; false in a few newer VAEs). */
   mid_block_add_attention?: boolean;
-}
+};
 
 export interface VaeEncoderOptions {
   attention?: AttentionKind;
@@ -67,7 +61,7 @@ export function buildVaeEncoder(b: GraphBuilder, weights: WeightSource, config: 
   const ch = config.block_out_channels;
   const f = vaeScaleFactor(config);
   const latentShape = ['batch', config.latent_channels, `height/${f}`, `width/${f}`];
-  let x = b.input(VAE_IO.image, ['batch', config.in_channels ?? 3, 'height', 'width']);
+  let x = b.input(VAE_IO.image, ['batch', config.in_channels, 'height', 'width']);
 
   x = n.conv('encoder.conv_in', x, 1);
   for (let i = 0; i < ch.length; i++) {
@@ -108,7 +102,7 @@ export function buildVaeDecoder(b: GraphBuilder, weights: WeightSource, config: 
     }
   }
   x = n.conv('decoder.conv_out', b.silu(n.groupNorm('decoder.conv_norm_out', x)), 1);
-  b.output(x, VAE_IO.image, ['batch', config.out_channels ?? 3, `height*${f}`, `width*${f}`]);
+  b.output(x, VAE_IO.image, ['batch', config.out_channels, `height*${f}`, `width*${f}`]);
 }
 
 /** The layer vocabulary of the VAE, bound to one builder and weight source. */
