@@ -190,9 +190,7 @@ export function inferUnetConfig(w: WeightSource, hints: UnetInferenceHints): Inf
       guesses.push(`attention_head_dim: channels ${JSON.stringify(blockOut)} are not multiples of 64, used 1 head per level`);
     }
   }
-  if (!blockOut.every((c) => c % 32 === 0)) {
-    guesses.push(`norm_num_groups: 32 does not divide channels ${JSON.stringify(blockOut)}; the real value is not stored in the weights`);
-  }
+  const groups = guessNormGroups(blockOut, guesses);
 
   let addTimeDim: number | null = null;
   if (adm !== null) {
@@ -219,6 +217,7 @@ export function inferUnetConfig(w: WeightSource, hints: UnetInferenceHints): Inf
     cross_attention_dim: attn2 ? w.shape(attn2)[1]! : UNET_DEFAULTS.cross_attention_dim,
     use_linear_projection: projIn ? w.shape(projIn).length === 2 : false,
     transformer_layers_per_block: compact(tlpb),
+    norm_num_groups: groups,
     addition_embed_type: hasAdd ? 'text_time' : null,
     addition_time_embed_dim: addTimeDim,
     projection_class_embeddings_input_dim: adm,
@@ -227,6 +226,15 @@ export function inferUnetConfig(w: WeightSource, hints: UnetInferenceHints): Inf
     sample_size: defaultUnetSampleSize(hints.family, hints.prediction),
   };
   return { config, guesses };
+}
+
+/** Every released model uses 32 groups; toy models whose widths 32 does not divide get the largest divisor. */
+function guessNormGroups(channels: number[], guesses: string[]): number {
+  if (channels.every((c) => c % 32 === 0)) return 32;
+  let g = 32;
+  while (g > 1 && !channels.every((c) => c % g === 0)) g--;
+  guesses.push(`norm_num_groups: 32 does not divide channels ${JSON.stringify(channels)}, used ${g} (the real value is not stored in the weights)`);
+  return g;
 }
 
 function defaultUnetSampleSize(family: Family, prediction: Prediction): number {
@@ -240,9 +248,7 @@ export function inferVaeConfig(w: WeightSource, family: Family): Inferred<VaeCon
   const levels = countIndexed(w, 'encoder.down_blocks.');
   const blockOut: number[] = [];
   for (let i = 0; i < levels; i++) blockOut.push(w.shape(`encoder.down_blocks.${i}.resnets.0.conv1.weight`)[0]!);
-  if (!blockOut.every((c) => c % 32 === 0)) {
-    guesses.push(`norm_num_groups: 32 does not divide channels ${JSON.stringify(blockOut)}; the real value is not stored in the weights`);
-  }
+  const groups = guessNormGroups(blockOut, guesses);
   const xl = family === 'sdxl' || family === 'sdxl-refiner';
   const config: VaeConfig = {
     ...VAE_DEFAULTS,
@@ -253,6 +259,7 @@ export function inferVaeConfig(w: WeightSource, family: Family): Inferred<VaeCon
     layers_per_block: countIndexed(w, 'encoder.down_blocks.0.resnets.'),
     down_block_types: blockOut.map(() => 'DownEncoderBlock2D'),
     up_block_types: blockOut.map(() => 'UpDecoderBlock2D'),
+    norm_num_groups: groups,
     scaling_factor: xl ? 0.13025 : 0.18215,
     sample_size: xl ? 1024 : family === 'sd2' ? 768 : 512,
   };

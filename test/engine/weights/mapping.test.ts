@@ -3,26 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { WeightSource } from '../../../src/engine/weights/types.ts';
 import { loadModel } from '../../../src/engine/weights/model.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
 import { mapLdmVae } from '../../../src/engine/weights/ldm-keys.ts';
 import { MappedWeights } from '../../../src/engine/weights/sources.ts';
-import { FIXTURES } from './helpers.ts';
-
-export function assertSameWeights(actual: WeightSource, expected: WeightSource, label: string): void {
-  assert.deepEqual(actual.names().sort(), expected.names().sort(), `${label}: name sets differ`);
-  for (const name of expected.names()) {
-    assert.deepEqual(actual.shape(name), expected.shape(name), `${label}: shape of ${name}`);
-    assert.equal(actual.dtype(name), expected.dtype(name), `${label}: dtype of ${name}`);
-    const a = actual.get(name);
-    const e = expected.get(name);
-    assert.deepEqual(a.shape, e.shape, `${label}: tensor shape of ${name}`);
-    const ab = new Uint32Array(a.data.buffer, a.data.byteOffset, a.data.length);
-    const eb = new Uint32Array(e.data.buffer, e.data.byteOffset, e.data.length);
-    assert.ok(ab.length === eb.length && ab.every((v, i) => v === eb[i]), `${label}: values of ${name} differ`);
-  }
-}
+import { assertSameWeights, FIXTURES } from './helpers.ts';
 
 const opts = { hashCacheFile: null, allowDownload: false } as const;
 
