@@ -166,7 +166,8 @@ function renameVaeResnet(rest: string): string {
 
 /** LDM VAE (`encoder.down.N...`, prefix e.g. "first_stage_model." or "") -> AutoencoderKL names. */
 export function mapLdmVae(file: SafetensorsFile, prefix: string): RecipeMap {
-  const keys = keysUnder(file, prefix).filter((k) => !k.startsWith('loss.'));
+  // Standalone VAE files may also carry training leftovers (loss.*, model_ema.*): not part of the network.
+  const keys = keysUnder(file, prefix).filter((k) => /^(encoder|decoder|quant_conv|post_quant_conv)\./.test(k));
   const map: RecipeMap = new Map();
   const upLevels = new Set(keys.map((k) => /^decoder\.up\.(\d+)\./.exec(k)?.[1]).filter((x) => x !== undefined)).size;
   const unmapped: string[] = [];
@@ -266,8 +267,8 @@ export function mapOpenClip(file: SafetensorsFile, prefix: string, opts: OpenCli
     else if ((m = /^ln_final\.(weight|bias)$/.exec(k))) put(map, file, `text_model.final_layer_norm.${m[1]}`, key);
     else if (k === 'text_projection') {
       if (opts.withProjection) map.set('text_projection.weight', { kind: 'transpose', file, key });
-    } else if (k === 'logit_scale') {
-      // contrastive-training scalar, unused for text encoding
+    } else if (k === 'logit_scale' || k === 'attn_mask') {
+      // contrastive-training scalar and the causal-mask buffer: not weights of the text encoder
     } else if ((m = /^transformer\.resblocks\.(\d+)\.(.+)$/.exec(k))) {
       const layer = Number(m[1]);
       if (layer >= keep) continue;

@@ -300,9 +300,8 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
     const weights = storedWeights(`${cdir}`, openComponentFiles(cdir, 'model'));
     const config = { ...CLIP_TEXT_DEFAULTS, ...readJson(join(cdir, 'config.json')) } as ClipTextConfig;
     check(component, config, inferClipTextConfig(weights, config.hidden_act === 'gelu').config as ConfigRecord, CLIP_STRUCTURE);
-    const openclip = component === 'text_encoder_2' || config.hidden_act === 'gelu';
-    const role: TokenizerRole = component === 'text_encoder_2' ? 'openclip-bigG' : openclip ? 'openclip-h' : 'clip-l';
-    textEncoders.push({ component, tokenizerRole: role, config, weights });
+    // The role is settled once the family is known (SD2's text_encoder is OpenCLIP-H, SDXL's is CLIP-L).
+    textEncoders.push({ component, tokenizerRole: component === 'text_encoder_2' ? 'openclip-bigG' : 'clip-l', config, weights });
     const tok = join(dir, component === 'text_encoder' ? 'tokenizer' : 'tokenizer_2');
     ownTokenizerDirs.push(hasTokenizerFiles(tok) ? tok : undefined);
   }
@@ -319,6 +318,7 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
   let family: Family;
   if (hasTe2) family = hasTe1 ? 'sdxl' : 'sdxl-refiner';
   else family = unetConfig.cross_attention_dim === 1024 || textEncoders[0]!.config.hidden_act === 'gelu' ? 'sd2' : 'sd1';
+  if (family === 'sd2') textEncoders[0]!.tokenizerRole = 'openclip-h';
 
   const schedulerFile = join(dir, 'scheduler', 'scheduler_config.json');
   const rawScheduler = existsSync(schedulerFile) ? withSchedulerDefaults(readJson(schedulerFile)) : standardSchedulerConfig('epsilon');

@@ -4,10 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { loadModel } from '../../../src/engine/weights/model.ts';
-import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
-import { mapLdmVae } from '../../../src/engine/weights/ldm-keys.ts';
+import { SafetensorsFile, writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
+import { mapLdmUnet, mapLdmVae } from '../../../src/engine/weights/ldm-keys.ts';
 import { MappedWeights } from '../../../src/engine/weights/sources.ts';
-import { assertSameWeights, FIXTURES } from './helpers.ts';
+import { assertSameWeights, f32, FIXTURES, tempDir } from './helpers.ts';
 
 const opts = { hashCacheFile: null, allowDownload: false } as const;
 
@@ -53,4 +53,54 @@ test('VAE mid-attention 1x1 convs become linear weights', () => {
 test('a missing weight name throws ModelFileError naming the source', async () => {
   const m = await loadModel({ path: join(FIXTURES, 'tiny-sd1.safetensors'), tokenizerDir: join(FIXTURES, 'tiny-sd1') }, opts);
   assert.throws(() => m.unet.get('down_blocks.9.resnets.0.conv1.weight'), /tiny-sd1\.safetensors \(unet\): has no weight "down_blocks\.9/);
+});
+
+test('4-level SD1.5 UNet layout maps as diffusers\' conversion table says', () => {
+  // One 1-element tensor per sub-module, with the real SD1.5 block structure (3 attention levels + 1 plain).
+  const P = 'model.diffusion_model.';
+  const keys: string[] = [`${P}input_blocks.0.0.weight`, `${P}time_embed.0.weight`, `${P}out.2.weight`];
+  const res = (b: string) => keys.push(`${P}${b}.in_layers.0.weight`);
+  const attn = (b: string) => keys.push(`${P}${b}.norm.weight`);
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 2; j++) {
+      res(`input_blocks.${3 * i + j + 1}.0`);
+      if (i < 3) attn(`input_blocks.${3 * i + j + 1}.1`);
+    }
+    if (i < 3) keys.push(`${P}input_blocks.${3 * (i + 1)}.0.op.weight`);
+    for (let j = 0; j < 3; j++) {
+      res(`output_blocks.${3 * i + j}.0`);
+      if (i > 0) attn(`output_blocks.${3 * i + j}.1`);
+    }
+    if (i < 3) keys.push(`${P}output_blocks.${3 * i + 2}.${i === 0 ? 1 : 2}.conv.weight`);
+  }
+  res('middle_block.0');
+  attn('middle_block.1');
+  res('middle_block.2');
+  const file = join(tempDir(), 'sd15-layout.safetensors');
+  writeSafetensors(file, Object.fromEntries(keys.map((k) => [k, f32([1], [0])])));
+  const map = mapLdmUnet(SafetensorsFile.open(file), P);
+  const keyOf = (name: string) => {
+    const r = map.get(name);
+    assert.ok(r && r.kind === 'tensor', `no ${name}`);
+    return r.key.slice(P.length);
+  };
+  // Expectations written from diffusers' unet_conversion_map_layer (convert_diffusers_to_original_stable_diffusion.py)
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 2; j++) {
+      assert.equal(keyOf(`down_blocks.${i}.resnets.${j}.norm1.weight`), `input_blocks.${3 * i + j + 1}.0.in_layers.0.weight`);
+      if (i < 3) assert.equal(keyOf(`down_blocks.${i}.attentions.${j}.norm.weight`), `input_blocks.${3 * i + j + 1}.1.norm.weight`);
+    }
+    for (let j = 0; j < 3; j++) {
+      assert.equal(keyOf(`up_blocks.${i}.resnets.${j}.norm1.weight`), `output_blocks.${3 * i + j}.0.in_layers.0.weight`);
+      if (i > 0) assert.equal(keyOf(`up_blocks.${i}.attentions.${j}.norm.weight`), `output_blocks.${3 * i + j}.1.norm.weight`);
+    }
+    if (i < 3) {
+      assert.equal(keyOf(`down_blocks.${i}.downsamplers.0.conv.weight`), `input_blocks.${3 * (i + 1)}.0.op.weight`);
+      assert.equal(keyOf(`up_blocks.${i}.upsamplers.0.conv.weight`), `output_blocks.${3 * i + 2}.${i === 0 ? 1 : 2}.conv.weight`);
+    }
+  }
+  assert.equal(keyOf('mid_block.resnets.1.norm1.weight'), 'middle_block.2.in_layers.0.weight');
+  assert.equal(keyOf('mid_block.attentions.0.norm.weight'), 'middle_block.1.norm.weight');
+  assert.equal(keyOf('conv_in.weight'), 'input_blocks.0.0.weight');
+  assert.equal(map.size, keys.length);
 });

@@ -46,6 +46,8 @@ test('family, prediction, encoders and tokenizers of every fixture', async () =>
     assert.deepEqual(m.tokenizerDirs, tokenizers.map(fx), path);
     assert.equal(m.textEncoders.length, tokenizers.length);
     assert.deepEqual(m.warnings, [], path);
+    const roles = { sd1: ['clip-l'], sd2: ['openclip-h'], sdxl: ['clip-l', 'openclip-bigG'] }[family];
+    assert.deepEqual(m.textEncoders.map((t) => t.tokenizerRole), roles, path);
   }
 });
 
@@ -316,7 +318,12 @@ test('separate VAE: diffusers folder, LDM-layout file and old diffusers-layout f
 
   const ldmFile = join(dir, 'vae-ldm.safetensors');
   const sd1 = SafetensorsFile.open(fx('tiny-sd1.safetensors'));
-  copyTensors(ldmFile, [{ file: sd1, rename: (k) => (k.startsWith('first_stage_model.') ? k.slice('first_stage_model.'.length) : undefined) }]);
+  copyTensors(ldmFile, [
+    { file: sd1, rename: (k) => (k.startsWith('first_stage_model.') ? k.slice('first_stage_model.'.length) : undefined) },
+    // training leftovers that standalone VAE files carry are ignored
+    { file: sd1, rename: (k) => (k === 'first_stage_model.quant_conv.bias' ? 'loss.logvar' : undefined) },
+    { file: sd1, rename: (k) => (k === 'first_stage_model.post_quant_conv.bias' ? 'model_ema.decay' : undefined) },
+  ]);
   const fromLdm = await loadModel({ ...base, vae: ldmFile }, opts);
   assertSameWeights(fromLdm.vae, folderVae, 'LDM vae file');
   assert.equal(fromLdm.vaeConfig.scaling_factor, 0.18215);

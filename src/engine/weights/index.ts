@@ -1,0 +1,7 @@
+// The weights layer's public surface: load a model, then ask its WeightSources for tensors by diffusers name.
+export { loadModel, openComponentFiles, type LoadedModel, type LoadOptions, type TextEncoderPart, type Family, type Prediction } from './model.ts';
+export { SafetensorsFile, writeSafetensors, type TensorEntry, type TensorToWrite } from './safetensors.ts';
+export { MappedWeights, storedWeights } from './sources.ts';
+export { a1111ShortHash, fileSha256, filesIdentity } from './hash.ts';
+export { standardTokenizerDir, hfHubCacheDir, type TokenizerRole } from './tokenizers.ts';
+export type { WeightSource, WeightDType, UnetConfig, VaeConfig, ClipTextConfig, SchedulerConfig } from './types.ts';
