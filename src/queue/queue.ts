@@ -39,8 +39,6 @@ interface Running {
 export interface QueueStats {
   /** Jobs finished since start, by final state. */
   finished: Record<'succeeded' | 'failed' | 'cancelled', number>;
-  /** Durations (seconds) of successful jobs since start, for the generation-seconds histogram. */
-  generationSeconds: number[];
   /** Sampling steps per second of the last successful job. */
   lastStepsPerSecond?: number;
 }
@@ -69,7 +67,7 @@ export class JobQueue {
   private cleanupTimer?: NodeJS.Timeout;
   /** EWMA of milliseconds per (step x image x 512² pixels), for ETAs; undefined until a job finished. */
   private msPerUnit?: number;
-  readonly stats: QueueStats = { finished: { succeeded: 0, failed: 0, cancelled: 0 }, generationSeconds: [] };
+  readonly stats: QueueStats = { finished: { succeeded: 0, failed: 0, cancelled: 0 } };
   private readonly now: () => number;
 
   constructor(private readonly opts: JobQueueOptions) {
@@ -297,7 +295,6 @@ export class JobQueue {
     const units = this.units(job.spec);
     if (units > 0) this.msPerUnit = this.msPerUnit === undefined ? ms / units : 0.7 * this.msPerUnit + 0.3 * (ms / units);
     this.stats.finished.succeeded++;
-    this.stats.generationSeconds.push(ms / 1000);
     if (result.timings.sampleMs > 0 && job.totalSteps > 0) this.stats.lastStepsPerSecond = job.totalSteps / (result.timings.sampleMs / 1000);
     const done = this.opts.store.get(job.id)!;
     this.opts.log?.info({ jobId: job.id, ms, images: result.images.length }, 'job succeeded');

@@ -1,0 +1,146 @@
+// buildApp(config) -> a Fastify instance with every native route, auth, limits, docs and the queue wired.
+// Tests use app.inject(); `kiln serve` calls listen(). Compat adapters register onto the same instance and
+// reach the services through app.kiln.
+import Fastify from 'fastify';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import { readFileSync } from 'node:fs';
+import { Ajv } from 'ajv';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import multipart from '@fastify/multipart';
+import rateLimit from '@fastify/rate-limit';
+import type { KilnConfig } from './config.ts';
+import { isLoopback } from './config.ts';
+import { KilnServices } from './services.ts';
+import type { ServiceOptions } from './services.ts';
+import { errorHandler, HttpError } from './errors.ts';
+import { KeyRing, presentedKey } from './auth.ts';
+import type { AuthLevel, Principal } from './auth.ts';
+import { healthRoutes } from './health.ts';
+import { nativeRoutes } from './native/routes.ts';
+import { closeAllStreams } from './native/sse.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    kiln: KilnServices;
+  }
+  interface FastifyRequest {
+    principal: Principal;
+  }
+  interface FastifyContextConfig {
+    /** Who may call the route: 'public' (anyone), 'user' (any key, the default) or 'admin'. */
+    auth?: AuthLevel;
+  }
+}
+
+import { VERSION } from './version.ts';
+
+export { VERSION };
+
+export interface BuildOptions extends ServiceOptions {
+  /** Where logs go (tests capture them); defaults to stdout. */
+  logStream?: NodeJS.WritableStream;
+}
+
+/** Refuses configurations that would expose an unauthenticated server to the network. */
+export function assertSafeBinding(config: KilnConfig): void {
+  if (!isLoopback(config.host) && config.keys.length === 0 && !config.insecure) {
+    throw new Error(
+      `refusing to listen on ${config.host} without API keys: anyone on the network could use this server. ` +
+        'Set keys (--api-key / KILN_API_KEYS / "keys" in kiln.config.json), bind 127.0.0.1, or pass --insecure.',
+    );
+  }
+}
+
+function makeValidatorCompiler() {
+  // Bodies are validated strictly (no type coercion, unknown fields rejected) so a wrong type is an error
+  // that names the field; query strings and params are strings on the wire, so those are coerced.
+  const strict = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: false, removeAdditional: false, strict: false });
+  const coercing = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: true, removeAdditional: false, strict: false });
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) => (httpPart === 'body' ? strict : coercing).compile(schema);
+}
+
+export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const logger: FastifyServerOptions['logger'] = {
+    level: config.logLevel,
+    redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'headers.authorization', 'headers["x-api-key"]'], censor: '[redacted]' },
+    ...(opts.logStream ? { stream: opts.logStream } : {}),
+  };
+  const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : null;
+  const app = (https
+    ? Fastify({ logger, https, bodyLimit: config.limits.bodyBytes })
+    : Fastify({ logger, bodyLimit: config.limits.bodyBytes })) as unknown as FastifyInstance;
+
+  app.setValidatorCompiler(makeValidatorCompiler());
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
+  });
+
+  const kiln = new KilnServices(config, { ...opts, log: app.log });
+  app.decorate('kiln', kiln);
+  app.addHook('onReady', async () => kiln.start());
+  app.addHook('preClose', async () => closeAllStreams());
+  app.addHook('onClose', async () => kiln.close());
+
+  const keys = new KeyRing(config.keys);
+  app.decorateRequest('principal', null as unknown as Principal);
+  app.addHook('onRequest', async (req) => {
+    const level = req.routeOptions.config?.auth ?? 'user';
+    if (level === 'public') {
+      req.principal = keys.check(presentedKey(req.headers)) ?? { name: 'public', role: 'user', anonymous: true };
+      return;
+    }
+    const principal = keys.check(presentedKey(req.headers));
+    if (!principal) {
+      throw new HttpError(401, 'unauthorized', presentedKey(req.headers) ? 'the API key is not valid' : 'an API key is required (X-API-Key header or Authorization: Bearer)', undefined, {
+        'www-authenticate': 'Bearer',
+      });
+    }
+    if (level === 'admin' && principal.role !== 'admin') throw new HttpError(403, 'forbidden', 'this route needs an admin API key');
+    req.principal = principal;
+  });
+
+  if (config.rateLimitPerMinute > 0) {
+    await app.register(rateLimit, {
+      global: true,
+      max: config.rateLimitPerMinute,
+      timeWindow: 60_000,
+      keyGenerator: (req) => {
+        const key = presentedKey(req.headers);
+        return key ? `key:${KeyRing.bucketOf(key)}` : `ip:${req.ip}`;
+      },
+      errorResponseBuilder: (_req, ctx) => {
+        const err = new HttpError(429, 'rate_limited', `too many requests: the limit is ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`);
+        return err as unknown as object;
+      },
+    });
+  }
+
+  await app.register(multipart, {
+    limits: { fileSize: config.limits.uploadBytes, files: 2, fields: 60, fieldSize: Math.max(1 << 20, config.limits.maxPromptChars * 4 + 1024), parts: 64 },
+  });
+
+  app.addHook('onRoute', (route) => {
+    // The docs UI and its assets are public, like health probes.
+    if (route.url.startsWith('/docs')) route.config = { ...(route.config ?? {}), auth: 'public', rateLimit: false } as typeof route.config;
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Kiln', version: VERSION, description: 'Self-hosted Stable Diffusion image generation: native job API.' },
+      components: {
+        securitySchemes: {
+          apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+          bearer: { type: 'http', scheme: 'bearer' },
+        },
+      },
+      security: config.keys.length ? [{ apiKey: [] }, { bearer: [] }] : [],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
+  app.get('/openapi.json', { schema: { hide: true }, config: { auth: 'public' } }, async () => app.swagger());
+
+  await app.register(healthRoutes);
+  await app.register(nativeRoutes);
+  return app;
+}

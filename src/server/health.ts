@@ -1,0 +1,60 @@
+// Liveness (/health), readiness (/ready) and Prometheus metrics (/metrics). These never touch the engine
+// thread, so they answer within milliseconds even while a generation runs.
+import type { FastifyInstance } from 'fastify';
+import { execFile } from 'node:child_process';
+import { VERSION } from './version.ts';
+
+let gpuName: string | null | undefined;
+
+/** The CUDA device name from nvidia-smi (once, in the background); null when there is none. */
+function detectGpu(): void {
+  if (gpuName !== undefined) return;
+  gpuName = null;
+  execFile('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { timeout: 3000 }, (err, stdout) => {
+    if (!err && stdout.trim()) gpuName = stdout.trim().split('\n')[0];
+  });
+}
+
+export async function healthRoutes(app: FastifyInstance): Promise<void> {
+  const kiln = app.kiln;
+  const started = Date.now();
+  const cuda = kiln.config.device === 'cuda' || kiln.config.device === 'tensorrt';
+  if (cuda) detectGpu();
+
+  app.get(
+    '/health',
+    {
+      config: { auth: 'public', rateLimit: false },
+      schema: { tags: ['health'], summary: 'Liveness and device info (seed 001 shape: status, cuda_available, cuda_device).' },
+    },
+    async () => {
+      const counts = kiln.queue.counts();
+      return {
+        status: 'healthy',
+        version: VERSION,
+        uptime_s: Math.round((Date.now() - started) / 1000),
+        device: kiln.config.device,
+        cuda_available: cuda && kiln.engineStatus.state === 'ready',
+        cuda_device: cuda ? (gpuName ?? null) : null,
+        engine: kiln.engineStatus.state,
+        busy: kiln.queue.busy,
+        queue: { queued: counts.queued, running: counts.running },
+      };
+    },
+  );
+
+  app.get(
+    '/ready',
+    { config: { auth: 'public', rateLimit: false }, schema: { tags: ['health'], summary: 'Ready to generate: engine started and a default model known (503 otherwise).' } },
+    async (_req, reply) => {
+      const r = kiln.readiness();
+      return reply.status(r.ready ? 200 : 503).send(r);
+    },
+  );
+
+  app.get(
+    '/metrics',
+    { config: { auth: kiln.config.metricsPublic ? 'public' : 'user', rateLimit: false }, schema: { tags: ['health'], summary: 'Prometheus metrics.' } },
+    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(kiln.metrics.render()),
+  );
+}

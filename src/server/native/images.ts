@@ -1,0 +1,35 @@
+// Stored result images by name. Names are checked by storage (no path escapes); uploads (input-*) are
+// never served, and a non-admin can only fetch images of their own jobs.
+import type { FastifyInstance } from 'fastify';
+import { extname } from 'node:path';
+import { HttpError } from '../errors.ts';
+
+const TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
+
+export async function imageRoutes(app: FastifyInstance): Promise<void> {
+  const kiln = app.kiln;
+  app.get(
+    '/v1/images/:name',
+    {
+      schema: {
+        tags: ['images'],
+        summary: 'A stored result image (PNG / JPEG / WebP with the generation parameters embedded).',
+        params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 255 } } },
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params as { name: string };
+      kiln.storage.pathOf(name); // throws StorageNameError (400) for anything unsafe
+      const notFound = new HttpError(404, 'not_found', `name: no image ${name}`, 'name');
+      const type = TYPES[extname(name)];
+      if (!type || name.startsWith('input-')) throw notFound;
+      const jobId = name.replace(/-\d+\.[a-z]+$/, '');
+      const job = kiln.queue.get(jobId);
+      const p = req.principal;
+      if (!p.anonymous && p.role !== 'admin' && job?.owner !== p.name) throw notFound;
+      const bytes = await kiln.storage.read(name);
+      if (!bytes) throw notFound;
+      return reply.type(type).header('cache-control', 'private, max-age=3600').send(bytes);
+    },
+  );
+}

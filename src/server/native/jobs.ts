@@ -1,0 +1,150 @@
+// Native job routes: submit (202), get, list, cancel, SSE events, and a synchronous generate.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { nativeRequestSchema, specFromNative } from '../../queue/job-spec.ts';
+import type { NativeRequest, ResponseKind } from '../../queue/job-spec.ts';
+import { decodeBase64Field } from '../../queue/inputs.ts';
+import type { Job } from '../../queue/job.ts';
+import { JOB_STATES } from '../../queue/job.ts';
+import { HttpError } from '../errors.ts';
+import { assembleMultipart } from './upload.ts';
+import { streamJob } from './sse.ts';
+import { baseUrl, jobLinks, jobSummary, jobView } from './views.ts';
+
+const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 100 } } } as const;
+const responseQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { response: { type: 'string', enum: ['base64', 'url'], description: 'Override how images are returned.' } },
+} as const;
+
+export async function jobRoutes(app: FastifyInstance): Promise<void> {
+  const kiln = app.kiln;
+  const body = nativeRequestSchema(kiln.config.limits);
+
+  /** The job if it exists and the caller may see it (owner or admin); 404 otherwise. */
+  const visibleJob = (req: FastifyRequest, id: string): Job => {
+    const job = kiln.queue.get(id);
+    const p = req.principal;
+    if (!job || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
+    return job;
+  };
+
+  const createJob = async (req: FastifyRequest): Promise<Job> => {
+    const b = req.body as NativeRequest;
+    let initImage: string | undefined;
+    const bytes = req.upload?.bytes ?? (b.init_image !== undefined ? decodeBase64Field(b.init_image, 'init_image', kiln.config.limits) : undefined);
+    // Cheap checks first, so a bad request is refused before its upload is decoded and stored.
+    specFromNative(b, kiln.config.limits, bytes ? 'pending-upload' : undefined);
+    if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
+    const spec = specFromNative(b, kiln.config.limits, initImage);
+    try {
+      return kiln.submit(spec, { owner: req.principal.name });
+    } catch (e) {
+      if (initImage) await kiln.storage.remove(initImage).catch(() => undefined);
+      throw e;
+    }
+  };
+
+  const submitSchema = {
+    tags: ['jobs'],
+    consumes: ['application/json', 'multipart/form-data'],
+    body,
+  };
+
+  app.post(
+    '/v1/jobs',
+    {
+      preValidation: assembleMultipart,
+      schema: { ...submitSchema, summary: 'Submit a txt2img or img2img job; answers 202 with the job id (429 with Retry-After when the queue is full).' },
+    },
+    async (req, reply) => {
+      const job = await createJob(req);
+      return reply
+        .status(202)
+        .header('location', `/v1/jobs/${job.id}`)
+        .send({ id: job.id, state: job.state, position: kiln.queue.position(job) ?? null, eta_seconds: jobSummary(kiln, job).eta_seconds, seeds: jobSummary(kiln, job).seeds, links: jobLinks(job.id) });
+    },
+  );
+
+  app.get(
+    '/v1/jobs',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'List your jobs (admins see all), newest first.',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { state: { type: 'string', enum: [...JOB_STATES] }, limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 } },
+        },
+      },
+    },
+    async (req) => {
+      const q = req.query as { state?: (typeof JOB_STATES)[number]; limit: number };
+      const p = req.principal;
+      const jobs = kiln.queue.list({ owner: p.anonymous || p.role === 'admin' ? undefined : p.name, state: q.state, limit: q.limit });
+      return { jobs: jobs.map((j) => jobSummary(kiln, j)) };
+    },
+  );
+
+  app.get(
+    '/v1/jobs/:id',
+    { schema: { tags: ['jobs'], summary: 'A job: state, progress, phase, position, ETA, timings, seeds and (when done) images.', params: idParams, querystring: responseQuery } },
+    async (req) => {
+      const job = visibleJob(req, (req.params as { id: string }).id);
+      return jobView(kiln, job, baseUrl(kiln, req), (req.query as { response?: ResponseKind }).response);
+    },
+  );
+
+  app.get(
+    '/v1/jobs/:id/events',
+    {
+      config: { rateLimit: false },
+      schema: { tags: ['jobs'], summary: 'Server-Sent Events: state, progress (every step), then succeeded / failed / cancelled.', params: idParams, querystring: responseQuery },
+    },
+    async (req, reply) => {
+      const job = visibleJob(req, (req.params as { id: string }).id);
+      streamJob(kiln, job, req, reply, (req.query as { response?: ResponseKind }).response);
+    },
+  );
+
+  const cancel = async (req: FastifyRequest) => {
+    const job = visibleJob(req, (req.params as { id: string }).id);
+    const after = (await kiln.queue.cancel(job.id)) ?? job;
+    return jobSummary(kiln, after);
+  };
+  app.post('/v1/jobs/:id/cancel', { schema: { tags: ['jobs'], summary: 'Cancel a job (a running one stops within one sampling step).', params: idParams } }, cancel);
+  app.delete('/v1/jobs/:id', { schema: { tags: ['jobs'], summary: 'Same as POST /v1/jobs/{id}/cancel.', params: idParams } }, cancel);
+
+  app.post(
+    '/v1/generate',
+    {
+      preValidation: assembleMultipart,
+      schema: {
+        ...submitSchema,
+        summary: 'Generate and wait: returns the images (200), or the job (202) if it is not done within timeout_s.',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { timeout_s: { type: 'number', minimum: 1, maximum: 3600, description: 'How long to wait (default: the job timeout).' } },
+        },
+      },
+    },
+    async (req, reply: FastifyReply) => {
+      const job = await createJob(req);
+      // A client that hangs up no longer wants the images: free the device for others.
+      const onClose = () => {
+        if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
+      };
+      reply.raw.on('close', onClose);
+      const timeoutMs = ((req.query as { timeout_s?: number }).timeout_s ?? kiln.config.queue.jobTimeoutMs / 1000 + 60) * 1000;
+      const done = (await kiln.queue.waitFor(job.id, timeoutMs))!;
+      reply.raw.off('close', onClose);
+      const view = await jobView(kiln, done, baseUrl(kiln, req));
+      if (done.state === 'succeeded') return reply.status(200).send(view);
+      if (done.state === 'queued' || done.state === 'running') return reply.status(202).header('location', `/v1/jobs/${done.id}`).send(view);
+      const status = done.state === 'cancelled' ? 409 : ({ input: 400, model: 422, timeout: 504, interrupted: 500, internal: 500 } as const)[done.error?.code ?? 'internal'];
+      return reply.status(status).send({ ...view, error: { code: done.state === 'cancelled' ? 'cancelled' : (done.error?.code ?? 'internal'), message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
+    },
+  );
+}

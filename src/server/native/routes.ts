@@ -1,0 +1,11 @@
+// The native API, version 1.
+import type { FastifyInstance } from 'fastify';
+import { jobRoutes } from './jobs.ts';
+import { catalogRoutes } from './catalog.ts';
+import { imageRoutes } from './images.ts';
+
+export async function nativeRoutes(app: FastifyInstance): Promise<void> {
+  await jobRoutes(app);
+  await catalogRoutes(app);
+  await imageRoutes(app);
+}

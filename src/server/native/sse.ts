@@ -1,0 +1,74 @@
+// Server-Sent Events for one job: `state` first, then `progress` on every engine step, then exactly one of
+// `succeeded` / `failed` / `cancelled` (with the full job view), then the stream ends. A comment line is
+// sent every 15 s so proxies and tunnels keep the connection open during long jobs.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { KilnServices } from '../services.ts';
+import { FINAL_STATES } from '../../queue/job.ts';
+import type { Job, JobEvent } from '../../queue/job.ts';
+import type { ResponseKind } from '../../queue/job-spec.ts';
+import { baseUrl, jobSummary, jobView } from './views.ts';
+
+const open = new Set<() => void>();
+
+/** Ends every open stream (server shutdown), so closing does not wait on idle clients. */
+export function closeAllStreams(): void {
+  for (const end of [...open]) end();
+}
+
+export const HEARTBEAT_MS = 15_000;
+
+export function streamJob(kiln: KilnServices, job: Job, req: FastifyRequest, reply: FastifyReply, response?: ResponseKind): void {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  const base = baseUrl(kiln, req);
+  let ended = false;
+  const write = (event: string, data: unknown) => {
+    if (!ended) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  const heartbeat = setInterval(() => !ended && res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+  let off = () => {};
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    clearInterval(heartbeat);
+    off();
+    open.delete(end);
+    res.end();
+  };
+  open.add(end);
+  res.on('close', end);
+
+  const finish = async (final: Job) => {
+    const view = await jobView(kiln, final, base, response).catch(() => jobSummary(kiln, final));
+    write(final.state, view);
+    end();
+  };
+
+  write('state', jobSummary(kiln, job));
+  if (FINAL_STATES.has(job.state)) {
+    void finish(job);
+    return;
+  }
+  off = kiln.queue.events(job.id, (e: JobEvent) => {
+    if (e.type === 'progress') {
+      write('progress', { id: e.job.id, progress: Number(e.progress.toFixed(4)), phase: e.phase, step: e.step, total_steps: e.totalSteps });
+    } else if (e.type === 'started' || e.type === 'queued') {
+      write('state', jobSummary(kiln, e.job));
+    } else {
+      off();
+      void finish(e.job);
+    }
+  });
+  // The job may have finished between reading it and subscribing.
+  const now = kiln.queue.get(job.id);
+  if (now && FINAL_STATES.has(now.state)) {
+    off();
+    void finish(now);
+  }
+}

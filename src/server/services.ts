@@ -1,0 +1,151 @@
+// Everything behind the HTTP routes, wired once: storage, job store, queue, engine (off-thread), models.
+// Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor / queue.cancel /
+// queue.events / storage.read / storeUpload, exactly like the native routes do.
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyBaseLogger } from 'fastify';
+import type { KilnConfig } from './config.ts';
+import { LocalStorage } from '../storage/local.ts';
+import { JobStore } from '../queue/store.ts';
+import { JobQueue } from '../queue/queue.ts';
+import { createExecutor } from '../queue/executor.ts';
+import { ThreadedEngine } from '../queue/engine-thread.ts';
+import { findOption, normalizeOptions } from '../queue/engine.ts';
+import type { Engine, NamedOption } from '../queue/engine.ts';
+import { checkSpecLimits, SpecError } from '../queue/job-spec.ts';
+import type { JobSpec } from '../queue/job-spec.ts';
+import type { Job } from '../queue/job.ts';
+import { storeInputImage } from '../queue/inputs.ts';
+import { ModelRegistry } from './models/registry.ts';
+import { Metrics } from './metrics.ts';
+
+export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/engine.ts', import.meta.url));
+
+export interface EngineStatus {
+  state: 'starting' | 'ready' | 'error';
+  error?: string;
+}
+
+export interface ServiceOptions {
+  /** An in-process engine (tests). Without it the engine module runs in a worker thread. */
+  engine?: Engine;
+  log?: FastifyBaseLogger;
+}
+
+export class KilnServices {
+  readonly storage: LocalStorage;
+  readonly store: JobStore;
+  readonly queue: JobQueue;
+  readonly models: ModelRegistry;
+  readonly engine: Engine;
+  readonly metrics: Metrics;
+  readonly engineStatus: EngineStatus = { state: 'starting' };
+  /** Resolves when the engine has started (or failed to). */
+  readonly engineReady: Promise<void>;
+  private samplerList: NamedOption[] = [];
+  private scheduleList: NamedOption[] = [];
+
+  constructor(
+    readonly config: KilnConfig,
+    opts: ServiceOptions = {},
+  ) {
+    mkdirSync(config.dataDir, { recursive: true });
+    this.storage = new LocalStorage(join(config.dataDir, 'images'));
+    this.store = new JobStore(join(config.dataDir, 'jobs.sqlite'));
+    this.models = new ModelRegistry(config);
+    const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, { device: config.device, cacheDir: config.cacheDir });
+    const engine = opts.engine ?? threaded!;
+    this.engine = engine;
+    const log = opts.log;
+    this.queue = new JobQueue({
+      store: this.store,
+      config: config.queue,
+      storage: this.storage,
+      run: createExecutor({ engine, storage: this.storage, resolveModel: (n) => this.models.resolve(n), device: config.device }),
+      hardStop: threaded ? () => threaded.kill() : undefined,
+      log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
+    });
+    this.metrics = new Metrics(this.queue);
+    this.engineReady = (async () => {
+      try {
+        if (threaded) {
+          const module = config.engineModule ?? DEFAULT_ENGINE_MODULE;
+          if (!existsSync(module)) throw new Error(`engine module not found: ${module}`);
+          await threaded.start();
+        }
+        this.samplerList = normalizeOptions(await engine.listSamplers());
+        this.scheduleList = normalizeOptions(await engine.listSchedules());
+        this.engineStatus.state = 'ready';
+      } catch (e) {
+        this.engineStatus.state = 'error';
+        this.engineStatus.error = (e as Error).message;
+        log?.error({ err: e }, 'engine failed to start');
+      }
+    })();
+  }
+
+  start(): void {
+    this.queue.start();
+  }
+
+  samplers(): NamedOption[] {
+    return this.samplerList;
+  }
+
+  schedules(): NamedOption[] {
+    return this.scheduleList;
+  }
+
+  /** Ready to generate: the engine is up and a default model is known. */
+  readiness(): { ready: boolean; reason?: string; model?: string } {
+    if (this.engineStatus.state !== 'ready') return { ready: false, reason: this.engineStatus.error ? `engine failed: ${this.engineStatus.error}` : 'engine starting' };
+    const def = this.models.default;
+    if (!def) return { ready: false, reason: 'no default model (start with --model)' };
+    return { ready: true, model: def.name };
+  }
+
+  /**
+   * Checks a spec against limits, the engine's sampler/schedule names and known models. Throws SpecError
+   * naming the field. Sampler names also accept A1111's legacy "<sampler> <schedule>" form.
+   */
+  checkSpec(spec: JobSpec): void {
+    checkSpecLimits(spec, this.config.limits);
+    if (!this.models.has(spec.model)) {
+      if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
+      const known = this.models.list().flatMap((e) => [e.name, ...e.labels]);
+      throw new SpecError('model', `unknown model "${spec.model}"; available: ${known.length ? known.join(', ') : 'none'} (GET /v1/models)`);
+    }
+    const samplers = this.samplerList;
+    if (samplers.length > 0 && !findOption(samplers, spec.sampler)) {
+      const legacy = this.scheduleList.find((s) => [s.name, ...s.aliases].some((n) => spec.sampler.toLowerCase().endsWith(` ${n.toLowerCase()}`)));
+      const base = legacy ? spec.sampler.slice(0, spec.sampler.lastIndexOf(' ')) : undefined;
+      if (!base || !findOption(samplers, base)) {
+        throw new SpecError('sampler', `unknown sampler "${spec.sampler}"; available: ${samplers.map((s) => s.name).join(', ')}`);
+      }
+    }
+    const schedules = this.scheduleList;
+    if (schedules.length > 0 && spec.schedule.toLowerCase() !== 'automatic' && !findOption(schedules, spec.schedule)) {
+      throw new SpecError('schedule', `unknown schedule "${spec.schedule}"; available: ${schedules.map((s) => (typeof s.label === 'string' ? s.label : s.name)).join(', ')}`);
+    }
+  }
+
+  /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
+  submit(spec: JobSpec, opts: { owner?: string } = {}): Job {
+    this.checkSpec(spec);
+    return this.queue.submit(spec, opts);
+  }
+
+  /** Validates and stores an uploaded image (img2img input); returns its stored name for JobSpec.initImage. */
+  storeUpload(bytes: Buffer, field = 'init_image'): Promise<string> {
+    return storeInputImage(bytes, this.storage, this.config.limits, field);
+  }
+
+  /** Stops the queue (finishing or re-queuing the running job), the engine and the database. */
+  async close(): Promise<void> {
+    await this.queue.stop();
+    this.metrics.close();
+    await this.engine.close();
+    this.store.close();
+  }
+}
