@@ -1,6 +1,7 @@
 // Every server option, in one table: its config-file key, CLI flag, environment variable, type, default and
 // meaning. Precedence: CLI flag > environment (KILN_*) > config file (kiln.config.json / .yaml / .yml in the
-// data dir, or --config FILE) > default. `kiln serve --help` prints this table.
+// data dir, or --config FILE) > default. `kiln serve --help` prints this table. Flags and env use friendly
+// units (seconds, hours, MiB); config-file keys are the dotted names below in their own unit (…Ms, …Bytes).
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -261,7 +262,7 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     let value: unknown;
     if (flag !== undefined) value = coerce(opt, Array.isArray(flag) ? flag[flag.length - 1] : flag, `--${opt.flag}`, cwd, true);
     else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
-    else if (fileValue !== undefined) value = coerce(opt, fileValue, 'config file', fileDir, true);
+    else if (fileValue !== undefined) value = coerce(opt, fileValue, 'config file', fileDir, false); // file values use the key's own unit (ms, bytes)
     else value = opt.default;
     if (value !== undefined) setPath(out, opt.key, value);
   }
