@@ -278,7 +278,7 @@ export const dpmpp3mSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
       h = tOf(sigmas[i + 1]) - tOf(sigmas[i]);
       const hEta = h * (eta + 1);
       x = lincomb([Math.exp(-hEta), x], [-Math.expm1(-hEta), denoised]);
-      const phi2 = -Math.expm1(-hEta) / hEta + 1;
+      const phi2 = Math.expm1(-hEta) / hEta + 1;
       if (h2 !== null && d1 && d2 && h1 !== null) {
         const r0 = h1 / h;
         const r1 = h2 / h;

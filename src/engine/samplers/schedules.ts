@@ -133,6 +133,7 @@ export function buildSigmas(
     }
     case 'align_your_steps': {
       const table = opts.family === 'sdxl' ? AYS_SDXL : AYS_SD1;
+      if (n === 1) return withZero([table[0]]);
       return withZero(n === table.length ? [...table] : logLinearResample(table, n));
     }
     case 'simple': {
