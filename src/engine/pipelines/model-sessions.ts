@@ -1,0 +1,109 @@
+// A loaded model: its weights (lazy), tokenizers and onnxruntime sessions, built from cached graphs on
+// first use. Each network's graph is keyed by the weights' identity and its build options, so the
+// second start of the same model skips the build, and a VAE-encoder graph is only built for img2img.
+import type { Device, ModelRef } from '../api.ts';
+import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextOptions } from '../nets/clip-text.ts';
+import { buildUnet, unetGraphOptions } from '../nets/unet.ts';
+import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
+import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
+import type { GraphBuilder } from '../onnx/graph.ts';
+import { ClipTokenizer } from '../prompt/index.ts';
+import { createSession, precisionFor, type Session } from '../runtime.ts';
+import { loadModel, type LoadedModel } from '../weights/model.ts';
+
+export interface SessionSettings {
+  device: Device;
+  cacheDir?: string;
+}
+
+export class ModelSessions {
+  private readonly sessions = new Map<string, Promise<Session>>();
+  /** Milliseconds spent building graphs and creating sessions, for timings. */
+  buildMs = 0;
+  lastUsed = Date.now();
+
+  private constructor(
+    readonly ref: ModelRef,
+    readonly model: LoadedModel,
+    readonly tokenizers: ClipTokenizer[],
+    readonly settings: SessionSettings,
+  ) {}
+
+  static async load(ref: ModelRef, settings: SessionSettings): Promise<ModelSessions> {
+    const model = await loadModel(ref);
+    const tokenizers = await Promise.all(model.tokenizerDirs.map((dir) => ClipTokenizer.fromDir(dir)));
+    return new ModelSessions(ref, model, tokenizers, settings);
+  }
+
+  get latentChannels(): number {
+    return this.model.vaeConfig.latent_channels;
+  }
+  get latentFactor(): number {
+    return vaeScaleFactor(this.model.vaeConfig);
+  }
+  get scalingFactor(): number {
+    return this.model.vaeConfig.scaling_factor;
+  }
+
+  /** The SDXL VAE overflows in fp16 (its config says force_upcast): keep it fp32 on every device. */
+  private vaePrecision(): 'fp32' | 'fp16' {
+    const forceUpcast = (this.model.vaeConfig as { force_upcast?: boolean }).force_upcast;
+    if (forceUpcast !== false && this.model.family.startsWith('sdxl')) return 'fp32';
+    return precisionFor(this.settings.device);
+  }
+
+  textEncoder(index: number, opts: ClipTextOptions): Promise<Session> {
+    const part = this.model.textEncoders[index];
+    if (!part) throw new Error(`internal error: model has no text encoder ${index}`);
+    return this.session(`text-encoder-${index}`, this.precision(), clipTextGraphOptions(opts), (b) => buildClipTextEncoder(b, part.weights, part.config, opts));
+  }
+
+  unet(): Promise<Session> {
+    return this.session('unet', this.precision(), unetGraphOptions(), (b) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>));
+  }
+
+  vaeDecoder(): Promise<Session> {
+    const opts = { scalingFactor: this.scalingFactor };
+    return this.session('vae-decoder', this.vaePrecision(), vaeDecoderGraphOptions(opts), (b) => buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts));
+  }
+
+  vaeEncoder(): Promise<Session> {
+    return this.session('vae-encoder', this.vaePrecision(), vaeEncoderGraphOptions({}), (b) => buildVaeEncoder(b, this.model.vae, this.model.vaeConfig));
+  }
+
+  private precision(): 'fp32' | 'fp16' {
+    return precisionFor(this.settings.device);
+  }
+
+  private session(network: string, precision: 'fp32' | 'fp16', options: Record<string, unknown>, build: (b: GraphBuilder) => void): Promise<Session> {
+    this.lastUsed = Date.now();
+    const key: GraphKey = { network, weightsIdentity: this.model.identity, precision, options };
+    const id = JSON.stringify(key);
+    let s = this.sessions.get(id);
+    if (!s) {
+      s = (async () => {
+        const started = Date.now();
+        const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build);
+        const session = await createSession(modelPath, { device: this.settings.device });
+        this.buildMs += Date.now() - started;
+        return session;
+      })();
+      s.catch(() => this.sessions.delete(id));
+      this.sessions.set(id, s);
+    }
+    return s;
+  }
+
+  /** Frees every onnxruntime session (the memory of the model); graphs stay cached on disk. */
+  async release(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const p of all) {
+      try {
+        await (await p).release();
+      } catch {
+        // A session that failed to start has nothing to release.
+      }
+    }
+  }
+}

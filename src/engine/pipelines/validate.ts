@@ -1,0 +1,39 @@
+// Engine-side checks of a generation request. The server validates earlier with its own limits; these
+// guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
+import { KilnInputError, type GenerateRequest } from '../api.ts';
+
+export function validateRequest(req: GenerateRequest, latentFactor: number): void {
+  const int = (v: unknown, field: string, min: number, max: number) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new KilnInputError(`${field} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, field);
+    }
+  };
+  const num = (v: unknown, field: string, min: number, max: number) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+      throw new KilnInputError(`${field} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`, field);
+    }
+  };
+  if (!Array.isArray(req.prompts) || req.prompts.length === 0) throw new KilnInputError('at least one prompt is required', 'prompt');
+  req.prompts.forEach((p, i) => {
+    if (typeof p !== 'string') throw new KilnInputError(`prompt ${i} must be a string`, 'prompt');
+  });
+  if (Array.isArray(req.negativePrompt) && req.negativePrompt.length !== req.prompts.length) {
+    throw new KilnInputError(`negative_prompt has ${req.negativePrompt.length} entries for ${req.prompts.length} prompts`, 'negative_prompt');
+  }
+  int(req.imagesPerPrompt ?? 1, 'n_iter', 1, 1000);
+  int(req.width, 'width', latentFactor, 16384);
+  int(req.height, 'height', latentFactor, 16384);
+  if (req.width % latentFactor !== 0) throw new KilnInputError(`width must be a multiple of ${latentFactor}, got ${req.width}`, 'width');
+  if (req.height % latentFactor !== 0) throw new KilnInputError(`height must be a multiple of ${latentFactor}, got ${req.height}`, 'height');
+  int(req.steps, 'steps', 1, 1000);
+  num(req.cfgScale, 'cfg_scale', 0, 100);
+  if (req.clipSkip !== undefined) int(req.clipSkip, 'clip_skip', 1, 12);
+  if (req.subseedStrength !== undefined) num(req.subseedStrength, 'subseed_strength', 0, 1);
+  if (req.eta !== undefined) num(req.eta, 'eta', 0, 10);
+  if (req.initImage) {
+    num(req.denoisingStrength ?? 0.75, 'denoising_strength', 0, 1);
+    const { width, height, channels, data } = req.initImage;
+    if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
+  }
+  if (req.refinerSwitchAt !== undefined) num(req.refinerSwitchAt, 'refiner_switch_at', 0, 1);
+}
