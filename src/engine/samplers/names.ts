@@ -6,7 +6,7 @@ import type { SamplerFn } from './types.ts';
 import type { ScheduleId } from './schedules.ts';
 import { SCHEDULES, findSchedule, parseScheduleName } from './schedules.ts';
 import * as kd from './k-diffusion.ts';
-import { ddim, plms, uniPc } from './timestep.ts';
+import { ddim, plms, uniPc, deis } from './timestep.ts';
 import { dpmFast, dpmAdaptive } from './dpm-solver.ts';
 
 export type SamplerId =
@@ -27,6 +27,7 @@ export type SamplerId =
   | 'ddim'
   | 'plms'
   | 'unipc'
+  | 'deis'
   | 'lcm';
 
 export interface SamplerInfo {
@@ -88,6 +89,7 @@ export const SAMPLERS: readonly SamplerInfo[] = [
   S({ id: 'ddim', name: 'DDIM', aliases: ['ddim', 'DDIMScheduler'], fn: ddim, automaticSchedule: 'ddim', endsAtSigmaMin: true, vpInitialNoise: VP_BOTH, defaultEta: 0, diffusers: 'DDIMScheduler' }),
   S({ id: 'plms', name: 'PLMS', aliases: ['plms', 'pndm', 'PNDMScheduler'], fn: plms, automaticSchedule: 'ddim', endsAtSigmaMin: true, vpInitialNoise: VP_BOTH, diffusers: 'PNDMScheduler(skip_prk_steps=True)' }),
   S({ id: 'unipc', name: 'UniPC', aliases: ['unipc', 'uni_pc', 'UniPCMultistepScheduler'], fn: uniPc, automaticSchedule: 'sgm_uniform', endsAtSigmaMin: true, vpInitialNoise: VP_BOTH, roundsTimesteps: true, diffusers: 'UniPCMultistepScheduler' }),
+  S({ id: 'deis', name: 'DEIS', aliases: ['deis', 'DEISMultistepScheduler'], fn: deis, automaticSchedule: 'sgm_uniform', endsAtSigmaMin: true, vpInitialNoise: VP_BOTH, roundsTimesteps: true, diffusers: 'DEISMultistepScheduler' }),
   S({ id: 'lcm', name: 'LCM', aliases: ['k_lcm', 'lcm', 'LCMScheduler'], fn: kd.lcm, automaticSchedule: 'lcm', stochastic: true, vpInitialNoise: VP_DIFFUSERS, diffusers: 'LCMScheduler' }),
 ];
 

@@ -39,6 +39,7 @@ const CASES: Record<string, Case> = {
   dpmpp_2m_karras: { sampler: 'DPM++ 2M Karras' },
   dpmpp_2m_sde: { sampler: 'DPM++ 2M SDE', schedule: 'SGM Uniform' },
   unipc: { sampler: 'UniPC' },
+  deis: { sampler: 'DEIS' },
   lcm: { sampler: 'LCM' },
   euler_vpred: { sampler: 'Euler', prediction: 'v_prediction' },
   dpmpp_2m_vpred: { sampler: 'DPM++ 2M', schedule: 'SGM Uniform', prediction: 'v_prediction' },
