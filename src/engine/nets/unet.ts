@@ -150,11 +150,13 @@ export function parseUnetConfig(raw: Record<string, unknown>): UnetGraphConfig {
 export interface UnetBuildOptions {
   /** Attention formulation; part of the graph cache key. Default 'mha'. */
   attention?: UnetAttentionKind;
+  /** SDXL micro-conditioning numbers per sample: 6 for the base (sizes, crop), 5 for the refiner (sizes, crop, aesthetic score). */
+  timeIds?: number;
 }
 
 /** The build options that change the graph, for the cache key (GraphKey.options). */
 export function unetGraphOptions(opts: UnetBuildOptions = {}): Record<string, unknown> {
-  return { attention: opts.attention ?? DEFAULT_ATTENTION };
+  return { attention: opts.attention ?? DEFAULT_ATTENTION, timeIds: opts.timeIds ?? 6 };
 }
 
 export const DEFAULT_ATTENTION: UnetAttentionKind = 'mha';
@@ -176,11 +178,12 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
   let emb = timestepMlp(b, weights, 'time_embedding', toCompute(b, timestepSinusoids(b, timestep, t0, cfg.flipSinToCos, cfg.freqShift)));
   if (cfg.textTime) {
     const { timeEmbedDim, projectionInputDim } = cfg.textTime;
-    const textDim = projectionInputDim - 6 * timeEmbedDim;
+    const nIds = opts.timeIds ?? 6;
+    const textDim = projectionInputDim - nIds * timeEmbedDim;
     const textEmbeds = b.input('text_embeds', ['batch', textDim]);
-    const timeIds = b.input('time_ids', ['batch', 6], 'float', { keepFloat32: true });
+    const timeIds = b.input('time_ids', ['batch', nIds], 'float', { keepFloat32: true });
     const idEmb = timestepSinusoids(b, b.reshape(timeIds, [-1]), timeEmbedDim, cfg.flipSinToCos, cfg.freqShift);
-    const idFlat = toCompute(b, b.reshape(idEmb, [-1, 6 * timeEmbedDim]));
+    const idFlat = toCompute(b, b.reshape(idEmb, [-1, nIds * timeEmbedDim]));
     emb = b.add(emb, timestepMlp(b, weights, 'add_embedding', b.concat([textEmbeds, idFlat], 1)));
   }
   const tembAct = b.silu(emb);

@@ -59,7 +59,8 @@ export class ModelSessions {
   }
 
   unet(): Promise<Session> {
-    return this.session('unet', this.precision(), unetGraphOptions(), (b) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>));
+    const opts = { timeIds: this.model.family === 'sdxl-refiner' ? 5 : 6 };
+    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts));
   }
 
   vaeDecoder(): Promise<Session> {
