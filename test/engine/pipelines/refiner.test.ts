@@ -1,0 +1,103 @@
+// SDXL base + refiner (A1111 semantics: the base runs the first refiner_switch_at of the steps, the refiner
+// the rest on the same sigmas). No tiny refiner exists in the fixtures, so one is derived from tiny-sdxl:
+// bigG text encoder only, UNet cross-attention and add_embedding narrowed to the refiner's shapes.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createEngine } from '../../../src/engine/engine.ts';
+import type { GenerateRequest } from '../../../src/engine/api.ts';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../src/engine/weights/safetensors.ts';
+
+const FIX = 'test/fixtures/tiny-sdxl';
+const work = mkdtempSync(join(tmpdir(), 'kiln-refiner-'));
+const engine = createEngine({ cacheDir: join(work, 'cache') });
+after(async () => {
+  await engine.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+/** Keeps the first `cols` input columns of a [rows, inCols] matrix. */
+function narrow(data: Float32Array, rows: number, inCols: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) out.set(data.subarray(r * inCols, r * inCols + cols), r * cols);
+  return out;
+}
+
+function makeTinyRefiner(dir: string): string {
+  mkdirSync(join(dir, 'unet'), { recursive: true });
+  for (const part of ['text_encoder_2', 'tokenizer_2', 'vae', 'scheduler']) cpSync(join(FIX, part), join(dir, part), { recursive: true });
+  const index = JSON.parse(readFileSync(join(FIX, 'model_index.json'), 'utf8'));
+  index._class_name = 'StableDiffusionXLImg2ImgPipeline';
+  index.text_encoder = [null, null];
+  index.tokenizer = [null, null];
+  index.force_zeros_for_empty_prompt = false;
+  index.requires_aesthetics_score = true;
+  writeFileSync(join(dir, 'model_index.json'), JSON.stringify(index));
+  const config = JSON.parse(readFileSync(join(FIX, 'unet/config.json'), 'utf8'));
+  const hidden = 32; // bigG stand-in: hidden 32, projection 32
+  const timeDim = config.addition_time_embed_dim as number;
+  config.cross_attention_dim = hidden;
+  config.projection_class_embeddings_input_dim = hidden + 5 * timeDim;
+  writeFileSync(join(dir, 'unet/config.json'), JSON.stringify(config));
+  const src = SafetensorsFile.open(join(FIX, 'unet/diffusion_pytorch_model.safetensors'));
+  const out: Record<string, TensorToWrite> = {};
+  for (const name of src.names()) {
+    const t = src.tensor(name);
+    let { shape, data } = t;
+    if (/attn2\.to_[kv]\.weight$/.test(name)) {
+      data = narrow(data, shape[0]!, shape[1]!, hidden);
+      shape = [shape[0]!, hidden];
+    } else if (name === 'add_embedding.linear_1.weight') {
+      data = narrow(data, shape[0]!, shape[1]!, hidden + 5 * timeDim);
+      shape = [shape[0]!, hidden + 5 * timeDim];
+    }
+    out[name] = { dtype: 'F32', shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  }
+  writeSafetensors(join(dir, 'unet/diffusion_pytorch_model.safetensors'), out);
+  return dir;
+}
+
+const refinerPath = makeTinyRefiner(join(work, 'tiny-refiner'));
+
+const request = (extra: Partial<GenerateRequest> = {}): GenerateRequest => ({
+  model: { path: FIX },
+  prompts: ['a lighthouse at dusk'],
+  negativePrompt: 'blurry',
+  width: 64,
+  height: 64,
+  steps: 8,
+  cfgScale: 5,
+  sampler: 'DPM++ 2M',
+  seed: 77,
+  ...extra,
+});
+
+test('the derived refiner loads as an SDXL refiner with one (bigG) text encoder', async () => {
+  const info = await engine.load({ path: refinerPath });
+  assert.equal(info.family, 'sdxl-refiner');
+});
+
+test('base then refiner is deterministic, differs from base only, and switch at 1.0 equals base only', async () => {
+  const baseOnly = await engine.generate(request());
+  const refined1 = await engine.generate(request({ refiner: { path: refinerPath }, refinerSwitchAt: 0.5 }));
+  const refined2 = await engine.generate(request({ refiner: { path: refinerPath }, refinerSwitchAt: 0.5 }));
+  const switchAtEnd = await engine.generate(request({ refiner: { path: refinerPath }, refinerSwitchAt: 1.0 }));
+  const px = (r: typeof baseOnly) => Buffer.from(r.images[0]!.image.data);
+  assert.deepEqual(px(refined1), px(refined2), 'same seed, same refined image');
+  assert.notDeepEqual(px(refined1), px(baseOnly), 'the refiner changed the image');
+  assert.deepEqual(px(switchAtEnd), px(baseOnly), 'switching at 1.0 never runs the refiner');
+  assert.match(refined1.images[0]!.infotext, /Refiner: tiny-refiner, Refiner switch at: 0.5/);
+});
+
+test('the refiner also works as img2img on an existing image', async () => {
+  const base = await engine.generate(request());
+  const img2img = await engine.generate({
+    ...request({ model: { path: refinerPath } }),
+    initImage: base.images[0]!.image,
+    denoisingStrength: 0.3,
+  });
+  assert.equal(img2img.images[0]!.image.width, 64);
+  assert.notDeepEqual(Buffer.from(img2img.images[0]!.image.data), Buffer.from(base.images[0]!.image.data));
+});
