@@ -72,6 +72,13 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
     : Fastify({ logger, bodyLimit: config.limits.bodyBytes })) as unknown as FastifyInstance;
 
   app.setValidatorCompiler(makeValidatorCompiler());
+  // An empty JSON body (POST .../cancel from clients that always send a JSON content type) is "no body";
+  // anything else goes through Fastify's own parser (prototype-poisoning protection included).
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '' || (typeof body === 'string' && body.trim() === '')) return done(null, undefined);
+    jsonParser(req, body as string, done);
+  });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
