@@ -2,16 +2,17 @@
 // spatial transformers with self/cross attention and GEGLU feed-forward, up/down samplers and the sinusoidal
 // timestep embedding. Every function reads its weights by diffusers parameter name under `prefix`.
 import { ModelFileError } from '../api.ts';
-import { float, type GraphBuilder, type Value } from '../onnx/graph.ts';
+import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
 import { OnnxDType } from '../onnx/proto.ts';
 import type { Tensor } from '../tensor.ts';
 import type { WeightSource } from '../weights/types.ts';
 
 /**
- * How attention is expressed in the graph. 'mha': onnxruntime's com.microsoft MultiHeadAttention contrib op
- * (fused CPU/GPU kernels that never hold every head's score matrix at once); 'matmul': plain MatMul/Softmax.
+ * How the transformer blocks are expressed. 'contrib': onnxruntime's com.microsoft kernels (MultiHeadAttention,
+ * which on CPU is a flash attention that never holds a whole score matrix, plus SkipLayerNormalization and
+ * BiasGelu); 'onnx': standard ONNX ops only (MatMul/Softmax attention), for runtimes without the contrib ops.
  */
-export type UnetAttentionKind = 'mha' | 'matmul';
+export type UnetAttentionKind = AttentionKind;
 
 /** Reads a required parameter; a missing one is a broken or mismatched checkpoint. */
 export function param(w: WeightSource, name: string): Tensor {
@@ -149,23 +150,31 @@ export function upsample(b: GraphBuilder, w: WeightSource, prefix: string, x: Va
 
 export interface AttentionOptions {
   heads: number;
-  kind: UnetAttentionKind;
-  /** diffusers upcast_attention: scores and softmax in fp32 when the graph is fp16. */
+  kind: AttentionKind;
+  /** diffusers upcast_attention: scores and softmax in fp32 when the graph is fp16 ('onnx' kind). */
   upcast?: boolean;
 }
 
+/** A linear layer's MatMul, with its bias handed back for a later fused op (SkipLayerNormalization). */
+function matmulOnly(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): { y: Value; bias: Tensor | undefined } {
+  const weight = param(w, `${prefix}.weight`);
+  return { y: b.linear(x, weight, undefined, prefix), bias: optionalParam(w, `${prefix}.bias`) };
+}
+
 /**
- * diffusers Attention (to_q/to_k/to_v without bias, to_out.0 with bias). x: [batch, seq, dim]; context:
- * [batch, tokens, ctxDim] for cross-attention or null for self-attention. Scale 1/sqrt(headDim).
+ * diffusers Attention (to_q/to_k/to_v without bias), up to but excluding to_out.0. x: rows [batch*seq, dim]
+ * and `toBatched` its [batch, seq, dim] shape; context: [batch, tokens, ctxDim] for cross-attention, or null
+ * for self-attention. Returns rows [batch*seq, inner]. Scale 1/sqrt(headDim).
  */
-export function attention(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value | null, opts: AttentionOptions): Value {
+function attentionCore(b: GraphBuilder, w: WeightSource, prefix: string, rows: Value, toBatched: Value, context: Value | null, opts: AttentionOptions): Value {
   const innerDim = param(w, `${prefix}.to_q.weight`).shape[0]!;
   const headDim = innerDim / opts.heads;
   if (!Number.isInteger(headDim)) throw new ModelFileError(`${prefix}.to_q.weight`, `${innerDim} channels do not split into ${opts.heads} heads`);
   const scale = 1 / Math.sqrt(headDim);
+  const x = b.reshape(rows, toBatched);
   const kv = context ?? x;
   let out: Value;
-  if (opts.kind === 'mha') {
+  if (opts.kind === 'contrib') {
     const q = linear(b, w, `${prefix}.to_q`, x);
     const k = linear(b, w, `${prefix}.to_k`, kv);
     const v = linear(b, w, `${prefix}.to_v`, kv);
@@ -185,26 +194,49 @@ export function attention(b: GraphBuilder, w: WeightSource, prefix: string, x: V
     }
     let probs = b.softmax(b.matmul(qh, kt), -1);
     if (upcast) probs = b.cast(probs, OnnxDType.FLOAT16);
-    const o = b.matmul(probs, heads(v, [0, 2, 1, 3])); // [b, h, s, d]
-    out = b.reshape(b.transpose(o, [0, 2, 1, 3]), [0, 0, innerDim]);
+    out = b.transpose(b.matmul(probs, heads(v, [0, 2, 1, 3])), [0, 2, 1, 3]); // [b, s, h, d]
   }
-  return linear(b, w, `${prefix}.to_out.0`, out);
+  return b.reshape(out, [-1, innerDim]);
 }
 
-/** diffusers FeedForward with GEGLU: net.0.proj to 2*inner, hidden * gelu(gate), then net.2. */
-export function gegluFeedForward(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
-  const proj = linear(b, w, `${prefix}.net.0.proj`, x);
-  const inner = param(w, `${prefix}.net.0.proj.weight`).shape[0]! / 2;
-  const [hidden, gate] = b.split(proj, -1, [inner, inner]);
-  return linear(b, w, `${prefix}.net.2`, b.mul(hidden!, b.gelu(gate!)));
+/**
+ * residual + delta (+ bias), then LayerNorm: returns [normed, sum]. In 'contrib' mode one
+ * SkipLayerNormalization kernel does both adds and the norm in one pass over the rows.
+ */
+function addThenNorm(b: GraphBuilder, w: WeightSource, normPrefix: string, delta: Value, bias: Tensor | undefined, residual: Value, kind: AttentionKind, eps: number): [Value, Value] {
+  const gamma = param(w, `${normPrefix}.weight`);
+  const beta = param(w, `${normPrefix}.bias`);
+  if (kind === 'contrib') {
+    const ins = [delta, residual, b.weight(`${normPrefix}.weight`, gamma), b.weight(`${normPrefix}.bias`, beta)];
+    if (bias) ins.push(b.weight(`${normPrefix}.skip_bias`, bias));
+    const outs = b.opN('SkipLayerNormalization', ins, 4, { epsilon: float(eps) }, 'com.microsoft');
+    return [outs[0]!, outs[3]!];
+  }
+  const sum = b.add(bias ? b.add(delta, b.weight(`${normPrefix}.skip_bias`, bias)) : delta, residual);
+  return [b.layerNorm(sum, gamma, beta, eps, normPrefix), sum];
 }
 
-/** diffusers BasicTransformerBlock (layer norms, self-attention, cross-attention, GEGLU), residual after each. */
-export function basicTransformerBlock(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value, opts: AttentionOptions): Value {
-  const eps = 1e-5;
-  let h = b.add(attention(b, w, `${prefix}.attn1`, layerNorm(b, w, `${prefix}.norm1`, x, eps), null, opts), x);
-  h = b.add(attention(b, w, `${prefix}.attn2`, layerNorm(b, w, `${prefix}.norm2`, h, eps), context, opts), h);
-  return b.add(gegluFeedForward(b, w, `${prefix}.ff`, layerNorm(b, w, `${prefix}.norm3`, h, eps)), h);
+/**
+ * diffusers FeedForward with GEGLU (net.0.proj to 2*inner, hidden * gelu(gate), net.2), without net.2's bias,
+ * which is returned. The projection is split into its hidden and gate halves at build time: two matmuls
+ * instead of one plus a Split copy, and in 'contrib' mode the gate's bias and GELU run as one BiasGelu.
+ */
+function gegluFeedForward(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, kind: AttentionKind): { y: Value; bias: Tensor | undefined } {
+  const proj = param(w, `${prefix}.net.0.proj.weight`);
+  const projBias = param(w, `${prefix}.net.0.proj.bias`);
+  const [twoInner, dim] = proj.shape as [number, number];
+  const inner = twoInner / 2;
+  const half = (t: Tensor, i: number, rows: number[]): Tensor => ({ shape: rows, data: t.data.subarray(i * inner * (t.shape[1] ?? 1), (i + 1) * inner * (t.shape[1] ?? 1)) });
+  const hidden = b.linear(x, half(proj, 0, [inner, dim]), half(projBias, 0, [inner]), `${prefix}.net.0.proj.hidden`);
+  const gateW = half(proj, 1, [inner, dim]);
+  const gateB = half(projBias, 1, [inner]);
+  let gate: Value;
+  if (kind === 'contrib') {
+    gate = b.msOp('BiasGelu', [b.linear(x, gateW, undefined, `${prefix}.net.0.proj.gate`), b.weight(`${prefix}.net.0.proj.gate.bias`, gateB)]);
+  } else {
+    gate = b.gelu(b.linear(x, gateW, gateB, `${prefix}.net.0.proj.gate`));
+  }
+  return matmulOnly(b, w, `${prefix}.net.2`, b.mul(hidden, gate));
 }
 
 export interface Transformer2dOptions extends AttentionOptions {
@@ -213,17 +245,37 @@ export interface Transformer2dOptions extends AttentionOptions {
 }
 
 /**
- * diffusers Transformer2DModel on NCHW input: GroupNorm (eps 1e-6), proj_in, `layers` transformer blocks over
- * the h*w tokens, proj_out, plus the input. proj_in/proj_out are 1x1 convolutions (SD1) or linears
- * (use_linear_projection, SD2/SDXL); both are the same channel matmul, so both run as MatMul on channels-last
- * data and the graph transposes once in and once out.
+ * diffusers Transformer2DModel on NCHW input: GroupNorm (eps 1e-6), proj_in, `layers` BasicTransformerBlocks
+ * (norm1 -> self-attention, norm2 -> cross-attention, norm3 -> GEGLU, each with a residual) over the h*w tokens,
+ * proj_out, plus the input. proj_in/proj_out are 1x1 convolutions (SD1) or linears (use_linear_projection,
+ * SD2/SDXL); both are the same channel matmul, so both run on channels-last rows [batch*h*w, C]: 2-D rows let
+ * onnxruntime fuse every MatMul+bias into one Gemm, and the graph transposes only once in and once out.
  */
 export function transformer2d(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value, opts: Transformer2dOptions): Value {
+  const eps = 1e-5;
   const normed = groupNorm(b, w, `${prefix}.norm`, x, opts.groups, 1e-6);
   const nhwc = b.transpose(normed, [0, 2, 3, 1]);
   const channels = param(w, `${prefix}.norm.weight`).shape[0]!;
-  let h = pointwise(b, w, `${prefix}.proj_in`, b.reshape(nhwc, [0, -1, channels]));
-  for (let i = 0; i < opts.layers; i++) h = basicTransformerBlock(b, w, `${prefix}.transformer_blocks.${i}`, h, context, opts);
+  const inner = param(w, `${prefix}.proj_in.weight`).shape[0]!;
+  const toBatched = b.concat([b.sliceDims(b.shapeOf(x), 0, 1), b.constInt64([-1, inner])], 0);
+  let h = pointwise(b, w, `${prefix}.proj_in`, b.reshape(nhwc, [-1, channels]));
+  let pending: { y: Value; bias: Tensor | undefined } | undefined; // the previous block's feed-forward output
+  for (let i = 0; i < opts.layers; i++) {
+    const t = `${prefix}.transformer_blocks.${i}`;
+    let n1: Value;
+    if (pending) [n1, h] = addThenNorm(b, w, `${t}.norm1`, pending.y, pending.bias, h, opts.kind, eps);
+    else n1 = layerNorm(b, w, `${t}.norm1`, h, eps);
+    const a1 = matmulOnly(b, w, `${t}.attn1.to_out.0`, attentionCore(b, w, `${t}.attn1`, n1, toBatched, null, opts));
+    const [n2, h2] = addThenNorm(b, w, `${t}.norm2`, a1.y, a1.bias, h, opts.kind, eps);
+    const a2 = matmulOnly(b, w, `${t}.attn2.to_out.0`, attentionCore(b, w, `${t}.attn2`, n2, toBatched, context, opts));
+    const [n3, h3] = addThenNorm(b, w, `${t}.norm3`, a2.y, a2.bias, h2, opts.kind, eps);
+    h = h3;
+    pending = gegluFeedForward(b, w, `${t}.ff`, n3, opts.kind);
+  }
+  if (pending) {
+    const ff = pending.bias ? b.add(pending.y, b.weight(`${prefix}.ff_out_bias`, pending.bias)) : pending.y;
+    h = b.add(ff, h);
+  }
   h = pointwise(b, w, `${prefix}.proj_out`, h);
   const back = b.transpose(b.reshape(h, b.shapeOf(nhwc)), [0, 3, 1, 2]);
   return b.add(back, x);

@@ -148,7 +148,7 @@ export function parseUnetConfig(raw: Record<string, unknown>): UnetGraphConfig {
 }
 
 export interface UnetBuildOptions {
-  /** Attention formulation; part of the graph cache key. Default 'mha'. */
+  /** Attention and fused-kernel formulation; part of the graph cache key. Default 'contrib'. */
   attention?: UnetAttentionKind;
   /** SDXL micro-conditioning numbers per sample: 6 for the base (sizes, crop), 5 for the refiner (sizes, crop, aesthetic score). */
   timeIds?: number;
@@ -159,7 +159,7 @@ export function unetGraphOptions(opts: UnetBuildOptions = {}): Record<string, un
   return { attention: opts.attention ?? DEFAULT_ATTENTION, timeIds: opts.timeIds ?? 6 };
 }
 
-export const DEFAULT_ATTENTION: UnetAttentionKind = 'mha';
+export const DEFAULT_ATTENTION: UnetAttentionKind = 'contrib';
 
 /** Builds the whole UNet into `b` (inputs, graph, output "out"). `config` is the raw config.json or a parsed one. */
 export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGraphConfig | Record<string, unknown>, opts: UnetBuildOptions = {}): void {

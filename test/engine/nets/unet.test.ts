@@ -34,7 +34,7 @@ function assertClose(actual: Tensor, expected: Tensor, label: string): void {
   assert.ok(v.worst <= 0, `${label}: max |diff| ${v.maxAbs}, worst at ${v.index}: ${actual.data[v.index]} vs ${expected.data[v.index]}`);
 }
 
-for (const attention of ['mha', 'matmul'] as const) {
+for (const attention of ['contrib', 'onnx'] as const) {
   test(`SD1 UNet (${attention} attention) matches diffusers for shared and per-sample timesteps`, async () => {
     const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
     try {
@@ -55,11 +55,12 @@ for (const attention of ['mha', 'matmul'] as const) {
   });
 }
 
-test('SD2 UNet (linear projections, per-block heads) matches diffusers', async () => {
+for (const attention of ['contrib', 'onnx'] as const) {
+test(`SD2 UNet (${attention}; linear projections, per-block heads) matches diffusers`, async () => {
   const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
   try {
     const ref = readSafetensors(join(FIXTURES, 'refs/sd2/unet.safetensors'));
-    const session = await unetSession('tiny-sd2', 'mha', cache);
+    const session = await unetSession('tiny-sd2', attention, cache);
     const { out } = await runSession(session, {
       sample: ref.get('sample')!,
       timestep: timesteps(ref.get('timestep')!, 2),
@@ -71,11 +72,11 @@ test('SD2 UNet (linear projections, per-block heads) matches diffusers', async (
   }
 });
 
-test('SDXL UNet (text_time embedding, 2 transformer layers) matches diffusers', async () => {
+test(`SDXL UNet (${attention}; text_time embedding, 2 transformer layers) matches diffusers`, async () => {
   const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
   try {
     const ref = readSafetensors(join(FIXTURES, 'refs/sdxl/unet.safetensors'));
-    const session = await unetSession('tiny-sdxl', 'mha', cache);
+    const session = await unetSession('tiny-sdxl', attention, cache);
     const { out } = await runSession(session, {
       sample: ref.get('sample')!,
       timestep: timesteps(ref.get('timestep')!, 2),
@@ -88,6 +89,7 @@ test('SDXL UNet (text_time embedding, 2 transformer layers) matches diffusers', 
     rmSync(cache, { recursive: true, force: true });
   }
 });
+}
 
 test('unsupported UNet configs are refused naming the field', () => {
   const { config } = loadUnetFixture('tiny-sd1');
