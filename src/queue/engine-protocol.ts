@@ -1,5 +1,5 @@
 // Messages between ThreadedEngine (main thread) and engine-worker.ts.
-import type { GenerateRequest, GenerateResult, ProgressEvent } from '../engine/api.ts';
+import type { GenerateRequest, GenerateResult, ModelRef, ProgressEvent } from '../engine/api.ts';
 
 export interface WorkerError {
   name: string;
@@ -12,6 +12,7 @@ export interface WorkerError {
 export type ToWorker =
   | { type: 'generate'; id: number; req: GenerateRequest }
   | { type: 'abort'; id: number }
+  | { type: 'load'; id: number; ref: ModelRef }
   | { type: 'close' };
 
 export type FromWorker =
@@ -19,4 +20,5 @@ export type FromWorker =
   | { type: 'init-error'; error: WorkerError }
   | { type: 'progress'; id: number; event: ProgressEvent }
   | { type: 'done'; id: number; result: GenerateResult; aborted: boolean }
-  | { type: 'error'; id: number; error: WorkerError; aborted: boolean };
+  | { type: 'error'; id: number; error: WorkerError; aborted: boolean }
+  | { type: 'loaded'; id: number; error?: WorkerError };

@@ -4,7 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
-import type { GenerateOptions, GenerateRequest, GenerateResult } from '../engine/api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef } from '../engine/api.ts';
 import type { Engine, EngineOptions } from './engine.ts';
 import type { FromWorker, ToWorker, WorkerError } from './engine-protocol.ts';
 
@@ -43,6 +43,7 @@ export class ThreadedEngine implements Engine {
   private exited: Promise<void> = Promise.resolve();
   private ready?: Promise<{ samplers: unknown; schedules: unknown }>;
   private pending?: Pending;
+  private readonly loads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private readonly abortFlag = new Int32Array(new SharedArrayBuffer(4));
   private lists: { samplers: unknown; schedules: unknown } = { samplers: [], schedules: [] };
@@ -86,6 +87,13 @@ export class ThreadedEngine implements Engine {
   }
 
   private onMessage(msg: FromWorker): void {
+    if (msg.type === 'loaded') {
+      const l = this.loads.get(msg.id);
+      this.loads.delete(msg.id);
+      if (msg.error) l?.reject(reviveError(msg.error));
+      else l?.resolve();
+      return;
+    }
     const p = this.pending;
     if (!p || !('id' in msg) || msg.id !== p.id) return;
     if (msg.type === 'progress') {
@@ -108,6 +116,8 @@ export class ThreadedEngine implements Engine {
     const p = this.pending;
     this.pending = undefined;
     p?.reject(err);
+    for (const l of this.loads.values()) l.reject(err);
+    this.loads.clear();
   }
 
   async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
@@ -127,6 +137,16 @@ export class ThreadedEngine implements Engine {
         { once: true },
       );
       this.worker!.postMessage({ type: 'generate', id, req } satisfies ToWorker);
+    });
+  }
+
+  /** Loads a model in the worker ahead of the first job (the engine keeps it). */
+  async load(ref: ModelRef): Promise<void> {
+    await this.start();
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.loads.set(id, { resolve, reject });
+      this.worker!.postMessage({ type: 'load', id, ref } satisfies ToWorker);
     });
   }
 

@@ -62,8 +62,18 @@ async function generate(id: number, req: GenerateRequest): Promise<void> {
   }
 }
 
+async function load(id: number, ref: import('../engine/api.ts').ModelRef): Promise<void> {
+  try {
+    await engine.load?.(ref);
+    send({ type: 'loaded', id });
+  } catch (e) {
+    send({ type: 'loaded', id, error: toWorkerError(e) });
+  }
+}
+
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'generate') void generate(msg.id, msg.req);
+  else if (msg.type === 'load') void load(msg.id, msg.ref);
   else if (msg.type === 'abort' && current?.id === msg.id) current.controller.abort(new Error('aborted'));
   else if (msg.type === 'close') {
     Promise.resolve(engine?.close())

@@ -1,5 +1,5 @@
 // The engine as the queue sees it. The real one is src/engine/engine.ts (createEngine); tests inject fakes.
-import type { GenerateOptions, GenerateRequest, GenerateResult } from '../engine/api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef } from '../engine/api.ts';
 
 export interface NamedOption {
   name: string;
@@ -10,6 +10,8 @@ export interface NamedOption {
 
 export interface Engine {
   generate(req: GenerateRequest, opts: GenerateOptions): Promise<GenerateResult>;
+  /** Optional warm-up: load a model before the first job, so /ready means a model is loaded. */
+  load?(ref: ModelRef): Promise<unknown>;
   listSamplers(): unknown;
   listSchedules(): unknown;
   close(): unknown;

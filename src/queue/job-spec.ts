@@ -37,6 +37,14 @@ export interface JobSpec {
   subseedStrength: number;
   clipSkip?: number;
   eta?: number;
+  /** k-diffusion stochastic sampling options (A1111 s_churn, s_tmin, s_tmax, s_noise); undefined = sampler default. */
+  sChurn?: number;
+  sTmin?: number;
+  sTmax?: number;
+  sNoise?: number;
+  /** A1111 "seed resize from": noise made at this size, then fitted to width x height. */
+  seedResizeFromW?: number;
+  seedResizeFromH?: number;
   rng?: RngSource;
   /** img2img: the stored, already-validated input image (see inputs.ts) and how much to change it. */
   initImage?: string;
@@ -230,6 +238,12 @@ export function toGenerateRequest(spec: JobSpec, model: ModelRef, initImage?: Ra
     subseedStrength: spec.subseedStrength,
     clipSkip: spec.clipSkip,
     eta: spec.eta,
+    sChurn: spec.sChurn,
+    sTmin: spec.sTmin,
+    sTmax: spec.sTmax,
+    sNoise: spec.sNoise,
+    seedResizeFromW: spec.seedResizeFromW,
+    seedResizeFromH: spec.seedResizeFromH,
     rng: spec.rng,
     initImage,
     denoisingStrength: spec.denoisingStrength,

@@ -25,6 +25,9 @@ export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/engine.ts'
 export interface EngineStatus {
   state: 'starting' | 'ready' | 'error';
   error?: string;
+  /** The default model once the engine has loaded it (engines without load() count as loaded). */
+  loadedModel?: string;
+  loadError?: string;
 }
 
 export interface ServiceOptions {
@@ -48,7 +51,7 @@ export class KilnServices {
 
   constructor(
     readonly config: KilnConfig,
-    opts: ServiceOptions = {},
+    private readonly opts: ServiceOptions = {},
   ) {
     mkdirSync(config.dataDir, { recursive: true });
     this.storage = new LocalStorage(join(config.dataDir, 'images'));
@@ -81,8 +84,28 @@ export class KilnServices {
         this.engineStatus.state = 'error';
         this.engineStatus.error = (e as Error).message;
         log?.error({ err: e }, 'engine failed to start');
+        return;
       }
+      await this.warmUp();
     })();
+  }
+
+  /** Loads the default model so the first job does not pay for it and /ready reflects a loaded model. */
+  async warmUp(): Promise<void> {
+    const def = this.models.default;
+    if (!def) return;
+    if (!this.engine.load) {
+      this.engineStatus.loadedModel = def.name;
+      return;
+    }
+    try {
+      await this.engine.load({ path: def.path });
+      this.engineStatus.loadedModel = def.name;
+      this.engineStatus.loadError = undefined;
+    } catch (e) {
+      this.engineStatus.loadError = (e as Error).message;
+      this.opts.log?.error({ err: e, model: def.name }, 'default model failed to load');
+    }
   }
 
   start(): void {
@@ -102,6 +125,8 @@ export class KilnServices {
     if (this.engineStatus.state !== 'ready') return { ready: false, reason: this.engineStatus.error ? `engine failed: ${this.engineStatus.error}` : 'engine starting' };
     const def = this.models.default;
     if (!def) return { ready: false, reason: 'no default model (start with --model)' };
+    if (this.engineStatus.loadError) return { ready: false, reason: `model ${def.name} failed to load: ${this.engineStatus.loadError}` };
+    if (this.engineStatus.loadedModel !== def.name) return { ready: false, reason: `loading model ${def.name}` };
     return { ready: true, model: def.name };
   }
 

@@ -1,0 +1,172 @@
+// Shared pieces of the compat adapters: submit a JobSpec and wait for it, read back the stored images,
+// decode image inputs, and classify errors so each surface can answer in its own error shape.
+// Adapters never touch the engine; everything goes through app.kiln (submit / queue / storage).
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { KilnServices } from '../services.ts';
+import type { Job, StoredImage } from '../../queue/job.ts';
+import type { JobSpec } from '../../queue/job-spec.ts';
+import { SPEC_DEFAULTS, resolveSeed } from '../../queue/job-spec.ts';
+import { decodeBase64Field } from '../../queue/inputs.ts';
+import { HttpError, toHttpError } from '../errors.ts';
+
+/**
+ * A feature a client asked for that Kiln does not have yet (hires fix, LoRA, upscalers, ...). Every surface
+ * answers it with 501 in its own error shape, naming the feature and the field that asked for it.
+ */
+export class FeatureNotImplemented extends Error {
+  constructor(
+    readonly feature: string,
+    readonly field: string,
+  ) {
+    super(`${field}: ${feature} is not implemented in Kiln yet`);
+    this.name = 'FeatureNotImplemented';
+  }
+}
+
+export function notImplemented(feature: string, field: string): never {
+  throw new FeatureNotImplemented(feature, field);
+}
+
+/** Any error -> status, a short code and a message naming the field (schema errors included). */
+export interface Classified {
+  status: number;
+  code: string;
+  message: string;
+  field?: string;
+  headers: Record<string, string>;
+}
+
+export function classify(err: unknown): Classified {
+  if (err instanceof FeatureNotImplemented) return { status: 501, code: 'not_implemented', message: err.message, field: err.field, headers: {} };
+  const h = toHttpError(err);
+  return { status: h.statusCode, code: h.code, message: h.message, field: h.field, headers: h.headers };
+}
+
+/** A job that did not succeed -> the error a synchronous caller gets. */
+export function jobFailure(job: Job): HttpError {
+  if (job.state === 'cancelled') return new HttpError(409, 'cancelled', job.error?.message ?? 'the job was cancelled');
+  const code = job.error?.code ?? 'internal';
+  const status = ({ input: 400, model: 422, timeout: 504, interrupted: 500, internal: 500 } as const)[code];
+  return new HttpError(status, code, job.error?.message ?? `the job ${job.state}`, job.error?.field);
+}
+
+/** Default spec fields, so adapters only state what their surface sets. */
+export function baseSpec(fields: Partial<JobSpec> & Pick<JobSpec, 'prompts'>): JobSpec {
+  return {
+    kind: 'txt2img',
+    negativePrompts: [''],
+    imagesPerPrompt: 1,
+    width: SPEC_DEFAULTS.width,
+    height: SPEC_DEFAULTS.height,
+    steps: SPEC_DEFAULTS.steps,
+    cfgScale: SPEC_DEFAULTS.cfgScale,
+    sampler: SPEC_DEFAULTS.sampler,
+    schedule: SPEC_DEFAULTS.schedule,
+    seed: resolveSeed(undefined),
+    subseed: resolveSeed(undefined),
+    subseedStrength: 0,
+    output: { ...SPEC_DEFAULTS.output },
+    ...fields,
+  };
+}
+
+export function ownerOf(req: FastifyRequest): string {
+  return req.principal?.name ?? 'anonymous';
+}
+
+/** How long a synchronous call waits for its job by default: the job timeout plus a margin for the queue. */
+export function syncWaitMs(kiln: KilnServices): number {
+  return kiln.config.queue.jobTimeoutMs + 60_000;
+}
+
+/**
+ * Submits and waits until the job is final (or timeoutMs passes). If the client hangs up first, the job is
+ * cancelled so the device is free for others (as the native synchronous route does).
+ */
+export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
+  const job = kiln.submit(spec, { owner: ownerOf(req) });
+  const onClose = () => {
+    if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
+  };
+  reply.raw.on('close', onClose);
+  try {
+    return (await kiln.queue.waitFor(job.id, timeoutMs)) ?? job;
+  } finally {
+    reply.raw.off('close', onClose);
+  }
+}
+
+export interface ResultImage {
+  meta: StoredImage;
+  bytes: Buffer;
+}
+
+/** The stored result files of a succeeded job, in order. */
+export async function resultImages(kiln: KilnServices, job: Job): Promise<ResultImage[]> {
+  const out: ResultImage[] = [];
+  for (const meta of job.result?.images ?? []) {
+    const bytes = await kiln.storage.read(meta.name);
+    if (!bytes) throw new HttpError(410, 'gone', `the image ${meta.name} is no longer stored (expired)`);
+    out.push({ meta, bytes });
+  }
+  return out;
+}
+
+/** base64 / data: URI image input -> stored input name (validated and decoded by the shared input code). */
+export async function storeImageField(kiln: KilnServices, value: string, field: string): Promise<string> {
+  const bytes = decodeBase64Field(value, field, kiln.config.limits);
+  return kiln.storeUpload(bytes, field);
+}
+
+export async function storeImageBytes(kiln: KilnServices, bytes: Buffer, field: string): Promise<string> {
+  return kiln.storeUpload(bytes, field);
+}
+
+/** Removes a stored input again when the job that would have used it was refused. */
+export async function submitWithInput(kiln: KilnServices, spec: JobSpec, fn: () => Promise<Job>): Promise<Job> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (spec.initImage) await kiln.storage.remove(spec.initImage).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** "512x768" -> {width, height}; throws HttpError 400 naming `field`. */
+export function parseSize(value: string, field: string): { width: number; height: number } {
+  const m = /^(\d{1,5})x(\d{1,5})$/.exec(value.trim());
+  if (!m) throw new HttpError(400, 'invalid_request', `${field}: must look like WIDTHxHEIGHT, e.g. 512x512, got "${value}"`, field);
+  return { width: Number(m[1]), height: Number(m[2]) };
+}
+
+/** Rounds a pixel size down to the multiple of 8 the latent grid needs (A1111 does the same implicitly). */
+export function floor8(n: number): number {
+  return Math.max(8, Math.floor(n / 8) * 8);
+}
+
+/** A1111 extra-network tags (<lora:name:1>, <lyco:...>, <hypernet:...>) that Kiln cannot apply yet. */
+const EXTRA_NETWORK = /<(lora|lyco|hypernet):[^>]+>/i;
+
+export function rejectExtraNetworks(prompts: string[], field = 'prompt'): void {
+  for (const p of prompts) {
+    const m = EXTRA_NETWORK.exec(p);
+    if (m) notImplemented(m[1]!.toLowerCase() === 'hypernet' ? 'hypernetworks' : `LoRA (prompt tag ${m[0]})`, field);
+  }
+}
+
+/** Model names the registry knows (for listings). */
+export function checkpointNames(kiln: KilnServices): string[] {
+  return kiln.models.list('checkpoint').map((m) => m.name);
+}
+
+/** A random-ish, filesystem-safe id fragment. */
+export function shortId(id: string): string {
+  return id.replace(/-/g, '').slice(0, 8);
+}
+
+export const MIME: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
+
+/** A data: URL of a stored image. */
+export function dataUrl(img: ResultImage): string {
+  return `data:${MIME[img.meta.format]};base64,${img.bytes.toString('base64')}`;
+}
