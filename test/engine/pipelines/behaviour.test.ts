@@ -93,7 +93,7 @@ test('long prompts (> 75 tokens), emphasis and BREAK change the image but work',
 test('bad input is refused with a KilnInputError naming the field', async () => {
   const cases: [Partial<GenerateRequest>, string][] = [
     [{ width: 61 }, 'width'], // the tiny VAE has a latent factor of 2, real ones 8
-    [{ height: 0 }, 'height'],
+    [{ height: -8 }, 'height'],
     [{ steps: 0 }, 'steps'],
     [{ cfgScale: Number.NaN }, 'cfg_scale'],
     [{ sampler: 'Euler z' }, 'sampler'],
