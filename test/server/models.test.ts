@@ -1,0 +1,119 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ModelRegistry } from '../../src/server/models/registry.ts';
+import { ensureHfModel, isHfRepoId, selectDiffusersFiles } from '../../src/server/models/hf.ts';
+import { loadConfig } from '../../src/server/config.ts';
+import { tempDir } from '../queue/helpers.ts';
+
+test('registry: scans the models folders, applies labels, resolves names and labels only (never paths)', async () => {
+  const t = tempDir();
+  try {
+    const models = join(t.dir, 'models');
+    mkdirSync(join(models, 'checkpoints', 'my-diffusers'), { recursive: true });
+    writeFileSync(join(models, 'checkpoints', 'my-diffusers', 'model_index.json'), '{}');
+    mkdirSync(join(models, 'checkpoints', 'not-a-model'), { recursive: true });
+    mkdirSync(join(models, 'loras'), { recursive: true });
+    writeFileSync(join(models, 'checkpoints', 'single.safetensors'), '');
+    writeFileSync(join(models, 'checkpoints', 'pickled.ckpt'), '');
+    writeFileSync(join(models, 'loras', 'style.safetensors'), '');
+    const reg = new ModelRegistry({ modelsDir: models, cacheDir: join(t.dir, 'cache'), model: 'Pretty', modelAliases: { Pretty: 'single', 'My D': 'my-diffusers' } });
+    assert.deepEqual(reg.list().map((m) => [m.name, m.labels, m.format]), [['my-diffusers', ['My D'], 'diffusers'], ['single', ['Pretty'], 'safetensors']]);
+    assert.deepEqual(reg.list('lora').map((m) => m.name), ['style']);
+    assert.equal(reg.default?.name, 'single');
+    assert.equal((await reg.resolve(undefined)).path, join(models, 'checkpoints', 'single.safetensors'));
+    assert.equal((await reg.resolve('my d')).path, join(models, 'checkpoints', 'my-diffusers'));
+    assert.equal((await reg.resolve('single.safetensors')).path, join(models, 'checkpoints', 'single.safetensors'));
+    await assert.rejects(reg.resolve('pickled'), /unknown model "pickled"; available: my-diffusers, My D, single, Pretty/);
+    await assert.rejects(reg.resolve(join(models, 'checkpoints', 'single.safetensors')), /unknown model/);
+    for (const folder of ['vae', 'embeddings', 'upscalers']) assert.deepEqual(reg.list(folder === 'vae' ? 'vae' : folder === 'embeddings' ? 'embedding' : 'upscaler'), []);
+  } finally {
+    t.remove();
+  }
+});
+
+test('Hugging Face: repo ids, file selection, and an offline error that says what to download and where', async () => {
+  assert.ok(isHfRepoId('runwayml/stable-diffusion-v1-5'));
+  assert.ok(!isHfRepoId('../etc/passwd'));
+  assert.ok(!isHfRepoId('/abs/path'));
+  const files = selectDiffusersFiles([
+    'model_index.json',
+    'unet/config.json',
+    'unet/diffusion_pytorch_model.safetensors',
+    'unet/diffusion_pytorch_model.fp16.safetensors',
+    'unet/diffusion_pytorch_model.bin',
+    'text_encoder/model.safetensors',
+    'text_encoder/config.json',
+    'tokenizer/vocab.json',
+    'tokenizer/merges.txt',
+    'scheduler/scheduler_config.json',
+    'safety_checker/model.safetensors',
+    'v1-5-pruned.ckpt',
+  ]);
+  assert.deepEqual(files.sort(), [
+    'model_index.json',
+    'scheduler/scheduler_config.json',
+    'text_encoder/config.json',
+    'text_encoder/model.safetensors',
+    'tokenizer/merges.txt',
+    'tokenizer/vocab.json',
+    'unet/config.json',
+    'unet/diffusion_pytorch_model.safetensors',
+  ]);
+  const t = tempDir();
+  try {
+    const err = await ensureHfModel('owner/some-model', t.dir, { offline: true }).catch((e: Error) => e);
+    assert.ok(err instanceof Error);
+    assert.match(err.message, /cannot download Hugging Face model owner\/some-model: the server is offline/);
+    assert.ok(err.message.includes(join(t.dir, 'huggingface', 'owner--some-model')), 'says where to put it');
+    assert.match(err.message, /huggingface-cli download owner\/some-model/);
+    // A failing network says the same, with the reason.
+    const netErr = await ensureHfModel('owner/other', t.dir, { fetchImpl: (async () => { throw new Error('getaddrinfo ENOTFOUND huggingface.co'); }) as typeof fetch }).catch((e: Error) => e);
+    assert.match((netErr as Error).message, /ENOTFOUND[\s\S]*huggingface-cli download owner\/other/);
+  } finally {
+    t.remove();
+  }
+});
+
+test('Hugging Face download: fetches the selected files once into the cache', async () => {
+  const t = tempDir();
+  try {
+    const served: string[] = [];
+    const fake = (async (url: string) => {
+      served.push(url);
+      if (url.endsWith('/api/models/o/m')) return new Response(JSON.stringify({ siblings: [{ rfilename: 'model_index.json' }, { rfilename: 'unet/config.json' }, { rfilename: 'README.md' }] }));
+      return new Response(`content of ${url.split('/resolve/main/')[1]}`, { headers: { 'content-length': '20' } });
+    }) as unknown as typeof fetch;
+    const quiet = { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream;
+    const dir = await ensureHfModel('o/m', t.dir, { fetchImpl: fake, out: quiet, endpoint: 'https://hub.test' });
+    assert.equal(dir, join(t.dir, 'huggingface', 'o--m'));
+    assert.deepEqual(served.slice(1).sort(), ['https://hub.test/o/m/resolve/main/model_index.json', 'https://hub.test/o/m/resolve/main/unet/config.json']);
+    served.length = 0;
+    await ensureHfModel('o/m', t.dir, { fetchImpl: fake, out: quiet });
+    assert.equal(served.length, 0, 'cached: no second download');
+    const reg = new ModelRegistry({ modelsDir: join(t.dir, 'models'), cacheDir: t.dir, model: 'o/m', modelAliases: {} });
+    assert.equal(reg.default?.source, 'huggingface');
+  } finally {
+    t.remove();
+  }
+});
+
+test('config: YAML file in the data dir, env beats file, unknown values name the option', () => {
+  const t = tempDir();
+  try {
+    writeFileSync(join(t.dir, 'kiln.config.yaml'), 'port: 9100\nmodel: foo\nlimits:\n  maxSteps: 40\nmodelAliases:\n  Nice: foo\n');
+    const cfg = loadConfig({ flags: { 'data-dir': t.dir }, env: { KILN_MODEL: 'bar' } });
+    assert.equal(cfg.port, 9100);
+    assert.equal(cfg.model, 'bar');
+    assert.equal(cfg.limits.maxSteps, 40);
+    assert.deepEqual(cfg.modelAliases, { Nice: 'foo' });
+    assert.equal(cfg.modelsDir, join(t.dir, 'models'));
+    writeFileSync(join(t.dir, 'kiln.config.yaml'), 'device: tpu\n');
+    assert.throws(() => loadConfig({ flags: { 'data-dir': t.dir }, env: {} }), /device \(config file\): must be one of cpu, cuda, tensorrt, webgpu/);
+    writeFileSync(join(t.dir, 'kiln.config.yaml'), 'port: 1\n');
+    assert.throws(() => loadConfig({ flags: { 'data-dir': t.dir, 'tls-cert': 'c.pem' }, env: {} }), /give both --tls-cert and --tls-key/);
+  } finally {
+    t.remove();
+  }
+});
