@@ -18,6 +18,7 @@ import { KeyRing, presentedKey } from './auth.ts';
 import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
 import { nativeRoutes } from './native/routes.ts';
+import { registerCompat } from './compat/index.ts';
 import { closeAllStreams } from './native/sse.ts';
 
 declare module 'fastify' {
@@ -149,5 +150,6 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
 
   await app.register(healthRoutes);
   await app.register(nativeRoutes);
+  await registerCompat(app);
   return app;
 }

@@ -79,12 +79,16 @@ export function syncWaitMs(kiln: KilnServices): number {
   return kiln.config.queue.jobTimeoutMs + 60_000;
 }
 
+/** Submits and waits until the job is final (or timeoutMs passes). */
+export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
+  return waitForJob(kiln, reply, kiln.submit(spec, { owner: ownerOf(req) }), timeoutMs);
+}
+
 /**
- * Submits and waits until the job is final (or timeoutMs passes). If the client hangs up first, the job is
+ * Waits until a submitted job is final (or timeoutMs passes). If the client hangs up first, the job is
  * cancelled so the device is free for others (as the native synchronous route does).
  */
-export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
-  const job = kiln.submit(spec, { owner: ownerOf(req) });
+export async function waitForJob(kiln: KilnServices, reply: FastifyReply, job: Job, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
   const onClose = () => {
     if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
   };

@@ -1,0 +1,630 @@
+// AUTOMATIC1111 WebUI API (/sdapi/v1/*), v1.10 shapes: txt2img / img2img map onto one native job and block
+// until it is done (A1111 clients expect that); progress / interrupt / skip act on whatever job runs
+// (A1111's state is process-global); discovery lists come from the registry and the engine's own lists.
+// Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
+// schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { KilnServices } from '../services.ts';
+import type { Job } from '../../queue/job.ts';
+import type { JobSpec } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../queue/job-spec.ts';
+import type { ImageFormat } from '../../storage/encode.ts';
+import { readInfotext } from '../../storage/encode.ts';
+import { readPngText } from '../../storage/png-text.ts';
+import { decodeBase64Field } from '../../queue/inputs.ts';
+import { parseInfotext } from '../../engine/infotext.ts';
+import { fileSha256 } from '../../engine/weights/hash.ts';
+import { HttpError } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import type { ModelEntry } from '../models/registry.ts';
+import {
+  baseSpec,
+  classify,
+  floor8,
+  jobFailure,
+  notImplemented,
+  ownerOf,
+  rejectExtraNetworks,
+  resultImages,
+  waitForJob,
+  storeImageField,
+  submitWithInput,
+} from './common.ts';
+
+// ---------------------------------------------------------------------------------------------------------
+// Request schemas. Defaults are A1111's API defaults; `null` means "use the server setting".
+
+type Prop = Record<string, unknown>;
+const str = (d: string | null = null): Prop => ({ type: d === null ? ['string', 'null'] : 'string', default: d });
+const int = (d: number | null): Prop => ({ type: d === null ? ['integer', 'null'] : 'integer', default: d });
+const num = (d: number | null): Prop => ({ type: d === null ? ['number', 'null'] : 'number', default: d });
+const bool = (d: boolean | null): Prop => ({ type: d === null ? ['boolean', 'null'] : 'boolean', default: d });
+const strOrList: Prop = { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }], default: '' };
+
+const SHARED: Record<string, Prop> = {
+  prompt: strOrList,
+  negative_prompt: strOrList,
+  styles: { type: ['array', 'null'], items: { type: 'string' }, default: [] },
+  seed: int(-1),
+  subseed: int(-1),
+  subseed_strength: num(0),
+  seed_resize_from_h: int(-1),
+  seed_resize_from_w: int(-1),
+  sampler_name: str(),
+  sampler_index: str('Euler'),
+  scheduler: str(),
+  batch_size: { type: 'integer', minimum: 1, default: 1 },
+  n_iter: { type: 'integer', minimum: 1, default: 1 },
+  steps: { type: 'integer', minimum: 1, default: 50 },
+  cfg_scale: num(7.0),
+  width: { type: 'integer', minimum: 1, default: 512 },
+  height: { type: 'integer', minimum: 1, default: 512 },
+  restore_faces: bool(null),
+  tiling: bool(null),
+  do_not_save_samples: bool(false),
+  do_not_save_grid: bool(false),
+  eta: num(null),
+  s_min_uncond: num(null),
+  s_churn: num(null),
+  s_tmax: num(null),
+  s_tmin: num(null),
+  s_noise: num(null),
+  override_settings: { type: ['object', 'null'], default: {} },
+  override_settings_restore_afterwards: bool(true),
+  refiner_checkpoint: str(),
+  refiner_switch_at: num(null),
+  disable_extra_networks: bool(false),
+  firstpass_image: str(),
+  comments: { type: ['object', 'null'], default: null },
+  script_name: str(),
+  script_args: { type: ['array', 'null'], default: [] },
+  send_images: bool(true),
+  save_images: bool(false),
+  alwayson_scripts: { type: ['object', 'null'], default: {} },
+  force_task_id: str(),
+  infotext: str(),
+};
+
+const TXT2IMG_ONLY: Record<string, Prop> = {
+  enable_hr: bool(false),
+  denoising_strength: num(0.75),
+  firstphase_width: int(0),
+  firstphase_height: int(0),
+  hr_scale: num(2.0),
+  hr_upscaler: str(),
+  hr_second_pass_steps: int(0),
+  hr_resize_x: int(0),
+  hr_resize_y: int(0),
+  hr_checkpoint_name: str(),
+  hr_sampler_name: str(),
+  hr_scheduler: str(),
+  hr_prompt: str(''),
+  hr_negative_prompt: str(''),
+};
+
+const IMG2IMG_ONLY: Record<string, Prop> = {
+  init_images: { type: ['array', 'null'], items: { type: 'string' }, default: null },
+  resize_mode: int(0),
+  denoising_strength: num(0.75),
+  image_cfg_scale: num(null),
+  mask: str(),
+  mask_blur_x: int(4),
+  mask_blur_y: int(4),
+  mask_blur: int(null),
+  mask_round: bool(true),
+  inpainting_fill: int(0),
+  inpaint_full_res: bool(true),
+  inpaint_full_res_padding: int(0),
+  inpainting_mask_invert: int(0),
+  initial_noise_multiplier: num(null),
+  latent_mask: str(),
+  include_init_images: bool(false),
+};
+
+const bodySchema = (extra: Record<string, Prop>) => ({ type: 'object', properties: { ...SHARED, ...extra } });
+
+type Body = Record<string, any>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors in A1111's shapes.
+
+interface AjvError {
+  instancePath?: string;
+  keyword: string;
+  message?: string;
+  params?: Record<string, unknown>;
+}
+
+/** ajv errors -> FastAPI's 422 detail list. */
+function fastApiDetail(errors: AjvError[], context: string): Array<{ loc: (string | number)[]; msg: string; type: string }> {
+  return errors.map((e) => {
+    const loc: (string | number)[] = [context, ...(e.instancePath ?? '').split('/').filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p))];
+    if (e.keyword === 'required') return { loc: [...loc, String(e.params?.missingProperty)], msg: 'field required', type: 'value_error.missing' };
+    if (e.keyword === 'type') {
+      const t = String(e.params?.type ?? '').split(',')[0];
+      return { loc, msg: `value is not a valid ${t === 'number' ? 'float' : t}`, type: `type_error.${t === 'number' ? 'float' : t}` };
+    }
+    return { loc, msg: e.message ?? 'invalid value', type: `value_error.${e.keyword}` };
+  });
+}
+
+export function a1111Error(status: number, detail: string, name = 'HTTPException') {
+  return { error: name, detail, body: '', errors: `${status}: ${detail}` };
+}
+
+function errorHandler(err: FastifyError & { validation?: AjvError[]; validationContext?: string }, req: FastifyRequest, reply: FastifyReply): void {
+  if (err.validation) {
+    void reply.status(422).send({ detail: fastApiDetail(err.validation, err.validationContext ?? 'body') });
+    return;
+  }
+  const c = classify(err);
+  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'a1111 request failed');
+  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
+  const name = c.status === 501 ? 'NotImplementedError' : c.status >= 500 ? 'RuntimeError' : 'HTTPException';
+  void reply.status(c.status).send(a1111Error(c.status, c.message, name));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Checkpoints: titles and hashes as A1111 shows them ("name.safetensors [0123456789]").
+
+/** The file A1111 would hash: the checkpoint itself, or a diffusers folder's UNet weights. */
+function hashFileOf(entry: ModelEntry): string | undefined {
+  if (!statSync(entry.path).isDirectory()) return entry.path;
+  const unet = join(entry.path, 'unet');
+  if (!existsSync(unet)) return undefined;
+  const files = readdirSync(unet).filter((f) => f.endsWith('.safetensors')).sort();
+  return files.length ? join(unet, files[0]!) : undefined;
+}
+
+interface CheckpointInfo {
+  title: string;
+  model_name: string;
+  hash: string | null;
+  sha256: string | null;
+  filename: string;
+  config: null;
+}
+
+async function checkpointInfo(entry: ModelEntry): Promise<CheckpointInfo> {
+  const file = hashFileOf(entry);
+  const sha256 = file ? await fileSha256(file).catch(() => null) : null;
+  const hash = sha256 ? sha256.slice(0, 10) : null;
+  const fileName = basename(entry.path);
+  return { title: hash ? `${fileName} [${hash}]` : fileName, model_name: entry.name, hash, sha256, filename: entry.path, config: null };
+}
+
+/** A1111 matches a checkpoint on title, file name, model name, short hash or sha256. */
+async function findCheckpoint(kiln: KilnServices, name: string): Promise<CheckpointInfo | undefined> {
+  const wanted = name.trim().toLowerCase();
+  for (const entry of kiln.models.list('checkpoint')) {
+    const info = await checkpointInfo(entry);
+    const keys = [info.title, basename(entry.path), info.model_name, info.hash, info.sha256, ...entry.labels];
+    if (keys.some((k) => k && k.toLowerCase() === wanted)) return info;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Infotext -> request fields (the `infotext` request field fills every field not set explicitly).
+
+function applyInfotext(body: Body, explicit: Set<string>): void {
+  const { prompt, negativePrompt, params } = parseInfotext(String(body.infotext));
+  const set = (key: string, value: unknown) => {
+    if (!explicit.has(key) && value !== undefined && !(typeof value === 'number' && Number.isNaN(value))) body[key] = value;
+  };
+  set('prompt', prompt);
+  set('negative_prompt', negativePrompt);
+  const n = (k: string) => (params[k] === undefined ? undefined : Number(params[k]));
+  set('steps', n('Steps'));
+  set('sampler_name', params.Sampler);
+  set('scheduler', params['Schedule type']);
+  set('cfg_scale', n('CFG scale'));
+  set('seed', n('Seed'));
+  set('subseed', n('Variation seed'));
+  set('subseed_strength', n('Variation seed strength'));
+  set('denoising_strength', n('Denoising strength'));
+  const size = /^(\d+)x(\d+)$/.exec(params.Size ?? '');
+  if (size) {
+    set('width', Number(size[1]));
+    set('height', Number(size[2]));
+  }
+  const resize = /^(\d+)x(\d+)$/.exec(params['Seed resize from'] ?? '');
+  if (resize) {
+    set('seed_resize_from_w', Number(resize[1]));
+    set('seed_resize_from_h', Number(resize[2]));
+  }
+  if (params['Clip skip'] && !explicit.has('override_settings')) body.override_settings = { ...(body.override_settings ?? {}), CLIP_stop_at_last_layers: Number(params['Clip skip']) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const SAMPLE_FORMATS: Record<string, ImageFormat> = { png: 'png', jpg: 'jpeg', jpeg: 'jpeg', webp: 'webp' };
+
+const UPSCALER_NAMES = ['None'];
+const LATENT_UPSCALE_MODES = ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)'];
+
+/** "YYYYMMDDhhmmss" in local time, as A1111's job_timestamp. */
+function timestamp(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+interface A1111State {
+  /** Settings changed with POST /options (A1111 persists them; we keep them for the server's life). */
+  options: Record<string, unknown>;
+  /** The checkpoint A1111 requests use (a registry name); undefined = the server default. */
+  model?: string;
+  interrupted: boolean;
+  skipped: boolean;
+  lastTimestamp: string;
+  /** force_task_id -> job id, for /internal/progress. */
+  tasks: Map<string, string>;
+}
+
+export async function a1111Routes(app: FastifyInstance): Promise<void> {
+  const kiln = app.kiln;
+  const state: A1111State = { options: {}, interrupted: false, skipped: false, lastTimestamp: '0', tasks: new Map() };
+
+  app.setErrorHandler(errorHandler);
+  // A1111 stamps every response with how long it took.
+  app.addHook('onRequest', async (req) => {
+    (req as FastifyRequest & { a1111Start?: bigint }).a1111Start = process.hrtime.bigint();
+  });
+  app.addHook('onSend', async (req, reply) => {
+    const start = (req as FastifyRequest & { a1111Start?: bigint }).a1111Start;
+    if (start !== undefined) reply.header('x-process-time', String(Number(process.hrtime.bigint() - start) / 1e9));
+  });
+  // Which fields the client really sent (before schema defaults fill the rest), for `infotext`.
+  const recordExplicit = async (req: FastifyRequest) => {
+    const b = req.body;
+    (req as FastifyRequest & { explicit?: Set<string> }).explicit = new Set(b && typeof b === 'object' ? Object.keys(b) : []);
+  };
+
+  const currentTitle = async (): Promise<string | null> => {
+    const entry = state.model ? kiln.models.list('checkpoint').find((e) => e.name === state.model) : kiln.models.default;
+    return entry ? (await checkpointInfo(entry)).title : null;
+  };
+
+  const optionValue = (overrides: Record<string, unknown>, key: string, fallback: unknown) => overrides[key] ?? state.options[key] ?? fallback;
+
+  /** An A1111 request -> JobSpec (throws 501 for features Kiln lacks, 4xx for bad values). */
+  async function toSpec(body: Body, kind: 'txt2img' | 'img2img'): Promise<JobSpec> {
+    const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
+    if (body.script_name) throw new HttpError(422, 'invalid_request', 'Script not found');
+    for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
+    if (kind === 'txt2img' && body.enable_hr) notImplemented('hires fix', 'enable_hr');
+    if (body.firstpass_image) notImplemented('hires fix (firstpass_image)', 'firstpass_image');
+    if (body.restore_faces) notImplemented('face restoration', 'restore_faces');
+    if (body.tiling) notImplemented('tiling', 'tiling');
+    if (body.refiner_checkpoint && body.refiner_checkpoint !== 'None') notImplemented('the SDXL refiner', 'refiner_checkpoint');
+    if (body.s_min_uncond) notImplemented('negative guidance minimum sigma (s_min_uncond)', 's_min_uncond');
+    if (Number(optionValue(overrides, 'eta_noise_seed_delta', 0))) notImplemented('eta noise seed delta (ENSD)', 'override_settings.eta_noise_seed_delta');
+    const vae = optionValue(overrides, 'sd_vae', 'Automatic');
+    if (vae && vae !== 'Automatic' && vae !== 'None') notImplemented('choosing a separate VAE', 'override_settings.sd_vae');
+
+    const count = body.batch_size * body.n_iter;
+    const prompts: string[] = Array.isArray(body.prompt) ? body.prompt : [body.prompt ?? ''];
+    if (prompts.length === 0) throw new HttpError(422, 'invalid_request', 'prompt: the list is empty', 'prompt');
+    const negList: string[] = Array.isArray(body.negative_prompt) ? body.negative_prompt : [body.negative_prompt ?? ''];
+    const negativePrompts = negList.length === prompts.length || negList.length === 1 ? negList : [negList[0] ?? ''];
+    if (!body.disable_extra_networks) rejectExtraNetworks(prompts);
+    const strip = (p: string) => p.replace(/<[a-z]+:[^>]+>/gi, '');
+
+    let model = state.model;
+    const ckpt = overrides.sd_model_checkpoint;
+    if (typeof ckpt === 'string' && ckpt) {
+      const found = await findCheckpoint(kiln, ckpt);
+      if (found) model = found.model_name; // an unknown checkpoint is silently dropped, as in A1111
+    }
+    const clip = Number(optionValue(overrides, 'CLIP_stop_at_last_layers', 1));
+    const format = SAMPLE_FORMATS[String(optionValue(overrides, 'samples_format', 'png')).toLowerCase()];
+    if (!format) throw new HttpError(400, 'invalid_request', 'override_settings.samples_format: must be png, jpg or webp', 'samples_format');
+    const positive = (n: number | null | undefined) => (typeof n === 'number' && n > 0 ? n : undefined);
+
+    const spec = baseSpec({
+      kind,
+      model,
+      prompts: body.disable_extra_networks ? prompts.map(strip) : prompts,
+      negativePrompts: body.disable_extra_networks ? negativePrompts.map(strip) : negativePrompts,
+      imagesPerPrompt: Array.isArray(body.prompt) ? 1 : count,
+      width: floor8(body.width),
+      height: floor8(body.height),
+      steps: body.steps,
+      cfgScale: body.cfg_scale,
+      sampler: body.sampler_name || body.sampler_index || 'Euler',
+      schedule: body.scheduler || 'Automatic',
+      seed: resolveSeed(body.seed),
+      subseed: resolveSeed(body.subseed),
+      subseedStrength: body.subseed_strength ?? 0,
+      seedResizeFromW: positive(body.seed_resize_from_w),
+      seedResizeFromH: positive(body.seed_resize_from_h),
+      clipSkip: clip > 1 ? clip : undefined,
+      eta: body.eta ?? undefined,
+      sChurn: body.s_churn ?? undefined,
+      sTmin: body.s_tmin ?? undefined,
+      // A1111 treats s_tmax 0 as infinity.
+      sTmax: positive(body.s_tmax),
+      sNoise: body.s_noise ?? undefined,
+      output: { format, quality: Number(optionValue(overrides, 'jpeg_quality', 80)), response: 'base64' },
+    });
+    if (kind === 'img2img') {
+      const inits: string[] = body.init_images ?? [];
+      if (inits.length === 0) throw new HttpError(404, 'not_found', 'Init image not found');
+      if (body.mask) notImplemented('inpainting masks', 'mask');
+      if (body.resize_mode !== 0) notImplemented(`resize_mode ${body.resize_mode} (only 0, "just resize", is available)`, 'resize_mode');
+      if (new Set(inits).size > 1) notImplemented('a different init image per batch image', 'init_images');
+      if (body.initial_noise_multiplier !== null && body.initial_noise_multiplier !== 1) notImplemented('initial_noise_multiplier', 'initial_noise_multiplier');
+      spec.denoisingStrength = body.denoising_strength ?? 0.75;
+      kiln.checkSpec({ ...spec, initImage: 'pending' });
+      spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
+    }
+    return spec;
+  }
+
+  /** The `info` JSON string A1111 returns. */
+  function info(body: Body, job: Job, infotexts: string[]): string {
+    const spec = job.spec;
+    const images = job.result?.images ?? [];
+    const params = infotexts[0] ? parseInfotext(infotexts[0]).params : {};
+    const allPrompts = images.length ? images.map((i) => i.prompt) : spec.prompts.flatMap((p) => Array<string>(spec.imagesPerPrompt).fill(p));
+    const allNegatives = images.length ? images.map((i) => i.negativePrompt) : allPrompts.map((_, i) => spec.negativePrompts[Math.floor(i / spec.imagesPerPrompt)] ?? spec.negativePrompts[0] ?? '');
+    const allSeeds = images.length ? images.map((i) => i.seed) : allPrompts.map((_, i) => spec.seed + (spec.subseedStrength > 0 ? 0 : i));
+    const allSubseeds = images.length ? images.map((i) => i.subseed) : allPrompts.map((_, i) => spec.subseed + i);
+    const out = {
+      prompt: allPrompts[0] ?? '',
+      all_prompts: allPrompts,
+      negative_prompt: allNegatives[0] ?? '',
+      all_negative_prompts: allNegatives,
+      seed: allSeeds[0] ?? spec.seed,
+      all_seeds: allSeeds,
+      subseed: allSubseeds[0] ?? spec.subseed,
+      all_subseeds: allSubseeds,
+      subseed_strength: spec.subseedStrength,
+      width: spec.width,
+      height: spec.height,
+      sampler_name: params.Sampler ?? spec.sampler,
+      cfg_scale: spec.cfgScale,
+      steps: spec.steps,
+      batch_size: body.batch_size,
+      restore_faces: body.restore_faces ?? false,
+      face_restoration_model: null,
+      sd_model_name: params.Model ?? spec.model ?? kiln.models.default?.name ?? null,
+      sd_model_hash: params['Model hash'] ?? null,
+      sd_vae_name: null,
+      sd_vae_hash: null,
+      seed_resize_from_w: body.seed_resize_from_w ?? -1,
+      seed_resize_from_h: body.seed_resize_from_h ?? -1,
+      denoising_strength: spec.kind === 'img2img' ? spec.denoisingStrength : (body.denoising_strength ?? null),
+      extra_generation_params: {},
+      index_of_first_image: 0,
+      infotexts,
+      styles: body.styles ?? [],
+      job_timestamp: timestamp(job.startedAt ?? job.createdAt),
+      clip_skip: spec.clipSkip ?? 1,
+      is_using_inpainting_conditioning: false,
+      version: `kiln-${VERSION}`,
+    };
+    return JSON.stringify(out);
+  }
+
+  async function generate(req: FastifyRequest, reply: FastifyReply, kind: 'txt2img' | 'img2img') {
+    const body = req.body as Body;
+    if (body.infotext) applyInfotext(body, (req as FastifyRequest & { explicit?: Set<string> }).explicit ?? new Set());
+    const spec = await toSpec(body, kind);
+    state.interrupted = false;
+    state.skipped = false;
+    const job = await submitWithInput(kiln, spec, async () => {
+      const submitted = kiln.submit(spec, { owner: ownerOf(req) });
+      if (body.force_task_id) state.tasks.set(String(body.force_task_id), submitted.id);
+      return submitted;
+    });
+    state.lastTimestamp = timestamp(job.createdAt);
+    const done = await waitForJob(kiln, reply, job);
+    if (body.override_settings_restore_afterwards === false) {
+      for (const [k, v] of Object.entries(body.override_settings ?? {})) {
+        if (k === 'sd_model_checkpoint') state.model = spec.model;
+        else state.options[k] = v;
+      }
+    }
+    // An interrupted job returns what it has, as A1111's blocked call does (here: nothing yet).
+    if (done.state !== 'succeeded' && !(done.state === 'cancelled' && (state.interrupted || state.skipped))) throw jobFailure(done);
+    const images = await resultImages(kiln, done);
+    const infotexts = images.map((i) => i.meta.infotext);
+    const { infotext: _drop, ...parameters } = body;
+    return {
+      images: body.send_images === false ? [] : images.map((i) => i.bytes.toString('base64')),
+      parameters: { ...parameters, ...(kind === 'img2img' && !body.include_init_images ? { init_images: null } : {}) },
+      info: info(body, done, infotexts),
+    };
+  }
+
+  const txt2imgSchema = { tags: ['a1111'], summary: 'A1111 txt2img (blocks until done).', body: bodySchema(TXT2IMG_ONLY) };
+  const img2imgSchema = { tags: ['a1111'], summary: 'A1111 img2img (blocks until done).', body: bodySchema(IMG2IMG_ONLY) };
+  app.post('/sdapi/v1/txt2img', { preValidation: recordExplicit, schema: txt2imgSchema }, (req, reply) => generate(req, reply, 'txt2img'));
+  app.post('/sdapi/v1/img2img', { preValidation: recordExplicit, schema: img2imgSchema }, (req, reply) => generate(req, reply, 'img2img'));
+
+  // Progress of whatever is running (A1111's state is process-global).
+  const runningJob = (): Job | undefined => kiln.queue.list({ state: 'running', limit: 1 })[0];
+  app.get(
+    '/sdapi/v1/progress',
+    {
+      schema: {
+        tags: ['a1111'],
+        summary: 'Progress of the running generation.',
+        querystring: { type: 'object', properties: { skip_current_image: { type: 'boolean', default: false } } },
+      },
+    },
+    async () => {
+      const job = runningJob();
+      const queued = kiln.queue.counts().queued;
+      const base = { skipped: state.skipped, interrupted: state.interrupted, stopping_generation: false };
+      if (!job) {
+        return {
+          progress: 0,
+          eta_relative: 0,
+          state: { ...base, job: '', job_count: 0, job_timestamp: state.lastTimestamp, job_no: 0, sampling_step: 0, sampling_steps: 0 },
+          current_image: null,
+          textinfo: null,
+        };
+      }
+      const progress = Math.min(1, 0.01 + job.progress);
+      const elapsed = (Date.now() - (job.startedAt ?? Date.now())) / 1000;
+      return {
+        progress,
+        eta_relative: Math.max(0, elapsed / progress - elapsed),
+        state: {
+          ...base,
+          job: `Batch 1 out of 1`,
+          job_count: 1 + queued,
+          job_timestamp: timestamp(job.startedAt ?? job.createdAt),
+          job_no: 0,
+          sampling_step: job.step,
+          sampling_steps: job.totalSteps || job.spec.steps,
+        },
+        // Kiln's engine does not stream latent previews yet, so there is no live image to show.
+        current_image: null,
+        textinfo: job.phase ? `${job.phase}` : null,
+      };
+    },
+  );
+
+  app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 } } } } }, async (req) => {
+    const { id_task } = req.body as { id_task?: string | null };
+    const jobId = id_task ? state.tasks.get(id_task) : undefined;
+    const job = jobId ? kiln.queue.get(jobId) : undefined;
+    if (!job) return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
+    const active = job.state === 'running';
+    const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
+    const eta = kiln.queue.etaSeconds(job);
+    return {
+      active,
+      queued: job.state === 'queued',
+      completed,
+      progress: completed ? 1 : active ? job.progress : null,
+      eta: eta ?? null,
+      live_preview: null,
+      id_live_preview: -1,
+      textinfo: completed ? null : active ? (job.phase ?? 'running') : 'In queue...',
+    };
+  });
+
+  const stop = async (flag: 'interrupted' | 'skipped') => {
+    const job = runningJob();
+    if (job) {
+      state[flag] = true;
+      await kiln.queue.cancel(job.id);
+    }
+    return {};
+  };
+  app.post('/sdapi/v1/interrupt', { schema: { tags: ['a1111'], summary: 'Stop the running generation at the next step.' } }, async () => stop('interrupted'));
+  // Kiln runs a whole batch as one job, so skipping "the current image" stops the job like interrupt.
+  app.post('/sdapi/v1/skip', { schema: { tags: ['a1111'], summary: 'Skip the current generation (stops the running job).' } }, async () => stop('skipped'));
+
+  // Discovery.
+  app.get('/sdapi/v1/samplers', { schema: { tags: ['a1111'] } }, async () => {
+    const list = (await kiln.engine.listSamplers()) as Array<{ name: string; aliases?: string[]; options?: object }>;
+    return list.map((s) => ({ name: s.name, aliases: s.aliases ?? [], options: s.options ?? {} }));
+  });
+  app.get('/sdapi/v1/schedulers', { schema: { tags: ['a1111'] } }, async () => kiln.engine.listSchedules());
+  app.get('/sdapi/v1/sd-models', { schema: { tags: ['a1111'] } }, async () => Promise.all(kiln.models.list('checkpoint').map(checkpointInfo)));
+  app.get('/sdapi/v1/sd-vae', { schema: { tags: ['a1111'] } }, async () => kiln.models.list('vae').map((v) => ({ model_name: v.name, filename: v.path })));
+  app.get('/sdapi/v1/loras', { schema: { tags: ['a1111'] } }, async () => kiln.models.list('lora').map((l) => ({ name: l.name, alias: l.name, path: l.path, metadata: {} })));
+  app.post('/sdapi/v1/refresh-loras', { schema: { tags: ['a1111'] } }, async () => {
+    kiln.models.refresh();
+    return null;
+  });
+  app.post('/sdapi/v1/refresh-checkpoints', { schema: { tags: ['a1111'] } }, async () => {
+    kiln.models.refresh();
+    return null;
+  });
+  // Models load on demand and idle ones are freed by the engine, so these are no-ops that succeed.
+  app.post('/sdapi/v1/unload-checkpoint', { schema: { tags: ['a1111'] } }, async () => null);
+  app.post('/sdapi/v1/reload-checkpoint', { schema: { tags: ['a1111'] } }, async () => null);
+  app.get('/sdapi/v1/upscalers', { schema: { tags: ['a1111'] } }, async () => [
+    ...UPSCALER_NAMES.map((name) => ({ name, model_name: null, model_path: null, model_url: null, scale: 4 })),
+    ...kiln.models.list('upscaler').map((u) => ({ name: u.name, model_name: u.name, model_path: u.path, model_url: null, scale: 4 })),
+  ]);
+  app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
+  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => ({ loaded: {}, skipped: Object.fromEntries(kiln.models.list('embedding').map((e) => [e.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: null, vectors: 0 }])) }));
+  app.get('/sdapi/v1/prompt-styles', { schema: { tags: ['a1111'] } }, async () => []);
+  app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
+  app.post('/sdapi/v1/interrogate', { schema: { tags: ['a1111'] } }, async () => notImplemented('image captioning (interrogate)', 'image'));
+
+  // Settings. Only the ones Kiln acts on are meaningful; others are stored and echoed back.
+  const options = async () => ({
+    samples_format: 'png',
+    jpeg_quality: 80,
+    CLIP_stop_at_last_layers: 1,
+    eta_noise_seed_delta: 0,
+    sd_vae: 'Automatic',
+    live_previews_enable: false,
+    show_progress_every_n_steps: -1,
+    sd_checkpoint_hash: (await currentTitle())?.match(/\[([0-9a-f]+)\]$/)?.[1] ?? null,
+    ...state.options,
+    sd_model_checkpoint: await currentTitle(),
+  });
+  app.get('/sdapi/v1/options', { schema: { tags: ['a1111'] } }, options);
+  app.post('/sdapi/v1/options', { schema: { tags: ['a1111'], summary: 'Change settings; sd_model_checkpoint switches the model A1111 requests use.', body: { type: 'object' } } }, async (req) => {
+    const body = req.body as Record<string, unknown>;
+    if (body.sd_model_checkpoint !== undefined) {
+      const found = await findCheckpoint(kiln, String(body.sd_model_checkpoint));
+      if (!found) throw new HttpError(500, 'internal', `model ${JSON.stringify(String(body.sd_model_checkpoint))} not found`);
+      state.model = found.model_name;
+    }
+    if (body.samples_format !== undefined && !SAMPLE_FORMATS[String(body.samples_format).toLowerCase()]) {
+      throw new HttpError(422, 'invalid_request', 'samples_format: must be png, jpg or webp', 'samples_format');
+    }
+    for (const [k, v] of Object.entries(body)) if (k !== 'sd_model_checkpoint') state.options[k] = v;
+    return null;
+  });
+  app.get('/sdapi/v1/cmd-flags', { schema: { tags: ['a1111'] } }, async () => ({ api: true, nowebui: true }));
+
+  app.post(
+    '/sdapi/v1/png-info',
+    { schema: { tags: ['a1111'], summary: 'Read the generation parameters from an image.', body: { type: 'object', required: ['image'], properties: { image: { type: 'string' } } } } },
+    async (req) => {
+      const { image } = req.body as { image: string };
+      if (!image) return { info: '', items: {}, parameters: {} };
+      let bytes: Buffer;
+      try {
+        bytes = decodeBase64Field(image, 'image', kiln.config.limits);
+      } catch (e) {
+        throw new HttpError(500, 'internal', (e as Error).message);
+      }
+      let text: string | undefined;
+      let items: Record<string, string> = {};
+      try {
+        text = await readInfotext(bytes);
+        if (bytes.subarray(1, 4).toString('latin1') === 'PNG') {
+          const { parameters: _p, ...rest } = readPngText(bytes);
+          items = rest;
+        }
+      } catch {
+        throw new HttpError(500, 'internal', 'image: cannot identify image file');
+      }
+      return { info: text ?? '', items, parameters: text ? generationParameters(text) : {} };
+    },
+  );
+
+  app.post('/sdapi/v1/extra-single-image', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () => notImplemented('upscalers (extras)', 'upscaler_1'));
+  app.post('/sdapi/v1/extra-batch-images', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () => notImplemented('upscalers (extras)', 'upscaler_1'));
+}
+
+/** A1111's parse_generation_parameters: Prompt, Negative prompt, then each key, with "Size" split into -1/-2. */
+export function generationParameters(text: string): Record<string, string | number> {
+  const { prompt, negativePrompt, params } = parseInfotext(text);
+  const out: Record<string, string | number> = { Prompt: prompt, 'Negative prompt': negativePrompt };
+  for (const [k, v] of Object.entries(params)) {
+    const size = /^(\d+)x(\d+)$/.exec(v);
+    if (size) {
+      out[`${k}-1`] = size[1]!;
+      out[`${k}-2`] = size[2]!;
+    } else out[k] = v;
+  }
+  if (out['Clip skip'] === undefined) out['Clip skip'] = '1';
+  if (out['Schedule type'] === undefined) out['Schedule type'] = 'Automatic';
+  return out;
+}

@@ -1,0 +1,8 @@
+// Every compat surface, registered onto the app by buildApp with one call. Each is its own encapsulated
+// plugin (own error shape and hooks) over the same services, queue and engine as the native API.
+import type { FastifyInstance } from 'fastify';
+import { a1111Routes } from './a1111.ts';
+
+export async function registerCompat(app: FastifyInstance): Promise<void> {
+  await app.register(a1111Routes);
+}
