@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../../../src/engine/tensor.ts';
-import type { WeightDType, WeightSource } from '../../../src/engine/weights/types.ts';
+import { loadModel, type UnetConfig, type WeightSource } from '../../../src/engine/weights/index.ts';
 
 export const FIXTURES = join(import.meta.dirname, '..', '..', 'fixtures');
 
@@ -12,7 +12,7 @@ interface Entry {
   data_offsets: [number, number];
 }
 
-/** Minimal whole-file safetensors reader for the tiny fixtures (F32 and I64 only). */
+/** Whole-file reader for the small reference tensors in refs/ (F32 and I64 only). */
 export function readSafetensors(file: string): Map<string, Tensor & { dtype: string }> {
   const buf = readFileSync(file);
   const headerLen = Number(buf.readBigUInt64LE(0));
@@ -31,26 +31,11 @@ export function readSafetensors(file: string): Map<string, Tensor & { dtype: str
   return out;
 }
 
-export function mapWeights(tensors: Map<string, Tensor & { dtype: string }>): WeightSource {
-  return {
-    names: () => [...tensors.keys()],
-    has: (n) => tensors.has(n),
-    shape: (n) => tensors.get(n)!.shape,
-    dtype: (n) => tensors.get(n)!.dtype as WeightDType,
-    get: (n) => {
-      const t = tensors.get(n);
-      if (!t) throw new Error(`no weight ${n}`);
-      return t;
-    },
-  };
-}
-
-export function loadUnetFixture(model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl'): { weights: WeightSource; config: Record<string, unknown> } {
-  const dir = join(FIXTURES, model, 'unet');
-  return {
-    weights: mapWeights(readSafetensors(join(dir, 'diffusion_pytorch_model.safetensors'))),
-    config: JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>,
-  };
+/** A fixture model's UNet weights and config through the real loader (diffusers folder or single file). */
+export async function loadUnetFixture(model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl' | 'tiny-sd1.safetensors' | 'tiny-sdxl.safetensors'): Promise<{ weights: WeightSource; config: UnetConfig }> {
+  const tokenizerDir = model.endsWith('.safetensors') ? join(FIXTURES, model.replace('.safetensors', '')) : undefined;
+  const m = await loadModel({ path: join(FIXTURES, model), tokenizerDir }, { allowDownload: false });
+  return { weights: m.unet, config: m.unetConfig };
 }
 
 /** Asserts |a-b| <= atol + rtol*|b| everywhere; returns the worst excess for the message. */

@@ -4,11 +4,12 @@ import { unetFlops, unetParameterShapes } from '../../../src/engine/nets/unet.ts
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clipTextParameterShapes, RandomWeights, vaeParameterShapes } from '../../../bench/random-weights.ts';
-import { FIXTURES, loadUnetFixture, mapWeights, readSafetensors } from './unet-fixtures.ts';
+import { SafetensorsFile, storedWeights } from '../../../src/engine/weights/index.ts';
+import { FIXTURES, loadUnetFixture } from './unet-fixtures.ts';
 
 for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) {
-  test(`${model}: the UNet parameter table equals the checkpoint's names and shapes`, () => {
-    const { weights, config } = loadUnetFixture(model);
+  test(`${model}: the UNet parameter table equals the checkpoint's names and shapes`, async () => {
+    const { weights, config } = await loadUnetFixture(model);
     const table = unetParameterShapes(config);
     const stored = new Map(weights.names().map((n) => [n, weights.shape(n)]));
     assert.deepEqual([...table.keys()].sort(), [...stored.keys()].sort());
@@ -46,7 +47,7 @@ for (const [dir, file, withProjection] of [
     const table = dir.endsWith('vae')
       ? vaeParameterShapes(config)
       : clipTextParameterShapes({ ...config, projection_dim: withProjection ? config.projection_dim : undefined });
-    const stored = mapWeights(readSafetensors(join(FIXTURES, dir, file)));
+    const stored = storedWeights(dir, [SafetensorsFile.open(join(FIXTURES, dir, file))]);
     assert.deepEqual([...table.keys()].sort(), stored.names().sort());
     for (const [name, shape] of table) assert.deepEqual(shape, stored.shape(name), name);
     const w = new RandomWeights('t', table);

@@ -12,8 +12,10 @@ import { FIXTURES, loadUnetFixture, maxViolation, readSafetensors } from './unet
 const ATOL = 1e-4;
 const RTOL = 1e-3;
 
-async function unetSession(model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl', attention: UnetAttentionKind, cache: string) {
-  const { weights, config } = loadUnetFixture(model);
+type Fixture = Parameters<typeof loadUnetFixture>[0];
+
+async function unetSession(model: Fixture, attention: UnetAttentionKind, cache: string) {
+  const { weights, config } = await loadUnetFixture(model);
   const { modelPath } = getOrBuildGraph(
     cache,
     { network: 'unet', weightsIdentity: model, precision: 'fp32', options: unetGraphOptions({ attention }) },
@@ -91,12 +93,33 @@ test(`SDXL UNet (${attention}; text_time embedding, 2 transformer layers) matche
 });
 }
 
-test('unsupported UNet configs are refused naming the field', () => {
-  const { config } = loadUnetFixture('tiny-sd1');
+// Single-file checkpoints go through the LDM/SGM key maps and config inference; same references.
+for (const [file, refName] of [['tiny-sd1.safetensors', 'sd1'], ['tiny-sdxl.safetensors', 'sdxl']] as const) {
+  test(`UNet from the single-file ${file} matches diffusers`, async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+    try {
+      const ref = readSafetensors(join(FIXTURES, `refs/${refName}/unet.safetensors`));
+      const session = await unetSession(file, 'contrib', cache);
+      const feeds: Record<string, Feed> = {
+        sample: ref.get('sample')!,
+        timestep: timesteps(ref.get(refName === 'sd1' ? 'timestep_t500' : 'timestep')!, 2),
+        encoder_hidden_states: ref.get('encoder_hidden_states')!,
+      };
+      if (refName === 'sdxl') Object.assign(feeds, { text_embeds: ref.get('text_embeds')!, time_ids: ref.get('time_ids')! });
+      const { out } = await runSession(session, feeds);
+      assertClose(out!, ref.get(refName === 'sd1' ? 'out_t500' : 'out')!, `${file} out`);
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
+}
+
+test('unsupported UNet configs are refused naming the field', async () => {
+  const { config } = await loadUnetFixture('tiny-sd1');
   assert.throws(() => parseUnetConfig({ ...config, class_embed_type: 'timestep' }), /class_embed_type/);
   assert.throws(() => parseUnetConfig({ ...config, down_block_types: ['DownBlock2D', 'SimpleCrossAttnDownBlock2D'] }), /down_block_types/);
   assert.throws(() => parseUnetConfig({ ...config, attention_head_dim: [8, 8, 8] }), /attention_head_dim/);
-  const sdxl = parseUnetConfig(loadUnetFixture('tiny-sdxl').config);
+  const sdxl = parseUnetConfig((await loadUnetFixture('tiny-sdxl')).config);
   assert.deepEqual(sdxl.heads, [2, 4]);
   assert.deepEqual(sdxl.transformerLayers, [1, 2]);
   assert.deepEqual(sdxl.upTransformerLayers, [2, 1]);
