@@ -2,7 +2,9 @@
 // plugin (own error shape and hooks) over the same services, queue and engine as the native API.
 import type { FastifyInstance } from 'fastify';
 import { a1111Routes } from './a1111.ts';
+import { openAiRoutes } from './openai.ts';
 
 export async function registerCompat(app: FastifyInstance): Promise<void> {
   await app.register(a1111Routes);
+  await app.register(openAiRoutes);
 }
