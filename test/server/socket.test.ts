@@ -2,6 +2,9 @@
 // thread the way onnxruntime does: the server stays responsive, and jobs survive crashes and shutdowns.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import https from 'node:https';
+import { join } from 'node:path';
 import { addFakeModel, FAKE_ENGINE_MODULE } from './helpers.ts';
 import { tempDir } from '../queue/helpers.ts';
 import { json, spawnServer, waitUntil } from './process.ts';
@@ -146,6 +149,33 @@ test('refuses to bind 0.0.0.0 without keys; starts with --insecure', async () =>
     const s = await spawnServer(['--data-dir', t.dir, '--host', '0.0.0.0', '--insecure'], ENV);
     s.child.kill('SIGKILL');
     await s.exited;
+  } finally {
+    t.remove();
+  }
+});
+
+test('HTTPS with --tls-cert/--tls-key', { skip: spawnSync('openssl', ['version']).status === 0 ? false : 'openssl not installed' }, async () => {
+  const t = tempDir('kiln-tls-');
+  try {
+    const key = join(t.dir, 'key.pem');
+    const cert = join(t.dir, 'cert.pem');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost']);
+    assert.equal(gen.status, 0, String(gen.stderr));
+    const s = await spawnServer(['--data-dir', t.dir, '--tls-cert', cert, '--tls-key', key], ENV);
+    try {
+      assert.ok(s.url.startsWith('https://'), s.url);
+      const body = await new Promise<string>((resolve, reject) => {
+        https.get(`${s.url}/health`, { rejectUnauthorized: false }, (res) => {
+          let data = '';
+          res.on('data', (d) => (data += d));
+          res.on('end', () => resolve(data));
+        }).on('error', reject);
+      });
+      assert.equal(JSON.parse(body).status, 'healthy');
+    } finally {
+      s.child.kill('SIGKILL');
+      await s.exited;
+    }
   } finally {
     t.remove();
   }
