@@ -39,6 +39,9 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         engine: kiln.engineStatus.state,
         busy: kiln.queue.busy,
         queue: { queued: counts.queued, running: counts.running },
+        // RunPod's /health fields too, so this one route serves native, seed and RunPod clients.
+        jobs: { completed: counts.succeeded, failed: counts.failed, inProgress: counts.running, inQueue: counts.queued, retried: 0 },
+        workers: { idle: kiln.queue.busy ? 0 : 1, running: kiln.queue.busy ? 1 : 0 },
       };
     },
   );

@@ -125,7 +125,14 @@ const IMG2IMG_ONLY: Record<string, Prop> = {
 
 const bodySchema = (extra: Record<string, Prop>) => ({ type: 'object', properties: { ...SHARED, ...extra } });
 
-type Body = Record<string, any>;
+/** The A1111 request schema, optionally with other defaults (RunPod's seed 000 has its own). */
+export function a1111BodySchema(kind: 'txt2img' | 'img2img', defaults: Record<string, unknown> = {}) {
+  const props: Record<string, Prop> = { ...SHARED, ...(kind === 'txt2img' ? TXT2IMG_ONLY : IMG2IMG_ONLY) };
+  for (const [k, v] of Object.entries(defaults)) props[k] = { ...props[k], default: v };
+  return { type: 'object', properties: props };
+}
+
+export type Body = Record<string, any>;
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors in A1111's shapes.
@@ -252,6 +259,92 @@ function timestamp(ms: number): string {
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
 }
 
+/** Settings an A1111 request runs under: the selected checkpoint and POST /options values. */
+export interface A1111Context {
+model?: string;
+options: Record<string, unknown>;
+}
+
+/**
+ * An A1111 txt2img/img2img body (schema defaults filled) -> JobSpec. Throws FeatureNotImplemented (501) for
+ * features Kiln lacks and HttpError/SpecError for bad values. Shared with the RunPod adapter, whose input is
+ * an A1111-style body.
+ */
+export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2img' | 'img2img', ctx: A1111Context = { options: {} }): Promise<JobSpec> {
+  const optionValue = (overrides: Record<string, unknown>, key: string, fallback: unknown) => overrides[key] ?? ctx.options[key] ?? fallback;
+  const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
+  if (body.script_name) throw new HttpError(422, 'invalid_request', 'Script not found');
+  for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
+  if (kind === 'txt2img' && body.enable_hr) notImplemented('hires fix', 'enable_hr');
+  if (body.firstpass_image) notImplemented('hires fix (firstpass_image)', 'firstpass_image');
+  if (body.restore_faces) notImplemented('face restoration', 'restore_faces');
+  if (body.tiling) notImplemented('tiling', 'tiling');
+  if (body.refiner_checkpoint && body.refiner_checkpoint !== 'None') notImplemented('the SDXL refiner', 'refiner_checkpoint');
+  if (body.s_min_uncond) notImplemented('negative guidance minimum sigma (s_min_uncond)', 's_min_uncond');
+  if (Number(optionValue(overrides, 'eta_noise_seed_delta', 0))) notImplemented('eta noise seed delta (ENSD)', 'override_settings.eta_noise_seed_delta');
+  const vae = optionValue(overrides, 'sd_vae', 'Automatic');
+  if (vae && vae !== 'Automatic' && vae !== 'None') notImplemented('choosing a separate VAE', 'override_settings.sd_vae');
+
+  const count = body.batch_size * body.n_iter;
+  const prompts: string[] = Array.isArray(body.prompt) ? body.prompt : [body.prompt ?? ''];
+  if (prompts.length === 0) throw new HttpError(422, 'invalid_request', 'prompt: the list is empty', 'prompt');
+  const negList: string[] = Array.isArray(body.negative_prompt) ? body.negative_prompt : [body.negative_prompt ?? ''];
+  const negativePrompts = negList.length === prompts.length || negList.length === 1 ? negList : [negList[0] ?? ''];
+  if (!body.disable_extra_networks) rejectExtraNetworks(prompts);
+  const strip = (p: string) => p.replace(/<[a-z]+:[^>]+>/gi, '');
+
+  let model = ctx.model;
+  const ckpt = overrides.sd_model_checkpoint;
+  if (typeof ckpt === 'string' && ckpt) {
+    const found = await findCheckpoint(kiln, ckpt);
+    if (found) model = found.model_name; // an unknown checkpoint is silently dropped, as in A1111
+  }
+  const clip = Number(optionValue(overrides, 'CLIP_stop_at_last_layers', 1));
+  const format = SAMPLE_FORMATS[String(optionValue(overrides, 'samples_format', 'png')).toLowerCase()];
+  if (!format) throw new HttpError(400, 'invalid_request', 'override_settings.samples_format: must be png, jpg or webp', 'samples_format');
+  const positive = (n: number | null | undefined) => (typeof n === 'number' && n > 0 ? n : undefined);
+
+  const spec = baseSpec({
+    kind,
+    model,
+    prompts: body.disable_extra_networks ? prompts.map(strip) : prompts,
+    negativePrompts: body.disable_extra_networks ? negativePrompts.map(strip) : negativePrompts,
+    imagesPerPrompt: Array.isArray(body.prompt) ? 1 : count,
+    width: floor8(body.width),
+    height: floor8(body.height),
+    steps: body.steps,
+    cfgScale: body.cfg_scale,
+    sampler: body.sampler_name || body.sampler_index || 'Euler',
+    schedule: body.scheduler || 'Automatic',
+    seed: resolveSeed(body.seed),
+    subseed: resolveSeed(body.subseed),
+    subseedStrength: body.subseed_strength ?? 0,
+    seedResizeFromW: positive(body.seed_resize_from_w),
+    seedResizeFromH: positive(body.seed_resize_from_h),
+    clipSkip: clip > 1 ? clip : undefined,
+    eta: body.eta ?? undefined,
+    sChurn: body.s_churn ?? undefined,
+    sTmin: body.s_tmin ?? undefined,
+    // A1111 treats s_tmax 0 as infinity.
+    sTmax: positive(body.s_tmax),
+    sNoise: body.s_noise ?? undefined,
+    output: { format, quality: Number(optionValue(overrides, 'jpeg_quality', 80)), response: 'base64' },
+  });
+  if (kind === 'img2img') {
+    const inits: string[] = body.init_images ?? [];
+    if (inits.length === 0) throw new HttpError(404, 'not_found', 'Init image not found');
+    if (body.mask) notImplemented('inpainting masks', 'mask');
+    if (body.resize_mode !== 0) notImplemented(`resize_mode ${body.resize_mode} (only 0, "just resize", is available)`, 'resize_mode');
+    if (new Set(inits).size > 1) notImplemented('a different init image per batch image', 'init_images');
+    if (body.initial_noise_multiplier !== null && body.initial_noise_multiplier !== 1) notImplemented('initial_noise_multiplier', 'initial_noise_multiplier');
+    spec.denoisingStrength = body.denoising_strength ?? 0.75;
+    kiln.checkSpec({ ...spec, initImage: 'pending' });
+    spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
+  }
+  return spec;
+}
+
+
 interface A1111State {
   /** Settings changed with POST /options (A1111 persists them; we keep them for the server's life). */
   options: Record<string, unknown>;
@@ -288,81 +381,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     return entry ? (await checkpointInfo(entry)).title : null;
   };
 
-  const optionValue = (overrides: Record<string, unknown>, key: string, fallback: unknown) => overrides[key] ?? state.options[key] ?? fallback;
-
-  /** An A1111 request -> JobSpec (throws 501 for features Kiln lacks, 4xx for bad values). */
-  async function toSpec(body: Body, kind: 'txt2img' | 'img2img'): Promise<JobSpec> {
-    const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
-    if (body.script_name) throw new HttpError(422, 'invalid_request', 'Script not found');
-    for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
-    if (kind === 'txt2img' && body.enable_hr) notImplemented('hires fix', 'enable_hr');
-    if (body.firstpass_image) notImplemented('hires fix (firstpass_image)', 'firstpass_image');
-    if (body.restore_faces) notImplemented('face restoration', 'restore_faces');
-    if (body.tiling) notImplemented('tiling', 'tiling');
-    if (body.refiner_checkpoint && body.refiner_checkpoint !== 'None') notImplemented('the SDXL refiner', 'refiner_checkpoint');
-    if (body.s_min_uncond) notImplemented('negative guidance minimum sigma (s_min_uncond)', 's_min_uncond');
-    if (Number(optionValue(overrides, 'eta_noise_seed_delta', 0))) notImplemented('eta noise seed delta (ENSD)', 'override_settings.eta_noise_seed_delta');
-    const vae = optionValue(overrides, 'sd_vae', 'Automatic');
-    if (vae && vae !== 'Automatic' && vae !== 'None') notImplemented('choosing a separate VAE', 'override_settings.sd_vae');
-
-    const count = body.batch_size * body.n_iter;
-    const prompts: string[] = Array.isArray(body.prompt) ? body.prompt : [body.prompt ?? ''];
-    if (prompts.length === 0) throw new HttpError(422, 'invalid_request', 'prompt: the list is empty', 'prompt');
-    const negList: string[] = Array.isArray(body.negative_prompt) ? body.negative_prompt : [body.negative_prompt ?? ''];
-    const negativePrompts = negList.length === prompts.length || negList.length === 1 ? negList : [negList[0] ?? ''];
-    if (!body.disable_extra_networks) rejectExtraNetworks(prompts);
-    const strip = (p: string) => p.replace(/<[a-z]+:[^>]+>/gi, '');
-
-    let model = state.model;
-    const ckpt = overrides.sd_model_checkpoint;
-    if (typeof ckpt === 'string' && ckpt) {
-      const found = await findCheckpoint(kiln, ckpt);
-      if (found) model = found.model_name; // an unknown checkpoint is silently dropped, as in A1111
-    }
-    const clip = Number(optionValue(overrides, 'CLIP_stop_at_last_layers', 1));
-    const format = SAMPLE_FORMATS[String(optionValue(overrides, 'samples_format', 'png')).toLowerCase()];
-    if (!format) throw new HttpError(400, 'invalid_request', 'override_settings.samples_format: must be png, jpg or webp', 'samples_format');
-    const positive = (n: number | null | undefined) => (typeof n === 'number' && n > 0 ? n : undefined);
-
-    const spec = baseSpec({
-      kind,
-      model,
-      prompts: body.disable_extra_networks ? prompts.map(strip) : prompts,
-      negativePrompts: body.disable_extra_networks ? negativePrompts.map(strip) : negativePrompts,
-      imagesPerPrompt: Array.isArray(body.prompt) ? 1 : count,
-      width: floor8(body.width),
-      height: floor8(body.height),
-      steps: body.steps,
-      cfgScale: body.cfg_scale,
-      sampler: body.sampler_name || body.sampler_index || 'Euler',
-      schedule: body.scheduler || 'Automatic',
-      seed: resolveSeed(body.seed),
-      subseed: resolveSeed(body.subseed),
-      subseedStrength: body.subseed_strength ?? 0,
-      seedResizeFromW: positive(body.seed_resize_from_w),
-      seedResizeFromH: positive(body.seed_resize_from_h),
-      clipSkip: clip > 1 ? clip : undefined,
-      eta: body.eta ?? undefined,
-      sChurn: body.s_churn ?? undefined,
-      sTmin: body.s_tmin ?? undefined,
-      // A1111 treats s_tmax 0 as infinity.
-      sTmax: positive(body.s_tmax),
-      sNoise: body.s_noise ?? undefined,
-      output: { format, quality: Number(optionValue(overrides, 'jpeg_quality', 80)), response: 'base64' },
-    });
-    if (kind === 'img2img') {
-      const inits: string[] = body.init_images ?? [];
-      if (inits.length === 0) throw new HttpError(404, 'not_found', 'Init image not found');
-      if (body.mask) notImplemented('inpainting masks', 'mask');
-      if (body.resize_mode !== 0) notImplemented(`resize_mode ${body.resize_mode} (only 0, "just resize", is available)`, 'resize_mode');
-      if (new Set(inits).size > 1) notImplemented('a different init image per batch image', 'init_images');
-      if (body.initial_noise_multiplier !== null && body.initial_noise_multiplier !== 1) notImplemented('initial_noise_multiplier', 'initial_noise_multiplier');
-      spec.denoisingStrength = body.denoising_strength ?? 0.75;
-      kiln.checkSpec({ ...spec, initImage: 'pending' });
-      spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
-    }
-    return spec;
-  }
+  const toSpec = (body: Body, kind: 'txt2img' | 'img2img') => specFromA1111(kiln, body, kind, { model: state.model, options: state.options });
 
   /** The `info` JSON string A1111 returns. */
   function info(body: Body, job: Job, infotexts: string[]): string {
