@@ -290,7 +290,7 @@ export class JobQueue {
   private onSuccess(job: Job, result: JobResult): void {
     this.release(job);
     const now = this.now();
-    this.opts.store.finish(job.id, 'succeeded', now, { result });
+    this.opts.store.finish(job.id, 'succeeded', now, { result, progress: { fraction: 1, step: job.step, totalSteps: job.totalSteps } });
     const ms = now - (job.startedAt ?? now);
     const units = this.units(job.spec);
     if (units > 0) this.msPerUnit = this.msPerUnit === undefined ? ms / units : 0.7 * this.msPerUnit + 0.3 * (ms / units);
@@ -304,7 +304,7 @@ export class JobQueue {
   private onFailure(job: Job, err: unknown): void {
     this.release(job);
     const error = classifyError(err);
-    this.opts.store.finish(job.id, 'failed', this.now(), { error });
+    this.opts.store.finish(job.id, 'failed', this.now(), { error, progress: snapshot(job) });
     this.stats.finished.failed++;
     const done = this.opts.store.get(job.id)!;
     const level = error.code === 'internal' ? 'error' : 'info';
@@ -323,12 +323,12 @@ export class JobQueue {
     }
     if (reason === 'timeout') {
       const s = Math.round(this.opts.config.jobTimeoutMs / 1000);
-      this.opts.store.finish(job.id, 'failed', this.now(), { error: { code: 'timeout', message: `the job ran longer than the ${s} s limit and was stopped` } });
+      this.opts.store.finish(job.id, 'failed', this.now(), { error: { code: 'timeout', message: `the job ran longer than the ${s} s limit and was stopped` }, progress: snapshot(job) });
       this.stats.finished.failed++;
       this.emit({ type: 'failed', job: this.opts.store.get(job.id)! });
       return;
     }
-    this.opts.store.finish(job.id, 'cancelled', this.now(), { error: { code: 'input', message: 'cancelled by request' } });
+    this.opts.store.finish(job.id, 'cancelled', this.now(), { error: { code: 'input', message: 'cancelled by request' }, progress: snapshot(job) });
     this.stats.finished.cancelled++;
     this.emit({ type: 'cancelled', job: this.opts.store.get(job.id)! });
   }
@@ -376,6 +376,10 @@ export class JobQueue {
       await r.done;
     }
   }
+}
+
+function snapshot(job: Job) {
+  return { fraction: job.progress, step: job.step, totalSteps: job.totalSteps };
 }
 
 /** Engine / executor errors -> what the client is told. */

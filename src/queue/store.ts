@@ -16,6 +16,9 @@ interface Row {
   attempts: number;
   error: string | null;
   result: string | null;
+  progress: number | null;
+  step: number | null;
+  total_steps: number | null;
 }
 
 function fromRow(r: Row): Job {
@@ -32,9 +35,9 @@ function fromRow(r: Row): Job {
     attempts: r.attempts,
     error: r.error ? (JSON.parse(r.error) as JobError) : undefined,
     result: r.result ? (JSON.parse(r.result) as JobResult) : undefined,
-    progress: state === 'succeeded' ? 1 : 0,
-    step: 0,
-    totalSteps: 0,
+    progress: r.progress ?? (state === 'succeeded' ? 1 : 0),
+    step: r.step ?? 0,
+    totalSteps: r.total_steps ?? 0,
   };
 }
 
@@ -58,11 +61,19 @@ export class JobStore {
         finished_at INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0,
         error TEXT,
-        result TEXT
+        result TEXT,
+        progress REAL,
+        step INTEGER,
+        total_steps INTEGER
       );
       CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
       CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
     `);
+    // Databases from before the progress columns existed get them added.
+    const cols = new Set((this.db.prepare('PRAGMA table_info(jobs)').all() as Array<{ name: string }>).map((c) => c.name));
+    for (const [col, type] of [['progress', 'REAL'], ['step', 'INTEGER'], ['total_steps', 'INTEGER']]) {
+      if (!cols.has(col)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${col} ${type}`);
+    }
   }
 
   insert(id: string, owner: string, spec: JobSpec, now: number): Job {
@@ -117,10 +128,17 @@ export class JobStore {
       .run(id);
   }
 
-  finish(id: string, state: 'succeeded' | 'failed' | 'cancelled', now: number, data: { result?: JobResult; error?: JobError }): void {
+  /** Final state; `progress` keeps how far a stopped job got (shown to clients after it ends). */
+  finish(
+    id: string,
+    state: 'succeeded' | 'failed' | 'cancelled',
+    now: number,
+    data: { result?: JobResult; error?: JobError; progress?: { fraction: number; step: number; totalSteps: number } },
+  ): void {
+    const p = data.progress;
     this.db
-      .prepare('UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ? WHERE id = ?')
-      .run(state, now, data.result ? JSON.stringify(data.result) : null, data.error ? JSON.stringify(data.error) : null, id);
+      .prepare('UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, progress = ?, step = ?, total_steps = ? WHERE id = ?')
+      .run(state, now, data.result ? JSON.stringify(data.result) : null, data.error ? JSON.stringify(data.error) : null, p?.fraction ?? null, p?.step ?? null, p?.totalSteps ?? null, id);
   }
 
   /** Jobs left 'running' by a process that died. */

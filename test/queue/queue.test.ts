@@ -94,6 +94,7 @@ test('cancelling a queued job is immediate; a running job stops within one step'
     const after = await q.cancel(long.id);
     assert.equal(after?.state, 'cancelled');
     assert.ok(lastStep <= stepAtCancel + 1, `ran ${lastStep - stepAtCancel} steps after cancel`);
+    assert.equal(after?.step, lastStep, 'the cancelled job records how far it got');
     assert.ok(Date.now() - t0 < 200, 'cancel took too long');
   } finally {
     process.env.KILN_FAKE_STEP_MS = '5';

@@ -72,6 +72,8 @@ test('real engine: cancel mid-run stops within a step; /health p99 < 50 ms durin
     const sub = await json(`${url}/v1/jobs`, { method: 'POST', body: JSON.stringify({ ...job, steps: 150 }) });
     const id = sub.body.id;
     await waitUntil(async () => ((await json(`${url}/v1/jobs/${id}`)).body.step >= 2 ? true : undefined), 20_000, 'sampling');
+    // Warm up the keep-alive connection first, so the measurement is the server, not TCP setup.
+    for (let i = 0; i < 10; i++) await (await fetch(`${url}/health`)).json();
     const times: number[] = [];
     for (let i = 0; i < 100; i++) {
       const t0 = performance.now();
@@ -88,7 +90,7 @@ test('real engine: cancel mid-run stops within a step; /health p99 < 50 ms durin
     const c = await json(`${url}/v1/jobs/${id}/cancel`, { method: 'POST' });
     const elapsed = Date.now() - t0;
     assert.equal(c.body.state, 'cancelled');
-    assert.ok(c.body.step <= before.step + 3, `stopped at step ${c.body.step}, cancel requested at ~${before.step}`);
+    assert.ok(c.body.step >= before.step && c.body.step <= before.step + 3, `stopped at step ${c.body.step}, cancel requested at ~${before.step}`);
     console.log(`# real engine: cancel took ${elapsed} ms`);
     const after = await json(`${url}/v1/generate`, { method: 'POST', body: JSON.stringify(job) });
     assert.equal(after.status, 200, 'the engine works after a cancel');

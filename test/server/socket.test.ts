@@ -25,6 +25,8 @@ test('/health answers in under 50 ms (p99 of 100 calls) while a blocking generat
     assert.equal(sub.status, 202);
     const id = sub.body.id;
     await waitUntil(async () => ((await json(`${s.url}/v1/jobs/${id}`)).body.step > 0 ? true : undefined), 10_000, 'job running');
+    // Warm up the keep-alive connection first, so the measurement is the server, not TCP setup.
+    for (let i = 0; i < 10; i++) await (await fetch(`${s.url}/health`)).json();
     const times: number[] = [];
     for (let i = 0; i < 100; i++) {
       const t0 = performance.now();
@@ -40,7 +42,7 @@ test('/health answers in under 50 ms (p99 of 100 calls) while a blocking generat
     // Cancel mid-run over HTTP: effective within a step or so.
     const c = await json(`${s.url}/v1/jobs/${id}/cancel`, { method: 'POST' });
     assert.equal(c.body.state, 'cancelled');
-    assert.ok(c.body.step < 150);
+    assert.ok(c.body.step > 0 && c.body.step < 150, `stopped at step ${c.body.step}`);
   } finally {
     s.child.kill('SIGKILL');
     await s.exited;

@@ -33,9 +33,8 @@ export function jobSummary(kiln: KilnServices, job: Job) {
     state: job.state,
     progress: job.state === 'succeeded' ? 1 : Number(job.progress.toFixed(4)),
     phase: job.state === 'running' ? (job.phase ?? 'loading') : job.state === 'queued' ? 'queued' : 'done',
-    // Live step counters exist only while running; a finished job reports its planned steps.
-    step: job.state === 'succeeded' ? job.spec.steps : job.step,
-    total_steps: job.state === 'running' || job.state === 'queued' ? job.totalSteps : job.spec.steps,
+    step: job.step,
+    total_steps: job.totalSteps,
     position: kiln.queue.position(job) ?? null,
     eta_seconds: eta === undefined ? null : Number(eta.toFixed(2)),
     attempts: job.attempts,
