@@ -82,6 +82,8 @@ export class JobQueue {
     const recovered = this.recover();
     const interval = this.opts.config.cleanupIntervalMs;
     if (interval > 0) {
+      // Jobs that expired while the server was down go at once, then on every interval.
+      void this.cleanup().catch((e) => this.opts.log?.error({ err: e }, 'cleanup failed'));
       this.cleanupTimer = setInterval(() => void this.cleanup().catch((e) => this.opts.log?.error({ err: e }, 'cleanup failed')), interval);
       this.cleanupTimer.unref();
     }
