@@ -77,6 +77,8 @@ export interface LoadOptions extends TokenizerLookupOptions {
   configDir?: string;
   /** Where A1111 hashes are cached; null disables the disk cache. */
   hashCacheFile?: string | null;
+  /** Only inspect the model (family, configs): leave tokenizerDirs empty instead of finding or downloading them. */
+  skipTokenizers?: boolean;
 }
 
 export async function loadModel(ref: ModelRef, opts: LoadOptions = {}): Promise<LoadedModel> {
@@ -84,7 +86,7 @@ export async function loadModel(ref: ModelRef, opts: LoadOptions = {}): Promise<
   const base = statSync(ref.path).isDirectory() ? loadFolder(ref.path, opts) : loadSingleFile(ref.path, ref, opts);
   if (ref.vae) replaceVae(base, ref.vae);
 
-  const tokenizerDirs = await resolveTokenizers(base, ref, opts);
+  const tokenizerDirs = opts.skipTokenizers ? [] : await resolveTokenizers(base, ref, opts);
   const weightFiles = [...new Set([base.unet, base.vae, ...base.textEncoders.map((t) => t.weights)].flatMap((w) => sourceFiles(w)))];
   const identity = filesIdentity(
     weightFiles,

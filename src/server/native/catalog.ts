@@ -2,19 +2,24 @@
 import type { FastifyInstance } from 'fastify';
 import { MODEL_FOLDERS } from '../models/registry.ts';
 import type { ModelKind } from '../models/registry.ts';
+import { describeCheckpoint } from '../models/family.ts';
 
 export async function catalogRoutes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
   const listModels = (kind: ModelKind) =>
-    kiln.models.list(kind).map((m) => ({
-      name: m.name,
-      label: m.labels[0] ?? m.name,
-      labels: m.labels,
-      kind: m.kind,
-      format: m.format,
-      source: m.source,
-      default: kiln.models.default?.path === m.path,
-    }));
+    Promise.all(
+      kiln.models.list(kind).map(async (m) => ({
+        name: m.name,
+        label: m.labels[0] ?? m.name,
+        labels: m.labels,
+        kind: m.kind,
+        format: m.format,
+        source: m.source,
+        default: kiln.models.default?.path === m.path,
+        // Checkpoints only: family (sd1, sd2, sdxl, sdxl-refiner) and prediction type, from the file headers.
+        ...(m.kind === 'checkpoint' ? await describeCheckpoint(m.path) : {}),
+      })),
+    );
 
   app.get(
     '/v1/models',
@@ -29,7 +34,7 @@ export async function catalogRoutes(app: FastifyInstance): Promise<void> {
         },
       },
     },
-    async (req) => ({ models: listModels((req.query as { kind: ModelKind }).kind) }),
+    async (req) => ({ models: await listModels((req.query as { kind: ModelKind }).kind) }),
   );
 
   app.post(
@@ -37,7 +42,7 @@ export async function catalogRoutes(app: FastifyInstance): Promise<void> {
     { config: { auth: 'admin' }, schema: { tags: ['models', 'admin'], summary: 'Re-scan the models folder (admin).' } },
     async () => {
       kiln.models.refresh();
-      return { models: listModels('checkpoint') };
+      return { models: await listModels('checkpoint') };
     },
   );
 
