@@ -28,6 +28,11 @@ export interface SessionOptions {
   device: Device;
   /** Threads for one op; 0 lets onnxruntime use every core. */
   intraOpThreads?: number;
+  /**
+   * Whether idle worker threads spin between ops (onnxruntime's default, true). false yields the cores, which
+   * helps when other processes share them and makes CPU time equal the work done (benchmarks).
+   */
+  spinning?: boolean;
 }
 
 export async function createSession(modelPath: string, opts: SessionOptions): Promise<Session> {
@@ -39,6 +44,7 @@ export async function createSession(modelPath: string, opts: SessionOptions): Pr
       intraOpNumThreads: opts.intraOpThreads ?? 0,
       enableCpuMemArena: true,
       enableMemPattern: true,
+      ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
     });
   } catch (e) {
     const msg = (e as Error).message;

@@ -1,0 +1,383 @@
+// Engine benchmark: builds real-size SD models with seeded random weights (nothing downloaded, no checkpoint
+// written; only the built graphs go to a cache folder), then times graph build + session creation, text
+// encoding, one UNet evaluation with CFG batch 2, and a VAE decode, and reports the UNet's achieved GFLOP/s
+// against the machine's fp32 peak measured through onnxruntime in the same run.
+//
+//   npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
+//                 [--spin] [--cache-dir DIR] [--size PX] [--json]
+//
+// Rates are reported against wall time and against CPU time (FLOPs / (process CPU seconds / threads)). The
+// sessions do not spin between ops unless --spin, so CPU time is work done: on a machine shared with other
+// processes the wall rates drop with the load, while the CPU-time ratio to peak stays meaningful.
+//
+// SD1.5 runs by default. SDXL (UNet 2.6B params, 10 GB of fp32 weights, 1024x1024) runs only with --only sdxl
+// or --sdxl; it also reports whether the fp32 pipeline fits in 24 GB.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextNetConfig, type ClipTextOptions } from '../src/engine/nets/clip-text.ts';
+import { buildUnet, parseUnetConfig, unetFlops, unetGraphOptions, unetParameterShapes, type UnetAttentionKind } from '../src/engine/nets/unet.ts';
+import { buildVaeDecoder, vaeDecoderGraphOptions, type VaeNetConfig } from '../src/engine/nets/vae.ts';
+import { getOrBuildGraph } from '../src/engine/onnx/cache.ts';
+import type { GraphBuilder } from '../src/engine/onnx/graph.ts';
+import { createSession, type Feed, type Session } from '../src/engine/runtime.ts';
+import type { Tensor } from '../src/engine/tensor.ts';
+import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult } from './peak.ts';
+import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes, type ClipShapeConfig } from './random-weights.ts';
+
+interface TextEncoderSpec {
+  config: ClipTextNetConfig & ClipShapeConfig;
+  opts: ClipTextOptions;
+}
+
+interface ModelSpec {
+  name: string;
+  unet: Record<string, unknown>;
+  textEncoders: TextEncoderSpec[];
+  vae: VaeNetConfig & { in_channels: number; out_channels: number };
+  /** Image size in pixels (square). */
+  size: number;
+}
+
+const CLIP_L: ClipTextNetConfig & ClipShapeConfig = {
+  hidden_size: 768,
+  intermediate_size: 3072,
+  num_hidden_layers: 12,
+  num_attention_heads: 12,
+  hidden_act: 'quick_gelu',
+  layer_norm_eps: 1e-5,
+  max_position_embeddings: 77,
+  vocab_size: 49408,
+};
+
+const SD_VAE = { block_out_channels: [128, 256, 512, 512], layers_per_block: 2, norm_num_groups: 32, latent_channels: 4, in_channels: 3, out_channels: 3 };
+
+const SD15: ModelSpec = {
+  name: 'sd15',
+  unet: {
+    block_out_channels: [320, 640, 1280, 1280],
+    layers_per_block: 2,
+    down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+    up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+    attention_head_dim: 8,
+    cross_attention_dim: 768,
+    norm_num_groups: 32,
+    norm_eps: 1e-5,
+    in_channels: 4,
+    out_channels: 4,
+    use_linear_projection: false,
+  },
+  textEncoders: [{ config: CLIP_L, opts: {} }],
+  vae: SD_VAE,
+  size: 512,
+};
+
+const SDXL: ModelSpec = {
+  name: 'sdxl',
+  unet: {
+    block_out_channels: [320, 640, 1280],
+    layers_per_block: 2,
+    down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+    up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+    attention_head_dim: [5, 10, 20],
+    transformer_layers_per_block: [1, 2, 10],
+    cross_attention_dim: 2048,
+    use_linear_projection: true,
+    addition_embed_type: 'text_time',
+    addition_time_embed_dim: 256,
+    projection_class_embeddings_input_dim: 2816,
+    norm_num_groups: 32,
+    norm_eps: 1e-5,
+    in_channels: 4,
+    out_channels: 4,
+  },
+  textEncoders: [
+    { config: { ...CLIP_L, hidden_act: 'quick_gelu' }, opts: { penultimateWithoutNorm: true } },
+    {
+      config: { hidden_size: 1280, intermediate_size: 5120, num_hidden_layers: 32, num_attention_heads: 20, hidden_act: 'gelu', layer_norm_eps: 1e-5, max_position_embeddings: 77, vocab_size: 49408, projection_dim: 1280 },
+      opts: { penultimateWithoutNorm: true, textEmbeds: true },
+    },
+  ],
+  vae: SD_VAE,
+  size: 1024,
+};
+
+interface Args {
+  models: ModelSpec[];
+  runs: number;
+  threads: number;
+  attention: UnetAttentionKind;
+  cacheDir?: string;
+  jsonOnly: boolean;
+  spinning: boolean;
+  /** Overrides each model's image size (smoke runs). */
+  size?: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const out: Args = { models: [], runs: 2, threads: physicalCores(), attention: 'contrib', jsonOnly: false, spinning: false };
+  let only: string | undefined;
+  let sdxl = false;
+  let skipSdxl = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = () => {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a.startsWith('--only')) only = value();
+    else if (a === '--sdxl') sdxl = true;
+    else if (a === '--skip-sdxl') skipSdxl = true;
+    else if (a.startsWith('--runs')) out.runs = Math.max(1, Number(value()));
+    else if (a.startsWith('--threads')) out.threads = Number(value());
+    else if (a.startsWith('--attention')) {
+      const v = value();
+      if (v !== 'contrib' && v !== 'onnx') throw new Error(`--attention must be contrib or onnx, got ${v}`);
+      out.attention = v;
+    } else if (a.startsWith('--cache-dir')) out.cacheDir = value();
+    else if (a === '--json') out.jsonOnly = true;
+    else if (a === '--spin') out.spinning = true;
+    else if (a.startsWith('--size')) out.size = Number(value());
+    else if (a === 'bench') continue; // `kiln bench` passes its own name through
+    else throw new Error(`unknown argument ${a} (see the header of bench/engine-bench.ts)`);
+  }
+  const all = { sd15: SD15, sdxl: SDXL } as Record<string, ModelSpec>;
+  if (only) {
+    for (const name of only.split(',')) {
+      const m = all[name.replace(/[^a-z0-9]/g, '')];
+      if (!m) throw new Error(`--only: unknown model ${name} (sd15, sdxl)`);
+      out.models.push(m);
+    }
+  } else {
+    out.models.push(SD15);
+    if (sdxl && !skipSdxl) out.models.push(SDXL);
+  }
+  if (out.size !== undefined) {
+    if (!(out.size >= 64 && out.size % 64 === 0)) throw new Error(`--size must be a multiple of 64, got ${out.size}`);
+    out.models = out.models.map((m) => ({ ...m, size: out.size! }));
+  }
+  return out;
+}
+
+/** onnxruntime's default pool size: one thread per physical core (Linux: unique core ids; else logical CPUs). */
+function physicalCores(): number {
+  try {
+    const cores = new Set<string>();
+    let phys = '0';
+    for (const line of readFileSync('/proc/cpuinfo', 'utf8').split('\n')) {
+      const [k, v] = line.split(':').map((x) => x.trim());
+      if (k === 'physical id') phys = v!;
+      if (k === 'core id') cores.add(`${phys}:${v}`);
+    }
+    if (cores.size > 0) return cores.size;
+  } catch {
+    // not Linux
+  }
+  return availableParallelism();
+}
+
+function seconds(t0: number): number {
+  return (performance.now() - t0) / 1000;
+}
+
+function randomTensor(shape: number[], seed: number): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    data[i] = (s >>> 0) / 2 ** 32 - 0.5;
+  }
+  return { shape, data };
+}
+
+function maxRssBytes(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+async function buildAndOpen(cacheDir: string, network: string, options: Record<string, unknown>, args: Args, build: (b: GraphBuilder) => void) {
+  const t0 = performance.now();
+  const { modelPath, built } = getOrBuildGraph(cacheDir, { network, weightsIdentity: 'random-seed-1', precision: 'fp32', options }, build);
+  const buildS = seconds(t0);
+  const t1 = performance.now();
+  const session = await createSession(modelPath, { device: 'cpu', intraOpThreads: args.threads, spinning: args.spinning });
+  return { session, buildS, built, sessionS: seconds(t1) };
+}
+
+interface RunTimes {
+  /** The first run (cold: arena growth, first-touch of weights). */
+  firstS: number;
+  /** Best wall time of all runs, and best CPU time (process CPU seconds, all threads). */
+  bestS: number;
+  bestCpuS: number;
+}
+
+async function timeRuns(session: Session, feeds: Record<string, Feed>, runs: number): Promise<RunTimes> {
+  const times: RunTimes = { firstS: 0, bestS: Infinity, bestCpuS: Infinity };
+  for (let i = 0; i < runs; i++) {
+    const { outputs, wallS, cpuS } = await timedRun(session, feeds);
+    if (i === 0) times.firstS = wallS;
+    times.bestS = Math.min(times.bestS, wallS);
+    times.bestCpuS = Math.min(times.bestCpuS, cpuS);
+    for (const [name, t] of Object.entries(outputs)) {
+      if (!t.data.every(Number.isFinite)) throw new Error(`output ${name} has non-finite values: the benchmark graph is broken`);
+    }
+  }
+  return times;
+}
+
+interface ModelReport {
+  model: string;
+  imageSize: number;
+  batch: number;
+  attention: UnetAttentionKind;
+  unetParams: number;
+  build: Record<string, { buildS: number; cached: boolean; sessionS: number }>;
+  textEncodeS: { first: number; best: number };
+  unet: {
+    firstS: number;
+    bestS: number;
+    bestCpuS: number;
+    gflop: number;
+    /** FLOPs / best wall time, and its ratio to the wall-clock peak. */
+    wallGflops: number;
+    wallRatio: number;
+    /** FLOPs / (best CPU time / threads), and its ratio to the CPU-time peak. */
+    cpuGflops: number;
+    cpuRatio: number;
+  };
+  vaeDecodeS: { first: number; best: number };
+  maxRssGB: number;
+}
+
+async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: PeakResult): Promise<ModelReport> {
+  const batch = 2; // classifier-free guidance: conditional + unconditional
+  const latent = spec.size / 8;
+  const tokens = 77;
+  const unetShapes = unetParameterShapes(spec.unet);
+  const cfg = parseUnetConfig(spec.unet);
+  const build: ModelReport['build'] = {};
+
+  // Text encoders.
+  const encoders: Session[] = [];
+  for (const [i, te] of spec.textEncoders.entries()) {
+    const weights = new RandomWeights(`text_encoder_${i}`, clipTextParameterShapes(te.config), 10 + i);
+    const r = await buildAndOpen(cacheDir, `${spec.name}-text-encoder-${i}`, clipTextGraphOptions(te.opts), args, (b) =>
+      buildClipTextEncoder(b, weights, te.config, te.opts),
+    );
+    build[`text_encoder_${i}`] = { buildS: r.buildS, cached: !r.built, sessionS: r.sessionS };
+    encoders.push(r.session);
+  }
+  const ids = new BigInt64Array(batch * tokens);
+  for (let i = 0; i < ids.length; i++) ids[i] = BigInt((i * 7919) % 49406);
+  for (let bi = 0; bi < batch; bi++) ids[bi * tokens + tokens - 1] = 49407n; // EOS: the pooled token
+  let textFirst = 0;
+  let textBest = Infinity;
+  for (let r = 0; r < Math.max(args.runs, 2); r++) {
+    let dt = 0;
+    for (const s of encoders) dt += (await timedRun(s, { input_ids: { int64: ids, shape: [batch, tokens] } })).wallS;
+    if (r === 0) textFirst = dt;
+    textBest = Math.min(textBest, dt);
+  }
+
+  // UNet.
+  const unetWeights = new RandomWeights('unet', unetShapes, 1);
+  const u = await buildAndOpen(cacheDir, `${spec.name}-unet`, unetGraphOptions({ attention: args.attention }), args, (b) =>
+    buildUnet(b, unetWeights, cfg, { attention: args.attention }),
+  );
+  build.unet = { buildS: u.buildS, cached: !u.built, sessionS: u.sessionS };
+  const feeds: Record<string, Feed> = {
+    sample: randomTensor([batch, cfg.inChannels, latent, latent], 7),
+    timestep: { shape: [batch], data: Float32Array.from([500, 500]) },
+    encoder_hidden_states: randomTensor([batch, tokens, cfg.crossAttentionDim], 8),
+  };
+  if (cfg.textTime) {
+    feeds.text_embeds = randomTensor([batch, cfg.textTime.projectionInputDim - 6 * cfg.textTime.timeEmbedDim], 9);
+    feeds.time_ids = { shape: [batch, 6], data: Float32Array.from([spec.size, spec.size, 0, 0, spec.size, spec.size, spec.size, spec.size, 0, 0, spec.size, spec.size]) };
+  }
+  const unetRun = await timeRuns(u.session, feeds, args.runs);
+  const flop = unetFlops(cfg, { batch, height: latent, width: latent, tokens });
+  const wallGflops = flop / unetRun.bestS / 1e9;
+  const cpuGflops = flop / (unetRun.bestCpuS / threadCount(args.threads)) / 1e9;
+
+  // VAE decoder (one image, as the pipeline decodes).
+  const vaeWeights = new RandomWeights('vae', vaeParameterShapes(spec.vae), 20);
+  const vaeOpts = {};
+  const v = await buildAndOpen(cacheDir, `${spec.name}-vae-decoder`, vaeDecoderGraphOptions(vaeOpts), args, (b) => buildVaeDecoder(b, vaeWeights, spec.vae, vaeOpts));
+  build.vae_decoder = { buildS: v.buildS, cached: !v.built, sessionS: v.sessionS };
+  const vaeRun = await timeRuns(v.session, { latent: randomTensor([1, spec.vae.latent_channels, latent, latent], 11) }, args.runs);
+
+  const report: ModelReport = {
+    model: spec.name,
+    imageSize: spec.size,
+    batch,
+    attention: args.attention,
+    unetParams: parameterCount(unetShapes),
+    build,
+    textEncodeS: { first: textFirst, best: textBest },
+    unet: {
+      firstS: unetRun.firstS,
+      bestS: unetRun.bestS,
+      bestCpuS: unetRun.bestCpuS,
+      gflop: flop / 1e9,
+      wallGflops,
+      wallRatio: wallGflops / peak.peak.wallGflops,
+      cpuGflops,
+      cpuRatio: cpuGflops / peak.peak.cpuGflops,
+    },
+    vaeDecodeS: { first: vaeRun.firstS, best: vaeRun.bestS },
+    maxRssGB: maxRssBytes() / 2 ** 30,
+  };
+  for (const s of [...encoders, u.session, v.session]) await s.release();
+  return report;
+}
+
+function table(rows: [string, string][]): string {
+  const w = Math.max(...rows.map((r) => r[0].length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const cacheDir = args.cacheDir ?? mkdtempSync(join(tmpdir(), 'kiln-bench-'));
+  const log = (s: string) => {
+    if (!args.jsonOnly) process.stdout.write(`${s}\n`);
+  };
+  try {
+    setDefaultThreads(physicalCores());
+    const loadBefore = loadavg()[0]!;
+    log(`kiln engine bench: ${args.models.map((m) => m.name).join(', ')}, random weights, fp32 CPU, ${args.threads} threads, cache ${cacheDir}`);
+    log(`load average before: ${loadBefore.toFixed(2)} (other processes on these cores lower the wall-clock rates)`);
+    const peak = await measurePeak(args.threads, args.spinning);
+    const r1 = (x: number) => x.toFixed(1);
+    log(`fp32 peak via onnxruntime (wall / CPU-time GFLOP/s): conv3x3 ${r1(peak.conv.wallGflops)} / ${r1(peak.conv.cpuGflops)}, matmul ${r1(peak.matmul.wallGflops)} / ${r1(peak.matmul.cpuGflops)}`);
+    const reports: ModelReport[] = [];
+    for (const spec of args.models) {
+      log(`\n[${spec.name}] building and running (UNet ${spec.size}x${spec.size}, batch 2)...`);
+      const r = await benchModel(spec, args, cacheDir, peak);
+      reports.push(r);
+      const f = (x: number, d = 2) => x.toFixed(d);
+      const rows: [string, string][] = Object.entries(r.build).map(([k, b]) => [`${k} build + session`, `${f(b.buildS, 1)} s${b.cached ? ' (cached)' : ''} + ${f(b.sessionS, 1)} s`]);
+      rows.push(
+        ['text encode (batch 2)', `${f(r.textEncodeS.best, 3)} s (first ${f(r.textEncodeS.first, 3)} s)`],
+        [`UNet eval ${r.imageSize}px batch 2`, `${f(r.unet.bestS)} s (first ${f(r.unet.firstS)} s), ${f(r.unet.gflop, 0)} GFLOP`],
+        ['UNet achieved (wall)', `${f(r.unet.wallGflops, 1)} GFLOP/s = ${f(100 * r.unet.wallRatio, 1)}% of peak ${f(peak.peak.wallGflops, 1)}`],
+        ['UNet achieved (CPU time)', `${f(r.unet.cpuGflops, 1)} GFLOP/s = ${f(100 * r.unet.cpuRatio, 1)}% of peak ${f(peak.peak.cpuGflops, 1)} (${f(r.unet.bestCpuS)} CPU s)`],
+        [`VAE decode ${r.imageSize}px`, `${f(r.vaeDecodeS.best)} s (first ${f(r.vaeDecodeS.first)} s)`],
+        ['peak RSS (process)', `${f(r.maxRssGB)} GiB${spec.name === 'sdxl' ? (r.maxRssGB < 24 ? ' (fits in 24 GB)' : ' (does NOT fit in 24 GB)') : ' (target < 10 GiB)'}`],
+      );
+      log(table(rows));
+    }
+    const result = { peak, threads: args.threads, spinning: args.spinning, loadAverage: { before: loadBefore, after: loadavg()[0]! }, reports };
+    log(`load average after: ${result.loadAverage.after.toFixed(2)}`);
+    log('\nJSON:');
+    process.stdout.write(`${JSON.stringify(result, null, args.jsonOnly ? undefined : 1)}\n`);
+  } finally {
+    if (!args.cacheDir) rmSync(cacheDir, { recursive: true, force: true });
+  }
+}
+
+await main();
