@@ -255,7 +255,9 @@ function cfgDenoiser(
 ): Denoiser {
   const per = shape[0] * shape[1] * shape[2];
   const [, tokens, dim] = cond.hidden.shape as [number, number, number];
-  const useCfg = req.cfgScale !== 1;
+  // As diffusers: guidance only above 1. Distilled models (SDXL Turbo/Lightning, LCM) run with cfg 0 or 1 and
+  // then need no negative batch at all, which halves the UNet work.
+  const useCfg = req.cfgScale > 1;
   const modelFn = async (xScaled: Float32Array, timestep: number): Promise<Float32Array> => {
     const unet = await ms.unet();
     const out = new Float32Array(xScaled.length);
