@@ -125,3 +125,44 @@ test('unsupported UNet configs are refused naming the field', async () => {
   assert.deepEqual(sdxl.upTransformerLayers, [2, 1]);
   assert.deepEqual(sdxl.textTime, { timeEmbedDim: 8, projectionInputDim: 80 });
 });
+
+test('fp16 UNet graph type-checks and runs where onnxruntime CPU has the kernels', async (t) => {
+  const ref = readSafetensors(join(FIXTURES, 'refs/sdxl/unet.safetensors'));
+  const { weights, config } = await loadUnetFixture('tiny-sdxl');
+  const feeds: Record<string, Feed> = {
+    sample: ref.get('sample')!,
+    timestep: timesteps(ref.get('timestep')!, 2),
+    encoder_hidden_states: ref.get('encoder_hidden_states')!,
+    text_embeds: ref.get('text_embeds')!,
+    time_ids: ref.get('time_ids')!,
+  };
+  for (const attention of ['contrib', 'onnx'] as const) {
+    for (const upcast of [false, true]) {
+      const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+      try {
+        const cfg = { ...config, upcast_attention: upcast };
+        const { modelPath } = getOrBuildGraph(cache, { network: 'unet', weightsIdentity: 'tiny-sdxl', precision: 'fp16', options: unetGraphOptions({ attention }) }, (b) =>
+          buildUnet(b, weights, cfg, { attention }),
+        );
+        let session;
+        try {
+          session = await createSession(modelPath, { device: 'cpu' });
+        } catch (e) {
+          // A missing CPU fp16 kernel is a runtime limitation, not a graph error; type errors still fail the test.
+          const missing = /Could not find an implementation for (\w+)/.exec((e as Error).message);
+          if (missing) {
+            t.diagnostic(`${attention}${upcast ? ' upcast' : ''}: onnxruntime CPU has no float16 kernel for ${missing[1]}`);
+            continue;
+          }
+          throw e;
+        }
+        const { out } = await runSession(session, feeds);
+        // fp16 keeps ~3 significant digits: this checks the graph computes the same function, not fp32 accuracy.
+        const v = maxViolation(out!.data, ref.get('out')!.data, 0.05, 0.02);
+        assert.ok(v.worst <= 0, `fp16 ${attention}: max |diff| ${v.maxAbs}`);
+      } finally {
+        rmSync(cache, { recursive: true, force: true });
+      }
+    }
+  }
+});
