@@ -15,92 +15,16 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextNetConfig, type ClipTextOptions } from '../src/engine/nets/clip-text.ts';
+import { buildClipTextEncoder, clipTextGraphOptions } from '../src/engine/nets/clip-text.ts';
 import { buildUnet, parseUnetConfig, unetFlops, unetGraphOptions, unetParameterShapes, type UnetAttentionKind } from '../src/engine/nets/unet.ts';
-import { buildVaeDecoder, vaeDecoderGraphOptions, type VaeNetConfig } from '../src/engine/nets/vae.ts';
+import { buildVaeDecoder, vaeDecoderGraphOptions } from '../src/engine/nets/vae.ts';
 import { getOrBuildGraph } from '../src/engine/onnx/cache.ts';
 import type { GraphBuilder } from '../src/engine/onnx/graph.ts';
 import { createSession, type Feed, type Session } from '../src/engine/runtime.ts';
 import type { Tensor } from '../src/engine/tensor.ts';
 import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult } from './peak.ts';
-import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes, type ClipShapeConfig } from './random-weights.ts';
-
-interface TextEncoderSpec {
-  config: ClipTextNetConfig & ClipShapeConfig;
-  opts: ClipTextOptions;
-}
-
-interface ModelSpec {
-  name: string;
-  unet: Record<string, unknown>;
-  textEncoders: TextEncoderSpec[];
-  vae: VaeNetConfig & { in_channels: number; out_channels: number };
-  /** Image size in pixels (square). */
-  size: number;
-}
-
-const CLIP_L: ClipTextNetConfig & ClipShapeConfig = {
-  hidden_size: 768,
-  intermediate_size: 3072,
-  num_hidden_layers: 12,
-  num_attention_heads: 12,
-  hidden_act: 'quick_gelu',
-  layer_norm_eps: 1e-5,
-  max_position_embeddings: 77,
-  vocab_size: 49408,
-};
-
-const SD_VAE = { block_out_channels: [128, 256, 512, 512], layers_per_block: 2, norm_num_groups: 32, latent_channels: 4, in_channels: 3, out_channels: 3 };
-
-const SD15: ModelSpec = {
-  name: 'sd15',
-  unet: {
-    block_out_channels: [320, 640, 1280, 1280],
-    layers_per_block: 2,
-    down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
-    up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-    attention_head_dim: 8,
-    cross_attention_dim: 768,
-    norm_num_groups: 32,
-    norm_eps: 1e-5,
-    in_channels: 4,
-    out_channels: 4,
-    use_linear_projection: false,
-  },
-  textEncoders: [{ config: CLIP_L, opts: {} }],
-  vae: SD_VAE,
-  size: 512,
-};
-
-const SDXL: ModelSpec = {
-  name: 'sdxl',
-  unet: {
-    block_out_channels: [320, 640, 1280],
-    layers_per_block: 2,
-    down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
-    up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
-    attention_head_dim: [5, 10, 20],
-    transformer_layers_per_block: [1, 2, 10],
-    cross_attention_dim: 2048,
-    use_linear_projection: true,
-    addition_embed_type: 'text_time',
-    addition_time_embed_dim: 256,
-    projection_class_embeddings_input_dim: 2816,
-    norm_num_groups: 32,
-    norm_eps: 1e-5,
-    in_channels: 4,
-    out_channels: 4,
-  },
-  textEncoders: [
-    { config: { ...CLIP_L, hidden_act: 'quick_gelu' }, opts: { penultimateWithoutNorm: true } },
-    {
-      config: { hidden_size: 1280, intermediate_size: 5120, num_hidden_layers: 32, num_attention_heads: 20, hidden_act: 'gelu', layer_norm_eps: 1e-5, max_position_embeddings: 77, vocab_size: 49408, projection_dim: 1280 },
-      opts: { penultimateWithoutNorm: true, textEmbeds: true },
-    },
-  ],
-  vae: SD_VAE,
-  size: 1024,
-};
+import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes } from './random-weights.ts';
+import { SD15, SDXL, type ModelSpec } from './specs.ts';
 
 interface Args {
   models: ModelSpec[];

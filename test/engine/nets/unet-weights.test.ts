@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { unetFlops, unetParameterShapes } from '../../../src/engine/nets/unet.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { clipTextParameterShapes, RandomWeights, vaeParameterShapes } from '../../../bench/random-weights.ts';
+import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes, type ClipShapeConfig } from '../../../bench/random-weights.ts';
+import { SD15, SDXL } from '../../../bench/specs.ts';
 import { SafetensorsFile, storedWeights } from '../../../src/engine/weights/index.ts';
 import { FIXTURES, loadUnetFixture } from './unet-fixtures.ts';
 
@@ -18,20 +19,12 @@ for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) {
 }
 
 test('UNet FLOP count: SD1.5 at 64x64 latents is the well-known ~0.8 TFLOP per image', () => {
-  const sd15 = {
-    block_out_channels: [320, 640, 1280, 1280],
-    layers_per_block: 2,
-    down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
-    up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-    attention_head_dim: 8,
-    cross_attention_dim: 768,
-  };
-  const one = unetFlops(sd15, { batch: 1, height: 64, width: 64, tokens: 77 });
+  const one = unetFlops(SD15.unet, { batch: 1, height: 64, width: 64, tokens: 77 });
   assert.ok(one > 0.7e12 && one < 0.9e12, `${one}`);
-  assert.equal(unetFlops(sd15, { batch: 2, height: 64, width: 64, tokens: 77 }), 2 * one);
-  // parameter count of SD1.5's UNet: 859.52M
-  const params = [...unetParameterShapes(sd15).values()].reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);
-  assert.equal(params, 859520964);
+  assert.equal(unetFlops(SD15.unet, { batch: 2, height: 64, width: 64, tokens: 77 }), 2 * one);
+  // Long prompts (154 tokens) only add cross-attention work.
+  const long = unetFlops(SD15.unet, { batch: 1, height: 64, width: 64, tokens: 154 });
+  assert.ok(long > one && long < one * 1.05);
 });
 
 // The benchmark's random-weight tables must name exactly what real checkpoints hold, or it would build
@@ -55,3 +48,12 @@ for (const [dir, file, withProjection] of [
     assert.deepEqual(w.get(some).data, w.get(some).data, 'same name, same values');
   });
 }
+
+test('benchmark model specs have the real architectures (known parameter counts)', () => {
+  assert.equal(parameterCount(unetParameterShapes(SD15.unet)), 859520964);
+  assert.equal(parameterCount(unetParameterShapes(SDXL.unet)), 2567463684);
+  assert.equal(parameterCount(vaeParameterShapes(SD15.vae)), 83653863);
+  const withoutPositionIds = (c: ClipShapeConfig) => parameterCount(clipTextParameterShapes(c)) - c.max_position_embeddings;
+  assert.equal(withoutPositionIds(SD15.textEncoders[0]!.config), 123060480); // CLIP ViT-L/14 text model
+  assert.equal(withoutPositionIds(SDXL.textEncoders[1]!.config), 694659840); // OpenCLIP bigG + projection
+});
