@@ -93,6 +93,46 @@ test(`SDXL UNet (${attention}; text_time embedding, 2 transformer layers) matche
 });
 }
 
+test('UNet takes long prompts: 154 tokens repeating the 77 give the 77-token output', async () => {
+  // Cross-attention over [K; K] and [V; V] weighs every duplicate half as much, so the result is unchanged.
+  const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+  try {
+    const ref = readSafetensors(join(FIXTURES, 'refs/sd1/unet.safetensors'));
+    const session = await unetSession('tiny-sd1', 'contrib', cache);
+    const ctx = ref.get('encoder_hidden_states')!;
+    const [batch, tokens, dim] = ctx.shape as [number, number, number];
+    const doubled = new Float32Array(batch * tokens * 2 * dim);
+    for (let bi = 0; bi < batch; bi++) {
+      const one = ctx.data.subarray(bi * tokens * dim, (bi + 1) * tokens * dim);
+      doubled.set(one, bi * 2 * tokens * dim);
+      doubled.set(one, (bi * 2 + 1) * tokens * dim);
+    }
+    const { out } = await runSession(session, {
+      sample: ref.get('sample')!,
+      timestep: timesteps(ref.get('timestep_t500')!, 2),
+      encoder_hidden_states: { shape: [batch, 2 * tokens, dim], data: doubled },
+    });
+    assertClose(out!, ref.get('out_t500')!, 'sd1 with 154 tokens');
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('UNet accepts latent sizes that do not halve evenly (upsampling follows the skip sizes)', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+  try {
+    const session = await unetSession('tiny-sd1', 'contrib', cache);
+    const [h, w] = [13, 10]; // 13 -> 7 on the way down, so the way up must return to 13, not 14
+    const sample = { shape: [1, 4, h, w], data: Float32Array.from({ length: 4 * h * w }, (_, i) => Math.sin(i)) };
+    const ctx = { shape: [1, 77, 32], data: Float32Array.from({ length: 77 * 32 }, (_, i) => Math.cos(i)) };
+    const { out } = await runSession(session, { sample, timestep: { shape: [1], data: Float32Array.from([10]) }, encoder_hidden_states: ctx });
+    assert.deepEqual(out!.shape, [1, 4, h, w]);
+    assert.ok(out!.data.every(Number.isFinite));
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
 // Single-file checkpoints go through the LDM/SGM key maps and config inference; same references.
 for (const [file, refName] of [['tiny-sd1.safetensors', 'sd1'], ['tiny-sdxl.safetensors', 'sdxl']] as const) {
   test(`UNet from the single-file ${file} matches diffusers`, async () => {
