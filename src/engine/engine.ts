@@ -14,6 +14,10 @@ export interface EngineOptions {
   idleUnloadMs?: number;
   /** Most models kept loaded at once; the least recently used is freed first. */
   maxLoadedModels?: number;
+  /** onnxruntime threads per op (0 or absent = all cores). */
+  threads?: number;
+  /** Whether onnxruntime's idle threads spin between ops (its default); false yields the cores. */
+  spinning?: boolean;
 }
 
 export interface LoadedModelInfo {
@@ -59,7 +63,7 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     const key = refKey(ref);
     let p = models.get(key);
     if (!p) {
-      p = ModelSessions.load(ref, { device, cacheDir: opts.cacheDir });
+      p = ModelSessions.load(ref, { device, cacheDir: opts.cacheDir, threads: opts.threads, spinning: opts.spinning });
       p.then(
         (ms) => ready.set(key, ms),
         () => models.delete(key),

@@ -20,6 +20,10 @@ export interface Engine {
 export interface EngineOptions {
   device?: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
   cacheDir?: string;
+  /** onnxruntime threads per op (0 = all cores). */
+  threads?: number;
+  /** Whether onnxruntime's idle threads spin (false leaves the cores to the HTTP thread). */
+  spinning?: boolean;
 }
 
 export type CreateEngine = (opts: EngineOptions) => Engine | Promise<Engine>;

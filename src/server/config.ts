@@ -46,6 +46,8 @@ export interface KilnConfig {
   /** Friendly label -> model name (file/folder in modelsDir, absolute path, or Hugging Face repo id). */
   modelAliases: Record<string, string>;
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
+  /** onnxruntime threads per op; undefined = all cores but one. */
+  threads?: number;
   offline: boolean;
   insecure: boolean;
   keys: ApiKey[];
@@ -83,6 +85,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'modelsDir', flag: 'models-dir', env: 'KILN_MODELS_DIR', kind: 'path', doc: 'Models folder with checkpoints/, loras/, vae/, ... (default: <data-dir>/models).' },
   { key: 'cacheDir', flag: 'cache-dir', env: 'KILN_CACHE_DIR', kind: 'path', doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).' },
   { key: 'model', flag: 'model', env: 'KILN_MODEL', kind: 'string', doc: 'Default model: a path, a name or label from the models folder, or a Hugging Face repo id (owner/name).' },
+  { key: 'threads', flag: 'threads', env: 'KILN_THREADS', kind: 'int', doc: 'onnxruntime threads per op (default: every core but one, which stays with the HTTP server).' },
   { key: 'device', flag: 'device', env: 'KILN_DEVICE', kind: { oneOf: ['cpu', 'cuda', 'tensorrt', 'webgpu'] }, default: 'cpu', doc: 'Where the networks run.' },
   { key: 'offline', flag: 'offline', env: 'KILN_OFFLINE', kind: 'bool', default: false, doc: 'Never download models; say what to download instead.' },
   { key: 'insecure', flag: 'insecure', env: 'KILN_INSECURE', kind: 'bool', default: false, doc: 'Allow binding a non-loopback address without API keys.' },

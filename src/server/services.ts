@@ -2,6 +2,7 @@
 // Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor / queue.cancel /
 // queue.events / storage.read / storeUpload, exactly like the native routes do.
 import { existsSync, mkdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
@@ -57,7 +58,13 @@ export class KilnServices {
     this.storage = new LocalStorage(join(config.dataDir, 'images'));
     this.store = new JobStore(join(config.dataDir, 'jobs.sqlite'));
     this.models = new ModelRegistry(config);
-    const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, { device: config.device, cacheDir: config.cacheDir });
+    const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
+          device: config.device,
+          cacheDir: join(config.cacheDir, 'graphs'),
+          // Leave one core to the HTTP thread so status, SSE and /health answer during a generation.
+          threads: config.threads ?? Math.max(1, availableParallelism() - 1),
+          spinning: false,
+        });
     const engine = opts.engine ?? threaded!;
     this.engine = engine;
     const log = opts.log;

@@ -14,6 +14,8 @@ import { loadModel, type LoadedModel } from '../weights/model.ts';
 export interface SessionSettings {
   device: Device;
   cacheDir?: string;
+  threads?: number;
+  spinning?: boolean;
 }
 
 export class ModelSessions {
@@ -85,7 +87,8 @@ export class ModelSessions {
       s = (async () => {
         const started = Date.now();
         const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build);
-        const session = await createSession(modelPath, { device: this.settings.device });
+        const { device, threads, spinning } = this.settings;
+        const session = await createSession(modelPath, { device, intraOpThreads: threads, spinning });
         this.buildMs += Date.now() - started;
         return session;
       })();
