@@ -48,6 +48,22 @@ export interface UnetGraphConfig {
   textTime?: { timeEmbedDim: number; projectionInputDim: number };
 }
 
+/** Graph input/output names. */
+export const UNET_IO = {
+  /** [batch, in_channels, h, w] latents (already scaled by the scheduler). */
+  sample: 'sample',
+  /** float [batch]: one timestep per sample (CFG pairs repeat it). */
+  timestep: 'timestep',
+  /** [batch, tokens, cross_attention_dim]; tokens may be 77, 154, 231, ... */
+  context: 'encoder_hidden_states',
+  /** SDXL only: pooled text embeddings [batch, projection_class_embeddings_input_dim - 6 * addition_time_embed_dim]. */
+  textEmbeds: 'text_embeds',
+  /** SDXL only: [batch, 6] original size, crop top-left, target size. */
+  timeIds: 'time_ids',
+  /** [batch, out_channels, h, w]: epsilon or v, as the model was trained. */
+  out: 'out',
+} as const;
+
 const SUPPORTED_DOWN = new Set(['CrossAttnDownBlock2D', 'DownBlock2D']);
 const SUPPORTED_UP = new Set(['CrossAttnUpBlock2D', 'UpBlock2D']);
 
@@ -169,9 +185,9 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
   const groups = cfg.normGroups;
   const resOpts = { groups, eps: cfg.normEps };
 
-  const sample = b.input('sample', ['batch', cfg.inChannels, 'height', 'width']);
-  const timestep = b.input('timestep', ['batch'], 'float', { keepFloat32: true });
-  const context = b.input('encoder_hidden_states', ['batch', 'tokens', cfg.crossAttentionDim]);
+  const sample = b.input(UNET_IO.sample, ['batch', cfg.inChannels, 'height', 'width']);
+  const timestep = b.input(UNET_IO.timestep, ['batch'], 'float', { keepFloat32: true });
+  const context = b.input(UNET_IO.context, ['batch', 'tokens', cfg.crossAttentionDim]);
 
   // Time embedding (the sinusoids stay fp32: t * freq reaches ~1000 radians).
   const t0 = cfg.blockOutChannels[0]!;
@@ -180,8 +196,8 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
     const { timeEmbedDim, projectionInputDim } = cfg.textTime;
     const nIds = opts.timeIds ?? 6;
     const textDim = projectionInputDim - nIds * timeEmbedDim;
-    const textEmbeds = b.input('text_embeds', ['batch', textDim]);
-    const timeIds = b.input('time_ids', ['batch', nIds], 'float', { keepFloat32: true });
+    const textEmbeds = b.input(UNET_IO.textEmbeds, ['batch', textDim]);
+    const timeIds = b.input(UNET_IO.timeIds, ['batch', nIds], 'float', { keepFloat32: true });
     const idEmb = timestepSinusoids(b, b.reshape(timeIds, [-1]), timeEmbedDim, cfg.flipSinToCos, cfg.freqShift);
     const idFlat = toCompute(b, b.reshape(idEmb, [-1, nIds * timeEmbedDim]));
     emb = b.add(emb, timestepMlp(b, weights, 'add_embedding', b.concat([textEmbeds, idFlat], 1)));
@@ -234,7 +250,7 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
 
   h = b.silu(groupNorm(b, weights, 'conv_norm_out', h, groups, cfg.normEps));
   h = conv(b, weights, 'conv_out', h, { pad: 1 });
-  b.output(h, 'out', ['batch', cfg.outChannels, 'height', 'width']);
+  b.output(h, UNET_IO.out, ['batch', cfg.outChannels, 'height', 'width']);
 }
 
 export interface UnetDims {
