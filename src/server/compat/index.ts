@@ -4,9 +4,11 @@ import type { FastifyInstance } from 'fastify';
 import { a1111Routes } from './a1111.ts';
 import { openAiRoutes } from './openai.ts';
 import { runpodRoutes } from './runpod.ts';
+import { seedGenerateRoutes } from './seed-generate.ts';
 
 export async function registerCompat(app: FastifyInstance): Promise<void> {
   await app.register(a1111Routes);
   await app.register(openAiRoutes);
   await app.register(runpodRoutes);
+  await app.register(seedGenerateRoutes);
 }

@@ -42,3 +42,32 @@ export async function listenCompatServer(overrides: Overrides = {}): Promise<Com
   const address = await s.app.listen({ host: '127.0.0.1', port: 0 });
   return { ...s, url: address };
 }
+
+/**
+ * Keeps the queue busy with a long 64x64 job so later submissions stay queued: their specs (defaults from a
+ * seed, often 1024 px) can then be checked without running them. release() cancels the blocker.
+ */
+export async function holdQueue(app: FastifyInstance): Promise<{ release: () => Promise<void> }> {
+  const r = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { prompt: 'blocker', steps: 150, width: 64, height: 64 } });
+  const id = r.json().id as string;
+  for (let i = 0; i < 500; i++) {
+    if ((await app.inject(`/v1/jobs/${id}`)).json().state === 'running') break;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  return { release: async () => void (await app.inject({ method: 'POST', url: `/v1/jobs/${id}/cancel` })) };
+}
+
+/** The first queued job (native summary) matching `pred`, waiting briefly for it to appear. */
+export async function findQueued(app: FastifyInstance, pred: (job: any) => boolean = () => true): Promise<any> {
+  for (let i = 0; i < 500; i++) {
+    const job = (await app.inject('/v1/jobs?state=queued')).json().jobs.find(pred);
+    if (job) return job;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  throw new Error('no queued job appeared');
+}
+
+/** Cancels every queued job (cleanup after a held-queue test). */
+export async function cancelQueued(app: FastifyInstance): Promise<void> {
+  for (const job of (await app.inject('/v1/jobs?state=queued')).json().jobs) await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel` });
+}

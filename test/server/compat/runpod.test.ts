@@ -125,6 +125,7 @@ test('seed 000 Test 3 (legacy "DPM++ 2M Karras", 1024x768 -> 96x72) and Test 5 (
 test('seed 000 minimal requests get the documented defaults (1024x1024, 20 steps, DPM++ 2M SDE, Karras, CFG 5, seed 12345, "bad, ugly")', async () => {
   // A long job in front keeps the 1024x1024 ones queued, so their specs can be read without running them.
   const blocker = (await post('/run', { input: { prompt: 'blocker', steps: 150, width: 64, height: 64 } })).json();
+  for (let i = 0; i < 500 && (await get(`/status/${blocker.id}`)).json().status !== 'IN_PROGRESS'; i++) await new Promise((r) => setTimeout(r, 5));
   const ids = [];
   for (const prompt of ['a red apple, high quality', 'a red apple on a wooden table, high quality']) {
     const r = await post(`${EP}/run`, { input: { prompt } });
