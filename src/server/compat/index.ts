@@ -5,10 +5,12 @@ import { a1111Routes } from './a1111.ts';
 import { openAiRoutes } from './openai.ts';
 import { runpodRoutes } from './runpod.ts';
 import { seedGenerateRoutes } from './seed-generate.ts';
+import { seed004Routes } from './seed-004.ts';
 
 export async function registerCompat(app: FastifyInstance): Promise<void> {
   await app.register(a1111Routes);
   await app.register(openAiRoutes);
   await app.register(runpodRoutes);
   await app.register(seedGenerateRoutes);
+  await app.register(seed004Routes);
 }

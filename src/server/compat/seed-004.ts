@@ -1,0 +1,184 @@
+// Seed 004 (Diffusion API, async jobs): POST /txt2img -> {job_id, status: "queued"}; GET /queue/{job_id} reports
+// progress (0-100), current_phase and state, and once done the image, the request payload with defaults and
+// generation facts. As in the seed, a job's record is dropped once its final answer was delivered (the image
+// file stays). Listings: /hello, /models, /models/aliases, /loras, /upscalers, /sampling_methods.
+// Errors: {status: "error", error}.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Job } from '../../queue/job.ts';
+import { resolveSeed } from '../../queue/job-spec.ts';
+import { HttpError } from '../errors.ts';
+import { baseSpec, classify, notImplemented, ownerOf, rejectExtraNetworks, resultImages } from './common.ts';
+
+/** Seed 004's request defaults. */
+export const SEED004_DEFAULTS = {
+  steps: 30,
+  cfg_scale: 7.0,
+  width: 512,
+  height: 512,
+  sampler_name: 'DPM++ 2M Karras',
+  scheduler_type: 'karras',
+  fileType: 'jpg',
+  jpeg_quality: 85,
+  refiner_switch_at: 0.8,
+};
+
+const SCHEDULER_TYPES = ['default', 'karras', 'exponential', 'ddim', 'pndm'];
+
+const body = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    prompt: { type: 'string' },
+    negative_prompt: { type: 'string' },
+    steps: { type: 'integer', minimum: 1, default: SEED004_DEFAULTS.steps },
+    cfg_scale: { type: 'number', minimum: 0, default: SEED004_DEFAULTS.cfg_scale },
+    width: { type: 'integer', minimum: 64, default: SEED004_DEFAULTS.width },
+    height: { type: 'integer', minimum: 64, default: SEED004_DEFAULTS.height },
+    model: { type: 'string', description: 'Model name or friendly label (GET /models/aliases); default: the server model.' },
+    sampler_name: { type: 'string', default: SEED004_DEFAULTS.sampler_name },
+    scheduler_type: { type: 'string', enum: SCHEDULER_TYPES, default: SEED004_DEFAULTS.scheduler_type },
+    fileType: { type: 'string', enum: ['jpg', 'png'], default: SEED004_DEFAULTS.fileType },
+    jpeg_quality: { type: 'integer', minimum: 1, maximum: 100, default: SEED004_DEFAULTS.jpeg_quality },
+    loras: { type: 'array', items: { anyOf: [{ type: 'string' }, { type: 'object', required: ['name'], properties: { name: { type: 'string' }, scale: { type: 'number', default: 1.0 } } }] } },
+    hires: {
+      type: 'object',
+      properties: {
+        enabled: { type: 'boolean' },
+        scale: { type: 'number', default: 2.0 },
+        upscaler: { type: 'string', default: 'Latent' },
+        steps: { type: 'integer', default: 20 },
+        denoising_strength: { type: 'number', default: 0.4 },
+      },
+    },
+    refiner_checkpoint: { type: ['string', 'null'] },
+    refiner_switch_at: { type: 'number', minimum: 0, maximum: 1, default: SEED004_DEFAULTS.refiner_switch_at },
+    seed: { type: 'integer', minimum: -1, maximum: 4294967295 },
+  },
+};
+
+type Txt2ImgRequest = Record<string, any>;
+
+/** Per-job facts the seed reports that the native job does not keep. */
+interface Tracked {
+  payload: Txt2ImgRequest;
+  memoryBeforeMb: number;
+  memoryAfterMb?: number;
+}
+
+const rssMb = () => Number((process.memoryUsage().rss / (1024 * 1024)).toFixed(2));
+
+function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  const c = classify(err);
+  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'seed-004 request failed');
+  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
+  void reply.status(c.status === 400 && (err as { validation?: unknown }).validation ? 422 : c.status).send({ status: 'error', error: c.message });
+}
+
+export async function seed004Routes(app: FastifyInstance): Promise<void> {
+  const kiln = app.kiln;
+  const tracked = new Map<string, Tracked>();
+  /** Jobs whose final answer was delivered; the seed deletes their files, so they are gone for this API. */
+  const delivered = new Set<string>();
+  app.setErrorHandler(errorHandler);
+  const tags = ['seed-004'];
+
+  app.get('/hello', { config: { auth: 'public' }, schema: { tags, summary: 'Health check.' } }, async () => ({ ok: true }));
+
+  const modelList = () => kiln.models.list('checkpoint').map((m) => ({ name: m.name, label: m.labels[0] ?? m.name }));
+  app.get('/models', { schema: { tags, summary: 'Models with friendly labels.' } }, async () => ({ status: 'success', models: modelList() }));
+  app.get('/models/aliases', { schema: { tags, summary: 'Models and the labels that can be used instead of their names.' } }, async () => {
+    const models = kiln.models.list('checkpoint').flatMap((m) => (m.labels.length ? m.labels.map((label) => ({ name: m.name, label })) : [{ name: m.name, label: m.name }]));
+    return { status: 'success', models, message: `${models.length} model label(s) available` };
+  });
+  app.get('/loras', { schema: { tags } }, async () => ({ status: 'success', loras: kiln.models.list('lora').map((l) => ({ name: l.name, scale: 1.0 })) }));
+  app.get('/upscalers', { schema: { tags } }, async () => ({ status: 'success', upscalers: kiln.models.list('upscaler').map((u) => ({ name: u.name, path: u.path })) }));
+  app.get('/sampling_methods', { schema: { tags } }, async () => {
+    const names = kiln.samplers().map((s) => s.name);
+    // The seed also lists the legacy "<sampler> Karras" names; they are accepted as sampler_name.
+    const karras = ['LMS', 'DPM++ 2M', 'DPM++ SDE'].filter((n) => names.includes(n)).map((n) => `${n} Karras`);
+    return { status: 'success', sampling_methods: [...names, ...karras], scheduler_types: SCHEDULER_TYPES };
+  });
+
+  app.post('/txt2img', { schema: { tags, summary: 'Submit a generation job; poll GET /queue/{job_id}.', body } }, async (req) => {
+    const b = req.body as Txt2ImgRequest;
+    const loras = (b.loras ?? []) as unknown[];
+    if (loras.length) notImplemented('LoRA', 'loras');
+    if (b.hires?.enabled) notImplemented('hires fix', 'hires');
+    if (b.refiner_checkpoint) notImplemented('the SDXL refiner', 'refiner_checkpoint');
+    rejectExtraNetworks([b.prompt]);
+    const scheduleOf: Record<string, string> = { default: 'Automatic', karras: 'Karras', exponential: 'Exponential', ddim: 'DDIM', pndm: 'Automatic' };
+    const spec = baseSpec({
+      model: b.model,
+      prompts: [b.prompt],
+      negativePrompts: [b.negative_prompt ?? ''],
+      width: b.width,
+      height: b.height,
+      steps: b.steps,
+      cfgScale: b.cfg_scale,
+      // "pndm" names diffusers' PNDM scheduler, A1111's PLMS sampler.
+      sampler: b.scheduler_type === 'pndm' ? 'PLMS' : b.sampler_name,
+      schedule: scheduleOf[b.scheduler_type]!,
+      seed: resolveSeed(b.seed),
+      output: { format: b.fileType === 'png' ? 'png' : 'jpeg', quality: b.jpeg_quality, response: 'base64' },
+    });
+    const job = kiln.submit(spec, { owner: ownerOf(req) });
+    const entry: Tracked = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };
+    tracked.set(job.id, entry);
+    const off = kiln.queue.events(job.id, (e) => {
+      if (e.type === 'started') entry.memoryBeforeMb = rssMb();
+      if (e.type === 'succeeded' || e.type === 'failed' || e.type === 'cancelled') {
+        entry.memoryAfterMb = rssMb();
+        off();
+      }
+    });
+    return { job_id: job.id, status: 'queued' };
+  });
+
+  app.get(
+    '/queue/:job_id',
+    { schema: { tags, summary: 'Job progress (0-100), phase and state; the image and details when done.', params: { type: 'object', properties: { job_id: { type: 'string', maxLength: 100 } } } } },
+    async (req) => {
+      const { job_id } = req.params as { job_id: string };
+      const job = kiln.queue.get(job_id);
+      const p = req.principal;
+      const entry = tracked.get(job_id);
+      if (!job || !entry || delivered.has(job_id) || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
+      const base = { status: 'success', job_id, progress: progressOf(job), current_phase: phaseOf(job), state: stateOf(job), error: null as string | null };
+      if (job.state === 'queued' || job.state === 'running') return base;
+      delivered.add(job_id);
+      tracked.delete(job_id);
+      if (job.state !== 'succeeded') return { ...base, status: 'error', error: job.error?.message ?? job.state };
+      const [img] = await resultImages(kiln, job);
+      const fileType = job.spec.output.format === 'png' ? 'png' : 'jpg';
+      return {
+        ...base,
+        payload: entry.payload,
+        image: img!.bytes.toString('base64'),
+        output_path: `outputs/${img!.meta.name}`,
+        width: img!.meta.width,
+        height: img!.meta.height,
+        file_type: fileType,
+        jpeg_quality: job.spec.output.quality,
+        generation_time_sec: Number((((job.finishedAt ?? 0) - (job.startedAt ?? 0)) / 1000).toFixed(2)),
+        memory_before_mb: entry.memoryBeforeMb,
+        memory_after_mb: entry.memoryAfterMb ?? rssMb(),
+        seed: img!.meta.seed,
+      };
+    },
+  );
+}
+
+function progressOf(job: Job): number {
+  if (job.state === 'succeeded') return 100;
+  return Number((job.progress * 100).toFixed(1));
+}
+
+function phaseOf(job: Job): string {
+  if (job.state === 'queued') return 'queued';
+  if (job.state === 'running') return job.phase === 'decoding' ? 'decoding' : job.phase === 'loading' ? 'loading' : 'generation';
+  return job.state === 'succeeded' ? 'done' : 'error';
+}
+
+function stateOf(job: Job): string {
+  return { queued: 'queued', running: 'processing', succeeded: 'done', failed: 'error', cancelled: 'error' }[job.state];
+}
