@@ -27,8 +27,9 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
   return async (job, ctx) => {
     const spec = job.spec;
     const model = await deps.resolveModel(spec.model);
+    const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device), ctx);
+    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), ctx);
     const images: StoredImage[] = [];
     for (const [i, g] of result.images.entries()) {
       const name = `${job.id}-${i}.${EXTENSIONS[spec.output.format]}`;

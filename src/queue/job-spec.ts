@@ -49,6 +49,9 @@ export interface JobSpec {
   /** img2img: the stored, already-validated input image (see inputs.ts) and how much to change it. */
   initImage?: string;
   denoisingStrength?: number;
+  /** SDXL refiner (model name or label) and the fraction of steps after which it takes over (A1111 semantics). */
+  refiner?: string;
+  refinerSwitchAt?: number;
   output: OutputSpec;
   /** Free-form data an adapter wants back with the result (for example the original request to echo). */
   extra?: Record<string, unknown>;
@@ -103,6 +106,8 @@ export function nativeRequestSchema(limits: Limits) {
       rng: { type: 'string', enum: ['cpu', 'philox'] },
       init_image: { type: 'string', minLength: 1, description: 'img2img input: base64 or a data: URI (or a multipart file field).' },
       denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: SPEC_DEFAULTS.denoisingStrength },
+      refiner: { type: 'string', minLength: 1, maxLength: 500, description: 'SDXL refiner model (name or label); runs the last steps.' },
+      refiner_switch_at: { type: 'number', minimum: 0, maximum: 1, default: 0.8, description: 'Fraction of the steps the base model runs before the refiner takes over.' },
       output: {
         type: 'object',
         additionalProperties: false,
@@ -138,6 +143,8 @@ export interface NativeRequest {
   rng?: RngSource;
   init_image?: string;
   denoising_strength?: number;
+  refiner?: string;
+  refiner_switch_at?: number;
   output?: { format?: string; quality?: number; response?: ResponseKind };
 }
 
@@ -185,6 +192,8 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     rng: body.rng,
     initImage,
     denoisingStrength: kind === 'img2img' ? (body.denoising_strength ?? SPEC_DEFAULTS.denoisingStrength) : undefined,
+    refiner: body.refiner,
+    refinerSwitchAt: body.refiner ? (body.refiner_switch_at ?? 0.8) : undefined,
     output: { format, quality: body.output?.quality ?? 90, response: body.output?.response ?? 'base64' },
   };
   checkSpecLimits(spec, limits);
@@ -221,7 +230,7 @@ export function imageCount(spec: JobSpec): number {
 }
 
 /** JobSpec -> the engine's request. The model and init image are resolved by the caller (executor). */
-export function toGenerateRequest(spec: JobSpec, model: ModelRef, initImage?: RawImage, device?: GenerateRequest['device']): GenerateRequest {
+export function toGenerateRequest(spec: JobSpec, model: ModelRef, initImage?: RawImage, device?: GenerateRequest['device'], refiner?: ModelRef): GenerateRequest {
   return {
     model,
     prompts: spec.prompts,
@@ -247,6 +256,8 @@ export function toGenerateRequest(spec: JobSpec, model: ModelRef, initImage?: Ra
     rng: spec.rng,
     initImage,
     denoisingStrength: spec.denoisingStrength,
+    refiner,
+    refinerSwitchAt: refiner ? spec.refinerSwitchAt : undefined,
     device,
   };
 }

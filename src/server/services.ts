@@ -148,6 +148,9 @@ export class KilnServices {
       const known = this.models.list().flatMap((e) => [e.name, ...e.labels]);
       throw new SpecError('model', `unknown model "${spec.model}"; available: ${known.length ? known.join(', ') : 'none'} (GET /v1/models)`);
     }
+    if (spec.refiner !== undefined && !this.models.has(spec.refiner)) {
+      throw new SpecError('refiner', `unknown model "${spec.refiner}" (GET /v1/models lists the checkpoints)`);
+    }
     const samplers = this.samplerList;
     if (samplers.length > 0 && !findOption(samplers, spec.sampler)) {
       const legacy = this.scheduleList.find((s) => [s.name, ...s.aliases].some((n) => spec.sampler.toLowerCase().endsWith(` ${n.toLowerCase()}`)));
