@@ -1,0 +1,179 @@
+// Seed 003 (multi-model API, X-API-Key auth with an admin role): POST /post_config takes its parameters in the
+// query string and an optional `image` upload (img2img) and answers the image bytes (several images as one
+// grid, so a client's Image.open(BytesIO(content)) still works). Model ids are names or labels in the models
+// registry (an operator maps Hugging Face ids such as stabilityai/stable-diffusion-2-1 to local models with
+// modelAliases). Also /get_available_stable_diffs, /get_available_loras, /buffer_status, admin-only
+// /add_new_lora, and the UniDiffuser routes (/prompt2img; captioning and embeddings answer 501).
+// Errors use FastAPI's shapes.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import sharp from 'sharp';
+import type { KilnServices } from '../services.ts';
+import type { JobSpec } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../queue/job-spec.ts';
+import { HttpError } from '../errors.ts';
+import { fastApiErrorHandler } from './fastapi.ts';
+import { baseSpec, jobFailure, notImplemented, ownerOf, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob, type ResultImage } from './common.ts';
+
+/** diffusers' pipeline defaults, which the seed's server passes through. */
+export const SEED003_DEFAULTS = { steps: 50, guidance: 7.5, width: 512, height: 512, count: 1, strength: 0.75 };
+
+const postConfigQuery = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    prompt: { type: 'string', minLength: 1 },
+    negative_prompt: { type: 'string' },
+    model_id: { type: 'string', description: 'A model name or label (GET /get_available_stable_diffs); default: the server model.' },
+    torch_dtype: { type: 'string', description: 'Accepted for compatibility; the engine picks the precision for its device.' },
+    num_inference_steps: { type: 'integer', minimum: 1, maximum: 150, default: SEED003_DEFAULTS.steps },
+    guidance_scale: { type: 'number', minimum: 0, maximum: 30, default: SEED003_DEFAULTS.guidance },
+    width: { type: 'integer', minimum: 64, default: SEED003_DEFAULTS.width },
+    height: { type: 'integer', minimum: 64, default: SEED003_DEFAULTS.height },
+    count_returned: { type: 'integer', minimum: 1, maximum: 16, default: SEED003_DEFAULTS.count },
+    seed: { type: 'integer', minimum: -1, maximum: 4294967295 },
+    scheduler: { type: 'string', description: 'A1111 sampler name or diffusers scheduler class (e.g. Euler, EulerDiscreteScheduler).' },
+    strength: { type: 'number', minimum: 0, maximum: 1, default: SEED003_DEFAULTS.strength, description: 'img2img: how much to change the uploaded image.' },
+    lora: { type: 'string' },
+  },
+};
+
+interface PostConfig {
+  prompt: string;
+  negative_prompt?: string;
+  model_id?: string;
+  num_inference_steps: number;
+  guidance_scale: number;
+  width: number;
+  height: number;
+  count_returned: number;
+  seed?: number;
+  scheduler?: string;
+  strength: number;
+  lora?: string;
+}
+
+/** Reads the optional `image` file of a multipart request (other fields are ignored: parameters are in the query). */
+async function uploadedImage(req: FastifyRequest): Promise<Buffer | undefined> {
+  if (!req.isMultipart()) return undefined;
+  let image: Buffer | undefined;
+  for await (const part of req.parts()) {
+    if (part.type !== 'file') continue;
+    const bytes = await part.toBuffer();
+    if (part.fieldname === 'image') image = bytes;
+  }
+  return image;
+}
+
+/** Several results as one PNG grid (columns = ceil(sqrt(n))), in generation order. */
+export async function grid(images: ResultImage[]): Promise<Buffer> {
+  if (images.length === 1) return images[0]!.bytes;
+  const { width, height } = images[0]!.meta;
+  const cols = Math.ceil(Math.sqrt(images.length));
+  const rows = Math.ceil(images.length / cols);
+  return sharp({ create: { width: cols * width, height: rows * height, channels: 3, background: '#000' } })
+    .composite(images.map((img, i) => ({ input: img.bytes, left: (i % cols) * width, top: Math.floor(i / cols) * height })))
+    .png()
+    .toBuffer();
+}
+
+function modelFor(kiln: KilnServices, id: string | undefined): string | undefined {
+  if (id === undefined || id === '') return undefined;
+  if (kiln.models.has(id)) return id;
+  if (/flux/i.test(id)) notImplemented('Flux models', 'model_id');
+  return id; // unknown: checkSpec answers 400 with the available models
+}
+
+export async function seed003Routes(app: FastifyInstance): Promise<void> {
+  const kiln = app.kiln;
+  app.setErrorHandler(fastApiErrorHandler);
+  const tags = ['seed-003'];
+
+  const imageReply = async (reply: FastifyReply, spec: JobSpec, req: FastifyRequest) => {
+    const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
+    const done = await waitForJob(kiln, reply, job);
+    if (done.state !== 'succeeded') throw jobFailure(done);
+    const images = await resultImages(kiln, done);
+    return reply
+      .type('image/png')
+      .header('x-seeds', images.map((i) => i.meta.seed).join(','))
+      .send(await grid(images));
+  };
+
+  app.post(
+    '/post_config',
+    { schema: { tags, summary: 'Generate (txt2img, or img2img with an uploaded image); answers the image bytes (a grid for count_returned > 1).', querystring: postConfigQuery } },
+    async (req, reply) => {
+      const q = req.query as PostConfig;
+      const upload = await uploadedImage(req);
+      if (q.lora) notImplemented('LoRA', 'lora');
+      rejectExtraNetworks([q.prompt]);
+      const spec = baseSpec({
+        kind: upload ? 'img2img' : 'txt2img',
+        model: modelFor(kiln, q.model_id),
+        prompts: [q.prompt],
+        negativePrompts: [q.negative_prompt ?? ''],
+        imagesPerPrompt: q.count_returned,
+        width: q.width,
+        height: q.height,
+        steps: q.num_inference_steps,
+        cfgScale: q.guidance_scale,
+        sampler: q.scheduler ?? 'Euler',
+        seed: resolveSeed(q.seed),
+      });
+      if (upload) {
+        spec.denoisingStrength = q.strength;
+        kiln.checkSpec({ ...spec, initImage: 'pending' });
+        spec.initImage = await storeImageBytes(kiln, upload, 'image');
+      }
+      return imageReply(reply, spec, req);
+    },
+  );
+
+  app.get('/get_available_stable_diffs', { schema: { tags, summary: 'Model ids that model_id accepts.' } }, async () =>
+    kiln.models.list('checkpoint').flatMap((m) => [m.name, ...m.labels]),
+  );
+
+  app.get('/get_available_loras', { schema: { tags, summary: 'LoRAs in the models folder, in the seed lora_list.json shape.' } }, async () =>
+    Object.fromEntries(
+      kiln.models.list('lora').map((l) => [l.name, { model_id: null, base_model: null, lora_path: l.path, 'trigger words': [], allow_no_mention: null, usage_rights: null }]),
+    ),
+  );
+
+  app.get('/buffer_status', { schema: { tags, summary: 'Which model is loaded and whether the server is busy.' } }, async () => {
+    const counts = kiln.queue.counts();
+    const loaded = kiln.engineStatus.loadedModel;
+    return { status: 'ok', loaded: loaded !== undefined, loaded_models: loaded ? [loaded] : [], default_model: kiln.models.default?.name ?? null, busy: kiln.queue.busy, queued: counts.queued };
+  });
+
+  const addLora = async () => notImplemented('LoRA (and downloading LoRAs from Civitai)', 'name');
+  const addLoraSchema = { tags, summary: 'Admin: add a LoRA from Civitai (not available yet).', querystring: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } } };
+  app.post('/add_new_lora', { config: { auth: 'admin' }, schema: addLoraSchema }, addLora);
+  // The seed's own example calls it with GET.
+  app.get('/add_new_lora', { config: { auth: 'admin' }, schema: { ...addLoraSchema, hide: true } }, addLora);
+
+  for (const path of ['/llm_prompt_assistance', '/llm_interface']) {
+    app.get(path, { schema: { tags, querystring: { type: 'object', properties: { text: { type: 'string' } } } } }, async () => notImplemented('the LLM endpoints (forwarded to a legacy API in the seed)', 'text'));
+  }
+
+  // UniDiffuser routes of the same seed.
+  const p2iQuery = {
+    type: 'object',
+    properties: {
+      prompt: { type: 'string' },
+      steps: { type: 'integer', minimum: 1, maximum: 150, description: 'Kiln extension (default 20).' },
+      width: { type: 'integer', minimum: 64, description: 'Kiln extension (default 512).' },
+      height: { type: 'integer', minimum: 64, description: 'Kiln extension (default 512).' },
+      seed: { type: 'integer', minimum: -1, maximum: 4294967295 },
+    },
+  };
+  app.post('/prompt2img', { schema: { tags, summary: 'Text to image (prompt in the query or a JSON body); answers PNG bytes.', querystring: p2iQuery } }, async (req, reply) => {
+    const q = req.query as { prompt?: string; steps?: number; width?: number; height?: number; seed?: number };
+    const prompt = q.prompt ?? ((req.body as { prompt?: unknown } | undefined)?.prompt as string | undefined);
+    if (typeof prompt !== 'string' || !prompt) throw new HttpError(422, 'invalid_request', 'prompt: Field required', 'prompt');
+    rejectExtraNetworks([prompt]);
+    const spec = baseSpec({ prompts: [prompt], seed: resolveSeed(q.seed), ...(q.steps ? { steps: q.steps } : {}), ...(q.width ? { width: q.width } : {}), ...(q.height ? { height: q.height } : {}) });
+    return imageReply(reply, spec, req);
+  });
+  app.post('/img2prompt', { schema: { tags } }, async () => notImplemented('image captioning (img2prompt)', 'image'));
+  app.post('/img2embed', { schema: { tags } }, async () => notImplemented('image embeddings (img2embed)', 'image'));
+}

@@ -1,0 +1,119 @@
+// Seed 003 (query-parameter /post_config answering image bytes, API keys with an admin role, listings, LoRA
+// and UniDiffuser routes) through HTTP on the real engine. The README's model ids are mapped to the tiny
+// fixture with modelAliases, as an operator maps Hugging Face ids to local models. Its 768x768 example runs
+// at 64x64 (768 px takes minutes on CPU with this model).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import sharp from 'sharp';
+import { readInfotext } from '../../../src/storage/encode.ts';
+import { startCompatServer, type CompatServer } from './helpers.ts';
+
+const USER = { 'x-api-key': 'your-api-key' };
+const ADMIN = { 'x-api-key': 'admin-api-key' };
+const aliases = { 'stabilityai/stable-diffusion-2-1': 'tiny-sd1', 'stabilityai/stable-diffusion-xl-base-1.0': 'tiny-sd1' };
+
+let s: CompatServer;
+let open: CompatServer;
+before(async () => {
+  s = await startCompatServer({ modelAliases: aliases, keys: [{ name: 'user', key: 'your-api-key', role: 'user' }, { name: 'admin', key: 'admin-api-key', role: 'admin' }] });
+  // The README's img2img and LoRA examples send no X-API-Key; they run against a server without keys.
+  open = await startCompatServer({ modelAliases: aliases });
+});
+after(async () => {
+  await s.close();
+  await open.close();
+});
+
+const qs = (params: Record<string, string | number>) => new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
+
+function multipart(field: string, filename: string, type: string, bytes: Buffer) {
+  const boundary = '----kilntest';
+  const payload = Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${field}"; filename="${filename}"\r\nContent-Type: ${type}\r\n\r\n`),
+    bytes,
+    Buffer.from(`\r\n--${boundary}--\r\n`),
+  ]);
+  return { payload, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } };
+}
+
+test('README text-to-image (count_returned 4, seed 42; 64x64 instead of 768x768) answers one PNG grid of the 4 images', async () => {
+  const params = { prompt: 'A serene mountain landscape, oil painting style', model_id: 'stabilityai/stable-diffusion-2-1', num_inference_steps: 30, guidance_scale: 7.5, width: 64, height: 64, count_returned: 4, seed: 42 };
+  const r = await s.app.inject({ method: 'POST', url: `/post_config?${qs(params)}`, headers: USER });
+  assert.equal(r.statusCode, 200, r.body.slice(0, 300));
+  assert.equal(r.headers['content-type'], 'image/png');
+  assert.equal(r.headers['x-seeds'], '42,43,44,45');
+  const meta = await sharp(r.rawPayload).metadata();
+  assert.deepEqual([meta.format, meta.width, meta.height], ['png', 128, 128]);
+  const one = await s.app.inject({ method: 'POST', url: `/post_config?${qs({ ...params, count_returned: 1 })}`, headers: USER });
+  assert.match((await readInfotext(one.rawPayload))!, /^A serene mountain landscape, oil painting style\nSteps: 30, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 64x64/);
+  // The first grid cell is the count_returned=1 image (batched UNet calls may differ by a rounding step).
+  const cell = await sharp(r.rawPayload).extract({ left: 0, top: 0, width: 64, height: 64 }).removeAlpha().raw().toBuffer();
+  const single = await sharp(one.rawPayload).removeAlpha().raw().toBuffer();
+  assert.equal(cell.length, single.length);
+  let maxDiff = 0;
+  for (let i = 0; i < cell.length; i++) maxDiff = Math.max(maxDiff, Math.abs(cell[i]! - single[i]!));
+  assert.ok(maxDiff <= 2, `grid cell differs from the single image by up to ${maxDiff}`);
+});
+
+test('README image-to-image: multipart `image` upload with query parameters -> img2img at the requested size', async () => {
+  const input = await sharp({ create: { width: 80, height: 64, channels: 3, background: '#d08020' } }).jpeg().toBuffer();
+  const mp = multipart('image', 'input.jpg', 'multipart/form-data', input);
+  const r = await open.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'Make it sunset', model_id: 'stabilityai/stable-diffusion-2-1', num_inference_steps: 20, width: 64, height: 64 })}`, ...mp });
+  assert.equal(r.statusCode, 200, r.body.slice(0, 300));
+  assert.match((await readInfotext(r.rawPayload))!, /Steps: 20, .*Size: 64x64.*Denoising strength: 0.75/);
+});
+
+test('README LoRA example: /add_new_lora and the lora parameter answer 501 naming LoRA; Flux too', async () => {
+  const add = await open.app.inject({ method: 'GET', url: '/add_new_lora?name=pixel_art_style' });
+  assert.equal(add.statusCode, 501);
+  assert.match(add.json().detail, /LoRA/);
+  const use = await open.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'pixel_art_style, a cat wearing sunglasses', lora: 'pixel_art_style', model_id: 'stabilityai/stable-diffusion-xl-base-1.0' })}` });
+  assert.equal(use.statusCode, 501);
+  assert.match(use.json().detail, /^lora: LoRA is not implemented/);
+  const flux = await open.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'x', model_id: 'black-forest-labs/FLUX.1-dev' })}` });
+  assert.equal(flux.statusCode, 501);
+  assert.match(flux.json().detail, /Flux/);
+});
+
+test('auth: every route needs X-API-Key; /add_new_lora needs the admin key', async () => {
+  for (const url of ['/get_available_stable_diffs', '/get_available_loras', '/buffer_status']) {
+    assert.equal((await s.app.inject(url)).statusCode, 401, url);
+    assert.equal(typeof (await s.app.inject(url)).json().detail, 'string');
+    assert.equal((await s.app.inject({ url, headers: USER })).statusCode, 200, url);
+  }
+  assert.equal((await s.app.inject({ method: 'POST', url: '/post_config?prompt=x' })).statusCode, 401);
+  const asUser = await s.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: USER });
+  assert.equal(asUser.statusCode, 403);
+  assert.match(asUser.json().detail, /admin/);
+  assert.equal((await s.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: ADMIN })).statusCode, 501);
+});
+
+test('listings and status: stable diffs (names and labels), loras, buffer status', async () => {
+  const diffs = (await s.app.inject({ url: '/get_available_stable_diffs', headers: USER })).json();
+  assert.deepEqual([...diffs].sort(), ['stabilityai/stable-diffusion-2-1', 'stabilityai/stable-diffusion-xl-base-1.0', 'tiny-sd1']);
+  assert.deepEqual((await s.app.inject({ url: '/get_available_loras', headers: USER })).json(), {});
+  const buffer = (await s.app.inject({ url: '/buffer_status', headers: USER })).json();
+  assert.equal(buffer.default_model, 'tiny-sd1');
+  assert.equal(typeof buffer.busy, 'boolean');
+});
+
+test('errors: FastAPI 422 for missing or mistyped query parameters, 400 for unknown models; UniDiffuser routes', async () => {
+  const missing = await s.app.inject({ method: 'POST', url: '/post_config?num_inference_steps=3', headers: USER });
+  assert.equal(missing.statusCode, 422);
+  assert.deepEqual(missing.json().detail[0].loc, ['querystring', 'prompt']);
+  const typed = await s.app.inject({ method: 'POST', url: '/post_config?prompt=x&width=wide', headers: USER });
+  assert.equal(typed.statusCode, 422);
+  const model = await s.app.inject({ method: 'POST', url: '/post_config?prompt=x&model_id=runwayml/stable-diffusion-v1-5&width=64&height=64', headers: USER });
+  assert.equal(model.statusCode, 400);
+  assert.match(model.json().detail, /unknown model "runwayml\/stable-diffusion-v1-5"; available: tiny-sd1/);
+
+  const p2i = await open.app.inject({ method: 'POST', url: '/prompt2img?prompt=a%20red%20apple&width=64&height=64&steps=4' });
+  assert.equal(p2i.statusCode, 200);
+  assert.equal(p2i.headers['content-type'], 'image/png');
+  for (const url of ['/img2prompt', '/img2embed']) {
+    const r = await open.app.inject({ method: 'POST', url, ...multipart('image', 'photo.jpg', 'image/jpeg', Buffer.from('x')) });
+    assert.equal(r.statusCode, 501, url);
+    assert.match(r.json().detail, url === '/img2prompt' ? /captioning/ : /embeddings/);
+  }
+  assert.equal((await open.app.inject('/llm_interface?text=hi')).statusCode, 501);
+});
