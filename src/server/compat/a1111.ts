@@ -591,6 +591,8 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     if (body.sd_model_checkpoint !== undefined) {
       const found = await findCheckpoint(kiln, String(body.sd_model_checkpoint));
       if (!found) throw new HttpError(500, 'internal', `model ${JSON.stringify(String(body.sd_model_checkpoint))} not found`);
+      // A1111 loads the checkpoint before answering; so does Kiln when the engine can preload.
+      await kiln.engine.load?.({ path: found.filename });
       state.model = found.model_name;
     }
     if (body.samples_format !== undefined && !SAMPLE_FORMATS[String(body.samples_format).toLowerCase()]) {
