@@ -279,7 +279,6 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   if (body.firstpass_image) notImplemented('hires fix (firstpass_image)', 'firstpass_image');
   if (body.restore_faces) notImplemented('face restoration', 'restore_faces');
   if (body.tiling) notImplemented('tiling', 'tiling');
-  if (body.refiner_checkpoint && body.refiner_checkpoint !== 'None') notImplemented('the SDXL refiner', 'refiner_checkpoint');
   if (body.s_min_uncond) notImplemented('negative guidance minimum sigma (s_min_uncond)', 's_min_uncond');
   if (Number(optionValue(overrides, 'eta_noise_seed_delta', 0))) notImplemented('eta noise seed delta (ENSD)', 'override_settings.eta_noise_seed_delta');
   const vae = optionValue(overrides, 'sd_vae', 'Automatic');
@@ -298,6 +297,12 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   if (typeof ckpt === 'string' && ckpt) {
     const found = await findCheckpoint(kiln, ckpt);
     if (found) model = found.model_name; // an unknown checkpoint is silently dropped, as in A1111
+  }
+  let refiner: string | undefined;
+  if (body.refiner_checkpoint && body.refiner_checkpoint !== 'None') {
+    const found = await findCheckpoint(kiln, String(body.refiner_checkpoint));
+    if (!found) throw new HttpError(400, 'invalid_request', `refiner_checkpoint: Could not find checkpoint with name ${String(body.refiner_checkpoint)}`, 'refiner_checkpoint');
+    refiner = found.model_name;
   }
   const clip = Number(optionValue(overrides, 'CLIP_stop_at_last_layers', 1));
   const format = SAMPLE_FORMATS[String(optionValue(overrides, 'samples_format', 'png')).toLowerCase()];
@@ -329,6 +334,8 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     sTmax: positive(body.s_tmax),
     sNoise: body.s_noise ?? undefined,
     output: { format, quality: Number(optionValue(overrides, 'jpeg_quality', 80)), response: 'base64' },
+    refiner,
+    refinerSwitchAt: refiner ? (body.refiner_switch_at ?? 0.8) : undefined,
   });
   if (kind === 'img2img') {
     const inits: string[] = body.init_images ?? [];

@@ -2,7 +2,7 @@
 // progress (0-100), current_phase and state, and once done the image, the request payload with defaults and
 // generation facts. As in the seed, a job's record is dropped once its final answer was delivered (the image
 // file stays). Listings: /hello, /models, /models/aliases, /loras, /upscalers, /sampling_methods.
-// Errors: {status: "error", error}.
+// LoRA and hires fix answer 501. Errors: {status: "error", error}.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from '../../queue/job.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
@@ -104,7 +104,6 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
     const loras = (b.loras ?? []) as unknown[];
     if (loras.length) notImplemented('LoRA', 'loras');
     if (b.hires?.enabled) notImplemented('hires fix', 'hires');
-    if (b.refiner_checkpoint) notImplemented('the SDXL refiner', 'refiner_checkpoint');
     rejectExtraNetworks([b.prompt]);
     const scheduleOf: Record<string, string> = { default: 'Automatic', karras: 'Karras', exponential: 'Exponential', ddim: 'DDIM', pndm: 'Automatic' };
     const spec = baseSpec({
@@ -120,6 +119,8 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
       schedule: scheduleOf[b.scheduler_type]!,
       seed: resolveSeed(b.seed),
       output: { format: b.fileType === 'png' ? 'png' : 'jpeg', quality: b.jpeg_quality, response: 'base64' },
+      refiner: b.refiner_checkpoint || undefined,
+      refinerSwitchAt: b.refiner_checkpoint ? b.refiner_switch_at : undefined,
     });
     const job = kiln.submit(spec, { owner: ownerOf(req) });
     const entry: Tracked = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };

@@ -186,7 +186,6 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
     ['enable_hr', { enable_hr: true }, /hires fix/],
     ['restore_faces', { restore_faces: true }, /face restoration/],
     ['tiling', { tiling: true }, /tiling/],
-    ['refiner_checkpoint', { refiner_checkpoint: 'sdxl-refiner' }, /refiner/],
     ['prompt', { prompt: 'a cat <lora:pixel:0.8>' }, /LoRA/],
   ] as const) {
     const r = await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 64, height: 64, ...payload });
@@ -201,6 +200,15 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   const extras = await post('/sdapi/v1/extra-single-image', { image: 'aGk=', upscaler_1: 'R-ESRGAN 4x+' });
   assert.equal(extras.statusCode, 501);
   assert.match(extras.json().detail, /upscalers/);
+});
+
+test('refiner_checkpoint runs the refiner for the last steps (infotext names it); an unknown one is a 400', async () => {
+  const r = await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 4, width: 64, height: 64, seed: 9, refiner_checkpoint: 'tiny-sd1', refiner_switch_at: 0.5 });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.match(JSON.parse(r.json().info).infotexts[0], /Refiner: tiny-sd1, Refiner switch at: 0.5/);
+  const bad = await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 64, height: 64, refiner_checkpoint: 'sd_xl_refiner_1.0' });
+  assert.equal(bad.statusCode, 400);
+  assert.match(bad.json().detail, /Could not find checkpoint with name sd_xl_refiner_1.0/);
 });
 
 test('progress: idle zeros; while running it reports steps; interrupt stops the blocked call, which still answers', async () => {

@@ -1,6 +1,6 @@
 // Seed 004 (async /txt2img + /queue/{job_id}, listings with friendly model labels) through HTTP on the real
-// engine. The README's example request asks for LoRA, hires fix and the SDXL refiner, which Kiln lacks: as a
-// whole it gets a 501 naming the feature; without those parts (and at 64x64 instead of 1024) it runs.
+// engine. The README's example request asks for LoRA and hires fix, which Kiln lacks: as a whole it gets a
+// 501 naming the feature; without those parts (and at 64x64 instead of 1024) it runs, refiner included.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
@@ -9,7 +9,7 @@ import { cancelQueued, findQueued, holdQueue, startCompatServer, type CompatServ
 
 let s: CompatServer;
 before(async () => {
-  s = await startCompatServer({ modelAliases: { Amanatsu: 'tiny-sd1', 'stable-diffusion-xl-base-1.0': 'tiny-sd1' } });
+  s = await startCompatServer({ modelAliases: { Amanatsu: 'tiny-sd1', 'stable-diffusion-xl-base-1.0': 'tiny-sd1', 'stable-diffusion-xl-refiner-1.0': 'tiny-sd1' } });
 });
 after(async () => {
   await s.close();
@@ -47,19 +47,20 @@ async function poll(id: string) {
   throw new Error('job did not finish');
 }
 
-test('README example: LoRA / hires / refiner parts answer 501 naming the feature', async () => {
+test('README example: its LoRA and hires parts answer 501 naming the feature', async () => {
   const r = await post('/txt2img', README_REQUEST);
   assert.equal(r.statusCode, 501);
   assert.equal(r.json().status, 'error');
   assert.match(r.json().error, /^loras: LoRA is not implemented/);
   const hires = await post('/txt2img', { ...README_REQUEST, loras: [] });
   assert.match(hires.json().error, /^hires: hires fix is not implemented/);
-  const refiner = await post('/txt2img', { ...README_REQUEST, loras: [], hires: { enabled: false } });
-  assert.match(refiner.json().error, /^refiner_checkpoint: the SDXL refiner is not implemented/);
+  const refiner = await post('/txt2img', { ...README_REQUEST, loras: [], hires: { enabled: false }, refiner_checkpoint: 'no-such-refiner' });
+  assert.equal(refiner.statusCode, 400);
+  assert.match(refiner.json().error, /^refiner: unknown model "no-such-refiner"/);
 });
 
-test('README example without those parts (64x64): queued -> processing with progress -> done with image and details', async () => {
-  const { refiner_checkpoint: _r, loras: _l, hires: _h, ...rest } = README_REQUEST;
+test('README example without LoRA and hires (64x64; the refiner runs): queued -> processing -> done with image and details', async () => {
+  const { loras: _l, hires: _h, ...rest } = README_REQUEST;
   const request = { ...rest, width: 64, height: 64 };
   const r = await post('/txt2img', request);
   assert.equal(r.statusCode, 200);
@@ -84,7 +85,7 @@ test('README example without those parts (64x64): queued -> processing with prog
   assert.ok(final.output_path.startsWith('outputs/') && final.output_path.endsWith('.jpg'));
   const jpg = Buffer.from(final.image, 'base64');
   assert.equal((await sharp(jpg).metadata()).format, 'jpeg');
-  assert.match((await readInfotext(jpg))!, /Steps: 30, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123456789, Size: 64x64/);
+  assert.match((await readInfotext(jpg))!, /Steps: 30, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123456789, Size: 64x64.*Refiner: tiny-sd1, Refiner switch at: 0.8/);
   // The seed deletes a job's files after the final response.
   assert.equal((await s.app.inject(`/queue/${job_id}`)).statusCode, 404);
 });
@@ -116,7 +117,7 @@ test('listings: /hello, /models, /models/aliases, /loras, /upscalers, /sampling_
   assert.equal(models.status, 'success');
   assert.deepEqual(models.models, [{ name: 'tiny-sd1', label: 'Amanatsu' }]);
   const aliases = (await s.app.inject('/models/aliases')).json();
-  assert.deepEqual(aliases.models.map((m: any) => m.label).sort(), ['Amanatsu', 'stable-diffusion-xl-base-1.0']);
+  assert.deepEqual(aliases.models.map((m: any) => m.label).sort(), ['Amanatsu', 'stable-diffusion-xl-base-1.0', 'stable-diffusion-xl-refiner-1.0']);
   assert.equal(typeof aliases.message, 'string');
   assert.deepEqual((await s.app.inject('/loras')).json(), { status: 'success', loras: [] });
   assert.deepEqual((await s.app.inject('/upscalers')).json(), { status: 'success', upscalers: [] });
