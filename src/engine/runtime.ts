@@ -1,6 +1,10 @@
 // onnxruntime sessions: execution-provider choice per device and float tensors in and out.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import ort from 'onnxruntime-node';
 import type { Device } from './api.ts';
+import { beginOptimized, discardOptimized, optimizedEntry, OPTIMIZED_WEIGHTS, type OptimizedEnvironment } from './onnx/cache.ts';
 import type { Tensor } from './tensor.ts';
 
 export type Session = ort.InferenceSession;
@@ -33,18 +37,99 @@ export interface SessionOptions {
    * helps when other processes share them and makes CPU time equal the work done (benchmarks).
    */
   spinning?: boolean;
+  /**
+   * Keep onnxruntime's optimised model beside `modelPath` and load it on later starts, skipping the graph
+   * optimisation that dominates session creation for large models (CPU only; costs a second copy of the
+   * weights on disk). Default false.
+   */
+  cacheOptimized?: boolean;
+}
+
+/**
+ * What happened with the optimised-model cache: 'loaded' from it, 'saved' to it by this session, or 'off'
+ * (not asked for, not supported on this device, or the save failed).
+ */
+export type OptimizedModelUse = 'loaded' | 'saved' | 'off';
+
+export interface OpenedSession {
+  session: Session;
+  optimized: OptimizedModelUse;
+  /** Why a cached optimised model was refused and rebuilt (a corrupt or foreign entry), if one was. */
+  rejected?: string;
+}
+
+/** Devices whose optimised models can be cached: compiled EPs (TensorRT) cannot be saved, GPUs are untested. */
+function canCacheOptimized(device: Device): boolean {
+  return device === 'cpu';
 }
 
 export async function createSession(modelPath: string, opts: SessionOptions): Promise<Session> {
+  return (await openSession(modelPath, opts)).session;
+}
+
+/**
+ * Creates a session for `modelPath`. With `cacheOptimized`, the first call saves onnxruntime's 'all'-level
+ * result (weights in an external file, as UNets exceed protobuf's 2 GB) and later calls load it with graph
+ * optimisation disabled; an entry onnxruntime cannot load is deleted and rebuilt from the plain model.
+ */
+export async function openSession(modelPath: string, opts: SessionOptions): Promise<OpenedSession> {
+  if (!opts.cacheOptimized || !canCacheOptimized(opts.device)) {
+    return { session: await create(modelPath, opts, 'all'), optimized: 'off' };
+  }
+  const env = optimizedEnvironment(executionProviders(opts.device));
+  const entry = optimizedEntry(modelPath, env);
+  let rejected: string | undefined;
+  if (entry.ready) {
+    try {
+      // Every optimisation already ran when the entry was saved; running them again is the cost we skip.
+      return { session: await create(entry.modelPath, opts, 'disabled'), optimized: 'loaded' };
+    } catch (e) {
+      rejected = (e as Error).message;
+      discardOptimized(entry);
+    }
+  }
+  let pending;
+  try {
+    pending = beginOptimized(entry, env);
+  } catch {
+    return { session: await create(modelPath, opts, 'all'), optimized: 'off', rejected }; // read-only cache
+  }
+  let session: Session;
+  try {
+    session = await create(modelPath, opts, 'all', {
+      optimizedModelFilePath: pending.modelPath,
+      // onnxruntime warns that 'all'-level models are machine-specific; the entry's environment key handles that.
+      logSeverityLevel: 3,
+      extra: {
+        session: {
+          optimized_model_external_initializers_file_name: OPTIMIZED_WEIGHTS,
+          optimized_model_external_initializers_min_size_in_bytes: '1024',
+        },
+      },
+    });
+  } catch {
+    // Saving can fail on its own (disk full); a model that cannot load at all fails again here, with its own error.
+    pending.abort();
+    return { session: await create(modelPath, opts, 'all'), optimized: 'off', rejected };
+  }
+  return { session, optimized: pending.commit() ? 'saved' : 'off', rejected };
+}
+
+type Level = 'all' | 'disabled';
+
+async function create(modelPath: string, opts: SessionOptions, level: Level, more: ort.InferenceSession.SessionOptions = {}): Promise<Session> {
   const providers = executionProviders(opts.device);
+  const spin = opts.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {};
+  const moreSession = (more.extra?.session ?? {}) as Record<string, unknown>;
   try {
     return await ort.InferenceSession.create(modelPath, {
       executionProviders: providers,
-      graphOptimizationLevel: 'all',
+      graphOptimizationLevel: level,
       intraOpNumThreads: opts.intraOpThreads ?? 0,
       enableCpuMemArena: true,
       enableMemPattern: true,
-      ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
+      ...more,
+      extra: { ...more.extra, session: { ...spin, ...moreSession } },
     });
   } catch (e) {
     const msg = (e as Error).message;
@@ -56,6 +141,36 @@ export async function createSession(modelPath: string, opts: SessionOptions): Pr
     }
     throw e;
   }
+}
+
+/** The machine and runtime an optimised model was made for (see OptimizedEnvironment). */
+function optimizedEnvironment(providers: string[]): OptimizedEnvironment {
+  return {
+    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+    providers: providers.join(','),
+    platform: process.platform,
+    arch: process.arch,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cpuFeatures: cpuFeatures(),
+  };
+}
+
+let features: string | undefined;
+/**
+ * A hash of the CPU's feature flags. VMs often report a generic model name ("Intel Xeon Processor") while
+ * exposing different vector extensions, and those decide the NCHWc block size baked into the model.
+ */
+function cpuFeatures(): string {
+  if (features === undefined) {
+    let line = '';
+    try {
+      line = /^(?:flags|Features)\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '';
+    } catch {
+      // Not Linux: the model name and arch are all there is.
+    }
+    features = line ? createHash('sha256').update(line.split(/\s+/).sort().join(' ')).digest('hex').slice(0, 16) : 'unknown';
+  }
+  return features;
 }
 
 export type Feed = Tensor | { int64: BigInt64Array; shape: number[] } | { int32: Int32Array; shape: number[] };

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { GraphBuilder, type Precision } from './graph.ts';
 
 /** Bump when graph-building code changes in a way that alters built models. */
@@ -61,4 +61,82 @@ export function getOrBuildGraph(cacheDir: string, key: GraphKey, build: (b: Grap
     throw e;
   }
   return { modelPath, built: true };
+}
+
+// ---- onnxruntime's optimised model, cached beside the graph -------------------------------------------
+
+/**
+ * Everything an optimised model depends on besides the graph: onnxruntime's 'all' level bakes in layouts and
+ * fusions chosen for this CPU (NCHWc blocking for its vector width) and execution providers, so an entry made
+ * on one machine or runtime version must never be loaded on another.
+ */
+export type OptimizedEnvironment = Record<string, string>;
+
+export interface OptimizedEntry {
+  /** Folder of the finished entry: model.onnx + weights.bin + complete. */
+  dir: string;
+  modelPath: string;
+  /** True when a finished entry is on disk. */
+  ready: boolean;
+}
+
+/** The optimised-model entry for the graph at `graphModelPath` in `env`, one folder per environment. */
+export function optimizedEntry(graphModelPath: string, env: OptimizedEnvironment): OptimizedEntry {
+  const hash = createHash('sha256').update(JSON.stringify(sortKeys(env))).digest('hex').slice(0, 16);
+  const dir = join(dirname(graphModelPath), `optimized-${hash}`);
+  return { dir, modelPath: join(dir, OPTIMIZED_MODEL), ready: existsSync(join(dir, 'complete')) };
+}
+
+/** File names inside an entry; weights.bin is named relative to model.onnx, as onnxruntime resolves it. */
+export const OPTIMIZED_MODEL = 'model.onnx';
+export const OPTIMIZED_WEIGHTS = 'weights.bin';
+
+export interface PendingOptimized {
+  /** Where onnxruntime should write the optimised model (a temporary folder). */
+  modelPath: string;
+  /** Moves the written model into place; false when nothing usable was written. */
+  commit(): boolean;
+  /** Removes whatever was written. */
+  abort(): void;
+}
+
+/**
+ * Starts writing an entry into a temporary folder that commit() renames into place, so a crash while
+ * onnxruntime writes gigabytes never leaves a half-written entry that a later start would load.
+ */
+export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment): PendingOptimized {
+  const tmp = `${entry.dir}.tmp-${process.pid}-${Date.now()}`;
+  mkdirSync(tmp, { recursive: true });
+  const abort = () => rmSync(tmp, { recursive: true, force: true });
+  return {
+    modelPath: join(tmp, OPTIMIZED_MODEL),
+    abort,
+    commit: () => {
+      try {
+        if (!existsSync(join(tmp, OPTIMIZED_MODEL))) {
+          abort();
+          return false;
+        }
+        writeFileSync(join(tmp, 'environment.json'), JSON.stringify(sortKeys(env), null, 1));
+        writeFileSync(join(tmp, 'complete'), '');
+        if (existsSync(join(entry.dir, 'complete'))) {
+          // Another process finished the same entry meanwhile; keep theirs, which may be in use.
+          abort();
+          return true;
+        }
+        rmSync(entry.dir, { recursive: true, force: true });
+        renameSync(tmp, entry.dir);
+        return true;
+      } catch {
+        // Another process committed the same entry first, or the disk is full: the cache is an optimisation only.
+        abort();
+        return existsSync(join(entry.dir, 'complete'));
+      }
+    },
+  };
+}
+
+/** Deletes an entry that onnxruntime refused to load, so the next start rewrites it. */
+export function discardOptimized(entry: OptimizedEntry): void {
+  rmSync(entry.dir, { recursive: true, force: true });
 }
