@@ -86,12 +86,23 @@ export interface ProgressEvent {
   totalSteps: number;
   /** 0..1 over the whole job. */
   fraction: number;
+  /**
+   * Only with GenerateOptions.preview, on some sampling events: a cheap RGB approximation of the first image
+   * of the batch at latent resolution (width / latent factor x height / latent factor), from the sampler's
+   * current denoised estimate. Its buffer belongs to the listener (it may be transferred).
+   */
+  preview?: RawImage;
 }
 
 export interface GenerateOptions {
   onProgress?: (e: ProgressEvent) => void;
   /** Checked between sampling steps; an aborted job rejects with an AbortError. */
   signal?: AbortSignal;
+  /**
+   * Live previews in progress events: every `everyEvals` model evaluations (and after the last one).
+   * Absent or everyEvals <= 0: no previews and no extra work.
+   */
+  preview?: { everyEvals: number };
 }
 
 /** A user-facing error in a request (bad field, unknown sampler, bad file): maps to HTTP 400. */

@@ -3,6 +3,7 @@
 import { KilnInputError, type GenerateOptions, type GenerateRequest, type GenerateResult, type GeneratedImage, type ProgressEvent } from '../api.ts';
 import { decodedToImages, imageToTensor, resizeImage } from '../image.ts';
 import { buildInfotext } from '../infotext.ts';
+import { approxCheapPreview, previewLatentSpace } from '../preview.ts';
 import { batchSeeds, createNoise, resolveSeed, type BatchNoise } from '../rng.ts';
 import { runSession } from '../runtime.ts';
 import {
@@ -126,6 +127,16 @@ export async function runPipeline(models: PipelineModels, req: GenerateRequest, 
     const switchSigma = sigmas[switchIndex]!;
     denoise = (xs, sigma) => (sigma > switchSigma ? baseDenoiser(xs, sigma) : refinerDenoiser(xs, sigma));
   }
+  // Live previews: keep the denoiser's latest x0 estimate and map it to RGB every N evaluations.
+  const previewEvery = opts.onProgress && opts.preview && opts.preview.everyEvals > 0 ? Math.floor(opts.preview.everyEvals) || 1 : 0;
+  let lastDenoised: Float32Array | undefined;
+  if (previewEvery > 0) {
+    const inner = denoise;
+    denoise = async (xs, sigma) => (lastDenoised = await inner(xs, sigma));
+  }
+  const previewSpace = previewLatentSpace(base.model.family);
+  const previewAt = (done: number, total: number) =>
+    previewEvery > 0 && lastDenoised && (done % previewEvery === 0 || done >= total) ? approxCheapPreview(lastDenoised, shape[0], shape[1], shape[2], previewSpace) : undefined;
   let latents =
     sigmas.length > 1
       ? await runSampler(plan.sampler, {
@@ -135,9 +146,13 @@ export async function runPipeline(models: PipelineModels, req: GenerateRequest, 
           noise: () => noise.next(),
           options: { eta: req.eta, sChurn: req.sChurn, sTmin: req.sTmin, sTmax: req.sTmax, sNoise: req.sNoise },
           signal: opts.signal,
-          onProgress: (done, total) => progress({ phase: 'sampling', step: done, totalSteps: total, fraction: 0.05 + 0.85 * (done / Math.max(total, totalEvals)) }),
+          onProgress: (done, total) => {
+            const preview = previewAt(done, total);
+            progress({ phase: 'sampling', step: done, totalSteps: total, fraction: 0.05 + 0.85 * (done / Math.max(total, totalEvals)), ...(preview ? { preview } : {}) });
+          },
         })
       : x;
+  lastDenoised = undefined;
   // Samplers that stop at sigma_min (DDIM/PLMS as diffusers) leave x in sigma space; the VAE wants VP space.
   const lastSigma = sigmas[sigmas.length - 1]!;
   if (lastSigma > 0) {
