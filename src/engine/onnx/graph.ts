@@ -4,6 +4,7 @@
 import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../tensor.ts';
+import { f32ToF16Bits } from '../weights/float.ts';
 import { AttrType, encodeModel, OnnxDType, type AttributeMsg, type NodeMsg, type TensorMsg, type ValueInfoMsg } from './proto.ts';
 
 /** A named value in the graph (an op output, input or initializer). */
@@ -378,44 +379,9 @@ function attribute(name: string, v: AttrValue): AttributeMsg {
   return { name, type: AttrType.TENSOR, t: v.tensor };
 }
 
-/** float32 -> IEEE half, round-to-nearest-even, as numpy/torch .half() do. */
+/** float32 -> IEEE half bytes, round-to-nearest-even, as numpy/torch .half() do. */
 export function toFloat16Bytes(src: Float32Array): Uint8Array {
   const out = new Uint16Array(src.length);
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  for (let i = 0; i < src.length; i++) {
-    f[0] = src[i]!;
-    const x = u[0]!;
-    const sign = (x >>> 16) & 0x8000;
-    const exp = (x >>> 23) & 0xff;
-    let mant = x & 0x7fffff;
-    if (exp === 0xff) {
-      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
-      continue;
-    }
-    const e = exp - 127 + 15;
-    if (e >= 0x1f) {
-      out[i] = sign | 0x7c00;
-      continue;
-    }
-    if (e <= 0) {
-      if (e < -10) {
-        out[i] = sign;
-        continue;
-      }
-      mant |= 0x800000;
-      const shift = 14 - e;
-      let half = mant >>> shift;
-      const rem = mant & ((1 << shift) - 1);
-      const mid = 1 << (shift - 1);
-      if (rem > mid || (rem === mid && half & 1)) half++;
-      out[i] = sign | half;
-      continue;
-    }
-    let half = (e << 10) | (mant >>> 13);
-    const rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
-    out[i] = sign | half;
-  }
+  for (let i = 0; i < src.length; i++) out[i] = f32ToF16Bits(src[i]!);
   return new Uint8Array(out.buffer);
 }

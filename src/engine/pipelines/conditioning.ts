@@ -2,7 +2,7 @@
 // applied per chunk, chunks concatenated along the token axis. SDXL runs both encoders and joins their
 // penultimate states along the feature axis, with the bigG pooled projection as the extra embedding.
 import { runSession, type Session } from '../runtime.ts';
-import { concatChunks, emptyChunk, encodeWeightedChunks, promptToChunks, type PromptChunks } from '../prompt/index.ts';
+import { concatChunks, encodeWeightedChunks, padChunks, promptToChunks } from '../prompt/index.ts';
 import type { Tensor } from '../tensor.ts';
 import type { ModelSessions } from './model-sessions.ts';
 
@@ -53,18 +53,6 @@ export async function encodePrompt(ms: ModelSessions, prompt: string, opts: Cond
     );
   }
   return { hidden: concatFeatures(hiddens), pooled };
-}
-
-function padChunks(chunks: PromptChunks, count: number): PromptChunks {
-  if (chunks.ids.length >= count) return chunks;
-  const ids = [...chunks.ids];
-  const weights = [...chunks.weights];
-  while (ids.length < count) {
-    const e = emptyChunk(chunks.special);
-    ids.push(e.ids);
-    weights.push(e.weights);
-  }
-  return { ...chunks, ids, weights };
 }
 
 /** Joins [1, T, Di] tensors into [1, T, sum Di]. */

@@ -148,16 +148,18 @@ export function alignChunkCounts(a: PromptChunks, b: PromptChunks): [PromptChunk
     throw new Error('alignChunkCounts: the two prompts were tokenized with different tokenizers');
   }
   const count = Math.max(a.ids.length, b.ids.length);
-  const pad = (c: PromptChunks): PromptChunks => {
-    if (c.ids.length === count) return c;
-    const ids = [...c.ids];
-    const weights = [...c.weights];
-    while (ids.length < count) {
-      const empty = emptyChunk(c.special);
-      ids.push(empty.ids);
-      weights.push(empty.weights);
-    }
-    return { ...c, ids, weights };
-  };
-  return [pad(a), pad(b)];
+  return [padChunks(a, count), padChunks(b, count)];
+}
+
+/** Extends a prompt's chunks with empty-prompt chunks up to `count` (returns the input when already there). */
+export function padChunks(c: PromptChunks, count: number): PromptChunks {
+  if (c.ids.length >= count) return c;
+  const ids = [...c.ids];
+  const weights = [...c.weights];
+  while (ids.length < count) {
+    const empty = emptyChunk(c.special);
+    ids.push(empty.ids);
+    weights.push(empty.weights);
+  }
+  return { ...c, ids, weights };
 }

@@ -5,6 +5,7 @@ export {
   promptToChunks,
   packChunks,
   alignChunkCounts,
+  padChunks,
   emptyChunk,
   DEFAULT_COMMA_BACKTRACK,
   type EmphasisMode,
