@@ -4,8 +4,11 @@
 // against the machine's fp32 peak measured through onnxruntime in the same run.
 //
 //   npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
-//                 [--spin] [--cache-dir DIR] [--size PX] [--json]
+//                 [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae] [--json]
 //
+// Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
+// when not given): run twice with the same folder to time a second start. Each build line says where the graph
+// and the optimised model came from.
 // Rates are reported against wall time and against CPU time (FLOPs / (process CPU seconds / threads)). The
 // sessions do not spin between ops unless --spin, so CPU time is work done: on a machine shared with other
 // processes the wall rates drop with the load, while the CPU-time ratio to peak stays meaningful.
@@ -17,10 +20,10 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildClipTextEncoder, clipTextGraphOptions } from '../src/engine/nets/clip-text.ts';
 import { buildUnet, parseUnetConfig, unetFlops, unetGraphOptions, unetParameterShapes, type UnetAttentionKind } from '../src/engine/nets/unet.ts';
-import { buildVaeDecoder, vaeDecoderGraphOptions } from '../src/engine/nets/vae.ts';
+import { buildVaeDecoder, vaeDecoderFlops, vaeDecoderGraphOptions } from '../src/engine/nets/vae.ts';
 import { getOrBuildGraph } from '../src/engine/onnx/cache.ts';
 import type { GraphBuilder } from '../src/engine/onnx/graph.ts';
-import { createSession, type Feed, type Session } from '../src/engine/runtime.ts';
+import { openSession, type Feed, type OptimizedModelUse, type Session } from '../src/engine/runtime.ts';
 import type { Tensor } from '../src/engine/tensor.ts';
 import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult } from './peak.ts';
 import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes } from './random-weights.ts';
@@ -34,12 +37,18 @@ interface Args {
   cacheDir?: string;
   jsonOnly: boolean;
   spinning: boolean;
+  /** Cache onnxruntime's optimised models in the cache folder (default; --no-optimized-cache turns it off). */
+  cacheOptimized: boolean;
+  /** Which networks to build and time: text, unet, vae (default all). */
+  parts: Set<string>;
   /** Overrides each model's image size (smoke runs). */
   size?: number;
 }
 
+const PARTS = ['text', 'unet', 'vae'];
+
 function parseArgs(argv: string[]): Args {
-  const out: Args = { models: [], runs: 2, threads: physicalCores(), attention: 'contrib', jsonOnly: false, spinning: false };
+  const out: Args = { models: [], runs: 2, threads: physicalCores(), attention: 'contrib', jsonOnly: false, spinning: false, cacheOptimized: true, parts: new Set(PARTS) };
   let only: string | undefined;
   let sdxl = false;
   let skipSdxl = false;
@@ -62,6 +71,11 @@ function parseArgs(argv: string[]): Args {
     } else if (a.startsWith('--cache-dir')) out.cacheDir = value();
     else if (a === '--json') out.jsonOnly = true;
     else if (a === '--spin') out.spinning = true;
+    else if (a === '--no-optimized-cache') out.cacheOptimized = false;
+    else if (a.startsWith('--parts')) {
+      out.parts = new Set(value().split(','));
+      for (const p of out.parts) if (!PARTS.includes(p)) throw new Error(`--parts: unknown part ${p} (${PARTS.join(', ')})`);
+    }
     else if (a.startsWith('--size')) out.size = Number(value());
     else if (a === 'bench') continue; // `kiln bench` passes its own name through
     else throw new Error(`unknown argument ${a} (see the header of bench/engine-bench.ts)`);
@@ -127,8 +141,9 @@ async function buildAndOpen(cacheDir: string, network: string, options: Record<s
   const { modelPath, built } = getOrBuildGraph(cacheDir, { network, weightsIdentity: 'random-seed-1', precision: 'fp32', options }, build);
   const buildS = seconds(t0);
   const t1 = performance.now();
-  const session = await createSession(modelPath, { device: 'cpu', intraOpThreads: args.threads, spinning: args.spinning });
-  return { session, buildS, built, sessionS: seconds(t1) };
+  const { session, optimized, rejected } = await openSession(modelPath, { device: 'cpu', intraOpThreads: args.threads, spinning: args.spinning, cacheOptimized: args.cacheOptimized });
+  if (rejected) process.stderr.write(`${network}: cached optimised model refused (${rejected}); rebuilt\n`);
+  return { session, buildS, built, optimized, sessionS: seconds(t1) };
 }
 
 interface RunTimes {
@@ -137,10 +152,12 @@ interface RunTimes {
   /** Best wall time of all runs, and best CPU time (process CPU seconds, all threads). */
   bestS: number;
   bestCpuS: number;
+  /** Sum of the first output of the last run: equal across runs and starts when the computation is the same. */
+  checksum: number;
 }
 
 async function timeRuns(session: Session, feeds: Record<string, Feed>, runs: number): Promise<RunTimes> {
-  const times: RunTimes = { firstS: 0, bestS: Infinity, bestCpuS: Infinity };
+  const times: RunTimes = { firstS: 0, bestS: Infinity, bestCpuS: Infinity, checksum: 0 };
   for (let i = 0; i < runs; i++) {
     const { outputs, wallS, cpuS } = await timedRun(session, feeds);
     if (i === 0) times.firstS = wallS;
@@ -149,6 +166,8 @@ async function timeRuns(session: Session, feeds: Record<string, Feed>, runs: num
     for (const [name, t] of Object.entries(outputs)) {
       if (!t.data.every(Number.isFinite)) throw new Error(`output ${name} has non-finite values: the benchmark graph is broken`);
     }
+    const first = Object.values(outputs)[0]!;
+    times.checksum = first.data.reduce((a, x) => a + x, 0);
   }
   return times;
 }
@@ -159,22 +178,44 @@ interface ModelReport {
   batch: number;
   attention: UnetAttentionKind;
   unetParams: number;
-  build: Record<string, { buildS: number; cached: boolean; sessionS: number }>;
-  textEncodeS: { first: number; best: number };
-  unet: {
-    firstS: number;
-    bestS: number;
-    bestCpuS: number;
-    gflop: number;
-    /** FLOPs / best wall time, and its ratio to the wall-clock peak. */
-    wallGflops: number;
-    wallRatio: number;
-    /** FLOPs / (best CPU time / threads), and its ratio to the CPU-time peak. */
-    cpuGflops: number;
-    cpuRatio: number;
-  };
-  vaeDecodeS: { first: number; best: number };
+  /** cached: the graph came from the cache; optimized: whether onnxruntime's optimised model was loaded from or saved to it. */
+  build: Record<string, { buildS: number; cached: boolean; optimized: OptimizedModelUse; sessionS: number }>;
+  textEncodeS?: { first: number; best: number };
+  unet?: NetRates;
+  /** One image's decode, rated like the UNet. */
+  vaeDecode?: NetRates;
   maxRssGB: number;
+}
+
+interface NetRates {
+  firstS: number;
+  bestS: number;
+  bestCpuS: number;
+  gflop: number;
+  /** FLOPs / best wall time, and its ratio to the wall-clock peak. */
+  wallGflops: number;
+  wallRatio: number;
+  /** FLOPs / (best CPU time / threads), and its ratio to the CPU-time peak. */
+  cpuGflops: number;
+  cpuRatio: number;
+  /** Sum of the output of the last run (compare across runs and cached starts). */
+  checksum: number;
+}
+
+function rates(run: RunTimes, flop: number, args: Args, peak: PeakResult): NetRates {
+  const wallGflops = flop / run.bestS / 1e9;
+  const cpuGflops = flop / (run.bestCpuS / threadCount(args.threads)) / 1e9;
+  return {
+    firstS: run.firstS,
+    bestS: run.bestS,
+    bestCpuS: run.bestCpuS,
+    gflop: flop / 1e9,
+    wallGflops,
+    wallRatio: wallGflops / peak.peak.wallGflops,
+    cpuGflops,
+    cpuRatio: cpuGflops / peak.peak.cpuGflops,
+    checksum: run.checksum,
+  };
 }
 
 async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: PeakResult): Promise<ModelReport> {
@@ -185,79 +226,70 @@ async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: P
   const cfg = parseUnetConfig(spec.unet);
   const build: ModelReport['build'] = {};
 
-  // Text encoders.
-  const encoders: Session[] = [];
-  for (const [i, te] of spec.textEncoders.entries()) {
-    const weights = new RandomWeights(`text_encoder_${i}`, clipTextParameterShapes(te.config), 10 + i);
-    const r = await buildAndOpen(cacheDir, `${spec.name}-text-encoder-${i}`, clipTextGraphOptions(te.opts), args, (b) =>
-      buildClipTextEncoder(b, weights, te.config, te.opts),
+  const report: ModelReport = { model: spec.name, imageSize: spec.size, batch, attention: args.attention, unetParams: parameterCount(unetShapes), build, maxRssGB: 0 };
+  const sessions: Session[] = [];
+
+  if (args.parts.has('text')) {
+    const encoders: Session[] = [];
+    for (const [i, te] of spec.textEncoders.entries()) {
+      const weights = new RandomWeights(`text_encoder_${i}`, clipTextParameterShapes(te.config), 10 + i);
+      const r = await buildAndOpen(cacheDir, `${spec.name}-text-encoder-${i}`, clipTextGraphOptions(te.opts), args, (b) =>
+        buildClipTextEncoder(b, weights, te.config, te.opts),
+      );
+      build[`text_encoder_${i}`] = { buildS: r.buildS, cached: !r.built, optimized: r.optimized, sessionS: r.sessionS };
+      encoders.push(r.session);
+    }
+    sessions.push(...encoders);
+    const ids = new BigInt64Array(batch * tokens);
+    for (let i = 0; i < ids.length; i++) ids[i] = BigInt((i * 7919) % 49406);
+    for (let bi = 0; bi < batch; bi++) ids[bi * tokens + tokens - 1] = 49407n; // EOS: the pooled token
+    let textFirst = 0;
+    let textBest = Infinity;
+    for (let r = 0; r < Math.max(args.runs, 2); r++) {
+      let dt = 0;
+      for (const s of encoders) dt += (await timedRun(s, { input_ids: { int64: ids, shape: [batch, tokens] } })).wallS;
+      if (r === 0) textFirst = dt;
+      textBest = Math.min(textBest, dt);
+    }
+    report.textEncodeS = { first: textFirst, best: textBest };
+  }
+
+  if (args.parts.has('unet')) {
+    const unetWeights = new RandomWeights('unet', unetShapes, 1);
+    const u = await buildAndOpen(cacheDir, `${spec.name}-unet`, unetGraphOptions({ attention: args.attention }), args, (b) =>
+      buildUnet(b, unetWeights, cfg, { attention: args.attention }),
     );
-    build[`text_encoder_${i}`] = { buildS: r.buildS, cached: !r.built, sessionS: r.sessionS };
-    encoders.push(r.session);
-  }
-  const ids = new BigInt64Array(batch * tokens);
-  for (let i = 0; i < ids.length; i++) ids[i] = BigInt((i * 7919) % 49406);
-  for (let bi = 0; bi < batch; bi++) ids[bi * tokens + tokens - 1] = 49407n; // EOS: the pooled token
-  let textFirst = 0;
-  let textBest = Infinity;
-  for (let r = 0; r < Math.max(args.runs, 2); r++) {
-    let dt = 0;
-    for (const s of encoders) dt += (await timedRun(s, { input_ids: { int64: ids, shape: [batch, tokens] } })).wallS;
-    if (r === 0) textFirst = dt;
-    textBest = Math.min(textBest, dt);
+    build.unet = { buildS: u.buildS, cached: !u.built, optimized: u.optimized, sessionS: u.sessionS };
+    sessions.push(u.session);
+    const feeds: Record<string, Feed> = {
+      sample: randomTensor([batch, cfg.inChannels, latent, latent], 7),
+      timestep: { shape: [batch], data: Float32Array.from([500, 500]) },
+      encoder_hidden_states: randomTensor([batch, tokens, cfg.crossAttentionDim], 8),
+    };
+    if (cfg.textTime) {
+      feeds.text_embeds = randomTensor([batch, cfg.textTime.projectionInputDim - 6 * cfg.textTime.timeEmbedDim], 9);
+      feeds.time_ids = { shape: [batch, 6], data: Float32Array.from([spec.size, spec.size, 0, 0, spec.size, spec.size, spec.size, spec.size, 0, 0, spec.size, spec.size]) };
+    }
+    const unetRun = await timeRuns(u.session, feeds, args.runs);
+    report.unet = rates(unetRun, unetFlops(cfg, { batch, height: latent, width: latent, tokens }), args, peak);
   }
 
-  // UNet.
-  const unetWeights = new RandomWeights('unet', unetShapes, 1);
-  const u = await buildAndOpen(cacheDir, `${spec.name}-unet`, unetGraphOptions({ attention: args.attention }), args, (b) =>
-    buildUnet(b, unetWeights, cfg, { attention: args.attention }),
-  );
-  build.unet = { buildS: u.buildS, cached: !u.built, sessionS: u.sessionS };
-  const feeds: Record<string, Feed> = {
-    sample: randomTensor([batch, cfg.inChannels, latent, latent], 7),
-    timestep: { shape: [batch], data: Float32Array.from([500, 500]) },
-    encoder_hidden_states: randomTensor([batch, tokens, cfg.crossAttentionDim], 8),
-  };
-  if (cfg.textTime) {
-    feeds.text_embeds = randomTensor([batch, cfg.textTime.projectionInputDim - 6 * cfg.textTime.timeEmbedDim], 9);
-    feeds.time_ids = { shape: [batch, 6], data: Float32Array.from([spec.size, spec.size, 0, 0, spec.size, spec.size, spec.size, spec.size, 0, 0, spec.size, spec.size]) };
+  if (args.parts.has('vae')) {
+    // VAE decoder (one image, as the pipeline decodes).
+    const vaeWeights = new RandomWeights('vae', vaeParameterShapes(spec.vae), 20);
+    const vaeOpts = {};
+    const v = await buildAndOpen(cacheDir, `${spec.name}-vae-decoder`, vaeDecoderGraphOptions(vaeOpts), args, (b) => buildVaeDecoder(b, vaeWeights, spec.vae, vaeOpts));
+    build.vae_decoder = { buildS: v.buildS, cached: !v.built, optimized: v.optimized, sessionS: v.sessionS };
+    sessions.push(v.session);
+    const vaeRun = await timeRuns(v.session, { latent: randomTensor([1, spec.vae.latent_channels, latent, latent], 11) }, args.runs);
+    report.vaeDecode = rates(vaeRun, vaeDecoderFlops(spec.vae, { batch: 1, height: latent, width: latent }), args, peak);
   }
-  const unetRun = await timeRuns(u.session, feeds, args.runs);
-  const flop = unetFlops(cfg, { batch, height: latent, width: latent, tokens });
-  const wallGflops = flop / unetRun.bestS / 1e9;
-  const cpuGflops = flop / (unetRun.bestCpuS / threadCount(args.threads)) / 1e9;
-
-  // VAE decoder (one image, as the pipeline decodes).
-  const vaeWeights = new RandomWeights('vae', vaeParameterShapes(spec.vae), 20);
-  const vaeOpts = {};
-  const v = await buildAndOpen(cacheDir, `${spec.name}-vae-decoder`, vaeDecoderGraphOptions(vaeOpts), args, (b) => buildVaeDecoder(b, vaeWeights, spec.vae, vaeOpts));
-  build.vae_decoder = { buildS: v.buildS, cached: !v.built, sessionS: v.sessionS };
-  const vaeRun = await timeRuns(v.session, { latent: randomTensor([1, spec.vae.latent_channels, latent, latent], 11) }, args.runs);
-
-  const report: ModelReport = {
-    model: spec.name,
-    imageSize: spec.size,
-    batch,
-    attention: args.attention,
-    unetParams: parameterCount(unetShapes),
-    build,
-    textEncodeS: { first: textFirst, best: textBest },
-    unet: {
-      firstS: unetRun.firstS,
-      bestS: unetRun.bestS,
-      bestCpuS: unetRun.bestCpuS,
-      gflop: flop / 1e9,
-      wallGflops,
-      wallRatio: wallGflops / peak.peak.wallGflops,
-      cpuGflops,
-      cpuRatio: cpuGflops / peak.peak.cpuGflops,
-    },
-    vaeDecodeS: { first: vaeRun.firstS, best: vaeRun.bestS },
-    maxRssGB: maxRssBytes() / 2 ** 30,
-  };
-  for (const s of [...encoders, u.session, v.session]) await s.release();
+  report.maxRssGB = maxRssBytes() / 2 ** 30;
+  for (const s of sessions) await s.release();
   return report;
 }
+
+const OPTIMIZED_LABEL: Record<OptimizedModelUse, string> = { loaded: 'optimised model from cache', saved: 'optimised, saved to cache', off: 'optimised, not cached' };
 
 function table(rows: [string, string][]): string {
   const w = Math.max(...rows.map((r) => r[0].length));
@@ -284,13 +316,16 @@ async function main(): Promise<void> {
       const r = await benchModel(spec, args, cacheDir, peak);
       reports.push(r);
       const f = (x: number, d = 2) => x.toFixed(d);
-      const rows: [string, string][] = Object.entries(r.build).map(([k, b]) => [`${k} build + session`, `${f(b.buildS, 1)} s${b.cached ? ' (cached)' : ''} + ${f(b.sessionS, 1)} s`]);
+      const rows: [string, string][] = Object.entries(r.build).map(([k, b]) => [`${k} build + session`, `${f(b.buildS, 1)} s (graph ${b.cached ? 'cached' : 'built'}) + ${f(b.sessionS, 1)} s session (${OPTIMIZED_LABEL[b.optimized]})`]);
+      const rated = (label: string, n: NetRates): [string, string][] => [
+        [label, `${f(n.bestS)} s (first ${f(n.firstS)} s), ${f(n.gflop, 0)} GFLOP, output sum ${n.checksum.toPrecision(8)}`],
+        [`  achieved (wall)`, `${f(n.wallGflops, 1)} GFLOP/s = ${f(100 * n.wallRatio, 1)}% of peak ${f(peak.peak.wallGflops, 1)}`],
+        [`  achieved (CPU time)`, `${f(n.cpuGflops, 1)} GFLOP/s = ${f(100 * n.cpuRatio, 1)}% of peak ${f(peak.peak.cpuGflops, 1)} (${f(n.bestCpuS)} CPU s)`],
+      ];
+      if (r.textEncodeS) rows.push(['text encode (batch 2)', `${f(r.textEncodeS.best, 3)} s (first ${f(r.textEncodeS.first, 3)} s)`]);
+      if (r.unet) rows.push(...rated(`UNet eval ${r.imageSize}px batch 2`, r.unet));
+      if (r.vaeDecode) rows.push(...rated(`VAE decode ${r.imageSize}px`, r.vaeDecode));
       rows.push(
-        ['text encode (batch 2)', `${f(r.textEncodeS.best, 3)} s (first ${f(r.textEncodeS.first, 3)} s)`],
-        [`UNet eval ${r.imageSize}px batch 2`, `${f(r.unet.bestS)} s (first ${f(r.unet.firstS)} s), ${f(r.unet.gflop, 0)} GFLOP`],
-        ['UNet achieved (wall)', `${f(r.unet.wallGflops, 1)} GFLOP/s = ${f(100 * r.unet.wallRatio, 1)}% of peak ${f(peak.peak.wallGflops, 1)}`],
-        ['UNet achieved (CPU time)', `${f(r.unet.cpuGflops, 1)} GFLOP/s = ${f(100 * r.unet.cpuRatio, 1)}% of peak ${f(peak.peak.cpuGflops, 1)} (${f(r.unet.bestCpuS)} CPU s)`],
-        [`VAE decode ${r.imageSize}px`, `${f(r.vaeDecodeS.best)} s (first ${f(r.vaeDecodeS.first)} s)`],
         ['peak RSS (process)', `${f(r.maxRssGB)} GiB${spec.name === 'sdxl' ? (r.maxRssGB < 24 ? ' (fits in 24 GB)' : ' (does NOT fit in 24 GB)') : ' (target < 10 GiB)'}`],
       );
       log(table(rows));

@@ -55,6 +55,50 @@ export function vaeScaleFactor(config: VaeNetConfig): number {
   return 2 ** (config.block_out_channels.length - 1);
 }
 
+/** Latent-space input size of one decode. */
+export interface VaeDecodeDims {
+  batch: number;
+  /** Latent height and width (the image is vaeScaleFactor times larger). */
+  height: number;
+  width: number;
+}
+
+/**
+ * FLOPs (2 per multiply-add) of one decoder call: every convolution and the mid-block attention's projections
+ * and score/value matmuls. Norms, activations and the upsampling copy are left out (well under 1% here).
+ */
+export function vaeDecoderFlops(config: VaeNetConfig, dims: VaeDecodeDims): number {
+  const ch = [...config.block_out_channels].reverse();
+  let hw = dims.height * dims.width;
+  let macs = 0;
+  const conv = (cin: number, cout: number, k: number) => (macs += dims.batch * hw * cin * cout * k * k);
+  const resnet = (cin: number, cout: number) => {
+    conv(cin, cout, 3);
+    conv(cout, cout, 3);
+    if (cin !== cout) conv(cin, cout, 1);
+  };
+  conv(config.latent_channels, config.latent_channels, 1); // post_quant_conv
+  conv(config.latent_channels, ch[0]!, 3);
+  resnet(ch[0]!, ch[0]!);
+  if (config.mid_block_add_attention ?? true) {
+    macs += dims.batch * (4 * hw * ch[0]! * ch[0]! + 2 * hw * hw * ch[0]!); // q, k, v, out; QK^T and PV
+  }
+  resnet(ch[0]!, ch[0]!);
+  let cin = ch[0]!;
+  for (let i = 0; i < ch.length; i++) {
+    for (let j = 0; j <= config.layers_per_block; j++) {
+      resnet(cin, ch[i]!);
+      cin = ch[i]!;
+    }
+    if (i < ch.length - 1) {
+      hw *= 4;
+      conv(cin, cin, 3);
+    }
+  }
+  conv(cin, config.out_channels, 3);
+  return 2 * macs;
+}
+
 /** Encoder: image -> DiagonalGaussian parameters (mean, logvar) after quant_conv. */
 export function buildVaeEncoder(b: GraphBuilder, weights: WeightSource, config: VaeNetConfig, opts: VaeEncoderOptions = {}): void {
   const n = new Net(b, weights, config.norm_num_groups, opts.attention ?? 'contrib', config.mid_block_add_attention ?? true);
