@@ -1,5 +1,5 @@
 // Messages between ThreadedEngine (main thread) and engine-worker.ts.
-import type { GenerateRequest, GenerateResult, ModelRef, ProgressEvent } from '../engine/api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef, ProgressEvent } from '../engine/api.ts';
 
 export interface WorkerError {
   name: string;
@@ -10,7 +10,7 @@ export interface WorkerError {
 }
 
 export type ToWorker =
-  | { type: 'generate'; id: number; req: GenerateRequest }
+  | { type: 'generate'; id: number; req: GenerateRequest; preview?: GenerateOptions['preview'] }
   | { type: 'abort'; id: number }
   | { type: 'load'; id: number; ref: ModelRef }
   | { type: 'close' };
@@ -18,6 +18,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready'; samplers: unknown; schedules: unknown }
   | { type: 'init-error'; error: WorkerError }
+  /** A preview's pixel buffer is transferred, not copied. */
   | { type: 'progress'; id: number; event: ProgressEvent }
   | { type: 'done'; id: number; result: GenerateResult; aborted: boolean }
   | { type: 'error'; id: number; error: WorkerError; aborted: boolean }

@@ -136,7 +136,7 @@ export class ThreadedEngine implements Engine {
         },
         { once: true },
       );
-      this.worker!.postMessage({ type: 'generate', id, req } satisfies ToWorker);
+      this.worker!.postMessage({ type: 'generate', id, req, ...(opts.preview ? { preview: opts.preview } : {}) } satisfies ToWorker);
     });
   }
 

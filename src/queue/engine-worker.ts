@@ -3,7 +3,7 @@
 // is checked on every progress callback (seen even when the engine never yields between steps).
 import { parentPort, workerData } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
-import type { GenerateRequest, GenerateResult } from '../engine/api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult } from '../engine/api.ts';
 import type { CreateEngine, Engine, EngineOptions } from './engine.ts';
 import type { ToWorker, FromWorker, WorkerError } from './engine-protocol.ts';
 
@@ -38,7 +38,7 @@ async function init(): Promise<void> {
   }
 }
 
-async function generate(id: number, req: GenerateRequest): Promise<void> {
+async function generate(id: number, req: GenerateRequest, preview: GenerateOptions['preview']): Promise<void> {
   const controller = new AbortController();
   current = { id, controller };
   Atomics.store(abortFlag, 0, 0);
@@ -48,8 +48,9 @@ async function generate(id: number, req: GenerateRequest): Promise<void> {
   try {
     const result: GenerateResult = await engine.generate(req, {
       signal: controller.signal,
+      preview,
       onProgress: (event) => {
-        send({ type: 'progress', id, event });
+        send({ type: 'progress', id, event }, previewTransfer(event.preview?.data));
         checkAbort();
       },
     });
@@ -62,6 +63,12 @@ async function generate(id: number, req: GenerateRequest): Promise<void> {
   }
 }
 
+/** A preview's buffer moves to the main thread when the preview owns all of it; a view into a larger buffer is copied. */
+function previewTransfer(data: Uint8Array | undefined): ArrayBuffer[] {
+  if (!data || !(data.buffer instanceof ArrayBuffer)) return [];
+  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer] : [];
+}
+
 async function load(id: number, ref: import('../engine/api.ts').ModelRef): Promise<void> {
   try {
     await engine.load?.(ref);
@@ -72,7 +79,7 @@ async function load(id: number, ref: import('../engine/api.ts').ModelRef): Promi
 }
 
 port.on('message', (msg: ToWorker) => {
-  if (msg.type === 'generate') void generate(msg.id, msg.req);
+  if (msg.type === 'generate') void generate(msg.id, msg.req, msg.preview);
   else if (msg.type === 'load') void load(msg.id, msg.ref);
   else if (msg.type === 'abort' && current?.id === msg.id) current.controller.abort(new Error('aborted'));
   else if (msg.type === 'close') {

@@ -21,6 +21,8 @@ export interface ExecutorDeps {
   /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
   device?: Device;
+  /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
+  previewEvery?: number;
 }
 
 export function createExecutor(deps: ExecutorDeps): JobRunner {
@@ -29,7 +31,9 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const model = await deps.resolveModel(spec.model);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), ctx);
+    const everyEvals = deps.previewEvery ?? 0;
+    const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
+    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), opts);
     const images: StoredImage[] = [];
     for (const [i, g] of result.images.entries()) {
       const name = `${job.id}-${i}.${EXTENSIONS[spec.output.format]}`;

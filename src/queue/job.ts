@@ -1,5 +1,5 @@
 // Job records: what is stored, what clients see, what events subscribers get.
-import type { Phase, GenerateResult } from '../engine/api.ts';
+import type { Phase, GenerateResult, RawImage } from '../engine/api.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { JobSpec } from './job-spec.ts';
 
@@ -55,10 +55,21 @@ export interface Job {
   totalSteps: number;
 }
 
+/** The latest live preview of a running job (memory only; gone when the job ends). */
+export interface JobPreview {
+  /** Approximate RGB of the first image at latent resolution. */
+  image: RawImage;
+  /** The sampling step (model evaluation) it shows. */
+  step: number;
+  /** 1, 2, 3, ... per job: lets pollers tell a new preview from one they already have. */
+  seq: number;
+}
+
 export type JobEvent =
   | { type: 'queued'; job: Job }
   | { type: 'started'; job: Job }
-  | { type: 'progress'; job: Job; phase: Phase; step: number; totalSteps: number; progress: number }
+  /** `preview` is set when this step brought a new preview (fetch it with JobQueue.preview). */
+  | { type: 'progress'; job: Job; phase: Phase; step: number; totalSteps: number; progress: number; preview?: JobPreview }
   | { type: 'succeeded'; job: Job }
   | { type: 'failed'; job: Job }
   | { type: 'cancelled'; job: Job };

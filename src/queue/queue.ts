@@ -7,7 +7,7 @@ import { KilnInputError, ModelFileError } from '../engine/api.ts';
 import type { QueueConfig } from '../server/config.ts';
 import type { LocalStorage } from '../storage/local.ts';
 import { FINAL_STATES } from './job.ts';
-import type { Job, JobError, JobEvent, JobResult, JobState } from './job.ts';
+import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState } from './job.ts';
 import { imageCount, SpecError } from './job-spec.ts';
 import type { JobSpec } from './job-spec.ts';
 import type { JobStore } from './store.ts';
@@ -34,6 +34,8 @@ interface Running {
   controller: AbortController;
   reason?: StopReason;
   done: Promise<void>;
+  /** Only the latest preview is kept, and only while the job runs. */
+  preview?: JobPreview;
 }
 
 export interface QueueStats {
@@ -126,6 +128,11 @@ export class JobQueue {
   get(id: string): Job | undefined {
     if (this.running?.job.id === id) return { ...this.running.job };
     return this.opts.store.get(id);
+  }
+
+  /** The latest live preview of a running job; undefined when it is not running or has none yet. */
+  preview(id: string): JobPreview | undefined {
+    return this.running?.job.id === id ? this.running.preview : undefined;
   }
 
   list(opts: { owner?: string; state?: JobState; limit?: number; beforeSeq?: number } = {}): Job[] {
@@ -268,7 +275,12 @@ export class JobQueue {
           job.phase = e.phase;
           job.step = e.step;
           job.totalSteps = e.totalSteps;
-          this.emit({ type: 'progress', job: { ...job }, phase: e.phase, step: e.step, totalSteps: e.totalSteps, progress: job.progress });
+          let preview: JobPreview | undefined;
+          if (e.preview) {
+            preview = { image: e.preview, step: e.step, seq: (running.preview?.seq ?? 0) + 1 };
+            running.preview = preview;
+          }
+          this.emit({ type: 'progress', job: { ...job }, phase: e.phase, step: e.step, totalSteps: e.totalSteps, progress: job.progress, ...(preview ? { preview } : {}) });
         },
       })
       .then(

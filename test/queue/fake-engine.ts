@@ -1,7 +1,8 @@
 // A stand-in engine with the real contract, for queue and server tests. It "samples" by waiting per step;
 // KILN_FAKE_BLOCKING=1 busy-waits instead, which blocks its thread the way onnxruntime's run() does.
 // Prompt markers choose behaviours: [fail] throws, [input-error] throws KilnInputError on `sampler`,
-// [ignore-abort] never checks the abort signal.
+// [ignore-abort] never checks the abort signal. With opts.preview it attaches a preview (width/8 x height/8,
+// every byte = step) every N steps and at the last one.
 import { KilnInputError } from '../../src/engine/api.ts';
 import type { GenerateOptions, GenerateRequest, GenerateResult, GeneratedImage } from '../../src/engine/api.ts';
 
@@ -46,7 +47,13 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
         }
         if (blocking) busyWait(stepMs);
         else await new Promise((r) => setTimeout(r, stepMs));
-        opts.onProgress?.({ phase: 'sampling', step: i + 1, totalSteps: req.steps, fraction: (i + 1) / req.steps });
+        const every = opts.preview?.everyEvals ?? 0;
+        const step = i + 1;
+        const preview =
+          every > 0 && (step % every === 0 || step === req.steps)
+            ? { data: new Uint8Array(Math.ceil(req.width / 8) * Math.ceil(req.height / 8) * 3).fill(step % 256), width: Math.ceil(req.width / 8), height: Math.ceil(req.height / 8), channels: 3 as const }
+            : undefined;
+        opts.onProgress?.({ phase: 'sampling', step, totalSteps: req.steps, fraction: step / req.steps, ...(preview ? { preview } : {}) });
       }
       const sampleMs = Date.now() - t0;
       const per = req.imagesPerPrompt ?? 1;
