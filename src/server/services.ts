@@ -72,7 +72,7 @@ export class KilnServices {
       store: this.store,
       config: config.queue,
       storage: this.storage,
-      run: createExecutor({ engine, storage: this.storage, resolveModel: (n) => this.models.resolve(n), device: config.device }),
+      run: createExecutor({ engine, storage: this.storage, resolveModel: (n) => this.models.resolve(n), device: config.device, previewEvery: config.previewEvery }),
       hardStop: threaded ? () => threaded.kill() : undefined,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });

@@ -17,6 +17,7 @@ import { decodeBase64Field } from '../../queue/inputs.ts';
 import { parseInfotext } from '../../engine/infotext.ts';
 import { fileSha256 } from '../../engine/weights/hash.ts';
 import { HttpError } from '../errors.ts';
+import { previewPng } from '../preview.ts';
 import { VERSION } from '../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import {
@@ -483,9 +484,10 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
         querystring: { type: 'object', properties: { skip_current_image: { type: 'boolean', default: false } } },
       },
     },
-    async () => {
+    async (req) => {
       const job = runningJob();
       const queued = kiln.queue.counts().queued;
+      const skipImage = (req.query as { skip_current_image?: boolean }).skip_current_image === true;
       const base = { skipped: state.skipped, interrupted: state.interrupted, stopping_generation: false };
       if (!job) {
         return {
@@ -510,29 +512,32 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
           sampling_step: job.step,
           sampling_steps: job.totalSteps || job.spec.steps,
         },
-        // Kiln's engine does not stream latent previews yet, so there is no live image to show.
-        current_image: null,
+        // A1111 sends the live preview as bare base64 PNG (no data: prefix), and null when asked to skip it.
+        current_image: skipImage ? null : ((await previewPng(kiln.queue, job.id))?.png.toString('base64') ?? null),
         textinfo: job.phase ? `${job.phase}` : null,
       };
     },
   );
 
-  app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 } } } } }, async (req) => {
-    const { id_task } = req.body as { id_task?: string | null };
+  app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 }, live_preview: { type: 'boolean', default: true } } } } }, async (req) => {
+    const { id_task, id_live_preview: knownPreview = -1, live_preview: wantPreview = true } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
     const jobId = id_task ? state.tasks.get(id_task) : undefined;
     const job = jobId ? kiln.queue.get(jobId) : undefined;
     if (!job) return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
     const active = job.state === 'running';
     const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
     const eta = kiln.queue.etaSeconds(job);
+    // As A1111: a data URL only when the preview is newer than the one the client says it has.
+    const preview = active && wantPreview ? await previewPng(kiln.queue, job.id) : undefined;
+    const fresh = preview && preview.seq !== knownPreview ? preview : undefined;
     return {
       active,
       queued: job.state === 'queued',
       completed,
       progress: completed ? 1 : active ? job.progress : null,
       eta: eta ?? null,
-      live_preview: null,
-      id_live_preview: -1,
+      live_preview: fresh ? `data:image/png;base64,${fresh.png.toString('base64')}` : null,
+      id_live_preview: fresh ? fresh.seq : knownPreview,
       textinfo: completed ? null : active ? (job.phase ?? 'running') : 'In queue...',
     };
   });
@@ -586,8 +591,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     CLIP_stop_at_last_layers: 1,
     eta_noise_seed_delta: 0,
     sd_vae: 'Automatic',
-    live_previews_enable: false,
-    show_progress_every_n_steps: -1,
+    live_previews_enable: kiln.config.previewEvery > 0,
+    show_progress_every_n_steps: kiln.config.previewEvery > 0 ? kiln.config.previewEvery : -1,
+    show_progress_type: 'Approx cheap',
     sd_checkpoint_hash: (await currentTitle())?.match(/\[([0-9a-f]+)\]$/)?.[1] ?? null,
     ...state.options,
     sd_model_checkpoint: await currentTitle(),

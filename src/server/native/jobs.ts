@@ -9,6 +9,7 @@ import { HttpError } from '../errors.ts';
 import { assembleMultipart } from './upload.ts';
 import { streamJob } from './sse.ts';
 import { baseUrl, jobLinks, jobSummary, jobView } from './views.ts';
+import { previewPng } from '../preview.ts';
 
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 100 } } } as const;
 const responseQuery = {
@@ -105,6 +106,26 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const job = visibleJob(req, (req.params as { id: string }).id);
       streamJob(kiln, job, req, reply, (req.query as { response?: ResponseKind }).response);
+    },
+  );
+
+  app.get(
+    '/v1/jobs/:id/preview',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'The running job\'s latest live preview: a PNG of the first image at 1/8 size (cheap latent-to-RGB approximation), updated every previewEvery steps; 404 until the first one and after the job ends.',
+        params: idParams,
+      },
+    },
+    async (req, reply) => {
+      const job = visibleJob(req, (req.params as { id: string }).id);
+      const preview = await previewPng(kiln.queue, job.id);
+      if (!preview) {
+        const why = job.state !== 'running' ? `the job is ${job.state}` : kiln.config.previewEvery > 0 ? 'no preview yet' : 'previews are disabled (previewEvery = 0)';
+        throw new HttpError(404, 'not_found', `id: job ${job.id} has no live preview: ${why}`, 'id');
+      }
+      return reply.type('image/png').header('cache-control', 'no-store').header('x-preview-step', String(preview.step)).header('x-preview-seq', String(preview.seq)).send(preview.png);
     },
   );
 

@@ -6,7 +6,7 @@ import type { KilnServices } from '../services.ts';
 import { FINAL_STATES } from '../../queue/job.ts';
 import type { Job, JobEvent } from '../../queue/job.ts';
 import type { ResponseKind } from '../../queue/job-spec.ts';
-import { baseUrl, jobSummary, jobView } from './views.ts';
+import { baseUrl, jobSummary, jobView, previewPath } from './views.ts';
 
 const open = new Set<() => void>();
 
@@ -57,7 +57,9 @@ export function streamJob(kiln: KilnServices, job: Job, req: FastifyRequest, rep
   }
   off = kiln.queue.events(job.id, (e: JobEvent) => {
     if (e.type === 'progress') {
-      write('progress', { id: e.job.id, progress: Number(e.progress.toFixed(4)), phase: e.phase, step: e.step, total_steps: e.totalSteps });
+      const frame = { id: e.job.id, progress: Number(e.progress.toFixed(4)), phase: e.phase, step: e.step, total_steps: e.totalSteps };
+      // A step that brought a new live preview says where to fetch it.
+      write('progress', e.preview ? { ...frame, preview_url: previewPath(e.job.id) } : frame);
     } else if (e.type === 'started' || e.type === 'queued') {
       write('state', jobSummary(kiln, e.job));
     } else {

@@ -64,8 +64,12 @@ export function jobSummary(kiln: KilnServices, job: Job) {
       output: job.spec.output,
     },
     error: job.error ?? null,
+    /** Path of the running job's latest live preview (PNG), null when there is none (yet). */
+    preview_url: kiln.queue.preview(job.id) ? previewPath(job.id) : null,
   };
 }
+
+export const previewPath = (id: string) => `/v1/jobs/${id}/preview`;
 
 export async function imageView(kiln: KilnServices, img: StoredImage, base: string, response: ResponseKind) {
   const out: Record<string, unknown> = {
