@@ -34,7 +34,7 @@ declare module 'fastify' {
   }
 }
 
-import { VERSION } from './version.ts';
+import { VERSION } from '../version.ts';
 
 export { VERSION };
 

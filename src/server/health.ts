@@ -2,7 +2,7 @@
 // thread, so they answer within milliseconds even while a generation runs.
 import type { FastifyInstance } from 'fastify';
 import { execFile } from 'node:child_process';
-import { VERSION } from './version.ts';
+import { VERSION } from '../version.ts';
 
 let gpuName: string | null | undefined;
 

@@ -3,6 +3,7 @@
 import { KilnInputError, type GenerateOptions, type GenerateRequest, type GenerateResult, type GeneratedImage, type ProgressEvent } from '../api.ts';
 import { decodedToImages, imageToTensor, resizeImage } from '../image.ts';
 import { buildInfotext } from '../infotext.ts';
+import { VERSION } from '../../version.ts';
 import { approxCheapPreview, previewLatentSpace } from '../preview.ts';
 import { batchSeeds, createNoise, resolveSeed, type BatchNoise } from '../rng.ts';
 import { runSession } from '../runtime.ts';
@@ -197,6 +198,7 @@ export async function runPipeline(models: PipelineModels, req: GenerateRequest, 
       rng: req.rng,
       refiner: refiner ? refiner.model.name : undefined,
       refinerSwitchAt: refiner ? req.refinerSwitchAt : undefined,
+      version: `kiln-${VERSION}`,
     });
     images.push({ image: raw!, seed: seeds[i]!, subseed: subseeds[i]!, prompt: imagePrompts[i]!, negativePrompt: imageNegatives[i]!, infotext });
   }

@@ -18,7 +18,7 @@ import { parseInfotext } from '../../engine/infotext.ts';
 import { fileSha256 } from '../../engine/weights/hash.ts';
 import { HttpError } from '../errors.ts';
 import { previewPng } from '../preview.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import {
   baseSpec,

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../version.ts';
 import { baseUrl } from '../native/views.ts';
 import { baseSpec, classify, jobFailure, ownerOf, rejectExtraNetworks, resultImages, syncWaitMs } from './common.ts';
 

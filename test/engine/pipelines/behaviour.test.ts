@@ -35,7 +35,7 @@ test('a batch of prompts x images: image i uses seed + i and equals the same ima
   const third = await engine.generate(base({ prompts: ['a blue car'], seed: 102 }));
   assert.deepEqual(pixels(third), pixels(batch, 2), 'image 2 of the batch is reproducible from its own seed (ancestral noise included)');
   assert.notDeepEqual(pixels(batch, 0), pixels(batch, 1));
-  assert.match(batch.images[3]!.infotext, /^a blue car\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 103, Size: 64x64, Model hash: [0-9a-f]{10}, Model: tiny-sd1$/);
+  assert.match(batch.images[3]!.infotext, /^a blue car\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 103, Size: 64x64, Model hash: [0-9a-f]{10}, Model: tiny-sd1, Version: kiln-\d+\.\d+\.\d+$/);
 });
 
 test('no seed means a random one, which is reported and reproduces the image', async () => {

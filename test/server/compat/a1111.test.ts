@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { readInfotext } from '../../../src/storage/encode.ts';
 import { startCompatServer, type CompatServer } from './helpers.ts';
+import { VERSION } from '../../../src/version.ts';
 
 let s: CompatServer;
 before(async () => {
@@ -96,7 +97,7 @@ test('txt2img: webuiapi payload -> images, info JSON string, infotexts equal to 
   // A1111's exact layout: prompt line, "Negative prompt:" line, then the parameter line in A1111's key order.
   assert.equal(
     info.infotexts[1],
-    `a lighthouse on a cliff, (dramatic clouds:1.2)\nNegative prompt: blurry, lowres\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 1235, Size: 64x64, Model hash: ${info.sd_model_hash}, Model: tiny-sd1, Eta: 1`,
+    `a lighthouse on a cliff, (dramatic clouds:1.2)\nNegative prompt: blurry, lowres\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 1235, Size: 64x64, Model hash: ${info.sd_model_hash}, Model: tiny-sd1, Eta: 1, Version: kiln-${VERSION}`,
   );
   // The request is echoed with defaults filled.
   assert.equal(body.parameters.steps, 3);
