@@ -104,6 +104,9 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
         session: {
           optimized_model_external_initializers_file_name: OPTIMIZED_WEIGHTS,
           optimized_model_external_initializers_min_size_in_bytes: '1024',
+          // Also store the weights as the kernels repack them (MLAS blocking for this CPU), so a later start maps
+          // them from the file instead of repacking: the UNet's load drops from ~1.9 s to ~1.0 s (+35% disk).
+          save_external_prepacked_constant_initializers: '1',
         },
       },
     });
