@@ -24,7 +24,16 @@ export interface VaeDecoderOptions {
    */
   scalingFactor?: number;
   attention?: AttentionKind;
+  /**
+   * How nearest-2x upsampling + 3x3 conv is computed: 'phases' (default) runs four 2x2 convolutions on the
+   * low-resolution input, one per output pixel parity, and interleaves them (DepthToSpace): the same function
+   * with 16 instead of 36 multiply-adds per input pixel and channel pair, and no full-resolution Resize copy.
+   * 'resize' is the literal Resize then Conv.
+   */
+  upsample?: UpsampleKind;
 }
+
+export type UpsampleKind = 'phases' | 'resize';
 
 /** Graph input/output names. */
 export const VAE_IO = {
@@ -47,7 +56,7 @@ export function vaeEncoderGraphOptions(opts: VaeEncoderOptions): Record<string, 
 
 /** Every decoder option with its default filled in: the part of a graph-cache key that describes the graph. */
 export function vaeDecoderGraphOptions(opts: VaeDecoderOptions): Record<string, unknown> {
-  return { attention: opts.attention ?? 'contrib', scalingFactor: opts.scalingFactor ?? null };
+  return { attention: opts.attention ?? 'contrib', scalingFactor: opts.scalingFactor ?? null, upsample: opts.upsample ?? 'phases' };
 }
 
 /** The spatial factor between image and latent: 2 per down block except the last (8 for SD). */
@@ -64,10 +73,11 @@ export interface VaeDecodeDims {
 }
 
 /**
- * FLOPs (2 per multiply-add) of one decoder call: every convolution and the mid-block attention's projections
- * and score/value matmuls. Norms, activations and the upsampling copy are left out (well under 1% here).
+ * FLOPs (2 per multiply-add) of one decoder call as the graph built with `opts` computes it: every convolution
+ * (upsamplers as 2x2 phases or as 3x3 at full resolution) and the mid-block attention's projections and
+ * score/value matmuls. Norms, activations and copies are left out (about 1% of the work).
  */
-export function vaeDecoderFlops(config: VaeNetConfig, dims: VaeDecodeDims): number {
+export function vaeDecoderFlops(config: VaeNetConfig, dims: VaeDecodeDims, opts: Pick<VaeDecoderOptions, 'upsample'> = {}): number {
   const ch = [...config.block_out_channels].reverse();
   let hw = dims.height * dims.width;
   let macs = 0;
@@ -91,8 +101,9 @@ export function vaeDecoderFlops(config: VaeNetConfig, dims: VaeDecodeDims): numb
       cin = ch[i]!;
     }
     if (i < ch.length - 1) {
+      if ((opts.upsample ?? 'phases') === 'phases') macs += dims.batch * hw * cin * cin * 16; // four 2x2 kernels
       hw *= 4;
-      conv(cin, cin, 3);
+      if (opts.upsample === 'resize') conv(cin, cin, 3);
     }
   }
   conv(cin, config.out_channels, 3);
@@ -138,15 +149,34 @@ export function buildVaeDecoder(b: GraphBuilder, weights: WeightSource, config: 
   x = n.midBlock('decoder.mid_block', x);
   for (let i = 0; i < ch.length; i++) {
     for (let j = 0; j <= config.layers_per_block; j++) x = n.resnet(`decoder.up_blocks.${i}.resnets.${j}`, x);
-    if (i < ch.length - 1) {
-      // F.interpolate(scale_factor=2, mode="nearest"): output sizes as an int64 shape keep this precision-agnostic.
-      const sizes = b.mul(b.shapeOf(x), b.constInt64([1, 1, 2, 2]));
-      const up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
-      x = n.conv(`decoder.up_blocks.${i}.upsamplers.0.conv`, up, 1);
-    }
+    if (i < ch.length - 1) x = n.upsampleConv(`decoder.up_blocks.${i}.upsamplers.0.conv`, x, opts.upsample ?? 'phases');
   }
   x = n.conv('decoder.conv_out', b.silu(n.groupNorm('decoder.conv_norm_out', x)), 1);
   b.output(x, VAE_IO.image, ['batch', config.out_channels, `height*${f}`, `width*${f}`]);
+}
+
+/**
+ * The 2x2 kernel that a nearest-2x upsample + 3x3 conv applies to the low-resolution input for output pixels of
+ * row parity dy and column parity dx: kernel rows {0} and {1,2} for parity 0, {0,1} and {2} for parity 1
+ * (the same for columns), summed in float64.
+ */
+function collapseKernel(w: Tensor, dy: number, dx: number, name: string): Tensor {
+  const [cout, cin, kh, kw] = w.shape as [number, number, number, number];
+  if (kh !== 3 || kw !== 3) throw new ModelFileError(name, `expected a 3x3 upsampler kernel, got [${w.shape}]`);
+  const taps = (parity: number) => (parity === 0 ? [[0], [1, 2]] : [[0, 1], [2]]);
+  const rows = taps(dy);
+  const cols = taps(dx);
+  const out = new Float32Array(cout * cin * 4);
+  for (let oc = 0; oc < cout * cin; oc++) {
+    for (let a = 0; a < 2; a++) {
+      for (let c = 0; c < 2; c++) {
+        let sum = 0;
+        for (const ky of rows[a]!) for (const kx of cols[c]!) sum += w.data[oc * 9 + ky * 3 + kx]!;
+        out[oc * 4 + a * 2 + c] = sum;
+      }
+    }
+  }
+  return { shape: [cout, cin, 2, 2], data: out };
 }
 
 /** The layer vocabulary of the VAE, bound to one builder and weight source. */
@@ -166,6 +196,30 @@ class Net {
 
   conv(p: string, x: Value, pad: number, stride = 1): Value {
     return this.b.conv(x, this.param(`${p}.weight`), this.param(`${p}.bias`), p, { pad, stride });
+  }
+
+  /** Upsample2D: F.interpolate(scale_factor=2, mode="nearest") then a 3x3 conv with padding 1. */
+  upsampleConv(p: string, x: Value, kind: UpsampleKind): Value {
+    const b = this.b;
+    if (kind === 'resize') {
+      // Output sizes as an int64 shape keep this precision-agnostic.
+      const sizes = b.mul(b.shapeOf(x), b.constInt64([1, 1, 2, 2]));
+      const up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
+      return this.conv(p, up, 1);
+    }
+    const weight = this.param(`${p}.weight`);
+    const bias = b.weight(`${p}.bias`, this.param(`${p}.bias`));
+    const phases: Value[] = [];
+    // Output row 2i+dy reads upsampled rows 2i+dy-1..2i+dy+1, i.e. input rows i-1,i,i (dy=0) or i,i,i+1 (dy=1):
+    // the 3x3 kernel collapses to 2x2, padded on the top/left for parity 0 and on the bottom/right for parity 1.
+    for (const dy of [0, 1]) {
+      for (const dx of [0, 1]) {
+        const k = collapseKernel(weight, dy, dx, `${p}.weight`);
+        phases.push(b.op('Conv', [x, b.weight(`${p}.phase${dy}${dx}.weight`, k), bias], { kernel_shape: [2, 2], pads: [1 - dy, 1 - dx, dy, dx], strides: [1, 1] }));
+      }
+    }
+    // Channel (dy*2+dx)*C + c goes to pixel (2i+dy, 2j+dx) of channel c: DepthToSpace's DCR order.
+    return b.op('DepthToSpace', [b.concat(phases, 1)], { blocksize: 2, mode: 'DCR' });
   }
 
   groupNorm(p: string, x: Value): Value {

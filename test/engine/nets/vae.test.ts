@@ -52,6 +52,16 @@ for (const model of ['tiny-sdxl', 'tiny-sdxl.safetensors'] as FixtureModel[]) {
   });
 }
 
+test('sd1 VAE decode with the literal Resize upsampler also matches diffusers, and the phase upsampler', async () => {
+  const r = ref('sd1/vae');
+  const latent = r.float('decode_input_latent');
+  const { image: literal } = await runSession(await decoder('tiny-sd1', { upsample: 'resize' }), { latent });
+  assertClose(literal!, r.float('decode_output'), ATOL, RTOL, 'resize decode_output');
+  const { image: phases } = await runSession(await decoder('tiny-sd1', { upsample: 'phases' }), { latent });
+  // Same function, different summation order: far tighter than the reference tolerance.
+  assertClose(phases!, literal!, 1e-5, 1e-5, 'phases vs resize');
+});
+
 test('decoder with scalingFactor inside the graph equals dividing outside', async () => {
   const r = ref('sd1/vae');
   const raw = r.float('decode_input_latent');
