@@ -18,6 +18,8 @@ export interface EngineOptions {
   threads?: number;
   /** Whether onnxruntime's idle threads spin between ops (its default); false yields the cores. */
   spinning?: boolean;
+  /** Called with the loaded models whenever that list changes (load, eviction, idle unload, close). */
+  onModelsChanged?: (models: LoadedModelInfo[]) => void;
 }
 
 export interface LoadedModelInfo {
@@ -65,7 +67,10 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     if (!p) {
       p = ModelSessions.load(ref, { device, cacheDir: opts.cacheDir, threads: opts.threads, spinning: opts.spinning });
       p.then(
-        (ms) => ready.set(key, ms),
+        (ms) => {
+          ready.set(key, ms);
+          notify();
+        },
         () => models.delete(key),
       );
       models.set(key, p);
@@ -76,16 +81,21 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     return ms;
   }
 
+  const notify = () => opts.onModelsChanged?.([...ready.values()].map(info));
+
   async function evictBeyond(limit: number, keep: string): Promise<void> {
     if (models.size <= limit) return;
     const entries: [string, ModelSessions][] = [];
     for (const [k, p] of models) if (k !== keep) entries.push([k, await p.catch(() => undefined as never)]);
     entries.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    // A model in use stays, even if that leaves more than `limit` loaded for a while.
+    for (let i = entries.length - 1; i >= 0; i--) if (entries[i]![1].users > 0) entries.splice(i, 1);
     while (models.size > limit && entries.length) {
       const [k, ms] = entries.shift()!;
       models.delete(k);
       ready.delete(k);
       await ms.release();
+      notify();
     }
   }
 
@@ -97,14 +107,20 @@ export function createEngine(opts: EngineOptions = {}): Engine {
   const engine: Engine = {
     async generate(req, genOpts = {}, overrides = {}) {
       const base = await get(req.model);
-      const refiner = req.refiner ? await get(req.refiner) : undefined;
-      const native = (base.model.unetConfig.sample_size ?? 64) * base.latentFactor;
-      const sized = { ...req, width: req.width || native, height: req.height || native };
+      base.users++;
+      let refiner: ModelSessions | undefined;
       try {
+        refiner = req.refiner ? await get(req.refiner) : undefined;
+        if (refiner) refiner.users++;
+        const native = (base.model.unetConfig.sample_size ?? 64) * base.latentFactor;
+        const sized = { ...req, width: req.width || native, height: req.height || native };
         return await runPipeline({ base, refiner }, sized, genOpts, overrides);
       } finally {
-        base.lastUsed = Date.now();
-        if (refiner) refiner.lastUsed = Date.now();
+        for (const ms of [base, refiner]) {
+          if (!ms) continue;
+          ms.users--;
+          ms.lastUsed = Date.now();
+        }
       }
     },
     async load(ref) {
@@ -120,13 +136,14 @@ export function createEngine(opts: EngineOptions = {}): Engine {
       let freed = 0;
       for (const [k, p] of [...models]) {
         const ms = await p.catch(() => undefined);
-        if (ms && now - ms.lastUsed >= opts.idleUnloadMs) {
+        if (ms && ms.users === 0 && now - ms.lastUsed >= opts.idleUnloadMs) {
           models.delete(k);
           ready.delete(k);
           await ms.release();
           freed++;
         }
       }
+      if (freed) notify();
       return freed;
     },
     async close() {
@@ -137,6 +154,7 @@ export function createEngine(opts: EngineOptions = {}): Engine {
       }
       models.clear();
       ready.clear();
+      notify();
     },
   };
   return engine;

@@ -104,9 +104,6 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
         session: {
           optimized_model_external_initializers_file_name: OPTIMIZED_WEIGHTS,
           optimized_model_external_initializers_min_size_in_bytes: '1024',
-          // Also store the weights as the kernels repack them (MLAS blocking for this CPU), so a later start maps
-          // them from the file instead of repacking: the UNet's load drops from ~1.9 s to ~1.0 s (+35% disk).
-          save_external_prepacked_constant_initializers: '1',
         },
       },
     });
@@ -149,6 +146,9 @@ async function create(modelPath: string, opts: SessionOptions, level: Level, mor
 /** The machine and runtime an optimised model was made for (see OptimizedEnvironment). */
 function optimizedEnvironment(providers: string[]): OptimizedEnvironment {
   return {
+    // Bumped when what we save changes: format 1 entries held prepacked weights, which crashed onnxruntime
+    // 1.30 on load (SIGSEGV), so they must never be picked up again.
+    format: '2',
     onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
     providers: providers.join(','),
     platform: process.platform,

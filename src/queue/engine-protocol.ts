@@ -1,5 +1,6 @@
 // Messages between ThreadedEngine (main thread) and engine-worker.ts.
 import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef, ProgressEvent } from '../engine/api.ts';
+import type { LoadedModelSummary } from './engine.ts';
 
 export interface WorkerError {
   name: string;
@@ -22,4 +23,6 @@ export type FromWorker =
   | { type: 'progress'; id: number; event: ProgressEvent }
   | { type: 'done'; id: number; result: GenerateResult; aborted: boolean }
   | { type: 'error'; id: number; error: WorkerError; aborted: boolean }
-  | { type: 'loaded'; id: number; error?: WorkerError };
+  | { type: 'loaded'; id: number; error?: WorkerError }
+  /** The engine's loaded models changed (a load, an eviction or an idle unload). */
+  | { type: 'models'; models: LoadedModelSummary[] };

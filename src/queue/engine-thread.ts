@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
 import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef } from '../engine/api.ts';
-import type { Engine, EngineOptions } from './engine.ts';
+import type { Engine, EngineOptions, LoadedModelSummary } from './engine.ts';
 import type { FromWorker, ToWorker, WorkerError } from './engine-protocol.ts';
 
 const WORKER_FILE = fileURLToPath(new URL('./engine-worker-boot.mjs', import.meta.url));
@@ -47,6 +47,8 @@ export class ThreadedEngine implements Engine {
   private nextId = 1;
   private readonly abortFlag = new Int32Array(new SharedArrayBuffer(4));
   private lists: { samplers: unknown; schedules: unknown } = { samplers: [], schedules: [] };
+  /** What the worker's engine has in memory now (it reports every change). */
+  loadedModels: LoadedModelSummary[] = [];
 
   constructor(
     private readonly module: string,
@@ -87,6 +89,10 @@ export class ThreadedEngine implements Engine {
   }
 
   private onMessage(msg: FromWorker): void {
+    if (msg.type === 'models') {
+      this.loadedModels = msg.models;
+      return;
+    }
     if (msg.type === 'loaded') {
       const l = this.loads.get(msg.id);
       this.loads.delete(msg.id);
@@ -112,6 +118,7 @@ export class ThreadedEngine implements Engine {
   private onExit(worker: Worker, err: Error): void {
     if (this.worker !== worker) return;
     this.worker = undefined;
+    this.loadedModels = [];
     this.ready = undefined;
     const p = this.pending;
     this.pending = undefined;

@@ -29,7 +29,10 @@ async function init(): Promise<void> {
   try {
     const mod = (await import(pathToFileURL(module).href)) as { createEngine?: CreateEngine };
     if (typeof mod.createEngine !== 'function') throw new Error(`${module} does not export createEngine()`);
-    engine = await mod.createEngine(options);
+    engine = await mod.createEngine({
+      ...options,
+      onModelsChanged: (models) => send({ type: 'models', models: models.map(({ path, name, family }) => ({ path, name, family })) }),
+    });
     const samplers = await engine.listSamplers();
     const schedules = await engine.listSchedules();
     send({ type: 'ready', samplers, schedules });

@@ -24,6 +24,18 @@ export interface EngineOptions {
   threads?: number;
   /** Whether onnxruntime's idle threads spin (false leaves the cores to the HTTP thread). */
   spinning?: boolean;
+  /** Free a model's memory after this long unused (0 or absent = keep it). */
+  idleUnloadMs?: number;
+  /** Most models kept loaded at once (least recently used freed first). */
+  maxLoadedModels?: number;
+  /** Set by the worker thread, not by callers: reports the loaded models whenever they change. */
+  onModelsChanged?: (models: LoadedModelSummary[]) => void;
+}
+
+export interface LoadedModelSummary {
+  path: string;
+  name: string;
+  family: string;
 }
 
 export type CreateEngine = (opts: EngineOptions) => Engine | Promise<Engine>;

@@ -60,6 +60,10 @@ export interface KilnConfig {
   engineModule?: string;
   /** Live preview of the running job every this many model evaluations (0 = no previews). */
   previewEvery: number;
+  /** Free an unused model's memory after this many ms (0 = keep models loaded). */
+  idleUnloadMs: number;
+  /** Most models held in memory at once; the least recently used is freed first. */
+  maxLoadedModels: number;
   limits: Limits;
   queue: QueueConfig;
 }
@@ -98,6 +102,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'rateLimitPerMinute', flag: 'rate-limit', env: 'KILN_RATE_LIMIT', kind: 'int', default: 600, doc: 'Requests per minute per API key (or per IP without keys); 0 disables.' },
   { key: 'metricsPublic', flag: 'metrics-public', env: 'KILN_METRICS_PUBLIC', kind: 'bool', default: true, doc: 'Serve /metrics without an API key.' },
   { key: 'engineModule', flag: 'engine-module', env: 'KILN_ENGINE_MODULE', kind: 'path', doc: 'Module exporting createEngine() (default: the built-in engine). For tests and alternative engines.' },
+  { key: 'idleUnloadMs', flag: 'idle-unload', env: 'KILN_IDLE_UNLOAD', kind: 'number', scale: 1000, default: 0, doc: 'Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache). 0 keeps models loaded.' },
+  { key: 'maxLoadedModels', flag: 'max-loaded-models', env: 'KILN_MAX_LOADED_MODELS', kind: 'int', default: 2, doc: 'Most models held in memory at once; loading another frees the least recently used.' },
   { key: 'previewEvery', flag: 'preview-every', env: 'KILN_PREVIEW_EVERY', kind: 'int', default: 5, doc: 'Live preview of the running job (GET /v1/jobs/{id}/preview, A1111 progress current_image) every this many model evaluations; a cheap latent-to-RGB map at 1/8 size. 0 disables.' },
   { key: 'limits.maxWidth', flag: 'max-width', env: 'KILN_MAX_WIDTH', kind: 'int', default: 2048, doc: 'Largest width in pixels.' },
   { key: 'limits.maxHeight', flag: 'max-height', env: 'KILN_MAX_HEIGHT', kind: 'int', default: 2048, doc: 'Largest height in pixels.' },

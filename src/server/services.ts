@@ -43,6 +43,8 @@ export class KilnServices {
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
   readonly engine: Engine;
+  /** The worker-thread engine (absent when a test injects an in-process engine). */
+  private readonly threaded?: ThreadedEngine;
   readonly metrics: Metrics;
   readonly engineStatus: EngineStatus = { state: 'starting' };
   /** Resolves when the engine has started (or failed to). */
@@ -64,7 +66,10 @@ export class KilnServices {
           // Leave one core to the HTTP thread so status, SSE and /health answer during a generation.
           threads: config.threads ?? Math.max(1, availableParallelism() - 1),
           spinning: false,
+          idleUnloadMs: config.idleUnloadMs,
+          maxLoadedModels: config.maxLoadedModels,
         });
+    this.threaded = threaded;
     const engine = opts.engine ?? threaded!;
     this.engine = engine;
     const log = opts.log;
@@ -117,6 +122,15 @@ export class KilnServices {
 
   start(): void {
     this.queue.start();
+  }
+
+  /**
+   * Models in the engine's memory now. The worker-thread engine reports every load and idle unload; an
+   * injected engine is taken to hold the warmed-up default model.
+   */
+  loadedModels(): { name: string; path?: string; family?: string }[] {
+    if (this.threaded) return this.threaded.loadedModels.map((m) => ({ name: m.name, path: m.path, family: m.family }));
+    return this.engineStatus.loadedModel ? [{ name: this.engineStatus.loadedModel }] : [];
   }
 
   samplers(): NamedOption[] {

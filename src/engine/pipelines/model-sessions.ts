@@ -25,6 +25,8 @@ export class ModelSessions {
   /** Milliseconds spent building graphs and creating sessions, for timings. */
   buildMs = 0;
   lastUsed = Date.now();
+  /** Generations using this model right now; a model in use is never freed. */
+  users = 0;
 
   private constructor(
     readonly ref: ModelRef,

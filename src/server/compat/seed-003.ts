@@ -141,8 +141,16 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
 
   app.get('/buffer_status', { schema: { tags, summary: 'Which model is loaded and whether the server is busy.' } }, async () => {
     const counts = kiln.queue.counts();
-    const loaded = kiln.engineStatus.loadedModel;
-    return { status: 'ok', loaded: loaded !== undefined, loaded_models: loaded ? [loaded] : [], default_model: kiln.models.default?.name ?? null, busy: kiln.queue.busy, queued: counts.queued };
+    const loaded = kiln.loadedModels().map((m) => m.name);
+    return {
+      status: 'ok',
+      loaded: loaded.length > 0,
+      loaded_models: loaded,
+      idle_unload_s: kiln.config.idleUnloadMs / 1000,
+      default_model: kiln.models.default?.name ?? null,
+      busy: kiln.queue.busy,
+      queued: counts.queued,
+    };
   });
 
   const addLora = async () => notImplemented('LoRA (and downloading LoRAs from Civitai)', 'name');
