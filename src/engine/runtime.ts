@@ -127,7 +127,10 @@ async function create(modelPath: string, opts: SessionOptions, level: Level, mor
       graphOptimizationLevel: level,
       intraOpNumThreads: opts.intraOpThreads ?? 0,
       enableCpuMemArena: true,
-      enableMemPattern: true,
+      // A memory pattern is one block per input shape, allocated on the second run of each shape: fresh pages that
+      // cost a second slow run (a 512px VAE decode faults in ~1 GB again). Without it the CPU arena reuses freed
+      // chunks, so only the first run pays, and peak RSS is lower. GPUs keep onnxruntime's default.
+      enableMemPattern: opts.device !== 'cpu',
       ...more,
       extra: { ...more.extra, session: { ...spin, ...moreSession } },
     });
