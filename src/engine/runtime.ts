@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import ort from 'onnxruntime-node';
 import type { Device } from './api.ts';
-import { beginOptimized, discardOptimized, optimizedEntry, OPTIMIZED_WEIGHTS, type OptimizedEnvironment } from './onnx/cache.ts';
+import { beginOptimized, crashedWhileLoading, discardOptimized, markLoading, optimizedEntry, OPTIMIZED_WEIGHTS, type OptimizedEnvironment } from './onnx/cache.ts';
 import type { Tensor } from './tensor.ts';
 
 export type Session = ort.InferenceSession;
@@ -79,13 +79,19 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
   const env = optimizedEnvironment(executionProviders(opts.device));
   const entry = optimizedEntry(modelPath, env);
   let rejected: string | undefined;
-  if (entry.ready) {
+  if (entry.ready && crashedWhileLoading(entry)) {
+    rejected = 'a previous start crashed while loading it';
+    discardOptimized(entry);
+  } else if (entry.ready) {
+    const loaded = markLoading(entry);
     try {
       // Every optimisation already ran when the entry was saved; running them again is the cost we skip.
       return { session: await create(entry.modelPath, opts, 'disabled'), optimized: 'loaded' };
     } catch (e) {
       rejected = (e as Error).message;
       discardOptimized(entry);
+    } finally {
+      loaded();
     }
   }
   let pending;

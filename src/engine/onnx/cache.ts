@@ -1,7 +1,7 @@
 // On-disk cache of built graphs. The key is the weights' identity plus every build option, so a
 // second start with the same checkpoint and settings loads model.onnx directly and skips the build.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { GraphBuilder, type Precision } from './graph.ts';
@@ -134,6 +134,44 @@ export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment)
       }
     },
   };
+}
+
+/**
+ * Marks `entry` as being loaded by this process until the returned function runs. onnxruntime can crash the
+ * whole process on a bad model rather than throw, so a marker left by a process that no longer exists means
+ * the entry killed it: see crashedWhileLoading.
+ */
+export function markLoading(entry: OptimizedEntry): () => void {
+  const marker = join(entry.dir, `loading-${process.pid}`);
+  try {
+    writeFileSync(marker, '');
+  } catch {
+    return () => {}; // read-only cache: nothing to protect later starts from
+  }
+  return () => rmSync(marker, { force: true });
+}
+
+/** True when a process died while loading `entry` (its loading marker outlived it). */
+export function crashedWhileLoading(entry: OptimizedEntry): boolean {
+  let names: string[];
+  try {
+    names = readdirSync(entry.dir);
+  } catch {
+    return false;
+  }
+  return names.some((name) => {
+    const pid = /^loading-(\d+)$/.exec(name)?.[1];
+    return pid !== undefined && Number(pid) !== process.pid && !processAlive(Number(pid));
+  });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
+  }
 }
 
 /** Deletes an entry that onnxruntime refused to load, so the next start rewrites it. */

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { buildVaeDecoder, vaeDecoderGraphOptions } from '../../../src/engine/nets/vae.ts';
@@ -89,6 +90,32 @@ for (const [what, corrupt] of [
     }
   });
 }
+
+test('an entry that a previous process died loading (its marker outlived it) is rebuilt; a live loader is no reason', async () => {
+  const g = await freshGraph();
+  try {
+    const plain = await decode(g.modelPath, CPU);
+    assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'saved');
+    const dir = entryDir(g.modelPath);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('loading-')), [], 'no marker left after a load');
+
+    writeFileSync(join(dir, `loading-${process.ppid}`), ''); // a process that is alive and may be loading right now
+    const shared = await decode(g.modelPath, { ...CPU, cacheOptimized: true });
+    assert.equal(shared.optimized, 'loaded');
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('loading-')), [`loading-${process.ppid}`], 'only our own marker is removed');
+    rmSync(join(dir, `loading-${process.ppid}`));
+
+    const dead = spawnSync(process.execPath, ['-e', '']).pid; // exited by now
+    writeFileSync(join(dir, `loading-${dead}`), '');
+    const rebuilt = await decode(g.modelPath, { ...CPU, cacheOptimized: true });
+    assert.match(rebuilt.rejected ?? '', /crashed while loading/);
+    assert.equal(rebuilt.optimized, 'saved');
+    assertIdentical(rebuilt.image, plain.image, 'session after the crashed entry');
+    assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'loaded');
+  } finally {
+    g.cleanup();
+  }
+});
 
 test('an entry without its completion marker (a crash mid-write) is never loaded', async () => {
   const g = await freshGraph();
