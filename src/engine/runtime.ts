@@ -96,7 +96,7 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
   }
   let pending;
   try {
-    pending = beginOptimized(entry, env);
+    pending = beginOptimized(entry, env, { supersedes: (other) => sameMachine(other, env) });
   } catch {
     return { session: await create(modelPath, opts, 'all'), optimized: 'off', rejected }; // read-only cache
   }
@@ -165,6 +165,11 @@ function optimizedEnvironment(providers: string[]): OptimizedEnvironment {
     cpu: cpus()[0]?.model ?? 'unknown',
     cpuFeatures: cpuFeatures(),
   };
+}
+
+/** Entries of the same machine and providers but another runtime or cache format are never loaded again. */
+function sameMachine(a: OptimizedEnvironment, b: OptimizedEnvironment): boolean {
+  return (['platform', 'arch', 'cpu', 'cpuFeatures', 'providers'] as const).every((k) => a[k] === b[k]);
 }
 
 let features: string | undefined;

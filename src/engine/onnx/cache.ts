@@ -1,7 +1,7 @@
 // On-disk cache of built graphs. The key is the weights' identity plus every build option, so a
 // second start with the same checkpoint and settings loads model.onnx directly and skips the build.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { GraphBuilder, type Precision } from './graph.ts';
@@ -104,7 +104,7 @@ export interface PendingOptimized {
  * Starts writing an entry into a temporary folder that commit() renames into place, so a crash while
  * onnxruntime writes gigabytes never leaves a half-written entry that a later start would load.
  */
-export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment): PendingOptimized {
+export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment, opts: { supersedes?: (other: OptimizedEnvironment) => boolean } = {}): PendingOptimized {
   const tmp = `${entry.dir}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmp, { recursive: true });
   const abort = () => rmSync(tmp, { recursive: true, force: true });
@@ -126,6 +126,7 @@ export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment)
         }
         rmSync(entry.dir, { recursive: true, force: true });
         renameSync(tmp, entry.dir);
+        if (opts.supersedes) pruneSuperseded(entry, opts.supersedes);
         return true;
       } catch {
         // Another process committed the same entry first, or the disk is full: the cache is an optimisation only.
@@ -134,6 +135,26 @@ export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment)
       }
     },
   };
+}
+
+/**
+ * Deletes the sibling entries (other environments of the same graph) that `supersedes` says the new entry
+ * replaces, e.g. ones saved by an older onnxruntime on this machine, which nothing will load again. An entry
+ * someone is loading right now is left alone.
+ */
+function pruneSuperseded(entry: OptimizedEntry, supersedes: (other: OptimizedEnvironment) => boolean): void {
+  const parent = dirname(entry.dir);
+  for (const name of readdirSync(parent)) {
+    const dir = join(parent, name);
+    if (!/^optimized-[0-9a-f]+$/.test(name) || dir === entry.dir) continue;
+    try {
+      const other = JSON.parse(readFileSync(join(dir, 'environment.json'), 'utf8')) as OptimizedEnvironment;
+      if (!supersedes(other) || readdirSync(dir).some((f) => f.startsWith('loading-'))) continue;
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // Unreadable or vanished: leave it; loading it fails cleanly and rewrites it.
+    }
+  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -112,6 +112,34 @@ test('an entry that a previous process died loading (its marker outlived it) is 
     assert.equal(rebuilt.optimized, 'saved');
     assertIdentical(rebuilt.image, plain.image, 'session after the crashed entry');
     assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'loaded');
+  } finally {
+    g.cleanup();
+  }
+});
+
+test('saving an entry deletes the ones this machine made with another onnxruntime, not other machines\' ones', async () => {
+  const g = await freshGraph();
+  try {
+    assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'saved');
+    const dir = entryDir(g.modelPath);
+    const env = JSON.parse(readFileSync(join(dir, 'environment.json'), 'utf8')) as Record<string, string>;
+    const sibling = (name: string, e: Record<string, string>) => {
+      const d = join(dirname(g.modelPath), name);
+      mkdirSync(d);
+      writeFileSync(join(d, 'environment.json'), JSON.stringify(e));
+      writeFileSync(join(d, 'complete'), '');
+      return d;
+    };
+    const olderRuntime = sibling('optimized-0000000000000001', { ...env, onnxruntime: '0.0.1' });
+    const otherMachine = sibling('optimized-0000000000000002', { ...env, onnxruntime: '0.0.1', cpuFeatures: 'elsewhere' });
+    const busy = sibling('optimized-0000000000000003', { ...env, onnxruntime: '0.0.2' });
+    writeFileSync(join(busy, `loading-${process.ppid}`), '');
+
+    rmSync(dir, { recursive: true }); // the next start saves again
+    assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'saved');
+    assert.equal(existsSync(olderRuntime), false, 'superseded entry deleted');
+    assert.equal(existsSync(otherMachine), true, "another machine's entry kept");
+    assert.equal(existsSync(busy), true, 'an entry being loaded is kept');
   } finally {
     g.cleanup();
   }
