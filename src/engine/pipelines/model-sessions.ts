@@ -8,7 +8,7 @@ import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGra
 import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
-import { createSession, precisionFor, type Session } from '../runtime.ts';
+import { openSession, precisionFor, type Session } from '../runtime.ts';
 import { loadModel, type LoadedModel } from '../weights/model.ts';
 
 export interface SessionSettings {
@@ -92,7 +92,9 @@ export class ModelSessions {
         const started = Date.now();
         const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build);
         const { device, threads, spinning, cacheOptimized } = this.settings;
-        const session = await createSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
+        const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
+        // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
+        if (rejected) process.emitWarning(`${network}: cached optimised model refused and rebuilt (${rejected})`, 'KilnCacheWarning');
         this.buildMs += Date.now() - started;
         return session;
       })();
