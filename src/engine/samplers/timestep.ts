@@ -121,15 +121,7 @@ export const uniPc: SamplerFn = async (denoise, x, sigmas, ctx) => {
       const sS0 = sigmas[i - 1];
       const m0 = outs[outs.length - 1];
       const h = lambdaOf(sT) - lambdaOf(sS0);
-      const rks: number[] = [];
-      const d1s: Float32Array[] = [];
-      for (let k = 1; k < thisOrder; k++) {
-        const mi = outs[outs.length - 1 - k];
-        const rk = (lambdaOf(sigmaOfOut[sigmaOfOut.length - 1 - k]) - lambdaOf(sS0)) / h;
-        rks.push(rk);
-        d1s.push(lincomb([1 / rk, mi], [-1 / rk, m0]));
-      }
-      rks.push(1);
+      const { rks, d1s } = uniPcDifferences(outs, sigmaOfOut.map(lambdaOf), lambdaOf(sS0), h, thisOrder);
       const { R, b, hPhi1, bH } = uniPcSystem(rks, -h, variant, thisOrder);
       const rhosC = thisOrder === 1 ? [0.5] : solve(R, b);
       // x_t = (sT/sS0) x - hPhi1 m0 - bH (sum_k rhos_c[k] D1_k + rhos_c[-1] (model_t - m0))
@@ -159,15 +151,7 @@ export const uniPc: SamplerFn = async (denoise, x, sigmas, ctx) => {
       x = m0;
     } else {
       const h = lambdaOf(sT) - lambdaOf(sS0);
-      const rks: number[] = [];
-      const d1s: Float32Array[] = [];
-      for (let k = 1; k < thisOrder; k++) {
-        const mi = outs[outs.length - 1 - k];
-        const rk = (lambdaOf(sigmaOfOut[sigmaOfOut.length - 1 - k]) - lambdaOf(sS0)) / h;
-        rks.push(rk);
-        d1s.push(lincomb([1 / rk, mi], [-1 / rk, m0]));
-      }
-      rks.push(1);
+      const { rks, d1s } = uniPcDifferences(outs, sigmaOfOut.map(lambdaOf), lambdaOf(sS0), h, thisOrder);
       const { R, b, hPhi1, bH } = uniPcSystem(rks, -h, variant, thisOrder);
       let rhosP: number[] = [];
       if (d1s.length > 0) {
@@ -213,3 +197,20 @@ export const deis: SamplerFn = async (denoise, x, sigmas) => {
   }
   return x;
 };
+
+/**
+ * UniPC's scaled differences of the stored data predictions: r_k = (lambda_k - lambda_s0) / h and
+ * D1_k = (m_k - m0) / r_k for the k most recent outputs before the newest, then r = 1 for the newest.
+ */
+function uniPcDifferences(outs: Float32Array[], lambdas: number[], lambdaS0: number, h: number, order: number): { rks: number[]; d1s: Float32Array[] } {
+  const m0 = outs[outs.length - 1];
+  const rks: number[] = [];
+  const d1s: Float32Array[] = [];
+  for (let k = 1; k < order; k++) {
+    const rk = (lambdas[lambdas.length - 1 - k] - lambdaS0) / h;
+    rks.push(rk);
+    d1s.push(lincomb([1 / rk, outs[outs.length - 1 - k]], [-1 / rk, m0]));
+  }
+  rks.push(1);
+  return { rks, d1s };
+}
