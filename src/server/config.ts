@@ -43,6 +43,8 @@ export interface KilnConfig {
   modelsDir: string;
   cacheDir: string;
   model?: string;
+  /** Folder with tokenizer/ (and tokenizer_2/) for single-file checkpoints, instead of the Hugging Face cache. */
+  tokenizer?: string;
   /** Friendly label -> model name (file/folder in modelsDir, absolute path, or Hugging Face repo id). */
   modelAliases: Record<string, string>;
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
@@ -90,6 +92,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'dataDir', flag: 'data-dir', env: 'KILN_DATA_DIR', kind: 'path', default: './kiln-data', doc: 'Holds the job database (jobs.sqlite), stored images (images/), uploads (inputs/) and the optional config file.' },
   { key: 'modelsDir', flag: 'models-dir', env: 'KILN_MODELS_DIR', kind: 'path', doc: 'Models folder with checkpoints/, loras/, vae/, ... (default: <data-dir>/models).' },
   { key: 'cacheDir', flag: 'cache-dir', env: 'KILN_CACHE_DIR', kind: 'path', doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).' },
+  { key: 'tokenizer', flag: 'tokenizer', env: 'KILN_TOKENIZER', kind: 'path', doc: 'Diffusers-style folder holding tokenizer/ (and tokenizer_2/ for SDXL), used for single-file checkpoints instead of the standard CLIP tokenizer files from the Hugging Face cache.' },
   { key: 'model', flag: 'model', env: 'KILN_MODEL', kind: 'string', doc: 'Default model: a path, a name or label from the models folder, or a Hugging Face repo id (owner/name).' },
   { key: 'threads', flag: 'threads', env: 'KILN_THREADS', kind: 'int', doc: 'onnxruntime threads per op (default: every core but one, which stays with the HTTP server).' },
   { key: 'device', flag: 'device', env: 'KILN_DEVICE', kind: { oneOf: ['cpu', 'cuda', 'tensorrt', 'webgpu'] }, default: 'cpu', doc: 'Where the networks run.' },

@@ -111,7 +111,7 @@ export class KilnServices {
       return;
     }
     try {
-      await this.engine.load({ path: def.path });
+      await this.engine.load(await this.models.resolve(undefined));
       this.engineStatus.loadedModel = def.name;
       this.engineStatus.loadError = undefined;
     } catch (e) {

@@ -56,7 +56,7 @@ export class ModelRegistry {
   private entries: ModelEntry[] = [];
   private defaultEntry?: ModelEntry;
 
-  constructor(private readonly config: Pick<KilnConfig, 'modelsDir' | 'cacheDir' | 'model' | 'modelAliases'>) {
+  constructor(private readonly config: Pick<KilnConfig, 'modelsDir' | 'cacheDir' | 'model' | 'modelAliases' | 'tokenizer'>) {
     for (const folder of Object.values(MODEL_FOLDERS)) mkdirSync(join(config.modelsDir, folder), { recursive: true });
     this.refresh();
   }
@@ -126,6 +126,7 @@ export class ModelRegistry {
       const hint = isHfRepoId(name) && !existsSync(hfCachePath(this.config.cacheDir, name)) ? ' (Hugging Face models are only downloaded when configured as the server model)' : '';
       throw new SpecError('model', `unknown model "${name}"${hint}; available: ${known.length ? known.join(', ') : 'none'}`);
     }
-    return { path: entry.path };
+    // Single files carry no tokenizer: the configured folder (if any) supplies it; folders bring their own.
+    return entry.format === 'safetensors' && this.config.tokenizer ? { path: entry.path, tokenizerDir: this.config.tokenizer } : { path: entry.path };
   }
 }
