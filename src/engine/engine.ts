@@ -86,7 +86,10 @@ export function createEngine(opts: EngineOptions = {}): Engine {
   async function evictBeyond(limit: number, keep: string): Promise<void> {
     if (models.size <= limit) return;
     const entries: [string, ModelSessions][] = [];
-    for (const [k, p] of models) if (k !== keep) entries.push([k, await p.catch(() => undefined as never)]);
+    for (const [k, p] of models) {
+      const ms = k === keep ? undefined : await p.catch(() => undefined);
+      if (ms) entries.push([k, ms]);
+    }
     entries.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
     // A model in use stays, even if that leaves more than `limit` loaded for a while.
     for (let i = entries.length - 1; i >= 0; i--) if (entries[i]![1].users > 0) entries.splice(i, 1);

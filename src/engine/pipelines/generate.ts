@@ -275,24 +275,29 @@ function cfgDenoiser(
   // As diffusers: guidance only above 1. Distilled models (SDXL Turbo/Lightning, LCM) run with cfg 0 or 1 and
   // then need no negative batch at all, which halves the UNet work.
   const useCfg = req.cfgScale > 1;
+  // The conditioning of each UNet sub-batch is the same at every step: gather it once.
+  const subBatches: { start: number; n: number; rows: number[]; hidden: Tensor; added: Record<string, Tensor> }[] = [];
+  for (let start = 0; start < count; start += MAX_UNET_BATCH_IMAGES) {
+    const n = Math.min(MAX_UNET_BATCH_IMAGES, count - start);
+    const imgs = Array.from({ length: n }, (_, i) => start + i);
+    // Rows of the conditioning batch: negatives are 0..count-1, positives count..2count-1.
+    const rows = useCfg ? [...imgs, ...imgs.map((i) => i + count)] : imgs.map((i) => i + count);
+    const hidden = new Float32Array(rows.length * tokens * dim);
+    rows.forEach((r, j) => hidden.set(cond.hidden.data.subarray(r * tokens * dim, (r + 1) * tokens * dim), j * tokens * dim));
+    subBatches.push({ start, n, rows, hidden: { shape: [rows.length, tokens, dim], data: hidden }, added: addedConditions(ms, cond, rows, req, count) });
+  }
   const modelFn = async (xScaled: Float32Array, timestep: number): Promise<Float32Array> => {
     const unet = await ms.unet();
     const out = new Float32Array(xScaled.length);
-    for (let start = 0; start < count; start += MAX_UNET_BATCH_IMAGES) {
-      const n = Math.min(MAX_UNET_BATCH_IMAGES, count - start);
-      const imgs = Array.from({ length: n }, (_, i) => start + i);
-      // Rows of the conditioning batch: negatives are 0..count-1, positives count..2count-1.
-      const rows = useCfg ? [...imgs, ...imgs.map((i) => i + count)] : imgs.map((i) => i + count);
+    for (const { start, n, rows, hidden, added } of subBatches) {
       const batch = rows.length;
       const sample = new Float32Array(batch * per);
       rows.forEach((r, j) => sample.set(xScaled.subarray((r % count) * per, ((r % count) + 1) * per), j * per));
-      const hidden = new Float32Array(batch * tokens * dim);
-      rows.forEach((r, j) => hidden.set(cond.hidden.data.subarray(r * tokens * dim, (r + 1) * tokens * dim), j * tokens * dim));
       const { out: pred } = await runSession(unet, {
         sample: { shape: [batch, ...shape], data: sample },
         timestep: { shape: [batch], data: new Float32Array(batch).fill(timestep) },
-        encoder_hidden_states: { shape: [batch, tokens, dim], data: hidden },
-        ...addedConditions(ms, cond, rows, req, count),
+        encoder_hidden_states: hidden,
+        ...added,
       });
       for (let i = 0; i < n; i++) {
         const target = out.subarray((start + i) * per, (start + i + 1) * per);

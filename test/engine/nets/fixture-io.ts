@@ -62,3 +62,14 @@ export function assertClose(actual: Tensor, expected: Tensor, atol: number, rtol
   }
   return maxAbs;
 }
+
+/**
+ * A missing CPU fp16 kernel is a runtime limitation, not a graph error: report it and skip that variant.
+ * Returns false for any other error (type errors in the graph must still fail the test).
+ */
+export function skipMissingFp16Kernel(t: { diagnostic: (msg: string) => void }, variant: string, e: unknown): boolean {
+  const missing = /Could not find an implementation for (\w+)/.exec((e as Error).message);
+  if (!missing) return false;
+  t.diagnostic(`${variant}: onnxruntime CPU has no float16 kernel for ${missing[1]}`);
+  return true;
+}
