@@ -22,13 +22,13 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildClipTextEncoder, clipTextGraphOptions } from '../src/engine/nets/clip-text.ts';
 import { buildUnet, parseUnetConfig, unetFlops, unetGraphOptions, unetParameterShapes, type UnetAttentionKind } from '../src/engine/nets/unet.ts';
-import { buildVaeDecoder, vaeDecoderFlops, vaeDecoderGraphOptions, type UpsampleKind } from '../src/engine/nets/vae.ts';
+import { buildVaeDecoder, vaeDecoderFlops, vaeDecoderGraphOptions, vaeParameterShapes, type UpsampleKind } from '../src/engine/nets/vae.ts';
 import { getOrBuildGraph } from '../src/engine/onnx/cache.ts';
 import type { GraphBuilder } from '../src/engine/onnx/graph.ts';
 import { openSession, type Feed, type OptimizedModelUse, type Session } from '../src/engine/runtime.ts';
 import type { Tensor } from '../src/engine/tensor.ts';
 import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult } from './peak.ts';
-import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes } from './random-weights.ts';
+import { clipTextParameterShapes, parameterCount, RandomWeights } from './random-weights.ts';
 import { SD15, SDXL, type ModelSpec } from './specs.ts';
 
 interface Args {
