@@ -157,15 +157,18 @@ export function downsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Va
 }
 
 /**
- * How diffusers Upsample2D (nearest-2x resize, then a 3x3 convolution) is computed. 'resize' is the literal
- * Resize then Conv, to the size of `like` (the skip connection the UNet concatenates next, which is also right
- * for odd latent sizes, where diffusers passes upsample_size) or else to twice the input. 'phases' runs four
+ * How nearest-2x upsampling + 3x3 conv is computed: 'resize' is the literal Resize then Conv; 'phases' runs four
  * 2x2 convolutions on the low-resolution input, one per output pixel parity, and interleaves them
  * (DepthToSpace): the same function with 16 instead of 36 multiply-adds per input pixel and channel pair, and
  * no full-resolution Resize copy.
  */
 export type UpsampleKind = 'phases' | 'resize';
 
+/**
+ * diffusers Upsample2D with use_conv. 'resize' resizes to the size of `like` (the skip connection the UNet
+ * concatenates next, which is also right for odd latent sizes, where diffusers passes upsample_size), or else
+ * to twice the input; 'phases' is always exactly twice the input.
+ */
 export function upsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, kind: UpsampleKind, like: Value | null): Value {
   const p = `${prefix}.conv`;
   if (kind === 'phases') return phaseUpsample(b, w, p, x);
