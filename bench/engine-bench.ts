@@ -5,7 +5,7 @@
 //
 //   npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
 //                 [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
-//                 [--vae-upsample phases|resize] [--json]
+//                 [--vae-upsample phases|resize] [--json] [--help]
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -22,13 +22,13 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildClipTextEncoder, clipTextGraphOptions } from '../src/engine/nets/clip-text.ts';
 import { buildUnet, parseUnetConfig, unetFlops, unetGraphOptions, unetParameterShapes, type UnetAttentionKind } from '../src/engine/nets/unet.ts';
-import { buildVaeDecoder, vaeDecoderFlops, vaeDecoderGraphOptions, type UpsampleKind } from '../src/engine/nets/vae.ts';
+import { buildVaeDecoder, vaeDecoderFlops, vaeDecoderGraphOptions, vaeParameterShapes, type UpsampleKind } from '../src/engine/nets/vae.ts';
 import { getOrBuildGraph } from '../src/engine/onnx/cache.ts';
 import type { GraphBuilder } from '../src/engine/onnx/graph.ts';
 import { openSession, type Feed, type OptimizedModelUse, type Session } from '../src/engine/runtime.ts';
 import type { Tensor } from '../src/engine/tensor.ts';
 import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult } from './peak.ts';
-import { clipTextParameterShapes, parameterCount, RandomWeights, vaeParameterShapes } from './random-weights.ts';
+import { clipTextParameterShapes, parameterCount, RandomWeights } from './random-weights.ts';
 import { SD15, SDXL, type ModelSpec } from './specs.ts';
 
 interface Args {
@@ -50,6 +50,11 @@ interface Args {
 }
 
 const PARTS = ['text', 'unet', 'vae'];
+
+const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
+              [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
+              [--vae-upsample phases|resize] [--json]
+(details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
   const out: Args = { models: [], runs: 2, threads: physicalCores(), attention: 'contrib', jsonOnly: false, spinning: false, cacheOptimized: true, parts: new Set(PARTS), vaeUpsample: 'phases' };
@@ -309,6 +314,10 @@ function table(rows: [string, string][]): string {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
   const args = parseArgs(process.argv.slice(2));
   const cacheDir = args.cacheDir ?? mkdtempSync(join(tmpdir(), 'kiln-bench-'));
   const log = (s: string) => {

@@ -1,6 +1,7 @@
 // Building blocks shared by the diffusion networks (diffusers module names and semantics): ResNet blocks,
-// spatial transformers with self/cross attention and GEGLU feed-forward, up/down samplers and the sinusoidal
-// timestep embedding. Every function reads its weights by diffusers parameter name under `prefix`.
+// spatial transformers with self/cross attention and GEGLU feed-forward, the VAE's pixel self-attention,
+// up/down samplers and the sinusoidal timestep embedding. Every function reads its weights by diffusers
+// parameter name under `prefix`; which blocks a network runs, with which channels, is its plan (plan.ts).
 import { ModelFileError } from '../api.ts';
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
 import { OnnxDType } from '../onnx/proto.ts';
@@ -14,20 +15,34 @@ import type { WeightSource } from '../weights/types.ts';
  */
 export type UnetAttentionKind = AttentionKind;
 
-/** Reads a required parameter; a missing one is a broken or mismatched checkpoint. */
-export function param(w: WeightSource, name: string): Tensor {
-  if (!w.has(name)) throw new ModelFileError(name, 'missing weight (checkpoint does not match the model config)');
-  return w.get(name);
-}
+/** One network's weights by diffusers name; a missing required one is a checkpoint that does not match the config. */
+export class NetWeights {
+  constructor(
+    readonly source: WeightSource,
+    /** The network's name in error messages ("UNet", "VAE"). */
+    readonly net: string,
+  ) {}
 
-function optionalParam(w: WeightSource, name: string): Tensor | undefined {
-  return w.has(name) ? w.get(name) : undefined;
+  has(name: string): boolean {
+    return this.source.has(name);
+  }
+
+  /** A required parameter. */
+  param(name: string): Tensor {
+    if (!this.source.has(name)) throw new ModelFileError(name, `missing ${this.net} weight (checkpoint does not match the ${this.net} config)`);
+    return this.source.get(name);
+  }
+
+  /** A parameter some checkpoints leave out (biases). */
+  optional(name: string): Tensor | undefined {
+    return this.source.has(name) ? this.source.get(name) : undefined;
+  }
 }
 
 /** torch.nn.Linear under `prefix` (weight [out, in], optional bias). */
-export function linear(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, scale = 1): Value {
-  let weight = param(w, `${prefix}.weight`);
-  let bias = optionalParam(w, `${prefix}.bias`);
+export function linear(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, scale = 1): Value {
+  let weight = w.param(`${prefix}.weight`);
+  let bias = w.optional(`${prefix}.bias`);
   if (scale !== 1) {
     weight = scaled(weight, scale);
     bias = bias && scaled(bias, scale);
@@ -41,26 +56,29 @@ function scaled(t: Tensor, s: number): Tensor {
   return { shape: t.shape, data };
 }
 
-/** A 1x1 convolution [out, in, 1, 1] or a linear [out, in] weight applied as a linear layer on channels-last data. */
-export function pointwise(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
-  const weight = param(w, `${prefix}.weight`);
+/**
+ * A linear [out, in] weight, or a 1x1 convolution [out, in, 1, 1] (original-LDM checkpoints store some
+ * projections so), applied as a linear layer on channels-last data.
+ */
+export function pointwise(b: GraphBuilder, w: NetWeights, prefix: string, x: Value): Value {
+  const weight = w.param(`${prefix}.weight`);
   const flat: Tensor = { shape: weight.shape.slice(0, 2), data: weight.data };
-  if (weight.shape.length === 4 && (weight.shape[2] !== 1 || weight.shape[3] !== 1)) {
-    throw new ModelFileError(`${prefix}.weight`, `expected a 1x1 convolution, got shape [${weight.shape}]`);
+  if (weight.shape.slice(2).some((d) => d !== 1)) {
+    throw new ModelFileError(`${prefix}.weight`, `expected a linear or 1x1 convolution weight, got shape [${weight.shape}]`);
   }
-  return b.linear(x, flat, optionalParam(w, `${prefix}.bias`), prefix);
+  return b.linear(x, flat, w.optional(`${prefix}.bias`), prefix);
 }
 
-export function conv(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, opts: { stride?: number; pad?: number } = {}): Value {
-  return b.conv(x, param(w, `${prefix}.weight`), optionalParam(w, `${prefix}.bias`), prefix, opts);
+export function conv(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, opts: { stride?: number; pad?: number } = {}): Value {
+  return b.conv(x, w.param(`${prefix}.weight`), w.optional(`${prefix}.bias`), prefix, opts);
 }
 
-export function groupNorm(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, groups: number, eps: number): Value {
-  return b.groupNorm(x, groups, param(w, `${prefix}.weight`), param(w, `${prefix}.bias`), eps, prefix);
+export function groupNorm(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, groups: number, eps: number): Value {
+  return b.groupNorm(x, groups, w.param(`${prefix}.weight`), w.param(`${prefix}.bias`), eps, prefix);
 }
 
-export function layerNorm(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, eps: number): Value {
-  return b.layerNorm(x, param(w, `${prefix}.weight`), param(w, `${prefix}.bias`), eps, prefix);
+export function layerNorm(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, eps: number): Value {
+  return b.layerNorm(x, w.param(`${prefix}.weight`), w.param(`${prefix}.bias`), eps, prefix);
 }
 
 /** A float32 constant regardless of the builder's precision (timestep math must stay in fp32). */
@@ -96,13 +114,15 @@ export function timestepSinusoids(b: GraphBuilder, t: Value, dim: number, flipSi
 }
 
 /** diffusers TimestepEmbedding: linear_1 -> SiLU -> linear_2. */
-export function timestepMlp(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
+export function timestepMlp(b: GraphBuilder, w: NetWeights, prefix: string, x: Value): Value {
   return linear(b, w, `${prefix}.linear_2`, b.silu(linear(b, w, `${prefix}.linear_1`, x)));
 }
 
 export interface ResnetOptions {
   groups: number;
   eps: number;
+  /** conv_shortcut: a 1x1 convolution on the input, which diffusers has exactly when in and out channels differ. */
+  shortcut: boolean;
   /** diffusers output_scale_factor (1 in SD UNets). */
   outputScale?: number;
 }
@@ -111,41 +131,106 @@ export interface ResnetOptions {
  * diffusers ResnetBlock2D (time_embedding_norm "default"): x + conv2(silu(norm2(conv1(silu(norm1 x)) + temb))).
  * `tembAct` is silu(time embedding) [batch, T], shared by all blocks; null for blocks without time input (VAE).
  */
-export function resnetBlock(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, tembAct: Value | null, opts: ResnetOptions): Value {
+export function resnetBlock(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, tembAct: Value | null, opts: ResnetOptions): Value {
   let h = b.silu(groupNorm(b, w, `${prefix}.norm1`, x, opts.groups, opts.eps));
   h = conv(b, w, `${prefix}.conv1`, h, { pad: 1 });
-  if (tembAct && w.has(`${prefix}.time_emb_proj.weight`)) {
+  if (tembAct) {
     const t = linear(b, w, `${prefix}.time_emb_proj`, tembAct);
     h = b.add(h, b.op('Unsqueeze', [t, b.constInt64([2, 3])]));
   }
   h = b.silu(groupNorm(b, w, `${prefix}.norm2`, h, opts.groups, opts.eps));
   h = conv(b, w, `${prefix}.conv2`, h, { pad: 1 });
-  const shortcut = w.has(`${prefix}.conv_shortcut.weight`) ? conv(b, w, `${prefix}.conv_shortcut`, x) : x;
+  const shortcut = opts.shortcut ? conv(b, w, `${prefix}.conv_shortcut`, x) : x;
   const out = b.add(shortcut, h);
   const s = opts.outputScale ?? 1;
   return s === 1 ? out : b.scale(out, 1 / s);
 }
 
-/** diffusers Downsample2D with use_conv: 3x3 convolution, stride 2, padding 1. */
-export function downsample(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): Value {
-  return conv(b, w, `${prefix}.conv`, x, { stride: 2, pad: 1 });
+/**
+ * diffusers Downsample2D with use_conv: a stride-2 3x3 convolution. padding 1 (UNet) pads every side by one;
+ * padding 0 (VAE encoder) pads only the right and bottom, by one, as diffusers does before its convolution.
+ */
+export function downsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, padding: 0 | 1): Value {
+  if (padding === 1) return conv(b, w, `${prefix}.conv`, x, { stride: 2, pad: 1 });
+  const padded = b.op('Pad', [x, b.constInt64([0, 0, 0, 0, 0, 0, 1, 1])], { mode: 'constant' });
+  return conv(b, w, `${prefix}.conv`, padded, { pad: 0, stride: 2 });
 }
 
 /**
- * diffusers Upsample2D with use_conv: nearest-neighbour resize, then a 3x3 convolution. The target size comes
- * from `sizeOf` (the skip connection it will be concatenated with), which is 2x for even sizes and also right
- * for odd latent sizes, where diffusers passes upsample_size.
+ * How nearest-2x upsampling + 3x3 conv is computed: 'resize' is the literal Resize then Conv; 'phases' runs four
+ * 2x2 convolutions on the low-resolution input, one per output pixel parity, and interleaves them
+ * (DepthToSpace): the same function with 16 instead of 36 multiply-adds per input pixel and channel pair, and
+ * no full-resolution Resize copy.
  */
-export function upsample(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, sizeOf: Value | null): Value {
-  let up: Value;
-  if (sizeOf) {
-    const sizes = b.concat([b.sliceDims(b.shapeOf(x), 0, 2), b.sliceDims(b.shapeOf(sizeOf), 2, 4)], 0);
-    up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
-  } else {
-    const scales = constFloat32(b, [1, 1, 2, 2], [4]);
-    up = b.op('Resize', [x, null, scales], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
+export type UpsampleKind = 'phases' | 'resize';
+
+/**
+ * diffusers Upsample2D with use_conv. 'resize' resizes to the size of `like` (the skip connection the UNet
+ * concatenates next, which is also right for odd latent sizes, where diffusers passes upsample_size), or else
+ * to twice the input; 'phases' is always exactly twice the input.
+ */
+export function upsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, kind: UpsampleKind, like: Value | null): Value {
+  const p = `${prefix}.conv`;
+  if (kind === 'phases') return phaseUpsample(b, w, p, x);
+  // Output sizes as an int64 shape keep this precision-agnostic.
+  const sizes = like ? b.concat([b.sliceDims(b.shapeOf(x), 0, 2), b.sliceDims(b.shapeOf(like), 2, 4)], 0) : b.mul(b.shapeOf(x), b.constInt64([1, 1, 2, 2]));
+  const up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
+  return conv(b, w, p, up, { pad: 1 });
+}
+
+function phaseUpsample(b: GraphBuilder, w: NetWeights, p: string, x: Value): Value {
+  const weight = w.param(`${p}.weight`);
+  const bias = b.weight(`${p}.bias`, w.param(`${p}.bias`));
+  const phases: Value[] = [];
+  // Output row 2i+dy reads upsampled rows 2i+dy-1..2i+dy+1, i.e. input rows i-1,i,i (dy=0) or i,i,i+1 (dy=1):
+  // the 3x3 kernel collapses to 2x2, padded on the top/left for parity 0 and on the bottom/right for parity 1.
+  for (const dy of [0, 1]) {
+    for (const dx of [0, 1]) {
+      const k = collapseKernel(weight, dy, dx, `${p}.weight`);
+      phases.push(b.op('Conv', [x, b.weight(`${p}.phase${dy}${dx}.weight`, k), bias], { kernel_shape: [2, 2], pads: [1 - dy, 1 - dx, dy, dx], strides: [1, 1] }));
+    }
   }
-  return conv(b, w, `${prefix}.conv`, up, { pad: 1 });
+  // Channel (dy*2+dx)*C + c goes to pixel (2i+dy, 2j+dx) of channel c: DepthToSpace's DCR order.
+  return b.op('DepthToSpace', [b.concat(phases, 1)], { blocksize: 2, mode: 'DCR' });
+}
+
+/**
+ * The 2x2 kernel that a nearest-2x upsample + 3x3 conv applies to the low-resolution input for output pixels of
+ * row parity dy and column parity dx: kernel rows {0} and {1,2} for parity 0, {0,1} and {2} for parity 1
+ * (the same for columns), summed in float64.
+ */
+function collapseKernel(w: Tensor, dy: number, dx: number, name: string): Tensor {
+  const [cout, cin, kh, kw] = w.shape as [number, number, number, number];
+  if (kh !== 3 || kw !== 3) throw new ModelFileError(name, `expected a 3x3 upsampler kernel, got [${w.shape}]`);
+  const taps = (parity: number) => (parity === 0 ? [[0], [1, 2]] : [[0, 1], [2]]);
+  const rows = taps(dy);
+  const cols = taps(dx);
+  const out = new Float32Array(cout * cin * 4);
+  for (let oc = 0; oc < cout * cin; oc++) {
+    for (let a = 0; a < 2; a++) {
+      for (let c = 0; c < 2; c++) {
+        let sum = 0;
+        for (const ky of rows[a]!) for (const kx of cols[c]!) sum += w.data[oc * 9 + ky * 3 + kx]!;
+        out[oc * 4 + a * 2 + c] = sum;
+      }
+    }
+  }
+  return { shape: [cout, cin, 2, 2], data: out };
+}
+
+/**
+ * diffusers Attention as the VAE's mid block uses it: group norm, single-head attention over the H*W pixels
+ * with scale 1/sqrt(C), to_out, plus the input (residual_connection; rescale_output_factor is 1).
+ */
+export function pixelSelfAttention(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, opts: { channels: number; groups: number; eps: number; kind: AttentionKind }): Value {
+  const normed = groupNorm(b, w, `${prefix}.group_norm`, x, opts.groups, opts.eps);
+  const tokens = b.transpose(b.reshape(normed, [0, 0, -1]), [0, 2, 1]); // [batch, h*w, C]
+  const q = pointwise(b, w, `${prefix}.to_q`, tokens);
+  const k = pointwise(b, w, `${prefix}.to_k`, tokens);
+  const v = pointwise(b, w, `${prefix}.to_v`, tokens);
+  const attn = pointwise(b, w, `${prefix}.to_out.0`, b.attention(q, k, v, { heads: 1, headDim: opts.channels, kind: opts.kind }));
+  const back = b.reshape(b.transpose(attn, [0, 2, 1]), b.shapeOf(x));
+  return b.add(back, x);
 }
 
 export interface AttentionOptions {
@@ -156,9 +241,9 @@ export interface AttentionOptions {
 }
 
 /** A linear layer's MatMul, with its bias handed back for a later fused op (SkipLayerNormalization). */
-function matmulOnly(b: GraphBuilder, w: WeightSource, prefix: string, x: Value): { y: Value; bias: Tensor | undefined } {
-  const weight = param(w, `${prefix}.weight`);
-  return { y: b.linear(x, weight, undefined, prefix), bias: optionalParam(w, `${prefix}.bias`) };
+function matmulOnly(b: GraphBuilder, w: NetWeights, prefix: string, x: Value): { y: Value; bias: Tensor | undefined } {
+  const weight = w.param(`${prefix}.weight`);
+  return { y: b.linear(x, weight, undefined, prefix), bias: w.optional(`${prefix}.bias`) };
 }
 
 /**
@@ -166,8 +251,8 @@ function matmulOnly(b: GraphBuilder, w: WeightSource, prefix: string, x: Value):
  * and `toBatched` its [batch, seq, dim] shape; context: [batch, tokens, ctxDim] for cross-attention, or null
  * for self-attention. Returns rows [batch*seq, inner]. Scale 1/sqrt(headDim).
  */
-function attentionCore(b: GraphBuilder, w: WeightSource, prefix: string, rows: Value, toBatched: Value, context: Value | null, opts: AttentionOptions): Value {
-  const innerDim = param(w, `${prefix}.to_q.weight`).shape[0]!;
+function attentionCore(b: GraphBuilder, w: NetWeights, prefix: string, rows: Value, toBatched: Value, context: Value | null, opts: AttentionOptions): Value {
+  const innerDim = w.param(`${prefix}.to_q.weight`).shape[0]!;
   const headDim = innerDim / opts.heads;
   if (!Number.isInteger(headDim)) throw new ModelFileError(`${prefix}.to_q.weight`, `${innerDim} channels do not split into ${opts.heads} heads`);
   const scale = 1 / Math.sqrt(headDim);
@@ -203,9 +288,9 @@ function attentionCore(b: GraphBuilder, w: WeightSource, prefix: string, rows: V
  * residual + delta (+ bias), then LayerNorm: returns [normed, sum]. In 'contrib' mode one
  * SkipLayerNormalization kernel does both adds and the norm in one pass over the rows.
  */
-function addThenNorm(b: GraphBuilder, w: WeightSource, normPrefix: string, delta: Value, bias: Tensor | undefined, residual: Value, kind: AttentionKind, eps: number): [Value, Value] {
-  const gamma = param(w, `${normPrefix}.weight`);
-  const beta = param(w, `${normPrefix}.bias`);
+function addThenNorm(b: GraphBuilder, w: NetWeights, normPrefix: string, delta: Value, bias: Tensor | undefined, residual: Value, kind: AttentionKind, eps: number): [Value, Value] {
+  const gamma = w.param(`${normPrefix}.weight`);
+  const beta = w.param(`${normPrefix}.bias`);
   if (kind === 'contrib') {
     const ins = [delta, residual, b.weight(`${normPrefix}.weight`, gamma), b.weight(`${normPrefix}.bias`, beta)];
     if (bias) ins.push(b.weight(`${normPrefix}.skip_bias`, bias));
@@ -221,9 +306,9 @@ function addThenNorm(b: GraphBuilder, w: WeightSource, normPrefix: string, delta
  * which is returned. The projection is split into its hidden and gate halves at build time: two matmuls
  * instead of one plus a Split copy, and in 'contrib' mode the gate's bias and GELU run as one BiasGelu.
  */
-function gegluFeedForward(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, kind: AttentionKind): { y: Value; bias: Tensor | undefined } {
-  const proj = param(w, `${prefix}.net.0.proj.weight`);
-  const projBias = param(w, `${prefix}.net.0.proj.bias`);
+function gegluFeedForward(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, kind: AttentionKind): { y: Value; bias: Tensor | undefined } {
+  const proj = w.param(`${prefix}.net.0.proj.weight`);
+  const projBias = w.param(`${prefix}.net.0.proj.bias`);
   const [twoInner, dim] = proj.shape as [number, number];
   const inner = twoInner / 2;
   const half = (t: Tensor, i: number, rows: number[]): Tensor => ({ shape: rows, data: t.data.subarray(i * inner * (t.shape[1] ?? 1), (i + 1) * inner * (t.shape[1] ?? 1)) });
@@ -251,12 +336,12 @@ export interface Transformer2dOptions extends AttentionOptions {
  * SD2/SDXL); both are the same channel matmul, so both run on channels-last rows [batch*h*w, C]: 2-D rows let
  * onnxruntime fuse every MatMul+bias into one Gemm, and the graph transposes only once in and once out.
  */
-export function transformer2d(b: GraphBuilder, w: WeightSource, prefix: string, x: Value, context: Value, opts: Transformer2dOptions): Value {
+export function transformer2d(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, context: Value, opts: Transformer2dOptions): Value {
   const eps = 1e-5;
   const normed = groupNorm(b, w, `${prefix}.norm`, x, opts.groups, 1e-6);
   const nhwc = b.transpose(normed, [0, 2, 3, 1]);
-  const channels = param(w, `${prefix}.norm.weight`).shape[0]!;
-  const inner = param(w, `${prefix}.proj_in.weight`).shape[0]!;
+  const channels = w.param(`${prefix}.norm.weight`).shape[0]!;
+  const inner = w.param(`${prefix}.proj_in.weight`).shape[0]!;
   const toBatched = b.concat([b.sliceDims(b.shapeOf(x), 0, 1), b.constInt64([-1, inner])], 0);
   let h = pointwise(b, w, `${prefix}.proj_in`, b.reshape(nhwc, [-1, channels]));
   let pending: { y: Value; bias: Tensor | undefined } | undefined; // the previous block's feed-forward output

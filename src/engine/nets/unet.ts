@@ -4,20 +4,10 @@
 // encoder_hidden_states [batch, tokens, dim] (tokens dynamic for long prompts), and for SDXL text_embeds
 // [batch, D] and time_ids [batch, 6]. Output: out [batch, outC, h, w].
 import { KilnInputError } from '../api.ts';
-import type { GraphBuilder, Value } from '../onnx/graph.ts';
+import type { GraphBuilder } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
-import {
-  conv,
-  downsample,
-  groupNorm,
-  resnetBlock,
-  timestepMlp,
-  timestepSinusoids,
-  toCompute,
-  transformer2d,
-  upsample,
-  type UnetAttentionKind,
-} from './blocks.ts';
+import { NetWeights, timestepSinusoids, toCompute, type UnetAttentionKind } from './blocks.ts';
+import { buildBlock, buildSteps, planFlops, planParameters, type BuildContext, type Step, type TimestepMlpStep } from './plan.ts';
 
 export type { UnetAttentionKind } from './blocks.ts';
 
@@ -177,22 +167,121 @@ export function unetGraphOptions(opts: UnetBuildOptions = {}): Record<string, un
 
 export const DEFAULT_ATTENTION: UnetAttentionKind = 'contrib';
 
+/** The raw config.json or an already parsed one. */
+function graphConfig(config: UnetGraphConfig | Record<string, unknown>): UnetGraphConfig {
+  return 'blockOutChannels' in config ? (config as UnetGraphConfig) : parseUnetConfig(config as Record<string, unknown>);
+}
+
+/** The UNet as a plan: the embedding MLPs, then the body from `sample` to `out`. */
+export interface UnetPlan {
+  /** TimestepEmbedding of the sinusoids (block_out_channels[0] wide) into the time embedding. */
+  timeEmbedding: TimestepMlpStep;
+  /** SDXL: TimestepEmbedding of [text_embeds, time_ids sinusoids], added to the time embedding. */
+  addEmbedding?: TimestepMlpStep;
+  body: Step[];
+}
+
+/**
+ * The one walk over the config: conv_in, the down blocks (every resnet/attention output and every downsampler
+ * output is a skip connection), the mid block, the up blocks (block i mirrors down block n-1-i and has one
+ * more resnet, each eating one skip), conv_norm_out and conv_out.
+ */
+export function unetPlan(config: UnetGraphConfig | Record<string, unknown>): UnetPlan {
+  const cfg = graphConfig(config);
+  const n = cfg.blockOutChannels.length;
+  const c0 = cfg.blockOutChannels[0]!;
+  const tembDim = 4 * c0;
+  const groups = cfg.normGroups;
+  const eps = cfg.normEps;
+  const body: Step[] = [];
+  const resnet = (prefix: string, cin: number, cout: number) => body.push({ kind: 'resnet', prefix, cin, cout, groups, eps, tembDim });
+  const transformer = (prefix: string, channels: number, level: number, layers: number) =>
+    body.push({
+      kind: 'transformer',
+      prefix,
+      channels,
+      layers,
+      heads: cfg.heads[level]!,
+      groups,
+      contextDim: cfg.crossAttentionDim,
+      linearProjection: cfg.useLinearProjection,
+      upcast: cfg.upcastAttention,
+    });
+  const skipChannels: number[] = [];
+  const pushSkip = (channels: number) => {
+    body.push({ kind: 'pushSkip' });
+    skipChannels.push(channels);
+  };
+
+  body.push({ kind: 'conv', prefix: 'conv_in', cin: cfg.inChannels, cout: c0, kernel: 3 });
+  pushSkip(c0);
+  let ch = c0;
+  for (let i = 0; i < n; i++) {
+    const p = `down_blocks.${i}`;
+    const out = cfg.blockOutChannels[i]!;
+    for (let j = 0; j < cfg.layersPerBlock[i]!; j++) {
+      resnet(`${p}.resnets.${j}`, ch, out);
+      ch = out;
+      if (cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D') transformer(`${p}.attentions.${j}`, out, i, cfg.transformerLayers[i]!);
+      pushSkip(out);
+    }
+    if (i < n - 1) {
+      body.push({ kind: 'downsample', prefix: `${p}.downsamplers.0`, channels: out, padding: 1 });
+      pushSkip(out);
+    }
+  }
+
+  resnet('mid_block.resnets.0', ch, ch);
+  transformer('mid_block.attentions.0', ch, n - 1, cfg.transformerLayers[n - 1]!);
+  resnet('mid_block.resnets.1', ch, ch);
+
+  const reversedLayers = [...cfg.layersPerBlock].reverse();
+  for (let i = 0; i < n; i++) {
+    const p = `up_blocks.${i}`;
+    const mirror = n - 1 - i;
+    const out = cfg.blockOutChannels[mirror]!;
+    for (let j = 0; j < reversedLayers[i]! + 1; j++) {
+      const skip = skipChannels.pop();
+      if (skip === undefined) throw configError('layers_per_block', 'up blocks need more skip connections than the down blocks made');
+      body.push({ kind: 'concatSkip' });
+      resnet(`${p}.resnets.${j}`, ch + skip, out);
+      ch = out;
+      if (cfg.upBlockTypes[i] === 'CrossAttnUpBlock2D') transformer(`${p}.attentions.${j}`, out, mirror, cfg.upTransformerLayers[i]!);
+    }
+    if (i < n - 1) {
+      if (skipChannels.length === 0) throw configError('layers_per_block', 'an upsampler has no skip connection to take its size from');
+      body.push({ kind: 'upsample', prefix: `${p}.upsamplers.0`, channels: out, how: 'resize', toSkip: true });
+    }
+  }
+
+  body.push({ kind: 'normSilu', prefix: 'conv_norm_out', channels: ch, groups, eps });
+  body.push({ kind: 'conv', prefix: 'conv_out', cin: ch, cout: cfg.outChannels, kernel: 3 });
+
+  return {
+    timeEmbedding: { kind: 'timestepMlp', prefix: 'time_embedding', inDim: c0, dim: tembDim },
+    addEmbedding: cfg.textTime && { kind: 'timestepMlp', prefix: 'add_embedding', inDim: cfg.textTime.projectionInputDim, dim: tembDim },
+    body,
+  };
+}
+
+function allSteps(plan: UnetPlan): Step[] {
+  return [plan.timeEmbedding, ...(plan.addEmbedding ? [plan.addEmbedding] : []), ...plan.body];
+}
+
 /** Builds the whole UNet into `b` (inputs, graph, output "out"). `config` is the raw config.json or a parsed one. */
 export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGraphConfig | Record<string, unknown>, opts: UnetBuildOptions = {}): void {
-  const cfg = 'blockOutChannels' in config ? (config as UnetGraphConfig) : parseUnetConfig(config as Record<string, unknown>);
-  const kind = opts.attention ?? DEFAULT_ATTENTION;
-  const n = cfg.blockOutChannels.length;
-  const groups = cfg.normGroups;
-  const resOpts = { groups, eps: cfg.normEps };
+  const cfg = graphConfig(config);
+  const plan = unetPlan(cfg);
+  const c: BuildContext = { b, w: new NetWeights(weights, 'UNet'), temb: null, context: null, attention: opts.attention ?? DEFAULT_ATTENTION };
 
   const sample = b.input(UNET_IO.sample, ['batch', cfg.inChannels, 'height', 'width']);
   const timestep = b.input(UNET_IO.timestep, ['batch'], 'float', { keepFloat32: true });
   const context = b.input(UNET_IO.context, ['batch', 'tokens', cfg.crossAttentionDim]);
 
   // Time embedding (the sinusoids stay fp32: t * freq reaches ~1000 radians).
-  const t0 = cfg.blockOutChannels[0]!;
-  let emb = timestepMlp(b, weights, 'time_embedding', toCompute(b, timestepSinusoids(b, timestep, t0, cfg.flipSinToCos, cfg.freqShift)));
-  if (cfg.textTime) {
+  const sinusoids = timestepSinusoids(b, timestep, plan.timeEmbedding.inDim, cfg.flipSinToCos, cfg.freqShift);
+  let emb = buildBlock(c, plan.timeEmbedding, toCompute(b, sinusoids));
+  if (cfg.textTime && plan.addEmbedding) {
     const { timeEmbedDim, projectionInputDim } = cfg.textTime;
     const nIds = opts.timeIds ?? 6;
     const textDim = projectionInputDim - nIds * timeEmbedDim;
@@ -200,57 +289,11 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
     const timeIds = b.input(UNET_IO.timeIds, ['batch', nIds], 'float', { keepFloat32: true });
     const idEmb = timestepSinusoids(b, b.reshape(timeIds, [-1]), timeEmbedDim, cfg.flipSinToCos, cfg.freqShift);
     const idFlat = toCompute(b, b.reshape(idEmb, [-1, nIds * timeEmbedDim]));
-    emb = b.add(emb, timestepMlp(b, weights, 'add_embedding', b.concat([textEmbeds, idFlat], 1)));
-  }
-  const tembAct = b.silu(emb);
-
-  const attn = (i: number, layers: number) => ({
-    heads: cfg.heads[i]!,
-    layers,
-    groups,
-    kind,
-    upcast: cfg.upcastAttention,
-  });
-
-  // Down path; every resnet/attention output and every downsampler output is a skip connection.
-  let h = conv(b, weights, 'conv_in', sample, { pad: 1 });
-  const skips: Value[] = [h];
-  for (let i = 0; i < n; i++) {
-    const p = `down_blocks.${i}`;
-    const cross = cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D';
-    for (let j = 0; j < cfg.layersPerBlock[i]!; j++) {
-      h = resnetBlock(b, weights, `${p}.resnets.${j}`, h, tembAct, resOpts);
-      if (cross) h = transformer2d(b, weights, `${p}.attentions.${j}`, h, context, attn(i, cfg.transformerLayers[i]!));
-      skips.push(h);
-    }
-    if (i < n - 1) {
-      h = downsample(b, weights, `${p}.downsamplers.0`, h);
-      skips.push(h);
-    }
+    emb = b.add(emb, buildBlock(c, plan.addEmbedding, b.concat([textEmbeds, idFlat], 1)));
   }
 
-  h = resnetBlock(b, weights, 'mid_block.resnets.0', h, tembAct, resOpts);
-  h = transformer2d(b, weights, 'mid_block.attentions.0', h, context, attn(n - 1, cfg.transformerLayers[n - 1]!));
-  h = resnetBlock(b, weights, 'mid_block.resnets.1', h, tembAct, resOpts);
-
-  // Up path: block i mirrors down block n-1-i and has one more resnet, each eating one skip.
-  const reversedLayers = [...cfg.layersPerBlock].reverse();
-  for (let i = 0; i < n; i++) {
-    const p = `up_blocks.${i}`;
-    const cross = cfg.upBlockTypes[i] === 'CrossAttnUpBlock2D';
-    const mirror = n - 1 - i;
-    for (let j = 0; j < reversedLayers[i]! + 1; j++) {
-      const skip = skips.pop();
-      if (!skip) throw configError('layers_per_block', 'up blocks need more skip connections than the down blocks made');
-      h = resnetBlock(b, weights, `${p}.resnets.${j}`, b.concat([h, skip], 1), tembAct, resOpts);
-      if (cross) h = transformer2d(b, weights, `${p}.attentions.${j}`, h, context, attn(mirror, cfg.upTransformerLayers[i]!));
-    }
-    if (i < n - 1) h = upsample(b, weights, `${p}.upsamplers.0`, h, skips[skips.length - 1] ?? null);
-  }
-
-  h = b.silu(groupNorm(b, weights, 'conv_norm_out', h, groups, cfg.normEps));
-  h = conv(b, weights, 'conv_out', h, { pad: 1 });
-  b.output(h, UNET_IO.out, ['batch', cfg.outChannels, 'height', 'width']);
+  const out = buildSteps({ ...c, temb: b.silu(emb), context }, plan.body, sample);
+  b.output(out, UNET_IO.out, ['batch', cfg.outChannels, 'height', 'width']);
 }
 
 export interface UnetDims {
@@ -263,162 +306,17 @@ export interface UnetDims {
 
 /**
  * Floating-point operations of one UNet evaluation (2 per multiply-add of convolutions, linears and the two
- * attention matmuls; norms and elementwise ops are left out as they are a rounding error). Mirrors buildUnet.
+ * attention matmuls; norms, elementwise ops and the per-sample embedding projections are left out as a
+ * rounding error): the FLOP fold of the plan buildUnet builds.
  */
 export function unetFlops(config: UnetGraphConfig | Record<string, unknown>, dims: UnetDims): number {
-  const cfg = 'blockOutChannels' in config ? (config as UnetGraphConfig) : parseUnetConfig(config as Record<string, unknown>);
-  const n = cfg.blockOutChannels.length;
-  const B = dims.batch;
-  let macs = 0;
-  const convMacs = (cin: number, cout: number, k: number, hw: number) => (macs += B * hw * cin * cout * k * k);
-  const resnet = (cin: number, cout: number, hw: number) => {
-    convMacs(cin, cout, 3, hw);
-    convMacs(cout, cout, 3, hw);
-    if (cin !== cout) convMacs(cin, cout, 1, hw);
-  };
-  const transformer = (c: number, layers: number, hw: number) => {
-    const T = dims.tokens;
-    macs += 2 * B * hw * c * c; // proj_in, proj_out
-    for (let l = 0; l < layers; l++) {
-      macs += B * hw * c * c * 4; // self q k v out
-      macs += B * hw * c * c * 2 + B * T * cfg.crossAttentionDim * c * 2; // cross q, out; k, v over the tokens
-      macs += B * hw * hw * c * 2; // self-attention QK^T and PV
-      macs += B * hw * T * c * 2; // cross-attention
-      macs += B * hw * c * 8 * c + B * hw * 4 * c * c; // GEGLU in (2 x 4c) and out
-    }
-  };
-  let hw = dims.height * dims.width;
-  const sizes: number[] = [];
-  let hh = dims.height;
-  let ww = dims.width;
-  convMacs(cfg.inChannels, cfg.blockOutChannels[0]!, 3, hw);
-  const skipCh: number[] = [cfg.blockOutChannels[0]!];
-  let ch = cfg.blockOutChannels[0]!;
-  for (let i = 0; i < n; i++) {
-    const out = cfg.blockOutChannels[i]!;
-    sizes.push(hw);
-    for (let j = 0; j < cfg.layersPerBlock[i]!; j++) {
-      resnet(ch, out, hw);
-      ch = out;
-      if (cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D') transformer(out, cfg.transformerLayers[i]!, hw);
-      skipCh.push(out);
-    }
-    if (i < n - 1) {
-      hh = Math.floor((hh - 1) / 2) + 1;
-      ww = Math.floor((ww - 1) / 2) + 1;
-      const next = hh * ww;
-      convMacs(out, out, 3, next);
-      hw = next;
-      skipCh.push(out);
-    }
-  }
-  resnet(ch, ch, hw);
-  transformer(ch, cfg.transformerLayers[n - 1]!, hw);
-  resnet(ch, ch, hw);
-  const rev = [...cfg.blockOutChannels].reverse();
-  const reversedLayers = [...cfg.layersPerBlock].reverse();
-  for (let i = 0; i < n; i++) {
-    const out = rev[i]!;
-    for (let j = 0; j < reversedLayers[i]! + 1; j++) {
-      const skip = skipCh.pop()!;
-      resnet(ch + skip, out, hw);
-      ch = out;
-      if (cfg.upBlockTypes[i] === 'CrossAttnUpBlock2D') transformer(out, cfg.upTransformerLayers[i]!, hw);
-    }
-    if (i < n - 1) {
-      hw = sizes[n - 2 - i]!;
-      convMacs(out, out, 3, hw);
-    }
-  }
-  convMacs(ch, cfg.outChannels, 3, hw);
-  return 2 * macs;
+  return planFlops(allSteps(unetPlan(config)), { h: dims.height, w: dims.width }, dims);
 }
 
 /**
- * Every parameter name buildUnet reads, with its shape, as diffusers stores them. Used to check a checkpoint
- * against its config and to synthesise random-weight models of real size (benchmarks).
+ * Every parameter name buildUnet reads, with its shape, as diffusers stores them: the parameter fold of the
+ * plan. Used to check a checkpoint against its config and to synthesise random-weight models of real size.
  */
 export function unetParameterShapes(config: UnetGraphConfig | Record<string, unknown>): Map<string, number[]> {
-  const cfg = 'blockOutChannels' in config ? (config as UnetGraphConfig) : parseUnetConfig(config as Record<string, unknown>);
-  const shapes = new Map<string, number[]>();
-  const c0 = cfg.blockOutChannels[0]!;
-  const tdim = 4 * c0;
-  const lin = (p: string, out: number, inn: number, bias = true) => {
-    shapes.set(`${p}.weight`, [out, inn]);
-    if (bias) shapes.set(`${p}.bias`, [out]);
-  };
-  const convP = (p: string, out: number, inn: number, k: number) => {
-    shapes.set(`${p}.weight`, [out, inn, k, k]);
-    shapes.set(`${p}.bias`, [out]);
-  };
-  const norm = (p: string, c: number) => {
-    shapes.set(`${p}.weight`, [c]);
-    shapes.set(`${p}.bias`, [c]);
-  };
-  const resnet = (p: string, cin: number, cout: number) => {
-    norm(`${p}.norm1`, cin);
-    convP(`${p}.conv1`, cout, cin, 3);
-    lin(`${p}.time_emb_proj`, cout, tdim);
-    norm(`${p}.norm2`, cout);
-    convP(`${p}.conv2`, cout, cout, 3);
-    if (cin !== cout) convP(`${p}.conv_shortcut`, cout, cin, 1);
-  };
-  const transformer = (p: string, c: number, layers: number) => {
-    norm(`${p}.norm`, c);
-    const proj = (q: string) => (cfg.useLinearProjection ? lin(q, c, c) : convP(q, c, c, 1));
-    proj(`${p}.proj_in`);
-    for (let l = 0; l < layers; l++) {
-      const t = `${p}.transformer_blocks.${l}`;
-      for (const k of ['norm1', 'norm2', 'norm3']) norm(`${t}.${k}`, c);
-      for (const [a, kvDim] of [['attn1', c], ['attn2', cfg.crossAttentionDim]] as const) {
-        lin(`${t}.${a}.to_q`, c, c, false);
-        lin(`${t}.${a}.to_k`, c, kvDim, false);
-        lin(`${t}.${a}.to_v`, c, kvDim, false);
-        lin(`${t}.${a}.to_out.0`, c, c);
-      }
-      lin(`${t}.ff.net.0.proj`, 8 * c, c);
-      lin(`${t}.ff.net.2`, c, 4 * c);
-    }
-    proj(`${p}.proj_out`);
-  };
-  lin('time_embedding.linear_1', tdim, c0);
-  lin('time_embedding.linear_2', tdim, tdim);
-  if (cfg.textTime) {
-    lin('add_embedding.linear_1', tdim, cfg.textTime.projectionInputDim);
-    lin('add_embedding.linear_2', tdim, tdim);
-  }
-  convP('conv_in', c0, cfg.inChannels, 3);
-  const n = cfg.blockOutChannels.length;
-  const skipCh: number[] = [c0];
-  let ch = c0;
-  for (let i = 0; i < n; i++) {
-    const out = cfg.blockOutChannels[i]!;
-    for (let j = 0; j < cfg.layersPerBlock[i]!; j++) {
-      resnet(`down_blocks.${i}.resnets.${j}`, ch, out);
-      ch = out;
-      if (cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D') transformer(`down_blocks.${i}.attentions.${j}`, out, cfg.transformerLayers[i]!);
-      skipCh.push(out);
-    }
-    if (i < n - 1) {
-      convP(`down_blocks.${i}.downsamplers.0.conv`, out, out, 3);
-      skipCh.push(out);
-    }
-  }
-  resnet('mid_block.resnets.0', ch, ch);
-  transformer('mid_block.attentions.0', ch, cfg.transformerLayers[n - 1]!);
-  resnet('mid_block.resnets.1', ch, ch);
-  const rev = [...cfg.blockOutChannels].reverse();
-  const reversedLayers = [...cfg.layersPerBlock].reverse();
-  for (let i = 0; i < n; i++) {
-    const out = rev[i]!;
-    for (let j = 0; j < reversedLayers[i]! + 1; j++) {
-      resnet(`up_blocks.${i}.resnets.${j}`, ch + skipCh.pop()!, out);
-      ch = out;
-      if (cfg.upBlockTypes[i] === 'CrossAttnUpBlock2D') transformer(`up_blocks.${i}.attentions.${j}`, out, cfg.upTransformerLayers[i]!);
-    }
-    if (i < n - 1) convP(`up_blocks.${i}.upsamplers.0.conv`, out, out, 3);
-  }
-  norm('conv_norm_out', ch);
-  convP('conv_out', cfg.outChannels, ch, 3);
-  return shapes;
+  return planParameters(allSteps(unetPlan(config)));
 }
