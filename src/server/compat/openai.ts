@@ -3,25 +3,19 @@
 // as URLs of the stored files. Errors are OpenAI's {error: {message, type, param, code}} with all four keys.
 // Negative prompts have no OpenAI field; as LocalAI does, "positive|negative" in the prompt and a
 // `negative_prompt` field both work, and sd.cpp's <sd_cpp_extra_args>{json}</sd_cpp_extra_args> sets native fields.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
+import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { baseUrl } from '../native/views.ts';
 import { baseSpec, classify, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
-
-interface AjvError {
-  instancePath?: string;
-  keyword: string;
-  message?: string;
-  params?: Record<string, unknown>;
-}
 
 function errorType(status: number): string {
   if (status === 401) return 'authentication_error';
@@ -36,13 +30,10 @@ export function openAiError(status: number, message: string, param: string | nul
   return { error: { message, type: errorType(status), param, code } };
 }
 
-function errorHandler(err: FastifyError & { validation?: AjvError[] }, req: FastifyRequest, reply: FastifyReply): void {
+function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: FastifyReply): void {
   if (err.validation) {
     const e = err.validation.find((v) => v.keyword === 'anyOf') ?? err.validation[0]!;
-    const path = (e.instancePath ?? '').split('/').filter(Boolean);
-    if (e.keyword === 'required') path.push(String(e.params?.missingProperty));
-    if (e.keyword === 'additionalProperties') path.push(String(e.params?.additionalProperty));
-    const param = path.join('.') || null;
+    const param = ajvPath(e).join('.') || null;
     const message =
       e.keyword === 'required'
         ? `Missing required parameter: '${param}'.`

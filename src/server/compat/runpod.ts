@@ -5,7 +5,7 @@
 // RunPod job id. Input a handler would reject (missing prompt, unknown sampler, missing features) makes a
 // FAILED job with the reason in `error`, as a RunPod worker does. Also /alpha/v1/txt2img and
 // /alpha/v1/file/{filename} from the same seed.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { Ajv } from 'ajv';
 import type { ValidateFunction } from 'ajv';
@@ -14,6 +14,7 @@ import type { Job } from '../../queue/job.ts';
 import { FINAL_STATES } from '../../queue/job.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { HttpError } from '../errors.ts';
+import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
@@ -90,10 +91,10 @@ interface Envelope {
   s3Config?: object;
 }
 
-function errorHandler(err: FastifyError & { validation?: Array<{ instancePath?: string; message?: string; keyword: string; params?: Record<string, unknown> }> }, req: FastifyRequest, reply: FastifyReply): void {
+function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: FastifyReply): void {
   if (err.validation) {
     const e = err.validation[0]!;
-    const field = [...(e.instancePath ?? '').split('/').filter(Boolean), ...(e.keyword === 'required' ? [String(e.params?.missingProperty)] : [])].join('.') || 'body';
+    const field = ajvPath(e).join('.') || 'body';
     void reply.status(400).send({ error: `${field}: ${e.keyword === 'required' ? 'is required' : (e.message ?? 'is invalid')}` });
     return;
   }
