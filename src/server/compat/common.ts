@@ -8,6 +8,7 @@ import type { JobSpec } from '../../queue/job-spec.ts';
 import { SPEC_DEFAULTS, resolveSeed } from '../../queue/job-spec.ts';
 import { decodeBase64Field } from '../../queue/inputs.ts';
 import { HttpError, toHttpError } from '../errors.ts';
+import { failureStatus } from '../job-failure.ts';
 
 /**
  * A feature a client asked for that Kiln does not have yet (hires fix, LoRA, upscalers, ...). Every surface
@@ -44,9 +45,8 @@ export function classify(err: unknown): Classified {
 
 /** A job that did not succeed -> the error a synchronous caller gets. */
 export function jobFailure(job: Job): HttpError {
-  if (job.state === 'cancelled') return new HttpError(409, 'cancelled', job.error?.message ?? 'the job was cancelled');
-  const code = job.error?.code ?? 'internal';
-  const status = ({ input: 400, model: 422, timeout: 504, interrupted: 500, internal: 500 } as const)[code];
+  const { status, code } = failureStatus(job);
+  if (job.state === 'cancelled') return new HttpError(status, code, job.error?.message ?? 'the job was cancelled');
   return new HttpError(status, code, job.error?.message ?? `the job ${job.state}`, job.error?.field);
 }
 

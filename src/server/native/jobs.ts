@@ -6,6 +6,7 @@ import { decodeBase64Field } from '../../queue/inputs.ts';
 import type { Job } from '../../queue/job.ts';
 import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
+import { failureStatus } from '../job-failure.ts';
 import { assembleMultipart } from './upload.ts';
 import { streamJob } from './sse.ts';
 import { baseUrl, jobLinks, jobSummary, jobView } from './views.ts';
@@ -164,8 +165,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const view = await jobView(kiln, done, baseUrl(kiln, req));
       if (done.state === 'succeeded') return reply.status(200).send(view);
       if (done.state === 'queued' || done.state === 'running') return reply.status(202).header('location', `/v1/jobs/${done.id}`).send(view);
-      const status = done.state === 'cancelled' ? 409 : ({ input: 400, model: 422, timeout: 504, interrupted: 500, internal: 500 } as const)[done.error?.code ?? 'internal'];
-      return reply.status(status).send({ ...view, error: { code: done.state === 'cancelled' ? 'cancelled' : (done.error?.code ?? 'internal'), message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
+      const { status, code } = failureStatus(done);
+      return reply.status(status).send({ ...view, error: { code, message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
     },
   );
 }
