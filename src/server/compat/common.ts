@@ -9,6 +9,7 @@ import { SPEC_DEFAULTS, resolveSeed } from '../../queue/job-spec.ts';
 import { decodeBase64Field } from '../../queue/inputs.ts';
 import { HttpError, toHttpError } from '../errors.ts';
 import { failureStatus } from '../job-failure.ts';
+import { cancelOnHangUp } from '../hang-up.ts';
 
 /**
  * A feature a client asked for that Kiln does not have yet (hires fix, LoRA, upscalers, ...). Every surface
@@ -89,14 +90,11 @@ export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: Fas
  * cancelled so the device is free for others (as the native synchronous route does).
  */
 export async function waitForJob(kiln: KilnServices, reply: FastifyReply, job: Job, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
-  const onClose = () => {
-    if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
-  };
-  reply.raw.on('close', onClose);
+  const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
   try {
     return (await kiln.queue.waitFor(job.id, timeoutMs)) ?? job;
   } finally {
-    reply.raw.off('close', onClose);
+    stopWatching();
   }
 }
 

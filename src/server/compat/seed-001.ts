@@ -9,6 +9,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { VERSION } from '../../version.ts';
 import { baseUrl } from '../native/views.ts';
+import { cancelOnHangUp } from '../hang-up.ts';
 import { baseSpec, classify, jobFailure, ownerOf, rejectExtraNetworks, resultImages, syncWaitMs } from './common.ts';
 
 export const SEED001_LIMIT = 150;
@@ -87,13 +88,10 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
   });
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
   const job = kiln.submit(spec, { owner: ownerOf(req) });
-  const onClose = () => {
-    if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
-  };
-  reply.raw.on('close', onClose);
+  const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
   await withHeartbeats(req, reply, async () => {
     const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
-    reply.raw.off('close', onClose);
+    stopWatching();
     if (done.state !== 'succeeded') {
       const f = jobFailure(done);
       throw new HttpError(f.statusCode, f.code, `Image generation failed: ${f.message}`, f.field);

@@ -7,6 +7,7 @@ import type { Job } from '../../queue/job.ts';
 import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
 import { failureStatus } from '../job-failure.ts';
+import { cancelOnHangUp } from '../hang-up.ts';
 import { assembleMultipart } from './upload.ts';
 import { streamJob } from './sse.ts';
 import { baseUrl, jobLinks, jobSummary, jobView } from './views.ts';
@@ -155,13 +156,10 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply: FastifyReply) => {
       const job = await createJob(req);
       // A client that hangs up no longer wants the images: free the device for others.
-      const onClose = () => {
-        if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
-      };
-      reply.raw.on('close', onClose);
+      const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
       const timeoutMs = ((req.query as { timeout_s?: number }).timeout_s ?? kiln.config.queue.jobTimeoutMs / 1000 + 60) * 1000;
       const done = (await kiln.queue.waitFor(job.id, timeoutMs))!;
-      reply.raw.off('close', onClose);
+      stopWatching();
       const view = await jobView(kiln, done, baseUrl(kiln, req));
       if (done.state === 'succeeded') return reply.status(200).send(view);
       if (done.state === 'queued' || done.state === 'running') return reply.status(202).header('location', `/v1/jobs/${done.id}`).send(view);
