@@ -11,6 +11,7 @@ import type { ImageFormat } from '../../storage/encode.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
+import { lastFile, readMultipart } from '../multipart.ts';
 import { baseUrl } from '../native/views.ts';
 import { baseSpec, classify, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
 
@@ -123,25 +124,26 @@ declare module 'fastify' {
 
 const NUMERIC_FIELDS = new Set(['n', 'output_compression', 'partial_images', 'seed', 'strength']);
 
+/** One text field of an edit/variation form: numbers and booleans converted, the rest kept as strings. */
+function addFormField(body: Record<string, unknown>, name: string, raw: string): Record<string, unknown> {
+  if (NUMERIC_FIELDS.has(name) && raw.trim() !== '' && Number.isFinite(Number(raw))) body[name] = Number(raw);
+  else if (name === 'stream') body.stream = raw === 'true';
+  else body[name] = raw;
+  return body;
+}
+
 /** multipart/form-data -> req.body (strings; numbers and booleans converted) + the files in req.openaiUploads. */
 async function assembleForm(req: FastifyRequest): Promise<void> {
-  if (!req.isMultipart()) throw new HttpError(400, 'invalid_request', "body: send multipart/form-data with an 'image' file", 'image');
-  const body: Record<string, unknown> = {};
-  const uploads: Uploads = { images: [] };
-  for await (const part of req.parts()) {
-    if (part.type === 'file') {
-      const bytes = await part.toBuffer();
-      if (part.fieldname === 'image' || part.fieldname === 'image[]') uploads.images.push(bytes);
-      else if (part.fieldname === 'mask') uploads.mask = bytes;
-      else throw new HttpError(400, 'invalid_request', `Unrecognized file field: ${part.fieldname}`, part.fieldname);
-      continue;
-    }
-    const raw = String(part.value);
-    if (NUMERIC_FIELDS.has(part.fieldname) && raw.trim() !== '' && Number.isFinite(Number(raw))) body[part.fieldname] = Number(raw);
-    else if (part.fieldname === 'stream') body.stream = raw === 'true';
-    else body[part.fieldname] = raw;
-  }
-  req.body = body;
+  const form = await readMultipart(req, {
+    fileFields: ['image', 'image[]', 'mask'],
+    unknownFile: (field) => new HttpError(400, 'invalid_request', `Unrecognized file field: ${field}`, field),
+    addField: addFormField,
+  });
+  if (!form) throw new HttpError(400, 'invalid_request', "body: send multipart/form-data with an 'image' file", 'image');
+  const uploads: Uploads = { images: form.files.filter((f) => f.field !== 'mask').map((f) => f.bytes) };
+  const mask = lastFile(form, 'mask');
+  if (mask) uploads.mask = mask;
+  req.body = form.body;
   req.openaiUploads = uploads;
 }
 

@@ -12,6 +12,7 @@ import type { JobSpec } from '../../queue/job-spec.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
+import { lastFile, readMultipart } from '../multipart.ts';
 import { baseSpec, jobFailure, notImplemented, ownerOf, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob, type ResultImage } from './common.ts';
 
 /** diffusers' pipeline defaults, which the seed's server passes through. */
@@ -54,14 +55,8 @@ interface PostConfig {
 
 /** Reads the optional `image` file of a multipart request (other fields are ignored: parameters are in the query). */
 async function uploadedImage(req: FastifyRequest): Promise<Buffer | undefined> {
-  if (!req.isMultipart()) return undefined;
-  let image: Buffer | undefined;
-  for await (const part of req.parts()) {
-    if (part.type !== 'file') continue;
-    const bytes = await part.toBuffer();
-    if (part.fieldname === 'image') image = bytes;
-  }
-  return image;
+  const form = await readMultipart(req, { fileFields: ['image'] });
+  return form && lastFile(form, 'image');
 }
 
 /** Several results as one PNG grid (columns = ceil(sqrt(n))), in generation order. */
