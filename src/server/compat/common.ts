@@ -44,6 +44,17 @@ export function classify(err: unknown): Classified {
   return { status: h.statusCode, code: h.code, message: h.message, field: h.field, headers: h.headers };
 }
 
+/**
+ * Answers any error in a surface's own shape: the classified status (or what `status` makes of it), its headers
+ * (Retry-After, ...) and `body`. Server faults are logged as `logMessage`; 501 is a known gap, not a fault.
+ */
+export function sendClassified(err: unknown, req: FastifyRequest, reply: FastifyReply, logMessage: string, body: (c: Classified) => unknown, status = (c: Classified) => c.status): void {
+  const c = classify(err);
+  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, logMessage);
+  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
+  void reply.status(status(c)).send(body(c));
+}
+
 /** A job that did not succeed -> the error a synchronous caller gets. */
 export function jobFailure(job: Job): HttpError {
   const { status, code } = failureStatus(job);

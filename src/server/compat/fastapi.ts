@@ -4,7 +4,7 @@
 import type { ErrorObject } from 'ajv';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Classified } from './common.ts';
-import { classify } from './common.ts';
+import { sendClassified } from './common.ts';
 import type { SchemaValidationError } from '../validation-errors.ts';
 
 export interface FastApiIssue {
@@ -57,10 +57,7 @@ export function fastApiErrorHandlerWith(options: FastApiErrorOptions = {}) {
       void reply.status(422).send({ detail: fastApiIssues(err.validation, err.validationContext ?? 'body', pydantic) });
       return;
     }
-    const c = classify(err);
-    if (c.status >= 500 && c.status !== 501) req.log.error({ err }, `${logPrefix}request failed`);
-    for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-    void reply.status(c.status).send(body(c));
+    sendClassified(err, req, reply, `${logPrefix}request failed`, body);
   };
 }
 

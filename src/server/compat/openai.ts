@@ -13,7 +13,7 @@ import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
 import { baseUrl } from '../native/views.ts';
-import { baseSpec, classify, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
+import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, sendClassified, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
@@ -46,13 +46,12 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
     void reply.status(400).send(openAiError(400, message, param, e.keyword === 'required' ? 'missing_required_parameter' : e.keyword === 'additionalProperties' ? 'unknown_parameter' : 'invalid_value'));
     return;
   }
-  const c = classify(err);
-  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'openai request failed');
-  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-  const code = c.status === 401 ? 'invalid_api_key' : c.code;
-  // Width and height come from `size` here.
-  const param = c.field === 'width' || c.field === 'height' ? 'size' : (c.field ?? null);
-  void reply.status(c.status).send(openAiError(c.status, c.message, param, code));
+  sendClassified(err, req, reply, 'openai request failed', (c) => {
+    const code = c.status === 401 ? 'invalid_api_key' : c.code;
+    // Width and height come from `size` here.
+    const param = c.field === 'width' || c.field === 'height' ? 'size' : (c.field ?? null);
+    return openAiError(c.status, c.message, param, code);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------

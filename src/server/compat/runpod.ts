@@ -18,7 +18,7 @@ import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
-import { classify, dataUrl, ownerOf, resultImages } from './common.ts';
+import { classify, dataUrl, ownerOf, resultImages, sendClassified } from './common.ts';
 
 /** Seed 000's documented defaults (they differ from A1111's). */
 export const SEED000_DEFAULTS = {
@@ -98,10 +98,7 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
     void reply.status(400).send({ error: `${field}: ${e.keyword === 'required' ? 'is required' : (e.message ?? 'is invalid')}` });
     return;
   }
-  const c = classify(err);
-  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'runpod request failed');
-  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-  void reply.status(c.status).send({ error: c.message });
+  sendClassified(err, req, reply, 'runpod request failed', (c) => ({ error: c.message }));
 }
 
 /** The input validators: A1111 txt2img / img2img bodies with seed 000's defaults filled in. */
