@@ -32,4 +32,7 @@ test('jobFailure: the HttpError a compat surface raises carries the table status
   const cancelled = jobFailure(job('cancelled', { code: 'input', message: 'stopped', field: 'steps' }));
   assert.deepEqual([cancelled.statusCode, cancelled.code, cancelled.message, cancelled.field], [409, 'cancelled', 'stopped', undefined]);
   assert.equal(jobFailure(job('cancelled')).message, 'the job was cancelled');
+  // Seeds 001 and 002 say what failed before why.
+  const seed = jobFailure(job('failed', { code: 'model', message: 'bad weights' }), 'Image generation failed: ');
+  assert.deepEqual([seed.statusCode, seed.message], [422, 'Image generation failed: bad weights']);
 });

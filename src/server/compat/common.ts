@@ -55,11 +55,11 @@ export function sendClassified(err: unknown, req: FastifyRequest, reply: Fastify
   void reply.status(status(c)).send(body(c));
 }
 
-/** A job that did not succeed -> the error a synchronous caller gets. */
-export function jobFailure(job: Job): HttpError {
+/** A job that did not succeed -> the error a synchronous caller gets (its message after `messagePrefix`). */
+export function jobFailure(job: Job, messagePrefix = ''): HttpError {
   const { status, code } = failureStatus(job);
-  if (job.state === 'cancelled') return new HttpError(status, code, job.error?.message ?? 'the job was cancelled');
-  return new HttpError(status, code, job.error?.message ?? `the job ${job.state}`, job.error?.field);
+  if (job.state === 'cancelled') return new HttpError(status, code, messagePrefix + (job.error?.message ?? 'the job was cancelled'));
+  return new HttpError(status, code, messagePrefix + (job.error?.message ?? `the job ${job.state}`), job.error?.field);
 }
 
 /** Default spec fields, so adapters only state what their surface sets. */
@@ -107,6 +107,17 @@ export async function waitForJob(kiln: KilnServices, reply: FastifyReply, job: J
   } finally {
     stopWatching();
   }
+}
+
+/**
+ * Submits a spec (its stored input removed again if the submit is refused), waits for it (cancelled if the client
+ * hangs up) and reads back its images; a job that did not succeed throws its jobFailure.
+ */
+export async function generateImages(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec): Promise<{ job: Job; images: ResultImage[] }> {
+  const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
+  const done = await waitForJob(kiln, reply, job);
+  if (done.state !== 'succeeded') throw jobFailure(done);
+  return { job: done, images: await resultImages(kiln, done) };
 }
 
 export interface ResultImage {

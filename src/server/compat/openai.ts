@@ -13,7 +13,7 @@ import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
 import { baseUrl } from '../native/views.ts';
-import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, sendClassified, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
+import { baseSpec, floor8, generateImages, notImplemented, parseSize, rejectExtraNetworks, sendClassified, storeImageBytes } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
@@ -215,10 +215,7 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
   app.setErrorHandler(errorHandler);
 
   async function respond(req: FastifyRequest, reply: FastifyReply, body: ImagesRequest, spec: JobSpec, eventPrefix: string) {
-    const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
-    const done = await waitForJob(kiln, reply, job);
-    if (done.state !== 'succeeded') throw jobFailure(done);
-    const images = await resultImages(kiln, done);
+    const { job: done, images } = await generateImages(kiln, req, reply, spec);
     const created = Math.floor((done.finishedAt ?? Date.now()) / 1000);
     const base = baseUrl(kiln, req);
     const size = `${spec.width}x${spec.height}`;

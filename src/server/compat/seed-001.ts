@@ -54,10 +54,7 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
   await sendJsonWithHeartbeats(req, reply, async () => {
     const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
     stopWatching();
-    if (done.state !== 'succeeded') {
-      const f = jobFailure(done);
-      throw new HttpError(f.statusCode, f.code, `Image generation failed: ${f.message}`, f.field);
-    }
+    if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
     const images = await resultImages(kiln, done);
     const base = baseUrl(kiln, req);
     const list = images.map((img) => (body.return_format === 'url' ? `${base}/v1/images/${img.meta.name}` : img.bytes.toString('base64')));

@@ -13,7 +13,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
-import { baseSpec, jobFailure, notImplemented, ownerOf, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob, type ResultImage } from './common.ts';
+import { baseSpec, generateImages, notImplemented, rejectExtraNetworks, storeImageBytes, type ResultImage } from './common.ts';
 
 /** diffusers' pipeline defaults, which the seed's server passes through. */
 export const SEED003_DEFAULTS = { steps: 50, guidance: 7.5, width: 512, height: 512, count: 1, strength: 0.75 };
@@ -84,10 +84,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
   const tags = ['seed-003'];
 
   const imageReply = async (reply: FastifyReply, spec: JobSpec, req: FastifyRequest) => {
-    const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
-    const done = await waitForJob(kiln, reply, job);
-    if (done.state !== 'succeeded') throw jobFailure(done);
-    const images = await resultImages(kiln, done);
+    const { images } = await generateImages(kiln, req, reply, spec);
     return reply
       .type('image/png')
       .header('x-seeds', images.map((i) => i.meta.seed).join(','))
