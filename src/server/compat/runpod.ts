@@ -15,6 +15,7 @@ import { FINAL_STATES } from '../../queue/job.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
+import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
@@ -124,7 +125,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   let retried = 0;
   app.setErrorHandler(errorHandler);
 
-  const visible = (req: FastifyRequest, owner: string) => req.principal.anonymous || req.principal.role === 'admin' || req.principal.name === owner;
+  const visible = (req: FastifyRequest, owner: string) => maySeeJob(req.principal, owner);
 
   /** The record for an id (falling back to a native job submitted here before a restart); 404 otherwise. */
   const recordOf = (req: FastifyRequest, id: string): RunPodRecord => {
@@ -315,8 +316,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       return { id: rec.id, status: (await jobObject(rec)).status };
     });
     r.post('/purge-queue', { schema: { tags, summary: 'RunPod: remove your queued jobs (all queued jobs for an admin).' } }, async (req) => {
-      const all = req.principal.anonymous || req.principal.role === 'admin';
-      if (all) return { removed: kiln.queue.purgeQueued(), status: 'completed' };
+      if (seesAllJobs(req.principal)) return { removed: kiln.queue.purgeQueued(), status: 'completed' };
       let removed = 0;
       for (const job of kiln.queue.list({ owner: req.principal.name, state: 'queued', limit: 10_000 })) {
         await kiln.queue.cancel(job.id);

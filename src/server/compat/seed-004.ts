@@ -7,6 +7,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { Job } from '../../queue/job.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
+import { maySeeJob } from '../auth.ts';
 import { baseSpec, notImplemented, ownerOf, rejectExtraNetworks, resultImages, sendClassified } from './common.ts';
 
 /** Seed 004's request defaults. */
@@ -141,7 +142,7 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
       const job = kiln.queue.get(job_id);
       const p = req.principal;
       const entry = tracked.get(job_id);
-      if (!job || !entry || delivered.has(job_id) || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
+      if (!job || !entry || delivered.has(job_id) || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
       const base = { status: 'success', job_id, progress: progressOf(job), current_phase: phaseOf(job), state: stateOf(job), error: null as string | null };
       if (job.state === 'queued' || job.state === 'running') return base;
       delivered.add(job_id);

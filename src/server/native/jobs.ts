@@ -8,6 +8,7 @@ import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
 import { failureStatus } from '../job-failure.ts';
 import { cancelOnHangUp } from '../hang-up.ts';
+import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { assembleMultipart } from './upload.ts';
 import { streamJob } from './sse.ts';
 import { baseUrl, jobLinks, jobSummary, jobView } from './views.ts';
@@ -28,7 +29,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const visibleJob = (req: FastifyRequest, id: string): Job => {
     const job = kiln.queue.get(id);
     const p = req.principal;
-    if (!job || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
+    if (!job || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
     return job;
   };
 
@@ -85,7 +86,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req) => {
       const q = req.query as { state?: (typeof JOB_STATES)[number]; limit: number };
       const p = req.principal;
-      const jobs = kiln.queue.list({ owner: p.anonymous || p.role === 'admin' ? undefined : p.name, state: q.state, limit: q.limit });
+      const jobs = kiln.queue.list({ owner: seesAllJobs(p) ? undefined : p.name, state: q.state, limit: q.limit });
       return { jobs: jobs.map((j) => jobSummary(kiln, j)) };
     },
   );
