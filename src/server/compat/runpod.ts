@@ -19,7 +19,7 @@ import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
-import { classify, dataUrl, ownerOf, resultImages, sendClassified } from './common.ts';
+import { classify, dataUrl, ownerOf, resultImages, sendClassified, syncWaitMs } from './common.ts';
 
 /** Seed 000's documented defaults (they differ from A1111's). */
 export const SEED000_DEFAULTS = {
@@ -347,7 +347,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       const input = (raw.input && typeof raw.input === 'object' ? raw.input : raw) as Record<string, unknown>;
       const { job, error } = await submitInput(input, ownerOf(req));
       if (!job) throw new HttpError(400, 'invalid_request', error!);
-      const done = (await kiln.queue.waitFor(job.id, kiln.config.queue.jobTimeoutMs + 60_000))!;
+      const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
       if (done.state !== 'succeeded') return reply.status(done.state === 'cancelled' ? 409 : 500).send({ status: 'error', error: done.error?.message ?? done.state });
       const images = await resultImages(kiln, done);
       const filename = alphaFilename(done, 0);
