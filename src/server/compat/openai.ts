@@ -12,7 +12,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
-import { baseUrl } from '../native/views.ts';
+import { baseUrl, imageUrl } from '../native/views.ts';
 import { baseSpec, floor8, generateImages, notImplemented, parseSize, rejectExtraNetworks, sendClassified, storeImageBytes } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     const quality = body.quality ?? 'auto';
     // Every image Kiln makes is opaque until an alpha-capable model exists (transparent is refused above).
     const background = 'opaque';
-    const data = images.map((img) => (spec.output.response === 'url' ? { url: `${base}/v1/images/${img.meta.name}` } : { b64_json: img.bytes.toString('base64') }));
+    const data = images.map((img) => (spec.output.response === 'url' ? { url: imageUrl(base, img.meta.name) } : { b64_json: img.bytes.toString('base64') }));
     if (body.stream) {
       // No partial previews exist yet, so the stream carries each finished image as its completed event.
       reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });

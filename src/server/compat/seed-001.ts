@@ -8,7 +8,7 @@ import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { VERSION } from '../../version.ts';
-import { baseUrl } from '../native/views.ts';
+import { baseUrl, imageUrl } from '../native/views.ts';
 import { cancelOnHangUp } from '../hang-up.ts';
 import { sendJsonWithHeartbeats } from '../keep-alive.ts';
 import { baseSpec, classify, jobFailure, ownerOf, rejectExtraNetworks, resultImages, syncWaitMs } from './common.ts';
@@ -57,7 +57,7 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
     if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
     const images = await resultImages(kiln, done);
     const base = baseUrl(kiln, req);
-    const list = images.map((img) => (body.return_format === 'url' ? `${base}/v1/images/${img.meta.name}` : img.bytes.toString('base64')));
+    const list = images.map((img) => (body.return_format === 'url' ? imageUrl(base, img.meta.name) : img.bytes.toString('base64')));
     return { success: true, images: list, count: list.length, message: `Successfully generated ${list.length} image(s)` };
   }, { lateErrorBody: (e) => ({ success: false, detail: classify(e).message }) });
 }
