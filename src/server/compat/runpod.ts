@@ -19,7 +19,7 @@ import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
-import { classify, dataUrl, ownerOf, resultImages, sendClassified, syncWaitMs } from './common.ts';
+import { classify, dataUrl, ownerOf, resultImages, sendClassified, submitWithInput, syncWaitMs } from './common.ts';
 
 /** Seed 000's documented defaults (they differ from A1111's). */
 export const SEED000_DEFAULTS = {
@@ -148,12 +148,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
       const spec = await specFromA1111(kiln, body, kind);
       spec.output = { format: 'png', quality: 90, response: 'base64' };
-      try {
-        return { job: kiln.submit(spec, { owner }) };
-      } catch (e) {
-        if (spec.initImage) await kiln.storage.remove(spec.initImage).catch(() => undefined);
-        throw e;
-      }
+      return { job: await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner })) };
     } catch (e) {
       // A full queue or shutdown is the platform refusing the request, not a failed job.
       if (e instanceof QueueFullError || e instanceof QueueClosedError) throw e;
