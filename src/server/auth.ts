@@ -15,6 +15,16 @@ export interface Principal {
 
 export type AuthLevel = 'public' | 'user' | 'admin';
 
+/** Admins see every job, and so does everyone when the server runs without keys. */
+export function seesAllJobs(p: Principal): boolean {
+  return p.anonymous || p.role === 'admin';
+}
+
+/** Whether a caller may see a job (and its images) owned by `owner`; others get 404, not 403. */
+export function maySeeJob(p: Principal, owner: string | undefined): boolean {
+  return seesAllJobs(p) || p.name === owner;
+}
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 export function presentedKey(headers: IncomingHttpHeaders): string | undefined {

@@ -1,10 +1,12 @@
 // Every error a client sees is {error: {code, message, field?}} with a 4xx/5xx status; messages name the
 // field at fault. Fastify schema errors are rewritten from ajv's shape into that form.
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { ErrorObject } from 'ajv';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SpecError } from '../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
 import { StorageNameError } from '../storage/local.ts';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
+import { ajvPath, type SchemaValidationError } from './validation-errors.ts';
 
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
@@ -23,24 +25,14 @@ export class HttpError extends Error {
   }
 }
 
-interface AjvError {
-  instancePath?: string;
-  keyword: string;
-  message?: string;
-  params?: Record<string, unknown>;
-}
-
 /** ajv instancePath "/output/quality" or "/prompts/3" -> "output.quality" / "prompts[3]". */
-function fieldOf(e: AjvError, context?: string): string {
-  const parts = (e.instancePath ?? '').split('/').filter(Boolean);
-  if (e.keyword === 'required') parts.push(String(e.params?.missingProperty));
-  if (e.keyword === 'additionalProperties') parts.push(String(e.params?.additionalProperty));
+function fieldOf(e: ErrorObject, context?: string): string {
   let out = '';
-  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
+  for (const p of ajvPath(e)) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
   return out || (context === 'body' ? 'body' : (context ?? 'request'));
 }
 
-function describe(e: AjvError): string {
+function describe(e: ErrorObject): string {
   switch (e.keyword) {
     case 'additionalProperties':
       return 'is not a known field';
@@ -55,7 +47,7 @@ function describe(e: AjvError): string {
   }
 }
 
-export function validationError(errors: AjvError[], context?: string): HttpError {
+export function validationError(errors: ErrorObject[], context?: string): HttpError {
   // anyOf failures report each branch first; the branch errors are less useful than "wrong type" on the field.
   const anyOf = errors.find((e) => e.keyword === 'anyOf');
   const e = anyOf ?? errors[0];
@@ -65,7 +57,7 @@ export function validationError(errors: AjvError[], context?: string): HttpError
 
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
-  const fe = err as FastifyError & { validation?: AjvError[]; validationContext?: string };
+  const fe = err as SchemaValidationError;
   if (fe?.validation) return validationError(fe.validation, fe.validationContext);
   if (err instanceof SpecError || err instanceof KilnInputError) {
     return new HttpError(400, 'invalid_request', err.message, (err as SpecError).field ?? undefined);

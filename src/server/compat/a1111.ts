@@ -3,7 +3,7 @@
 // (A1111's state is process-global); discovery lists come from the registry and the engine's own lists.
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { KilnServices } from '../services.ts';
@@ -22,7 +22,6 @@ import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import {
   baseSpec,
-  classify,
   floor8,
   jobFailure,
   notImplemented,
@@ -33,6 +32,7 @@ import {
   storeImageField,
   submitWithInput,
 } from './common.ts';
+import { fastApiErrorHandlerWith } from './fastapi.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Request schemas. Defaults are A1111's API defaults; `null` means "use the server setting".
@@ -138,41 +138,15 @@ export type Body = Record<string, any>;
 // ---------------------------------------------------------------------------------------------------------
 // Errors in A1111's shapes.
 
-interface AjvError {
-  instancePath?: string;
-  keyword: string;
-  message?: string;
-  params?: Record<string, unknown>;
-}
-
-/** ajv errors -> FastAPI's 422 detail list. */
-function fastApiDetail(errors: AjvError[], context: string): Array<{ loc: (string | number)[]; msg: string; type: string }> {
-  return errors.map((e) => {
-    const loc: (string | number)[] = [context, ...(e.instancePath ?? '').split('/').filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p))];
-    if (e.keyword === 'required') return { loc: [...loc, String(e.params?.missingProperty)], msg: 'field required', type: 'value_error.missing' };
-    if (e.keyword === 'type') {
-      const t = String(e.params?.type ?? '').split(',')[0];
-      return { loc, msg: `value is not a valid ${t === 'number' ? 'float' : t}`, type: `type_error.${t === 'number' ? 'float' : t}` };
-    }
-    return { loc, msg: e.message ?? 'invalid value', type: `value_error.${e.keyword}` };
-  });
-}
-
 export function a1111Error(status: number, detail: string, name = 'HTTPException') {
   return { error: name, detail, body: '', errors: `${status}: ${detail}` };
 }
 
-function errorHandler(err: FastifyError & { validation?: AjvError[]; validationContext?: string }, req: FastifyRequest, reply: FastifyReply): void {
-  if (err.validation) {
-    void reply.status(422).send({ detail: fastApiDetail(err.validation, err.validationContext ?? 'body') });
-    return;
-  }
-  const c = classify(err);
-  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'a1111 request failed');
-  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-  const name = c.status === 501 ? 'NotImplementedError' : c.status >= 500 ? 'RuntimeError' : 'HTTPException';
-  void reply.status(c.status).send(a1111Error(c.status, c.message, name));
-}
+const errorHandler = fastApiErrorHandlerWith({
+  pydantic: 1,
+  logPrefix: 'a1111 ',
+  body: (c) => a1111Error(c.status, c.message, c.status === 501 ? 'NotImplementedError' : c.status >= 500 ? 'RuntimeError' : 'HTTPException'),
+});
 
 // ---------------------------------------------------------------------------------------------------------
 // Checkpoints: titles and hashes as A1111 shows them ("name.safetensors [0123456789]").

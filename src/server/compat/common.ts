@@ -8,6 +8,8 @@ import type { JobSpec } from '../../queue/job-spec.ts';
 import { SPEC_DEFAULTS, resolveSeed } from '../../queue/job-spec.ts';
 import { decodeBase64Field } from '../../queue/inputs.ts';
 import { HttpError, toHttpError } from '../errors.ts';
+import { failureStatus } from '../job-failure.ts';
+import { cancelOnHangUp } from '../hang-up.ts';
 
 /**
  * A feature a client asked for that Kiln does not have yet (hires fix, LoRA, upscalers, ...). Every surface
@@ -42,12 +44,22 @@ export function classify(err: unknown): Classified {
   return { status: h.statusCode, code: h.code, message: h.message, field: h.field, headers: h.headers };
 }
 
-/** A job that did not succeed -> the error a synchronous caller gets. */
-export function jobFailure(job: Job): HttpError {
-  if (job.state === 'cancelled') return new HttpError(409, 'cancelled', job.error?.message ?? 'the job was cancelled');
-  const code = job.error?.code ?? 'internal';
-  const status = ({ input: 400, model: 422, timeout: 504, interrupted: 500, internal: 500 } as const)[code];
-  return new HttpError(status, code, job.error?.message ?? `the job ${job.state}`, job.error?.field);
+/**
+ * Answers any error in a surface's own shape: the classified status (or what `status` makes of it), its headers
+ * (Retry-After, ...) and `body`. Server faults are logged as `logMessage`; 501 is a known gap, not a fault.
+ */
+export function sendClassified(err: unknown, req: FastifyRequest, reply: FastifyReply, logMessage: string, body: (c: Classified) => unknown, status = (c: Classified) => c.status): void {
+  const c = classify(err);
+  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, logMessage);
+  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
+  void reply.status(status(c)).send(body(c));
+}
+
+/** A job that did not succeed -> the error a synchronous caller gets (its message after `messagePrefix`). */
+export function jobFailure(job: Job, messagePrefix = ''): HttpError {
+  const { status, code } = failureStatus(job);
+  if (job.state === 'cancelled') return new HttpError(status, code, messagePrefix + (job.error?.message ?? 'the job was cancelled'));
+  return new HttpError(status, code, messagePrefix + (job.error?.message ?? `the job ${job.state}`), job.error?.field);
 }
 
 /** Default spec fields, so adapters only state what their surface sets. */
@@ -89,15 +101,23 @@ export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: Fas
  * cancelled so the device is free for others (as the native synchronous route does).
  */
 export async function waitForJob(kiln: KilnServices, reply: FastifyReply, job: Job, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
-  const onClose = () => {
-    if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
-  };
-  reply.raw.on('close', onClose);
+  const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
   try {
     return (await kiln.queue.waitFor(job.id, timeoutMs)) ?? job;
   } finally {
-    reply.raw.off('close', onClose);
+    stopWatching();
   }
+}
+
+/**
+ * Submits a spec (its stored input removed again if the submit is refused), waits for it (cancelled if the client
+ * hangs up) and reads back its images; a job that did not succeed throws its jobFailure.
+ */
+export async function generateImages(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec): Promise<{ job: Job; images: ResultImage[] }> {
+  const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
+  const done = await waitForJob(kiln, reply, job);
+  if (done.state !== 'succeeded') throw jobFailure(done);
+  return { job: done, images: await resultImages(kiln, done) };
 }
 
 export interface ResultImage {

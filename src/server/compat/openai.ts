@@ -3,25 +3,20 @@
 // as URLs of the stored files. Errors are OpenAI's {error: {message, type, param, code}} with all four keys.
 // Negative prompts have no OpenAI field; as LocalAI does, "positive|negative" in the prompt and a
 // `negative_prompt` field both work, and sd.cpp's <sd_cpp_extra_args>{json}</sd_cpp_extra_args> sets native fields.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
-import { baseUrl } from '../native/views.ts';
-import { baseSpec, classify, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
+import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
+import { lastFile, readMultipart } from '../multipart.ts';
+import { baseUrl, imageUrl } from '../native/views.ts';
+import { baseSpec, floor8, generateImages, notImplemented, parseSize, rejectExtraNetworks, sendClassified, storeImageBytes } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
-
-interface AjvError {
-  instancePath?: string;
-  keyword: string;
-  message?: string;
-  params?: Record<string, unknown>;
-}
 
 function errorType(status: number): string {
   if (status === 401) return 'authentication_error';
@@ -36,13 +31,10 @@ export function openAiError(status: number, message: string, param: string | nul
   return { error: { message, type: errorType(status), param, code } };
 }
 
-function errorHandler(err: FastifyError & { validation?: AjvError[] }, req: FastifyRequest, reply: FastifyReply): void {
+function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: FastifyReply): void {
   if (err.validation) {
     const e = err.validation.find((v) => v.keyword === 'anyOf') ?? err.validation[0]!;
-    const path = (e.instancePath ?? '').split('/').filter(Boolean);
-    if (e.keyword === 'required') path.push(String(e.params?.missingProperty));
-    if (e.keyword === 'additionalProperties') path.push(String(e.params?.additionalProperty));
-    const param = path.join('.') || null;
+    const param = ajvPath(e).join('.') || null;
     const message =
       e.keyword === 'required'
         ? `Missing required parameter: '${param}'.`
@@ -54,13 +46,12 @@ function errorHandler(err: FastifyError & { validation?: AjvError[] }, req: Fast
     void reply.status(400).send(openAiError(400, message, param, e.keyword === 'required' ? 'missing_required_parameter' : e.keyword === 'additionalProperties' ? 'unknown_parameter' : 'invalid_value'));
     return;
   }
-  const c = classify(err);
-  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'openai request failed');
-  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-  const code = c.status === 401 ? 'invalid_api_key' : c.code;
-  // Width and height come from `size` here.
-  const param = c.field === 'width' || c.field === 'height' ? 'size' : (c.field ?? null);
-  void reply.status(c.status).send(openAiError(c.status, c.message, param, code));
+  sendClassified(err, req, reply, 'openai request failed', (c) => {
+    const code = c.status === 401 ? 'invalid_api_key' : c.code;
+    // Width and height come from `size` here.
+    const param = c.field === 'width' || c.field === 'height' ? 'size' : (c.field ?? null);
+    return openAiError(c.status, c.message, param, code);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -132,25 +123,26 @@ declare module 'fastify' {
 
 const NUMERIC_FIELDS = new Set(['n', 'output_compression', 'partial_images', 'seed', 'strength']);
 
+/** One text field of an edit/variation form: numbers and booleans converted, the rest kept as strings. */
+function addFormField(body: Record<string, unknown>, name: string, raw: string): Record<string, unknown> {
+  if (NUMERIC_FIELDS.has(name) && raw.trim() !== '' && Number.isFinite(Number(raw))) body[name] = Number(raw);
+  else if (name === 'stream') body.stream = raw === 'true';
+  else body[name] = raw;
+  return body;
+}
+
 /** multipart/form-data -> req.body (strings; numbers and booleans converted) + the files in req.openaiUploads. */
 async function assembleForm(req: FastifyRequest): Promise<void> {
-  if (!req.isMultipart()) throw new HttpError(400, 'invalid_request', "body: send multipart/form-data with an 'image' file", 'image');
-  const body: Record<string, unknown> = {};
-  const uploads: Uploads = { images: [] };
-  for await (const part of req.parts()) {
-    if (part.type === 'file') {
-      const bytes = await part.toBuffer();
-      if (part.fieldname === 'image' || part.fieldname === 'image[]') uploads.images.push(bytes);
-      else if (part.fieldname === 'mask') uploads.mask = bytes;
-      else throw new HttpError(400, 'invalid_request', `Unrecognized file field: ${part.fieldname}`, part.fieldname);
-      continue;
-    }
-    const raw = String(part.value);
-    if (NUMERIC_FIELDS.has(part.fieldname) && raw.trim() !== '' && Number.isFinite(Number(raw))) body[part.fieldname] = Number(raw);
-    else if (part.fieldname === 'stream') body.stream = raw === 'true';
-    else body[part.fieldname] = raw;
-  }
-  req.body = body;
+  const form = await readMultipart(req, {
+    fileFields: ['image', 'image[]', 'mask'],
+    unknownFile: (field) => new HttpError(400, 'invalid_request', `Unrecognized file field: ${field}`, field),
+    addField: addFormField,
+  });
+  if (!form) throw new HttpError(400, 'invalid_request', "body: send multipart/form-data with an 'image' file", 'image');
+  const uploads: Uploads = { images: form.files.filter((f) => f.field !== 'mask').map((f) => f.bytes) };
+  const mask = lastFile(form, 'mask');
+  if (mask) uploads.mask = mask;
+  req.body = form.body;
   req.openaiUploads = uploads;
 }
 
@@ -223,17 +215,14 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
   app.setErrorHandler(errorHandler);
 
   async function respond(req: FastifyRequest, reply: FastifyReply, body: ImagesRequest, spec: JobSpec, eventPrefix: string) {
-    const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
-    const done = await waitForJob(kiln, reply, job);
-    if (done.state !== 'succeeded') throw jobFailure(done);
-    const images = await resultImages(kiln, done);
+    const { job: done, images } = await generateImages(kiln, req, reply, spec);
     const created = Math.floor((done.finishedAt ?? Date.now()) / 1000);
     const base = baseUrl(kiln, req);
     const size = `${spec.width}x${spec.height}`;
     const quality = body.quality ?? 'auto';
     // Every image Kiln makes is opaque until an alpha-capable model exists (transparent is refused above).
     const background = 'opaque';
-    const data = images.map((img) => (spec.output.response === 'url' ? { url: `${base}/v1/images/${img.meta.name}` } : { b64_json: img.bytes.toString('base64') }));
+    const data = images.map((img) => (spec.output.response === 'url' ? { url: imageUrl(base, img.meta.name) } : { b64_json: img.bytes.toString('base64') }));
     if (body.stream) {
       // No partial previews exist yet, so the stream carries each finished image as its completed event.
       reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });

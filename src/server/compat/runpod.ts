@@ -5,7 +5,7 @@
 // RunPod job id. Input a handler would reject (missing prompt, unknown sampler, missing features) makes a
 // FAILED job with the reason in `error`, as a RunPod worker does. Also /alpha/v1/txt2img and
 // /alpha/v1/file/{filename} from the same seed.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { Ajv } from 'ajv';
 import type { ValidateFunction } from 'ajv';
@@ -14,10 +14,12 @@ import type { Job } from '../../queue/job.ts';
 import { FINAL_STATES } from '../../queue/job.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { HttpError } from '../errors.ts';
+import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
+import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
-import { classify, dataUrl, ownerOf, resultImages } from './common.ts';
+import { classify, dataUrl, ownerOf, resultImages, sendClassified, submitWithInput, syncWaitMs } from './common.ts';
 
 /** Seed 000's documented defaults (they differ from A1111's). */
 export const SEED000_DEFAULTS = {
@@ -90,17 +92,14 @@ interface Envelope {
   s3Config?: object;
 }
 
-function errorHandler(err: FastifyError & { validation?: Array<{ instancePath?: string; message?: string; keyword: string; params?: Record<string, unknown> }> }, req: FastifyRequest, reply: FastifyReply): void {
+function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: FastifyReply): void {
   if (err.validation) {
     const e = err.validation[0]!;
-    const field = [...(e.instancePath ?? '').split('/').filter(Boolean), ...(e.keyword === 'required' ? [String(e.params?.missingProperty)] : [])].join('.') || 'body';
+    const field = ajvPath(e).join('.') || 'body';
     void reply.status(400).send({ error: `${field}: ${e.keyword === 'required' ? 'is required' : (e.message ?? 'is invalid')}` });
     return;
   }
-  const c = classify(err);
-  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'runpod request failed');
-  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-  void reply.status(c.status).send({ error: c.message });
+  sendClassified(err, req, reply, 'runpod request failed', (c) => ({ error: c.message }));
 }
 
 /** The input validators: A1111 txt2img / img2img bodies with seed 000's defaults filled in. */
@@ -126,7 +125,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   let retried = 0;
   app.setErrorHandler(errorHandler);
 
-  const visible = (req: FastifyRequest, owner: string) => req.principal.anonymous || req.principal.role === 'admin' || req.principal.name === owner;
+  const visible = (req: FastifyRequest, owner: string) => maySeeJob(req.principal, owner);
 
   /** The record for an id (falling back to a native job submitted here before a restart); 404 otherwise. */
   const recordOf = (req: FastifyRequest, id: string): RunPodRecord => {
@@ -149,12 +148,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
       const spec = await specFromA1111(kiln, body, kind);
       spec.output = { format: 'png', quality: 90, response: 'base64' };
-      try {
-        return { job: kiln.submit(spec, { owner }) };
-      } catch (e) {
-        if (spec.initImage) await kiln.storage.remove(spec.initImage).catch(() => undefined);
-        throw e;
-      }
+      return { job: await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner })) };
     } catch (e) {
       // A full queue or shutdown is the platform refusing the request, not a failed job.
       if (e instanceof QueueFullError || e instanceof QueueClosedError) throw e;
@@ -317,8 +311,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       return { id: rec.id, status: (await jobObject(rec)).status };
     });
     r.post('/purge-queue', { schema: { tags, summary: 'RunPod: remove your queued jobs (all queued jobs for an admin).' } }, async (req) => {
-      const all = req.principal.anonymous || req.principal.role === 'admin';
-      if (all) return { removed: kiln.queue.purgeQueued(), status: 'completed' };
+      if (seesAllJobs(req.principal)) return { removed: kiln.queue.purgeQueued(), status: 'completed' };
       let removed = 0;
       for (const job of kiln.queue.list({ owner: req.principal.name, state: 'queued', limit: 10_000 })) {
         await kiln.queue.cancel(job.id);
@@ -349,7 +342,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       const input = (raw.input && typeof raw.input === 'object' ? raw.input : raw) as Record<string, unknown>;
       const { job, error } = await submitInput(input, ownerOf(req));
       if (!job) throw new HttpError(400, 'invalid_request', error!);
-      const done = (await kiln.queue.waitFor(job.id, kiln.config.queue.jobTimeoutMs + 60_000))!;
+      const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
       if (done.state !== 'succeeded') return reply.status(done.state === 'cancelled' ? 409 : 500).send({ status: 'error', error: done.error?.message ?? done.state });
       const images = await resultImages(kiln, done);
       const filename = alphaFilename(done, 0);

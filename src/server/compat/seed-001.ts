@@ -8,7 +8,9 @@ import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { VERSION } from '../../version.ts';
-import { baseUrl } from '../native/views.ts';
+import { baseUrl, imageUrl } from '../native/views.ts';
+import { cancelOnHangUp } from '../hang-up.ts';
+import { sendJsonWithHeartbeats } from '../keep-alive.ts';
 import { baseSpec, classify, jobFailure, ownerOf, rejectExtraNetworks, resultImages, syncWaitMs } from './common.ts';
 
 export const SEED001_LIMIT = 150;
@@ -26,45 +28,6 @@ export interface BatchRequest {
   seed?: number;
   model?: string;
   sampler?: string;
-}
-
-/** How often a heartbeat goes out while a /generate request waits (KILN_HEARTBEAT_MS overrides, for tests). */
-function heartbeatMs(): number {
-  const v = Number(process.env.KILN_HEARTBEAT_MS);
-  return Number.isFinite(v) && v > 0 ? v : 10_000;
-}
-
-/**
- * Answers a JSON body after `work` resolves. If that takes longer than one heartbeat interval, the 200 headers
- * go out at once and a space is written every interval (JSON allows leading whitespace), then the body; an
- * error after that point can only be reported in the body, as {success: false, detail}.
- */
-export async function withHeartbeats(req: FastifyRequest, reply: FastifyReply, work: () => Promise<unknown>): Promise<void> {
-  const interval = heartbeatMs();
-  let streaming = false;
-  let timer: NodeJS.Timeout | undefined;
-  const beat = () => {
-    if (!streaming) {
-      streaming = true;
-      reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-cache' });
-    }
-    reply.raw.write(' ');
-    timer = setTimeout(beat, interval);
-  };
-  timer = setTimeout(beat, interval);
-  try {
-    const body = await work();
-    clearTimeout(timer);
-    if (streaming) reply.raw.end(JSON.stringify(body));
-    else await reply.status(200).send(body);
-  } catch (e) {
-    clearTimeout(timer);
-    if (!streaming) throw e;
-    const c = classify(e);
-    req.log.info({ status: c.status }, 'generate failed after heartbeats started');
-    reply.raw.end(JSON.stringify({ success: false, detail: c.message }));
-  }
 }
 
 export async function generateBatch(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, body: BatchRequest): Promise<void> {
@@ -87,22 +50,16 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
   });
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
   const job = kiln.submit(spec, { owner: ownerOf(req) });
-  const onClose = () => {
-    if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
-  };
-  reply.raw.on('close', onClose);
-  await withHeartbeats(req, reply, async () => {
+  const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
+  await sendJsonWithHeartbeats(req, reply, async () => {
     const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
-    reply.raw.off('close', onClose);
-    if (done.state !== 'succeeded') {
-      const f = jobFailure(done);
-      throw new HttpError(f.statusCode, f.code, `Image generation failed: ${f.message}`, f.field);
-    }
+    stopWatching();
+    if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
     const images = await resultImages(kiln, done);
     const base = baseUrl(kiln, req);
-    const list = images.map((img) => (body.return_format === 'url' ? `${base}/v1/images/${img.meta.name}` : img.bytes.toString('base64')));
+    const list = images.map((img) => (body.return_format === 'url' ? imageUrl(base, img.meta.name) : img.bytes.toString('base64')));
     return { success: true, images: list, count: list.length, message: `Successfully generated ${list.length} image(s)` };
-  });
+  }, { lateErrorBody: (e) => ({ success: false, detail: classify(e).message }) });
 }
 
 export async function seed001Routes(app: FastifyInstance): Promise<void> {

@@ -4,7 +4,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
-import { HttpError } from '../errors.ts';
 import { baseSpec, dataUrl, jobFailure, rejectExtraNetworks, resultImages, runJob } from './common.ts';
 
 export const SEED002_DEFAULTS = { steps: 20, width: 512, height: 512, guidanceScale: 7.5, maxSide: 512 };
@@ -33,10 +32,7 @@ export async function generateSingle(kiln: KilnServices, req: FastifyRequest, re
   // diffusers' StableDiffusionPipeline (what the seed runs) defaults to PNDM, A1111's "PLMS".
   const spec = baseSpec({ prompts: [body.prompt], negativePrompts: [body.negative_prompt ?? ''], width, height, steps, cfgScale: guidance, sampler: 'PLMS', seed: resolveSeed(body.seed) });
   const done = await runJob(kiln, req, reply, spec);
-  if (done.state !== 'succeeded') {
-    const f = jobFailure(done);
-    throw new HttpError(f.statusCode, f.code, `Image generation failed: ${f.message}`, f.field);
-  }
+  if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
   const [img] = await resultImages(kiln, done);
   return { success: true, image: dataUrl(img!), prompt: body.prompt, steps, guidance_scale: guidance, dimensions: `${width}x${height}`, seed: img!.meta.seed };
 }

@@ -12,7 +12,8 @@ import type { JobSpec } from '../../queue/job-spec.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
-import { baseSpec, jobFailure, notImplemented, ownerOf, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob, type ResultImage } from './common.ts';
+import { lastFile, readMultipart } from '../multipart.ts';
+import { baseSpec, generateImages, notImplemented, rejectExtraNetworks, storeImageBytes, type ResultImage } from './common.ts';
 
 /** diffusers' pipeline defaults, which the seed's server passes through. */
 export const SEED003_DEFAULTS = { steps: 50, guidance: 7.5, width: 512, height: 512, count: 1, strength: 0.75 };
@@ -54,14 +55,8 @@ interface PostConfig {
 
 /** Reads the optional `image` file of a multipart request (other fields are ignored: parameters are in the query). */
 async function uploadedImage(req: FastifyRequest): Promise<Buffer | undefined> {
-  if (!req.isMultipart()) return undefined;
-  let image: Buffer | undefined;
-  for await (const part of req.parts()) {
-    if (part.type !== 'file') continue;
-    const bytes = await part.toBuffer();
-    if (part.fieldname === 'image') image = bytes;
-  }
-  return image;
+  const form = await readMultipart(req, { fileFields: ['image'] });
+  return form && lastFile(form, 'image');
 }
 
 /** Several results as one PNG grid (columns = ceil(sqrt(n))), in generation order. */
@@ -89,10 +84,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
   const tags = ['seed-003'];
 
   const imageReply = async (reply: FastifyReply, spec: JobSpec, req: FastifyRequest) => {
-    const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
-    const done = await waitForJob(kiln, reply, job);
-    if (done.state !== 'succeeded') throw jobFailure(done);
-    const images = await resultImages(kiln, done);
+    const { images } = await generateImages(kiln, req, reply, spec);
     return reply
       .type('image/png')
       .header('x-seeds', images.map((i) => i.meta.seed).join(','))

@@ -7,7 +7,8 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { Job } from '../../queue/job.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
-import { baseSpec, classify, notImplemented, ownerOf, rejectExtraNetworks, resultImages } from './common.ts';
+import { maySeeJob } from '../auth.ts';
+import { baseSpec, notImplemented, ownerOf, rejectExtraNetworks, resultImages, sendClassified } from './common.ts';
 
 /** Seed 004's request defaults. */
 export const SEED004_DEFAULTS = {
@@ -68,10 +69,8 @@ interface Tracked {
 const rssMb = () => Number((process.memoryUsage().rss / (1024 * 1024)).toFixed(2));
 
 function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
-  const c = classify(err);
-  if (c.status >= 500 && c.status !== 501) req.log.error({ err }, 'seed-004 request failed');
-  for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
-  void reply.status(c.status === 400 && (err as { validation?: unknown }).validation ? 422 : c.status).send({ status: 'error', error: c.message });
+  // Schema errors are FastAPI's 422 there.
+  sendClassified(err, req, reply, 'seed-004 request failed', (c) => ({ status: 'error', error: c.message }), (c) => (c.status === 400 && err.validation ? 422 : c.status));
 }
 
 export async function seed004Routes(app: FastifyInstance): Promise<void> {
@@ -143,7 +142,7 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
       const job = kiln.queue.get(job_id);
       const p = req.principal;
       const entry = tracked.get(job_id);
-      if (!job || !entry || delivered.has(job_id) || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
+      if (!job || !entry || delivered.has(job_id) || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
       const base = { status: 'success', job_id, progress: progressOf(job), current_phase: phaseOf(job), state: stateOf(job), error: null as string | null };
       if (job.state === 'queued' || job.state === 'running') return base;
       delivered.add(job_id);

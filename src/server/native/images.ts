@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import { extname } from 'node:path';
 import { HttpError } from '../errors.ts';
+import { maySeeJob } from '../auth.ts';
 
 const TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
 
@@ -26,7 +27,7 @@ export async function imageRoutes(app: FastifyInstance): Promise<void> {
       const jobId = name.replace(/-\d+\.[a-z]+$/, '');
       const job = kiln.queue.get(jobId);
       const p = req.principal;
-      if (!p.anonymous && p.role !== 'admin' && job?.owner !== p.name) throw notFound;
+      if (!maySeeJob(p, job?.owner)) throw notFound;
       const bytes = await kiln.storage.read(name);
       if (!bytes) throw notFound;
       return reply.type(type).header('cache-control', 'private, max-age=3600').send(bytes);

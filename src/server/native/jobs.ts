@@ -6,6 +6,9 @@ import { decodeBase64Field } from '../../queue/inputs.ts';
 import type { Job } from '../../queue/job.ts';
 import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
+import { failureStatus } from '../job-failure.ts';
+import { cancelOnHangUp } from '../hang-up.ts';
+import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { assembleMultipart } from './upload.ts';
 import { streamJob } from './sse.ts';
 import { baseUrl, jobLinks, jobSummary, jobView } from './views.ts';
@@ -26,7 +29,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const visibleJob = (req: FastifyRequest, id: string): Job => {
     const job = kiln.queue.get(id);
     const p = req.principal;
-    if (!job || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
+    if (!job || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
     return job;
   };
 
@@ -83,7 +86,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req) => {
       const q = req.query as { state?: (typeof JOB_STATES)[number]; limit: number };
       const p = req.principal;
-      const jobs = kiln.queue.list({ owner: p.anonymous || p.role === 'admin' ? undefined : p.name, state: q.state, limit: q.limit });
+      const jobs = kiln.queue.list({ owner: seesAllJobs(p) ? undefined : p.name, state: q.state, limit: q.limit });
       return { jobs: jobs.map((j) => jobSummary(kiln, j)) };
     },
   );
@@ -154,18 +157,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply: FastifyReply) => {
       const job = await createJob(req);
       // A client that hangs up no longer wants the images: free the device for others.
-      const onClose = () => {
-        if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
-      };
-      reply.raw.on('close', onClose);
+      const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
       const timeoutMs = ((req.query as { timeout_s?: number }).timeout_s ?? kiln.config.queue.jobTimeoutMs / 1000 + 60) * 1000;
       const done = (await kiln.queue.waitFor(job.id, timeoutMs))!;
-      reply.raw.off('close', onClose);
+      stopWatching();
       const view = await jobView(kiln, done, baseUrl(kiln, req));
       if (done.state === 'succeeded') return reply.status(200).send(view);
       if (done.state === 'queued' || done.state === 'running') return reply.status(202).header('location', `/v1/jobs/${done.id}`).send(view);
-      const status = done.state === 'cancelled' ? 409 : ({ input: 400, model: 422, timeout: 504, interrupted: 500, internal: 500 } as const)[done.error?.code ?? 'internal'];
-      return reply.status(status).send({ ...view, error: { code: done.state === 'cancelled' ? 'cancelled' : (done.error?.code ?? 'internal'), message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
+      const { status, code } = failureStatus(done);
+      return reply.status(status).send({ ...view, error: { code, message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
     },
   );
 }

@@ -7,6 +7,7 @@ import { FINAL_STATES } from '../../queue/job.ts';
 import type { Job, JobEvent } from '../../queue/job.ts';
 import type { ResponseKind } from '../../queue/job-spec.ts';
 import { baseUrl, jobSummary, jobView, previewPath } from './views.ts';
+import { startHeartbeat } from '../keep-alive.ts';
 
 const open = new Set<() => void>();
 
@@ -31,12 +32,12 @@ export function streamJob(kiln: KilnServices, job: Job, req: FastifyRequest, rep
   const write = (event: string, data: unknown) => {
     if (!ended) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
-  const heartbeat = setInterval(() => !ended && res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+  const stopHeartbeat = startHeartbeat(() => !ended && res.write(': keep-alive\n\n'), HEARTBEAT_MS);
   let off = () => {};
   const end = () => {
     if (ended) return;
     ended = true;
-    clearInterval(heartbeat);
+    stopHeartbeat();
     off();
     open.delete(end);
     res.end();

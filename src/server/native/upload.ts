@@ -3,6 +3,7 @@
 // as a string otherwise. The assembled object then goes through the same schema as a JSON body.
 import type { FastifyRequest } from 'fastify';
 import { HttpError } from '../errors.ts';
+import { lastFile, readMultipart } from '../multipart.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -10,7 +11,7 @@ declare module 'fastify' {
   }
 }
 
-const FILE_FIELDS = new Set(['init_image', 'image']);
+const FILE_FIELDS = ['init_image', 'image'];
 
 function parseValue(raw: string): unknown {
   try {
@@ -21,38 +22,41 @@ function parseValue(raw: string): unknown {
   }
 }
 
-export async function assembleMultipart(req: FastifyRequest): Promise<void> {
-  if (!req.isMultipart()) return;
-  let body: Record<string, unknown> = {};
-  for await (const part of req.parts()) {
-    if (part.type === 'file') {
-      if (!FILE_FIELDS.has(part.fieldname)) {
-        await part.toBuffer().catch(() => undefined);
-        throw new HttpError(400, 'invalid_request', `${part.fieldname}: is not a known file field (use init_image)`, part.fieldname);
-      }
-      const bytes = await part.toBuffer();
-      req.upload = { field: 'init_image', bytes };
-    } else if (part.fieldname === 'request') {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(String(part.value));
-      } catch {
-        throw new HttpError(400, 'invalid_request', 'request: is not valid JSON', 'request');
-      }
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(400, 'invalid_request', 'request: must be a JSON object', 'request');
-      body = { ...(parsed as Record<string, unknown>), ...body };
-    } else if (part.fieldname === 'output') {
-      try {
-        body.output = JSON.parse(String(part.value));
-      } catch {
-        throw new HttpError(400, 'invalid_request', 'output: must be a JSON object', 'output');
-      }
-    } else {
-      const value = parseValue(String(part.value));
-      const prev = body[part.fieldname];
-      body[part.fieldname] = prev === undefined ? value : ([] as unknown[]).concat(prev, value);
+/** One text field into the native body: `request` holds the whole body (explicit fields win), `output` is JSON. */
+function addField(body: Record<string, unknown>, name: string, raw: string): Record<string, unknown> {
+  if (name === 'request') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      throw new HttpError(400, 'invalid_request', 'request: is not valid JSON', 'request');
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(400, 'invalid_request', 'request: must be a JSON object', 'request');
+    return { ...(parsed as Record<string, unknown>), ...body };
   }
-  if (req.upload && body.type === undefined) body.type = 'img2img';
-  req.body = body;
+  if (name === 'output') {
+    try {
+      body.output = JSON.parse(raw);
+    } catch {
+      throw new HttpError(400, 'invalid_request', 'output: must be a JSON object', 'output');
+    }
+    return body;
+  }
+  const value = parseValue(raw);
+  const prev = body[name];
+  body[name] = prev === undefined ? value : ([] as unknown[]).concat(prev, value);
+  return body;
+}
+
+export async function assembleMultipart(req: FastifyRequest): Promise<void> {
+  const form = await readMultipart(req, {
+    fileFields: FILE_FIELDS,
+    unknownFile: (field) => new HttpError(400, 'invalid_request', `${field}: is not a known file field (use init_image)`, field),
+    addField,
+  });
+  if (!form) return;
+  const bytes = lastFile(form, ...FILE_FIELDS);
+  if (bytes) req.upload = { field: 'init_image', bytes };
+  if (req.upload && form.body.type === undefined) form.body.type = 'img2img';
+  req.body = form.body;
 }

@@ -71,10 +71,13 @@ export function jobSummary(kiln: KilnServices, job: Job) {
 
 export const previewPath = (id: string) => `/v1/jobs/${id}/preview`;
 
+/** Where a stored image is served (GET /v1/images/{name}), for every surface that answers URLs. */
+export const imageUrl = (base: string, name: string) => `${base}/v1/images/${name}`;
+
 export async function imageView(kiln: KilnServices, img: StoredImage, base: string, response: ResponseKind) {
   const out: Record<string, unknown> = {
     name: img.name,
-    url: `${base}/v1/images/${img.name}`,
+    url: imageUrl(base, img.name),
     format: img.format,
     width: img.width,
     height: img.height,
