@@ -4,8 +4,8 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
-import type { QueueConfig } from '../server/config.ts';
-import type { LocalStorage } from '../storage/local.ts';
+import type { QueueConfig } from './config.ts';
+import type { ImageStore } from '../storage/image-store.ts';
 import { FINAL_STATES } from './job.ts';
 import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState } from './job.ts';
 import { imageCount, SpecError } from './job-spec.ts';
@@ -50,7 +50,7 @@ export interface JobQueueOptions {
   run: JobRunner;
   config: QueueConfig;
   /** Where result and input files live, for retention cleanup. */
-  storage?: LocalStorage;
+  storage?: ImageStore;
   /** Forcefully stops a generation that ignores abort (e.g. terminates the engine thread). */
   hardStop?: () => Promise<void>;
   /** How long after an abort the runner may take before hardStop is used. */

@@ -3,7 +3,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { SpecError } from '../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
-import { StorageNameError } from '../storage/local.ts';
+import { StorageNameError } from '../storage/image-store.ts';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
 
 export interface ErrorBody {

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import type { KilnConfig } from './config.ts';
-import { LocalStorage } from '../storage/local.ts';
+import { LocalImageStore } from '../storage/local.ts';
+import type { ImageStore } from '../storage/image-store.ts';
 import { JobStore } from '../queue/store.ts';
 import { JobQueue } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
@@ -17,7 +18,7 @@ import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkSpecLimits, SpecError } from '../queue/job-spec.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
-import { storeInputImage } from '../queue/inputs.ts';
+import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
 
@@ -38,7 +39,7 @@ export interface ServiceOptions {
 }
 
 export class KilnServices {
-  readonly storage: LocalStorage;
+  readonly storage: ImageStore;
   readonly store: JobStore;
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
@@ -57,7 +58,7 @@ export class KilnServices {
     private readonly opts: ServiceOptions = {},
   ) {
     mkdirSync(config.dataDir, { recursive: true });
-    this.storage = new LocalStorage(join(config.dataDir, 'images'));
+    this.storage = new LocalImageStore(join(config.dataDir, 'images'));
     this.store = new JobStore(join(config.dataDir, 'jobs.sqlite'));
     this.models = new ModelRegistry(config);
     const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {

@@ -11,7 +11,7 @@ import { createExecutor } from '../../src/queue/executor.ts';
 import type { Engine } from '../../src/queue/engine.ts';
 import type { JobEvent, JobPreview } from '../../src/queue/job.ts';
 import type { ProgressEvent } from '../../src/engine/api.ts';
-import { LocalStorage } from '../../src/storage/local.ts';
+import { LocalImageStore } from '../../src/storage/local.ts';
 import { testConfig } from '../../src/server/config.ts';
 import { createEngine } from './fake-engine.ts';
 import { spec, tempDir } from './helpers.ts';
@@ -20,7 +20,7 @@ const FAKE = fileURLToPath(new URL('./fake-engine.ts', import.meta.url));
 
 function queueWith(dir: string, engine: Engine, previewEvery: number) {
   const store = new JobStore(join(dir, 'jobs.sqlite'));
-  const storage = new LocalStorage(join(dir, 'images'));
+  const storage = new LocalImageStore(join(dir, 'images'));
   const run = createExecutor({ engine, storage, resolveModel: async () => ({ path: 'fake-model' }), previewEvery });
   const q = new JobQueue({ store, run, config: { ...testConfig(dir).queue, cleanupIntervalMs: 0 }, storage });
   return { q, close: async () => (await q.stop(), store.close()) };

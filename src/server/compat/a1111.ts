@@ -13,7 +13,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
 import { readPngText } from '../../storage/png-text.ts';
-import { decodeBase64Field } from '../../queue/inputs.ts';
+import { decodeBase64Field } from '../uploads.ts';
 import { parseInfotext } from '../../engine/infotext.ts';
 import { fileSha256 } from '../../engine/weights/hash.ts';
 import { HttpError } from '../errors.ts';

@@ -6,7 +6,7 @@ import type { KilnServices } from '../services.ts';
 import type { Job, StoredImage } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { SPEC_DEFAULTS, resolveSeed } from '../../queue/job-spec.ts';
-import { decodeBase64Field } from '../../queue/inputs.ts';
+import { decodeBase64Field } from '../uploads.ts';
 import { HttpError, toHttpError } from '../errors.ts';
 
 /**

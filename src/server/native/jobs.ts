@@ -1,8 +1,9 @@
 // Native job routes: submit (202), get, list, cancel, SSE events, and a synchronous generate.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { nativeRequestSchema, specFromNative } from '../../queue/job-spec.ts';
-import type { NativeRequest, ResponseKind } from '../../queue/job-spec.ts';
-import { decodeBase64Field } from '../../queue/inputs.ts';
+import type { ResponseKind } from '../../queue/job-spec.ts';
+import { nativeRequestSchema, specFromNative } from './request.ts';
+import type { NativeRequest } from './request.ts';
+import { decodeBase64Field } from '../uploads.ts';
 import type { Job } from '../../queue/job.ts';
 import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
