@@ -53,8 +53,77 @@ export interface JobSpec {
   refiner?: string;
   refinerSwitchAt?: number;
   output: OutputSpec;
-  /** Free-form data an adapter wants back with the result (for example the original request to echo). */
-  extra?: Record<string, unknown>;
+  /** Stop the job once it has run this long (ms); the server's job timeout still applies when it is shorter. */
+  timeoutMs?: number;
+  /** POST the finished job to this URL (retried on failure); see webhooks.ts. */
+  webhook?: WebhookSpec;
+
+  // Features a request can ask for, whichever surface it came through. capabilities.ts answers 501 for the
+  // ones the engine cannot do yet; each lands here as structured data, not as a surface's field.
+  /** Hires fix: a second denoise pass at a larger size. */
+  hires?: HiresSpec;
+  loras?: NetworkSpec[];
+  hypernetworks?: NetworkSpec[];
+  /** Seamless tiling (circular padding). */
+  tiling?: boolean;
+  restoreFaces?: boolean;
+  /** An alpha channel in the result (LayerDiffuse-style transparency). */
+  transparentBackground?: boolean;
+  /** img2img inpainting. */
+  mask?: MaskSpec;
+  /** How the init image is fitted to width x height (A1111: 0 just resize, 1 crop, 2 fill, 3 latent upscale). */
+  resizeMode?: number;
+  /** How many different input images the request carried (one is used per job). */
+  inputImageCount?: number;
+  initialNoiseMultiplier?: number;
+  /** Skip the negative prompt below this sigma (A1111 s_min_uncond). */
+  sMinUncond?: number;
+  /** A1111's eta noise seed delta (ENSD). */
+  etaNoiseSeedDelta?: number;
+  /** A separate VAE by name. */
+  vae?: string;
+  /**
+   * For error messages: the request field each requested feature came from, as the client's surface names it
+   * (A1111 asks for hires with enable_hr). Absent: the native field name.
+   */
+  sourceFields?: Partial<Record<keyof JobSpec, string>>;
+}
+
+export interface WebhookSpec {
+  url: string;
+  /** The body's shape: a format registered with the WebhookSender (RunPod's job object, ...); default native. */
+  format?: string;
+}
+
+export interface HiresSpec {
+  scale?: number;
+  upscaler?: string;
+  steps?: number;
+  denoisingStrength?: number;
+  /** Target size instead of scale. */
+  width?: number;
+  height?: number;
+  sampler?: string;
+  prompt?: string;
+  negativePrompt?: string;
+}
+
+/** A LoRA (or hypernetwork) applied with a weight; `tag` is the prompt tag it came from, if any. */
+export interface NetworkSpec {
+  name: string;
+  weight: number;
+  tag?: string;
+}
+
+export interface MaskSpec {
+  /** Stored name of the mask image (stored after the capability check). */
+  image?: string;
+  blur?: number;
+  invert?: boolean;
+  /** A1111 inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing. */
+  fill?: number;
+  fullResolution?: boolean;
+  padding?: number;
 }
 
 export const SPEC_DEFAULTS = {
@@ -105,6 +174,24 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   }
   if (!(spec.cfgScale >= 0 && spec.cfgScale <= 30)) throw new SpecError('cfg_scale', `must be from 0 to 30, got ${spec.cfgScale}`);
   if (spec.kind === 'img2img' && !spec.initImage) throw new SpecError('init_image', 'is required for img2img');
+  const resize: Array<[string, number | undefined, number]> = [['seed_resize_from_w', spec.seedResizeFromW, limits.maxWidth], ['seed_resize_from_h', spec.seedResizeFromH, limits.maxHeight]];
+  for (const [field, v, max] of resize) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 64 || v > max)) throw new SpecError(field, `must be an integer from 64 to ${max}, got ${v}`);
+  }
+  if (spec.timeoutMs !== undefined && !(Number.isFinite(spec.timeoutMs) && spec.timeoutMs > 0)) throw new SpecError('timeout_s', `must be a positive number of seconds, got ${spec.timeoutMs / 1000}`);
+  if (spec.webhook) checkWebhookUrl(spec.webhook.url);
+}
+
+/** Webhooks go to http(s) URLs only (no file:, data:, ...). Throws SpecError('webhook'). */
+export function checkWebhookUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new SpecError('webhook', `is not a URL: ${JSON.stringify(url.slice(0, 200))}`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new SpecError('webhook', `must be an http or https URL, got ${parsed.protocol}`);
+  if (url.length > 2000) throw new SpecError('webhook', 'is longer than 2000 characters');
 }
 
 /** The number of images a spec produces. */

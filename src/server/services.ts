@@ -1,6 +1,6 @@
-// Everything behind the HTTP routes, wired once: storage, job store, queue, engine (off-thread), models.
-// Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor / queue.cancel /
-// queue.events / storage.read / storeUpload, exactly like the native routes do.
+// Everything behind the HTTP routes, wired once: image store, job backend, queue, webhooks, engine
+// (off-thread), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
+// queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
 import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -9,8 +9,11 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { KilnConfig } from './config.ts';
 import { LocalImageStore } from '../storage/local.ts';
 import type { ImageStore } from '../storage/image-store.ts';
-import { JobStore } from '../queue/store.ts';
+import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
+import type { JobBackend } from '../queue/backend.ts';
+import { WebhookSender } from '../queue/webhooks.ts';
 import { JobQueue } from '../queue/queue.ts';
+import type { SubmitOptions } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
 import { ThreadedEngine } from '../queue/engine-thread.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
@@ -40,7 +43,8 @@ export interface ServiceOptions {
 
 export class KilnServices {
   readonly storage: ImageStore;
-  readonly store: JobStore;
+  readonly backend: JobBackend;
+  readonly webhooks: WebhookSender;
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
   readonly engine: Engine;
@@ -59,7 +63,7 @@ export class KilnServices {
   ) {
     mkdirSync(config.dataDir, { recursive: true });
     this.storage = new LocalImageStore(join(config.dataDir, 'images'));
-    this.store = new JobStore(join(config.dataDir, 'jobs.sqlite'));
+    this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
     this.models = new ModelRegistry(config);
     const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
           device: config.device,
@@ -74,8 +78,10 @@ export class KilnServices {
     const engine = opts.engine ?? threaded!;
     this.engine = engine;
     const log = opts.log;
+    this.webhooks = new WebhookSender({ log });
     this.queue = new JobQueue({
-      store: this.store,
+      backend: this.backend,
+      webhooks: this.webhooks,
       config: config.queue,
       storage: this.storage,
       run: createExecutor({ engine, storage: this.storage, resolveModel: (n) => this.models.resolve(n), device: config.device, previewEvery: config.previewEvery }),
@@ -121,8 +127,8 @@ export class KilnServices {
     }
   }
 
-  start(): void {
-    this.queue.start();
+  async start(): Promise<void> {
+    await this.queue.start();
   }
 
   /**
@@ -181,7 +187,7 @@ export class KilnServices {
   }
 
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
-  submit(spec: JobSpec, opts: { owner?: string } = {}): Job {
+  async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
     return this.queue.submit(spec, opts);
   }
@@ -196,6 +202,6 @@ export class KilnServices {
     await this.queue.stop();
     this.metrics.close();
     await this.engine.close();
-    this.store.close();
+    await this.backend.close();
   }
 }

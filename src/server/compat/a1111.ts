@@ -361,13 +361,11 @@ interface A1111State {
   interrupted: boolean;
   skipped: boolean;
   lastTimestamp: string;
-  /** force_task_id -> job id, for /internal/progress. */
-  tasks: Map<string, string>;
 }
 
 export async function a1111Routes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
-  const state: A1111State = { options: {}, interrupted: false, skipped: false, lastTimestamp: '0', tasks: new Map() };
+  const state: A1111State = { options: {}, interrupted: false, skipped: false, lastTimestamp: '0' };
 
   app.setErrorHandler(errorHandler);
   // A1111 stamps every response with how long it took.
@@ -443,11 +441,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     const spec = await toSpec(body, kind);
     state.interrupted = false;
     state.skipped = false;
-    const job = await submitWithInput(kiln, spec, async () => {
-      const submitted = kiln.submit(spec, { owner: ownerOf(req) });
-      if (body.force_task_id) state.tasks.set(String(body.force_task_id), submitted.id);
-      return submitted;
-    });
+    // force_task_id is kept with the job, so /internal/progress finds it (after a restart too).
+    const externalId = body.force_task_id ? String(body.force_task_id) : undefined;
+    const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req), externalId }));
     state.lastTimestamp = timestamp(job.createdAt);
     const done = await waitForJob(kiln, reply, job);
     if (body.override_settings_restore_afterwards === false) {
@@ -474,7 +470,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.post('/sdapi/v1/img2img', { preValidation: recordExplicit, schema: img2imgSchema }, (req, reply) => generate(req, reply, 'img2img'));
 
   // Progress of whatever is running (A1111's state is process-global).
-  const runningJob = (): Job | undefined => kiln.queue.list({ state: 'running', limit: 1 })[0];
+  const runningJob = async (): Promise<Job | undefined> => (await kiln.queue.list({ state: 'running', limit: 1 }))[0];
   app.get(
     '/sdapi/v1/progress',
     {
@@ -485,8 +481,8 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       },
     },
     async (req) => {
-      const job = runningJob();
-      const queued = kiln.queue.counts().queued;
+      const job = await runningJob();
+      const queued = (await kiln.queue.counts()).queued;
       const skipImage = (req.query as { skip_current_image?: boolean }).skip_current_image === true;
       const base = { skipped: state.skipped, interrupted: state.interrupted, stopping_generation: false };
       if (!job) {
@@ -521,12 +517,11 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
 
   app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 }, live_preview: { type: 'boolean', default: true } } } } }, async (req) => {
     const { id_task, id_live_preview: knownPreview = -1, live_preview: wantPreview = true } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
-    const jobId = id_task ? state.tasks.get(id_task) : undefined;
-    const job = jobId ? kiln.queue.get(jobId) : undefined;
+    const job = id_task ? await kiln.queue.findByExternalId(id_task) : undefined;
     if (!job) return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
     const active = job.state === 'running';
     const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
-    const eta = kiln.queue.etaSeconds(job);
+    const eta = await kiln.queue.etaSeconds(job);
     // As A1111: a data URL only when the preview is newer than the one the client says it has.
     const preview = active && wantPreview ? await previewPng(kiln.queue, job.id) : undefined;
     const fresh = preview && preview.seq !== knownPreview ? preview : undefined;
@@ -543,7 +538,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   });
 
   const stop = async (flag: 'interrupted' | 'skipped') => {
-    const job = runningJob();
+    const job = await runningJob();
     if (job) {
       state[flag] = true;
       await kiln.queue.cancel(job.id);

@@ -81,7 +81,7 @@ export function syncWaitMs(kiln: KilnServices): number {
 
 /** Submits and waits until the job is final (or timeoutMs passes). */
 export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
-  return waitForJob(kiln, reply, kiln.submit(spec, { owner: ownerOf(req) }), timeoutMs);
+  return waitForJob(kiln, reply, await kiln.submit(spec, { owner: ownerOf(req) }), timeoutMs);
 }
 
 /**

@@ -86,7 +86,7 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
     seed: resolveSeed(body.seed),
   });
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
-  const job = kiln.submit(spec, { owner: ownerOf(req) });
+  const job = await kiln.submit(spec, { owner: ownerOf(req) });
   const onClose = () => {
     if (!reply.raw.writableFinished) void kiln.queue.cancel(job.id);
   };

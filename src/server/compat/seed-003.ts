@@ -140,7 +140,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
   );
 
   app.get('/buffer_status', { schema: { tags, summary: 'Which model is loaded and whether the server is busy.' } }, async () => {
-    const counts = kiln.queue.counts();
+    const counts = await kiln.queue.counts();
     const loaded = kiln.loadedModels().map((m) => m.name);
     return {
       status: 'ok',

@@ -25,7 +25,7 @@ export async function imageRoutes(app: FastifyInstance): Promise<void> {
       const type = TYPES[extname(name)];
       if (!type || name.startsWith('input-')) throw notFound;
       const jobId = name.replace(/-\d+\.[a-z]+$/, '');
-      const job = kiln.queue.get(jobId);
+      const job = await kiln.queue.get(jobId);
       const p = req.principal;
       if (!p.anonymous && p.role !== 'admin' && job?.owner !== p.name) throw notFound;
       const bytes = await kiln.storage.read(name);

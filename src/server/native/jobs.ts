@@ -24,8 +24,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const body = nativeRequestSchema(kiln.config.limits);
 
   /** The job if it exists and the caller may see it (owner or admin); 404 otherwise. */
-  const visibleJob = (req: FastifyRequest, id: string): Job => {
-    const job = kiln.queue.get(id);
+  const visibleJob = async (req: FastifyRequest, id: string): Promise<Job> => {
+    const job = await kiln.queue.get(id);
     const p = req.principal;
     if (!job || (!p.anonymous && p.role !== 'admin' && job.owner !== p.name)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
     return job;
@@ -40,7 +40,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
     const spec = specFromNative(b, kiln.config.limits, initImage);
     try {
-      return kiln.submit(spec, { owner: req.principal.name });
+      return await kiln.submit(spec, { owner: req.principal.name });
     } catch (e) {
       if (initImage) await kiln.storage.remove(initImage).catch(() => undefined);
       throw e;
@@ -61,10 +61,11 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     },
     async (req, reply) => {
       const job = await createJob(req);
+      const summary = await jobSummary(kiln, job);
       return reply
         .status(202)
         .header('location', `/v1/jobs/${job.id}`)
-        .send({ id: job.id, state: job.state, position: kiln.queue.position(job) ?? null, eta_seconds: jobSummary(kiln, job).eta_seconds, seeds: jobSummary(kiln, job).seeds, links: jobLinks(job.id) });
+        .send({ id: job.id, state: job.state, position: summary.position, eta_seconds: summary.eta_seconds, seeds: summary.seeds, links: jobLinks(job.id) });
     },
   );
 
@@ -84,8 +85,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req) => {
       const q = req.query as { state?: (typeof JOB_STATES)[number]; limit: number };
       const p = req.principal;
-      const jobs = kiln.queue.list({ owner: p.anonymous || p.role === 'admin' ? undefined : p.name, state: q.state, limit: q.limit });
-      return { jobs: jobs.map((j) => jobSummary(kiln, j)) };
+      const jobs = await kiln.queue.list({ owner: p.anonymous || p.role === 'admin' ? undefined : p.name, state: q.state, limit: q.limit });
+      return { jobs: await Promise.all(jobs.map((j) => jobSummary(kiln, j))) };
     },
   );
 
@@ -93,7 +94,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     '/v1/jobs/:id',
     { schema: { tags: ['jobs'], summary: 'A job: state, progress, phase, position, ETA, timings, seeds and (when done) images.', params: idParams, querystring: responseQuery } },
     async (req) => {
-      const job = visibleJob(req, (req.params as { id: string }).id);
+      const job = await visibleJob(req, (req.params as { id: string }).id);
       return jobView(kiln, job, baseUrl(kiln, req), (req.query as { response?: ResponseKind }).response);
     },
   );
@@ -105,8 +106,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: { tags: ['jobs'], summary: 'Server-Sent Events: state, progress (every step), then succeeded / failed / cancelled.', params: idParams, querystring: responseQuery },
     },
     async (req, reply) => {
-      const job = visibleJob(req, (req.params as { id: string }).id);
-      streamJob(kiln, job, req, reply, (req.query as { response?: ResponseKind }).response);
+      const job = await visibleJob(req, (req.params as { id: string }).id);
+      await streamJob(kiln, job, req, reply, (req.query as { response?: ResponseKind }).response);
     },
   );
 
@@ -120,7 +121,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (req, reply) => {
-      const job = visibleJob(req, (req.params as { id: string }).id);
+      const job = await visibleJob(req, (req.params as { id: string }).id);
       const preview = await previewPng(kiln.queue, job.id);
       if (!preview) {
         const why = job.state !== 'running' ? `the job is ${job.state}` : kiln.config.previewEvery > 0 ? 'no preview yet' : 'previews are disabled (previewEvery = 0)';
@@ -131,7 +132,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   );
 
   const cancel = async (req: FastifyRequest) => {
-    const job = visibleJob(req, (req.params as { id: string }).id);
+    const job = await visibleJob(req, (req.params as { id: string }).id);
     const after = (await kiln.queue.cancel(job.id)) ?? job;
     return jobSummary(kiln, after);
   };
