@@ -2,6 +2,7 @@
 // field at fault. Fastify schema errors are rewritten from ajv's shape into that form.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { SpecError } from '../queue/job-spec.ts';
+import { FeatureNotImplemented } from '../queue/capabilities.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
 import { StorageNameError } from '../storage/image-store.ts';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
@@ -71,6 +72,7 @@ export function toHttpError(err: unknown): HttpError {
     return new HttpError(400, 'invalid_request', err.message, (err as SpecError).field ?? undefined);
   }
   if (err instanceof ModelFileError) return new HttpError(422, 'model_error', err.message, 'model');
+  if (err instanceof FeatureNotImplemented) return new HttpError(501, 'not_implemented', err.message, err.field);
   if (err instanceof StorageNameError) return new HttpError(400, 'invalid_request', `name: ${err.message}`, 'name');
   if (err instanceof QueueFullError) return new HttpError(429, 'queue_full', err.message, undefined, { 'retry-after': String(err.retryAfterS) });
   if (err instanceof QueueClosedError) return new HttpError(503, 'shutting_down', err.message, undefined, { 'retry-after': '5' });

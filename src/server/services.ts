@@ -19,6 +19,7 @@ import { ThreadedEngine } from '../queue/engine-thread.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkSpecLimits, SpecError } from '../queue/job-spec.ts';
+import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
@@ -159,10 +160,12 @@ export class KilnServices {
   }
 
   /**
-   * Checks a spec against limits, the engine's sampler/schedule names and known models. Throws SpecError
-   * naming the field. Sampler names also accept A1111's legacy "<sampler> <schedule>" form.
+   * Checks a spec against the engine's capabilities (FeatureNotImplemented -> 501), limits, the engine's
+   * sampler/schedule names and known models. Throws SpecError naming the field. Sampler names also accept A1111's legacy "<sampler> <schedule>" form.
    */
   checkSpec(spec: JobSpec): void {
+    // Features first: "not implemented" is the answer whatever else is wrong with the request.
+    checkCapabilities(spec);
     checkSpecLimits(spec, this.config.limits);
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');

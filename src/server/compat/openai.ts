@@ -11,7 +11,7 @@ import type { ImageFormat } from '../../storage/encode.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { baseUrl } from '../native/views.ts';
-import { baseSpec, classify, floor8, jobFailure, notImplemented, ownerOf, parseSize, rejectExtraNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
+import { baseSpec, classify, floor8, jobFailure, ownerOf, parseSize, promptNetworks, resultImages, storeImageBytes, submitWithInput, waitForJob } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
@@ -178,9 +178,8 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
 const text = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 
 function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2img', fallbackSize?: { width: number; height: number }): JobSpec {
-  if (body.background === 'transparent') notImplemented('transparent backgrounds (needs an alpha-capable model such as LayerDiffuse)', 'background');
   const { prompt, negative, extra } = parsePrompt(body.prompt ?? '', body.negative_prompt);
-  rejectExtraNetworks([prompt]);
+  const tags = promptNetworks([prompt]);
   let width = fallbackSize?.width ?? 512;
   let height = fallbackSize?.height ?? 512;
   if (body.size && body.size !== 'auto') ({ width, height } = parseSize(body.size, 'size'));
@@ -202,6 +201,9 @@ function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2
     seed: resolveSeed(body.seed ?? num(extra.seed)),
     clipSkip: num(extra.clip_skip),
     output: { format, quality: body.output_compression ?? 100, response: body.response_format === 'url' ? 'url' : 'base64' },
+    ...tags,
+    transparentBackground: body.background === 'transparent' || undefined,
+    sourceFields: { ...tags.sourceFields, transparentBackground: 'background' },
   });
   if (kind === 'img2img') spec.denoisingStrength = body.strength ?? num(extra.strength) ?? 0.75;
   return spec;
@@ -257,11 +259,12 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     const body = req.body as ImagesRequest;
     const uploads = req.openaiUploads ?? { images: [] };
     if (uploads.images.length === 0) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'image'.", 'image');
-    if (uploads.images.length > 1) notImplemented('several input images in one edit (img2img takes one)', 'image');
-    if (uploads.mask) notImplemented('inpainting masks', 'mask');
     if (!variation && !body.prompt) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'prompt'.", 'prompt');
     const bytes = uploads.images[0]!;
     const spec = toSpec(kiln, variation ? { ...body, prompt: '', strength: 0.6 } : body, 'img2img', await sizeOf(bytes, kiln.config.limits));
+    spec.inputImageCount = uploads.images.length;
+    if (uploads.mask) spec.mask = {};
+    spec.sourceFields = { ...spec.sourceFields, inputImageCount: 'image', mask: 'mask' };
     kiln.checkSpec({ ...spec, initImage: 'pending' });
     spec.initImage = await storeImageBytes(kiln, bytes, 'image');
     return respond(req, reply, body, spec, 'image_edit');

@@ -9,7 +9,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { VERSION } from '../../version.ts';
 import { baseUrl } from '../native/views.ts';
-import { baseSpec, classify, jobFailure, ownerOf, rejectExtraNetworks, resultImages, syncWaitMs } from './common.ts';
+import { baseSpec, classify, jobFailure, ownerOf, promptNetworks, resultImages, syncWaitMs } from './common.ts';
 
 export const SEED001_LIMIT = 150;
 export const SEED001_DEFAULTS = { width: 1024, height: 576, steps: 8, cfgScale: 1, sampler: 'Euler', schedule: 'SGM Uniform' };
@@ -71,7 +71,6 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
   const perPrompt = body.num_images_per_prompt ?? 1;
   const total = body.prompts.length * perPrompt;
   if (total > SEED001_LIMIT) throw new HttpError(400, 'invalid_request', `prompts x num_images_per_prompt = ${total}; at most ${SEED001_LIMIT} images per request`);
-  rejectExtraNetworks(body.prompts, 'prompts');
   const spec = baseSpec({
     model: body.model,
     prompts: body.prompts,
@@ -84,6 +83,7 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
     sampler: body.sampler ?? SEED001_DEFAULTS.sampler,
     schedule: SEED001_DEFAULTS.schedule,
     seed: resolveSeed(body.seed),
+    ...promptNetworks(body.prompts, 'prompts'),
   });
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
   const job = await kiln.submit(spec, { owner: ownerOf(req) });

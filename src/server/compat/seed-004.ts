@@ -4,12 +4,12 @@
 // so /queue/{id} answers the same after a restart. As in the seed, a job is gone for this API once its final
 // answer was delivered (the image file stays). Listings: /hello, /models, /models/aliases, /loras, /upscalers,
 // /sampling_methods.
-// LoRA and hires fix answer 501. Errors: {status: "error", error}.
+// LoRA and hires fix map onto the job model (the capability check answers 501). Errors: {status: "error", error}.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from '../../queue/job.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
-import { baseSpec, classify, notImplemented, ownerOf, rejectExtraNetworks, resultImages } from './common.ts';
+import { baseSpec, classify, ownerOf, promptNetworks, resultImages } from './common.ts';
 
 /** Seed 004's request defaults. */
 export const SEED004_DEFAULTS = {
@@ -105,10 +105,8 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
 
   app.post('/txt2img', { schema: { tags, summary: 'Submit a generation job; poll GET /queue/{job_id}.', body } }, async (req) => {
     const b = req.body as Txt2ImgRequest;
-    const loras = (b.loras ?? []) as unknown[];
-    if (loras.length) notImplemented('LoRA', 'loras');
-    if (b.hires?.enabled) notImplemented('hires fix', 'hires');
-    rejectExtraNetworks([b.prompt]);
+    const loras = ((b.loras ?? []) as Array<string | { name: string; scale?: number }>).map((l) => (typeof l === 'string' ? { name: l, weight: 1 } : { name: l.name, weight: l.scale ?? 1 }));
+    const tags = promptNetworks([b.prompt]);
     const scheduleOf: Record<string, string> = { default: 'Automatic', karras: 'Karras', exponential: 'Exponential', ddim: 'DDIM', pndm: 'Automatic' };
     const spec = baseSpec({
       model: b.model,
@@ -125,6 +123,10 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
       output: { format: b.fileType === 'png' ? 'png' : 'jpeg', quality: b.jpeg_quality, response: 'base64' },
       refiner: b.refiner_checkpoint || undefined,
       refinerSwitchAt: b.refiner_checkpoint ? b.refiner_switch_at : undefined,
+      loras: loras.length || tags.loras ? [...loras, ...(tags.loras ?? [])] : undefined,
+      hypernetworks: tags.hypernetworks,
+      hires: b.hires?.enabled ? { scale: b.hires.scale, upscaler: b.hires.upscaler, steps: b.hires.steps, denoisingStrength: b.hires.denoising_strength } : undefined,
+      sourceFields: { loras: loras.length ? 'loras' : 'prompt', hypernetworks: 'prompt', hires: 'hires' },
     });
     const seed004: Seed004Extra = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };
     const job = await kiln.submit(spec, { owner: ownerOf(req), extra: { seed004 } });
