@@ -22,6 +22,8 @@ const responseQuery = {
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
   const body = nativeRequestSchema(kiln.config.limits);
+  // Webhooks of native jobs carry the job view (image URLs are relative unless publicUrl is set).
+  kiln.webhooks.register('native', (job) => jobView(kiln, job, kiln.config.publicUrl?.replace(/\/$/, '') ?? ''));
 
   /** The job if it exists and the caller may see it (owner or admin); 404 otherwise. */
   const visibleJob = async (req: FastifyRequest, id: string): Promise<Job> => {
@@ -36,7 +38,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     let initImage: string | undefined;
     const bytes = req.upload?.bytes ?? (b.init_image !== undefined ? decodeBase64Field(b.init_image, 'init_image', kiln.config.limits) : undefined);
     // Cheap checks first, so a bad request is refused before its upload is decoded and stored.
-    specFromNative(b, kiln.config.limits, bytes ? 'pending-upload' : undefined);
+    kiln.checkSpec(specFromNative(b, kiln.config.limits, bytes ? 'pending-upload' : undefined));
     if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
     const spec = specFromNative(b, kiln.config.limits, initImage);
     try {
@@ -136,6 +138,18 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     const after = (await kiln.queue.cancel(job.id)) ?? job;
     return jobSummary(kiln, after);
   };
+  app.post(
+    '/v1/jobs/:id/retry',
+    { schema: { tags: ['jobs'], summary: 'Run a failed job (timeouts included) again under the same id; 409 for a job in any other state.', params: idParams } },
+    async (req, reply) => {
+      const job = await visibleJob(req, (req.params as { id: string }).id);
+      if (job.state !== 'failed') throw new HttpError(409, 'not_retryable', `id: job ${job.id} is ${job.state}; only failed jobs can be retried`, 'id');
+      kiln.checkSpec(job.spec);
+      const queued = await kiln.queue.retry(job.id);
+      if (!queued) throw new HttpError(409, 'not_retryable', `id: job ${job.id} is no longer failed`, 'id');
+      return reply.status(202).header('location', `/v1/jobs/${job.id}`).send(await jobSummary(kiln, queued));
+    },
+  );
   app.post('/v1/jobs/:id/cancel', { schema: { tags: ['jobs'], summary: 'Cancel a job (a running one stops within one sampling step).', params: idParams } }, cancel);
   app.delete('/v1/jobs/:id', { schema: { tags: ['jobs'], summary: 'Same as POST /v1/jobs/{id}/cancel.', params: idParams } }, cancel);
 

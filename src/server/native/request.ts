@@ -10,6 +10,12 @@ import type { JobKind, JobSpec, ResponseKind } from '../../queue/job-spec.ts';
 export function nativeRequestSchema(limits: Limits) {
   const prompt = { type: 'string', maxLength: limits.maxPromptChars };
   const dim = (max: number) => ({ type: 'integer', minimum: 64, maximum: max, multipleOf: 8 });
+  const network = {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: { name: { type: 'string', minLength: 1, maxLength: 300 }, weight: { type: 'number', minimum: -10, maximum: 10, default: 1 } },
+  };
   return {
     type: 'object',
     additionalProperties: false,
@@ -39,6 +45,54 @@ export function nativeRequestSchema(limits: Limits) {
       denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: SPEC_DEFAULTS.denoisingStrength },
       refiner: { type: 'string', minLength: 1, maxLength: 500, description: 'SDXL refiner model (name or label); runs the last steps.' },
       refiner_switch_at: { type: 'number', minimum: 0, maximum: 1, default: 0.8, description: 'Fraction of the steps the base model runs before the refiner takes over.' },
+      s_churn: { type: 'number', minimum: 0, maximum: 100, description: 'k-diffusion stochasticity (A1111 s_churn); default: the sampler\'s.' },
+      s_tmin: { type: 'number', minimum: 0, maximum: 1000, description: 'Lowest sigma s_churn applies to.' },
+      s_tmax: { type: 'number', minimum: 0, maximum: 1000, description: 'Highest sigma s_churn applies to (absent: no limit).' },
+      s_noise: { type: 'number', minimum: 0, maximum: 2, description: 'Noise scale of stochastic steps.' },
+      seed_resize_from_w: { ...dim(limits.maxWidth), description: 'Make the noise at this width, then fit it to width (A1111 "seed resize from"); needs seed_resize_from_h.' },
+      seed_resize_from_h: { ...dim(limits.maxHeight), description: 'Make the noise at this height (see seed_resize_from_w).' },
+      timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 86_400, description: 'Stop the job after it has run this long; the server\'s job timeout applies when shorter.' },
+      webhook: { type: 'string', minLength: 1, maxLength: 2000, description: 'http(s) URL that gets the finished job (POST, JSON job view; retried on failure).' },
+      hires: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Hires fix: a second pass at a larger size.',
+        properties: {
+          scale: { type: 'number', minimum: 1, maximum: 8 },
+          upscaler: { type: 'string', minLength: 1, maxLength: 200 },
+          steps: { type: 'integer', minimum: 0, maximum: limits.maxSteps },
+          denoising_strength: { type: 'number', minimum: 0, maximum: 1 },
+          width: { ...dim(limits.maxWidth) },
+          height: { ...dim(limits.maxHeight) },
+          sampler: { type: 'string', minLength: 1, maxLength: 100 },
+          prompt: prompt,
+          negative_prompt: prompt,
+        },
+      },
+      loras: { type: 'array', maxItems: 64, items: network, description: 'LoRAs to apply, by name (GET /v1/models?kind=lora).' },
+      hypernetworks: { type: 'array', maxItems: 64, items: network },
+      tiling: { type: 'boolean', description: 'Seamless tiling.' },
+      restore_faces: { type: 'boolean' },
+      transparent_background: { type: 'boolean', description: 'An alpha channel in the result (LayerDiffuse-style).' },
+      mask: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['image'],
+        description: 'img2img inpainting mask.',
+        properties: {
+          image: { type: 'string', minLength: 1, description: 'base64 or a data: URI; white = repaint.' },
+          blur: { type: 'integer', minimum: 0, maximum: 256 },
+          invert: { type: 'boolean' },
+          fill: { type: 'integer', minimum: 0, maximum: 3, description: 'A1111 inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing.' },
+          full_resolution: { type: 'boolean' },
+          padding: { type: 'integer', minimum: 0, maximum: 2048 },
+        },
+      },
+      resize_mode: { type: 'integer', minimum: 0, maximum: 3, description: 'How init_image is fitted: 0 just resize, 1 crop, 2 fill, 3 latent upscale.' },
+      initial_noise_multiplier: { type: 'number', minimum: 0, maximum: 2 },
+      s_min_uncond: { type: 'number', minimum: 0, maximum: 1000, description: 'Skip the negative prompt below this sigma.' },
+      eta_noise_seed_delta: { type: 'integer', minimum: 0, maximum: 4294967295, description: 'A1111 ENSD.' },
+      vae: { type: 'string', minLength: 1, maxLength: 300, description: 'A separate VAE by name (GET /v1/models?kind=vae).' },
       output: {
         type: 'object',
         additionalProperties: false,
@@ -77,6 +131,26 @@ export interface NativeRequest {
   refiner?: string;
   refiner_switch_at?: number;
   output?: { format?: string; quality?: number; response?: ResponseKind };
+  s_churn?: number;
+  s_tmin?: number;
+  s_tmax?: number;
+  s_noise?: number;
+  seed_resize_from_w?: number;
+  seed_resize_from_h?: number;
+  timeout_s?: number;
+  webhook?: string;
+  hires?: { scale?: number; upscaler?: string; steps?: number; denoising_strength?: number; width?: number; height?: number; sampler?: string; prompt?: string; negative_prompt?: string };
+  loras?: Array<{ name: string; weight?: number }>;
+  hypernetworks?: Array<{ name: string; weight?: number }>;
+  tiling?: boolean;
+  restore_faces?: boolean;
+  transparent_background?: boolean;
+  mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number };
+  resize_mode?: number;
+  initial_noise_multiplier?: number;
+  s_min_uncond?: number;
+  eta_noise_seed_delta?: number;
+  vae?: string;
 }
 
 /**
@@ -118,7 +192,41 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     refiner: body.refiner,
     refinerSwitchAt: body.refiner ? (body.refiner_switch_at ?? 0.8) : undefined,
     output: { format, quality: body.output?.quality ?? 90, response: body.output?.response ?? 'base64' },
+    sChurn: body.s_churn,
+    sTmin: body.s_tmin,
+    sTmax: body.s_tmax,
+    sNoise: body.s_noise,
+    seedResizeFromW: body.seed_resize_from_w,
+    seedResizeFromH: body.seed_resize_from_h,
+    timeoutMs: body.timeout_s !== undefined ? Math.round(body.timeout_s * 1000) : undefined,
+    webhook: body.webhook !== undefined ? { url: body.webhook, format: 'native' } : undefined,
+    hires: body.hires && {
+      scale: body.hires.scale,
+      upscaler: body.hires.upscaler,
+      steps: body.hires.steps,
+      denoisingStrength: body.hires.denoising_strength,
+      width: body.hires.width,
+      height: body.hires.height,
+      sampler: body.hires.sampler,
+      prompt: body.hires.prompt,
+      negativePrompt: body.hires.negative_prompt,
+    },
+    loras: body.loras?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
+    hypernetworks: body.hypernetworks?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
+    tiling: body.tiling,
+    restoreFaces: body.restore_faces,
+    transparentBackground: body.transparent_background,
+    // The mask image is decoded and stored once inpainting exists; until then the capability check refuses it.
+    mask: body.mask && { blur: body.mask.blur, invert: body.mask.invert, fill: body.mask.fill, fullResolution: body.mask.full_resolution, padding: body.mask.padding },
+    resizeMode: body.resize_mode,
+    initialNoiseMultiplier: body.initial_noise_multiplier,
+    sMinUncond: body.s_min_uncond,
+    etaNoiseSeedDelta: body.eta_noise_seed_delta,
+    vae: body.vae,
   };
+  if ((body.seed_resize_from_w === undefined) !== (body.seed_resize_from_h === undefined)) {
+    throw new SpecError(body.seed_resize_from_w === undefined ? 'seed_resize_from_w' : 'seed_resize_from_h', 'give seed_resize_from_w and seed_resize_from_h together');
+  }
   checkSpecLimits(spec, limits);
   return spec;
 }
