@@ -407,8 +407,8 @@ export class JobQueue {
       this.stats.finished[job.state]++;
       // Cleared before the final event goes out, so listeners that call get() see the stored final state.
       if (this.running?.job.id === job.id) this.running = undefined;
-      await this.backend.publish({ type: job.state, job });
       this.opts.webhooks?.deliver(job);
+      await this.backend.publish({ type: job.state, job });
     }
   }
 
@@ -445,7 +445,7 @@ export class JobQueue {
     }
     if (reason === 'timeout') {
       const t = running.timeout!;
-      const s = Math.round(t.ms / 1000);
+      const s = t.ms >= 10_000 ? Math.round(t.ms / 1000) : Number((t.ms / 1000).toFixed(2));
       const message = t.own ? `the job ran longer than its own ${s} s execution timeout and was stopped` : `the job ran longer than the ${s} s limit and was stopped`;
       const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'timeout', message }, progress: live });
       if (done) await this.finalized(done);
