@@ -87,7 +87,8 @@ const CANCELLED_BY_REQUEST: JobError = { code: 'input', message: 'cancelled by r
 
 export class JobQueue {
   private running?: Running;
-  private pumping = false;
+  /** Set while this process is claiming its next job (stop() waits for it). */
+  private claiming?: Promise<void>;
   private stopping = false;
   private started = false;
   private cleanupTimer?: NodeJS.Timeout;
@@ -310,12 +311,11 @@ export class JobQueue {
   }
 
   private pump(): void {
-    if (this.pumping || this.running || this.stopping || !this.started) return;
-    this.pumping = true;
-    void this.claimAndRun()
+    if (this.claiming || this.running || this.stopping || !this.started) return;
+    this.claiming = this.claimAndRun()
       .catch((e) => this.opts.log?.error({ err: e }, 'could not take the next job'))
       .finally(() => {
-        this.pumping = false;
+        this.claiming = undefined;
       });
   }
 
@@ -491,6 +491,7 @@ export class JobQueue {
     this.stopping = true;
     clearInterval(this.cleanupTimer);
     for (const off of this.unsubscribe.splice(0)) off();
+    await this.claiming;
     const r = this.running;
     if (!r) return;
     await Promise.race([r.done, sleep(graceMs)]);

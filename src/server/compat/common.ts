@@ -11,8 +11,6 @@ import { FeatureNotImplemented } from '../../queue/capabilities.ts';
 import type { NetworkSpec } from '../../queue/job-spec.ts';
 import { HttpError, toHttpError } from '../errors.ts';
 
-export { FeatureNotImplemented };
-
 /**
  * A whole endpoint Kiln does not have yet (captioning, extras upscaling, ...): 501 naming the feature and the
  * field. Features of a generation request go through the job model's capability check instead
