@@ -89,6 +89,8 @@ export class JobQueue {
   private running?: Running;
   /** Set while this process is claiming its next job (stop() waits for it). */
   private claiming?: Promise<void>;
+  /** Work arrived while a claim was in flight (which may have missed it): look again afterwards. */
+  private lookAgain = false;
   private stopping = false;
   private started = false;
   private cleanupTimer?: NodeJS.Timeout;
@@ -311,11 +313,16 @@ export class JobQueue {
   }
 
   private pump(): void {
+    if (this.claiming) this.lookAgain = true;
     if (this.claiming || this.running || this.stopping || !this.started) return;
     this.claiming = this.claimAndRun()
       .catch((e) => this.opts.log?.error({ err: e }, 'could not take the next job'))
       .finally(() => {
         this.claiming = undefined;
+        if (this.lookAgain) {
+          this.lookAgain = false;
+          setImmediate(() => this.pump());
+        }
       });
   }
 
