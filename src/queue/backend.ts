@@ -36,8 +36,8 @@ export interface FinishData {
 export interface JobBackend {
   insert(job: NewJob): Promise<Job>;
   get(id: string): Promise<Job | undefined>;
-  /** The newest job with this client-chosen id. */
-  findByExternalId(externalId: string): Promise<Job | undefined>;
+  /** The newest job with this client-chosen id (of this owner, when given). */
+  findByExternalId(externalId: string, owner?: string): Promise<Job | undefined>;
   list(filter: JobFilter): Promise<Job[]>;
   counts(): Promise<Record<JobState, number>>;
   /** Queued jobs submitted before `seq` (0 = next to run). */

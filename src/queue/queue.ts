@@ -177,9 +177,9 @@ export class JobQueue {
     return this.backend.get(id);
   }
 
-  /** The newest job submitted with this client-chosen id (see SubmitOptions.externalId). */
-  findByExternalId(externalId: string): Promise<Job | undefined> {
-    return this.backend.findByExternalId(externalId);
+  /** The newest job submitted with this client-chosen id (see SubmitOptions.externalId), of `owner` if given. */
+  findByExternalId(externalId: string, owner?: string): Promise<Job | undefined> {
+    return this.backend.findByExternalId(externalId, owner);
   }
 
   /** The latest live preview of a running job; undefined when it is not running or has none yet. */

@@ -137,8 +137,9 @@ export class SqliteJobBackend implements JobBackend {
     return this.row(id);
   }
 
-  async findByExternalId(externalId: string): Promise<Job | undefined> {
-    return this.rows('SELECT * FROM jobs WHERE external_id = ? ORDER BY seq DESC LIMIT 1', externalId)[0];
+  async findByExternalId(externalId: string, owner?: string): Promise<Job | undefined> {
+    if (owner === undefined) return this.rows('SELECT * FROM jobs WHERE external_id = ? ORDER BY seq DESC LIMIT 1', externalId)[0];
+    return this.rows('SELECT * FROM jobs WHERE external_id = ? AND owner = ? ORDER BY seq DESC LIMIT 1', externalId, owner)[0];
   }
 
   async list(opts: JobFilter): Promise<Job[]> {

@@ -79,6 +79,8 @@ test('retry re-queues only failed jobs, clearing the outcome; external ids find 
     await b.insert({ id: 'q2', owner: 'x', spec: spec(), createdAt: 3, externalId: 'task-1' });
     assert.equal((await b.findByExternalId('task-1'))?.id, 'q2');
     assert.equal(await b.findByExternalId('task-2'), undefined);
+    assert.equal((await b.findByExternalId('task-1', 'x'))?.id, 'q2');
+    assert.equal(await b.findByExternalId('task-1', 'someone-else'), undefined);
     assert.equal(await b.retry('q'), undefined, 'a queued job is not retried');
     const again = await b.retry('f', spec({ steps: 7 }));
     assert.deepEqual([again?.state, again?.error, again?.finishedAt, again?.spec.steps, again?.attempts], ['queued', undefined, undefined, 7, 0]);

@@ -545,7 +545,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
 
   app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 }, live_preview: { type: 'boolean', default: true } } } } }, async (req) => {
     const { id_task, id_live_preview: knownPreview = -1, live_preview: wantPreview = true } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
-    const job = id_task ? await kiln.queue.findByExternalId(id_task) : undefined;
+    // Task ids are chosen by clients: with API keys, each key sees only its own tasks.
+    const p = req.principal;
+    const job = id_task ? await kiln.queue.findByExternalId(id_task, p.anonymous || p.role === 'admin' ? undefined : p.name) : undefined;
     if (!job) return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
     const active = job.state === 'running';
     const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
