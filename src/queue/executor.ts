@@ -1,6 +1,6 @@
 // Runs one job: resolve the model and input, call the engine, encode and store the images.
 import type { Device, ModelRef } from '../engine/api.ts';
-import type { LocalStorage } from '../storage/local.ts';
+import type { ImageStore } from '../storage/image-store.ts';
 import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
 import type { Engine } from './engine.ts';
 import type { Job, JobResult, StoredImage } from './job.ts';
@@ -17,7 +17,7 @@ export type JobRunner = (job: Job, ctx: RunContext) => Promise<JobResult>;
 
 export interface ExecutorDeps {
   engine: Engine;
-  storage: LocalStorage;
+  storage: ImageStore;
   /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
   device?: Device;

@@ -4,7 +4,7 @@
 import { randomInt } from 'node:crypto';
 import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/api.ts';
 import type { ImageFormat } from '../storage/encode.ts';
-import type { Limits } from '../server/config.ts';
+import type { Limits } from './config.ts';
 
 export type JobKind = 'txt2img' | 'img2img';
 export type ResponseKind = 'base64' | 'url';
@@ -53,8 +53,77 @@ export interface JobSpec {
   refiner?: string;
   refinerSwitchAt?: number;
   output: OutputSpec;
-  /** Free-form data an adapter wants back with the result (for example the original request to echo). */
-  extra?: Record<string, unknown>;
+  /** Stop the job once it has run this long (ms); the server's job timeout still applies when it is shorter. */
+  timeoutMs?: number;
+  /** POST the finished job to this URL (retried on failure); see webhooks.ts. */
+  webhook?: WebhookSpec;
+
+  // Features a request can ask for, whichever surface it came through. capabilities.ts answers 501 for the
+  // ones the engine cannot do yet; each lands here as structured data, not as a surface's field.
+  /** Hires fix: a second denoise pass at a larger size. */
+  hires?: HiresSpec;
+  loras?: NetworkSpec[];
+  hypernetworks?: NetworkSpec[];
+  /** Seamless tiling (circular padding). */
+  tiling?: boolean;
+  restoreFaces?: boolean;
+  /** An alpha channel in the result (LayerDiffuse-style transparency). */
+  transparentBackground?: boolean;
+  /** img2img inpainting. */
+  mask?: MaskSpec;
+  /** How the init image is fitted to width x height (A1111: 0 just resize, 1 crop, 2 fill, 3 latent upscale). */
+  resizeMode?: number;
+  /** How many different input images the request carried (one is used per job). */
+  inputImageCount?: number;
+  initialNoiseMultiplier?: number;
+  /** Skip the negative prompt below this sigma (A1111 s_min_uncond). */
+  sMinUncond?: number;
+  /** A1111's eta noise seed delta (ENSD). */
+  etaNoiseSeedDelta?: number;
+  /** A separate VAE by name. */
+  vae?: string;
+  /**
+   * For error messages: the request field each requested feature came from, as the client's surface names it
+   * (A1111 asks for hires with enable_hr). Absent: the native field name.
+   */
+  sourceFields?: Partial<Record<keyof JobSpec, string>>;
+}
+
+export interface WebhookSpec {
+  url: string;
+  /** The body's shape: a format registered with the WebhookSender (RunPod's job object, ...); default native. */
+  format?: string;
+}
+
+export interface HiresSpec {
+  scale?: number;
+  upscaler?: string;
+  steps?: number;
+  denoisingStrength?: number;
+  /** Target size instead of scale. */
+  width?: number;
+  height?: number;
+  sampler?: string;
+  prompt?: string;
+  negativePrompt?: string;
+}
+
+/** A LoRA (or hypernetwork) applied with a weight; `tag` is the prompt tag it came from, if any. */
+export interface NetworkSpec {
+  name: string;
+  weight: number;
+  tag?: string;
+}
+
+export interface MaskSpec {
+  /** Stored name of the mask image (stored after the capability check). */
+  image?: string;
+  blur?: number;
+  invert?: boolean;
+  /** A1111 inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing. */
+  fill?: number;
+  fullResolution?: boolean;
+  padding?: number;
 }
 
 export const SPEC_DEFAULTS = {
@@ -75,129 +144,12 @@ export function resolveSeed(seed: number | undefined): number {
   return seed === undefined || seed < 0 ? randomInt(0, SEED_SPACE) : seed;
 }
 
-/** Native request JSON schema. Limits come from the server config, so the schema and /docs show real bounds. */
-export function nativeRequestSchema(limits: Limits) {
-  const prompt = { type: 'string', maxLength: limits.maxPromptChars };
-  const dim = (max: number) => ({ type: 'integer', minimum: 64, maximum: max, multipleOf: 8 });
-  return {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      type: { type: 'string', enum: ['txt2img', 'img2img'], default: 'txt2img', description: 'img2img needs init_image.' },
-      prompt: { ...prompt, description: 'One prompt (or use prompts).' },
-      prompts: { type: 'array', minItems: 1, maxItems: limits.maxImages, items: prompt, description: 'Several prompts; each gets images_per_prompt images.' },
-      negative_prompt: {
-        anyOf: [prompt, { type: 'array', minItems: 1, maxItems: limits.maxImages, items: prompt }],
-        description: 'One negative prompt for all, or one per prompt.',
-      },
-      images_per_prompt: { type: 'integer', minimum: 1, maximum: limits.maxImages, default: 1 },
-      model: { type: 'string', minLength: 1, maxLength: 300, description: 'Model name or label (GET /v1/models); default: the server model.' },
-      width: { ...dim(limits.maxWidth), default: SPEC_DEFAULTS.width },
-      height: { ...dim(limits.maxHeight), default: SPEC_DEFAULTS.height },
-      steps: { type: 'integer', minimum: 1, maximum: limits.maxSteps, default: SPEC_DEFAULTS.steps },
-      cfg_scale: { type: 'number', minimum: 0, maximum: 30, default: SPEC_DEFAULTS.cfgScale },
-      sampler: { type: 'string', minLength: 1, maxLength: 100, default: SPEC_DEFAULTS.sampler, description: 'A1111 sampler name (GET /v1/samplers), e.g. "Euler a", "DPM++ 2M".' },
-      schedule: { type: 'string', minLength: 1, maxLength: 100, default: SPEC_DEFAULTS.schedule, description: 'Schedule label (GET /v1/schedules), e.g. "Karras".' },
-      seed: { type: 'integer', minimum: -1, maximum: 4294967295, default: -1, description: '-1 = random; image i uses seed + i.' },
-      subseed: { type: 'integer', minimum: -1, maximum: 4294967295, default: -1 },
-      subseed_strength: { type: 'number', minimum: 0, maximum: 1, default: 0 },
-      clip_skip: { type: 'integer', minimum: 1, maximum: 12 },
-      eta: { type: 'number', minimum: 0, maximum: 1 },
-      rng: { type: 'string', enum: ['cpu', 'philox'] },
-      init_image: { type: 'string', minLength: 1, description: 'img2img input: base64 or a data: URI (or a multipart file field).' },
-      denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: SPEC_DEFAULTS.denoisingStrength },
-      refiner: { type: 'string', minLength: 1, maxLength: 500, description: 'SDXL refiner model (name or label); runs the last steps.' },
-      refiner_switch_at: { type: 'number', minimum: 0, maximum: 1, default: 0.8, description: 'Fraction of the steps the base model runs before the refiner takes over.' },
-      output: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          format: { type: 'string', enum: ['png', 'jpeg', 'jpg', 'webp'], default: 'png' },
-          quality: { type: 'integer', minimum: 1, maximum: 100, default: 90 },
-          response: { type: 'string', enum: ['base64', 'url'], default: 'base64' },
-        },
-      },
-    },
-  } as const;
-}
-
-/** The body after schema validation (defaults filled by the validator). */
-export interface NativeRequest {
-  type?: JobKind;
-  prompt?: string;
-  prompts?: string[];
-  negative_prompt?: string | string[];
-  images_per_prompt?: number;
-  model?: string;
-  width?: number;
-  height?: number;
-  steps?: number;
-  cfg_scale?: number;
-  sampler?: string;
-  schedule?: string;
-  seed?: number;
-  subseed?: number;
-  subseed_strength?: number;
-  clip_skip?: number;
-  eta?: number;
-  rng?: RngSource;
-  init_image?: string;
-  denoising_strength?: number;
-  refiner?: string;
-  refiner_switch_at?: number;
-  output?: { format?: string; quality?: number; response?: ResponseKind };
-}
-
 /** A request error that names the offending field; becomes a 400. */
 export class SpecError extends Error {
   constructor(readonly field: string, message: string) {
     super(`${field}: ${message}`);
     this.name = 'SpecError';
   }
-}
-
-/**
- * Native request -> JobSpec, with the cross-field checks a schema cannot express. `initImage` is the stored
- * name of the already-decoded upload, if any.
- */
-export function specFromNative(body: NativeRequest, limits: Limits, initImage?: string): JobSpec {
-  if (body.prompt !== undefined && body.prompts !== undefined) throw new SpecError('prompt', 'give either prompt or prompts, not both');
-  const prompts = body.prompts ?? [body.prompt ?? ''];
-  const neg = body.negative_prompt;
-  const negativePrompts = neg === undefined ? [''] : Array.isArray(neg) ? neg : [neg];
-  if (negativePrompts.length !== 1 && negativePrompts.length !== prompts.length) {
-    throw new SpecError('negative_prompt', `has ${negativePrompts.length} entries; give one, or one per prompt (${prompts.length})`);
-  }
-  const kind = body.type ?? 'txt2img';
-  if (kind === 'img2img' && !initImage) throw new SpecError('init_image', 'is required for img2img');
-  if (kind === 'txt2img' && initImage) throw new SpecError('init_image', 'is only used with "type": "img2img"');
-  const format = body.output?.format === 'jpg' ? 'jpeg' : ((body.output?.format ?? 'png') as ImageFormat);
-  const spec: JobSpec = {
-    kind,
-    model: body.model,
-    prompts,
-    negativePrompts,
-    imagesPerPrompt: body.images_per_prompt ?? 1,
-    width: body.width ?? SPEC_DEFAULTS.width,
-    height: body.height ?? SPEC_DEFAULTS.height,
-    steps: body.steps ?? SPEC_DEFAULTS.steps,
-    cfgScale: body.cfg_scale ?? SPEC_DEFAULTS.cfgScale,
-    sampler: body.sampler ?? SPEC_DEFAULTS.sampler,
-    schedule: body.schedule ?? SPEC_DEFAULTS.schedule,
-    seed: resolveSeed(body.seed),
-    subseed: resolveSeed(body.subseed),
-    subseedStrength: body.subseed_strength ?? 0,
-    clipSkip: body.clip_skip,
-    eta: body.eta,
-    rng: body.rng,
-    initImage,
-    denoisingStrength: kind === 'img2img' ? (body.denoising_strength ?? SPEC_DEFAULTS.denoisingStrength) : undefined,
-    refiner: body.refiner,
-    refinerSwitchAt: body.refiner ? (body.refiner_switch_at ?? 0.8) : undefined,
-    output: { format, quality: body.output?.quality ?? 90, response: body.output?.response ?? 'base64' },
-  };
-  checkSpecLimits(spec, limits);
-  return spec;
 }
 
 /** Limits every spec must respect, whichever surface built it. Throws SpecError naming the field. */
@@ -222,6 +174,24 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   }
   if (!(spec.cfgScale >= 0 && spec.cfgScale <= 30)) throw new SpecError('cfg_scale', `must be from 0 to 30, got ${spec.cfgScale}`);
   if (spec.kind === 'img2img' && !spec.initImage) throw new SpecError('init_image', 'is required for img2img');
+  const resize: Array<[string, number | undefined, number]> = [['seed_resize_from_w', spec.seedResizeFromW, limits.maxWidth], ['seed_resize_from_h', spec.seedResizeFromH, limits.maxHeight]];
+  for (const [field, v, max] of resize) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 64 || v > max)) throw new SpecError(field, `must be an integer from 64 to ${max}, got ${v}`);
+  }
+  if (spec.timeoutMs !== undefined && !(Number.isFinite(spec.timeoutMs) && spec.timeoutMs > 0)) throw new SpecError('timeout_s', `must be a positive number of seconds, got ${spec.timeoutMs / 1000}`);
+  if (spec.webhook) checkWebhookUrl(spec.webhook.url);
+}
+
+/** Webhooks go to http(s) URLs only (no file:, data:, ...). Throws SpecError('webhook'). */
+export function checkWebhookUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new SpecError('webhook', `is not a URL: ${JSON.stringify(url.slice(0, 200))}`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new SpecError('webhook', `must be an http or https URL, got ${parsed.protocol}`);
+  if (url.length > 2000) throw new SpecError('webhook', 'is longer than 2000 characters');
 }
 
 /** The number of images a spec produces. */

@@ -48,14 +48,29 @@ export interface Job {
   attempts: number;
   error?: JobError;
   result?: JobResult;
-  /** Live fields (kept in memory, not persisted on every step). */
+  /** Live fields: the backend publishes them while the job runs and stores them when it ends. */
+  progress: number;
+  phase?: Phase;
+  step: number;
+  totalSteps: number;
+  /**
+   * Data an API surface keeps with the job (the request to echo back, what a client was already handed);
+   * stored with the record, so it survives restarts. Keys are namespaced by surface, e.g. `seed004`.
+   */
+  extra: Record<string, unknown>;
+  /** An id the client chose for the job on its own surface (A1111 force_task_id); lookups take the newest. */
+  externalId?: string;
+}
+
+/** How far a running job got; what the running worker reports on every step. */
+export interface LiveProgress {
   progress: number;
   phase?: Phase;
   step: number;
   totalSteps: number;
 }
 
-/** The latest live preview of a running job (memory only; gone when the job ends). */
+/** The latest live preview of a running job (kept by the backend while the job runs; gone when it ends). */
 export interface JobPreview {
   /** Approximate RGB of the first image at latent resolution. */
   image: RawImage;
@@ -68,7 +83,7 @@ export interface JobPreview {
 export type JobEvent =
   | { type: 'queued'; job: Job }
   | { type: 'started'; job: Job }
-  /** `preview` is set when this step brought a new preview (fetch it with JobQueue.preview). */
+  /** `preview` is set when this step brought a new preview (also kept: JobQueue.preview). */
   | { type: 'progress'; job: Job; phase: Phase; step: number; totalSteps: number; progress: number; preview?: JobPreview }
   | { type: 'succeeded'; job: Job }
   | { type: 'failed'; job: Job }

@@ -1,20 +1,26 @@
-// The embedded job queue: one job at a time per device, persisted in SQLite, with cancellation, timeouts,
-// crash recovery, retention cleanup and live progress events. This is the programmatic API every HTTP
-// surface (native and compat) uses: submit / get / waitFor / cancel / events.
-import { EventEmitter } from 'node:events';
+// The job queue: this process's worker (one job at a time per device) over a JobBackend that holds every
+// job, with cancellation, per-job and server timeouts, crash recovery, retries, retention cleanup, webhooks
+// and live progress/preview events. This is the programmatic API every HTTP surface (native and compat)
+// uses: submit / get / list / waitFor / cancel / retry / events. Everything a client can ask about a job is
+// read from the backend, so another process sharing the backend sees the same; only the job this process is
+// running (its abort controller and timers) is local.
 import { randomUUID } from 'node:crypto';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
-import type { QueueConfig } from '../server/config.ts';
-import type { LocalStorage } from '../storage/local.ts';
+import type { ImageStore } from '../storage/image-store.ts';
+import type { FinalState, JobBackend, JobFilter } from './backend.ts';
+import type { QueueConfig } from './config.ts';
 import { FINAL_STATES } from './job.ts';
-import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState } from './job.ts';
+import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
 import { imageCount, SpecError } from './job-spec.ts';
 import type { JobSpec } from './job-spec.ts';
-import type { JobStore } from './store.ts';
 import type { JobRunner } from './executor.ts';
+import type { WebhookSender } from './webhooks.ts';
 
 export class QueueFullError extends Error {
-  constructor(readonly depth: number, readonly retryAfterS: number) {
+  constructor(
+    readonly depth: number,
+    readonly retryAfterS: number,
+  ) {
     super(`the queue is full (${depth} jobs waiting); retry in about ${retryAfterS} s`);
     this.name = 'QueueFullError';
   }
@@ -29,28 +35,44 @@ export class QueueClosedError extends Error {
 
 type StopReason = 'cancel' | 'timeout' | 'shutdown';
 
+/** The job this process is running. */
 interface Running {
   job: Job;
   controller: AbortController;
   reason?: StopReason;
+  /** The time limit that applies to this job, and whether it is the job's own or the server's. */
+  timeout?: { ms: number; own: boolean };
   done: Promise<void>;
-  /** Only the latest preview is kept, and only while the job runs. */
-  preview?: JobPreview;
+  live: LiveProgress;
+  previewSeq: number;
+  /** Progress writes and events in step order; the final state waits for them. */
+  reporting: Promise<void>;
 }
 
 export interface QueueStats {
   /** Jobs finished since start, by final state. */
-  finished: Record<'succeeded' | 'failed' | 'cancelled', number>;
+  finished: Record<FinalState, number>;
+  /** Jobs put back in line by retry(). */
+  retried: number;
   /** Sampling steps per second of the last successful job. */
   lastStepsPerSecond?: number;
 }
 
+export interface SubmitOptions {
+  owner?: string;
+  /** Surface data kept with the job (see Job.extra). */
+  extra?: Record<string, unknown>;
+  externalId?: string;
+}
+
 export interface JobQueueOptions {
-  store: JobStore;
+  backend: JobBackend;
   run: JobRunner;
   config: QueueConfig;
   /** Where result and input files live, for retention cleanup. */
-  storage?: LocalStorage;
+  storage?: ImageStore;
+  /** Delivers each finished job to its spec's webhook. */
+  webhooks?: WebhookSender;
   /** Forcefully stops a generation that ignores abort (e.g. terminates the engine thread). */
   hardStop?: () => Promise<void>;
   /** How long after an abort the runner may take before hardStop is used. */
@@ -60,52 +82,68 @@ export interface JobQueueOptions {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+const isFinalEvent = (e: JobEvent) => e.type === 'succeeded' || e.type === 'failed' || e.type === 'cancelled';
+const CANCELLED_BY_REQUEST: JobError = { code: 'input', message: 'cancelled by request' };
 
 export class JobQueue {
-  private readonly emitter = new EventEmitter();
   private running?: Running;
+  /** Set while this process is claiming its next job (stop() waits for it). */
+  private claiming?: Promise<void>;
+  /** Work arrived while a claim was in flight (which may have missed it): look again afterwards. */
+  private lookAgain = false;
   private stopping = false;
   private started = false;
   private cleanupTimer?: NodeJS.Timeout;
+  private unsubscribe: Array<() => void> = [];
   /** EWMA of milliseconds per (step x image x 512² pixels), for ETAs; undefined until a job finished. */
   private msPerUnit?: number;
-  readonly stats: QueueStats = { finished: { succeeded: 0, failed: 0, cancelled: 0 } };
+  readonly stats: QueueStats = { finished: { succeeded: 0, failed: 0, cancelled: 0 }, retried: 0 };
+  private readonly backend: JobBackend;
   private readonly now: () => number;
 
   constructor(private readonly opts: JobQueueOptions) {
-    this.emitter.setMaxListeners(0);
+    this.backend = opts.backend;
     this.now = opts.now ?? Date.now;
   }
 
   /** Recovers jobs a dead process left running, starts cleanup and begins work. */
-  start(): { requeued: string[]; failed: string[] } {
+  async start(): Promise<{ requeued: string[]; failed: string[] }> {
     if (this.started) return { requeued: [], failed: [] };
     this.started = true;
-    const recovered = this.recover();
+    const recovered = await this.recover();
+    // Work submitted through another process sharing the backend wakes this worker too.
+    this.unsubscribe.push(this.backend.subscribe('*', (e) => e.type === 'queued' && setImmediate(() => this.pump())));
+    this.unsubscribe.push(
+      this.backend.onCancelRequest((id) => {
+        if (this.running?.job.id === id) this.abortRunning(this.running, 'cancel');
+      }),
+    );
     const interval = this.opts.config.cleanupIntervalMs;
     if (interval > 0) {
       // Jobs that expired while the server was down go at once, then on every interval.
-      void this.cleanup().catch((e) => this.opts.log?.error({ err: e }, 'cleanup failed'));
-      this.cleanupTimer = setInterval(() => void this.cleanup().catch((e) => this.opts.log?.error({ err: e }, 'cleanup failed')), interval);
+      const clean = () => void this.cleanup().catch((e) => this.opts.log?.error({ err: e }, 'cleanup failed'));
+      clean();
+      this.cleanupTimer = setInterval(clean, interval);
       this.cleanupTimer.unref();
     }
     setImmediate(() => this.pump());
     return recovered;
   }
 
-  private recover(): { requeued: string[]; failed: string[] } {
+  private async recover(): Promise<{ requeued: string[]; failed: string[] }> {
     const { recoverRunning, maxAttempts } = this.opts.config;
     const out = { requeued: [] as string[], failed: [] as string[] };
-    for (const job of this.opts.store.running()) {
+    for (const job of await this.backend.interrupted()) {
       if (recoverRunning === 'requeue' && job.attempts < maxAttempts) {
-        this.opts.store.requeue(job.id, false);
+        await this.backend.requeue(job.id, false);
         out.requeued.push(job.id);
       } else {
         const why =
           recoverRunning === 'requeue'
             ? `the server stopped while this job was running, and it already ran ${job.attempts} time(s) (limit ${maxAttempts}); it was not re-run`
             : 'the server stopped while this job was running; it was not re-run (recoverRunning = fail)';
-        this.opts.store.finish(job.id, 'failed', this.now(), { error: { code: 'interrupted', message: why } });
+        const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'interrupted', message: why } });
+        if (done) await this.finalized(done);
         out.failed.push(job.id);
       }
     }
@@ -114,54 +152,79 @@ export class JobQueue {
   }
 
   /** Adds a job. Throws QueueFullError (-> 429) or QueueClosedError (-> 503). */
-  submit(spec: JobSpec, opts: { owner?: string } = {}): Job {
+  async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     if (this.stopping) throw new QueueClosedError();
-    const depth = this.opts.store.countByState().queued;
-    if (depth >= this.opts.config.maxQueued) throw new QueueFullError(depth, this.retryAfterSeconds());
-    const job = this.opts.store.insert(randomUUID(), opts.owner ?? 'anonymous', spec, this.now());
-    this.emit({ type: 'queued', job });
+    const depth = (await this.backend.counts()).queued;
+    if (depth >= this.opts.config.maxQueued) throw new QueueFullError(depth, await this.retryAfterSeconds());
+    const job = await this.backend.insert({ id: randomUUID(), owner: opts.owner ?? 'anonymous', spec, createdAt: this.now(), extra: opts.extra, externalId: opts.externalId });
+    await this.backend.publish({ type: 'queued', job });
     setImmediate(() => this.pump());
     return job;
   }
 
+  /**
+   * Records a request that was refused before it could run as a failed job, so surfaces whose clients expect a
+   * job id for every request (RunPod) can report it, retry it and deliver its webhook like any other.
+   */
+  async recordFailed(spec: JobSpec, error: JobError, opts: SubmitOptions = {}): Promise<Job> {
+    const job = await this.backend.insert({ id: randomUUID(), owner: opts.owner ?? 'anonymous', spec, createdAt: this.now(), extra: opts.extra, externalId: opts.externalId, failed: error });
+    await this.finalized(job);
+    return job;
+  }
+
   /** The job with live progress, or undefined. */
-  get(id: string): Job | undefined {
-    if (this.running?.job.id === id) return { ...this.running.job };
-    return this.opts.store.get(id);
+  get(id: string): Promise<Job | undefined> {
+    return this.backend.get(id);
+  }
+
+  /** The newest job submitted with this client-chosen id (see SubmitOptions.externalId), of `owner` if given. */
+  findByExternalId(externalId: string, owner?: string): Promise<Job | undefined> {
+    return this.backend.findByExternalId(externalId, owner);
   }
 
   /** The latest live preview of a running job; undefined when it is not running or has none yet. */
-  preview(id: string): JobPreview | undefined {
-    return this.running?.job.id === id ? this.running.preview : undefined;
+  preview(id: string): Promise<JobPreview | undefined> {
+    return this.backend.getPreview(id);
   }
 
-  list(opts: { owner?: string; state?: JobState; limit?: number; beforeSeq?: number } = {}): Job[] {
-    return this.opts.store.list({ ...opts, limit: opts.limit ?? 50 }).map((j) => (this.running?.job.id === j.id ? { ...this.running.job } : j));
+  list(opts: Partial<JobFilter> = {}): Promise<Job[]> {
+    return this.backend.list({ ...opts, limit: opts.limit ?? 50 });
+  }
+
+  counts(): Promise<Record<JobState, number>> {
+    return this.backend.counts();
+  }
+
+  /** Merges surface data into the job's `extra` (see Job.extra). */
+  updateExtra(id: string, patch: Record<string, unknown>): Promise<Job | undefined> {
+    return this.backend.updateExtra(id, patch);
   }
 
   /** 0 = next to run; undefined unless queued. */
-  position(job: Job): number | undefined {
-    return job.state === 'queued' ? this.opts.store.queuedBefore(job.seq) : undefined;
+  async position(job: Job): Promise<number | undefined> {
+    return job.state === 'queued' ? this.backend.queuedAhead(job.seq) : undefined;
   }
 
   /** Seconds until the job is done (estimate), or undefined when there is no history to estimate from. */
-  etaSeconds(job: Job): number | undefined {
+  async etaSeconds(job: Job): Promise<number | undefined> {
     if (FINAL_STATES.has(job.state)) return 0;
-    const now = this.now();
-    if (job.state === 'running' && job.startedAt !== undefined) {
-      const elapsed = now - job.startedAt;
-      if (job.progress > 0.02) return Math.max(0, (elapsed / job.progress - elapsed) / 1000);
-      const est = this.estimateMs(job.spec);
-      return est === undefined ? undefined : Math.max(0, (est - elapsed) / 1000);
+    if (job.state === 'running') {
+      const ms = this.runningEtaMs(job);
+      return ms === undefined ? undefined : ms / 1000;
     }
     const own = this.estimateMs(job.spec);
     if (own === undefined) return undefined;
     let ahead = 0;
-    if (this.running) ahead += (this.etaSeconds(this.running.job) ?? 0) * 1000;
-    for (const other of this.opts.store.list({ state: 'queued', limit: 1000 })) {
-      if (other.seq < job.seq) ahead += this.estimateMs(other.spec) ?? 0;
-    }
+    for (const running of await this.backend.list({ state: 'running', limit: 100 })) ahead += this.runningEtaMs(running) ?? 0;
+    for (const other of await this.backend.list({ state: 'queued', limit: 1000, beforeSeq: job.seq })) ahead += this.estimateMs(other.spec) ?? 0;
     return (ahead + own) / 1000;
+  }
+
+  private runningEtaMs(job: Job): number | undefined {
+    const elapsed = this.now() - (job.startedAt ?? this.now());
+    if (job.progress > 0.02) return Math.max(0, elapsed / job.progress - elapsed);
+    const est = this.estimateMs(job.spec);
+    return est === undefined ? undefined : Math.max(0, est - elapsed);
   }
 
   private units(spec: JobSpec): number {
@@ -172,90 +235,119 @@ export class JobQueue {
     return this.msPerUnit === undefined ? undefined : this.msPerUnit * this.units(spec);
   }
 
-  private retryAfterSeconds(): number {
-    const running = this.running ? this.etaSeconds(this.running.job) : undefined;
-    return Math.min(3600, Math.max(1, Math.ceil(running ?? 10)));
+  private async retryAfterSeconds(): Promise<number> {
+    const [running] = await this.backend.list({ state: 'running', limit: 1 });
+    const ms = running ? this.runningEtaMs(running) : undefined;
+    return Math.min(3600, Math.max(1, Math.ceil(ms === undefined ? 10 : ms / 1000)));
   }
 
   /**
    * Cancels a job. A queued job is cancelled at once; a running one is aborted and this resolves when the
-   * engine has stopped (within one sampling step). Finished jobs are returned unchanged.
+   * engine has stopped (within one sampling step), wherever it runs. Finished jobs are returned unchanged.
    */
   async cancel(id: string): Promise<Job | undefined> {
-    const job = this.get(id);
-    if (!job) return undefined;
-    if (job.state === 'queued') {
-      this.opts.store.finish(id, 'cancelled', this.now(), { error: { code: 'input', message: 'cancelled by request' } });
-      const done = this.opts.store.get(id)!;
-      this.stats.finished.cancelled++;
-      this.emit({ type: 'cancelled', job: done });
-      return done;
-    }
-    if (job.state === 'running' && this.running?.job.id === id) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const job = await this.get(id);
+      if (!job) return undefined;
+      if (job.state === 'queued') {
+        const done = await this.backend.finish(id, ['queued'], 'cancelled', this.now(), { error: CANCELLED_BY_REQUEST });
+        if (!done) continue; // claimed by a worker in the meantime: cancel it as a running job
+        await this.finalized(done);
+        return done;
+      }
+      if (job.state !== 'running') return job;
       const r = this.running;
-      r.reason ??= 'cancel';
-      r.controller.abort(new Error('cancelled'));
-      await r.done;
-      return this.get(id);
+      if (r?.job.id === id) {
+        this.abortRunning(r, 'cancel');
+        await r.done;
+        return this.get(id);
+      }
+      await this.backend.requestCancel(id);
+      return this.waitFor(id, (this.opts.abortGraceMs ?? 10_000) + 5_000);
     }
+    return this.get(id);
+  }
+
+  /**
+   * Runs a failed job again under the same id (RunPod's /retry), optionally with a new spec. Returns
+   * undefined when the job does not exist or is not failed.
+   */
+  async retry(id: string, spec?: JobSpec): Promise<Job | undefined> {
+    if (this.stopping) throw new QueueClosedError();
+    const depth = (await this.backend.counts()).queued;
+    if (depth >= this.opts.config.maxQueued) throw new QueueFullError(depth, await this.retryAfterSeconds());
+    const job = await this.backend.retry(id, spec);
+    if (!job) return undefined;
+    this.stats.retried++;
+    await this.backend.publish({ type: 'queued', job });
+    setImmediate(() => this.pump());
     return job;
   }
 
   /** Subscribes to one job's events (or every job's with id '*'); returns the unsubscribe function. */
   events(id: string, listener: (e: JobEvent) => void): () => void {
-    const key = `job:${id}`;
-    this.emitter.on(key, listener);
-    return () => this.emitter.off(key, listener);
+    return this.backend.subscribe(id, listener);
   }
 
   /** Resolves with the job once it is final, or with its current state after timeoutMs. */
   waitFor(id: string, timeoutMs: number): Promise<Job | undefined> {
-    const job = this.get(id);
-    if (!job || FINAL_STATES.has(job.state)) return Promise.resolve(job);
     return new Promise((resolve) => {
-      const finish = () => {
+      let settled = false;
+      const settle = (job: Promise<Job | undefined> | Job | undefined) => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         off();
-        resolve(this.get(id));
+        resolve(job);
       };
-      const timer = setTimeout(finish, timeoutMs);
-      const off = this.events(id, (e) => {
-        if (e.type === 'succeeded' || e.type === 'failed' || e.type === 'cancelled') finish();
-      });
+      const off = this.events(id, (e) => isFinalEvent(e) && settle(e.job));
+      const timer = setTimeout(() => settle(this.get(id)), timeoutMs);
+      // Read after subscribing, so a job that ends in between is not missed.
+      void this.get(id).then((job) => (!job || FINAL_STATES.has(job.state)) && settle(job));
     });
   }
 
-  counts(): Record<JobState, number> {
-    return this.opts.store.countByState();
-  }
-
+  /** Whether this process is running a job now. */
   get busy(): boolean {
     return this.running !== undefined;
   }
 
-  private emit(e: JobEvent): void {
-    this.emitter.emit(`job:${e.job.id}`, e);
-    this.emitter.emit('job:*', e);
+  private pump(): void {
+    if (this.claiming) this.lookAgain = true;
+    if (this.claiming || this.running || this.stopping || !this.started) return;
+    this.claiming = this.claimAndRun()
+      .catch((e) => this.opts.log?.error({ err: e }, 'could not take the next job'))
+      .finally(() => {
+        this.claiming = undefined;
+        if (this.lookAgain) {
+          this.lookAgain = false;
+          setImmediate(() => this.pump());
+        }
+      });
   }
 
-  private pump(): void {
-    if (this.running || this.stopping || !this.started) return;
-    const next = this.opts.store.nextQueued();
-    if (!next) return;
-    this.opts.store.markRunning(next.id, this.now());
-    const job = this.opts.store.get(next.id)!;
+  private async claimAndRun(): Promise<void> {
+    const job = await this.backend.claimNext(this.now());
+    if (!job) return;
     const controller = new AbortController();
-    const running: Running = { job, controller, done: Promise.resolve() };
+    const running: Running = {
+      job,
+      controller,
+      timeout: this.timeoutOf(job.spec),
+      done: Promise.resolve(),
+      live: { progress: 0, step: 0, totalSteps: 0 },
+      previewSeq: 0,
+      reporting: Promise.resolve(),
+    };
     this.running = running;
-    const timeoutMs = this.opts.config.jobTimeoutMs;
-    const timer =
-      timeoutMs > 0
-        ? setTimeout(() => {
-            running.reason ??= 'timeout';
-            controller.abort(new Error('timeout'));
-          }, timeoutMs)
-        : undefined;
-    this.emit({ type: 'started', job: { ...job } });
+    if (this.stopping) {
+      // stop() began while the job was being claimed: put it back untouched.
+      this.running = undefined;
+      await this.backend.requeue(job.id, true);
+      return;
+    }
+    const timer = running.timeout ? setTimeout(() => this.abortRunning(running, 'timeout'), running.timeout.ms) : undefined;
+    await this.backend.publish({ type: 'started', job: { ...job } });
     this.opts.log?.info({ jobId: job.id, attempt: job.attempts }, 'job started');
 
     let hardStopTimer: NodeJS.Timeout | undefined;
@@ -271,21 +363,28 @@ export class JobQueue {
       .run(job, {
         signal: controller.signal,
         onProgress: (e) => {
-          job.progress = Math.max(0, Math.min(1, e.fraction));
-          job.phase = e.phase;
-          job.step = e.step;
-          job.totalSteps = e.totalSteps;
-          let preview: JobPreview | undefined;
-          if (e.preview) {
-            preview = { image: e.preview, step: e.step, seq: (running.preview?.seq ?? 0) + 1 };
-            running.preview = preview;
-          }
-          this.emit({ type: 'progress', job: { ...job }, phase: e.phase, step: e.step, totalSteps: e.totalSteps, progress: job.progress, ...(preview ? { preview } : {}) });
+          const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase: e.phase, step: e.step, totalSteps: e.totalSteps };
+          running.live = live;
+          const preview: JobPreview | undefined = e.preview ? { image: e.preview, step: e.step, seq: ++running.previewSeq } : undefined;
+          const snapshot: Job = { ...job, ...live };
+          running.reporting = running.reporting
+            .then(async () => {
+              await this.backend.setProgress(job.id, live);
+              if (preview) await this.backend.setPreview(job.id, preview);
+              await this.backend.publish({ type: 'progress', job: snapshot, phase: e.phase, step: e.step, totalSteps: e.totalSteps, progress: live.progress, ...(preview ? { preview } : {}) });
+            })
+            .catch((err) => this.opts.log?.warn({ err, jobId: job.id }, 'progress report failed'));
         },
       })
       .then(
-        (result) => (running.reason ? this.onStopped(running, undefined) : this.onSuccess(job, result)),
-        (err) => (running.reason ? this.onStopped(running, err) : this.onFailure(job, err)),
+        async (result) => {
+          await running.reporting;
+          return running.reason ? this.onStopped(running) : this.onSuccess(running, result);
+        },
+        async (err) => {
+          await running.reporting;
+          return running.reason ? this.onStopped(running) : this.onFailure(running, err);
+        },
       )
       .catch((e) => this.opts.log?.error({ err: e, jobId: job.id }, 'job bookkeeping failed'))
       .finally(() => {
@@ -296,55 +395,71 @@ export class JobQueue {
       });
   }
 
-  private release(job: Job): void {
-    // Cleared before the final event goes out, so listeners that call get() see the stored final state.
-    if (this.running?.job.id === job.id) this.running = undefined;
+  /** The job's own limit (JobSpec.timeoutMs) or the server's, whichever is shorter; undefined = none. */
+  private timeoutOf(spec: JobSpec): Running['timeout'] {
+    const server = this.opts.config.jobTimeoutMs > 0 ? this.opts.config.jobTimeoutMs : undefined;
+    const own = spec.timeoutMs !== undefined && spec.timeoutMs > 0 ? spec.timeoutMs : undefined;
+    if (own !== undefined && (server === undefined || own < server)) return { ms: own, own: true };
+    return server === undefined ? undefined : { ms: server, own: false };
   }
 
-  private onSuccess(job: Job, result: JobResult): void {
-    this.release(job);
+  private abortRunning(r: Running, reason: StopReason): void {
+    r.reason ??= reason;
+    r.controller.abort(new Error(reason));
+  }
+
+  /** Announces a final job (event, stats, webhook). */
+  private async finalized(job: Job): Promise<void> {
+    if (job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled') {
+      this.stats.finished[job.state]++;
+      // Cleared before the final event goes out, so listeners that call get() see the stored final state.
+      if (this.running?.job.id === job.id) this.running = undefined;
+      this.opts.webhooks?.deliver(job);
+      await this.backend.publish({ type: job.state, job });
+    }
+  }
+
+  private async onSuccess(running: Running, result: JobResult): Promise<void> {
+    const { job, live } = running;
     const now = this.now();
-    this.opts.store.finish(job.id, 'succeeded', now, { result, progress: { fraction: 1, step: job.step, totalSteps: job.totalSteps } });
+    const done = await this.backend.finish(job.id, ['running'], 'succeeded', now, { result, progress: { progress: 1, step: live.step, totalSteps: live.totalSteps } });
+    if (!done) return;
     const ms = now - (job.startedAt ?? now);
     const units = this.units(job.spec);
     if (units > 0) this.msPerUnit = this.msPerUnit === undefined ? ms / units : 0.7 * this.msPerUnit + 0.3 * (ms / units);
-    this.stats.finished.succeeded++;
-    if (result.timings.sampleMs > 0 && job.totalSteps > 0) this.stats.lastStepsPerSecond = job.totalSteps / (result.timings.sampleMs / 1000);
-    const done = this.opts.store.get(job.id)!;
+    if (result.timings.sampleMs > 0 && live.totalSteps > 0) this.stats.lastStepsPerSecond = live.totalSteps / (result.timings.sampleMs / 1000);
     this.opts.log?.info({ jobId: job.id, ms, images: result.images.length }, 'job succeeded');
-    this.emit({ type: 'succeeded', job: done });
+    await this.finalized(done);
   }
 
-  private onFailure(job: Job, err: unknown): void {
-    this.release(job);
+  private async onFailure(running: Running, err: unknown): Promise<void> {
     const error = classifyError(err);
-    this.opts.store.finish(job.id, 'failed', this.now(), { error, progress: snapshot(job) });
-    this.stats.finished.failed++;
-    const done = this.opts.store.get(job.id)!;
+    const done = await this.backend.finish(running.job.id, ['running'], 'failed', this.now(), { error, progress: running.live });
+    if (!done) return;
     const level = error.code === 'internal' ? 'error' : 'info';
-    this.opts.log?.[level]({ jobId: job.id, code: error.code, reason: error.message, ...(level === 'error' ? { stack: (err as Error)?.stack } : {}) }, 'job failed');
-    this.emit({ type: 'failed', job: done });
+    this.opts.log?.[level]({ jobId: running.job.id, code: error.code, reason: error.message, ...(level === 'error' ? { stack: (err as Error)?.stack } : {}) }, 'job failed');
+    await this.finalized(done);
   }
 
-  private onStopped(running: Running, _err: unknown): void {
-    const { job, reason } = running;
-    this.release(job);
+  private async onStopped(running: Running): Promise<void> {
+    const { job, reason, live } = running;
     if (reason === 'shutdown') {
-      this.opts.store.requeue(job.id, true);
+      if (this.running === running) this.running = undefined;
+      const queued = await this.backend.requeue(job.id, true);
       this.opts.log?.info({ jobId: job.id }, 'job re-queued for shutdown');
-      this.emit({ type: 'queued', job: this.opts.store.get(job.id)! });
+      if (queued) await this.backend.publish({ type: 'queued', job: queued });
       return;
     }
     if (reason === 'timeout') {
-      const s = Math.round(this.opts.config.jobTimeoutMs / 1000);
-      this.opts.store.finish(job.id, 'failed', this.now(), { error: { code: 'timeout', message: `the job ran longer than the ${s} s limit and was stopped` }, progress: snapshot(job) });
-      this.stats.finished.failed++;
-      this.emit({ type: 'failed', job: this.opts.store.get(job.id)! });
+      const t = running.timeout!;
+      const s = t.ms >= 10_000 ? Math.round(t.ms / 1000) : Number((t.ms / 1000).toFixed(2));
+      const message = t.own ? `the job ran longer than its own ${s} s execution timeout and was stopped` : `the job ran longer than the ${s} s limit and was stopped`;
+      const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'timeout', message }, progress: live });
+      if (done) await this.finalized(done);
       return;
     }
-    this.opts.store.finish(job.id, 'cancelled', this.now(), { error: { code: 'input', message: 'cancelled by request' }, progress: snapshot(job) });
-    this.stats.finished.cancelled++;
-    this.emit({ type: 'cancelled', job: this.opts.store.get(job.id)! });
+    const done = await this.backend.finish(job.id, ['running'], 'cancelled', this.now(), { error: CANCELLED_BY_REQUEST, progress: live });
+    if (done) await this.finalized(done);
   }
 
   /** Deletes finished jobs older than the retention period, and their files. Returns how many. */
@@ -352,48 +467,46 @@ export class JobQueue {
     const cutoff = this.now() - this.opts.config.retentionMs;
     let total = 0;
     for (;;) {
-      const expired = this.opts.store.finishedBefore(cutoff);
+      const expired = await this.backend.finishedBefore(cutoff, 500);
       if (expired.length === 0) return total;
       for (const job of expired) {
         const names = [...(job.result?.images.map((i) => i.name) ?? []), ...(job.spec.initImage ? [job.spec.initImage] : [])];
         for (const n of names) await this.opts.storage?.remove(n).catch(() => undefined);
       }
-      this.opts.store.delete(expired.map((j) => j.id));
+      await this.backend.delete(expired.map((j) => j.id));
       total += expired.length;
     }
   }
 
   /** Cancels every queued job (admin). Returns how many. */
-  purgeQueued(): number {
-    const ids = this.opts.store.queuedIds();
-    for (const id of ids) {
-      this.opts.store.finish(id, 'cancelled', this.now(), { error: { code: 'input', message: 'removed from the queue by an administrator' } });
-      this.stats.finished.cancelled++;
-      this.emit({ type: 'cancelled', job: this.opts.store.get(id)! });
+  async purgeQueued(): Promise<number> {
+    let removed = 0;
+    for (const job of await this.backend.list({ state: 'queued', limit: 100_000 })) {
+      const done = await this.backend.finish(job.id, ['queued'], 'cancelled', this.now(), { error: { code: 'input', message: 'removed from the queue by an administrator' } });
+      if (!done) continue;
+      await this.finalized(done);
+      removed++;
     }
-    return ids.length;
+    return removed;
   }
 
   /**
    * Stops taking jobs; lets the running job finish for up to graceMs, then aborts it and puts it back in the
-   * queue so the next start runs it again. The store stays open (the caller closes it).
+   * queue so the next start runs it again. The backend stays open (the caller closes it).
    */
   async stop(graceMs = this.opts.config.shutdownGraceMs): Promise<void> {
     this.stopping = true;
     clearInterval(this.cleanupTimer);
+    for (const off of this.unsubscribe.splice(0)) off();
+    await this.claiming;
     const r = this.running;
     if (!r) return;
     await Promise.race([r.done, sleep(graceMs)]);
     if (this.running === r) {
-      r.reason ??= 'shutdown';
-      r.controller.abort(new Error('shutdown'));
+      this.abortRunning(r, 'shutdown');
       await r.done;
     }
   }
-}
-
-function snapshot(job: Job) {
-  return { fraction: job.progress, step: job.step, totalSteps: job.totalSteps };
 }
 
 /** Engine / executor errors -> what the client is told. */

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import type { Limits, QueueConfig } from '../queue/config.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -12,28 +13,6 @@ export interface ApiKey {
   name: string;
   key: string;
   role: Role;
-}
-
-export interface Limits {
-  maxWidth: number;
-  maxHeight: number;
-  maxPixels: number;
-  maxSteps: number;
-  maxImages: number;
-  maxPromptChars: number;
-  bodyBytes: number;
-  uploadBytes: number;
-  maxDecodedPixels: number;
-}
-
-export interface QueueConfig {
-  maxQueued: number;
-  jobTimeoutMs: number;
-  retentionMs: number;
-  cleanupIntervalMs: number;
-  recoverRunning: 'requeue' | 'fail';
-  maxAttempts: number;
-  shutdownGraceMs: number;
 }
 
 export interface KilnConfig {

@@ -3,8 +3,9 @@
 import type { ErrorObject } from 'ajv';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SpecError } from '../queue/job-spec.ts';
+import { FeatureNotImplemented } from '../queue/capabilities.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
-import { StorageNameError } from '../storage/local.ts';
+import { StorageNameError } from '../storage/image-store.ts';
 import { KilnInputError, ModelFileError } from '../engine/api.ts';
 import { ajvPath, type SchemaValidationError } from './validation-errors.ts';
 
@@ -63,6 +64,7 @@ export function toHttpError(err: unknown): HttpError {
     return new HttpError(400, 'invalid_request', err.message, (err as SpecError).field ?? undefined);
   }
   if (err instanceof ModelFileError) return new HttpError(422, 'model_error', err.message, 'model');
+  if (err instanceof FeatureNotImplemented) return new HttpError(501, 'not_implemented', err.message, err.field);
   if (err instanceof StorageNameError) return new HttpError(400, 'invalid_request', `name: ${err.message}`, 'name');
   if (err instanceof QueueFullError) return new HttpError(429, 'queue_full', err.message, undefined, { 'retry-after': String(err.retryAfterS) });
   if (err instanceof QueueClosedError) return new HttpError(503, 'shutting_down', err.message, undefined, { 'retry-after': '5' });

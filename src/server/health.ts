@@ -28,7 +28,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
       schema: { tags: ['health'], summary: 'Liveness and device info (seed 001 shape: status, cuda_available, cuda_device).' },
     },
     async () => {
-      const counts = kiln.queue.counts();
+      const counts = await kiln.queue.counts();
       return {
         status: 'healthy',
         version: VERSION,
@@ -40,7 +40,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         busy: kiln.queue.busy,
         queue: { queued: counts.queued, running: counts.running },
         // RunPod's /health fields too, so this one route serves native, seed and RunPod clients.
-        jobs: { completed: counts.succeeded, failed: counts.failed, inProgress: counts.running, inQueue: counts.queued, retried: 0 },
+        jobs: { completed: counts.succeeded, failed: counts.failed, inProgress: counts.running, inQueue: counts.queued, retried: kiln.queue.stats.retried },
         workers: { idle: kiln.queue.busy ? 0 : 1, running: kiln.queue.busy ? 1 : 0 },
       };
     },
@@ -58,6 +58,6 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
   app.get(
     '/metrics',
     { config: { auth: kiln.config.metricsPublic ? 'public' : 'user', rateLimit: false }, schema: { tags: ['health'], summary: 'Prometheus metrics.' } },
-    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(kiln.metrics.render()),
+    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await kiln.metrics.render()),
   );
 }

@@ -28,8 +28,8 @@ export class Metrics {
     });
   }
 
-  render(): string {
-    const byState = this.queue.counts();
+  async render(): Promise<string> {
+    const byState = await this.queue.counts();
     const lines: string[] = [];
     const metric = (name: string, type: string, help: string, samples: Array<[string, number]>) => {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);

@@ -14,7 +14,7 @@ export interface PreviewPng {
 
 /** The latest preview of job `id` as PNG, or undefined when the job is not running or has none yet. */
 export async function previewPng(queue: JobQueue, id: string): Promise<PreviewPng | undefined> {
-  const preview = queue.preview(id);
+  const preview = await queue.preview(id);
   if (!preview) return undefined;
   let png = encoded.get(preview);
   if (!png) {

@@ -1,23 +1,28 @@
-// Everything behind the HTTP routes, wired once: storage, job store, queue, engine (off-thread), models.
-// Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor / queue.cancel /
-// queue.events / storage.read / storeUpload, exactly like the native routes do.
+// Everything behind the HTTP routes, wired once: image store, job backend, queue, webhooks, engine
+// (off-thread), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
+// queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
 import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import type { KilnConfig } from './config.ts';
-import { LocalStorage } from '../storage/local.ts';
-import { JobStore } from '../queue/store.ts';
+import { LocalImageStore } from '../storage/local.ts';
+import type { ImageStore } from '../storage/image-store.ts';
+import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
+import type { JobBackend } from '../queue/backend.ts';
+import { WebhookSender } from '../queue/webhooks.ts';
 import { JobQueue } from '../queue/queue.ts';
+import type { SubmitOptions } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
 import { ThreadedEngine } from '../queue/engine-thread.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkSpecLimits, SpecError } from '../queue/job-spec.ts';
+import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
-import { storeInputImage } from '../queue/inputs.ts';
+import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
 
@@ -38,8 +43,9 @@ export interface ServiceOptions {
 }
 
 export class KilnServices {
-  readonly storage: LocalStorage;
-  readonly store: JobStore;
+  readonly storage: ImageStore;
+  readonly backend: JobBackend;
+  readonly webhooks: WebhookSender;
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
   readonly engine: Engine;
@@ -57,8 +63,8 @@ export class KilnServices {
     private readonly opts: ServiceOptions = {},
   ) {
     mkdirSync(config.dataDir, { recursive: true });
-    this.storage = new LocalStorage(join(config.dataDir, 'images'));
-    this.store = new JobStore(join(config.dataDir, 'jobs.sqlite'));
+    this.storage = new LocalImageStore(join(config.dataDir, 'images'));
+    this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
     this.models = new ModelRegistry(config);
     const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
           device: config.device,
@@ -73,8 +79,10 @@ export class KilnServices {
     const engine = opts.engine ?? threaded!;
     this.engine = engine;
     const log = opts.log;
+    this.webhooks = new WebhookSender({ log });
     this.queue = new JobQueue({
-      store: this.store,
+      backend: this.backend,
+      webhooks: this.webhooks,
       config: config.queue,
       storage: this.storage,
       run: createExecutor({ engine, storage: this.storage, resolveModel: (n) => this.models.resolve(n), device: config.device, previewEvery: config.previewEvery }),
@@ -120,8 +128,8 @@ export class KilnServices {
     }
   }
 
-  start(): void {
-    this.queue.start();
+  async start(): Promise<void> {
+    await this.queue.start();
   }
 
   /**
@@ -152,10 +160,12 @@ export class KilnServices {
   }
 
   /**
-   * Checks a spec against limits, the engine's sampler/schedule names and known models. Throws SpecError
-   * naming the field. Sampler names also accept A1111's legacy "<sampler> <schedule>" form.
+   * Checks a spec against the engine's capabilities (FeatureNotImplemented -> 501), limits, the engine's
+   * sampler/schedule names and known models. Throws SpecError naming the field. Sampler names also accept A1111's legacy "<sampler> <schedule>" form.
    */
   checkSpec(spec: JobSpec): void {
+    // Features first: "not implemented" is the answer whatever else is wrong with the request.
+    checkCapabilities(spec);
     checkSpecLimits(spec, this.config.limits);
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
@@ -180,7 +190,7 @@ export class KilnServices {
   }
 
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
-  submit(spec: JobSpec, opts: { owner?: string } = {}): Job {
+  async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
     return this.queue.submit(spec, opts);
   }
@@ -195,6 +205,6 @@ export class KilnServices {
     await this.queue.stop();
     this.metrics.close();
     await this.engine.close();
-    this.store.close();
+    await this.backend.close();
   }
 }

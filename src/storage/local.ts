@@ -1,23 +1,12 @@
-// Stored files (results and uploaded inputs) in one folder. Names come from clients when they fetch images,
-// so every name is checked against a strict pattern: no separators, no "..", nothing outside the folder.
+// The local-folder ImageStore: results and uploaded inputs as files in one folder. Every name is checked
+// against the shared pattern and resolved inside the folder, so nothing can be read or written outside it.
 import { mkdirSync } from 'node:fs';
 import { readFile, rm, writeFile, rename, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
+import { checkName, StorageNameError } from './image-store.ts';
+import type { ImageStore } from './image-store.ts';
 
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/;
-
-export class StorageNameError extends Error {
-  constructor(readonly fileName: string) {
-    super(`invalid file name ${JSON.stringify(fileName.slice(0, 100))}: use letters, digits, '-', '_' and '.' only`);
-    this.name = 'StorageNameError';
-  }
-}
-
-export function isSafeName(name: string): boolean {
-  return SAFE_NAME.test(name) && !name.includes('..');
-}
-
-export class LocalStorage {
+export class LocalImageStore implements ImageStore {
   readonly dir: string;
 
   constructor(dir: string) {
@@ -26,8 +15,8 @@ export class LocalStorage {
   }
 
   /** The absolute path of a stored name; throws StorageNameError for anything that could leave the folder. */
-  pathOf(name: string): string {
-    if (!isSafeName(name)) throw new StorageNameError(name);
+  private pathOf(name: string): string {
+    checkName(name);
     const p = join(this.dir, name);
     if (!p.startsWith(this.dir + sep)) throw new StorageNameError(name);
     return p;
@@ -41,7 +30,6 @@ export class LocalStorage {
     await rename(tmp, p);
   }
 
-  /** The file's bytes, or undefined when it does not exist. */
   async read(name: string): Promise<Buffer | undefined> {
     try {
       return await readFile(this.pathOf(name));

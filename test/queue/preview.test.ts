@@ -6,12 +6,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ThreadedEngine } from '../../src/queue/engine-thread.ts';
 import { JobQueue } from '../../src/queue/queue.ts';
-import { JobStore } from '../../src/queue/store.ts';
+import { SqliteJobBackend } from '../../src/queue/sqlite-backend.ts';
 import { createExecutor } from '../../src/queue/executor.ts';
 import type { Engine } from '../../src/queue/engine.ts';
 import type { JobEvent, JobPreview } from '../../src/queue/job.ts';
 import type { ProgressEvent } from '../../src/engine/api.ts';
-import { LocalStorage } from '../../src/storage/local.ts';
+import { LocalImageStore } from '../../src/storage/local.ts';
 import { testConfig } from '../../src/server/config.ts';
 import { createEngine } from './fake-engine.ts';
 import { spec, tempDir } from './helpers.ts';
@@ -19,11 +19,11 @@ import { spec, tempDir } from './helpers.ts';
 const FAKE = fileURLToPath(new URL('./fake-engine.ts', import.meta.url));
 
 function queueWith(dir: string, engine: Engine, previewEvery: number) {
-  const store = new JobStore(join(dir, 'jobs.sqlite'));
-  const storage = new LocalStorage(join(dir, 'images'));
+  const store = new SqliteJobBackend(join(dir, 'jobs.sqlite'));
+  const storage = new LocalImageStore(join(dir, 'images'));
   const run = createExecutor({ engine, storage, resolveModel: async () => ({ path: 'fake-model' }), previewEvery });
-  const q = new JobQueue({ store, run, config: { ...testConfig(dir).queue, cleanupIntervalMs: 0 }, storage });
-  return { q, close: async () => (await q.stop(), store.close()) };
+  const q = new JobQueue({ backend: store, run, config: { ...testConfig(dir).queue, cleanupIntervalMs: 0 }, storage });
+  return { q, close: async () => (await q.stop(), await store.close()) };
 }
 
 test('previews cross the worker thread with their pixels; none unless asked for', async () => {
@@ -55,24 +55,25 @@ test('the queue keeps only the running job\'s latest preview, numbered, and drop
   const t = tempDir();
   const { q, close } = queueWith(t.dir, createEngine(), 2);
   try {
-    q.start();
-    const job = q.submit(spec({ steps: 9 }));
+    await q.start();
+    const job = await q.submit(spec({ steps: 9 }));
     const seen: JobPreview[] = [];
     const fromEvents: number[] = [];
     const off = q.events(job.id, (e: JobEvent) => {
       if (e.type !== 'progress') return;
       if (e.preview) fromEvents.push(e.preview.seq);
-      const p = q.preview(job.id);
-      if (p && p !== seen.at(-1)) seen.push(p);
+      void q.preview(job.id).then((p) => {
+        if (p && p.seq !== seen.at(-1)?.seq) seen.push(p);
+      });
     });
-    assert.equal(q.preview(job.id), undefined, 'nothing before the first preview');
+    assert.equal(await q.preview(job.id), undefined, 'nothing before the first preview');
     assert.equal((await q.waitFor(job.id, 5000))?.state, 'succeeded');
     off();
     assert.deepEqual(seen.map((p) => p.step), [2, 4, 6, 8, 9]);
     assert.deepEqual(seen.map((p) => p.seq), [1, 2, 3, 4, 5]);
     assert.deepEqual(fromEvents, [1, 2, 3, 4, 5]);
     assert.equal(seen[0]!.image.data[0], 2);
-    assert.equal(q.preview(job.id), undefined, 'a finished job keeps no preview');
+    assert.equal(await q.preview(job.id), undefined, 'a finished job keeps no preview');
   } finally {
     await close();
     t.remove();
@@ -87,8 +88,8 @@ test('previewEvery 0 asks the engine for no previews', async () => {
   const engine: Engine = { ...fake, generate: (req, opts) => ((asked = opts.preview), fake.generate(req, opts)) };
   const { q, close } = queueWith(t.dir, engine, 0);
   try {
-    q.start();
-    const job = q.submit(spec());
+    await q.start();
+    const job = await q.submit(spec());
     assert.equal((await q.waitFor(job.id, 5000))?.state, 'succeeded');
     assert.equal(asked, undefined);
   } finally {

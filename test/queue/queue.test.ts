@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readInfotext } from '../../src/storage/encode.ts';
 import { QueueFullError } from '../../src/queue/queue.ts';
 import type { JobEvent } from '../../src/queue/job.ts';
-import { JobStore } from '../../src/queue/store.ts';
+import { SqliteJobBackend } from '../../src/queue/sqlite-backend.ts';
 import { join } from 'node:path';
 import { makeQueue, spec, tempDir } from './helpers.ts';
 
@@ -13,8 +13,8 @@ test('a job runs to success; images are stored with metadata and the seeds used'
   const t = tempDir();
   const { q, store, storage } = makeQueue(t.dir);
   try {
-    q.start();
-    const job = q.submit(spec({ prompts: ['a', 'b'], images_per_prompt: 2, seed: 100, output: { format: 'jpeg' } }), { owner: 'alice' });
+    await q.start();
+    const job = await q.submit(spec({ prompts: ['a', 'b'], images_per_prompt: 2, seed: 100, output: { format: 'jpeg' } }), { owner: 'alice' });
     assert.equal(job.state, 'queued');
     const done = await q.waitFor(job.id, 5000);
     assert.equal(done?.state, 'succeeded');
@@ -26,7 +26,7 @@ test('a job runs to success; images are stored with metadata and the seeds used'
     assert.match((await readInfotext(file!))!, /Seed: 102/);
   } finally {
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -37,9 +37,9 @@ test('jobs run one at a time, in submission order, with progress events', async 
   try {
     const events: JobEvent[] = [];
     const off = q.events('*', (e) => events.push(e));
-    const jobs = [q.submit(spec()), q.submit(spec()), q.submit(spec())];
-    assert.equal(q.position(q.get(jobs[2].id)!), 2);
-    q.start();
+    const jobs = [await q.submit(spec()), await q.submit(spec()), await q.submit(spec())];
+    assert.equal(await q.position((await q.get(jobs[2].id))!), 2);
+    await q.start();
     for (const j of jobs) assert.equal((await q.waitFor(j.id, 5000))?.state, 'succeeded');
     off();
     let running = 0;
@@ -56,7 +56,7 @@ test('jobs run one at a time, in submission order, with progress events', async 
     assert.equal(steps.length, 3);
   } finally {
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -65,11 +65,11 @@ test('a full queue refuses with QueueFullError and a Retry-After estimate', asyn
   const t = tempDir();
   const { q, store } = makeQueue(t.dir, { maxQueued: 2 });
   try {
-    q.submit(spec());
-    q.submit(spec());
-    assert.throws(() => q.submit(spec()), (e: unknown) => e instanceof QueueFullError && e.retryAfterS >= 1 && e.depth === 2);
+    await q.submit(spec());
+    await q.submit(spec());
+    await assert.rejects(() => q.submit(spec()), (e: unknown) => e instanceof QueueFullError && e.retryAfterS >= 1 && e.depth === 2);
   } finally {
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -79,9 +79,9 @@ test('cancelling a queued job is immediate; a running job stops within one step'
   const t = tempDir();
   const { q, store } = makeQueue(t.dir);
   try {
-    q.start();
-    const long = q.submit(spec({ steps: 100 }));
-    const waiting = q.submit(spec());
+    await q.start();
+    const long = await q.submit(spec({ steps: 100 }));
+    const waiting = await q.submit(spec());
     assert.equal((await q.cancel(waiting.id))?.state, 'cancelled');
     let stepAtCancel = 0;
     let lastStep = 0;
@@ -99,7 +99,7 @@ test('cancelling a queued job is immediate; a running job stops within one step'
   } finally {
     process.env.KILN_FAKE_STEP_MS = '5';
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -109,8 +109,8 @@ test('a job past its timeout is stopped and marked failed with code timeout', as
   const t = tempDir();
   const { q, store } = makeQueue(t.dir, { jobTimeoutMs: 100 });
   try {
-    q.start();
-    const job = q.submit(spec({ steps: 100 }));
+    await q.start();
+    const job = await q.submit(spec({ steps: 100 }));
     const done = await q.waitFor(job.id, 3000);
     assert.equal(done?.state, 'failed');
     assert.equal(done?.error?.code, 'timeout');
@@ -118,7 +118,7 @@ test('a job past its timeout is stopped and marked failed with code timeout', as
   } finally {
     process.env.KILN_FAKE_STEP_MS = '5';
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -127,10 +127,10 @@ test('engine errors become failed jobs: input errors keep their field', async ()
   const t = tempDir();
   const { q, store } = makeQueue(t.dir);
   try {
-    q.start();
-    const bad = q.submit(spec({ prompt: '[input-error]' }));
-    const boom = q.submit(spec({ prompt: '[fail]' }));
-    const ok = q.submit(spec());
+    await q.start();
+    const bad = await q.submit(spec({ prompt: '[input-error]' }));
+    const boom = await q.submit(spec({ prompt: '[fail]' }));
+    const ok = await q.submit(spec());
     const b = await q.waitFor(bad.id, 3000);
     assert.deepEqual([b?.state, b?.error?.code, b?.error?.field], ['failed', 'input', 'sampler']);
     const f = await q.waitFor(boom.id, 3000);
@@ -139,7 +139,7 @@ test('engine errors become failed jobs: input errors keep their field', async ()
     assert.equal((await q.waitFor(ok.id, 3000))?.state, 'succeeded', 'the queue keeps going after a failure');
   } finally {
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -148,20 +148,21 @@ test('after a crash, running jobs are re-queued (or failed past maxAttempts) and
   const t = tempDir();
   const file = join(t.dir, 'jobs.sqlite');
   // "Crash": leave rows in the running state, as a killed process would.
-  const before = new JobStore(file);
-  const a = before.insert('job-a', 'x', spec(), Date.now());
-  const b = before.insert('job-b', 'x', spec(), Date.now());
-  const c = before.insert('job-c', 'x', spec(), Date.now());
-  before.markRunning(a.id, Date.now());
-  before.markRunning(b.id, Date.now());
-  before.markRunning(b.id, Date.now()); // b already had two starts: at the limit
-  before.close();
+  const before = new SqliteJobBackend(file);
+  const a = await before.insert({ id: 'job-a', owner: 'x', spec: spec(), createdAt: Date.now() });
+  const b = await before.insert({ id: 'job-b', owner: 'x', spec: spec(), createdAt: Date.now() });
+  const c = await before.insert({ id: 'job-c', owner: 'x', spec: spec(), createdAt: Date.now() });
+  assert.equal((await before.claimNext(Date.now()))?.id, a.id);
+  assert.equal((await before.claimNext(Date.now()))?.id, b.id);
+  await before.requeue(b.id, false);
+  assert.equal((await before.claimNext(Date.now()))?.id, b.id); // b already had two starts: at the limit
+  await before.close();
 
   const { q, store } = makeQueue(t.dir, { maxAttempts: 2 });
   try {
-    const rec = q.start();
+    const rec = await q.start();
     assert.deepEqual(rec, { requeued: ['job-a'], failed: ['job-b'] });
-    const fb = q.get('job-b')!;
+    const fb = (await q.get('job-b'))!;
     assert.equal(fb.state, 'failed');
     assert.equal(fb.error?.code, 'interrupted');
     assert.match(fb.error!.message, /server stopped/);
@@ -169,7 +170,7 @@ test('after a crash, running jobs are re-queued (or failed past maxAttempts) and
     assert.equal((await q.waitFor(c.id, 3000))?.state, 'succeeded');
   } finally {
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -179,19 +180,19 @@ test('graceful stop re-queues the running job without counting the attempt', asy
   const t = tempDir();
   const { q, store } = makeQueue(t.dir);
   try {
-    q.start();
-    const job = q.submit(spec({ steps: 100 }));
+    await q.start();
+    const job = await q.submit(spec({ steps: 100 }));
     await new Promise<void>((r) => {
       const off = q.events(job.id, (e) => e.type === 'progress' && e.step >= 2 && (off(), r()));
     });
     await q.stop(50);
-    const after = store.get(job.id)!;
+    const after = (await store.get(job.id))!;
     assert.equal(after.state, 'queued');
     assert.equal(after.attempts, 0);
-    assert.throws(() => q.submit(spec()), /shutting down/);
+    await assert.rejects(() => q.submit(spec()), /shutting down/);
   } finally {
     process.env.KILN_FAKE_STEP_MS = '5';
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -201,21 +202,21 @@ test('cleanup removes expired finished jobs and their files, and keeps recent on
   let now = Date.now();
   const { q, store, storage } = makeQueue(t.dir, { retentionMs: 60_000 }, { now: () => now });
   try {
-    q.start();
-    const old = q.submit(spec());
+    await q.start();
+    const old = await q.submit(spec());
     const oldDone = await q.waitFor(old.id, 3000);
     const name = oldDone!.result!.images[0].name;
     assert.ok(await storage.exists(name));
     now += 120_000;
-    const fresh = q.submit(spec());
+    const fresh = await q.submit(spec());
     await q.waitFor(fresh.id, 3000);
     assert.equal(await q.cleanup(), 1);
-    assert.equal(q.get(old.id), undefined);
+    assert.equal(await q.get(old.id), undefined);
     assert.equal(await storage.exists(name), false);
-    assert.equal(q.get(fresh.id)?.state, 'succeeded');
+    assert.equal((await q.get(fresh.id))?.state, 'succeeded');
   } finally {
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });
@@ -225,21 +226,21 @@ test('waitFor returns the current state when the timeout comes first; ETA appear
   const t = tempDir();
   const { q, store } = makeQueue(t.dir);
   try {
-    q.start();
-    const first = q.submit(spec({ steps: 2 }));
-    assert.equal(q.etaSeconds(q.get(first.id)!), undefined, 'no history, no estimate');
+    await q.start();
+    const first = await q.submit(spec({ steps: 2 }));
+    assert.equal(await q.etaSeconds((await q.get(first.id))!), undefined, 'no history, no estimate');
     await q.waitFor(first.id, 3000);
-    const job = q.submit(spec({ steps: 50 }));
+    const job = await q.submit(spec({ steps: 50 }));
     const mid = await q.waitFor(job.id, 100);
     assert.equal(mid?.state, 'running');
     assert.ok(mid!.progress > 0 && mid!.progress < 1);
-    const eta = q.etaSeconds(mid!);
+    const eta = await q.etaSeconds(mid!);
     assert.ok(eta !== undefined && eta > 0 && eta < 10, `eta ${eta}`);
     await q.cancel(job.id);
   } finally {
     process.env.KILN_FAKE_STEP_MS = '5';
     await q.stop();
-    store.close();
+    await store.close();
     t.remove();
   }
 });

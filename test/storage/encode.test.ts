@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { encodeImage, readInfotext } from '../../src/storage/encode.ts';
 import { addPngText, crc32, readPngText } from '../../src/storage/png-text.ts';
-import { LocalStorage, StorageNameError } from '../../src/storage/local.ts';
+import { LocalImageStore } from '../../src/storage/local.ts';
+import { StorageNameError } from '../../src/storage/image-store.ts';
 import type { RawImage } from '../../src/engine/api.ts';
 
 function gradient(width: number, height: number, channels: 3 | 4): RawImage {
@@ -69,7 +70,7 @@ test('quality changes JPEG size', async () => {
 test('storage refuses names that could escape its folder', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-storage-'));
   try {
-    const s = new LocalStorage(dir);
+    const s = new LocalImageStore(dir);
     await s.write('a-1.png', Buffer.from('x'));
     assert.deepEqual(await s.read('a-1.png'), Buffer.from('x'));
     assert.equal(await s.read('missing.png'), undefined);

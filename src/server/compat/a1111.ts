@@ -13,7 +13,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
 import { readPngText } from '../../storage/png-text.ts';
-import { decodeBase64Field } from '../../queue/inputs.ts';
+import { decodeBase64Field } from '../uploads.ts';
 import { parseInfotext } from '../../engine/infotext.ts';
 import { fileSha256 } from '../../engine/weights/hash.ts';
 import { HttpError } from '../errors.ts';
@@ -26,7 +26,7 @@ import {
   jobFailure,
   notImplemented,
   ownerOf,
-  rejectExtraNetworks,
+  promptNetworks,
   resultImages,
   waitForJob,
   storeImageField,
@@ -241,30 +241,23 @@ options: Record<string, unknown>;
 }
 
 /**
- * An A1111 txt2img/img2img body (schema defaults filled) -> JobSpec. Throws FeatureNotImplemented (501) for
- * features Kiln lacks and HttpError/SpecError for bad values. Shared with the RunPod adapter, whose input is
- * an A1111-style body.
+ * An A1111 txt2img/img2img body (schema defaults filled) -> JobSpec. Every feature the body asks for is
+ * mapped onto the job model (hires, LoRA tags, masks, ...); the capability check at submission answers 501
+ * for the ones Kiln lacks. Throws HttpError/SpecError for bad values. Shared with the RunPod adapter, whose
+ * input is an A1111-style body.
  */
 export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2img' | 'img2img', ctx: A1111Context = { options: {} }): Promise<JobSpec> {
   const optionValue = (overrides: Record<string, unknown>, key: string, fallback: unknown) => overrides[key] ?? ctx.options[key] ?? fallback;
   const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
   if (body.script_name) throw new HttpError(422, 'invalid_request', 'Script not found');
   for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
-  if (kind === 'txt2img' && body.enable_hr) notImplemented('hires fix', 'enable_hr');
-  if (body.firstpass_image) notImplemented('hires fix (firstpass_image)', 'firstpass_image');
-  if (body.restore_faces) notImplemented('face restoration', 'restore_faces');
-  if (body.tiling) notImplemented('tiling', 'tiling');
-  if (body.s_min_uncond) notImplemented('negative guidance minimum sigma (s_min_uncond)', 's_min_uncond');
-  if (Number(optionValue(overrides, 'eta_noise_seed_delta', 0))) notImplemented('eta noise seed delta (ENSD)', 'override_settings.eta_noise_seed_delta');
   const vae = optionValue(overrides, 'sd_vae', 'Automatic');
-  if (vae && vae !== 'Automatic' && vae !== 'None') notImplemented('choosing a separate VAE', 'override_settings.sd_vae');
 
   const count = body.batch_size * body.n_iter;
   const prompts: string[] = Array.isArray(body.prompt) ? body.prompt : [body.prompt ?? ''];
   if (prompts.length === 0) throw new HttpError(422, 'invalid_request', 'prompt: the list is empty', 'prompt');
   const negList: string[] = Array.isArray(body.negative_prompt) ? body.negative_prompt : [body.negative_prompt ?? ''];
   const negativePrompts = negList.length === prompts.length || negList.length === 1 ? negList : [negList[0] ?? ''];
-  if (!body.disable_extra_networks) rejectExtraNetworks(prompts);
   const strip = (p: string) => p.replace(/<[a-z]+:[^>]+>/gi, '');
 
   let model = ctx.model;
@@ -283,6 +276,8 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   const format = SAMPLE_FORMATS[String(optionValue(overrides, 'samples_format', 'png')).toLowerCase()];
   if (!format) throw new HttpError(400, 'invalid_request', 'override_settings.samples_format: must be png, jpg or webp', 'samples_format');
   const positive = (n: number | null | undefined) => (typeof n === 'number' && n > 0 ? n : undefined);
+  const networks = body.disable_extra_networks ? {} : promptNetworks(prompts);
+  const hires = hiresOf(body, kind);
 
   const spec = baseSpec({
     kind,
@@ -311,14 +306,27 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     output: { format, quality: Number(optionValue(overrides, 'jpeg_quality', 80)), response: 'base64' },
     refiner,
     refinerSwitchAt: refiner ? (body.refiner_switch_at ?? 0.8) : undefined,
+    loras: networks.loras,
+    hypernetworks: networks.hypernetworks,
+    hires: hires?.hires,
+    restoreFaces: body.restore_faces === true || undefined,
+    tiling: body.tiling === true || undefined,
+    sMinUncond: positive(body.s_min_uncond),
+    etaNoiseSeedDelta: Number(optionValue(overrides, 'eta_noise_seed_delta', 0)) || undefined,
+    vae: vae && vae !== 'Automatic' && vae !== 'None' ? String(vae) : undefined,
   });
+  spec.sourceFields = { ...networks.sourceFields, ...hires?.sourceFields, etaNoiseSeedDelta: 'override_settings.eta_noise_seed_delta', vae: 'override_settings.sd_vae' };
   if (kind === 'img2img') {
     const inits: string[] = body.init_images ?? [];
     if (inits.length === 0) throw new HttpError(404, 'not_found', 'Init image not found');
-    if (body.mask) notImplemented('inpainting masks', 'mask');
-    if (body.resize_mode !== 0) notImplemented(`resize_mode ${body.resize_mode} (only 0, "just resize", is available)`, 'resize_mode');
-    if (new Set(inits).size > 1) notImplemented('a different init image per batch image', 'init_images');
-    if (body.initial_noise_multiplier !== null && body.initial_noise_multiplier !== 1) notImplemented('initial_noise_multiplier', 'initial_noise_multiplier');
+    if (body.mask) {
+      const blur = body.mask_blur ?? Math.max(body.mask_blur_x ?? 4, body.mask_blur_y ?? 4);
+      spec.mask = { blur, invert: body.inpainting_mask_invert === 1, fill: body.inpainting_fill, fullResolution: body.inpaint_full_res, padding: body.inpaint_full_res_padding };
+    }
+    spec.resizeMode = body.resize_mode ?? 0;
+    spec.inputImageCount = new Set(inits).size;
+    spec.initialNoiseMultiplier = body.initial_noise_multiplier ?? undefined;
+    spec.sourceFields = { ...spec.sourceFields, inputImageCount: 'init_images' };
     spec.denoisingStrength = body.denoising_strength ?? 0.75;
     kiln.checkSpec({ ...spec, initImage: 'pending' });
     spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
@@ -326,6 +334,26 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   return spec;
 }
 
+/** A1111's hires-fix fields (txt2img: enable_hr; either kind: firstpass_image) as the job model's hires pass. */
+function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires' | 'sourceFields'> | undefined {
+  const enabled = kind === 'txt2img' && body.enable_hr === true;
+  if (!enabled && !body.firstpass_image) return undefined;
+  const positive = (n: unknown) => (typeof n === 'number' && n > 0 ? n : undefined);
+  return {
+    hires: {
+      scale: positive(body.hr_scale),
+      upscaler: body.hr_upscaler || undefined,
+      steps: positive(body.hr_second_pass_steps),
+      denoisingStrength: body.denoising_strength ?? undefined,
+      width: positive(body.hr_resize_x),
+      height: positive(body.hr_resize_y),
+      sampler: body.hr_sampler_name || undefined,
+      prompt: body.hr_prompt || undefined,
+      negativePrompt: body.hr_negative_prompt || undefined,
+    },
+    sourceFields: { hires: enabled ? 'enable_hr' : 'firstpass_image' },
+  };
+}
 
 interface A1111State {
   /** Settings changed with POST /options (A1111 persists them; we keep them for the server's life). */
@@ -335,13 +363,11 @@ interface A1111State {
   interrupted: boolean;
   skipped: boolean;
   lastTimestamp: string;
-  /** force_task_id -> job id, for /internal/progress. */
-  tasks: Map<string, string>;
 }
 
 export async function a1111Routes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
-  const state: A1111State = { options: {}, interrupted: false, skipped: false, lastTimestamp: '0', tasks: new Map() };
+  const state: A1111State = { options: {}, interrupted: false, skipped: false, lastTimestamp: '0' };
 
   app.setErrorHandler(errorHandler);
   // A1111 stamps every response with how long it took.
@@ -417,11 +443,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     const spec = await toSpec(body, kind);
     state.interrupted = false;
     state.skipped = false;
-    const job = await submitWithInput(kiln, spec, async () => {
-      const submitted = kiln.submit(spec, { owner: ownerOf(req) });
-      if (body.force_task_id) state.tasks.set(String(body.force_task_id), submitted.id);
-      return submitted;
-    });
+    // force_task_id is kept with the job, so /internal/progress finds it (after a restart too).
+    const externalId = body.force_task_id ? String(body.force_task_id) : undefined;
+    const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req), externalId }));
     state.lastTimestamp = timestamp(job.createdAt);
     const done = await waitForJob(kiln, reply, job);
     if (body.override_settings_restore_afterwards === false) {
@@ -448,7 +472,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.post('/sdapi/v1/img2img', { preValidation: recordExplicit, schema: img2imgSchema }, (req, reply) => generate(req, reply, 'img2img'));
 
   // Progress of whatever is running (A1111's state is process-global).
-  const runningJob = (): Job | undefined => kiln.queue.list({ state: 'running', limit: 1 })[0];
+  const runningJob = async (): Promise<Job | undefined> => (await kiln.queue.list({ state: 'running', limit: 1 }))[0];
   app.get(
     '/sdapi/v1/progress',
     {
@@ -459,8 +483,8 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       },
     },
     async (req) => {
-      const job = runningJob();
-      const queued = kiln.queue.counts().queued;
+      const job = await runningJob();
+      const queued = (await kiln.queue.counts()).queued;
       const skipImage = (req.query as { skip_current_image?: boolean }).skip_current_image === true;
       const base = { skipped: state.skipped, interrupted: state.interrupted, stopping_generation: false };
       if (!job) {
@@ -495,12 +519,13 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
 
   app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 }, live_preview: { type: 'boolean', default: true } } } } }, async (req) => {
     const { id_task, id_live_preview: knownPreview = -1, live_preview: wantPreview = true } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
-    const jobId = id_task ? state.tasks.get(id_task) : undefined;
-    const job = jobId ? kiln.queue.get(jobId) : undefined;
+    // Task ids are chosen by clients: with API keys, each key sees only its own tasks.
+    const p = req.principal;
+    const job = id_task ? await kiln.queue.findByExternalId(id_task, p.anonymous || p.role === 'admin' ? undefined : p.name) : undefined;
     if (!job) return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
     const active = job.state === 'running';
     const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
-    const eta = kiln.queue.etaSeconds(job);
+    const eta = await kiln.queue.etaSeconds(job);
     // As A1111: a data URL only when the preview is newer than the one the client says it has.
     const preview = active && wantPreview ? await previewPng(kiln.queue, job.id) : undefined;
     const fresh = preview && preview.seq !== knownPreview ? preview : undefined;
@@ -517,7 +542,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   });
 
   const stop = async (flag: 'interrupted' | 'skipped') => {
-    const job = runningJob();
+    const job = await runningJob();
     if (job) {
       state[flag] = true;
       await kiln.queue.cancel(job.id);

@@ -6,25 +6,18 @@ import type { KilnServices } from '../services.ts';
 import type { Job, StoredImage } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { SPEC_DEFAULTS, resolveSeed } from '../../queue/job-spec.ts';
-import { decodeBase64Field } from '../../queue/inputs.ts';
+import { decodeBase64Field } from '../uploads.ts';
+import { FeatureNotImplemented } from '../../queue/capabilities.ts';
+import type { NetworkSpec } from '../../queue/job-spec.ts';
 import { HttpError, toHttpError } from '../errors.ts';
 import { failureStatus } from '../job-failure.ts';
 import { cancelOnHangUp } from '../hang-up.ts';
 
 /**
- * A feature a client asked for that Kiln does not have yet (hires fix, LoRA, upscalers, ...). Every surface
- * answers it with 501 in its own error shape, naming the feature and the field that asked for it.
+ * A whole endpoint Kiln does not have yet (captioning, extras upscaling, ...): 501 naming the feature and the
+ * field. Features of a generation request go through the job model's capability check instead
+ * (src/queue/capabilities.ts), so every surface answers them alike.
  */
-export class FeatureNotImplemented extends Error {
-  constructor(
-    readonly feature: string,
-    readonly field: string,
-  ) {
-    super(`${field}: ${feature} is not implemented in Kiln yet`);
-    this.name = 'FeatureNotImplemented';
-  }
-}
-
 export function notImplemented(feature: string, field: string): never {
   throw new FeatureNotImplemented(feature, field);
 }
@@ -93,7 +86,7 @@ export function syncWaitMs(kiln: KilnServices): number {
 
 /** Submits and waits until the job is final (or timeoutMs passes). */
 export async function runJob(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec, timeoutMs = syncWaitMs(kiln)): Promise<Job> {
-  return waitForJob(kiln, reply, kiln.submit(spec, { owner: ownerOf(req) }), timeoutMs);
+  return waitForJob(kiln, reply, await kiln.submit(spec, { owner: ownerOf(req) }), timeoutMs);
 }
 
 /**
@@ -168,14 +161,28 @@ export function floor8(n: number): number {
   return Math.max(8, Math.floor(n / 8) * 8);
 }
 
-/** A1111 extra-network tags (<lora:name:1>, <lyco:...>, <hypernet:...>) that Kiln cannot apply yet. */
-const EXTRA_NETWORK = /<(lora|lyco|hypernet):[^>]+>/i;
+/** A1111 extra-network tags: <lora:name:weight>, <lyco:...>, <hypernet:...> (weight optional, default 1). */
+const EXTRA_NETWORK = /<(lora|lyco|hypernet):([^:>]+)(?::([^:>]*))?[^>]*>/gi;
 
-export function rejectExtraNetworks(prompts: string[], field = 'prompt'): void {
+/**
+ * The extra networks a prompt's tags ask for, as job-model fields (LoRAs and hypernetworks), with `field`
+ * recorded as where they came from. Spread into a spec; the capability check decides whether they can run.
+ */
+export function promptNetworks(prompts: string[], field = 'prompt'): { loras?: NetworkSpec[]; hypernetworks?: NetworkSpec[]; sourceFields?: { loras?: string; hypernetworks?: string } } {
+  const loras: NetworkSpec[] = [];
+  const hypernetworks: NetworkSpec[] = [];
   for (const p of prompts) {
-    const m = EXTRA_NETWORK.exec(p);
-    if (m) notImplemented(m[1]!.toLowerCase() === 'hypernet' ? 'hypernetworks' : `LoRA (prompt tag ${m[0]})`, field);
+    for (const m of p.matchAll(EXTRA_NETWORK)) {
+      const weight = m[3] === undefined || m[3] === '' ? 1 : Number(m[3]);
+      const net = { name: m[2]!.trim(), weight: Number.isFinite(weight) ? weight : 1, tag: m[0] };
+      (m[1]!.toLowerCase() === 'hypernet' ? hypernetworks : loras).push(net);
+    }
   }
+  return {
+    ...(loras.length ? { loras } : {}),
+    ...(hypernetworks.length ? { hypernetworks } : {}),
+    ...(loras.length || hypernetworks.length ? { sourceFields: { ...(loras.length ? { loras: field } : {}), ...(hypernetworks.length ? { hypernetworks: field } : {}) } } : {}),
+  };
 }
 
 /** Model names the registry knows (for listings). */

@@ -13,7 +13,7 @@ import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
 import { baseUrl, imageUrl } from '../native/views.ts';
-import { baseSpec, floor8, generateImages, notImplemented, parseSize, rejectExtraNetworks, sendClassified, storeImageBytes } from './common.ts';
+import { baseSpec, floor8, generateImages, parseSize, promptNetworks, sendClassified, storeImageBytes } from './common.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
@@ -170,9 +170,8 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
 const text = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 
 function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2img', fallbackSize?: { width: number; height: number }): JobSpec {
-  if (body.background === 'transparent') notImplemented('transparent backgrounds (needs an alpha-capable model such as LayerDiffuse)', 'background');
   const { prompt, negative, extra } = parsePrompt(body.prompt ?? '', body.negative_prompt);
-  rejectExtraNetworks([prompt]);
+  const tags = promptNetworks([prompt]);
   let width = fallbackSize?.width ?? 512;
   let height = fallbackSize?.height ?? 512;
   if (body.size && body.size !== 'auto') ({ width, height } = parseSize(body.size, 'size'));
@@ -194,6 +193,9 @@ function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2
     seed: resolveSeed(body.seed ?? num(extra.seed)),
     clipSkip: num(extra.clip_skip),
     output: { format, quality: body.output_compression ?? 100, response: body.response_format === 'url' ? 'url' : 'base64' },
+    ...tags,
+    transparentBackground: body.background === 'transparent' || undefined,
+    sourceFields: { ...tags.sourceFields, transparentBackground: 'background' },
   });
   if (kind === 'img2img') spec.denoisingStrength = body.strength ?? num(extra.strength) ?? 0.75;
   return spec;
@@ -246,11 +248,12 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     const body = req.body as ImagesRequest;
     const uploads = req.openaiUploads ?? { images: [] };
     if (uploads.images.length === 0) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'image'.", 'image');
-    if (uploads.images.length > 1) notImplemented('several input images in one edit (img2img takes one)', 'image');
-    if (uploads.mask) notImplemented('inpainting masks', 'mask');
     if (!variation && !body.prompt) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'prompt'.", 'prompt');
     const bytes = uploads.images[0]!;
     const spec = toSpec(kiln, variation ? { ...body, prompt: '', strength: 0.6 } : body, 'img2img', await sizeOf(bytes, kiln.config.limits));
+    spec.inputImageCount = uploads.images.length;
+    if (uploads.mask) spec.mask = {};
+    spec.sourceFields = { ...spec.sourceFields, inputImageCount: 'image', mask: 'mask' };
     kiln.checkSpec({ ...spec, initImage: 'pending' });
     spec.initImage = await storeImageBytes(kiln, bytes, 'image');
     return respond(req, reply, body, spec, 'image_edit');

@@ -3,15 +3,16 @@
 // under /v2/{endpoint_id}/ (the path RunPod clients use, so only host and port change). `input` is an
 // A1111-style txt2img body with seed 000's defaults; each request becomes one native job whose id is the
 // RunPod job id. Input a handler would reject (missing prompt, unknown sampler, missing features) makes a
-// FAILED job with the reason in `error`, as a RunPod worker does. Also /alpha/v1/txt2img and
-// /alpha/v1/file/{filename} from the same seed.
+// FAILED job with the reason in `error`, as a RunPod worker does. The policy's executionTimeout, the webhook and
+// /retry are the job model's (JobSpec.timeoutMs, JobSpec.webhook, JobQueue.retry); this adapter only maps
+// shapes and keeps no state of its own. Also /alpha/v1/txt2img and /alpha/v1/file/{filename} from the same seed.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { randomUUID } from 'node:crypto';
 import { Ajv } from 'ajv';
 import type { ValidateFunction } from 'ajv';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
-import { FINAL_STATES } from '../../queue/job.ts';
+import type { JobSpec } from '../../queue/job-spec.ts';
+import { checkWebhookUrl } from '../../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
@@ -19,7 +20,7 @@ import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
-import { classify, dataUrl, ownerOf, resultImages, sendClassified, submitWithInput, syncWaitMs } from './common.ts';
+import { baseSpec, classify, dataUrl, ownerOf, resultImages, sendClassified, submitWithInput, syncWaitMs } from './common.ts';
 
 /** Seed 000's documented defaults (they differ from A1111's). */
 export const SEED000_DEFAULTS = {
@@ -51,21 +52,16 @@ export const SEED000_DEFAULTS = {
 
 export type RunPodStatus = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'TIMED_OUT';
 
-/** What the adapter remembers about a RunPod job beyond the native job. */
-interface RunPodRecord {
-  id: string;
-  owner: string;
-  /** The native job now serving this id (a retry replaces it); undefined when the input was rejected. */
-  nativeId?: string;
-  input: unknown;
-  createdAt: number;
-  /** Why the input was rejected (a FAILED job without a native job). */
-  error?: string;
-  /** The policy's executionTimeout stopped it. */
-  timedOut?: boolean;
+/** What this surface keeps in the job record (Job.extra.runpod). */
+interface RunPodExtra {
+  /** The input was refused before it could run; kept so /retry can map it again. */
+  rejected?: boolean;
+  input?: unknown;
   /** /stream already handed out the output. */
   streamed?: boolean;
 }
+
+const runpodOf = (job: Job): RunPodExtra => (job.extra.runpod ?? {}) as RunPodExtra;
 
 const envelopeSchema = {
   type: 'object',
@@ -120,96 +116,63 @@ function describeAjv(v: ValidateFunction): string {
 
 export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
-  const records = new Map<string, RunPodRecord>();
   const validators = inputValidators();
-  let retried = 0;
   app.setErrorHandler(errorHandler);
+  // Webhooks of jobs submitted here carry RunPod's job object.
+  kiln.webhooks.register('runpod', (job) => jobObject(job));
 
   const visible = (req: FastifyRequest, owner: string) => maySeeJob(req.principal, owner);
 
-  /** The record for an id (falling back to a native job submitted here before a restart); 404 otherwise. */
-  const recordOf = (req: FastifyRequest, id: string): RunPodRecord => {
-    let rec = records.get(id);
-    if (!rec) {
-      const job = kiln.queue.get(id);
-      if (job) rec = { id, owner: job.owner, nativeId: id, input: null, createdAt: job.createdAt };
-    }
-    if (!rec || !visible(req, rec.owner)) throw new HttpError(404, 'not_found', `job ${id} not found`);
-    return rec;
+  /** The job if the caller may see it; 404 otherwise. Every native job id is a RunPod job id too. */
+  const jobOf = async (req: FastifyRequest, id: string): Promise<Job> => {
+    const job = await kiln.queue.get(id);
+    if (!job || !visible(req, job.owner)) throw new HttpError(404, 'not_found', `job ${id} not found`);
+    return job;
   };
 
-  /** A1111-style input -> a submitted native job, or the reason it is rejected. */
-  async function submitInput(input: Record<string, unknown>, owner: string): Promise<{ job?: Job; error?: string }> {
+  /** A1111-style input -> JobSpec (seed 000's defaults); throws for input a handler would reject. */
+  async function specOf(input: Record<string, unknown>, job: Partial<JobSpec> = {}): Promise<JobSpec> {
+    if (typeof input.prompt !== 'string' || input.prompt.trim() === '') throw new HttpError(400, 'invalid_request', 'input.prompt: Missing prompt (a non-empty string is required)');
+    const kind = input.init_images !== undefined ? 'img2img' : 'txt2img';
+    const body = structuredClone(input) as Body;
+    const validate = validators[kind];
+    if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
+    const spec = await specFromA1111(kiln, body, kind);
+    return { ...spec, ...job, output: { format: 'png', quality: 90, response: 'base64' } };
+  }
+
+  /** Why a RunPod worker would report the request as a FAILED job; undefined for errors of the platform itself. */
+  function rejection(e: unknown): string | undefined {
+    // A full queue or shutdown is the platform refusing the request, not a failed job.
+    if (e instanceof QueueFullError || e instanceof QueueClosedError) return undefined;
+    const c = classify(e);
+    return c.status >= 500 && c.status !== 501 ? undefined : c.message;
+  }
+
+  /** Input -> a queued job, or a FAILED job holding the reason (and the input, for /retry). */
+  async function submitInput(input: Record<string, unknown>, owner: string, job: Partial<JobSpec> = {}): Promise<Job> {
     try {
-      if (typeof input.prompt !== 'string' || input.prompt.trim() === '') throw new HttpError(400, 'invalid_request', 'input.prompt: Missing prompt (a non-empty string is required)');
-      const kind = input.init_images !== undefined ? 'img2img' : 'txt2img';
-      const body = structuredClone(input) as Body;
-      const validate = validators[kind];
-      if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
-      const spec = await specFromA1111(kiln, body, kind);
-      spec.output = { format: 'png', quality: 90, response: 'base64' };
-      return { job: await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner })) };
+      const spec = await specOf(input, job);
+      return await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner }));
     } catch (e) {
-      // A full queue or shutdown is the platform refusing the request, not a failed job.
-      if (e instanceof QueueFullError || e instanceof QueueClosedError) throw e;
-      const c = classify(e);
-      if (c.status >= 500 && c.status !== 501) throw e;
-      return { error: c.message };
+      const reason = rejection(e);
+      if (reason === undefined) throw e;
+      const placeholder = baseSpec({ prompts: [typeof input.prompt === 'string' ? input.prompt : ''], ...job });
+      const extra: RunPodExtra = { rejected: true, input };
+      return kiln.queue.recordFailed(placeholder, { code: 'input', message: reason }, { owner, extra: { runpod: extra } });
     }
   }
 
-  async function create(req: FastifyRequest, env: Envelope): Promise<RunPodRecord> {
+  async function create(req: FastifyRequest, env: Envelope): Promise<Job> {
     if (env.s3Config) throw new HttpError(501, 'not_implemented', 's3Config: uploading results to S3 is not implemented in Kiln yet; results come back in the output');
-    const owner = ownerOf(req);
-    const { job, error } = await submitInput(env.input, owner);
-    const rec: RunPodRecord = { id: job?.id ?? randomUUID(), owner, nativeId: job?.id, input: env.input, createdAt: job?.createdAt ?? Date.now(), error };
-    records.set(rec.id, rec);
-    if (job) watch(rec, env);
-    else if (env.webhook) void notify(env.webhook, rec);
-    return rec;
-  }
-
-  /** Policy timeout and webhook for a submitted job. */
-  function watch(rec: RunPodRecord, env: Envelope): void {
-    const nativeId = rec.nativeId!;
-    const timeout = env.policy?.executionTimeout;
-    let timer: NodeJS.Timeout | undefined;
-    if (timeout) {
-      timer = setTimeout(() => {
-        const job = kiln.queue.get(nativeId);
-        if (job && !FINAL_STATES.has(job.state)) {
-          rec.timedOut = true;
-          void kiln.queue.cancel(nativeId);
-        }
-      }, timeout);
-      timer.unref();
-    }
-    const off = kiln.queue.events(nativeId, (e) => {
-      if (e.type !== 'succeeded' && e.type !== 'failed' && e.type !== 'cancelled') return;
-      off();
-      clearTimeout(timer);
-      if (env.webhook) void notify(env.webhook, rec);
+    if (env.webhook !== undefined) checkWebhookUrl(env.webhook);
+    return submitInput(env.input, ownerOf(req), {
+      timeoutMs: env.policy?.executionTimeout,
+      webhook: env.webhook !== undefined ? { url: env.webhook, format: 'runpod' } : undefined,
     });
   }
 
-  /** Webhook: POST the /status body; a non-2xx answer is retried twice, 10 s apart. */
-  async function notify(url: string, rec: RunPodRecord): Promise<void> {
-    const body = JSON.stringify(await jobObject(rec));
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-        if (r.ok) return;
-      } catch {
-        // retried below
-      }
-      if (attempt < 2) await new Promise((res) => setTimeout(res, 10_000).unref());
-    }
-    app.log.warn({ jobId: rec.id }, 'runpod webhook failed after 3 attempts');
-  }
-
-  function statusOf(rec: RunPodRecord, job: Job | undefined): RunPodStatus {
-    if (!job) return 'FAILED';
-    if (rec.timedOut) return 'TIMED_OUT';
+  function statusOf(job: Job): RunPodStatus {
     switch (job.state) {
       case 'queued':
         return 'IN_QUEUE';
@@ -225,19 +188,19 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   }
 
   /** RunPod's job object: {id, status, delayTime, executionTime, output?, error?}. */
-  async function jobObject(rec: RunPodRecord): Promise<Record<string, unknown>> {
-    const job = rec.nativeId ? kiln.queue.get(rec.nativeId) : undefined;
-    const status = statusOf(rec, job);
+  async function jobObject(job: Job): Promise<Record<string, unknown>> {
+    const status = statusOf(job);
     const now = Date.now();
+    const ran = job.startedAt !== undefined;
     const out: Record<string, unknown> = {
-      delayTime: job ? (job.startedAt ?? now) - job.createdAt : 0,
-      executionTime: job?.startedAt !== undefined ? (job.finishedAt ?? now) - job.startedAt : 0,
-      id: rec.id,
+      delayTime: runpodOf(job).rejected ? 0 : (job.startedAt ?? now) - job.createdAt,
+      executionTime: ran ? (job.finishedAt ?? now) - job.startedAt! : 0,
+      id: job.id,
       status,
       workerId: 'kiln',
     };
-    if (status === 'COMPLETED' && job) out.output = await outputOf(job);
-    if (status === 'FAILED' || status === 'TIMED_OUT') out.error = rec.error ?? (rec.timedOut ? 'the job ran longer than the policy executionTimeout' : (job?.error?.message ?? 'the job failed'));
+    if (status === 'COMPLETED') out.output = await outputOf(job);
+    if (status === 'FAILED' || status === 'TIMED_OUT') out.error = job.error?.message ?? 'the job failed';
     return out;
   }
 
@@ -262,9 +225,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     const tags = ['runpod'];
     const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 100 } } };
     r.post('/run', { schema: { tags, summary: 'RunPod: queue a job; answers {id, status}.', body: envelopeSchema } }, async (req) => {
-      const rec = await create(req, req.body as Envelope);
-      const obj = await jobObject(rec);
-      return { id: rec.id, status: obj.status, ...(obj.error ? { error: obj.error } : {}) };
+      const obj = await jobObject(await create(req, req.body as Envelope));
+      return { id: obj.id, status: obj.status, ...(obj.error ? { error: obj.error } : {}) };
     });
     r.post(
       '/runsync',
@@ -277,43 +239,51 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
         },
       },
       async (req) => {
-        const rec = await create(req, req.body as Envelope);
-        if (rec.nativeId) await kiln.queue.waitFor(rec.nativeId, waitMs(req.query as { wait?: number }));
-        return jobObject(rec);
+        const job = await create(req, req.body as Envelope);
+        return jobObject((await kiln.queue.waitFor(job.id, waitMs(req.query as { wait?: number }))) ?? job);
       },
     );
-    r.get('/status/:id', { schema: { tags, summary: 'RunPod: the job object.', params: idParams } }, async (req) => jobObject(recordOf(req, (req.params as { id: string }).id)));
+    r.get('/status/:id', { schema: { tags, summary: 'RunPod: the job object.', params: idParams } }, async (req) => jobObject(await jobOf(req, (req.params as { id: string }).id)));
     r.get('/stream/:id', { schema: { tags, summary: 'RunPod: output produced since the last call.', params: idParams } }, async (req) => {
-      const rec = recordOf(req, (req.params as { id: string }).id);
-      const obj = await jobObject(rec);
-      const stream = obj.output !== undefined && !rec.streamed ? [{ output: obj.output }] : [];
-      if (stream.length) rec.streamed = true;
-      return { status: obj.status, stream };
+      const job = await jobOf(req, (req.params as { id: string }).id);
+      const obj = await jobObject(job);
+      const fresh = obj.output !== undefined && !runpodOf(job).streamed;
+      if (fresh) await kiln.queue.updateExtra(job.id, { runpod: { ...runpodOf(job), streamed: true } });
+      return { status: obj.status, stream: fresh ? [{ output: obj.output }] : [] };
     });
     r.post('/cancel/:id', { schema: { tags, summary: 'RunPod: cancel a job.', params: idParams } }, async (req) => {
-      const rec = recordOf(req, (req.params as { id: string }).id);
-      if (rec.nativeId) await kiln.queue.cancel(rec.nativeId);
-      const obj = await jobObject(rec);
-      return { id: rec.id, status: obj.status };
+      const job = await jobOf(req, (req.params as { id: string }).id);
+      const after = (await kiln.queue.cancel(job.id)) ?? job;
+      return { id: job.id, status: statusOf(after) };
     });
     r.post('/retry/:id', { schema: { tags, summary: 'RunPod: run a FAILED or TIMED_OUT job again under the same id.', params: idParams } }, async (req) => {
-      const rec = recordOf(req, (req.params as { id: string }).id);
-      const obj = await jobObject(rec);
-      if (obj.status !== 'FAILED' && obj.status !== 'TIMED_OUT') throw new HttpError(400, 'invalid_request', `job ${rec.id} is ${String(obj.status)}; only FAILED or TIMED_OUT jobs can be retried`);
-      const old = rec.nativeId ? kiln.queue.get(rec.nativeId) : undefined;
-      let job: Job | undefined;
-      let error: string | undefined;
-      if (old) job = kiln.submit(old.spec, { owner: rec.owner });
-      else ({ job, error } = await submitInput((rec.input ?? {}) as Record<string, unknown>, rec.owner));
-      Object.assign(rec, { nativeId: job?.id, error, timedOut: false, streamed: false });
-      retried++;
-      if (job) watch(rec, { input: {} });
-      return { id: rec.id, status: (await jobObject(rec)).status };
+      const job = await jobOf(req, (req.params as { id: string }).id);
+      const status = statusOf(job);
+      if (status !== 'FAILED' && status !== 'TIMED_OUT') throw new HttpError(400, 'invalid_request', `job ${job.id} is ${status}; only FAILED or TIMED_OUT jobs can be retried`);
+      const extra = runpodOf(job);
+      let spec: JobSpec | undefined;
+      if (extra.rejected) {
+        // Refused input is mapped again (the server may have what it lacked); refused again, it stays FAILED.
+        try {
+          spec = await specOf((extra.input ?? {}) as Record<string, unknown>, { timeoutMs: job.spec.timeoutMs, webhook: job.spec.webhook });
+          kiln.checkSpec(spec);
+        } catch (e) {
+          if (spec?.initImage) await kiln.storage.remove(spec.initImage).catch(() => undefined);
+          if (rejection(e) === undefined) throw e;
+          return { id: job.id, status: 'FAILED' };
+        }
+        await kiln.queue.updateExtra(job.id, { runpod: {} });
+      } else {
+        kiln.checkSpec(job.spec);
+        await kiln.queue.updateExtra(job.id, { runpod: { ...extra, streamed: false } });
+      }
+      const queued = await kiln.queue.retry(job.id, spec);
+      return { id: job.id, status: queued ? statusOf(queued) : status };
     });
     r.post('/purge-queue', { schema: { tags, summary: 'RunPod: remove your queued jobs (all queued jobs for an admin).' } }, async (req) => {
-      if (seesAllJobs(req.principal)) return { removed: kiln.queue.purgeQueued(), status: 'completed' };
+      if (seesAllJobs(req.principal)) return { removed: await kiln.queue.purgeQueued(), status: 'completed' };
       let removed = 0;
-      for (const job of kiln.queue.list({ owner: req.principal.name, state: 'queued', limit: 10_000 })) {
+      for (const job of await kiln.queue.list({ owner: req.principal.name, state: 'queued', limit: 10_000 })) {
         await kiln.queue.cancel(job.id);
         removed++;
       }
@@ -322,9 +292,9 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     // At the root, /health is the native route (which carries these fields too).
     if (prefixed) {
       r.get('/health', { schema: { tags, summary: 'RunPod: job and worker counts.' } }, async () => {
-        const c = kiln.queue.counts();
+        const c = await kiln.queue.counts();
         return {
-          jobs: { completed: c.succeeded, failed: c.failed, inProgress: c.running, inQueue: c.queued, retried },
+          jobs: { completed: c.succeeded, failed: c.failed, inProgress: c.running, inQueue: c.queued, retried: kiln.queue.stats.retried },
           workers: { idle: kiln.queue.busy ? 0 : 1, running: kiln.queue.busy ? 1 : 0, ready: 1, initializing: 0, throttled: 0, unhealthy: 0 },
         };
       });
@@ -340,8 +310,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const raw = req.body as Record<string, unknown>;
       const input = (raw.input && typeof raw.input === 'object' ? raw.input : raw) as Record<string, unknown>;
-      const { job, error } = await submitInput(input, ownerOf(req));
-      if (!job) throw new HttpError(400, 'invalid_request', error!);
+      const spec = await specOf(input);
+      const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req) }));
       const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
       if (done.state !== 'succeeded') return reply.status(done.state === 'cancelled' ? 409 : 500).send({ status: 'error', error: done.error?.message ?? done.state });
       const images = await resultImages(kiln, done);
@@ -357,7 +327,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       const m = /^alpha_\d+_([0-9a-f-]{36})(?:_(\d+))?\.png$/.exec(filename);
       const notFound = new HttpError(404, 'not_found', `file ${filename} not found`);
       if (!m) throw notFound;
-      const job = kiln.queue.get(m[1]!);
+      const job = await kiln.queue.get(m[1]!);
       const meta = job?.result?.images[Number(m[2] ?? 0)];
       if (!job || !meta || meta.format !== 'png' || !visible(req, job.owner)) throw notFound;
       const bytes = await kiln.storage.read(meta.name);

@@ -11,7 +11,7 @@ import { VERSION } from '../../version.ts';
 import { baseUrl, imageUrl } from '../native/views.ts';
 import { cancelOnHangUp } from '../hang-up.ts';
 import { sendJsonWithHeartbeats } from '../keep-alive.ts';
-import { baseSpec, classify, jobFailure, ownerOf, rejectExtraNetworks, resultImages, syncWaitMs } from './common.ts';
+import { baseSpec, classify, jobFailure, ownerOf, promptNetworks, resultImages, syncWaitMs } from './common.ts';
 
 export const SEED001_LIMIT = 150;
 export const SEED001_DEFAULTS = { width: 1024, height: 576, steps: 8, cfgScale: 1, sampler: 'Euler', schedule: 'SGM Uniform' };
@@ -34,7 +34,6 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
   const perPrompt = body.num_images_per_prompt ?? 1;
   const total = body.prompts.length * perPrompt;
   if (total > SEED001_LIMIT) throw new HttpError(400, 'invalid_request', `prompts x num_images_per_prompt = ${total}; at most ${SEED001_LIMIT} images per request`);
-  rejectExtraNetworks(body.prompts, 'prompts');
   const spec = baseSpec({
     model: body.model,
     prompts: body.prompts,
@@ -47,9 +46,10 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
     sampler: body.sampler ?? SEED001_DEFAULTS.sampler,
     schedule: SEED001_DEFAULTS.schedule,
     seed: resolveSeed(body.seed),
+    ...promptNetworks(body.prompts, 'prompts'),
   });
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
-  const job = kiln.submit(spec, { owner: ownerOf(req) });
+  const job = await kiln.submit(spec, { owner: ownerOf(req) });
   const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
   await sendJsonWithHeartbeats(req, reply, async () => {
     const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;

@@ -4,7 +4,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
-import { baseSpec, dataUrl, jobFailure, rejectExtraNetworks, resultImages, runJob } from './common.ts';
+import { baseSpec, dataUrl, jobFailure, promptNetworks, resultImages, runJob } from './common.ts';
 
 export const SEED002_DEFAULTS = { steps: 20, width: 512, height: 512, guidanceScale: 7.5, maxSide: 512 };
 
@@ -26,11 +26,10 @@ export async function generateSingle(kiln: KilnServices, req: FastifyRequest, re
       return reply.status(422).send({ detail: [{ loc: ['body', field], msg: `Input should be less than or equal to ${SEED002_DEFAULTS.maxSide}`, type: 'less_than_equal' }] });
     }
   }
-  rejectExtraNetworks([body.prompt]);
   const steps = body.steps ?? SEED002_DEFAULTS.steps;
   const guidance = body.guidance_scale ?? SEED002_DEFAULTS.guidanceScale;
   // diffusers' StableDiffusionPipeline (what the seed runs) defaults to PNDM, A1111's "PLMS".
-  const spec = baseSpec({ prompts: [body.prompt], negativePrompts: [body.negative_prompt ?? ''], width, height, steps, cfgScale: guidance, sampler: 'PLMS', seed: resolveSeed(body.seed) });
+  const spec = baseSpec({ prompts: [body.prompt], negativePrompts: [body.negative_prompt ?? ''], width, height, steps, cfgScale: guidance, sampler: 'PLMS', seed: resolveSeed(body.seed), ...promptNetworks([body.prompt]) });
   const done = await runJob(kiln, req, reply, spec);
   if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
   const [img] = await resultImages(kiln, done);

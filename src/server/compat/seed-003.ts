@@ -13,7 +13,7 @@ import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
-import { baseSpec, generateImages, notImplemented, rejectExtraNetworks, storeImageBytes, type ResultImage } from './common.ts';
+import { baseSpec, generateImages, notImplemented, promptNetworks, storeImageBytes, type ResultImage } from './common.ts';
 
 /** diffusers' pipeline defaults, which the seed's server passes through. */
 export const SEED003_DEFAULTS = { steps: 50, guidance: 7.5, width: 512, height: 512, count: 1, strength: 0.75 };
@@ -97,8 +97,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const q = req.query as PostConfig;
       const upload = await uploadedImage(req);
-      if (q.lora) notImplemented('LoRA', 'lora');
-      rejectExtraNetworks([q.prompt]);
+      const tags = promptNetworks([q.prompt]);
       const spec = baseSpec({
         kind: upload ? 'img2img' : 'txt2img',
         model: modelFor(kiln, q.model_id),
@@ -111,6 +110,8 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
         cfgScale: q.guidance_scale,
         sampler: q.scheduler ?? 'Euler',
         seed: resolveSeed(q.seed),
+        ...tags,
+        ...(q.lora ? { loras: [{ name: q.lora, weight: 1 }, ...(tags.loras ?? [])], sourceFields: { ...tags.sourceFields, loras: 'lora' } } : {}),
       });
       if (upload) {
         spec.denoisingStrength = q.strength;
@@ -132,7 +133,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
   );
 
   app.get('/buffer_status', { schema: { tags, summary: 'Which model is loaded and whether the server is busy.' } }, async () => {
-    const counts = kiln.queue.counts();
+    const counts = await kiln.queue.counts();
     const loaded = kiln.loadedModels().map((m) => m.name);
     return {
       status: 'ok',
@@ -170,8 +171,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
     const q = req.query as { prompt?: string; steps?: number; width?: number; height?: number; seed?: number };
     const prompt = q.prompt ?? ((req.body as { prompt?: unknown } | undefined)?.prompt as string | undefined);
     if (typeof prompt !== 'string' || !prompt) throw new HttpError(422, 'invalid_request', 'prompt: Field required', 'prompt');
-    rejectExtraNetworks([prompt]);
-    const spec = baseSpec({ prompts: [prompt], seed: resolveSeed(q.seed), ...(q.steps ? { steps: q.steps } : {}), ...(q.width ? { width: q.width } : {}), ...(q.height ? { height: q.height } : {}) });
+    const spec = baseSpec({ prompts: [prompt], seed: resolveSeed(q.seed), ...promptNetworks([prompt]), ...(q.steps ? { steps: q.steps } : {}), ...(q.width ? { width: q.width } : {}), ...(q.height ? { height: q.height } : {}) });
     return imageReply(reply, spec, req);
   });
   app.post('/img2prompt', { schema: { tags } }, async () => notImplemented('image captioning (img2prompt)', 'image'));

@@ -1,14 +1,16 @@
 // Seed 004 (Diffusion API, async jobs): POST /txt2img -> {job_id, status: "queued"}; GET /queue/{job_id} reports
 // progress (0-100), current_phase and state, and once done the image, the request payload with defaults and
-// generation facts. As in the seed, a job's record is dropped once its final answer was delivered (the image
-// file stays). Listings: /hello, /models, /models/aliases, /loras, /upscalers, /sampling_methods.
-// LoRA and hires fix answer 501. Errors: {status: "error", error}.
+// generation facts. The payload and what the seed's API already handed out live in the job record (`extra.seed004`),
+// so /queue/{id} answers the same after a restart. As in the seed, a job is gone for this API once its final
+// answer was delivered (the image file stays). Listings: /hello, /models, /models/aliases, /loras, /upscalers,
+// /sampling_methods.
+// LoRA and hires fix map onto the job model (the capability check answers 501). Errors: {status: "error", error}.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from '../../queue/job.ts';
 import { resolveSeed } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 import { maySeeJob } from '../auth.ts';
-import { baseSpec, notImplemented, ownerOf, rejectExtraNetworks, resultImages, sendClassified } from './common.ts';
+import { baseSpec, ownerOf, promptNetworks, resultImages, sendClassified } from './common.ts';
 
 /** Seed 004's request defaults. */
 export const SEED004_DEFAULTS = {
@@ -59,12 +61,17 @@ const body = {
 
 type Txt2ImgRequest = Record<string, any>;
 
-/** Per-job facts the seed reports that the native job does not keep. */
-interface Tracked {
+/** What this surface keeps in the job record (Job.extra.seed004). */
+interface Seed004Extra {
+  /** The request with defaults filled and the seed resolved, echoed back when the job is done. */
   payload: Txt2ImgRequest;
+  /** Server memory when the job was accepted (the seed reports before/after). */
   memoryBeforeMb: number;
-  memoryAfterMb?: number;
+  /** The final answer was handed out; the seed deletes the job then. */
+  delivered?: boolean;
 }
+
+const seed004Of = (job: Job): Seed004Extra | undefined => job.extra.seed004 as Seed004Extra | undefined;
 
 const rssMb = () => Number((process.memoryUsage().rss / (1024 * 1024)).toFixed(2));
 
@@ -75,9 +82,6 @@ function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyRepl
 
 export async function seed004Routes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
-  const tracked = new Map<string, Tracked>();
-  /** Jobs whose final answer was delivered; the seed deletes their files, so they are gone for this API. */
-  const delivered = new Set<string>();
   app.setErrorHandler(errorHandler);
   const tags = ['seed-004'];
 
@@ -100,10 +104,8 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
 
   app.post('/txt2img', { schema: { tags, summary: 'Submit a generation job; poll GET /queue/{job_id}.', body } }, async (req) => {
     const b = req.body as Txt2ImgRequest;
-    const loras = (b.loras ?? []) as unknown[];
-    if (loras.length) notImplemented('LoRA', 'loras');
-    if (b.hires?.enabled) notImplemented('hires fix', 'hires');
-    rejectExtraNetworks([b.prompt]);
+    const loras = ((b.loras ?? []) as Array<string | { name: string; scale?: number }>).map((l) => (typeof l === 'string' ? { name: l, weight: 1 } : { name: l.name, weight: l.scale ?? 1 }));
+    const tags = promptNetworks([b.prompt]);
     const scheduleOf: Record<string, string> = { default: 'Automatic', karras: 'Karras', exponential: 'Exponential', ddim: 'DDIM', pndm: 'Automatic' };
     const spec = baseSpec({
       model: b.model,
@@ -120,17 +122,13 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
       output: { format: b.fileType === 'png' ? 'png' : 'jpeg', quality: b.jpeg_quality, response: 'base64' },
       refiner: b.refiner_checkpoint || undefined,
       refinerSwitchAt: b.refiner_checkpoint ? b.refiner_switch_at : undefined,
+      loras: loras.length || tags.loras ? [...loras, ...(tags.loras ?? [])] : undefined,
+      hypernetworks: tags.hypernetworks,
+      hires: b.hires?.enabled ? { scale: b.hires.scale, upscaler: b.hires.upscaler, steps: b.hires.steps, denoisingStrength: b.hires.denoising_strength } : undefined,
+      sourceFields: { loras: loras.length ? 'loras' : 'prompt', hypernetworks: 'prompt', hires: 'hires' },
     });
-    const job = kiln.submit(spec, { owner: ownerOf(req) });
-    const entry: Tracked = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };
-    tracked.set(job.id, entry);
-    const off = kiln.queue.events(job.id, (e) => {
-      if (e.type === 'started') entry.memoryBeforeMb = rssMb();
-      if (e.type === 'succeeded' || e.type === 'failed' || e.type === 'cancelled') {
-        entry.memoryAfterMb = rssMb();
-        off();
-      }
-    });
+    const seed004: Seed004Extra = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };
+    const job = await kiln.submit(spec, { owner: ownerOf(req), extra: { seed004 } });
     return { job_id: job.id, status: 'queued' };
   });
 
@@ -139,14 +137,13 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
     { schema: { tags, summary: 'Job progress (0-100), phase and state; the image and details when done.', params: { type: 'object', properties: { job_id: { type: 'string', maxLength: 100 } } } } },
     async (req) => {
       const { job_id } = req.params as { job_id: string };
-      const job = kiln.queue.get(job_id);
+      const job = await kiln.queue.get(job_id);
       const p = req.principal;
-      const entry = tracked.get(job_id);
-      if (!job || !entry || delivered.has(job_id) || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
+      const entry = job && seed004Of(job);
+      if (!job || !entry || entry.delivered || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `job ${job_id} not found`);
       const base = { status: 'success', job_id, progress: progressOf(job), current_phase: phaseOf(job), state: stateOf(job), error: null as string | null };
       if (job.state === 'queued' || job.state === 'running') return base;
-      delivered.add(job_id);
-      tracked.delete(job_id);
+      await kiln.queue.updateExtra(job_id, { seed004: { ...entry, delivered: true } });
       if (job.state !== 'succeeded') return { ...base, status: 'error', error: job.error?.message ?? job.state };
       const [img] = await resultImages(kiln, job);
       const fileType = job.spec.output.format === 'png' ? 'png' : 'jpg';
@@ -161,7 +158,7 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
         jpeg_quality: job.spec.output.quality,
         generation_time_sec: Number((((job.finishedAt ?? 0) - (job.startedAt ?? 0)) / 1000).toFixed(2)),
         memory_before_mb: entry.memoryBeforeMb,
-        memory_after_mb: entry.memoryAfterMb ?? rssMb(),
+        memory_after_mb: rssMb(),
         seed: img!.meta.seed,
       };
     },

@@ -57,6 +57,6 @@ export async function catalogRoutes(app: FastifyInstance): Promise<void> {
   app.delete(
     '/v1/queue',
     { config: { auth: 'admin' }, schema: { tags: ['admin'], summary: 'Cancel every queued job (admin). The running job is not affected.' } },
-    async () => ({ removed: kiln.queue.purgeQueued() }),
+    async () => ({ removed: await kiln.queue.purgeQueued() }),
   );
 }

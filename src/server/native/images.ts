@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { extname } from 'node:path';
 import { HttpError } from '../errors.ts';
 import { maySeeJob } from '../auth.ts';
+import { checkName } from '../../storage/image-store.ts';
 
 const TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
 
@@ -20,12 +21,12 @@ export async function imageRoutes(app: FastifyInstance): Promise<void> {
     },
     async (req, reply) => {
       const { name } = req.params as { name: string };
-      kiln.storage.pathOf(name); // throws StorageNameError (400) for anything unsafe
+      checkName(name); // throws StorageNameError (400) for anything unsafe
       const notFound = new HttpError(404, 'not_found', `name: no image ${name}`, 'name');
       const type = TYPES[extname(name)];
       if (!type || name.startsWith('input-')) throw notFound;
       const jobId = name.replace(/-\d+\.[a-z]+$/, '');
-      const job = kiln.queue.get(jobId);
+      const job = await kiln.queue.get(jobId);
       const p = req.principal;
       if (!maySeeJob(p, job?.owner)) throw notFound;
       const bytes = await kiln.storage.read(name);

@@ -1,8 +1,9 @@
 // Native job routes: submit (202), get, list, cancel, SSE events, and a synchronous generate.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { nativeRequestSchema, specFromNative } from '../../queue/job-spec.ts';
-import type { NativeRequest, ResponseKind } from '../../queue/job-spec.ts';
-import { decodeBase64Field } from '../../queue/inputs.ts';
+import type { ResponseKind } from '../../queue/job-spec.ts';
+import { nativeRequestSchema, specFromNative } from './request.ts';
+import type { NativeRequest } from './request.ts';
+import { decodeBase64Field } from '../uploads.ts';
 import type { Job } from '../../queue/job.ts';
 import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
@@ -24,10 +25,12 @@ const responseQuery = {
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
   const body = nativeRequestSchema(kiln.config.limits);
+  // Webhooks of native jobs carry the job view (image URLs are relative unless publicUrl is set).
+  kiln.webhooks.register('native', (job) => jobView(kiln, job, kiln.config.publicUrl?.replace(/\/$/, '') ?? ''));
 
   /** The job if it exists and the caller may see it (owner or admin); 404 otherwise. */
-  const visibleJob = (req: FastifyRequest, id: string): Job => {
-    const job = kiln.queue.get(id);
+  const visibleJob = async (req: FastifyRequest, id: string): Promise<Job> => {
+    const job = await kiln.queue.get(id);
     const p = req.principal;
     if (!job || !maySeeJob(p, job.owner)) throw new HttpError(404, 'not_found', `id: no job ${id}`, 'id');
     return job;
@@ -38,11 +41,11 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     let initImage: string | undefined;
     const bytes = req.upload?.bytes ?? (b.init_image !== undefined ? decodeBase64Field(b.init_image, 'init_image', kiln.config.limits) : undefined);
     // Cheap checks first, so a bad request is refused before its upload is decoded and stored.
-    specFromNative(b, kiln.config.limits, bytes ? 'pending-upload' : undefined);
+    kiln.checkSpec(specFromNative(b, kiln.config.limits, bytes ? 'pending-upload' : undefined));
     if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
     const spec = specFromNative(b, kiln.config.limits, initImage);
     try {
-      return kiln.submit(spec, { owner: req.principal.name });
+      return await kiln.submit(spec, { owner: req.principal.name });
     } catch (e) {
       if (initImage) await kiln.storage.remove(initImage).catch(() => undefined);
       throw e;
@@ -63,10 +66,11 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     },
     async (req, reply) => {
       const job = await createJob(req);
+      const summary = await jobSummary(kiln, job);
       return reply
         .status(202)
         .header('location', `/v1/jobs/${job.id}`)
-        .send({ id: job.id, state: job.state, position: kiln.queue.position(job) ?? null, eta_seconds: jobSummary(kiln, job).eta_seconds, seeds: jobSummary(kiln, job).seeds, links: jobLinks(job.id) });
+        .send({ id: job.id, state: job.state, position: summary.position, eta_seconds: summary.eta_seconds, seeds: summary.seeds, links: jobLinks(job.id) });
     },
   );
 
@@ -86,8 +90,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (req) => {
       const q = req.query as { state?: (typeof JOB_STATES)[number]; limit: number };
       const p = req.principal;
-      const jobs = kiln.queue.list({ owner: seesAllJobs(p) ? undefined : p.name, state: q.state, limit: q.limit });
-      return { jobs: jobs.map((j) => jobSummary(kiln, j)) };
+      const jobs = await kiln.queue.list({ owner: seesAllJobs(p) ? undefined : p.name, state: q.state, limit: q.limit });
+      return { jobs: await Promise.all(jobs.map((j) => jobSummary(kiln, j))) };
     },
   );
 
@@ -95,7 +99,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     '/v1/jobs/:id',
     { schema: { tags: ['jobs'], summary: 'A job: state, progress, phase, position, ETA, timings, seeds and (when done) images.', params: idParams, querystring: responseQuery } },
     async (req) => {
-      const job = visibleJob(req, (req.params as { id: string }).id);
+      const job = await visibleJob(req, (req.params as { id: string }).id);
       return jobView(kiln, job, baseUrl(kiln, req), (req.query as { response?: ResponseKind }).response);
     },
   );
@@ -107,8 +111,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: { tags: ['jobs'], summary: 'Server-Sent Events: state, progress (every step), then succeeded / failed / cancelled.', params: idParams, querystring: responseQuery },
     },
     async (req, reply) => {
-      const job = visibleJob(req, (req.params as { id: string }).id);
-      streamJob(kiln, job, req, reply, (req.query as { response?: ResponseKind }).response);
+      const job = await visibleJob(req, (req.params as { id: string }).id);
+      await streamJob(kiln, job, req, reply, (req.query as { response?: ResponseKind }).response);
     },
   );
 
@@ -122,7 +126,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async (req, reply) => {
-      const job = visibleJob(req, (req.params as { id: string }).id);
+      const job = await visibleJob(req, (req.params as { id: string }).id);
       const preview = await previewPng(kiln.queue, job.id);
       if (!preview) {
         const why = job.state !== 'running' ? `the job is ${job.state}` : kiln.config.previewEvery > 0 ? 'no preview yet' : 'previews are disabled (previewEvery = 0)';
@@ -133,10 +137,22 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   );
 
   const cancel = async (req: FastifyRequest) => {
-    const job = visibleJob(req, (req.params as { id: string }).id);
+    const job = await visibleJob(req, (req.params as { id: string }).id);
     const after = (await kiln.queue.cancel(job.id)) ?? job;
     return jobSummary(kiln, after);
   };
+  app.post(
+    '/v1/jobs/:id/retry',
+    { schema: { tags: ['jobs'], summary: 'Run a failed job (timeouts included) again under the same id; 409 for a job in any other state.', params: idParams } },
+    async (req, reply) => {
+      const job = await visibleJob(req, (req.params as { id: string }).id);
+      if (job.state !== 'failed') throw new HttpError(409, 'not_retryable', `id: job ${job.id} is ${job.state}; only failed jobs can be retried`, 'id');
+      kiln.checkSpec(job.spec);
+      const queued = await kiln.queue.retry(job.id);
+      if (!queued) throw new HttpError(409, 'not_retryable', `id: job ${job.id} is no longer failed`, 'id');
+      return reply.status(202).header('location', `/v1/jobs/${job.id}`).send(await jobSummary(kiln, queued));
+    },
+  );
   app.post('/v1/jobs/:id/cancel', { schema: { tags: ['jobs'], summary: 'Cancel a job (a running one stops within one sampling step).', params: idParams } }, cancel);
   app.delete('/v1/jobs/:id', { schema: { tags: ['jobs'], summary: 'Same as POST /v1/jobs/{id}/cancel.', params: idParams } }, cancel);
 

@@ -18,7 +18,7 @@ export function closeAllStreams(): void {
 
 export const HEARTBEAT_MS = 15_000;
 
-export function streamJob(kiln: KilnServices, job: Job, req: FastifyRequest, reply: FastifyReply, response?: ResponseKind): void {
+export async function streamJob(kiln: KilnServices, job: Job, req: FastifyRequest, reply: FastifyReply, response?: ResponseKind): Promise<void> {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
@@ -45,33 +45,37 @@ export function streamJob(kiln: KilnServices, job: Job, req: FastifyRequest, rep
   open.add(end);
   res.on('close', end);
 
-  const finish = async (final: Job) => {
-    const view = await jobView(kiln, final, base, response).catch(() => jobSummary(kiln, final));
-    write(final.state, view);
-    end();
+  // Frames go out in event order; summaries and views are async (position, ETA, images), so they are chained.
+  let frames: Promise<void> = Promise.resolve();
+  const send = (frame: () => Promise<[string, unknown]> | [string, unknown]) => {
+    frames = frames.then(async () => {
+      const [event, data] = await frame();
+      write(event, data);
+    }).catch(() => undefined);
+  };
+  let finished = false;
+  const finish = (final: Job) => {
+    if (finished) return;
+    finished = true;
+    off();
+    send(async () => [final.state, await jobView(kiln, final, base, response).catch(() => jobSummary(kiln, final))]);
+    frames = frames.then(end, end);
   };
 
-  write('state', jobSummary(kiln, job));
-  if (FINAL_STATES.has(job.state)) {
-    void finish(job);
-    return;
-  }
   off = kiln.queue.events(job.id, (e: JobEvent) => {
     if (e.type === 'progress') {
       const frame = { id: e.job.id, progress: Number(e.progress.toFixed(4)), phase: e.phase, step: e.step, total_steps: e.totalSteps };
       // A step that brought a new live preview says where to fetch it.
-      write('progress', e.preview ? { ...frame, preview_url: previewPath(e.job.id) } : frame);
+      send(() => ['progress', e.preview ? { ...frame, preview_url: previewPath(e.job.id) } : frame]);
     } else if (e.type === 'started' || e.type === 'queued') {
-      write('state', jobSummary(kiln, e.job));
+      send(async () => ['state', await jobSummary(kiln, e.job)]);
     } else {
-      off();
-      void finish(e.job);
+      finish(e.job);
     }
   });
+  send(async () => ['state', await jobSummary(kiln, job)]);
+  if (FINAL_STATES.has(job.state)) return finish(job);
   // The job may have finished between reading it and subscribing.
-  const now = kiln.queue.get(job.id);
-  if (now && FINAL_STATES.has(now.state)) {
-    off();
-    void finish(now);
-  }
+  const now = await kiln.queue.get(job.id);
+  if (now && FINAL_STATES.has(now.state)) finish(now);
 }

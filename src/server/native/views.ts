@@ -25,8 +25,8 @@ export function jobLinks(id: string) {
 }
 
 /** State without images: what polling and SSE progress frames carry. */
-export function jobSummary(kiln: KilnServices, job: Job) {
-  const eta = kiln.queue.etaSeconds(job);
+export async function jobSummary(kiln: KilnServices, job: Job) {
+  const [eta, position, preview] = await Promise.all([kiln.queue.etaSeconds(job), kiln.queue.position(job), kiln.queue.preview(job.id)]);
   const timings = job.result?.timings;
   return {
     id: job.id,
@@ -35,7 +35,7 @@ export function jobSummary(kiln: KilnServices, job: Job) {
     phase: job.state === 'running' ? (job.phase ?? 'loading') : job.state === 'queued' ? 'queued' : 'done',
     step: job.step,
     total_steps: job.totalSteps,
-    position: kiln.queue.position(job) ?? null,
+    position: position ?? null,
     eta_seconds: eta === undefined ? null : Number(eta.toFixed(2)),
     attempts: job.attempts,
     created_at: iso(job.createdAt),
@@ -65,7 +65,7 @@ export function jobSummary(kiln: KilnServices, job: Job) {
     },
     error: job.error ?? null,
     /** Path of the running job's latest live preview (PNG), null when there is none (yet). */
-    preview_url: kiln.queue.preview(job.id) ? previewPath(job.id) : null,
+    preview_url: preview ? previewPath(job.id) : null,
   };
 }
 
@@ -98,5 +98,5 @@ export async function imageView(kiln: KilnServices, img: StoredImage, base: stri
 export async function jobView(kiln: KilnServices, job: Job, base: string, response?: ResponseKind) {
   const kind = response ?? job.spec.output.response;
   const images = job.result ? await Promise.all(job.result.images.map((i) => imageView(kiln, i, base, kind))) : [];
-  return { ...jobSummary(kiln, job), images };
+  return { ...(await jobSummary(kiln, job)), images };
 }

@@ -1,0 +1,24 @@
+// What the queue needs to be told: the limits every job spec must respect and how the queue runs jobs.
+// The server fills both from its own options table; the queue never reads server configuration.
+
+export interface Limits {
+  maxWidth: number;
+  maxHeight: number;
+  maxPixels: number;
+  maxSteps: number;
+  maxImages: number;
+  maxPromptChars: number;
+  bodyBytes: number;
+  uploadBytes: number;
+  maxDecodedPixels: number;
+}
+
+export interface QueueConfig {
+  maxQueued: number;
+  jobTimeoutMs: number;
+  retentionMs: number;
+  cleanupIntervalMs: number;
+  recoverRunning: 'requeue' | 'fail';
+  maxAttempts: number;
+  shutdownGraceMs: number;
+}

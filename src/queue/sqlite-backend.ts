@@ -1,0 +1,276 @@
+// The SQLite JobBackend: one file in WAL mode, owned by one process. Every state change is written before it
+// is announced, so after a crash the database says exactly which jobs were queued, running or finished.
+// Live progress and the latest preview change on every step, so they stay in memory while the job runs (one
+// process sees them all) and progress is written once, when the job ends. Events are an in-process emitter.
+import { EventEmitter } from 'node:events';
+import Database from 'better-sqlite3';
+import type { FinalState, FinishData, JobBackend, JobFilter, NewJob } from './backend.ts';
+import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
+import type { JobSpec } from './job-spec.ts';
+
+interface Row {
+  seq: number;
+  id: string;
+  state: JobState;
+  owner: string;
+  spec: string;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  attempts: number;
+  error: string | null;
+  result: string | null;
+  progress: number | null;
+  step: number | null;
+  total_steps: number | null;
+  extra: string | null;
+  external_id: string | null;
+}
+
+function fromRow(r: Row): Job {
+  const state = r.state;
+  return {
+    id: r.id,
+    seq: r.seq,
+    state,
+    owner: r.owner,
+    spec: JSON.parse(r.spec) as JobSpec,
+    createdAt: r.created_at,
+    startedAt: r.started_at ?? undefined,
+    finishedAt: r.finished_at ?? undefined,
+    attempts: r.attempts,
+    error: r.error ? (JSON.parse(r.error) as JobError) : undefined,
+    result: r.result ? (JSON.parse(r.result) as JobResult) : undefined,
+    progress: r.progress ?? (state === 'succeeded' ? 1 : 0),
+    step: r.step ?? 0,
+    totalSteps: r.total_steps ?? 0,
+    extra: r.extra ? (JSON.parse(r.extra) as Record<string, unknown>) : {},
+    externalId: r.external_id ?? undefined,
+  };
+}
+
+/** Columns added after the first release, with their types: databases from before get them on open. */
+const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
+  ['progress', 'REAL'],
+  ['step', 'INTEGER'],
+  ['total_steps', 'INTEGER'],
+  ['extra', 'TEXT'],
+  ['external_id', 'TEXT'],
+];
+
+const placeholders = (list: readonly unknown[]) => list.map(() => '?').join(', ');
+
+export class SqliteJobBackend implements JobBackend {
+  private readonly db: Database.Database;
+  private readonly emitter = new EventEmitter();
+  private readonly live = new Map<string, LiveProgress>();
+  private readonly previews = new Map<string, JobPreview>();
+
+  constructor(file: string) {
+    this.emitter.setMaxListeners(0);
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        result TEXT
+      );
+      CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
+      CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+    `);
+    const cols = new Set((this.db.prepare('PRAGMA table_info(jobs)').all() as Array<{ name: string }>).map((c) => c.name));
+    for (const [col, type] of ADDED_COLUMNS) {
+      if (!cols.has(col)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${col} ${type}`);
+    }
+    this.db.exec('CREATE INDEX IF NOT EXISTS jobs_external_id ON jobs (external_id)');
+  }
+
+  /** A stored row with the live progress of a running job laid over it. */
+  private withLive(job: Job): Job {
+    const live = job.state === 'running' ? this.live.get(job.id) : undefined;
+    return live ? { ...job, ...live } : job;
+  }
+
+  private row(id: string): Job | undefined {
+    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
+    return row ? this.withLive(fromRow(row)) : undefined;
+  }
+
+  private rows(sql: string, ...args: unknown[]): Job[] {
+    return (this.db.prepare(sql).all(...args) as Row[]).map((r) => this.withLive(fromRow(r)));
+  }
+
+  private drop(id: string): void {
+    this.live.delete(id);
+    this.previews.delete(id);
+  }
+
+  async insert(job: NewJob): Promise<Job> {
+    this.db
+      .prepare('INSERT INTO jobs (id, state, owner, spec, created_at, finished_at, error, extra, external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(
+        job.id,
+        job.failed ? 'failed' : 'queued',
+        job.owner,
+        JSON.stringify(job.spec),
+        job.createdAt,
+        job.failed ? job.createdAt : null,
+        job.failed ? JSON.stringify(job.failed) : null,
+        JSON.stringify(job.extra ?? {}),
+        job.externalId ?? null,
+      );
+    return this.row(job.id)!;
+  }
+
+  async get(id: string): Promise<Job | undefined> {
+    return this.row(id);
+  }
+
+  async findByExternalId(externalId: string, owner?: string): Promise<Job | undefined> {
+    if (owner === undefined) return this.rows('SELECT * FROM jobs WHERE external_id = ? ORDER BY seq DESC LIMIT 1', externalId)[0];
+    return this.rows('SELECT * FROM jobs WHERE external_id = ? AND owner = ? ORDER BY seq DESC LIMIT 1', externalId, owner)[0];
+  }
+
+  async list(opts: JobFilter): Promise<Job[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (opts.owner !== undefined) (where.push('owner = ?'), args.push(opts.owner));
+    if (opts.state !== undefined) (where.push('state = ?'), args.push(opts.state));
+    if (opts.beforeSeq !== undefined) (where.push('seq < ?'), args.push(opts.beforeSeq));
+    return this.rows(`SELECT * FROM jobs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`, ...args, opts.limit);
+  }
+
+  async counts(): Promise<Record<JobState, number>> {
+    const out: Record<JobState, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const r of this.db.prepare('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all() as Array<{ state: JobState; n: number }>) {
+      out[r.state] = r.n;
+    }
+    return out;
+  }
+
+  async queuedAhead(seq: number): Promise<number> {
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND seq < ?").get(seq) as { n: number }).n;
+  }
+
+  async claimNext(now: number): Promise<Job | undefined> {
+    // One statement, so no other connection can claim the same row in between.
+    const row = this.db
+      .prepare(
+        "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1) RETURNING *",
+      )
+      .get(now) as Row | undefined;
+    if (!row) return undefined;
+    this.drop(row.id);
+    return fromRow(row);
+  }
+
+  async setProgress(id: string, progress: LiveProgress): Promise<void> {
+    this.live.set(id, { ...progress });
+  }
+
+  async requeue(id: string, refundAttempt: boolean): Promise<Job | undefined> {
+    this.db
+      .prepare(`UPDATE jobs SET state = 'queued', started_at = NULL${refundAttempt ? ', attempts = MAX(attempts - 1, 0)' : ''} WHERE id = ? AND state = 'running'`)
+      .run(id);
+    this.drop(id);
+    return this.row(id);
+  }
+
+  async finish(id: string, from: readonly JobState[], state: FinalState, now: number, data: FinishData): Promise<Job | undefined> {
+    const p = data.progress;
+    const info = this.db
+      .prepare(`UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, progress = ?, step = ?, total_steps = ? WHERE id = ? AND state IN (${placeholders(from)})`)
+      .run(
+        state,
+        now,
+        data.result ? JSON.stringify(data.result) : null,
+        data.error ? JSON.stringify(data.error) : null,
+        p?.progress ?? null,
+        p?.step ?? null,
+        p?.totalSteps ?? null,
+        id,
+        ...from,
+      );
+    if (info.changes === 0) return undefined;
+    this.drop(id);
+    return this.row(id);
+  }
+
+  async retry(id: string, spec?: JobSpec): Promise<Job | undefined> {
+    const info = this.db
+      .prepare(
+        "UPDATE jobs SET state = 'queued', spec = COALESCE(?, spec), started_at = NULL, finished_at = NULL, error = NULL, result = NULL, progress = NULL, step = NULL, total_steps = NULL, attempts = 0 WHERE id = ? AND state = 'failed'",
+      )
+      .run(spec ? JSON.stringify(spec) : null, id);
+    return info.changes === 0 ? undefined : this.row(id);
+  }
+
+  async interrupted(): Promise<Job[]> {
+    return this.rows("SELECT * FROM jobs WHERE state = 'running' ORDER BY seq");
+  }
+
+  async finishedBefore(cutoff: number, limit: number): Promise<Job[]> {
+    return this.rows("SELECT * FROM jobs WHERE state IN ('succeeded','failed','cancelled') AND finished_at < ? ORDER BY finished_at LIMIT ?", cutoff, limit);
+  }
+
+  async delete(ids: readonly string[]): Promise<void> {
+    const del = this.db.prepare('DELETE FROM jobs WHERE id = ?');
+    this.db.transaction((list: readonly string[]) => list.forEach((id) => del.run(id)))(ids);
+    for (const id of ids) this.drop(id);
+  }
+
+  async updateExtra(id: string, patch: Record<string, unknown>): Promise<Job | undefined> {
+    // Read-merge-write in one transaction, so concurrent patches of different keys both survive.
+    this.db.transaction(() => {
+      const row = this.db.prepare('SELECT extra FROM jobs WHERE id = ?').get(id) as { extra: string | null } | undefined;
+      if (!row) return;
+      const merged = { ...(row.extra ? (JSON.parse(row.extra) as Record<string, unknown>) : {}), ...patch };
+      this.db.prepare('UPDATE jobs SET extra = ? WHERE id = ?').run(JSON.stringify(merged), id);
+    })();
+    return this.row(id);
+  }
+
+  async publish(event: JobEvent): Promise<void> {
+    this.emitter.emit(`job:${event.job.id}`, event);
+    this.emitter.emit('job:*', event);
+  }
+
+  subscribe(id: string, listener: (e: JobEvent) => void): () => void {
+    const key = `job:${id}`;
+    this.emitter.on(key, listener);
+    return () => this.emitter.off(key, listener);
+  }
+
+  async setPreview(id: string, preview: JobPreview | undefined): Promise<void> {
+    if (preview) this.previews.set(id, preview);
+    else this.previews.delete(id);
+  }
+
+  async getPreview(id: string): Promise<JobPreview | undefined> {
+    return this.previews.get(id);
+  }
+
+  async requestCancel(id: string): Promise<void> {
+    this.emitter.emit('cancel', id);
+  }
+
+  onCancelRequest(listener: (id: string) => void): () => void {
+    this.emitter.on('cancel', listener);
+    return () => this.emitter.off('cancel', listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
