@@ -10,7 +10,7 @@ export interface NamedOption {
 }
 
 export interface Engine {
-  /** Runs an engine operation by name (src/engine/ops). */
+  /** Runs an engine operation by name (one file each in the engine's ops folder). */
   run<N extends OpName>(op: N, input: OpInput<N>, opts?: RunOptions): Promise<OpOutput<N>>;
   /** run('generate', ...). */
   generate(req: GenerateRequest, opts: GenerateOptions): Promise<GenerateResult>;

@@ -2,7 +2,7 @@
 // re-encoded as PNG into storage, and loaded back as RawImage when the job runs.
 import { randomUUID } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
-import type { RawImage } from '../engine/api.ts';
+import type { RawImage } from '../engine/index.ts';
 import type { Limits } from '../server/config.ts';
 import type { LocalStorage } from '../storage/local.ts';
 import { SpecError } from './job-spec.ts';

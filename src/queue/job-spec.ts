@@ -2,7 +2,7 @@
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
 import { randomInt } from 'node:crypto';
-import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/api.ts';
+import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from '../server/config.ts';
 

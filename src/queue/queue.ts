@@ -3,7 +3,7 @@
 // surface (native and compat) uses: submit / get / waitFor / cancel / events.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { KilnInputError, ModelFileError } from '../engine/api.ts';
+import { KilnInputError, ModelFileError } from '../engine/index.ts';
 import type { QueueConfig } from '../server/config.ts';
 import type { LocalStorage } from '../storage/local.ts';
 import { FINAL_STATES } from './job.ts';

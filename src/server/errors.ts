@@ -4,7 +4,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { SpecError } from '../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
 import { StorageNameError } from '../storage/local.ts';
-import { KilnInputError, ModelFileError } from '../engine/api.ts';
+import { KilnInputError, ModelFileError } from '../engine/index.ts';
 
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
