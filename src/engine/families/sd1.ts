@@ -2,6 +2,7 @@
 import { singleClipConditioning } from './clip-conditioning.ts';
 import { SD_LATENTS } from './latent-spaces.ts';
 import { looksLikeSd2 } from './sd2.ts';
+import { mapHfClip } from './checkpoint-keys.ts';
 import type { ModelFamily } from './types.ts';
 import { discreteTime, textOnlyUnetFeeds } from './unet-feeds.ts';
 
@@ -12,7 +13,7 @@ export const sd1: ModelFamily = {
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder') && !facts.textEncoders.has('text_encoder_2') && !looksLikeSd2(facts),
   checkpoint: { unetPrefix: 'model.diffusion_model.', vaePrefix: 'first_stage_model.' },
   textEncoders: [
-    { component: 'text_encoder', tokenizerRole: 'clip-l', openclip: false, checkpoint: { prefix: 'cond_stage_model.transformer.', layout: 'transformers' } },
+    { component: 'text_encoder', tokenizerRole: 'clip-l', openclip: false, checkpoint: { prefix: 'cond_stage_model.transformer.', rename: mapHfClip } },
   ],
   defaultPrediction: (keys) => (keys.has('v_pred') ? 'v_prediction' : 'epsilon'),
   unet: {

@@ -2,6 +2,7 @@
 // default to v-prediction at 768 px (the SD2.x 768 models); SD2-base 512 models need prediction 'epsilon'.
 import { singleClipConditioning } from './clip-conditioning.ts';
 import { SD_LATENTS } from './latent-spaces.ts';
+import { openClip } from './checkpoint-keys.ts';
 import type { FolderFacts, ModelFamily } from './types.ts';
 import { discreteTime, textOnlyUnetFeeds } from './unet-feeds.ts';
 
@@ -21,7 +22,7 @@ export const sd2: ModelFamily = {
       component: 'text_encoder',
       tokenizerRole: 'openclip-h',
       openclip: true,
-      checkpoint: { prefix: 'cond_stage_model.model.', layout: 'openclip', dropLastLayer: true, withProjection: false },
+      checkpoint: { prefix: 'cond_stage_model.model.', rename: openClip({ dropLastLayer: true, withProjection: false }) },
     },
   ],
   defaultPrediction: () => 'v_prediction',

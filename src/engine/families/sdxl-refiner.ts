@@ -2,6 +2,7 @@
 import { penultimateClipConditioning } from './clip-conditioning.ts';
 import { SDXL_LATENTS } from './latent-spaces.ts';
 import { sdxlVaeNeedsFp32 } from './sdxl.ts';
+import { openClip } from './checkpoint-keys.ts';
 import type { ModelFamily } from './types.ts';
 import { addedConditionUnetFeeds, discreteTime } from './unet-feeds.ts';
 
@@ -19,7 +20,7 @@ export const sdxlRefiner: ModelFamily = {
       component: 'text_encoder_2',
       tokenizerRole: 'openclip-bigG',
       openclip: true,
-      checkpoint: { prefix: 'conditioner.embedders.0.model.', layout: 'openclip', dropLastLayer: false, withProjection: true },
+      checkpoint: { prefix: 'conditioner.embedders.0.model.', rename: openClip({ dropLastLayer: false, withProjection: true }) },
     },
   ],
   defaultPrediction: (keys) => (keys.has('v_pred') ? 'v_prediction' : 'epsilon'),

@@ -3,6 +3,7 @@
 import { penultimateClipConditioning } from './clip-conditioning.ts';
 import { SDXL_LATENTS } from './latent-spaces.ts';
 import type { VaeConfig } from '../weights/types.ts';
+import { mapHfClip, openClip } from './checkpoint-keys.ts';
 import type { ModelFamily } from './types.ts';
 import { addedConditionUnetFeeds, discreteTime } from './unet-feeds.ts';
 
@@ -16,12 +17,12 @@ export const sdxl: ModelFamily = {
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder') && facts.textEncoders.has('text_encoder_2'),
   checkpoint: { unetPrefix: 'model.diffusion_model.', vaePrefix: 'first_stage_model.' },
   textEncoders: [
-    { component: 'text_encoder', tokenizerRole: 'clip-l', openclip: false, checkpoint: { prefix: 'conditioner.embedders.0.transformer.', layout: 'transformers' } },
+    { component: 'text_encoder', tokenizerRole: 'clip-l', openclip: false, checkpoint: { prefix: 'conditioner.embedders.0.transformer.', rename: mapHfClip } },
     {
       component: 'text_encoder_2',
       tokenizerRole: 'openclip-bigG',
       openclip: true,
-      checkpoint: { prefix: 'conditioner.embedders.1.model.', layout: 'openclip', dropLastLayer: false, withProjection: true },
+      checkpoint: { prefix: 'conditioner.embedders.1.model.', rename: openClip({ dropLastLayer: false, withProjection: true }) },
     },
   ],
   defaultPrediction: (keys) => (keys.has('v_pred') ? 'v_prediction' : 'epsilon'),

@@ -8,6 +8,8 @@ import type { ClipTokenizer } from '../prompt/index.ts';
 import type { Feed, Session } from '../runtime.ts';
 import type { Denoiser, DenoiserOptions, ModelFn, ModelSchedule } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
+import type { SafetensorsFile } from '../weights/safetensors.ts';
+import type { Recipe } from '../weights/sources.ts';
 import type { TokenizerRole } from '../weights/tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig } from '../weights/types.ts';
 
@@ -34,10 +36,12 @@ export interface FolderFacts {
 
 export type TextEncoderComponent = 'text_encoder' | 'text_encoder_2';
 
-/** Where a single-file checkpoint keeps a text encoder, and in which key layout. */
-export type CheckpointTextEncoder =
-  | { prefix: string; layout: 'transformers' }
-  | { prefix: string; layout: 'openclip'; dropLastLayer: boolean; withProjection: boolean };
+/** Where a single-file checkpoint keeps a text encoder, and how its keys become transformers' names. */
+export interface CheckpointTextEncoder {
+  prefix: string;
+  /** The weights under `prefix`, renamed (weights/ldm-keys.ts). */
+  rename(file: SafetensorsFile, prefix: string): Map<string, Recipe>;
+}
 
 export interface TextEncoderSpec {
   /** The diffusers component name (and tokenizer/ or tokenizer_2/ beside it). */

@@ -29,12 +29,12 @@ import {
   type Prediction,
 } from './configs.ts';
 import { FAMILIES, checkpointLayouts, detectCheckpointFamily, detectFolderFamily, getFamily } from '../families/index.ts';
-import type { FamilyName, FolderFacts, TextEncoderComponent, TextEncoderSpec } from '../families/types.ts';
+import type { FamilyName, FolderFacts, TextEncoderComponent } from '../families/types.ts';
 import { fileSha256, filesIdentity } from './hash.ts';
-import { mapDiffusersVae, mapHfClip, mapLdmUnet, mapLdmVae, mapOpenClip } from './ldm-keys.ts';
+import { mapDiffusersVae, mapLdmUnet, mapLdmVae } from './ldm-keys.ts';
 import { pickledFileError } from './pickle-guard.ts';
 import { SafetensorsFile } from './safetensors.ts';
-import { MappedWeights, storedWeights, type Recipe } from './sources.ts';
+import { MappedWeights, storedWeights } from './sources.ts';
 import { hasTokenizerFiles, standardTokenizerDir, type TokenizerLookupOptions, type TokenizerRole } from './tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
 
@@ -133,7 +133,7 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
   const warnings: string[] = [];
   const companion = readCompanionConfigs(opts.configDir ?? ref.tokenizerDir);
 
-  const encoders = family.textEncoders.map((spec) => ({ spec, map: mapCheckpointTextEncoder(file, spec) }));
+  const encoders = family.textEncoders.map((spec) => ({ spec, map: spec.checkpoint.rename(file, spec.checkpoint.prefix) }));
   const textEncoders: TextEncoderPart[] = encoders.map(({ spec, map }) => {
     const weights = new MappedWeights(`${path} (${spec.component})`, map);
     const inferred = inferClipTextConfig(weights, spec.openclip);
@@ -171,13 +171,6 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
     warnings,
     ownTokenizerDirs: [],
   };
-}
-
-/** A text encoder's weights in a single file, renamed to transformers' CLIPTextModel names. */
-function mapCheckpointTextEncoder(file: SafetensorsFile, spec: TextEncoderSpec): Map<string, Recipe> {
-  const c = spec.checkpoint;
-  if (c.layout === 'transformers') return mapHfClip(file, c.prefix);
-  return mapOpenClip(file, c.prefix, { dropLastLayer: c.dropLastLayer, withProjection: c.withProjection });
 }
 
 type ConfigRecord = Record<string, unknown>;
