@@ -58,7 +58,7 @@ export class ModelSessions implements TextEncoders {
   }
   /** Default image size in pixels: the UNet's sample size times the latent factor. */
   get nativeSize(): number {
-    return (this.model.unetConfig.sample_size ?? 64) * this.latentFactor;
+    return this.model.unetConfig.sample_size * this.latentFactor;
   }
 
   private vaePrecision(): 'fp32' | 'fp16' {
