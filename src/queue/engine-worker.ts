@@ -29,6 +29,7 @@ async function init(): Promise<void> {
       ...options,
       onModelsChanged: (models) => send({ type: 'models', models: models.map(({ path, name, family }) => ({ path, name, family })) }),
     });
+    if (typeof engine.run !== 'function') throw new Error(`${module}: createEngine() returned an engine without run(op, input, options)`);
     const samplers = await engine.listSamplers();
     const schedules = await engine.listSchedules();
     send({ type: 'ready', samplers, schedules });

@@ -1,7 +1,6 @@
 // txt2img and img2img as five stages: conditioning -> initial latent -> denoise passes -> decode ->
 // post-process. New features are a stage or a denoiser wrapper in their own file (see denoise.ts).
 import type { GenerateOptions, GenerateRequest, GenerateResult } from '../api.ts';
-import { createNoise } from '../rng.ts';
 import { expandBatch } from './batch.ts';
 import { conditionBatch } from './conditioning.ts';
 import { decodeLatents, toDecoderSpace } from './decode.ts';
@@ -9,7 +8,7 @@ import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { PreviewTap } from './denoisers/preview-tap.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
-import { initialLatent } from './initial-latent.ts';
+import { batchNoise, initialLatent } from './initial-latent.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
@@ -44,16 +43,7 @@ export async function runPipeline(models: PipelineModels, req: GenerateRequest, 
   // 2. Initial latent.
   const plan = planRequest(base, req);
   const shape: [number, number, number] = [base.latentChannels, req.height / base.latentFactor, req.width / base.latentFactor];
-  const resize = req.seedResizeFrom;
-  const noise = createNoise({
-    seeds: batch.seeds,
-    subseeds: batch.subseeds,
-    subseedStrength: batch.subseedStrength,
-    resizeFrom: resize && resize.width && resize.height ? resize : undefined,
-    latentFactor: base.latentFactor,
-    shape,
-    source: req.rng ?? 'cpu',
-  });
+  const noise = batchNoise(req, batch, shape, base.latentFactor);
   const start = await initialLatent(base, req, plan, noise, count, overrides);
 
   // 3. Denoise passes.

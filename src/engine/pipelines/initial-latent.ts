@@ -2,10 +2,11 @@
 // to the sigma where its shortened schedule starts (img2img).
 import type { GenerateRequest } from '../api.ts';
 import { imageToTensor, resizeImage } from '../image.ts';
-import type { BatchNoise } from '../rng.ts';
+import { createNoise, type BatchNoise } from '../rng.ts';
 import { runSession } from '../runtime.ts';
 import { addNoise, img2imgSigmasDiffusers, type SamplingPlan } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
+import type { ImageBatch } from './batch.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 
@@ -14,6 +15,20 @@ export interface InitialLatent {
   x: Float32Array;
   /** The sigmas the first pass walks from x. */
   sigmas: number[];
+}
+
+/** The batch's noise generator(s): initial noise of every image, then fresh draws for the sampler. */
+export function batchNoise(req: GenerateRequest, batch: ImageBatch, shape: [number, number, number], latentFactor: number): BatchNoise {
+  const resize = req.seedResizeFrom;
+  return createNoise({
+    seeds: batch.seeds,
+    subseeds: batch.subseeds,
+    subseedStrength: batch.subseedStrength,
+    resizeFrom: resize && resize.width && resize.height ? resize : undefined,
+    latentFactor,
+    shape,
+    source: req.rng ?? 'cpu',
+  });
 }
 
 export async function initialLatent(
