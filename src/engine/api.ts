@@ -48,7 +48,10 @@ export interface GenerateRequest {
   samplerOptions?: SamplerSettings;
   /** Seed of the first image; image i uses seed + i. Must already be resolved (no -1) by the caller or engine. */
   seed?: number;
-  /** A1111 variation seed: noise blended from a second seed (image i uses seed + i). Absent: a random seed, strength 0. */
+  /**
+   * A1111 variation seed: the noise is blended towards this seed's by `strength`. Image i uses seed + i; with a
+   * strength above 0 every image keeps `seed` and only the variation seed counts up. Absent: a random one, strength 0.
+   */
   variation?: { seed: number; strength: number };
   /** A1111 "seed resize from": the noise is made at this size, then fitted to width x height. */
   seedResizeFrom?: { width: number; height: number };
