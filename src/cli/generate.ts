@@ -3,8 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import type { Device, GenerateRequest, RawImage, RngSource } from '../engine/api.ts';
-import { createEngine } from '../engine/engine.ts';
+import { createEngine, type Device, type GenerateRequest, type RawImage, type RngSource } from '../engine/index.ts';
 import { encodeImage, type ImageFormat } from '../storage/encode.ts';
 import { ProgressBar } from './progress-bar.ts';
 
@@ -100,8 +99,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     seed: seed < 0 ? undefined : seed,
     rng: values.rng as RngSource,
     clipSkip: int('clip-skip', values['clip-skip']),
-    initImage,
-    denoisingStrength: initImage ? numeric('strength', values.strength) : undefined,
+    init: initImage ? { image: initImage, strength: numeric('strength', values.strength) } : undefined,
     device: values.device as Device,
   };
 

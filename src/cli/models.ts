@@ -1,6 +1,6 @@
 // `kiln models`: what the server would see in the models folder, with each checkpoint's detected family.
 import { parseArgs } from 'node:util';
-import { loadModel } from '../engine/weights/model.ts';
+import { inspectModel } from '../engine/index.ts';
 import { loadConfig, parseFlags } from '../server/config.ts';
 import { ModelRegistry, MODEL_FOLDERS, type ModelKind } from '../server/models/registry.ts';
 
@@ -21,7 +21,7 @@ export async function runModels(argv: string[]): Promise<number> {
       let detail: string = e.format;
       if (kind === 'checkpoint' && values.inspect) {
         try {
-          const m = await loadModel({ path: e.path }, { allowDownload: false });
+          const m = await inspectModel({ path: e.path });
           detail = `${m.family}, ${m.prediction}, ${e.format}`;
         } catch (err) {
           detail = `unreadable: ${(err as Error).message}`;

@@ -24,6 +24,10 @@ export interface RawImage {
   channels: 3 | 4;
 }
 
+/**
+ * One generation: prompts x imagesPerPrompt images. Features that add a stage or a denoise pass get their own
+ * sub-object (init, refiner; later hires, mask, loras, control) rather than loose fields.
+ */
 export interface GenerateRequest {
   model: ModelRef;
   /** One entry per prompt; the batch is prompts x imagesPerPrompt. */
@@ -31,6 +35,7 @@ export interface GenerateRequest {
   /** One negative prompt for all, or one per prompt. */
   negativePrompt?: string | string[];
   imagesPerPrompt?: number;
+  /** Image size in pixels; 0 = the model's native size. */
   width: number;
   height: number;
   steps: number;
@@ -39,27 +44,47 @@ export interface GenerateRequest {
   sampler: string;
   /** A1111 schedule name ("Automatic", "Karras", ...); "Automatic" when absent. */
   schedule?: string;
+  /** Stochastic sampler settings; absent fields take the sampler's defaults. */
+  samplerOptions?: SamplerSettings;
   /** Seed of the first image; image i uses seed + i. Must already be resolved (no -1) by the caller or engine. */
   seed?: number;
-  subseed?: number;
-  subseedStrength?: number;
-  seedResizeFromW?: number;
-  seedResizeFromH?: number;
+  /**
+   * A1111 variation seed: the noise is blended towards this seed's by `strength`. Image i uses seed + i; with a
+   * strength above 0 every image keeps `seed` and only the variation seed counts up. Absent: a random one, strength 0.
+   */
+  variation?: { seed: number; strength: number };
+  /** A1111 "seed resize from": the noise is made at this size, then fitted to width x height. */
+  seedResizeFrom?: { width: number; height: number };
   rng?: RngSource;
+  /** A1111 clip skip: 1 = last layer, 2 = penultimate, ... */
+  clipSkip?: number;
+  /** img2img: start from this image. */
+  init?: InitImage;
+  /** SDXL refiner: takes over the denoising after a fraction of the steps. */
+  refiner?: RefinerSettings;
+  device?: Device;
+}
+
+/** k-diffusion's stochastic sampling knobs (A1111 eta, s_churn, s_tmin, s_tmax, s_noise). */
+export interface SamplerSettings {
   eta?: number;
   sChurn?: number;
   sTmin?: number;
   sTmax?: number;
   sNoise?: number;
-  /** A1111 clip skip: 1 = last layer, 2 = penultimate, ... */
-  clipSkip?: number;
-  /** img2img: the init image (resized to width x height by the pipeline) and how much to change it. */
-  initImage?: RawImage;
-  denoisingStrength?: number;
-  /** SDXL refiner: model and the fraction of steps after which it takes over. */
-  refiner?: ModelRef;
-  refinerSwitchAt?: number;
-  device?: Device;
+}
+
+export interface InitImage {
+  /** Resized to width x height by the pipeline (A1111 "Just resize"). */
+  image: RawImage;
+  /** Denoising strength 0..1: the fraction of the schedule that runs. */
+  strength: number;
+}
+
+export interface RefinerSettings {
+  model: ModelRef;
+  /** Fraction of the steps after which the refiner takes over (A1111 refiner_switch_at); 1 = never. */
+  switchAt: number;
 }
 
 export interface GeneratedImage {
@@ -94,15 +119,27 @@ export interface ProgressEvent {
   preview?: RawImage;
 }
 
-export interface GenerateOptions {
+/** How any engine operation reports back and is cancelled. */
+export interface RunOptions {
   onProgress?: (e: ProgressEvent) => void;
-  /** Checked between sampling steps; an aborted job rejects with an AbortError. */
+  /** Checked between steps; an aborted operation rejects with an AbortError. */
   signal?: AbortSignal;
   /**
    * Live previews in progress events: every `everyEvals` model evaluations (and after the last one).
    * Absent or everyEvals <= 0: no previews and no extra work.
    */
   preview?: { everyEvals: number };
+}
+
+export type GenerateOptions = RunOptions;
+
+/** A model the engine holds in memory (what the `load` operation returns). */
+export interface LoadedModelInfo {
+  path: string;
+  name: string;
+  family: string;
+  prediction: string;
+  lastUsed: number;
 }
 
 /** A user-facing error in a request (bad field, unknown sampler, bad file): maps to HTTP 400. */

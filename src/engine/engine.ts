@@ -1,9 +1,10 @@
-// The engine: loads models on demand (keeping them while in use, freeing idle ones), and runs generations.
-// Everything outside src/engine talks to this module only.
-import { resolve } from 'node:path';
-import type { Device, GenerateOptions, GenerateRequest, GenerateResult, ModelRef } from './api.ts';
-import { ModelSessions } from './pipelines/model-sessions.ts';
-import { runPipeline, type NoiseOverrides } from './pipelines/generate.ts';
+// The engine: runs operations (generate, load, ...; see ops/) over a pool of loaded models.
+import type { Device, GenerateOptions, GenerateRequest, GenerateResult, LoadedModelInfo, ModelRef, RunOptions } from './api.ts';
+import { KilnInputError } from './api.ts';
+import { ModelPool } from './model-pool.ts';
+import { isOpName, OPS, type EngineOp, type OpInput, type OpName, type OpOutput } from './ops/index.ts';
+import { loadedModelInfo } from './pipelines/model-sessions.ts';
+import type { NoiseOverrides } from './pipelines/overrides.ts';
 import { listSamplers, listSchedules } from './samplers/index.ts';
 
 export interface EngineOptions {
@@ -22,17 +23,18 @@ export interface EngineOptions {
   onModelsChanged?: (models: LoadedModelInfo[]) => void;
 }
 
-export interface LoadedModelInfo {
-  path: string;
-  name: string;
-  family: string;
-  prediction: string;
-  lastUsed: number;
+/** In-process options: RunOptions plus hooks that cannot cross a process boundary. */
+export interface LocalRunOptions extends RunOptions {
+  /** Test hooks of the generate operation (fixed noise, final latents). */
+  overrides?: NoiseOverrides;
 }
 
 export interface Engine {
+  /** Runs an operation by name: the one entry point a worker or a remote client needs. */
+  run<N extends OpName>(op: N, input: OpInput<N>, opts?: LocalRunOptions): Promise<OpOutput<N>>;
+  /** run('generate', ...). */
   generate(req: GenerateRequest, opts?: GenerateOptions, overrides?: NoiseOverrides): Promise<GenerateResult>;
-  /** Loads (or returns the already loaded) model, e.g. at server start so /ready means something. */
+  /** run('load', ...): loads (or returns the already loaded) model. */
   load(ref: ModelRef): Promise<LoadedModelInfo>;
   loadedModels(): LoadedModelInfo[];
   listSamplers: typeof listSamplers;
@@ -41,123 +43,38 @@ export interface Engine {
   close(): Promise<void>;
 }
 
-function refKey(ref: ModelRef): string {
-  return JSON.stringify([resolve(ref.path), ref.vae ? resolve(ref.vae) : null, ref.tokenizerDir ? resolve(ref.tokenizerDir) : null]);
-}
-
 export function createEngine(opts: EngineOptions = {}): Engine {
-  const device = opts.device ?? 'cpu';
-  const models = new Map<string, Promise<ModelSessions>>();
-  /** The subset of `models` whose load has finished. */
-  const ready = new Map<string, ModelSessions>();
-  const maxLoaded = opts.maxLoadedModels ?? 2;
-  let idleTimer: NodeJS.Timeout | undefined;
-
-  const info = (ms: ModelSessions): LoadedModelInfo => ({
-    path: ms.model.path,
-    name: ms.model.name,
-    family: ms.model.family,
-    prediction: ms.model.prediction,
-    lastUsed: ms.lastUsed,
+  const idleUnloadMs = opts.idleUnloadMs ?? 0;
+  const pool = new ModelPool({
+    device: opts.device ?? 'cpu',
+    cacheDir: opts.cacheDir,
+    threads: opts.threads,
+    spinning: opts.spinning,
+    maxLoaded: opts.maxLoadedModels ?? 2,
+    idleUnloadMs,
+    onChange: opts.onModelsChanged ? (models) => opts.onModelsChanged!(models.map(loadedModelInfo)) : undefined,
   });
-
-  async function get(ref: ModelRef): Promise<ModelSessions> {
-    const key = refKey(ref);
-    let p = models.get(key);
-    if (!p) {
-      p = ModelSessions.load(ref, { device, cacheDir: opts.cacheDir, threads: opts.threads, spinning: opts.spinning });
-      p.then(
-        (ms) => {
-          ready.set(key, ms);
-          notify();
-        },
-        () => models.delete(key),
-      );
-      models.set(key, p);
-      await evictBeyond(maxLoaded, key);
-    }
-    const ms = await p;
-    ms.lastUsed = Date.now();
-    return ms;
-  }
-
-  const notify = () => opts.onModelsChanged?.([...ready.values()].map(info));
-
-  async function evictBeyond(limit: number, keep: string): Promise<void> {
-    if (models.size <= limit) return;
-    const entries: [string, ModelSessions][] = [];
-    for (const [k, p] of models) {
-      const ms = k === keep ? undefined : await p.catch(() => undefined);
-      if (ms) entries.push([k, ms]);
-    }
-    entries.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
-    // A model in use stays, even if that leaves more than `limit` loaded for a while.
-    for (let i = entries.length - 1; i >= 0; i--) if (entries[i]![1].users > 0) entries.splice(i, 1);
-    while (models.size > limit && entries.length) {
-      const [k, ms] = entries.shift()!;
-      models.delete(k);
-      ready.delete(k);
-      await ms.release();
-      notify();
-    }
-  }
-
-  if (opts.idleUnloadMs && opts.idleUnloadMs > 0) {
-    idleTimer = setInterval(() => void engine.unloadIdle(), Math.min(opts.idleUnloadMs, 60_000));
+  let idleTimer: NodeJS.Timeout | undefined;
+  if (idleUnloadMs > 0) {
+    idleTimer = setInterval(() => void pool.unloadIdle(), Math.min(idleUnloadMs, 60_000));
     idleTimer.unref();
   }
 
   const engine: Engine = {
-    async generate(req, genOpts = {}, overrides = {}) {
-      const base = await get(req.model);
-      base.users++;
-      let refiner: ModelSessions | undefined;
-      try {
-        refiner = req.refiner ? await get(req.refiner) : undefined;
-        if (refiner) refiner.users++;
-        const native = (base.model.unetConfig.sample_size ?? 64) * base.latentFactor;
-        const sized = { ...req, width: req.width || native, height: req.height || native };
-        return await runPipeline({ base, refiner }, sized, genOpts, overrides);
-      } finally {
-        for (const ms of [base, refiner]) {
-          if (!ms) continue;
-          ms.users--;
-          ms.lastUsed = Date.now();
-        }
-      }
+    run(op, input, runOpts = {}) {
+      if (!isOpName(op)) return Promise.reject(new KilnInputError(`unknown engine operation "${String(op)}"; known: ${Object.keys(OPS).join(', ')}`, 'op'));
+      const operation = OPS[op] as EngineOp<typeof input, OpOutput<typeof op>>;
+      return operation.run(input, { ...runOpts, models: pool });
     },
-    async load(ref) {
-      return info(await get(ref));
-    },
-    loadedModels() {
-      return [...ready.values()].map(info);
-    },
+    generate: (req, genOpts = {}, overrides) => engine.run('generate', req, { ...genOpts, overrides }),
+    load: (ref) => engine.run('load', ref),
+    loadedModels: () => pool.loaded().map(loadedModelInfo),
     listSamplers,
     listSchedules,
-    async unloadIdle(now = Date.now()) {
-      if (!opts.idleUnloadMs) return 0;
-      let freed = 0;
-      for (const [k, p] of [...models]) {
-        const ms = await p.catch(() => undefined);
-        if (ms && ms.users === 0 && now - ms.lastUsed >= opts.idleUnloadMs) {
-          models.delete(k);
-          ready.delete(k);
-          await ms.release();
-          freed++;
-        }
-      }
-      if (freed) notify();
-      return freed;
-    },
+    unloadIdle: (now) => pool.unloadIdle(now),
     async close() {
       if (idleTimer) clearInterval(idleTimer);
-      for (const p of models.values()) {
-        const ms = await p.catch(() => undefined);
-        await ms?.release();
-      }
-      models.clear();
-      ready.clear();
-      notify();
+      await pool.close();
     },
   };
   return engine;

@@ -1,42 +1,17 @@
 // Live previews of a running generation, as AUTOMATIC1111's "Approx cheap" method makes them: a fixed linear
-// map from the 4 latent channels to RGB, applied to the sampler's current denoised (x0) estimate. No network
-// runs, so a preview costs one pass over the latent and gives an image at latent resolution.
+// map from the latent channels to RGB (the table belongs to the family's latent space), applied to the
+// sampler's current denoised (x0) estimate. No network runs, so a preview costs one pass over the latent and
+// gives an image at latent resolution.
 import type { RawImage } from './api.ts';
-
-/** Which coefficient table fits a model's VAE latent space. */
-export type PreviewLatentSpace = 'sd' | 'sdxl';
-
-/**
- * [latent channel][R, G, B]: the output is roughly in [-1, 1]. The SD table is the community fit A1111 uses
- * for SD1.x and SD2.x (same VAE); the SDXL table is A1111's fit for the SDXL VAE (also used by the refiner).
- */
-const COEFFICIENTS: Record<PreviewLatentSpace, readonly (readonly [number, number, number])[]> = {
-  sd: [
-    [0.298, 0.207, 0.208],
-    [0.187, 0.286, 0.173],
-    [-0.158, 0.189, 0.264],
-    [-0.184, -0.271, -0.473],
-  ],
-  sdxl: [
-    [0.3448, 0.4168, 0.4395],
-    [-0.1953, -0.029, 0.025],
-    [0.1074, 0.0886, -0.0163],
-    [-0.373, -0.2499, -0.2088],
-  ],
-};
-
-/** The latent space of a model family ("sd1", "sd2", "sdxl", "sdxl-refiner", ...). */
-export function previewLatentSpace(family: string): PreviewLatentSpace {
-  return family.startsWith('sdxl') ? 'sdxl' : 'sd';
-}
+import type { LatentSpace } from './families/types.ts';
 
 /**
  * RGB preview of the first image of a latent batch laid out [B, C, h, w] (C = `channels`), at h x w.
- * Returns undefined for latents that are not 4-channel (no table fits them). The pixel buffer is freshly
+ * Returns undefined when the table does not have one row per latent channel. The pixel buffer is freshly
  * allocated, so it can be transferred to another thread.
  */
-export function approxCheapPreview(latents: Float32Array, channels: number, height: number, width: number, space: PreviewLatentSpace): RawImage | undefined {
-  const table = COEFFICIENTS[space];
+export function approxCheapPreview(latents: Float32Array, channels: number, height: number, width: number, space: LatentSpace): RawImage | undefined {
+  const table = space.previewCoefficients;
   if (channels !== table.length) return undefined;
   const plane = height * width;
   if (latents.length < channels * plane) throw new Error(`preview: latent has ${latents.length} values, expected at least ${channels * plane}`);

@@ -2,12 +2,20 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-node';
 import type { Device } from './api.ts';
 import { beginOptimized, crashedWhileLoading, discardOptimized, markLoading, optimizedEntry, OPTIMIZED_WEIGHTS, type OptimizedEnvironment } from './onnx/cache.ts';
 import type { Tensor } from './tensor.ts';
 
-export type Session = ort.InferenceSession;
+export type Session = Ort.InferenceSession;
+
+let ortModule: Promise<typeof Ort> | undefined;
+/** onnxruntime, loaded on first use: importing the engine's door (types, errors) must not load the native runtime. */
+function onnxruntime(): Promise<typeof Ort> {
+  // A CommonJS package: its exports arrive as the default export.
+  ortModule ??= import('onnxruntime-node').then((m) => ((m as unknown as { default?: typeof Ort }).default ?? m) as typeof Ort);
+  return ortModule;
+}
 
 /** Execution providers tried in order for each device; CPU is always the last resort for unsupported ops. */
 export function executionProviders(device: Device): string[] {
@@ -76,7 +84,7 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
   if (!opts.cacheOptimized || !canCacheOptimized(opts.device)) {
     return { session: await create(modelPath, opts, 'all'), optimized: 'off' };
   }
-  const env = optimizedEnvironment(executionProviders(opts.device));
+  const env = optimizedEnvironment(await onnxruntime(), executionProviders(opts.device));
   const entry = optimizedEntry(modelPath, env);
   let rejected: string | undefined;
   if (entry.ready && crashedWhileLoading(entry)) {
@@ -123,7 +131,8 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
 
 type Level = 'all' | 'disabled';
 
-async function create(modelPath: string, opts: SessionOptions, level: Level, more: ort.InferenceSession.SessionOptions = {}): Promise<Session> {
+async function create(modelPath: string, opts: SessionOptions, level: Level, more: Ort.InferenceSession.SessionOptions = {}): Promise<Session> {
+  const ort = await onnxruntime();
   const providers = executionProviders(opts.device);
   const spin = opts.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {};
   const moreSession = (more.extra?.session ?? {}) as Record<string, unknown>;
@@ -153,7 +162,7 @@ async function create(modelPath: string, opts: SessionOptions, level: Level, mor
 }
 
 /** The machine and runtime an optimised model was made for (see OptimizedEnvironment). */
-function optimizedEnvironment(providers: string[]): OptimizedEnvironment {
+function optimizedEnvironment(ort: typeof Ort, providers: string[]): OptimizedEnvironment {
   return {
     // Bumped when what we save changes: format 1 entries held prepacked weights, which crashed onnxruntime
     // 1.30 on load (SIGSEGV), so they must never be picked up again.
@@ -194,7 +203,8 @@ export type Feed = Tensor | { int64: BigInt64Array; shape: number[] } | { int32:
 
 /** Runs a session on float32/int tensors and returns every float output as a Tensor. */
 export async function runSession(session: Session, feeds: Record<string, Feed>): Promise<Record<string, Tensor>> {
-  const inputs: Record<string, ort.Tensor> = {};
+  const ort = await onnxruntime();
+  const inputs: Record<string, Ort.Tensor> = {};
   for (const [name, f] of Object.entries(feeds)) {
     if ('int64' in f) inputs[name] = new ort.Tensor('int64', f.int64, f.shape);
     else if ('int32' in f) inputs[name] = new ort.Tensor('int32', f.int32, f.shape);

@@ -1,5 +1,7 @@
-// Messages between ThreadedEngine (main thread) and engine-worker.ts.
-import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef, ProgressEvent } from '../engine/api.ts';
+// The engine protocol: plain, structured-clone-serialisable messages between an engine host (today a worker
+// thread, next a child process or a remote worker) and its client. Operations are named, not enumerated here:
+// a new engine operation needs no change in this file or in the code on either side.
+import { KilnInputError, ModelFileError, type ProgressEvent } from '../engine/index.ts';
 import type { LoadedModelSummary } from './engine.ts';
 
 export interface WorkerError {
@@ -11,9 +13,9 @@ export interface WorkerError {
 }
 
 export type ToWorker =
-  | { type: 'generate'; id: number; req: GenerateRequest; preview?: GenerateOptions['preview'] }
+  /** Runs operation `op` on `input`; `preview` asks for live previews in its progress events. */
+  | { type: 'run'; id: number; op: string; input: unknown; preview?: { everyEvals: number } }
   | { type: 'abort'; id: number }
-  | { type: 'load'; id: number; ref: ModelRef }
   | { type: 'close' };
 
 export type FromWorker =
@@ -21,8 +23,44 @@ export type FromWorker =
   | { type: 'init-error'; error: WorkerError }
   /** A preview's pixel buffer is transferred, not copied. */
   | { type: 'progress'; id: number; event: ProgressEvent }
-  | { type: 'done'; id: number; result: GenerateResult; aborted: boolean }
+  /** `aborted`: an abort arrived while the operation finished anyway. Image buffers are transferred. */
+  | { type: 'result'; id: number; output: unknown; aborted: boolean }
   | { type: 'error'; id: number; error: WorkerError; aborted: boolean }
-  | { type: 'loaded'; id: number; error?: WorkerError }
   /** The engine's loaded models changed (a load, an eviction or an idle unload). */
   | { type: 'models'; models: LoadedModelSummary[] };
+
+export function toWorkerError(e: unknown): WorkerError {
+  const err = e as Error & { field?: string; file?: string };
+  return { name: err?.name ?? 'Error', message: err?.message ?? String(e), field: err?.field, file: err?.file, stack: err?.stack };
+}
+
+/** The error a WorkerError stands for, with the engine's error classes restored so callers can map them. */
+export function reviveError(e: WorkerError): Error {
+  let err: Error;
+  if (e.name === 'KilnInputError') err = new KilnInputError(e.message, e.field);
+  else if (e.name === 'ModelFileError') {
+    err = new ModelFileError(e.file ?? '?', e.message);
+    err.message = e.message; // already prefixed with the file on the engine side
+  } else {
+    err = new Error(e.message);
+    err.name = e.name;
+  }
+  if (e.stack) err.stack = e.stack;
+  return err;
+}
+
+/**
+ * The ArrayBuffers in a message payload that can move instead of being copied: those a typed array covers
+ * whole (a view into a larger or pooled buffer is copied, since the rest may still be in use).
+ */
+export function transferables(value: unknown, found: Set<ArrayBuffer> = new Set()): ArrayBuffer[] {
+  if (ArrayBuffer.isView(value)) {
+    const b = value.buffer;
+    if (b instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === b.byteLength) found.add(b);
+  } else if (Array.isArray(value)) {
+    for (const v of value) transferables(v, found);
+  } else if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) transferables(v, found);
+  }
+  return [...found];
+}

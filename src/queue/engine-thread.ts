@@ -1,12 +1,11 @@
-// Runs an engine module inside a worker thread and exposes it as an ordinary Engine. One generation at a
-// time (the queue never asks for more). If the worker dies, the running call fails and the next call
-// starts a fresh worker.
+// Runs an engine module inside a worker thread and exposes it as an ordinary Engine. Operations travel as
+// generic run messages (engine-protocol.ts), so this file knows no operation but by name. If the worker dies,
+// the running calls fail and the next call starts a fresh worker.
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { KilnInputError, ModelFileError } from '../engine/api.ts';
-import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef } from '../engine/api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, LoadedModelInfo, ModelRef, OpInput, OpName, OpOutput, RunOptions } from '../engine/index.ts';
 import type { Engine, EngineOptions, LoadedModelSummary } from './engine.ts';
-import type { FromWorker, ToWorker, WorkerError } from './engine-protocol.ts';
+import { reviveError, type FromWorker, type ToWorker } from './engine-protocol.ts';
 
 const WORKER_FILE = fileURLToPath(new URL('./engine-worker-boot.mjs', import.meta.url));
 
@@ -17,34 +16,19 @@ export class EngineAbortError extends Error {
   }
 }
 
-function reviveError(e: WorkerError): Error {
-  let err: Error;
-  if (e.name === 'KilnInputError') err = new KilnInputError(e.message, e.field);
-  else if (e.name === 'ModelFileError') {
-    err = new ModelFileError(e.file ?? '?', e.message);
-    err.message = e.message; // already prefixed with the file in the worker
-  } else {
-    err = new Error(e.message);
-    err.name = e.name;
-  }
-  if (e.stack) err.stack = e.stack;
-  return err;
-}
-
 interface Pending {
-  id: number;
-  resolve: (r: GenerateResult) => void;
+  resolve: (output: unknown) => void;
   reject: (e: Error) => void;
-  opts: GenerateOptions;
+  opts: RunOptions;
 }
 
 export class ThreadedEngine implements Engine {
   private worker?: Worker;
   private exited: Promise<void> = Promise.resolve();
   private ready?: Promise<{ samplers: unknown; schedules: unknown }>;
-  private pending?: Pending;
-  private readonly loads = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** The id of the run to abort, seen by the worker even while onnxruntime blocks its event loop. */
   private readonly abortFlag = new Int32Array(new SharedArrayBuffer(4));
   private lists: { samplers: unknown; schedules: unknown } = { samplers: [], schedules: [] };
   /** What the worker's engine has in memory now (it reports every change). */
@@ -93,26 +77,18 @@ export class ThreadedEngine implements Engine {
       this.loadedModels = msg.models;
       return;
     }
-    if (msg.type === 'loaded') {
-      const l = this.loads.get(msg.id);
-      this.loads.delete(msg.id);
-      if (msg.error) l?.reject(reviveError(msg.error));
-      else l?.resolve();
-      return;
-    }
-    const p = this.pending;
-    if (!p || !('id' in msg) || msg.id !== p.id) return;
+    if (msg.type !== 'progress' && msg.type !== 'result' && msg.type !== 'error') return;
+    const p = this.pending.get(msg.id);
+    if (!p) return;
     if (msg.type === 'progress') {
       p.opts.onProgress?.(msg.event);
       return;
     }
-    this.pending = undefined;
-    if (msg.type === 'done') {
+    this.pending.delete(msg.id);
+    if (msg.type === 'result') {
       if (msg.aborted && p.opts.signal?.aborted) p.reject(new EngineAbortError());
-      else p.resolve(msg.result);
-    } else if (msg.type === 'error') {
-      p.reject(msg.aborted ? new EngineAbortError() : reviveError(msg.error));
-    }
+      else p.resolve(msg.output);
+    } else p.reject(msg.aborted ? new EngineAbortError() : reviveError(msg.error));
   }
 
   private onExit(worker: Worker, err: Error): void {
@@ -120,41 +96,36 @@ export class ThreadedEngine implements Engine {
     this.worker = undefined;
     this.loadedModels = [];
     this.ready = undefined;
-    const p = this.pending;
-    this.pending = undefined;
-    p?.reject(err);
-    for (const l of this.loads.values()) l.reject(err);
-    this.loads.clear();
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
   }
 
-  async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
+  /** Runs an engine operation in the worker. Progress, previews and abort work for every operation alike. */
+  async run<N extends OpName>(op: N, input: OpInput<N>, opts: RunOptions = {}): Promise<OpOutput<N>> {
     await this.start();
-    if (this.pending) throw new Error('ThreadedEngine: a generation is already running');
     if (opts.signal?.aborted) throw new EngineAbortError();
     const id = this.nextId++;
-    Atomics.store(this.abortFlag, 0, 0);
-    return new Promise<GenerateResult>((resolve, reject) => {
-      this.pending = { id, resolve, reject, opts };
+    return new Promise<OpOutput<N>>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (o: unknown) => void, reject, opts });
       opts.signal?.addEventListener(
         'abort',
         () => {
-          Atomics.store(this.abortFlag, 0, 1);
+          Atomics.store(this.abortFlag, 0, id);
           this.worker?.postMessage({ type: 'abort', id } satisfies ToWorker);
         },
         { once: true },
       );
-      this.worker!.postMessage({ type: 'generate', id, req, ...(opts.preview ? { preview: opts.preview } : {}) } satisfies ToWorker);
+      this.worker!.postMessage({ type: 'run', id, op, input, ...(opts.preview ? { preview: opts.preview } : {}) } satisfies ToWorker);
     });
   }
 
+  generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.run('generate', req, opts);
+  }
+
   /** Loads a model in the worker ahead of the first job (the engine keeps it). */
-  async load(ref: ModelRef): Promise<void> {
-    await this.start();
-    const id = this.nextId++;
-    return new Promise<void>((resolve, reject) => {
-      this.loads.set(id, { resolve, reject });
-      this.worker!.postMessage({ type: 'load', id, ref } satisfies ToWorker);
-    });
+  load(ref: ModelRef): Promise<LoadedModelInfo> {
+    return this.run('load', ref);
   }
 
   listSamplers(): unknown {
@@ -175,8 +146,8 @@ export class ThreadedEngine implements Engine {
     const timer = setTimeout(() => void worker.terminate(), 2000);
     await this.exited;
     clearTimeout(timer);
-    this.pending?.reject(new Error('engine closed'));
-    this.pending = undefined;
+    for (const p of this.pending.values()) p.reject(new Error('engine closed'));
+    this.pending.clear();
   }
 
   /** Stops the thread at once (used when a generation ignores abort past its deadline). */

@@ -1,11 +1,12 @@
 // Worker-thread side of ThreadedEngine: owns the engine, so onnxruntime's blocking run() never stalls HTTP.
-// Abort arrives two ways: a message (seen when the engine yields to the event loop) and a shared flag that
-// is checked on every progress callback (seen even when the engine never yields between steps).
+// It runs whatever operation a message names through engine.run(). Abort arrives two ways: a message (seen
+// when the engine yields to the event loop) and a shared flag holding the aborted run's id, checked on every
+// progress callback (seen even when the engine never yields between steps).
 import { parentPort, workerData } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
-import type { GenerateOptions, GenerateRequest, GenerateResult } from '../engine/api.ts';
+import type { OpName } from '../engine/index.ts';
 import type { CreateEngine, Engine, EngineOptions } from './engine.ts';
-import type { ToWorker, FromWorker, WorkerError } from './engine-protocol.ts';
+import { toWorkerError, transferables, type FromWorker, type ToWorker } from './engine-protocol.ts';
 
 interface Init {
   module: string;
@@ -17,13 +18,8 @@ const { module, options, abortFlag } = workerData as Init;
 const port = parentPort!;
 const send = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
 
-function toWorkerError(e: unknown): WorkerError {
-  const err = e as Error & { field?: string; file?: string };
-  return { name: err?.name ?? 'Error', message: err?.message ?? String(e), field: err?.field, file: err?.file, stack: err?.stack };
-}
-
 let engine: Engine;
-let current: { id: number; controller: AbortController } | undefined;
+const running = new Map<number, AbortController>();
 
 async function init(): Promise<void> {
   try {
@@ -33,6 +29,7 @@ async function init(): Promise<void> {
       ...options,
       onModelsChanged: (models) => send({ type: 'models', models: models.map(({ path, name, family }) => ({ path, name, family })) }),
     });
+    if (typeof engine.run !== 'function') throw new Error(`${module}: createEngine() returned an engine without run(op, input, options)`);
     const samplers = await engine.listSamplers();
     const schedules = await engine.listSchedules();
     send({ type: 'ready', samplers, schedules });
@@ -41,50 +38,34 @@ async function init(): Promise<void> {
   }
 }
 
-async function generate(id: number, req: GenerateRequest, preview: GenerateOptions['preview']): Promise<void> {
+async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
+  const { id } = msg;
   const controller = new AbortController();
-  current = { id, controller };
-  Atomics.store(abortFlag, 0, 0);
+  running.set(id, controller);
   const checkAbort = () => {
-    if (!controller.signal.aborted && Atomics.load(abortFlag, 0) === 1) controller.abort(new Error('aborted'));
+    if (!controller.signal.aborted && Atomics.load(abortFlag, 0) === id) controller.abort(new Error('aborted'));
   };
   try {
-    const result: GenerateResult = await engine.generate(req, {
+    // The op name is checked by the engine itself (an unknown one is a KilnInputError).
+    const output = await engine.run(msg.op as OpName, msg.input as never, {
       signal: controller.signal,
-      preview,
+      preview: msg.preview,
       onProgress: (event) => {
-        send({ type: 'progress', id, event }, previewTransfer(event.preview?.data));
+        send({ type: 'progress', id, event }, transferables(event.preview));
         checkAbort();
       },
     });
-    const transfer = result.images.map((im) => im.image.data.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
-    send({ type: 'done', id, result, aborted: controller.signal.aborted }, transfer);
+    send({ type: 'result', id, output, aborted: controller.signal.aborted }, transferables(output));
   } catch (e) {
     send({ type: 'error', id, error: toWorkerError(e), aborted: controller.signal.aborted });
   } finally {
-    current = undefined;
-  }
-}
-
-/** A preview's buffer moves to the main thread when the preview owns all of it; a view into a larger buffer is copied. */
-function previewTransfer(data: Uint8Array | undefined): ArrayBuffer[] {
-  if (!data || !(data.buffer instanceof ArrayBuffer)) return [];
-  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer] : [];
-}
-
-async function load(id: number, ref: import('../engine/api.ts').ModelRef): Promise<void> {
-  try {
-    await engine.load?.(ref);
-    send({ type: 'loaded', id });
-  } catch (e) {
-    send({ type: 'loaded', id, error: toWorkerError(e) });
+    running.delete(id);
   }
 }
 
 port.on('message', (msg: ToWorker) => {
-  if (msg.type === 'generate') void generate(msg.id, msg.req, msg.preview);
-  else if (msg.type === 'load') void load(msg.id, msg.ref);
-  else if (msg.type === 'abort' && current?.id === msg.id) current.controller.abort(new Error('aborted'));
+  if (msg.type === 'run') void run(msg);
+  else if (msg.type === 'abort') running.get(msg.id)?.abort(new Error('aborted'));
   else if (msg.type === 'close') {
     Promise.resolve(engine?.close())
       .catch(() => undefined)

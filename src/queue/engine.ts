@@ -1,5 +1,6 @@
-// The engine as the queue sees it. The real one is src/engine/engine.ts (createEngine); tests inject fakes.
-import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef } from '../engine/api.ts';
+// The engine as the queue sees it. The real one is src/engine (createEngine); ThreadedEngine runs it in a
+// worker thread; tests inject fakes.
+import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef, OpInput, OpName, OpOutput, RunOptions } from '../engine/index.ts';
 
 export interface NamedOption {
   name: string;
@@ -9,6 +10,9 @@ export interface NamedOption {
 }
 
 export interface Engine {
+  /** Runs an engine operation by name (one file each in the engine's ops folder). */
+  run<N extends OpName>(op: N, input: OpInput<N>, opts?: RunOptions): Promise<OpOutput<N>>;
+  /** run('generate', ...). */
   generate(req: GenerateRequest, opts: GenerateOptions): Promise<GenerateResult>;
   /** Optional warm-up: load a model before the first job, so /ready means a model is loaded. */
   load?(ref: ModelRef): Promise<unknown>;

@@ -1,10 +1,9 @@
 // Runs one job: resolve the model and input, call the engine, encode and store the images.
-import type { Device, ModelRef } from '../engine/api.ts';
+import type { Device, ModelRef, ProgressEvent } from '../engine/index.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
 import type { Engine } from './engine.ts';
 import type { Job, JobResult, StoredImage } from './job.ts';
-import type { ProgressEvent } from '../engine/api.ts';
 import { toGenerateRequest } from './job-spec.ts';
 import { loadInputImage } from './inputs.ts';
 

@@ -1,7 +1,7 @@
 // Stored input images (img2img), loaded back as RawImage when the job runs. The server validated and stored
 // them at submission (its uploads module).
 import sharp from 'sharp';
-import type { RawImage } from '../engine/api.ts';
+import type { RawImage } from '../engine/index.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SpecError } from './job-spec.ts';
 

@@ -2,7 +2,7 @@
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
 import { randomInt } from 'node:crypto';
-import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/api.ts';
+import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -212,22 +212,15 @@ export function toGenerateRequest(spec: JobSpec, model: ModelRef, initImage?: Ra
     cfgScale: spec.cfgScale,
     sampler: spec.sampler,
     schedule: spec.schedule,
+    samplerOptions: { eta: spec.eta, sChurn: spec.sChurn, sTmin: spec.sTmin, sTmax: spec.sTmax, sNoise: spec.sNoise },
     seed: spec.seed,
-    subseed: spec.subseed,
-    subseedStrength: spec.subseedStrength,
-    clipSkip: spec.clipSkip,
-    eta: spec.eta,
-    sChurn: spec.sChurn,
-    sTmin: spec.sTmin,
-    sTmax: spec.sTmax,
-    sNoise: spec.sNoise,
-    seedResizeFromW: spec.seedResizeFromW,
-    seedResizeFromH: spec.seedResizeFromH,
+    variation: { seed: spec.subseed, strength: spec.subseedStrength },
+    seedResizeFrom: spec.seedResizeFromW && spec.seedResizeFromH ? { width: spec.seedResizeFromW, height: spec.seedResizeFromH } : undefined,
     rng: spec.rng,
-    initImage,
-    denoisingStrength: spec.denoisingStrength,
-    refiner,
-    refinerSwitchAt: refiner ? spec.refinerSwitchAt : undefined,
+    clipSkip: spec.clipSkip,
+    init: initImage ? { image: initImage, strength: spec.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength } : undefined,
+    // A refiner without a switch point never runs (as in A1111).
+    refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
     device,
   };
 }

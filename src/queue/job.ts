@@ -1,5 +1,5 @@
 // Job records: what is stored, what clients see, what events subscribers get.
-import type { Phase, GenerateResult, RawImage } from '../engine/api.ts';
+import type { Phase, GenerateResult, RawImage } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { JobSpec } from './job-spec.ts';
 

@@ -5,7 +5,7 @@
 // read from the backend, so another process sharing the backend sees the same; only the job this process is
 // running (its abort controller and timers) is local.
 import { randomUUID } from 'node:crypto';
-import { KilnInputError, ModelFileError } from '../engine/api.ts';
+import { KilnInputError, ModelFileError } from '../engine/index.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import type { FinalState, JobBackend, JobFilter } from './backend.ts';
 import type { QueueConfig } from './config.ts';

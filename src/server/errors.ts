@@ -6,7 +6,7 @@ import { SpecError } from '../queue/job-spec.ts';
 import { FeatureNotImplemented } from '../queue/capabilities.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
 import { StorageNameError } from '../storage/image-store.ts';
-import { KilnInputError, ModelFileError } from '../engine/api.ts';
+import { KilnInputError, ModelFileError } from '../engine/index.ts';
 import { ajvPath, type SchemaValidationError } from './validation-errors.ts';
 
 export interface ErrorBody {

@@ -26,7 +26,7 @@ import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
 
-export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/engine.ts', import.meta.url));
+export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/index.ts', import.meta.url));
 
 export interface EngineStatus {
   state: 'starting' | 'ready' | 'error';

@@ -1,7 +1,7 @@
 // Image encoding for results: PNG / JPEG / WebP with the A1111 `parameters` text embedded, so files made by
 // Kiln open in any tool that reads A1111 infotext (PNG tEXt `parameters`, JPEG/WebP EXIF UserComment).
 import sharp from 'sharp';
-import type { RawImage } from '../engine/api.ts';
+import type { RawImage } from '../engine/index.ts';
 import { addPngText, readPngText } from './png-text.ts';
 import { buildUserCommentExif, insertJpegExif, insertWebpExif, readUserComment } from './exif.ts';
 

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createEngine, type LoadedModelInfo } from '../../src/engine/engine.ts';
+import { createEngine, type LoadedModelInfo } from '../../src/engine/index.ts';
 import type { GenerateRequest } from '../../src/engine/api.ts';
 
 const req = (path: string): GenerateRequest => ({ model: { path }, prompts: ['a cat'], width: 64, height: 64, steps: 2, cfgScale: 7, sampler: 'Euler', seed: 3 });

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../src/engine/engine.ts';
 import type { GenerateRequest, ProgressEvent } from '../../src/engine/api.ts';
-import { approxCheapPreview, previewLatentSpace } from '../../src/engine/preview.ts';
+import { approxCheapPreview } from '../../src/engine/preview.ts';
+import { getFamily, SD_LATENTS, SDXL_LATENTS } from '../../src/engine/families/index.ts';
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-preview-'));
 const engine = createEngine({ cacheDir });
@@ -40,19 +41,19 @@ const meanAbsDiff = (a: Uint8Array, b: Uint8Array) => {
 test('approx cheap: each latent channel maps through its row of the table; values clamp to 0..255', () => {
   // 2x1 latent, planar [C, h, w]: pixel 0 has only channel 0 = 1, pixel 1 only channel 3 = -1.
   const lat = new Float32Array([1, 0, 0, 0, 0, 0, 0, -1]);
-  const img = approxCheapPreview(lat, 4, 1, 2, 'sd')!;
+  const img = approxCheapPreview(lat, 4, 1, 2, SD_LATENTS)!;
   assert.deepEqual([img.width, img.height, img.channels], [2, 1, 3]);
   const byte = (v: number) => Math.round((v * 0.5 + 0.5) * 255);
   assert.deepEqual([...img.data.subarray(0, 3)], [byte(0.298), byte(0.207), byte(0.208)]);
   assert.deepEqual([...img.data.subarray(3, 6)], [byte(0.184), byte(0.271), byte(0.473)]);
-  const xl = approxCheapPreview(lat, 4, 1, 2, 'sdxl')!;
+  const xl = approxCheapPreview(lat, 4, 1, 2, SDXL_LATENTS)!;
   assert.deepEqual([...xl.data.subarray(0, 3)], [byte(0.3448), byte(0.4168), byte(0.4395)]);
   // Planar [C, h, w]: pixel 0 is +10 in every channel, pixel 1 is -10.
-  const big = approxCheapPreview(new Float32Array([10, -10, 10, -10, 10, -10, 10, -10]), 4, 1, 2, 'sd')!;
+  const big = approxCheapPreview(new Float32Array([10, -10, 10, -10, 10, -10, 10, -10]), 4, 1, 2, SD_LATENTS)!;
   assert.deepEqual([...big.data], [255, 255, 255, 0, 0, 0]);
-  assert.equal(approxCheapPreview(new Float32Array(8), 8, 1, 1, 'sd'), undefined, 'no table for 8-channel latents');
-  assert.equal(previewLatentSpace('sdxl-refiner'), 'sdxl');
-  assert.equal(previewLatentSpace('sd2'), 'sd');
+  assert.equal(approxCheapPreview(new Float32Array(8), 8, 1, 1, SD_LATENTS), undefined, 'no table for 8-channel latents');
+  assert.equal(getFamily('sdxl-refiner').latentSpace.name, 'sdxl');
+  assert.equal(getFamily('sd2').latentSpace.name, 'sd');
 });
 
 test('previews every N evaluations at latent size; they converge to the final latent; none without the option', async () => {
@@ -70,7 +71,7 @@ test('previews every N evaluations at latent size; they converge to the final la
     assert.deepEqual([e.preview!.width, e.preview!.height, e.preview!.channels, e.preview!.data.length], [32, 24, 3, 32 * 24 * 3], 'latent resolution (tiny latent factor 2)');
   }
   assert.ok(new Set(previews[0]!.preview!.data).size > 20, 'a preview is an image, not a flat fill');
-  const target = approxCheapPreview(final!, 4, 24, 32, 'sd')!.data;
+  const target = approxCheapPreview(final!, 4, 24, 32, SD_LATENTS)!.data;
   const first = meanAbsDiff(previews[0]!.preview!.data, target);
   const last = meanAbsDiff(previews.at(-1)!.preview!.data, target);
   assert.ok(last < first, `last preview (${last.toFixed(2)}) should be closer to the final latent's preview than the first (${first.toFixed(2)})`);

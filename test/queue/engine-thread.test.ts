@@ -2,8 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { ThreadedEngine } from '../../src/queue/engine-thread.ts';
-import { KilnInputError } from '../../src/engine/api.ts';
-import type { GenerateRequest } from '../../src/engine/api.ts';
+import { KilnInputError, type GenerateRequest, type OpName } from '../../src/engine/index.ts';
 
 const FAKE = fileURLToPath(new URL('./fake-engine.ts', import.meta.url));
 
@@ -86,4 +85,18 @@ test('a module without createEngine fails start() with a clear message', async (
   const engine = new ThreadedEngine(fileURLToPath(new URL('./helpers.ts', import.meta.url)));
   await assert.rejects(engine.start(), /does not export createEngine/);
   await engine.close();
+});
+
+test('any engine operation travels by name through the same messages; an unknown one keeps its error class', async () => {
+  const engine = new ThreadedEngine(FAKE);
+  try {
+    const info = await engine.run('load', { path: 'some/model' });
+    assert.equal(info.path, 'some/model');
+    assert.equal(info.family, 'sd1');
+    await assert.rejects(engine.run('caption' as OpName, {} as never), (e: unknown) => e instanceof KilnInputError && e.field === 'op');
+    const ok = await engine.run('generate', request('c', 2));
+    assert.equal(ok.images[0]!.image.data.length, 64 * 64 * 3, 'image buffers arrive whole');
+  } finally {
+    await engine.close();
+  }
 });

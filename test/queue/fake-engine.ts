@@ -3,8 +3,8 @@
 // Prompt markers choose behaviours: [fail] throws, [input-error] throws KilnInputError on `sampler`,
 // [ignore-abort] never checks the abort signal. With opts.preview it attaches a preview (width/8 x height/8,
 // every byte = step) every N steps and at the last one.
-import { KilnInputError } from '../../src/engine/api.ts';
-import type { GenerateOptions, GenerateRequest, GenerateResult, GeneratedImage } from '../../src/engine/api.ts';
+import { KilnInputError } from '../../src/engine/index.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, GeneratedImage, ModelRef, RunOptions } from '../../src/engine/index.ts';
 
 function busyWait(ms: number): void {
   const end = Date.now() + ms;
@@ -27,9 +27,15 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
   const stepMs = Number(process.env.KILN_FAKE_STEP_MS ?? 5);
   const blocking = process.env.KILN_FAKE_BLOCKING === '1';
   let calls = 0;
-  return {
+  const fake = {
     get calls() {
       return calls;
+    },
+    /** The engine's generic entry: `generate` and `load` as the real engine has them. */
+    async run(op: string, input: unknown, opts: RunOptions = {}): Promise<never> {
+      if (op === 'generate') return (await fake.generate(input as GenerateRequest, opts)) as never;
+      if (op === 'load') return { path: (input as ModelRef).path, name: 'fake', family: 'sd1', prediction: 'epsilon', lastUsed: Date.now() } as never;
+      throw new KilnInputError(`unknown engine operation "${op}"`, 'op');
     },
     async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
       calls++;
@@ -68,7 +74,7 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
           images.push({
             image: { data, width: req.width, height: req.height, channels: 3 },
             seed,
-            subseed: req.subseed ?? 0,
+            subseed: req.variation?.seed ?? 0,
             prompt,
             negativePrompt,
             infotext: `${prompt}\nNegative prompt: ${negativePrompt}\nSteps: ${req.steps}, Sampler: ${req.sampler}, Seed: ${seed}, Size: ${req.width}x${req.height}`,
@@ -81,4 +87,5 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
     listSchedules: () => FAKE_SCHEDULES,
     close: () => undefined,
   };
+  return fake;
 }

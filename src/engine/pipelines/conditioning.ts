@@ -1,75 +1,37 @@
-// Prompt -> text-encoder conditioning, as A1111 builds it: 75-token chunks encoded separately, emphasis
-// applied per chunk, chunks concatenated along the token axis. SDXL runs both encoders and joins their
-// penultimate states along the feature axis, with the bigG pooled projection as the extra embedding.
-import { runSession, type Session } from '../runtime.ts';
-import { concatChunks, encodeWeightedChunks, padChunks, promptToChunks } from '../prompt/index.ts';
+// Stage 1, conditioning: every image's prompt and negative prompt through the model family's conditioning
+// scheme, stacked in the batch layout classifier-free guidance uses (negatives first, then positives).
+import type { Conditioning } from '../families/types.ts';
+import { concatChunks } from '../prompt/index.ts';
 import type { Tensor } from '../tensor.ts';
+import type { ImageBatch } from './batch.ts';
 import type { ModelSessions } from './model-sessions.ts';
 
-export interface Conditioning {
-  /** [1, tokens, dim] */
+export interface BatchConditioning {
+  /** [2B, T, D]: the B negatives then the B positives, as diffusers batches CFG. */
   hidden: Tensor;
-  /** SDXL: [1, projection_dim] pooled text embedding. */
+  /** [2B, D] pooled text embeddings, for families that have them. */
   pooled?: Tensor;
 }
 
-export interface ConditioningOptions {
-  /** A1111 clip skip (1 = last layer). */
-  clipSkip: number;
-  /** The request field the prompt came from, for error messages. */
-  field: string;
-}
-
-async function encodeIds(session: Session, ids: number[]): Promise<Record<string, Tensor>> {
-  return runSession(session, { input_ids: { int64: BigInt64Array.from(ids.map((i) => BigInt(i))), shape: [1, ids.length] } });
-}
-
-export async function encodePrompt(ms: ModelSessions, prompt: string, opts: ConditioningOptions): Promise<Conditioning> {
-  const family = ms.model.family;
-  if (family === 'sd1' || family === 'sd2') {
-    const session = await ms.textEncoder(0, { clipSkip: opts.clipSkip });
-    const chunks = promptToChunks(ms.tokenizers[0]!, prompt, { field: opts.field });
-    const hidden = await encodeWeightedChunks(chunks, async (ids) => (await encodeIds(session, ids)).hidden!);
-    return { hidden };
+export async function conditionBatch(ms: ModelSessions, batch: ImageBatch, clipSkip: number): Promise<BatchConditioning> {
+  const scheme = ms.family.conditioning;
+  const cache = new Map<string, Conditioning>();
+  const encode = async (text: string, field: string) => {
+    let c = cache.get(text);
+    if (!c) {
+      c = await scheme.encode(ms, text, { clipSkip, field });
+      cache.set(text, c);
+    }
+    return c;
+  };
+  const positives = [];
+  for (const p of batch.prompts) positives.push(await encode(p, 'prompt'));
+  const negs = [];
+  for (const [i, n] of batch.negatives.entries()) {
+    negs.push(n === '' && scheme.zeroEmptyNegative ? zerosLike(positives[i]!) : await encode(n, 'negative_prompt'));
   }
-  // SDXL base: [CLIP-L, bigG]; refiner: [bigG]. Both use the penultimate layer without the final norm.
-  const parts = ms.model.textEncoders.map((_, i) => i);
-  const lastIndex = parts.length - 1;
-  const allChunks = parts.map((i) => promptToChunks(ms.tokenizers[i]!, prompt, { field: opts.field }));
-  const count = Math.max(...allChunks.map((c) => c.ids.length));
-  const hiddens: Tensor[] = [];
-  let pooled: Tensor | undefined;
-  for (const i of parts) {
-    const withPooled = i === lastIndex;
-    const session = await ms.textEncoder(i, { clipSkip: opts.clipSkip, penultimateWithoutNorm: true, textEmbeds: withPooled });
-    const chunks = padChunks(allChunks[i]!, count);
-    hiddens.push(
-      await encodeWeightedChunks(chunks, async (ids, index) => {
-        const out = await encodeIds(session, ids);
-        // A1111 takes the pooled embedding of the first chunk.
-        if (withPooled && index === 0) pooled = out.text_embeds;
-        return out.hidden!;
-      }),
-    );
-  }
-  return { hidden: concatFeatures(hiddens), pooled };
-}
-
-/** Joins [1, T, Di] tensors into [1, T, sum Di]. */
-export function concatFeatures(parts: Tensor[]): Tensor {
-  if (parts.length === 1) return parts[0]!;
-  const tokens = parts[0]!.shape[1]!;
-  const dims = parts.map((p) => p.shape[2]!);
-  const total = dims.reduce((a, b) => a + b, 0);
-  const data = new Float32Array(tokens * total);
-  for (let t = 0; t < tokens; t++) {
-    let offset = 0;
-    parts.forEach((p, i) => {
-      data.set(p.data.subarray(t * dims[i]!, (t + 1) * dims[i]!), t * total + offset);
-      offset += dims[i]!;
-    });
-  }
-  return { shape: [1, tokens, total], data };
+  const filler = (await encode('', 'negative_prompt')).hidden;
+  return stackConditionings([...negs, ...positives], filler);
 }
 
 /** A conditioning of zeros shaped like `like` (SDXL's force_zeros_for_empty_prompt negative). */
@@ -81,10 +43,10 @@ export function zerosLike(like: Conditioning): Conditioning {
 }
 
 /**
- * Stacks conditionings into one UNet batch. Longer prompts have more 77-token chunks; shorter ones are
+ * Stacks conditionings into one network batch. Longer prompts have more 77-token chunks; shorter ones are
  * extended with the encoding of an empty chunk (`filler`, [1, 77, dim]) until all have the same length.
  */
-export function stackConditionings(conds: Conditioning[], filler: Tensor): { hidden: Tensor; pooled?: Tensor } {
+export function stackConditionings(conds: Conditioning[], filler: Tensor): BatchConditioning {
   const dim = conds[0]!.hidden.shape[2]!;
   const tokens = Math.max(...conds.map((c) => c.hidden.shape[1]!));
   const per = tokens * dim;

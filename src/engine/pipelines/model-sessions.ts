@@ -1,8 +1,10 @@
 // A loaded model: its weights (lazy), tokenizers and onnxruntime sessions, built from cached graphs on
 // first use. Each network's graph is keyed by the weights' identity and its build options, so the
 // second start of the same model skips the build, and a VAE-encoder graph is only built for img2img.
-import type { Device, ModelRef } from '../api.ts';
+import type { Device, LoadedModelInfo, ModelRef } from '../api.ts';
 import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextOptions } from '../nets/clip-text.ts';
+import { getFamily } from '../families/index.ts';
+import type { ModelFamily, TextEncoders } from '../families/types.ts';
 import { buildUnet, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
 import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
@@ -20,7 +22,7 @@ export interface SessionSettings {
   cacheOptimized?: boolean;
 }
 
-export class ModelSessions {
+export class ModelSessions implements TextEncoders {
   private readonly sessions = new Map<string, Promise<Session>>();
   /** Milliseconds spent building graphs and creating sessions, for timings. */
   buildMs = 0;
@@ -28,12 +30,16 @@ export class ModelSessions {
   /** Generations using this model right now; a model in use is never freed. */
   users = 0;
 
+  readonly family: ModelFamily;
+
   private constructor(
     readonly ref: ModelRef,
     readonly model: LoadedModel,
     readonly tokenizers: ClipTokenizer[],
     readonly settings: SessionSettings,
-  ) {}
+  ) {
+    this.family = getFamily(model.family);
+  }
 
   static async load(ref: ModelRef, settings: SessionSettings): Promise<ModelSessions> {
     const model = await loadModel(ref);
@@ -50,12 +56,23 @@ export class ModelSessions {
   get scalingFactor(): number {
     return this.model.vaeConfig.scaling_factor;
   }
+  /** Default image size in pixels: the UNet's sample size times the latent factor. */
+  get nativeSize(): number {
+    return this.model.unetConfig.sample_size * this.latentFactor;
+  }
 
-  /** The SDXL VAE overflows in fp16 (its config says force_upcast): keep it fp32 on every device. */
   private vaePrecision(): 'fp32' | 'fp16' {
-    const forceUpcast = (this.model.vaeConfig as { force_upcast?: boolean }).force_upcast;
-    if (forceUpcast !== false && this.model.family.startsWith('sdxl')) return 'fp32';
-    return precisionFor(this.settings.device);
+    return this.family.vae.needsFp32(this.model.vaeConfig) ? 'fp32' : precisionFor(this.settings.device);
+  }
+
+  get textEncoderCount(): number {
+    return this.model.textEncoders.length;
+  }
+
+  tokenizer(index: number): ClipTokenizer {
+    const t = this.tokenizers[index];
+    if (!t) throw new Error(`internal error: model has no tokenizer ${index}`);
+    return t;
   }
 
   textEncoder(index: number, opts: ClipTextOptions): Promise<Session> {
@@ -65,7 +82,7 @@ export class ModelSessions {
   }
 
   unet(): Promise<Session> {
-    const opts = { timeIds: this.model.family === 'sdxl-refiner' ? 5 : 6 };
+    const opts = this.family.unet.buildOptions;
     return this.session('unet', this.precision(), unetGraphOptions(opts), (b) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts));
   }
 
@@ -116,4 +133,8 @@ export class ModelSessions {
       }
     }
   }
+}
+
+export function loadedModelInfo(ms: ModelSessions): LoadedModelInfo {
+  return { path: ms.model.path, name: ms.model.name, family: ms.model.family, prediction: ms.model.prediction, lastUsed: ms.lastUsed };
 }

@@ -28,12 +28,12 @@ export function validateRequest(req: GenerateRequest, latentFactor: number): voi
   int(req.steps, 'steps', 1, 1000);
   num(req.cfgScale, 'cfg_scale', 0, 100);
   if (req.clipSkip !== undefined) int(req.clipSkip, 'clip_skip', 1, 12);
-  if (req.subseedStrength !== undefined) num(req.subseedStrength, 'subseed_strength', 0, 1);
-  if (req.eta !== undefined) num(req.eta, 'eta', 0, 10);
-  if (req.initImage) {
-    num(req.denoisingStrength ?? 0.75, 'denoising_strength', 0, 1);
-    const { width, height, channels, data } = req.initImage;
+  if (req.variation) num(req.variation.strength, 'subseed_strength', 0, 1);
+  if (req.samplerOptions?.eta !== undefined) num(req.samplerOptions.eta, 'eta', 0, 10);
+  if (req.init) {
+    num(req.init.strength, 'denoising_strength', 0, 1);
+    const { width, height, channels, data } = req.init.image;
     if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
   }
-  if (req.refinerSwitchAt !== undefined) num(req.refinerSwitchAt, 'refiner_switch_at', 0, 1);
+  if (req.refiner) num(req.refiner.switchAt, 'refiner_switch_at', 0, 1);
 }

@@ -27,7 +27,8 @@ export interface PlanRequest {
   steps: number;
   model: ModelSchedule;
   flavour?: Flavour;
-  family?: 'sd1' | 'sdxl';
+  /** Which tuned schedule tables fit the model (ModelFamily.scheduleTables). */
+  scheduleTables?: 'sd1' | 'sdxl';
 }
 
 export interface SamplingPlan {
@@ -51,7 +52,7 @@ export function planSampling(req: PlanRequest): SamplingPlan {
   const info = getSampler(parsed.sampler);
   const schedule = resolveSchedule(parsed.sampler, parsed.schedule);
   const discard = flavour === 'a1111' && info.discardPenultimateSigma;
-  const opts: ScheduleOptions = { family: req.family };
+  const opts: ScheduleOptions = { scheduleTables: req.scheduleTables };
   if (flavour === 'diffusers') {
     opts.linearSigmaInterpolation = true;
     // diffusers' DPM-Solver/UniPC/DEIS round their linspace timesteps.

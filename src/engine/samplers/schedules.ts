@@ -53,8 +53,8 @@ export interface ScheduleOptions {
   linearSigmaInterpolation?: boolean;
   /** Karras/polyexponential rho override. */
   rho?: number;
-  /** Model family for Align Your Steps (its tables differ). */
-  family?: 'sd1' | 'sdxl';
+  /** Which Align Your Steps table fits the model (ModelFamily.scheduleTables). */
+  scheduleTables?: 'sd1' | 'sdxl';
   /** LCM: the distillation's original step count. */
   lcmOriginalSteps?: number;
 }
@@ -132,7 +132,7 @@ export function buildSigmas(
       );
     }
     case 'align_your_steps': {
-      const table = opts.family === 'sdxl' ? AYS_SDXL : AYS_SD1;
+      const table = opts.scheduleTables === 'sdxl' ? AYS_SDXL : AYS_SD1;
       if (n === 1) return withZero([table[0]]);
       return withZero(n === table.length ? [...table] : logLinearResample(table, n));
     }

@@ -1,9 +1,10 @@
 // Component configs: diffusers/transformers defaults, inference from weight shapes (for single-file
 // checkpoints, which carry no config), and checks that a config agrees with the weights it comes with.
+// What the weights cannot tell comes from the family's conventions (families/<name>.ts).
+import type { ModelFamily, Prediction } from '../families/types.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
 
-export type Family = 'sd1' | 'sd2' | 'sdxl' | 'sdxl-refiner';
-export type Prediction = 'epsilon' | 'v_prediction';
+export type { Prediction } from '../families/types.ts';
 
 /** UNet2DConditionModel.__init__ defaults (diffusers 0.27), so configs that omit fields read the same. */
 export const UNET_DEFAULTS: UnetConfig = {
@@ -154,7 +155,7 @@ export interface Inferred<T> {
 }
 
 export interface UnetInferenceHints {
-  family: Family;
+  family: ModelFamily;
   prediction: Prediction;
   /** Output width of the pooled text embedding (bigG projection) for SDXL's added-condition input. */
   pooledTextDim?: number;
@@ -180,14 +181,15 @@ export function inferUnetConfig(w: WeightSource, hints: UnetInferenceHints): Inf
   const adm = hasAdd ? w.shape('add_embedding.linear_1.weight')[1]! : null;
 
   let headDim: number | number[];
-  if (hints.family === 'sd1') headDim = 8; // SD1 has 8 heads at every level
+  const heads = hints.family.unet.attentionHeads;
+  if ('count' in heads) headDim = heads.count;
   else {
-    // SD2/SDXL use 64-dim heads; diffusers lists the resulting head count per level.
-    const heads = blockOut.map((c) => c / 64);
-    if (heads.every((h) => Number.isInteger(h))) headDim = heads;
+    // Fixed-width heads: diffusers lists the resulting head count per level.
+    const perLevel = blockOut.map((c) => c / heads.width);
+    if (perLevel.every((h) => Number.isInteger(h))) headDim = perLevel;
     else {
       headDim = blockOut.map(() => 1);
-      guesses.push(`attention_head_dim: channels ${JSON.stringify(blockOut)} are not multiples of 64, used 1 head per level`);
+      guesses.push(`attention_head_dim: channels ${JSON.stringify(blockOut)} are not multiples of ${heads.width}, used 1 head per level`);
     }
   }
   const groups = guessNormGroups(blockOut, guesses);
@@ -195,7 +197,7 @@ export function inferUnetConfig(w: WeightSource, hints: UnetInferenceHints): Inf
   let addTimeDim: number | null = null;
   if (adm !== null) {
     // SDXL base conditions on 6 size/crop numbers, the refiner on 5 (sizes, crop, aesthetic score).
-    const nIds = hints.family === 'sdxl-refiner' ? 5 : 6;
+    const nIds = hints.family.unet.addedTimeIds ?? 6;
     const pooled = hints.pooledTextDim ?? 1280;
     addTimeDim = (adm - pooled) / nIds;
     if (!Number.isInteger(addTimeDim) || addTimeDim <= 0) {
@@ -221,9 +223,8 @@ export function inferUnetConfig(w: WeightSource, hints: UnetInferenceHints): Inf
     addition_embed_type: hasAdd ? 'text_time' : null,
     addition_time_embed_dim: addTimeDim,
     projection_class_embeddings_input_dim: adm,
-    // SD2-768 (v) checkpoints overflow in fp16 attention; diffusers turns on upcasting for them.
-    upcast_attention: hints.family === 'sd2' && hints.prediction === 'v_prediction',
-    sample_size: defaultUnetSampleSize(hints.family, hints.prediction),
+    upcast_attention: hints.family.unet.upcastAttention(hints.prediction),
+    sample_size: hints.family.unet.sampleSize(hints.prediction),
   };
   return { config, guesses };
 }
@@ -237,19 +238,12 @@ function guessNormGroups(channels: number[], guesses: string[]): number {
   return g;
 }
 
-function defaultUnetSampleSize(family: Family, prediction: Prediction): number {
-  if (family === 'sdxl' || family === 'sdxl-refiner') return 128;
-  if (family === 'sd2' && prediction === 'v_prediction') return 96;
-  return 64;
-}
-
-export function inferVaeConfig(w: WeightSource, family: Family): Inferred<VaeConfig> {
+export function inferVaeConfig(w: WeightSource, family: ModelFamily): Inferred<VaeConfig> {
   const guesses: string[] = [];
   const levels = countIndexed(w, 'encoder.down_blocks.');
   const blockOut: number[] = [];
   for (let i = 0; i < levels; i++) blockOut.push(w.shape(`encoder.down_blocks.${i}.resnets.0.conv1.weight`)[0]!);
   const groups = guessNormGroups(blockOut, guesses);
-  const xl = family === 'sdxl' || family === 'sdxl-refiner';
   const config: VaeConfig = {
     ...VAE_DEFAULTS,
     in_channels: w.shape('encoder.conv_in.weight')[1]!,
@@ -260,8 +254,8 @@ export function inferVaeConfig(w: WeightSource, family: Family): Inferred<VaeCon
     down_block_types: blockOut.map(() => 'DownEncoderBlock2D'),
     up_block_types: blockOut.map(() => 'UpDecoderBlock2D'),
     norm_num_groups: groups,
-    scaling_factor: xl ? 0.13025 : 0.18215,
-    sample_size: xl ? 1024 : family === 'sd2' ? 768 : 512,
+    scaling_factor: family.latentSpace.scalingFactor,
+    sample_size: family.vae.sampleSize,
   };
   return { config, guesses };
 }

@@ -26,22 +26,24 @@ import {
   standardSchedulerConfig,
   structuralMismatches,
   withSchedulerDefaults,
-  type Family,
   type Prediction,
 } from './configs.ts';
-import { a1111ShortHash, filesIdentity } from './hash.ts';
-import { mapDiffusersVae, mapHfClip, mapLdmUnet, mapLdmVae, mapOpenClip } from './ldm-keys.ts';
+import { FAMILIES, checkpointLayouts, detectCheckpointFamily, detectFolderFamily, getFamily } from '../families/index.ts';
+import type { FamilyName, FolderFacts, TextEncoderComponent } from '../families/types.ts';
+import { fileSha256, filesIdentity } from './hash.ts';
+import { mapDiffusersVae, mapLdmUnet, mapLdmVae } from './ldm-keys.ts';
 import { pickledFileError } from './pickle-guard.ts';
 import { SafetensorsFile } from './safetensors.ts';
-import { MappedWeights, storedWeights, type Recipe } from './sources.ts';
+import { MappedWeights, storedWeights } from './sources.ts';
 import { hasTokenizerFiles, standardTokenizerDir, type TokenizerLookupOptions, type TokenizerRole } from './tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
 
-export type { Family, Prediction } from './configs.ts';
+export type { Prediction } from './configs.ts';
+export type { FamilyName } from '../families/types.ts';
 
 export interface TextEncoderPart {
   /** The diffusers component name: "text_encoder" (CLIP-L / SD2's OpenCLIP-H) or "text_encoder_2" (bigG). */
-  component: 'text_encoder' | 'text_encoder_2';
+  component: TextEncoderComponent;
   tokenizerRole: TokenizerRole;
   config: ClipTextConfig;
   weights: WeightSource;
@@ -51,7 +53,8 @@ export interface LoadedModel {
   name: string;
   path: string;
   format: 'diffusers' | 'single-file';
-  family: Family;
+  /** The family's name; getFamily() (families/index.ts) gives its definition. */
+  family: FamilyName;
   prediction: Prediction;
   unetConfig: UnetConfig;
   vaeConfig: VaeConfig;
@@ -64,7 +67,7 @@ export interface LoadedModel {
   tokenizerDirs: string[];
   /** Cheap, stable key for caches of built graphs: weight files' real paths, sizes, mtimes and the configs. */
   identity: string;
-  /** A1111's short model hash (first 10 hex of the sha256 of the checkpoint, or of the UNet file for folders). Streams and caches. */
+  /** A1111's short model hash (modelHashes: the checkpoint's sha256, or its UNet file's for folders). Streams and caches. */
   hash(): Promise<string>;
   /** Config fields that had to be guessed, and config/weight disagreements worth knowing about. */
   warnings: string[];
@@ -92,18 +95,16 @@ export async function loadModel(ref: ModelRef, opts: LoadOptions = {}): Promise<
     weightFiles,
     JSON.stringify([base.family, base.prediction, base.unetConfig, base.vaeConfig, base.textEncoders.map((t) => t.config)]),
   );
-  const hashFile = base.hashFile;
-  const { hashFile: _unused, ownTokenizerDirs: _own, ...model } = base;
+  const { ownTokenizerDirs: _own, ...model } = base;
   return {
     ...model,
     tokenizerDirs,
     identity,
-    hash: () => a1111ShortHash(hashFile, opts.hashCacheFile),
+    hash: async () => (await modelHashes(ref.path, opts.hashCacheFile)).shortHash,
   };
 }
 
 interface PartialModel extends Omit<LoadedModel, 'tokenizerDirs' | 'identity' | 'hash'> {
-  hashFile: string;
   /** A diffusers folder's own tokenizer folders (tokenizer/, tokenizer_2/), when it has them. */
   ownTokenizerDirs: (string | undefined)[];
 }
@@ -116,64 +117,31 @@ function sourceFiles(w: WeightSource): string[] {
 
 function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): PartialModel {
   const file = SafetensorsFile.open(path);
-  const keys = file.names();
-  const hasPrefix = (p: string) => keys.some((k) => k.startsWith(p));
-  if (!hasPrefix('model.diffusion_model.')) {
+  const keyNames = file.names();
+  const keys = { hasPrefix: (p: string) => keyNames.some((k) => k.startsWith(p)), has: (n: string) => file.has(n) };
+  const family = detectCheckpointFamily(keys);
+  const unetPrefixes = family ? [family.checkpoint.unetPrefix] : [...new Set(FAMILIES.map((f) => f.checkpoint.unetPrefix))];
+  if (!unetPrefixes.some((p) => keys.hasPrefix(p))) {
     throw new ModelFileError(
       path,
-      'no UNet weights (model.diffusion_model.*): this is not a full Stable Diffusion checkpoint (a LoRA, VAE or embedding?)',
+      `no UNet weights (${unetPrefixes.map((p) => `${p}*`).join(' or ')}): this is not a full Stable Diffusion checkpoint (a LoRA, VAE or embedding?)`,
     );
   }
-  let family: Family;
-  if (hasPrefix('conditioner.embedders.0.transformer.') && hasPrefix('conditioner.embedders.1.model.')) family = 'sdxl';
-  else if (hasPrefix('conditioner.embedders.0.model.')) family = 'sdxl-refiner';
-  else if (hasPrefix('cond_stage_model.model.')) family = 'sd2';
-  else if (hasPrefix('cond_stage_model.transformer.')) family = 'sd1';
-  else {
-    throw new ModelFileError(
-      path,
-      'unknown text encoder layout: expected cond_stage_model.transformer.* (SD1), cond_stage_model.model.* (SD2) or conditioner.embedders.* (SDXL)',
-    );
-  }
-  const prediction: Prediction = opts.prediction ?? (family === 'sd2' || file.has('v_pred') ? 'v_prediction' : 'epsilon');
+  if (!family) throw new ModelFileError(path, `unknown text encoder layout: expected ${checkpointLayouts()}`);
+  const { unetPrefix, vaePrefix } = family.checkpoint;
+  const prediction: Prediction = opts.prediction ?? family.defaultPrediction(keys);
   const warnings: string[] = [];
   const companion = readCompanionConfigs(opts.configDir ?? ref.tokenizerDir);
 
-  const encoders: { component: TextEncoderPart['component']; role: TokenizerRole; openclip: boolean; map: Map<string, Recipe> }[] = [];
-  if (family === 'sd1') encoders.push({ component: 'text_encoder', role: 'clip-l', openclip: false, map: mapHfClip(file, 'cond_stage_model.transformer.') });
-  if (family === 'sd2') {
-    encoders.push({
-      component: 'text_encoder',
-      role: 'openclip-h',
-      openclip: true,
-      map: mapOpenClip(file, 'cond_stage_model.model.', { dropLastLayer: true, withProjection: false }),
-    });
-  }
-  if (family === 'sdxl') {
-    encoders.push({ component: 'text_encoder', role: 'clip-l', openclip: false, map: mapHfClip(file, 'conditioner.embedders.0.transformer.') });
-    encoders.push({
-      component: 'text_encoder_2',
-      role: 'openclip-bigG',
-      openclip: true,
-      map: mapOpenClip(file, 'conditioner.embedders.1.model.', { dropLastLayer: false, withProjection: true }),
-    });
-  }
-  if (family === 'sdxl-refiner') {
-    encoders.push({
-      component: 'text_encoder_2',
-      role: 'openclip-bigG',
-      openclip: true,
-      map: mapOpenClip(file, 'conditioner.embedders.0.model.', { dropLastLayer: false, withProjection: true }),
-    });
-  }
-  const textEncoders: TextEncoderPart[] = encoders.map((e) => {
-    const weights = new MappedWeights(`${path} (${e.component})`, e.map);
-    const inferred = inferClipTextConfig(weights, e.openclip);
-    const config = chooseConfig(e.component, inferred, companion[e.component], CLIP_STRUCTURE, warnings);
-    return { component: e.component, tokenizerRole: e.role, config, weights };
+  const encoders = family.textEncoders.map((spec) => ({ spec, map: spec.checkpoint.rename(file, spec.checkpoint.prefix) }));
+  const textEncoders: TextEncoderPart[] = encoders.map(({ spec, map }) => {
+    const weights = new MappedWeights(`${path} (${spec.component})`, map);
+    const inferred = inferClipTextConfig(weights, spec.openclip);
+    const config = chooseConfig(spec.component, inferred, companion[spec.component], CLIP_STRUCTURE, warnings);
+    return { component: spec.component, tokenizerRole: spec.tokenizerRole, config, weights };
   });
 
-  const unet = new MappedWeights(`${path} (unet)`, mapLdmUnet(file, 'model.diffusion_model.'));
+  const unet = new MappedWeights(`${path} (unet)`, mapLdmUnet(file, unetPrefix));
   const pooled = textEncoders.find((t) => t.weights.has('text_projection.weight'));
   const unetInferred = inferUnetConfig(unet, {
     family,
@@ -182,17 +150,17 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
   });
   const unetConfig = chooseConfig('unet', unetInferred, companion.unet, UNET_STRUCTURE, warnings);
 
-  if (!hasPrefix('first_stage_model.')) {
-    throw new ModelFileError(path, 'no VAE weights (first_stage_model.*) in this checkpoint; pass a separate VAE file or folder');
+  if (!keys.hasPrefix(vaePrefix)) {
+    throw new ModelFileError(path, `no VAE weights (${vaePrefix}*) in this checkpoint; pass a separate VAE file or folder`);
   }
-  const vae = new MappedWeights(`${path} (vae)`, mapLdmVae(file, 'first_stage_model.'));
+  const vae = new MappedWeights(`${path} (vae)`, mapLdmVae(file, vaePrefix));
   const vaeConfig = chooseConfig('vae', inferVaeConfig(vae, family), companion.vae, VAE_STRUCTURE, warnings);
 
   return {
     name: basename(path).replace(/\.safetensors$/i, ''),
     path,
     format: 'single-file',
-    family,
+    family: family.name,
     prediction,
     unetConfig,
     vaeConfig,
@@ -201,7 +169,6 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
     vae,
     textEncoders,
     warnings,
-    hashFile: path,
     ownTokenizerDirs: [],
   };
 }
@@ -255,24 +222,44 @@ function readJson(file: string): ConfigRecord {
 }
 
 /**
- * Opens a component's weights: `<base>.safetensors`, the fp16 variant, or a sharded set listed in
- * `<base>.safetensors.index.json`. Pickled `.bin` weights are refused.
+ * The files of a component's weights: `<base>.safetensors`, else the fp16 variant, else a sharded set listed in
+ * `<base>.safetensors.index.json` (shards in index order). Pickled `.bin` weights are refused.
  */
-export function openComponentFiles(dir: string, base: string): SafetensorsFile[] {
+export function componentWeightPaths(dir: string, base: string): string[] {
   for (const variant of [`${base}.safetensors`, `${base}.fp16.safetensors`]) {
     const f = join(dir, variant);
-    if (existsSync(f)) return [SafetensorsFile.open(f)];
+    if (existsSync(f)) return [f];
     const index = `${f}.index.json`;
     if (existsSync(index)) {
       const weightMap = readJson(index).weight_map as Record<string, string> | undefined;
       if (!weightMap || typeof weightMap !== 'object') throw new ModelFileError(index, 'has no weight_map');
-      return [...new Set(Object.values(weightMap))].map((shard) => SafetensorsFile.open(join(dir, shard)));
+      return [...new Set(Object.values(weightMap))].map((shard) => join(dir, shard));
     }
   }
   for (const pickled of [`${base}.bin`, `${base}.fp16.bin`, `${base}.bin.index.json`]) {
     if (existsSync(join(dir, pickled))) throw pickledFileError(join(dir, pickled), 'only pickled PyTorch weights are present');
   }
   throw new ModelFileError(dir, `no weights: expected ${base}.safetensors (or ${base}.fp16.safetensors, or a sharded .index.json)`);
+}
+
+/** Opens a component's weights (see componentWeightPaths). */
+export function openComponentFiles(dir: string, base: string): SafetensorsFile[] {
+  return componentWeightPaths(dir, base).map((f) => SafetensorsFile.open(f));
+}
+
+/**
+ * The file whose sha256 is a model's A1111 hash: the checkpoint itself, or the UNet weights a diffusers folder
+ * is loaded from (its first shard). Only file names are read.
+ */
+export function modelHashFile(path: string): string {
+  if (!existsSync(path)) throw new ModelFileError(path, 'model not found (expected a diffusers folder or a .safetensors file)');
+  return statSync(path).isDirectory() ? componentWeightPaths(join(path, 'unet'), 'diffusion_pytorch_model')[0]! : path;
+}
+
+/** A model's full sha256 and A1111's short "Model hash" (its first 10 hex digits): what infotext and /sd-models show. */
+export async function modelHashes(path: string, cacheFile?: string | null): Promise<{ sha256: string; shortHash: string }> {
+  const sha256 = await fileSha256(modelHashFile(path), cacheFile);
+  return { sha256, shortHash: sha256.slice(0, 10) };
 }
 
 function componentPresent(index: ConfigRecord, dir: string, component: string): boolean {
@@ -292,22 +279,10 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
     if (bad.length) warnings.push(`${component}: config.json disagrees with its weights on ${bad.join(', ')}`);
   };
 
-  const hasTe1 = componentPresent(index, dir, 'text_encoder');
-  const hasTe2 = componentPresent(index, dir, 'text_encoder_2');
-  const textEncoders: TextEncoderPart[] = [];
-  const ownTokenizerDirs: (string | undefined)[] = [];
-  for (const component of ['text_encoder', 'text_encoder_2'] as const) {
-    if (!(component === 'text_encoder' ? hasTe1 : hasTe2)) continue;
-    const cdir = join(dir, component);
-    const weights = storedWeights(`${cdir}`, openComponentFiles(cdir, 'model'));
-    const config = { ...CLIP_TEXT_DEFAULTS, ...readJson(join(cdir, 'config.json')) } as ClipTextConfig;
-    check(component, config, inferClipTextConfig(weights, config.hidden_act === 'gelu').config as ConfigRecord, CLIP_STRUCTURE);
-    // The role is settled once the family is known (SD2's text_encoder is OpenCLIP-H, SDXL's is CLIP-L).
-    textEncoders.push({ component, tokenizerRole: component === 'text_encoder_2' ? 'openclip-bigG' : 'clip-l', config, weights });
-    const tok = join(dir, component === 'text_encoder' ? 'tokenizer' : 'tokenizer_2');
-    ownTokenizerDirs.push(hasTokenizerFiles(tok) ? tok : undefined);
-  }
-  if (textEncoders.length === 0) throw new ModelFileError(dir, 'no text_encoder or text_encoder_2 folder');
+  const present = (['text_encoder', 'text_encoder_2'] as const).filter((c) => componentPresent(index, dir, c));
+  if (present.length === 0) throw new ModelFileError(dir, 'no text_encoder or text_encoder_2 folder');
+  const textEncoderConfigs: FolderFacts['textEncoderConfigs'] = {};
+  for (const component of present) textEncoderConfigs[component] = { ...CLIP_TEXT_DEFAULTS, ...readJson(join(dir, component, 'config.json')) } as ClipTextConfig;
 
   const unetDir = join(dir, 'unet');
   const unetFiles = openComponentFiles(unetDir, 'diffusion_pytorch_model');
@@ -317,10 +292,19 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
   const vae = storedWeights(vaeDir, openComponentFiles(vaeDir, 'diffusion_pytorch_model'));
   const vaeConfig = { ...VAE_DEFAULTS, ...readJson(join(vaeDir, 'config.json')) } as VaeConfig;
 
-  let family: Family;
-  if (hasTe2) family = hasTe1 ? 'sdxl' : 'sdxl-refiner';
-  else family = unetConfig.cross_attention_dim === 1024 || textEncoders[0]!.config.hidden_act === 'gelu' ? 'sd2' : 'sd1';
-  if (family === 'sd2') textEncoders[0]!.tokenizerRole = 'openclip-h';
+  const family = detectFolderFamily(dir, { textEncoders: new Set(present), unetConfig, textEncoderConfigs });
+  const textEncoders: TextEncoderPart[] = [];
+  const ownTokenizerDirs: (string | undefined)[] = [];
+  for (const spec of family.textEncoders) {
+    const config = textEncoderConfigs[spec.component];
+    if (!config) throw new ModelFileError(dir, `no ${spec.component} folder (a ${family.label} model needs one)`);
+    const cdir = join(dir, spec.component);
+    const weights = storedWeights(`${cdir}`, openComponentFiles(cdir, 'model'));
+    check(spec.component, config, inferClipTextConfig(weights, config.hidden_act === 'gelu').config as ConfigRecord, CLIP_STRUCTURE);
+    textEncoders.push({ component: spec.component, tokenizerRole: spec.tokenizerRole, config, weights });
+    const tok = join(dir, spec.component === 'text_encoder' ? 'tokenizer' : 'tokenizer_2');
+    ownTokenizerDirs.push(hasTokenizerFiles(tok) ? tok : undefined);
+  }
 
   const schedulerFile = join(dir, 'scheduler', 'scheduler_config.json');
   const rawScheduler = existsSync(schedulerFile) ? withSchedulerDefaults(readJson(schedulerFile)) : standardSchedulerConfig('epsilon');
@@ -340,7 +324,7 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
     name: basename(dir.replace(/[\\/]+$/, '')),
     path: dir,
     format: 'diffusers',
-    family,
+    family: family.name,
     prediction,
     unetConfig,
     vaeConfig,
@@ -349,7 +333,6 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
     vae,
     textEncoders,
     warnings,
-    hashFile: unetFiles[0]!.file,
     ownTokenizerDirs,
   };
 }
@@ -379,7 +362,7 @@ function replaceVae(model: PartialModel, vaePath: string): void {
     else if (inner.some((k) => k.startsWith('decoder.up_blocks.'))) weights = new MappedWeights(vaePath, mapDiffusersVae(file, prefix));
     else throw new ModelFileError(vaePath, 'not a VAE: no encoder/decoder weights in LDM (decoder.up.*) or diffusers (decoder.up_blocks.*) layout');
   }
-  const inferred = inferVaeConfig(weights, model.family).config;
+  const inferred = inferVaeConfig(weights, getFamily(model.family)).config;
   // Structure comes from the new weights; the latent scaling belongs to the diffusion model it is used with.
   const config = { ...model.vaeConfig, ...(folderConfig ?? {}) } as VaeConfig;
   for (const k of VAE_STRUCTURE) (config as ConfigRecord)[k] = (inferred as ConfigRecord)[k];

@@ -4,8 +4,7 @@
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
@@ -14,8 +13,7 @@ import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
 import { readPngText } from '../../storage/png-text.ts';
 import { decodeBase64Field } from '../uploads.ts';
-import { parseInfotext } from '../../engine/infotext.ts';
-import { fileSha256 } from '../../engine/weights/hash.ts';
+import { modelHashes, parseInfotext } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { previewPng } from '../preview.ts';
 import { VERSION } from '../../version.ts';
@@ -151,15 +149,6 @@ const errorHandler = fastApiErrorHandlerWith({
 // ---------------------------------------------------------------------------------------------------------
 // Checkpoints: titles and hashes as A1111 shows them ("name.safetensors [0123456789]").
 
-/** The file A1111 would hash: the checkpoint itself, or a diffusers folder's UNet weights. */
-function hashFileOf(entry: ModelEntry): string | undefined {
-  if (!statSync(entry.path).isDirectory()) return entry.path;
-  const unet = join(entry.path, 'unet');
-  if (!existsSync(unet)) return undefined;
-  const files = readdirSync(unet).filter((f) => f.endsWith('.safetensors')).sort();
-  return files.length ? join(unet, files[0]!) : undefined;
-}
-
 interface CheckpointInfo {
   title: string;
   model_name: string;
@@ -170,9 +159,10 @@ interface CheckpointInfo {
 }
 
 async function checkpointInfo(entry: ModelEntry): Promise<CheckpointInfo> {
-  const file = hashFileOf(entry);
-  const sha256 = file ? await fileSha256(file).catch(() => null) : null;
-  const hash = sha256 ? sha256.slice(0, 10) : null;
+  // The engine's hash, so the title matches the infotext's "Model hash"; null for an unreadable entry.
+  const hashes = await modelHashes(entry.path).catch(() => null);
+  const sha256 = hashes?.sha256 ?? null;
+  const hash = hashes?.shortHash ?? null;
   const fileName = basename(entry.path);
   return { title: hash ? `${fileName} [${hash}]` : fileName, model_name: entry.name, hash, sha256, filename: entry.path, config: null };
 }

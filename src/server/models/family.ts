@@ -1,7 +1,7 @@
 // What kind of checkpoint a models-folder entry is (SD1 / SD2 / SDXL / refiner, epsilon or v), read from
 // its safetensors headers and configs only, and remembered per path + size + mtime.
 import { statSync } from 'node:fs';
-import { loadModel } from '../../engine/weights/model.ts';
+import { inspectModel } from '../../engine/index.ts';
 
 export interface ModelDescription {
   family: string | null;
@@ -24,7 +24,7 @@ export async function describeCheckpoint(path: string): Promise<ModelDescription
   if (hit) return hit;
   let desc: ModelDescription;
   try {
-    const m = await loadModel({ path }, { skipTokenizers: true, hashCacheFile: null });
+    const m = await inspectModel({ path });
     desc = { family: m.family, prediction: m.prediction };
   } catch (e) {
     desc = { family: null, prediction: null, problem: (e as Error).message };

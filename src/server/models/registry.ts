@@ -6,7 +6,7 @@
 // only, never by path, so a request can never make the server read an arbitrary file.
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import type { ModelRef } from '../../engine/api.ts';
+import type { ModelRef } from '../../engine/index.ts';
 import { SpecError } from '../../queue/job-spec.ts';
 import type { KilnConfig } from '../config.ts';
 import { hfCachePath, isHfRepoId } from './hf.ts';

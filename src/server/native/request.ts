@@ -1,6 +1,6 @@
 // The native /v1 request: its JSON schema (the single source for validation, types and /docs) and the
 // mapping onto the job model. Bounds come from the server's limits, so /docs shows the real ones.
-import type { RngSource } from '../../engine/api.ts';
+import type { RngSource } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import type { Limits } from '../../queue/config.ts';
 import { checkSpecLimits, resolveSeed, SpecError, SPEC_DEFAULTS } from '../../queue/job-spec.ts';

@@ -100,7 +100,7 @@ test('bad input is refused with a KilnInputError naming the field', async () => 
     [{ schedule: 'Wobbly' }, 'scheduler'],
     [{ prompts: [] }, 'prompt'],
     [{ seed: -5 }, 'seed'],
-    [{ denoisingStrength: 2, initImage: { data: new Uint8Array(64 * 64 * 3), width: 64, height: 64, channels: 3 } }, 'denoising_strength'],
+    [{ init: { strength: 2, image: { data: new Uint8Array(64 * 64 * 3), width: 64, height: 64, channels: 3 } } }, 'denoising_strength'],
   ];
   for (const [extra, field] of cases) {
     await assert.rejects(engine.generate(base(extra)), (e: Error) => e instanceof KilnInputError && e.field === field, `field ${field}`);

@@ -81,9 +81,9 @@ test('the derived refiner loads as an SDXL refiner with one (bigG) text encoder'
 
 test('base then refiner is deterministic, differs from base only, and switch at 1.0 equals base only', async () => {
   const baseOnly = await engine.generate(request());
-  const refined1 = await engine.generate(request({ refiner: { path: refinerPath }, refinerSwitchAt: 0.5 }));
-  const refined2 = await engine.generate(request({ refiner: { path: refinerPath }, refinerSwitchAt: 0.5 }));
-  const switchAtEnd = await engine.generate(request({ refiner: { path: refinerPath }, refinerSwitchAt: 1.0 }));
+  const refined1 = await engine.generate(request({ refiner: { model: { path: refinerPath }, switchAt: 0.5 } }));
+  const refined2 = await engine.generate(request({ refiner: { model: { path: refinerPath }, switchAt: 0.5 } }));
+  const switchAtEnd = await engine.generate(request({ refiner: { model: { path: refinerPath }, switchAt: 1.0 } }));
   const px = (r: typeof baseOnly) => Buffer.from(r.images[0]!.image.data);
   assert.deepEqual(px(refined1), px(refined2), 'same seed, same refined image');
   assert.notDeepEqual(px(refined1), px(baseOnly), 'the refiner changed the image');
@@ -95,8 +95,7 @@ test('the refiner also works as img2img on an existing image', async () => {
   const base = await engine.generate(request());
   const img2img = await engine.generate({
     ...request({ model: { path: refinerPath } }),
-    initImage: base.images[0]!.image,
-    denoisingStrength: 0.3,
+    init: { image: base.images[0]!.image, strength: 0.3 },
   });
   assert.equal(img2img.images[0]!.image.width, 64);
   assert.notDeepEqual(Buffer.from(img2img.images[0]!.image.data), Buffer.from(base.images[0]!.image.data));

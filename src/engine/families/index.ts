@@ -1,0 +1,35 @@
+// The model families the engine knows, and detection over them. A new family is one file beside this one
+// and one entry here.
+import { ModelFileError } from '../api.ts';
+import { sd1 } from './sd1.ts';
+import { sd2 } from './sd2.ts';
+import { sdxl } from './sdxl.ts';
+import { sdxlRefiner } from './sdxl-refiner.ts';
+import type { CheckpointKeys, FamilyName, FolderFacts, ModelFamily } from './types.ts';
+
+/** Detection order: the first family that matches wins (their rules do not overlap today). */
+export const FAMILIES: readonly ModelFamily[] = [sdxl, sdxlRefiner, sd2, sd1];
+
+export function getFamily(name: FamilyName | string): ModelFamily {
+  const f = FAMILIES.find((x) => x.name === name);
+  if (!f) throw new Error(`unknown model family "${name}"; known: ${FAMILIES.map((x) => x.name).join(', ')}`);
+  return f;
+}
+
+export function detectCheckpointFamily(keys: CheckpointKeys): ModelFamily | undefined {
+  return FAMILIES.find((f) => f.matchesCheckpoint(keys));
+}
+
+export function detectFolderFamily(dir: string, facts: FolderFacts): ModelFamily {
+  const f = FAMILIES.find((x) => x.matchesFolder(facts));
+  if (!f) throw new ModelFileError(dir, `no known model family has text encoders ${JSON.stringify([...facts.textEncoders])}`);
+  return f;
+}
+
+/** For error messages: where each family keeps its text encoders in single-file checkpoints. */
+export function checkpointLayouts(): string {
+  return FAMILIES.map((f) => `${f.textEncoders.map((t) => `${t.checkpoint.prefix}*`).join(' + ')} (${f.label})`).join(', ');
+}
+
+export type * from './types.ts';
+export { SD_LATENTS, SDXL_LATENTS } from './latent-spaces.ts';

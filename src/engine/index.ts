@@ -1,0 +1,27 @@
+// The engine's one door: everything outside src/engine imports from here, and only from here.
+export { createEngine, type Engine, type EngineOptions, type LocalRunOptions } from './engine.ts';
+export {
+  KilnInputError,
+  ModelFileError,
+  type Device,
+  type GenerateOptions,
+  type GenerateRequest,
+  type GenerateResult,
+  type GeneratedImage,
+  type InitImage,
+  type LoadedModelInfo,
+  type ModelRef,
+  type Phase,
+  type ProgressEvent,
+  type RawImage,
+  type RefinerSettings,
+  type RngSource,
+  type RunOptions,
+  type SamplerSettings,
+} from './api.ts';
+export type { OpInput, OpName, OpOutput } from './ops/index.ts';
+export { listSamplers, listSchedules } from './samplers/index.ts';
+export { parseInfotext } from './infotext.ts';
+export { inspectModel, type ModelSummary } from './inspect.ts';
+/** A1111's checkpoint hash (the same file the infotext's "Model hash" comes from). */
+export { modelHashes } from './weights/model.ts';

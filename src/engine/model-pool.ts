@@ -1,0 +1,130 @@
+// Loaded models: loads on demand, keeps a model while an operation uses it, frees the least recently used
+// beyond a limit and (optionally) any left idle too long.
+import { resolve } from 'node:path';
+import type { Device, ModelRef } from './api.ts';
+import { ModelSessions } from './pipelines/model-sessions.ts';
+
+export interface PoolSettings {
+  device: Device;
+  cacheDir?: string;
+  threads?: number;
+  spinning?: boolean;
+  /** Most models kept loaded at once; the least recently used is freed first. */
+  maxLoaded: number;
+  /** Free a model's sessions after this long unused (0 = never). */
+  idleUnloadMs: number;
+  /** Called with the loaded models whenever that list changes (load, eviction, idle unload, close). */
+  onChange?: (models: ModelSessions[]) => void;
+}
+
+function refKey(ref: ModelRef): string {
+  return JSON.stringify([resolve(ref.path), ref.vae ? resolve(ref.vae) : null, ref.tokenizerDir ? resolve(ref.tokenizerDir) : null]);
+}
+
+export class ModelPool {
+  private readonly models = new Map<string, Promise<ModelSessions>>();
+  /** The subset of `models` whose load has finished. */
+  private readonly ready = new Map<string, ModelSessions>();
+
+  constructor(private readonly settings: PoolSettings) {}
+
+  /** The model, loaded if needed, marked in use until release(). */
+  async acquire(ref: ModelRef): Promise<ModelSessions> {
+    const ms = await this.get(ref);
+    ms.users++;
+    return ms;
+  }
+
+  release(ms: ModelSessions): void {
+    ms.users--;
+    ms.lastUsed = Date.now();
+  }
+
+  /** Runs `fn` with the models of `refs` (undefined entries stay undefined), acquired in order and released after. */
+  async using<T>(refs: (ModelRef | undefined)[], fn: (models: (ModelSessions | undefined)[]) => Promise<T>): Promise<T> {
+    const held: (ModelSessions | undefined)[] = [];
+    try {
+      for (const ref of refs) held.push(ref ? await this.acquire(ref) : undefined);
+      return await fn(held);
+    } finally {
+      for (const ms of held) if (ms) this.release(ms);
+    }
+  }
+
+  /** Loads (or finds) the model without marking it in use. */
+  async get(ref: ModelRef): Promise<ModelSessions> {
+    const key = refKey(ref);
+    let p = this.models.get(key);
+    if (!p) {
+      const { device, cacheDir, threads, spinning } = this.settings;
+      p = ModelSessions.load(ref, { device, cacheDir, threads, spinning });
+      p.then(
+        (ms) => {
+          this.ready.set(key, ms);
+          this.notify();
+        },
+        () => this.models.delete(key),
+      );
+      this.models.set(key, p);
+      await this.evictBeyond(this.settings.maxLoaded, key);
+    }
+    const ms = await p;
+    ms.lastUsed = Date.now();
+    return ms;
+  }
+
+  loaded(): ModelSessions[] {
+    return [...this.ready.values()];
+  }
+
+  private notify(): void {
+    this.settings.onChange?.(this.loaded());
+  }
+
+  private async evictBeyond(limit: number, keep: string): Promise<void> {
+    if (this.models.size <= limit) return;
+    const entries: [string, ModelSessions][] = [];
+    for (const [k, p] of this.models) {
+      const ms = k === keep ? undefined : await p.catch(() => undefined);
+      if (ms) entries.push([k, ms]);
+    }
+    entries.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    // A model in use stays, even if that leaves more than `limit` loaded for a while.
+    for (let i = entries.length - 1; i >= 0; i--) if (entries[i]![1].users > 0) entries.splice(i, 1);
+    while (this.models.size > limit && entries.length) {
+      const [k, ms] = entries.shift()!;
+      this.models.delete(k);
+      this.ready.delete(k);
+      await ms.release();
+      this.notify();
+    }
+  }
+
+  /** Frees models unused for idleUnloadMs; returns how many. */
+  async unloadIdle(now = Date.now()): Promise<number> {
+    const idle = this.settings.idleUnloadMs;
+    if (!idle) return 0;
+    let freed = 0;
+    for (const [k, p] of [...this.models]) {
+      const ms = await p.catch(() => undefined);
+      if (ms && ms.users === 0 && now - ms.lastUsed >= idle) {
+        this.models.delete(k);
+        this.ready.delete(k);
+        await ms.release();
+        freed++;
+      }
+    }
+    if (freed) this.notify();
+    return freed;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.models.values()) {
+      const ms = await p.catch(() => undefined);
+      await ms?.release();
+    }
+    this.models.clear();
+    this.ready.clear();
+    this.notify();
+  }
+}

@@ -1,0 +1,17 @@
+// The engine's operations by name. Adding one: a file in this folder exporting an EngineOp, and its entry here.
+import { generate } from './generate.ts';
+import { load } from './load.ts';
+import type { EngineOp } from './types.ts';
+
+export const OPS = { generate, load } as const;
+
+export type Ops = typeof OPS;
+export type OpName = keyof Ops;
+export type OpInput<N extends OpName> = Ops[N] extends EngineOp<infer I, infer _O> ? I : never;
+export type OpOutput<N extends OpName> = Ops[N] extends EngineOp<infer _I, infer O> ? O : never;
+
+export function isOpName(name: string): name is OpName {
+  return Object.hasOwn(OPS, name);
+}
+
+export type { EngineOp, OpContext } from './types.ts';

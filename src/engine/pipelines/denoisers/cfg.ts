@@ -1,0 +1,77 @@
+// Classifier-free guidance around the diffusion network: prediction = uncond + cfg * (cond - uncond), on the
+// network's raw predictions (as diffusers does), batched in bounded sub-batches. The result is a k-diffusion
+// denoiser built by the model's family (eps / v prediction).
+import type { DiffusionExtras } from '../../families/types.ts';
+import { runSession, type Feed } from '../../runtime.ts';
+import type { Denoiser, ModelSchedule, TimestepMode } from '../../samplers/index.ts';
+import type { BatchConditioning } from '../conditioning.ts';
+import type { ModelSessions } from '../model-sessions.ts';
+
+/** How many images share one network call (x2 for CFG); larger batches are split so memory stays bounded. */
+const MAX_NET_BATCH_IMAGES = 4;
+
+export interface GuidanceSettings {
+  cfgScale: number;
+  /** Images in the batch; the conditioning holds 2 x count rows. */
+  count: number;
+  /** Latent shape of one image [C, h, w]. */
+  shape: [number, number, number];
+  schedule: ModelSchedule;
+  timestepMode: TimestepMode;
+  extras: DiffusionExtras;
+}
+
+export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: GuidanceSettings): Denoiser {
+  const { count, shape } = s;
+  const feeds = ms.family.diffusion;
+  const per = shape[0] * shape[1] * shape[2];
+  const [, tokens, dim] = cond.hidden.shape as [number, number, number];
+  // As diffusers: guidance only above 1. Distilled models (SDXL Turbo/Lightning, LCM) run with cfg 0 or 1 and
+  // then need no negative batch at all, which halves the network's work.
+  const useCfg = s.cfgScale > 1;
+  // The conditioning of each sub-batch is the same at every step: gather it once.
+  const subBatches: { start: number; n: number; rows: number[]; condition: Record<string, Feed> }[] = [];
+  for (let start = 0; start < count; start += MAX_NET_BATCH_IMAGES) {
+    const n = Math.min(MAX_NET_BATCH_IMAGES, count - start);
+    const imgs = Array.from({ length: n }, (_, i) => start + i);
+    // Rows of the conditioning batch: negatives are 0..count-1, positives count..2count-1.
+    const rows = useCfg ? [...imgs, ...imgs.map((i) => i + count)] : imgs.map((i) => i + count);
+    const hidden = new Float32Array(rows.length * tokens * dim);
+    rows.forEach((r, j) => hidden.set(cond.hidden.data.subarray(r * tokens * dim, (r + 1) * tokens * dim), j * tokens * dim));
+    let pooled;
+    if (cond.pooled) {
+      const pdim = cond.pooled.shape[1]!;
+      const data = new Float32Array(rows.length * pdim);
+      rows.forEach((r, j) => data.set(cond.pooled!.data.subarray(r * pdim, (r + 1) * pdim), j * pdim));
+      pooled = { shape: [rows.length, pdim], data };
+    }
+    const condition = feeds.conditionFeeds(
+      { hidden: { shape: [rows.length, tokens, dim], data: hidden }, pooled, negative: rows.map((r) => r < count) },
+      s.extras,
+    );
+    subBatches.push({ start, n, rows, condition });
+  }
+  const network = async (xScaled: Float32Array, timestep: number, sigma: number): Promise<Float32Array> => {
+    const session = await ms.unet();
+    const out = new Float32Array(xScaled.length);
+    for (const { start, n, rows, condition } of subBatches) {
+      const batch = rows.length;
+      const sample = new Float32Array(batch * per);
+      rows.forEach((r, j) => sample.set(xScaled.subarray((r % count) * per, ((r % count) + 1) * per), j * per));
+      const result = await runSession(session, feeds.stepFeeds({ shape: [batch, ...shape], data: sample }, { timestep, sigma }, condition));
+      const pred = result[feeds.output]!.data;
+      for (let i = 0; i < n; i++) {
+        const target = out.subarray((start + i) * per, (start + i + 1) * per);
+        if (!useCfg) {
+          target.set(pred.subarray(i * per, (i + 1) * per));
+          continue;
+        }
+        const u = pred.subarray(i * per, (i + 1) * per);
+        const c = pred.subarray((n + i) * per, (n + i + 1) * per);
+        for (let k = 0; k < per; k++) target[k] = u[k]! + s.cfgScale * (c[k]! - u[k]!);
+      }
+    }
+    return out;
+  };
+  return ms.family.denoiser(network, { prediction: ms.model.prediction, schedule: s.schedule, timestep: s.timestepMode });
+}

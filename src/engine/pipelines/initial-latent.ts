@@ -1,0 +1,77 @@
+// Stage 2, the initial latent: seeded noise at the first sigma (txt2img), or the VAE-encoded init image noised
+// to the sigma where its shortened schedule starts (img2img).
+import type { GenerateRequest } from '../api.ts';
+import { imageToTensor, resizeImage } from '../image.ts';
+import { createNoise, type BatchNoise } from '../rng.ts';
+import { runSession } from '../runtime.ts';
+import { addNoise, img2imgSigmasDiffusers, type SamplingPlan } from '../samplers/index.ts';
+import type { Tensor } from '../tensor.ts';
+import type { ImageBatch } from './batch.ts';
+import type { ModelSessions } from './model-sessions.ts';
+import type { NoiseOverrides } from './overrides.ts';
+
+export interface InitialLatent {
+  /** [B, C, h, w] at sigmas[0]. */
+  x: Float32Array;
+  /** The sigmas the first pass walks from x. */
+  sigmas: number[];
+}
+
+/** The batch's noise generator(s): initial noise of every image, then fresh draws for the sampler. */
+export function batchNoise(req: GenerateRequest, batch: ImageBatch, shape: [number, number, number], latentFactor: number): BatchNoise {
+  const resize = req.seedResizeFrom;
+  return createNoise({
+    seeds: batch.seeds,
+    subseeds: batch.subseeds,
+    subseedStrength: batch.subseedStrength,
+    resizeFrom: resize && resize.width && resize.height ? resize : undefined,
+    latentFactor,
+    shape,
+    source: req.rng ?? 'cpu',
+  });
+}
+
+export async function initialLatent(
+  ms: ModelSessions,
+  req: GenerateRequest,
+  plan: SamplingPlan,
+  noise: BatchNoise,
+  count: number,
+  overrides: NoiseOverrides,
+): Promise<InitialLatent> {
+  const initialNoise = overrides.initialNoise ?? noise.initial;
+  if (req.init) {
+    const sigmas = img2imgSigmasDiffusers(plan.sigmas, req.init.strength);
+    const pixels = overrides.initImagePixels ?? imageToTensor(await resizeImage(req.init.image, req.width, req.height));
+    const initLatent = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next());
+    return { x: sigmas.length > 1 ? addNoise(initLatent, initialNoise, sigmas[0]!) : initLatent, sigmas };
+  }
+  const x = new Float32Array(initialNoise.length);
+  const scale = initialNoiseScale(plan);
+  for (let i = 0; i < x.length; i++) x[i] = initialNoise[i]! * scale;
+  return { x, sigmas: plan.sigmas };
+}
+
+/**
+ * diffusers starts every scheduler on "leading" timesteps (our DDIM schedule) from sqrt(sigma0^2 + 1) times
+ * unit noise rather than sigma0; keep that so a seed gives diffusers' image with that schedule too.
+ */
+function initialNoiseScale(plan: SamplingPlan): number {
+  const s0 = plan.sigmas[0]!;
+  return plan.schedule === 'ddim' ? Math.sqrt(s0 * s0 + 1) : plan.initialNoiseScale;
+}
+
+/** img2img: VAE-encode the init image and sample its latent distribution, scaled into latent space. */
+async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array): Promise<Float32Array> {
+  const encoder = await ms.vaeEncoder();
+  const { mean, logvar } = await runSession(encoder, { image: pixels });
+  const per = mean!.data.length;
+  const out = new Float32Array(count * per);
+  const scale = ms.scalingFactor;
+  for (let i = 0; i < count; i++)
+    for (let k = 0; k < per; k++) {
+      const std = Math.exp(0.5 * logvar!.data[k]!);
+      out[i * per + k] = scale * (mean!.data[k]! + std * sampleNoise[i * per + k]!);
+    }
+  return out;
+}

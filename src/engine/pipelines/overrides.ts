@@ -1,0 +1,14 @@
+// Test and advanced hooks of a generation, for in-process callers only (they never cross the worker protocol).
+import type { Tensor } from '../tensor.ts';
+
+/** Fixed noise instead of the seeded generator (reference comparisons), and a look at the final latents. */
+export interface NoiseOverrides {
+  /** Unit noise [B,C,h,w] for the initial latent (txt2img) or the img2img add-noise. */
+  initialNoise?: Float32Array;
+  /** img2img: unit noise for sampling the VAE's latent distribution. */
+  vaeSampleNoise?: Float32Array;
+  /** img2img: the init image as float pixels [1,3,H,W] in [-1,1] instead of req.init's 8-bit data. */
+  initImagePixels?: Tensor;
+  /** Receives the final latents (before decode) for comparisons. */
+  onFinalLatents?: (latents: Tensor) => void;
+}
