@@ -54,7 +54,7 @@ class Mt19937 {
     const st = this.state;
     st[0] = seed32 >>> 0;
     for (let i = 1; i < 624; i++) {
-      const prev = st[i - 1] ^ (st[i - 1] >>> 30);
+      const prev = st[i - 1]! ^ (st[i - 1]! >>> 30);
       st[i] = (Math.imul(1812433253, prev) + i) >>> 0;
     }
   }
@@ -62,8 +62,8 @@ class Mt19937 {
   private twist(): void {
     const st = this.state;
     for (let i = 0; i < 624; i++) {
-      const y = (st[i] & 0x80000000) | (st[(i + 1) % 624] & 0x7fffffff);
-      let v = st[(i + 397) % 624] ^ (y >>> 1);
+      const y = (st[i]! & 0x80000000) | (st[(i + 1) % 624]! & 0x7fffffff);
+      let v = st[(i + 397) % 624]! ^ (y >>> 1);
       if (y & 1) v ^= 0x9908b0df;
       st[i] = v >>> 0;
     }
@@ -72,7 +72,7 @@ class Mt19937 {
 
   next32(): number {
     if (this.index >= 624) this.twist();
-    let y = this.state[this.index++];
+    let y = this.state[this.index++]!;
     y ^= y >>> 11;
     y ^= (y << 7) & 0x9d2c5680;
     y ^= (y << 15) & 0xefc60000;
@@ -143,8 +143,8 @@ class TorchCpuRng implements Rng {
 
 function normalFill16(data: Float32Array, at: number): void {
   for (let j = 0; j < 8; j++) {
-    const u1 = f(1 - data[at + j]);
-    const u2 = data[at + j + 8];
+    const u1 = f(1 - data[at + j]!);
+    const u2 = data[at + j + 8]!;
     const radius = f(Math.sqrt(f(-2 * f(Math.log(u1)))));
     const theta = f(TWO_PI_F32 * u2);
     data[at + j] = radius * f(Math.cos(theta));
@@ -302,10 +302,10 @@ export function createNoise(req: NoiseRequest): BatchNoise {
   let generators = req.seeds.map((s) => createRng(source, s));
   const initial = new Float32Array(req.seeds.length * per);
   req.seeds.forEach((seed, i) => {
-    const gen = generators[i];
+    const gen = generators[i]!;
     let noise = resized ? createRng(source, seed).randn(c * noiseH * noiseW) : gen.randn(per);
     if (strength !== 0 && req.subseeds) {
-      const subseed = i < req.subseeds.length ? req.subseeds[i] : 0;
+      const subseed = req.subseeds[i] ?? 0;
       const sub = createRng(source, subseed).randn(c * noiseH * noiseW);
       noise = slerpA1111(strength, noise, sub, [c, noiseH, noiseW]);
     }
@@ -347,9 +347,9 @@ export function slerpA1111(val: number, low: Float32Array, high: Float32Array, s
       let d = 0;
       for (let hi = 0; hi < h; hi++) {
         const k = (ci * h + hi) * w + wi;
-        nl += low[k] * low[k];
-        nh += high[k] * high[k];
-        d += low[k] * high[k];
+        nl += low[k]! * low[k]!;
+        nh += high[k]! * high[k]!;
+        d += low[k]! * high[k]!;
       }
       const dot = d / (Math.sqrt(nl) * Math.sqrt(nh));
       dots[ci * w + wi] = dot;
@@ -358,18 +358,18 @@ export function slerpA1111(val: number, low: Float32Array, high: Float32Array, s
   }
   const out = new Float32Array(low.length);
   if (dotSum / dots.length > 0.9995) {
-    for (let k = 0; k < out.length; k++) out[k] = low[k] * val + high[k] * (1 - val);
+    for (let k = 0; k < out.length; k++) out[k] = low[k]! * val + high[k]! * (1 - val);
     return out;
   }
   for (let ci = 0; ci < c; ci++) {
     for (let wi = 0; wi < w; wi++) {
-      const omega = Math.acos(dots[ci * w + wi]);
+      const omega = Math.acos(dots[ci * w + wi]!);
       const so = Math.sin(omega);
       const a = Math.sin((1 - val) * omega) / so;
       const b = Math.sin(val * omega) / so;
       for (let hi = 0; hi < h; hi++) {
         const k = (ci * h + hi) * w + wi;
-        out[k] = a * low[k] + b * high[k];
+        out[k] = a * low[k]! + b * high[k]!;
       }
     }
   }
@@ -395,7 +395,7 @@ function pasteCentred(
   for (let ci = 0; ci < c; ci++) {
     for (let y = 0; y < ch; y++) {
       for (let x = 0; x < cw; x++) {
-        dst[(ci * h + ty + y) * w + tx + x] = src[(ci * sh + sy + y) * sw + sx + x];
+        dst[(ci * h + ty + y) * w + tx + x] = src[(ci * sh + sy + y) * sw + sx + x]!;
       }
     }
   }

@@ -33,7 +33,7 @@ export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
   const auth = headers.authorization;
   if (typeof auth !== 'string' || auth.length === 0) return undefined;
   const m = /^Bearer\s+(.+)$/i.exec(auth);
-  if (m) return m[1].trim();
+  if (m) return m[1]!.trim();
   return /^Basic\s/i.test(auth) ? undefined : auth.trim();
 }
 

@@ -129,7 +129,7 @@ export function parseFlags(argv: readonly string[]): { flags: Record<string, str
   const rest: string[] = [];
   const booleans = new Set(['insecure', 'offline', 'metrics-public', 'help']);
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    const a = argv[i]!;
     if (!a.startsWith('--')) {
       rest.push(a);
       continue;
@@ -138,8 +138,8 @@ export function parseFlags(argv: readonly string[]): { flags: Record<string, str
     const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
     let value: string | boolean;
     if (eq > 0) value = a.slice(eq + 1);
-    else if (booleans.has(name) || i + 1 >= argv.length || argv[i + 1].startsWith('--')) value = true;
-    else value = argv[++i];
+    else if (booleans.has(name) || i + 1 >= argv.length || argv[i + 1]!.startsWith('--')) value = true;
+    else value = argv[++i]!;
     const prev = flags[name];
     flags[name] = prev === undefined ? value : ([] as string[]).concat(prev as string, String(value));
   }
@@ -159,7 +159,7 @@ function setPath(obj: Record<string, unknown>, path: string, value: unknown): vo
   const parts = path.split('.');
   let cur = obj;
   for (const part of parts.slice(0, -1)) cur = (cur[part] ??= {}) as Record<string, unknown>;
-  cur[parts[parts.length - 1]] = value;
+  cur[parts[parts.length - 1]!] = value;
 }
 
 function coerce(opt: OptionSpec, raw: unknown, where: string, cwd: string, fromUser: boolean): unknown {

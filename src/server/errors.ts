@@ -51,7 +51,7 @@ function describe(e: ErrorObject): string {
 export function validationError(errors: ErrorObject[], context?: string): HttpError {
   // anyOf failures report each branch first; the branch errors are less useful than "wrong type" on the field.
   const anyOf = errors.find((e) => e.keyword === 'anyOf');
-  const e = anyOf ?? errors[0];
+  const e = anyOf ?? errors[0]!;
   const field = fieldOf(e, context);
   return new HttpError(400, 'invalid_request', `${field}: ${describe(e)}`, field);
 }

@@ -21,7 +21,7 @@ export class Metrics {
       this.sum += s;
       this.count++;
       BUCKETS.forEach((b, i) => {
-        if (s <= b) this.counts[i]++;
+        if (s <= b) this.counts[i]!++;
       });
       const sps = queue.stats.lastStepsPerSecond;
       if (sps !== undefined) this.lastStepsPerSecond = sps;

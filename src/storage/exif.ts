@@ -12,8 +12,8 @@ function utf16be(text: string): Buffer {
   const le = Buffer.from(text, 'utf16le');
   for (let i = 0; i + 1 < le.length; i += 2) {
     const t = le[i];
-    le[i] = le[i + 1];
-    le[i + 1] = t;
+    le[i] = le[i + 1]!;
+    le[i + 1] = t!;
   }
   return le;
 }
@@ -74,7 +74,7 @@ export function readUserComment(exif: Uint8Array): string | undefined {
   const prefix = buf.toString('latin1', at, at + 8);
   const body = Buffer.from(buf.subarray(at + 8, at + count));
   if (prefix === 'UNICODE\0') {
-    if (be) for (let i = 0; i + 1 < body.length; i += 2) [body[i], body[i + 1]] = [body[i + 1], body[i]];
+    if (be) for (let i = 0; i + 1 < body.length; i += 2) [body[i], body[i + 1]] = [body[i + 1]!, body[i]!];
     return body.toString('utf16le');
   }
   return body.toString(prefix.startsWith('ASCII') ? 'latin1' : 'utf8').replace(/\0+$/, '');
@@ -112,7 +112,7 @@ export function insertWebpExif(webp: Uint8Array, tiff: Buffer, width: number, he
   let chunks = buf.subarray(12);
   if (chunks.toString('latin1', 0, 4) === 'VP8X') {
     const flags = Buffer.from(chunks);
-    flags[8] |= 0x08;
+    flags[8]! |= 0x08;
     chunks = flags;
   } else {
     const vp8x = Buffer.alloc(10);

@@ -15,7 +15,7 @@ function compare(got: Float32Array, ref: Float32Array, name: string): number {
   assert.equal(got.length, ref.length, name);
   let exact = 0;
   for (let i = 0; i < ref.length; i++) {
-    const d = Math.abs(got[i] - ref[i]);
+    const d = Math.abs(got[i]! - ref[i]!);
     if (d === 0) exact++;
     else assert.ok(d <= ATOL, `${name}[${i}]: got ${got[i]}, want ${ref[i]}`);
   }
@@ -45,7 +45,7 @@ for (const c of json.philox) {
 test('philox check value from the A1111 notes', () => {
   const row = createRng('philox', 0).randn(12).slice(0, 4);
   const want = [-0.92466259, -0.42534415, -2.6438457, 0.14518388];
-  row.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-6, `${v} vs ${want[i]}`));
+  row.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-6, `${v} vs ${want[i]}`));
 });
 
 test('seeds above 2^32: cpu uses the low 32 bits (as torch mt19937), philox uses all 64', () => {
@@ -110,7 +110,7 @@ test('createNoise: subseed strength 0 ignores the subseed, 1 gives the subseed n
   assert.deepEqual(n0, createRng('cpu', 3).randn(256));
   const n1 = createNoise({ ...base, subseedStrength: 1 }).initial;
   const sub = createRng('cpu', 99).randn(256);
-  n1.forEach((v, i) => assert.ok(Math.abs(v - sub[i]) < 1e-5));
+  n1.forEach((v, i) => assert.ok(Math.abs(v - sub[i]!) < 1e-5));
   const half = createNoise({ ...base, subseedStrength: 0.5 }).initial;
   // Spherical: the interpolated noise keeps about unit variance (a linear mix would shrink it to ~0.5).
   const variance = half.reduce((s, v) => s + v * v, 0) / half.length;

@@ -16,7 +16,7 @@ test('a blocking engine in the worker thread leaves the main thread free; result
   const engine = new ThreadedEngine(FAKE);
   try {
     const lists = await engine.start();
-    assert.equal((lists.samplers as Array<{ name: string }>)[0].name, 'Euler');
+    assert.equal((lists.samplers as Array<{ name: string }>)[0]!.name, 'Euler');
     let progress = 0;
     const gen = engine.generate(request('a', 10), { onProgress: () => progress++ });
     // While the worker busy-waits for ~300 ms, main-thread timers must keep firing on time.
@@ -29,8 +29,8 @@ test('a blocking engine in the worker thread leaves the main thread free; result
     const result = await gen;
     assert.ok(Math.max(...lags) < 25, `main thread stalled ${Math.max(...lags).toFixed(1)} ms`);
     assert.equal(progress, 11);
-    assert.equal(result.images[0].seed, 5);
-    assert.equal(result.images[0].image.data.length, 64 * 64 * 3);
+    assert.equal(result.images[0]!.seed, 5);
+    assert.equal(result.images[0]!.image.data.length, 64 * 64 * 3);
   } finally {
     await engine.close();
     delete process.env.KILN_FAKE_BLOCKING;

@@ -70,7 +70,7 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
           const seed = (req.seed ?? 0) + images.length;
           const data = new Uint8Array(req.width * req.height * 3);
           for (let j = 0; j < data.length; j++) data[j] = (seed + j) % 251;
-          const negativePrompt = negs.length === 1 ? negs[0] : negs[p];
+          const negativePrompt = (negs.length === 1 ? negs[0] : negs[p]) ?? '';
           images.push({
             image: { data, width: req.width, height: req.height, channels: 3 },
             seed,

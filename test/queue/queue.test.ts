@@ -21,7 +21,7 @@ test('a job runs to success; images are stored with metadata and the seeds used'
     assert.equal(done?.owner, 'alice');
     assert.deepEqual(done?.result?.images.map((i) => i.seed), [100, 101, 102, 103]);
     assert.deepEqual(done?.result?.images.map((i) => i.prompt), ['a', 'a', 'b', 'b']);
-    const file = await storage.read(done!.result!.images[2].name);
+    const file = await storage.read(done!.result!.images[2]!.name);
     assert.ok(file);
     assert.match((await readInfotext(file!))!, /Seed: 102/);
   } finally {
@@ -38,7 +38,7 @@ test('jobs run one at a time, in submission order, with progress events', async 
     const events: JobEvent[] = [];
     const off = q.events('*', (e) => events.push(e));
     const jobs = [await q.submit(spec()), await q.submit(spec()), await q.submit(spec())];
-    assert.equal(await q.position((await q.get(jobs[2].id))!), 2);
+    assert.equal(await q.position((await q.get(jobs[2]!.id))!), 2);
     await q.start();
     for (const j of jobs) assert.equal((await q.waitFor(j.id, 5000))?.state, 'succeeded');
     off();
@@ -52,7 +52,7 @@ test('jobs run one at a time, in submission order, with progress events', async 
     }
     assert.equal(maxRunning, 1);
     assert.deepEqual(starts, jobs.map((j) => j.id));
-    const steps = events.filter((e) => e.type === 'progress' && e.job.id === jobs[0].id && e.phase === 'sampling');
+    const steps = events.filter((e) => e.type === 'progress' && e.job.id === jobs[0]!.id && e.phase === 'sampling');
     assert.equal(steps.length, 3);
   } finally {
     await q.stop();
@@ -205,7 +205,7 @@ test('cleanup removes expired finished jobs and their files, and keeps recent on
     await q.start();
     const old = await q.submit(spec());
     const oldDone = await q.waitFor(old.id, 3000);
-    const name = oldDone!.result!.images[0].name;
+    const name = oldDone!.result!.images[0]!.name;
     assert.ok(await storage.exists(name));
     now += 120_000;
     const fresh = await q.submit(spec());

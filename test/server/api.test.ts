@@ -11,7 +11,7 @@ function parseSse(text: string): Array<{ event: string; data: any }> {
     .split('\n\n')
     .filter((b) => b.startsWith('event:'))
     .map((block) => {
-      const [e, d] = block.split('\n');
+      const [e = '', d = ''] = block.split('\n');
       return { event: e.slice(7), data: JSON.parse(d.slice(6)) };
     });
 }
@@ -27,10 +27,10 @@ test('submit -> SSE progress on every step -> result with images, seeds and embe
     const sse = await s.app.inject({ method: 'GET', url: links.events });
     assert.equal(sse.headers['content-type'], 'text/event-stream; charset=utf-8');
     const events = parseSse(sse.body);
-    assert.equal(events[0].event, 'state');
+    assert.equal(events[0]!.event, 'state');
     const sampling = events.filter((e) => e.event === 'progress' && e.data.phase === 'sampling');
     assert.deepEqual(sampling.map((e) => e.data.step), [1, 2, 3, 4, 5, 6]);
-    const last = events[events.length - 1];
+    const last = events[events.length - 1]!;
     assert.equal(last.event, 'succeeded');
     assert.equal(last.data.images.length, 2);
     const png = Buffer.from(last.data.images[1].base64, 'base64');

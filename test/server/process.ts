@@ -28,7 +28,7 @@ export async function spawnServer(args: string[], env: Record<string, string> = 
       const m = /listening on (http\S+?) /.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve(m[1]!);
       }
     };
     child.stderr!.on('data', check);

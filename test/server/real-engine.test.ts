@@ -37,7 +37,7 @@ test('real engine: ready after loading, submit -> SSE progress -> PNG with param
     const sub = await app.inject({ method: 'POST', url: '/v1/jobs', payload: job });
     assert.equal(sub.statusCode, 202);
     const sse = (await app.inject(`/v1/jobs/${sub.json().id}/events`)).body;
-    const sampling = [...sse.matchAll(/event: progress\ndata: (.*)\n/g)].map((m) => JSON.parse(m[1])).filter((e) => e.phase === 'sampling');
+    const sampling = [...sse.matchAll(/event: progress\ndata: (.*)\n/g)].map((m) => JSON.parse(m[1]!)).filter((e) => e.phase === 'sampling');
     assert.ok(sampling.length >= 4, `got ${sampling.length} sampling events`);
     assert.ok(sse.includes('event: succeeded'));
     const done = (await app.inject(`/v1/jobs/${sub.json().id}`)).json();
@@ -81,8 +81,8 @@ test('real engine: cancel mid-run stops within a step; /health p99 < 50 ms durin
       times.push(performance.now() - t0);
     }
     times.sort((x, y) => x - y);
-    const p99 = times[98];
-    console.log(`# real engine: /health during generation p50 ${times[49].toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`);
+    const p99 = times[98]!;
+    console.log(`# real engine: /health during generation p50 ${times[49]!.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`);
     assert.ok(p99 < 50, `p99 ${p99.toFixed(1)} ms`);
     const before = (await json(`${url}/v1/jobs/${id}`)).body;
     assert.equal(before.state, 'running');

@@ -13,7 +13,7 @@ const ENV = { KILN_ENGINE_MODULE: FAKE_ENGINE_MODULE, KILN_FAKE_BLOCKING: '1' };
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 test('/health answers in under 50 ms (p99 of 100 calls) while a blocking generation runs', async () => {
@@ -68,14 +68,14 @@ test('SSE over a socket streams progress as it happens', async () => {
       while ((i = buf.indexOf('\n\n')) >= 0) {
         const block = buf.slice(0, i);
         buf = buf.slice(i + 2);
-        if (block.startsWith('event:')) arrivals.push({ event: block.split('\n')[0].slice(7), at: Date.now() });
+        if (block.startsWith('event:')) arrivals.push({ event: block.split('\n')[0]!.slice(7), at: Date.now() });
       }
     }
     const progress = arrivals.filter((a) => a.event === 'progress');
     assert.ok(progress.length >= 10);
-    assert.equal(arrivals[arrivals.length - 1].event, 'succeeded');
+    assert.equal(arrivals[arrivals.length - 1]!.event, 'succeeded');
     // Progress frames arrive spread over the run, not all at the end.
-    assert.ok(progress[progress.length - 1].at - progress[0].at >= 150, 'progress was not streamed live');
+    assert.ok(progress[progress.length - 1]!.at - progress[0]!.at >= 150, 'progress was not streamed live');
   } finally {
     s.child.kill('SIGKILL');
     await s.exited;

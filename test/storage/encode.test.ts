@@ -44,7 +44,7 @@ test('PNG with non-Latin-1 text uses iTXt and round-trips', async () => {
 test('a corrupted text chunk CRC is detected', async () => {
   const png = Buffer.from(addPngText(await encodeImage(gradient(8, 8, 3), { format: 'png' }), 'parameters', 'x'));
   const at = png.indexOf(Buffer.from('tEXt'));
-  png[at + 6] ^= 0xff;
+  png[at + 6]! ^= 0xff;
   assert.throws(() => readPngText(png), /bad CRC/);
 });
 

@@ -55,7 +55,7 @@ export function parsePromptAttention(prompt: string, field = 'prompt'): Attentio
   const roundBrackets: number[] = [];
   const squareBrackets: number[] = [];
   const multiplyRange = (start: number, multiplier: number) => {
-    for (let p = start; p < res.length; p++) res[p].weight *= multiplier;
+    for (let p = start; p < res.length; p++) res[p]!.weight *= multiplier;
   };
 
   for (const m of prompt.matchAll(ATTENTION_TOKEN)) {
@@ -90,8 +90,8 @@ export function parsePromptAttention(prompt: string, field = 'prompt'): Attentio
   if (res.length === 0) res.push({ text: '', weight: 1.0 });
 
   for (let i = 0; i + 1 < res.length; ) {
-    if (res[i].weight === res[i + 1].weight) {
-      res[i].text += res[i + 1].text;
+    if (res[i]!.weight === res[i + 1]!.weight) {
+      res[i]!.text += res[i + 1]!.text;
       res.splice(i + 1, 1);
     } else {
       i++;

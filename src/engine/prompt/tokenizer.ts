@@ -306,14 +306,14 @@ export class ClipTokenizer {
         }
       }
       if (bestRank === Infinity) break;
-      const [first, second] = best.split(' ');
+      const [first, second] = best.split(' ') as [string, string];
       const merged: string[] = [];
       for (let k = 0; k < symbols.length; ) {
         if (k + 1 < symbols.length && symbols[k] === first && symbols[k + 1] === second) {
           merged.push(first + second);
           k += 2;
         } else {
-          merged.push(symbols[k]);
+          merged.push(symbols[k]!);
           k += 1;
         }
       }

@@ -7,7 +7,7 @@ import type { EmphasisMode } from './chunks.ts';
 
 function mean(data: Float32Array): number {
   let sum = 0;
-  for (let i = 0; i < data.length; i++) sum += data[i];
+  for (let i = 0; i < data.length; i++) sum += data[i]!;
   return Math.fround(sum / data.length);
 }
 
@@ -22,20 +22,20 @@ function mean(data: Float32Array): number {
 export function applyEmphasis(z: Tensor, weights: ArrayLike<number>, mode: EmphasisMode = 'original'): Tensor {
   if (mode === 'ignore' || mode === 'none') return z;
   if (z.shape.length < 2) throw new Error(`applyEmphasis: hidden states must be [..., tokens, dim], got [${z.shape}]`);
-  const dim = z.shape[z.shape.length - 1];
-  const tokens = z.shape[z.shape.length - 2];
+  const dim = z.shape[z.shape.length - 1]!;
+  const tokens = z.shape[z.shape.length - 2]!;
   const rows = numel(z.shape) / dim;
   if (weights.length !== tokens && weights.length !== rows) {
     throw new Error(`applyEmphasis: ${weights.length} weights for hidden states [${z.shape}] (need ${tokens} or ${rows})`);
   }
   const out = new Float32Array(z.data.length);
   for (let r = 0; r < rows; r++) {
-    const w = Math.fround(weights[weights.length === rows ? r : r % tokens]);
-    for (let k = r * dim; k < (r + 1) * dim; k++) out[k] = z.data[k] * w;
+    const w = Math.fround(weights[weights.length === rows ? r : r % tokens]!);
+    for (let k = r * dim; k < (r + 1) * dim; k++) out[k] = z.data[k]! * w;
   }
   if (mode === 'original') {
     const ratio = Math.fround(mean(z.data) / mean(out));
-    for (let k = 0; k < out.length; k++) out[k] *= ratio;
+    for (let k = 0; k < out.length; k++) out[k]! *= ratio;
   }
   return { shape: [...z.shape], data: out };
 }
@@ -43,10 +43,10 @@ export function applyEmphasis(z: Tensor, weights: ArrayLike<number>, mode: Empha
 /** Concatenates chunk outputs [..., T_i, D] along the token axis into [..., sum T_i, D]. */
 export function concatChunks(chunks: readonly Tensor[]): Tensor {
   if (chunks.length === 0) throw new Error('concatChunks: no chunks');
-  const first = chunks[0].shape;
+  const first = chunks[0]!.shape;
   if (first.length < 2) throw new Error(`concatChunks: chunk outputs must be [..., tokens, dim], got [${first}]`);
   const lead = first.slice(0, -2);
-  const dim = first[first.length - 1];
+  const dim = first[first.length - 1]!;
   for (const c of chunks) {
     const s = c.shape;
     if (s.length !== first.length || s[s.length - 1] !== dim || s.slice(0, -2).some((d, i) => d !== lead[i])) {
@@ -54,12 +54,12 @@ export function concatChunks(chunks: readonly Tensor[]): Tensor {
     }
   }
   const outer = numel(lead);
-  const totalTokens = chunks.reduce((n, c) => n + c.shape[c.shape.length - 2], 0);
+  const totalTokens = chunks.reduce((n, c) => n + c.shape[c.shape.length - 2]!, 0);
   const out = new Float32Array(outer * totalTokens * dim);
   let offset = 0;
   for (let o = 0; o < outer; o++) {
     for (const c of chunks) {
-      const block = c.shape[c.shape.length - 2] * dim;
+      const block = c.shape[c.shape.length - 2]! * dim;
       out.set(c.data.subarray(o * block, (o + 1) * block), offset);
       offset += block;
     }
@@ -79,7 +79,7 @@ export async function encodeWeightedChunks(
 ): Promise<Tensor> {
   const outputs: Tensor[] = [];
   for (let i = 0; i < chunks.ids.length; i++) {
-    outputs.push(applyEmphasis(await encodeChunk(chunks.ids[i], i), chunks.weights[i], mode));
+    outputs.push(applyEmphasis(await encodeChunk(chunks.ids[i]!, i), chunks.weights[i]!, mode));
   }
   return concatChunks(outputs);
 }

@@ -31,17 +31,17 @@ export function makeDenoiser(modelFn: ModelFn, opts: DenoiserOptions): Denoiser 
     if (mode === 'round') t = Math.round(t);
     const cIn = 1 / Math.sqrt(sigma * sigma + 1);
     const scaled = new Float32Array(x.length);
-    for (let i = 0; i < x.length; i++) scaled[i] = x[i] * cIn;
+    for (let i = 0; i < x.length; i++) scaled[i] = x[i]! * cIn;
     const out = await modelFn(scaled, t, sigma);
     if (out.length !== x.length) throw new Error(`model returned ${out.length} values for ${x.length} inputs`);
     const x0 = new Float32Array(x.length);
     if (opts.prediction === 'epsilon') {
-      for (let i = 0; i < x.length; i++) x0[i] = x[i] - sigma * out[i];
+      for (let i = 0; i < x.length; i++) x0[i] = x[i]! - sigma * out[i]!;
     } else if (opts.prediction === 'v_prediction') {
       // k-diffusion CompVisVDenoiser with sigma_data = 1.
       const cSkip = 1 / (sigma * sigma + 1);
       const cOut = -sigma * cIn;
-      for (let i = 0; i < x.length; i++) x0[i] = cSkip * x[i] + cOut * out[i];
+      for (let i = 0; i < x.length; i++) x0[i] = cSkip * x[i]! + cOut * out[i]!;
     } else {
       x0.set(out);
     }

@@ -57,7 +57,7 @@ class Solver {
 
 function range(sigmas: readonly number[]): { sigmaMax: number; sigmaMin: number } {
   const positive = sigmas.filter((s) => s > 0);
-  return { sigmaMax: positive[0], sigmaMin: positive[positive.length - 1] };
+  return { sigmaMax: positive[0]!, sigmaMin: positive[positive.length - 1]! };
 }
 
 /** Ancestral split of [t, tNext] for eta > 0 (k-diffusion): returns the deterministic target and the noise amount. */
@@ -81,10 +81,10 @@ export const dpmFast: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const orders = nfe % 3 === 0 ? [...Array(m - 2).fill(3), 2, 1] : [...Array(m - 1).fill(3), nfe % 3];
   for (let i = 0; i < orders.length; i++) {
     const cache: EpsCache = new Map();
-    const { tTarget, su } = etaSplit(ts[i], ts[i + 1], tEnd, eta);
-    if (orders[i] === 1) x = await solver.step1(x, ts[i], tTarget, cache);
-    else if (orders[i] === 2) x = await solver.step2(x, ts[i], tTarget, cache);
-    else x = await solver.step3(x, ts[i], tTarget, cache);
+    const { tTarget, su } = etaSplit(ts[i]!, ts[i + 1]!, tEnd, eta);
+    if (orders[i] === 1) x = await solver.step1(x, ts[i]!, tTarget, cache);
+    else if (orders[i] === 2) x = await solver.step2(x, ts[i]!, tTarget, cache);
+    else x = await solver.step3(x, ts[i]!, tTarget, cache);
     if (su > 0) x = lincomb([1, x], [su * sNoise, ctx.noise()]);
   }
   return x;
@@ -104,11 +104,11 @@ class PidController {
     const inv = 1 / (error + 1e-8);
     if (this.errs.length === 0) this.errs = [inv, inv, inv];
     this.errs[0] = inv;
-    let factor = this.errs[0] ** this.b1 * this.errs[1] ** this.b2 * this.errs[2] ** this.b3;
+    let factor = this.errs[0] ** this.b1 * this.errs[1]! ** this.b2 * this.errs[2]! ** this.b3;
     factor = 1 + Math.atan(factor - 1);
     const accept = factor >= this.acceptSafety;
     if (accept) {
-      this.errs[2] = this.errs[1];
+      this.errs[2] = this.errs[1]!;
       this.errs[1] = this.errs[0];
     }
     this.h *= factor;
@@ -154,8 +154,8 @@ export const dpmAdaptive: SamplerFn = async (denoise, x, sigmas, ctx: SamplerCon
     }
     let sq = 0;
     for (let i = 0; i < x.length; i++) {
-      const delta = Math.max(atol, rtol * Math.max(Math.abs(xLow[i]), Math.abs(xPrev[i])));
-      const e = (xLow[i] - xHigh[i]) / delta;
+      const delta = Math.max(atol, rtol * Math.max(Math.abs(xLow[i]!), Math.abs(xPrev[i]!)));
+      const e = (xLow[i]! - xHigh[i]!) / delta;
       sq += e * e;
     }
     const error = Math.sqrt(sq) / Math.sqrt(x.length);

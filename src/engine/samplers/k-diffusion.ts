@@ -6,7 +6,7 @@ import { lincomb, toD, ancestralStep } from './vec.ts';
 
 /** Karras churn factor gamma for step i (A1111 applies it to Euler, Heun and DPM2). */
 function churnGamma(sigmas: readonly number[], i: number, o: { sChurn: number; sTmin: number; sTmax: number }): number {
-  const s = sigmas[i];
+  const s = sigmas[i]!;
   return o.sTmin <= s && s <= o.sTmax ? Math.min(o.sChurn / (sigmas.length - 1), Math.SQRT2 - 1) : 0;
 }
 
@@ -24,9 +24,9 @@ function applyChurn(
 ): { x: Float32Array; sigmaHat: number } {
   const gamma = churnGamma(sigmas, i, ctx.options);
   const eps = gamma > 0 || alwaysDraw ? ctx.noise() : null;
-  const sigmaHat = sigmas[i] * (gamma + 1);
+  const sigmaHat = sigmas[i]! * (gamma + 1);
   if (gamma > 0 && eps) {
-    const k = ctx.options.sNoise * Math.sqrt(sigmaHat * sigmaHat - sigmas[i] * sigmas[i]);
+    const k = ctx.options.sNoise * Math.sqrt(sigmaHat * sigmaHat - sigmas[i]! * sigmas[i]!);
     x = lincomb([1, x], [k, eps]);
   }
   return { x, sigmaHat };
@@ -38,7 +38,7 @@ export const euler: SamplerFn = async (denoise, x, sigmas, ctx) => {
     x = c.x;
     const denoised = await denoise(x, c.sigmaHat);
     const d = toD(x, c.sigmaHat, denoised);
-    x = lincomb([1, x], [sigmas[i + 1] - c.sigmaHat, d]);
+    x = lincomb([1, x], [sigmas[i + 1]! - c.sigmaHat, d]);
   }
   return x;
 };
@@ -46,11 +46,11 @@ export const euler: SamplerFn = async (denoise, x, sigmas, ctx) => {
 export const eulerAncestral: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const { eta, sNoise } = ctx.options;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
-    const { down, up } = ancestralStep(sigmas[i], sigmas[i + 1], eta);
-    const d = toD(x, sigmas[i], denoised);
-    x = lincomb([1, x], [down - sigmas[i], d]);
-    if (sigmas[i + 1] > 0) x = lincomb([1, x], [sNoise * up, ctx.noise()]);
+    const denoised = await denoise(x, sigmas[i]!);
+    const { down, up } = ancestralStep(sigmas[i]!, sigmas[i + 1]!, eta);
+    const d = toD(x, sigmas[i]!, denoised);
+    x = lincomb([1, x], [down - sigmas[i]!, d]);
+    if (sigmas[i + 1]! > 0) x = lincomb([1, x], [sNoise * up, ctx.noise()]);
   }
   return x;
 };
@@ -61,12 +61,12 @@ export const heun: SamplerFn = async (denoise, x, sigmas, ctx) => {
     x = c.x;
     const denoised = await denoise(x, c.sigmaHat);
     const d = toD(x, c.sigmaHat, denoised);
-    const dt = sigmas[i + 1] - c.sigmaHat;
+    const dt = sigmas[i + 1]! - c.sigmaHat;
     if (sigmas[i + 1] === 0) {
       x = lincomb([1, x], [dt, d]);
     } else {
       const x2 = lincomb([1, x], [dt, d]);
-      const d2 = toD(x2, sigmas[i + 1], await denoise(x2, sigmas[i + 1]));
+      const d2 = toD(x2, sigmas[i + 1]!, await denoise(x2, sigmas[i + 1]!));
       x = lincomb([1, x], [dt / 2, d], [dt / 2, d2]);
     }
   }
@@ -82,12 +82,12 @@ export const dpm2: SamplerFn = async (denoise, x, sigmas, ctx) => {
     const denoised = await denoise(x, c.sigmaHat);
     const d = toD(x, c.sigmaHat, denoised);
     if (sigmas[i + 1] === 0) {
-      x = lincomb([1, x], [sigmas[i + 1] - c.sigmaHat, d]);
+      x = lincomb([1, x], [sigmas[i + 1]! - c.sigmaHat, d]);
     } else {
-      const sigmaMid = logMid(c.sigmaHat, sigmas[i + 1]);
+      const sigmaMid = logMid(c.sigmaHat, sigmas[i + 1]!);
       const x2 = lincomb([1, x], [sigmaMid - c.sigmaHat, d]);
       const d2 = toD(x2, sigmaMid, await denoise(x2, sigmaMid));
-      x = lincomb([1, x], [sigmas[i + 1] - c.sigmaHat, d2]);
+      x = lincomb([1, x], [sigmas[i + 1]! - c.sigmaHat, d2]);
     }
   }
   return x;
@@ -96,18 +96,18 @@ export const dpm2: SamplerFn = async (denoise, x, sigmas, ctx) => {
 export const dpm2Ancestral: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const { eta, sNoise } = ctx.options;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
-    const { down, up } = ancestralStep(sigmas[i], sigmas[i + 1], eta);
-    const d = toD(x, sigmas[i], denoised);
+    const denoised = await denoise(x, sigmas[i]!);
+    const { down, up } = ancestralStep(sigmas[i]!, sigmas[i + 1]!, eta);
+    const d = toD(x, sigmas[i]!, denoised);
     if (down === 0) {
-      x = lincomb([1, x], [down - sigmas[i], d]);
+      x = lincomb([1, x], [down - sigmas[i]!, d]);
     } else {
-      const sigmaMid = logMid(sigmas[i], down);
-      const x2 = lincomb([1, x], [sigmaMid - sigmas[i], d]);
+      const sigmaMid = logMid(sigmas[i]!, down);
+      const x2 = lincomb([1, x], [sigmaMid - sigmas[i]!, d]);
       const d2 = toD(x2, sigmaMid, await denoise(x2, sigmaMid));
-      x = lincomb([1, x], [down - sigmas[i], d2]);
+      x = lincomb([1, x], [down - sigmas[i]!, d2]);
     }
-    if (sigmas[i + 1] > 0) x = lincomb([1, x], [sNoise * up, ctx.noise()]);
+    if (sigmas[i + 1]! > 0) x = lincomb([1, x], [sNoise * up, ctx.noise()]);
   }
   return x;
 };
@@ -118,17 +118,17 @@ function lmsCoeff(order: number, t: readonly number[], i: number, j: number): nu
     let prod = 1;
     for (let k = 0; k < order; k++) {
       if (k === j) continue;
-      prod *= (tau - t[i - k]) / (t[i - j] - t[i - k]);
+      prod *= (tau - t[i - k]!) / (t[i - j]! - t[i - k]!);
     }
     return prod;
   };
   // 5-point Gauss-Legendre is exact for these polynomials (degree <= 3).
   const nodes = [0, -0.5384693101056831, 0.5384693101056831, -0.906179845938664, 0.906179845938664];
   const weights = [0.5688888888888889, 0.4786286704993665, 0.4786286704993665, 0.2369268850561891, 0.2369268850561891];
-  const a = t[i];
-  const b = t[i + 1];
+  const a = t[i]!;
+  const b = t[i + 1]!;
   let sum = 0;
-  for (let k = 0; k < nodes.length; k++) sum += weights[k] * basis(((b - a) * nodes[k] + (a + b)) / 2);
+  for (let k = 0; k < nodes.length; k++) sum += weights[k]! * basis(((b - a) * nodes[k]! + (a + b)) / 2);
   return (sum * (b - a)) / 2;
 }
 
@@ -136,12 +136,12 @@ export const lms: SamplerFn = async (denoise, x, sigmas) => {
   const order = 4;
   const ds: Float32Array[] = [];
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
-    ds.push(toD(x, sigmas[i], denoised));
+    const denoised = await denoise(x, sigmas[i]!);
+    ds.push(toD(x, sigmas[i]!, denoised));
     if (ds.length > order) ds.shift();
     const curOrder = Math.min(i + 1, order);
     const terms: [number, Float32Array][] = [[1, x]];
-    for (let j = 0; j < curOrder; j++) terms.push([lmsCoeff(curOrder, sigmas, i, j), ds[ds.length - 1 - j]]);
+    for (let j = 0; j < curOrder; j++) terms.push([lmsCoeff(curOrder, sigmas, i, j), ds[ds.length - 1 - j]!]);
     x = lincomb(...terms);
   }
   return x;
@@ -154,12 +154,12 @@ const sigmaOf = (t: number) => Math.exp(-t);
 export const dpmpp2sAncestral: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const { eta, sNoise } = ctx.options;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
-    const { down, up } = ancestralStep(sigmas[i], sigmas[i + 1], eta);
+    const denoised = await denoise(x, sigmas[i]!);
+    const { down, up } = ancestralStep(sigmas[i]!, sigmas[i + 1]!, eta);
     if (down === 0) {
-      x = lincomb([1, x], [down - sigmas[i], toD(x, sigmas[i], denoised)]);
+      x = lincomb([1, x], [down - sigmas[i]!, toD(x, sigmas[i]!, denoised)]);
     } else {
-      const t = tOf(sigmas[i]);
+      const t = tOf(sigmas[i]!);
       const tNext = tOf(down);
       const h = tNext - t;
       const s = t + h / 2;
@@ -167,7 +167,7 @@ export const dpmpp2sAncestral: SamplerFn = async (denoise, x, sigmas, ctx) => {
       const denoised2 = await denoise(x2, sigmaOf(s));
       x = lincomb([sigmaOf(tNext) / sigmaOf(t), x], [-Math.expm1(-h), denoised2]);
     }
-    if (sigmas[i + 1] > 0) x = lincomb([1, x], [sNoise * up, ctx.noise()]);
+    if (sigmas[i + 1]! > 0) x = lincomb([1, x], [sNoise * up, ctx.noise()]);
   }
   return x;
 };
@@ -175,18 +175,18 @@ export const dpmpp2sAncestral: SamplerFn = async (denoise, x, sigmas, ctx) => {
 export const dpmpp2m: SamplerFn = async (denoise, x, sigmas) => {
   let oldDenoised: Float32Array | null = null;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
+    const denoised = await denoise(x, sigmas[i]!);
     if (sigmas[i + 1] === 0) {
       x = denoised;
     } else {
-      const t = tOf(sigmas[i]);
-      const tNext = tOf(sigmas[i + 1]);
+      const t = tOf(sigmas[i]!);
+      const tNext = tOf(sigmas[i + 1]!);
       const h = tNext - t;
-      const ratio = sigmas[i + 1] / sigmas[i];
+      const ratio = sigmas[i + 1]! / sigmas[i]!;
       if (oldDenoised === null) {
         x = lincomb([ratio, x], [-Math.expm1(-h), denoised]);
       } else {
-        const r = (t - tOf(sigmas[i - 1])) / h;
+        const r = (t - tOf(sigmas[i - 1]!)) / h;
         const k = -Math.expm1(-h);
         x = lincomb([ratio, x], [k * (1 + 1 / (2 * r)), denoised], [-k / (2 * r), oldDenoised]);
       }
@@ -201,13 +201,13 @@ export const dpmppSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const { eta, sNoise } = ctx.options;
   const r = 1 / 2;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
+    const denoised = await denoise(x, sigmas[i]!);
     if (sigmas[i + 1] === 0) {
-      x = lincomb([1, x], [sigmas[i + 1] - sigmas[i], toD(x, sigmas[i], denoised)]);
+      x = lincomb([1, x], [sigmas[i + 1]! - sigmas[i]!, toD(x, sigmas[i]!, denoised)]);
       continue;
     }
-    const t = tOf(sigmas[i]);
-    const tNext = tOf(sigmas[i + 1]);
+    const t = tOf(sigmas[i]!);
+    const tNext = tOf(sigmas[i + 1]!);
     const h = tNext - t;
     const s = t + h * r;
     const fac = 1 / (2 * r);
@@ -233,25 +233,25 @@ function dpmpp2mSdeWith(solver: 'midpoint' | 'heun'): SamplerFn {
     let oldDenoised: Float32Array | null = null;
     let hLast = 0;
     for (let i = 0; i < sigmas.length - 1; i++) {
-      const denoised = await denoise(x, sigmas[i]);
+      const denoised = await denoise(x, sigmas[i]!);
       if (sigmas[i + 1] === 0) {
         x = denoised;
       } else {
-        const h = tOf(sigmas[i + 1]) - tOf(sigmas[i]);
+        const h = tOf(sigmas[i + 1]!) - tOf(sigmas[i]!);
         const etaH = eta * h;
         const k = -Math.expm1(-h - etaH);
         const terms: [number, Float32Array][] = [
-          [(sigmas[i + 1] / sigmas[i]) * Math.exp(-etaH), x],
+          [(sigmas[i + 1]! / sigmas[i]!) * Math.exp(-etaH), x],
           [k, denoised],
         ];
         if (oldDenoised !== null) {
           const r = hLast / h;
           const c = solver === 'heun' ? (k / (-h - etaH) + 1) * (1 / r) : 0.5 * k * (1 / r);
-          terms[1][0] += c;
+          terms[1]![0] += c;
           terms.push([-c, oldDenoised]);
         }
         x = lincomb(...terms);
-        if (eta) x = lincomb([1, x], [sigmas[i + 1] * Math.sqrt(-Math.expm1(-2 * etaH)) * sNoise, ctx.noise()]);
+        if (eta) x = lincomb([1, x], [sigmas[i + 1]! * Math.sqrt(-Math.expm1(-2 * etaH)) * sNoise, ctx.noise()]);
         hLast = h;
       }
       oldDenoised = denoised;
@@ -270,12 +270,12 @@ export const dpmpp3mSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
   let h1: number | null = null;
   let h2: number | null = null;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const denoised = await denoise(x, sigmas[i]);
+    const denoised = await denoise(x, sigmas[i]!);
     let h: number | null = null;
     if (sigmas[i + 1] === 0) {
       x = denoised;
     } else {
-      h = tOf(sigmas[i + 1]) - tOf(sigmas[i]);
+      h = tOf(sigmas[i + 1]!) - tOf(sigmas[i]!);
       const hEta = h * (eta + 1);
       x = lincomb([Math.exp(-hEta), x], [-Math.expm1(-hEta), denoised]);
       const phi2 = Math.expm1(-hEta) / hEta + 1;
@@ -297,7 +297,7 @@ export const dpmpp3mSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
         const r = h1 / h;
         x = lincomb([1, x], [phi2 / r, denoised], [-phi2 / r, d1]);
       }
-      if (eta) x = lincomb([1, x], [sigmas[i + 1] * Math.sqrt(-Math.expm1(-2 * h * eta)) * sNoise, ctx.noise()]);
+      if (eta) x = lincomb([1, x], [sigmas[i + 1]! * Math.sqrt(-Math.expm1(-2 * h * eta)) * sNoise, ctx.noise()]);
     }
     d2 = d1;
     d1 = denoised;
@@ -310,8 +310,8 @@ export const dpmpp3mSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
 /** LCM (k-diffusion/ComfyUI sample_lcm): jump to the prediction, re-noise to the next level with fresh noise. */
 export const lcm: SamplerFn = async (denoise, x, sigmas, ctx) => {
   for (let i = 0; i < sigmas.length - 1; i++) {
-    x = await denoise(x, sigmas[i]);
-    if (sigmas[i + 1] > 0) x = lincomb([1, x], [sigmas[i + 1], ctx.noise()]);
+    x = await denoise(x, sigmas[i]!);
+    if (sigmas[i + 1]! > 0) x = lincomb([1, x], [sigmas[i + 1]!, ctx.noise()]);
   }
   return x;
 };

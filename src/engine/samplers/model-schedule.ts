@@ -61,7 +61,7 @@ function cumprodAlphas(betas: Float64Array): Float64Array {
   const out = new Float64Array(betas.length);
   let acc = 1;
   for (let i = 0; i < betas.length; i++) {
-    acc *= f(1 - betas[i]);
+    acc *= f(1 - betas[i]!);
     out[i] = f(acc);
   }
   return out;
@@ -76,8 +76,8 @@ export function scheduleFromAlphasCumprod(alphasCumprod: ArrayLike<number>): Mod
     alphasCumprod: ac,
     sigmas,
     logSigmas,
-    sigmaMin: sigmas[0],
-    sigmaMax: sigmas[sigmas.length - 1],
+    sigmaMin: sigmas[0]!,
+    sigmaMax: sigmas[sigmas.length - 1]!,
   };
 }
 
@@ -85,16 +85,16 @@ export function scheduleFromAlphasCumprod(alphasCumprod: ArrayLike<number>): Mod
 export function sigmaToT(model: ModelSchedule, sigma: number): number {
   const ls = model.logSigmas;
   const logSigma = Math.log(sigma);
-  if (!(logSigma > ls[0])) return 0;
-  if (logSigma >= ls[ls.length - 1]) return ls.length - 1;
+  if (!(logSigma > ls[0]!)) return 0;
+  if (logSigma >= ls[ls.length - 1]!) return ls.length - 1;
   let lo = 0;
   let hi = ls.length - 1;
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
-    if (ls[mid] <= logSigma) lo = mid;
+    if (ls[mid]! <= logSigma) lo = mid;
     else hi = mid;
   }
-  const w = (ls[lo] - logSigma) / (ls[lo] - ls[hi]);
+  const w = (ls[lo]! - logSigma) / (ls[lo]! - ls[hi]!);
   return (1 - w) * lo + w * hi;
 }
 
@@ -105,7 +105,7 @@ export function tToSigma(model: ModelSchedule, t: number): number {
   const lo = Math.floor(tc);
   const hi = Math.ceil(tc);
   const w = tc - lo;
-  return Math.exp((1 - w) * ls[lo] + w * ls[hi]);
+  return Math.exp((1 - w) * ls[lo]! + w * ls[hi]!);
 }
 
 /** diffusers' np.interp of sigma (not log sigma) at fractional t, as its Euler-family schedulers do. */
@@ -115,7 +115,7 @@ export function tToSigmaLinear(model: ModelSchedule, t: number): number {
   const lo = Math.floor(tc);
   const hi = Math.ceil(tc);
   const w = tc - lo;
-  return (1 - w) * s[lo] + w * s[hi];
+  return (1 - w) * s[lo]! + w * s[hi]!;
 }
 
 /** sigma -> VP alpha_cumprod at that noise level. */

@@ -59,10 +59,10 @@ export function planSampling(req: PlanRequest): SamplingPlan {
     if (info.roundsTimesteps) opts.discreteTimesteps = true;
   }
   let sigmas = buildSigmas(schedule, req.steps + (discard ? 1 : 0), req.model, opts);
-  if (discard && sigmas.length > 2) sigmas = [...sigmas.slice(0, -2), sigmas[sigmas.length - 1]];
+  if (discard && sigmas.length > 2) sigmas = [...sigmas.slice(0, -2), sigmas[sigmas.length - 1]!];
   if (info.endsAtSigmaMin) sigmas = endAtSigmaMin(sigmas, req.model.sigmaMin);
   const vp = flavour === 'diffusers' ? info.vpInitialNoise.diffusers : info.vpInitialNoise.a1111;
-  const s0 = sigmas[0];
+  const s0 = sigmas[0]!;
   return {
     sampler: parsed.sampler,
     samplerName: info.name,
@@ -79,7 +79,7 @@ export function planSampling(req: PlanRequest): SamplingPlan {
 export function endAtSigmaMin(sigmas: readonly number[], sigmaMin: number): number[] {
   const out = [...sigmas];
   if (out[out.length - 1] !== 0) return out;
-  if (out.length >= 2 && out[out.length - 2] <= sigmaMin * (1 + 1e-6)) out.pop();
+  if (out.length >= 2 && out[out.length - 2]! <= sigmaMin * (1 + 1e-6)) out.pop();
   else out[out.length - 1] = sigmaMin;
   return out;
 }
@@ -89,11 +89,11 @@ export function countEvals(sampler: SamplerId, sigmas: readonly number[]): numbe
   const n = sigmas.length - 1;
   if (n <= 0) return 0;
   const info = getSampler(sampler);
-  if (sampler === 'plms') return n + (sigmas[1] > 0 ? 1 : 0);
+  if (sampler === 'plms') return n + (sigmas[1]! > 0 ? 1 : 0);
   if (sampler === 'dpm_adaptive') return Math.max(3, 3 * n);
   if (info.secondOrder) {
     let count = 0;
-    for (let i = 0; i < n; i++) count += sigmas[i + 1] > 0 ? 2 : 1;
+    for (let i = 0; i < n; i++) count += sigmas[i + 1]! > 0 ? 2 : 1;
     return count;
   }
   return n;
@@ -161,6 +161,6 @@ export function img2imgSigmasA1111(sigmas: readonly number[], strength: number):
 /** The noised init latent for img2img at noise level sigma (sigma space: x0 + sigma * noise). */
 export function addNoise(x0: Float32Array, noise: Float32Array, sigma: number): Float32Array {
   const out = new Float32Array(x0.length);
-  for (let i = 0; i < x0.length; i++) out[i] = x0[i] + sigma * noise[i];
+  for (let i = 0; i < x0.length; i++) out[i] = x0[i]! + sigma * noise[i]!;
   return out;
 }

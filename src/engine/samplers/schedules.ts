@@ -133,17 +133,17 @@ export function buildSigmas(
     }
     case 'align_your_steps': {
       const table = opts.scheduleTables === 'sdxl' ? AYS_SDXL : AYS_SD1;
-      if (n === 1) return withZero([table[0]]);
+      if (n === 1) return withZero([table[0]!]);
       return withZero(n === table.length ? [...table] : logLinearResample(table, n));
     }
     case 'simple': {
       const ss = N / n;
-      return withZero(Array.from({ length: n }, (_, i) => model.sigmas[N - 1 - Math.floor(i * ss)]));
+      return withZero(Array.from({ length: n }, (_, i) => model.sigmas[N - 1 - Math.floor(i * ss)]!));
     }
     case 'ddim': {
       // diffusers "leading" spacing with steps_offset 1 (DDIM, PNDM): exactly n timesteps.
       const ratio = Math.floor(N / n);
-      return withZero(Array.from({ length: n }, (_, i) => model.sigmas[Math.min((n - 1 - i) * ratio + 1, N - 1)]));
+      return withZero(Array.from({ length: n }, (_, i) => model.sigmas[Math.min((n - 1 - i) * ratio + 1, N - 1)]!));
     }
     case 'beta': {
       // A1111's beta scheduler: Beta(0.6, 0.6) quantiles of 1 - linspace(0, 1, n), mapped linearly onto sigma.
@@ -156,7 +156,7 @@ export function buildSigmas(
       const origin = Array.from({ length: original }, (_, j) => (original - j) * k - 1); // descending
       const count = Math.min(n, original);
       return withZero(
-        Array.from({ length: count }, (_, i) => model.sigmas[origin[Math.floor((i * original) / count)]]),
+        Array.from({ length: count }, (_, i) => model.sigmas[origin[Math.floor((i * original) / count)]!]!),
       );
     }
   }
@@ -180,9 +180,9 @@ function logLinearResample(table: number[], n: number): number[] {
   const xs = linspace(0, 1, ys.length);
   const out = linspace(0, 1, n).map((x) => {
     let j = 0;
-    while (j < xs.length - 2 && xs[j + 1] < x) j++;
-    const w = (x - xs[j]) / (xs[j + 1] - xs[j]);
-    return Math.exp(ys[j] + w * (ys[j + 1] - ys[j]));
+    while (j < xs.length - 2 && xs[j + 1]! < x) j++;
+    const w = (x - xs[j]!) / (xs[j + 1]! - xs[j]!);
+    return Math.exp(ys[j]! + w * (ys[j + 1]! - ys[j]!));
   });
   return out.reverse();
 }
@@ -209,8 +209,8 @@ function logGamma(z: number): number {
   ];
   if (z < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * z)) - logGamma(1 - z);
   z -= 1;
-  let x = c[0];
-  for (let i = 1; i < 9; i++) x += c[i] / (z + i);
+  let x = c[0]!;
+  for (let i = 1; i < 9; i++) x += c[i]! / (z + i);
   const t = z + 7.5;
   return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(x);
 }

@@ -10,8 +10,8 @@ import { lincomb, toD } from './vec.ts';
 export const ddim: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const { eta } = ctx.options;
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const sigma = sigmas[i];
-    const next = sigmas[i + 1];
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
     const denoised = await denoise(x, sigma);
     const eps = toD(x, sigma, denoised);
     if (!eta) {
@@ -31,8 +31,8 @@ export const ddim: SamplerFn = async (denoise, x, sigmas, ctx) => {
 export const plms: SamplerFn = async (denoise, x, sigmas) => {
   const oldEps: Float32Array[] = [];
   for (let i = 0; i < sigmas.length - 1; i++) {
-    const sigma = sigmas[i];
-    const next = sigmas[i + 1];
+    const sigma = sigmas[i]!;
+    const next = sigmas[i + 1]!;
     const eps = toD(x, sigma, await denoise(x, sigma));
     let epsPrime: Float32Array;
     const n = oldEps.length;
@@ -45,11 +45,11 @@ export const plms: SamplerFn = async (denoise, x, sigmas) => {
         epsPrime = eps;
       }
     } else if (n === 1) {
-      epsPrime = lincomb([3 / 2, eps], [-1 / 2, oldEps[0]]);
+      epsPrime = lincomb([3 / 2, eps], [-1 / 2, oldEps[0]!]);
     } else if (n === 2) {
-      epsPrime = lincomb([23 / 12, eps], [-16 / 12, oldEps[1]], [5 / 12, oldEps[0]]);
+      epsPrime = lincomb([23 / 12, eps], [-16 / 12, oldEps[1]!], [5 / 12, oldEps[0]!]);
     } else {
-      epsPrime = lincomb([55 / 24, eps], [-59 / 24, oldEps[2]], [37 / 24, oldEps[1]], [-9 / 24, oldEps[0]]);
+      epsPrime = lincomb([55 / 24, eps], [-59 / 24, oldEps[2]!], [37 / 24, oldEps[1]!], [-9 / 24, oldEps[0]!]);
     }
     x = lincomb([1, x], [next - sigma, epsPrime]);
     oldEps.push(eps);
@@ -64,18 +64,18 @@ function solve(a: number[][], b: number[]): number[] {
   const m = a.map((row, i) => [...row.slice(0, n), b[i]]);
   for (let c = 0; c < n; c++) {
     let p = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(m[r][c]) > Math.abs(m[p][c])) p = r;
-    [m[c], m[p]] = [m[p], m[c]];
+    for (let r = c + 1; r < n; r++) if (Math.abs(m[r]![c]!) > Math.abs(m[p]![c]!)) p = r;
+    [m[c], m[p]] = [m[p]!, m[c]!];
     for (let r = c + 1; r < n; r++) {
-      const k = m[r][c] / m[c][c];
-      for (let k2 = c; k2 <= n; k2++) m[r][k2] -= k * m[c][k2];
+      const k = m[r]![c]! / m[c]![c]!;
+      for (let k2 = c; k2 <= n; k2++) m[r]![k2]! -= k * m[c]![k2]!;
     }
   }
   const y = new Array<number>(n).fill(0);
   for (let r = n - 1; r >= 0; r--) {
-    let s = m[r][n];
-    for (let c = r + 1; c < n; c++) s -= m[r][c] * y[c];
-    y[r] = s / m[r][r];
+    let s = m[r]![n]!;
+    for (let c = r + 1; c < n; c++) s -= m[r]![c]! * y[c]!;
+    y[r] = s / m[r]![r]!;
   }
   return y;
 }
@@ -114,28 +114,28 @@ export const uniPc: SamplerFn = async (denoise, x, sigmas, ctx) => {
   let lowerOrderNums = 0;
 
   for (let i = 0; i < steps; i++) {
-    const modelOut = await denoise(x, sigmas[i]);
+    const modelOut = await denoise(x, sigmas[i]!);
     if (i > 0 && lastSample) {
       // Corrector: refine x_i with the model output just computed there.
-      const sT = sigmas[i];
-      const sS0 = sigmas[i - 1];
-      const m0 = outs[outs.length - 1];
+      const sT = sigmas[i]!;
+      const sS0 = sigmas[i - 1]!;
+      const m0 = outs[outs.length - 1]!;
       const h = lambdaOf(sT) - lambdaOf(sS0);
       const { rks, d1s } = uniPcDifferences(outs, sigmaOfOut.map(lambdaOf), lambdaOf(sS0), h, thisOrder);
       const { R, b, hPhi1, bH } = uniPcSystem(rks, -h, variant, thisOrder);
       const rhosC = thisOrder === 1 ? [0.5] : solve(R, b);
       // x_t = (sT/sS0) x - hPhi1 m0 - bH (sum_k rhos_c[k] D1_k + rhos_c[-1] (model_t - m0))
-      const last = rhosC[rhosC.length - 1];
+      const last = rhosC[rhosC.length - 1]!;
       const terms: [number, Float32Array][] = [
         [sT / sS0, lastSample],
         [-hPhi1 + bH * last, m0],
       ];
-      terms.push([-bH * rhosC[rhosC.length - 1], modelOut]);
-      d1s.forEach((d, k) => terms.push([-bH * rhosC[k], d]));
+      terms.push([-bH * rhosC[rhosC.length - 1]!, modelOut]);
+      d1s.forEach((d, k) => terms.push([-bH * rhosC[k]!, d]));
       x = lincomb(...terms);
     }
     outs.push(modelOut);
-    sigmaOfOut.push(sigmas[i]);
+    sigmaOfOut.push(sigmas[i]!);
     if (outs.length > order) {
       outs.shift();
       sigmaOfOut.shift();
@@ -144,9 +144,9 @@ export const uniPc: SamplerFn = async (denoise, x, sigmas, ctx) => {
     lastSample = x;
 
     // Predictor: x_{i+1} from the stored data predictions.
-    const sT = sigmas[i + 1];
-    const sS0 = sigmas[i];
-    const m0 = outs[outs.length - 1];
+    const sT = sigmas[i + 1]!;
+    const sS0 = sigmas[i]!;
+    const m0 = outs[outs.length - 1]!;
     if (sT === 0) {
       x = m0;
     } else {
@@ -161,7 +161,7 @@ export const uniPc: SamplerFn = async (denoise, x, sigmas, ctx) => {
         [sT / sS0, x],
         [-hPhi1, m0],
       ];
-      d1s.forEach((d, k) => terms.push([-bH * rhosP[k], d]));
+      d1s.forEach((d, k) => terms.push([-bH * rhosP[k]!, d]));
       x = lincomb(...terms);
     }
     if (lowerOrderNums < order) lowerOrderNums++;
@@ -181,14 +181,14 @@ export const deis: SamplerFn = async (denoise, x, sigmas) => {
   const ind = (t: number, b: number, c: number) => (t * (-Math.log(c) + Math.log(t) - 1)) / (Math.log(b) - Math.log(c));
   let prevEps: Float32Array | null = null;
   for (let i = 0; i < steps; i++) {
-    const s0 = sigmas[i];
-    const t = sigmas[i + 1];
+    const s0 = sigmas[i]!;
+    const t = sigmas[i + 1]!;
     const eps = toD(x, s0, await denoise(x, s0));
     const firstOrder = prevEps === null || t === 0 || (lowerOrderFinal && i === steps - 1);
     if (firstOrder) {
       x = lincomb([1, x], [t - s0, eps]);
     } else {
-      const s1 = sigmas[i - 1];
+      const s1 = sigmas[i - 1]!;
       const coef1 = ind(t, s0, s1) - ind(s0, s0, s1);
       const coef2 = ind(t, s1, s0) - ind(s0, s1, s0);
       x = lincomb([1, x], [coef1, eps], [coef2, prevEps!]);
@@ -203,13 +203,13 @@ export const deis: SamplerFn = async (denoise, x, sigmas) => {
  * D1_k = (m_k - m0) / r_k for the k most recent outputs before the newest, then r = 1 for the newest.
  */
 function uniPcDifferences(outs: Float32Array[], lambdas: number[], lambdaS0: number, h: number, order: number): { rks: number[]; d1s: Float32Array[] } {
-  const m0 = outs[outs.length - 1];
+  const m0 = outs[outs.length - 1]!;
   const rks: number[] = [];
   const d1s: Float32Array[] = [];
   for (let k = 1; k < order; k++) {
-    const rk = (lambdas[lambdas.length - 1 - k] - lambdaS0) / h;
+    const rk = (lambdas[lambdas.length - 1 - k]! - lambdaS0) / h;
     rks.push(rk);
-    d1s.push(lincomb([1 / rk, outs[outs.length - 1 - k]], [-1 / rk, m0]));
+    d1s.push(lincomb([1 / rk, outs[outs.length - 1 - k]!], [-1 / rk, m0]));
   }
   rks.push(1);
   return { rks, d1s };

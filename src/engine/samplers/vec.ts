@@ -2,24 +2,24 @@
 
 /** sum_k coef_k * v_k, a fresh array. */
 export function lincomb(...terms: [number, Float32Array][]): Float32Array {
-  const n = terms[0][1].length;
+  const n = terms[0]![1].length;
   const out = new Float32Array(n);
   if (terms.length === 1) {
-    const [a, x] = terms[0];
-    for (let i = 0; i < n; i++) out[i] = a * x[i];
+    const [a, x] = terms[0]!;
+    for (let i = 0; i < n; i++) out[i] = a * x[i]!;
   } else if (terms.length === 2) {
-    const [a, x] = terms[0];
-    const [b, y] = terms[1];
-    for (let i = 0; i < n; i++) out[i] = a * x[i] + b * y[i];
+    const [a, x] = terms[0]!;
+    const [b, y] = terms[1]!;
+    for (let i = 0; i < n; i++) out[i] = a * x[i]! + b * y[i]!;
   } else if (terms.length === 3) {
-    const [a, x] = terms[0];
-    const [b, y] = terms[1];
-    const [c, z] = terms[2];
-    for (let i = 0; i < n; i++) out[i] = a * x[i] + b * y[i] + c * z[i];
+    const [a, x] = terms[0]!;
+    const [b, y] = terms[1]!;
+    const [c, z] = terms[2]!;
+    for (let i = 0; i < n; i++) out[i] = a * x[i]! + b * y[i]! + c * z[i]!;
   } else {
     for (let i = 0; i < n; i++) {
       let s = 0;
-      for (const [a, v] of terms) s += a * v[i];
+      for (const [a, v] of terms) s += a * v[i]!;
       out[i] = s;
     }
   }
@@ -29,7 +29,7 @@ export function lincomb(...terms: [number, Float32Array][]): Float32Array {
 /** k-diffusion to_d: (x - denoised) / sigma. */
 export function toD(x: Float32Array, sigma: number, denoised: Float32Array): Float32Array {
   const out = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = (x[i] - denoised[i]) / sigma;
+  for (let i = 0; i < x.length; i++) out[i] = (x[i]! - denoised[i]!) / sigma;
   return out;
 }
 

@@ -85,7 +85,7 @@ test('emphasis "none" keeps brackets and BREAK as literal text', () => {
   const prompt = '(castle:1.5) BREAK hill';
   const c = promptToChunks(sd1, prompt, { emphasis: 'none' });
   assert.deepEqual(c.ids, [row(sd1.encode(prompt))]);
-  assert.ok(c.weights[0].every((w) => w === 1));
+  assert.ok(c.weights[0]!.every((w) => w === 1));
   assert.equal(promptToChunks(sd1, prompt, { emphasis: 'ignore' }).ids.length, 2);
 });
 

@@ -5,7 +5,7 @@ import { tensor } from '../../../src/engine/tensor.ts';
 
 function close(actual: Float32Array, expected: number[], atol = 1e-6) {
   assert.equal(actual.length, expected.length);
-  expected.forEach((e, i) => assert.ok(Math.abs(actual[i] - e) <= atol, `index ${i}: ${actual[i]} vs ${e}`));
+  expected.forEach((e, i) => assert.ok(Math.abs(actual[i]! - e) <= atol, `index ${i}: ${actual[i]} vs ${e}`));
 }
 
 // z = [[1,2],[3,4],[5,6]] (3 tokens, dim 2), weights [1, 2, 0.5].

@@ -48,8 +48,8 @@ const CASES: Record<string, Case> = {
 function close(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string) {
   assert.equal(got.length, want.length, `${what}: length`);
   for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    assert.ok(d <= atol + rtol * Math.abs(want[i]), `${what}[${i}]: got ${got[i]}, want ${want[i]} (|d|=${d})`);
+    const d = Math.abs(got[i]! - want[i]!);
+    assert.ok(d <= atol + rtol * Math.abs(want[i]!), `${what}[${i}]: got ${got[i]}, want ${want[i]} (|d|=${d})`);
   }
 }
 
@@ -68,15 +68,15 @@ for (const [variant, c] of Object.entries(CASES)) {
       // 1. Schedule: sigmas (rtol 1e-6), or the sigmas of the discrete timesteps.
       const wantSigmas: number[] = json.sigmas
         ? dedupe(json.sigmas)
-        : [...dedupe(refTimesteps).map((t) => model.sigmas[t]), model.sigmaMin];
+        : [...dedupe(refTimesteps).map((t) => model.sigmas[t]!), model.sigmaMin];
       if (variant === 'lcm') wantSigmas[wantSigmas.length - 1] = 0;
       close(plan.sigmas, wantSigmas, 0, 1e-6, 'sigmas');
-      assert.ok(Math.abs(plan.initialNoiseScale - (isVp ? Math.sqrt(1 + plan.sigmas[0] ** 2) : json.init_noise_sigma)) < 1e-5);
+      assert.ok(Math.abs(plan.initialNoiseScale - (isVp ? Math.sqrt(1 + plan.sigmas[0]! ** 2) : json.init_noise_sigma)) < 1e-5);
 
       // The timestep diffusers gave the UNet at each sigma (interpolated sigmas fall back to sigma_to_t).
       const tOfSigma = new Map<number, number>();
       const refSigmaList: number[] = json.sigmas ?? refTimesteps.map((t) => model.sigmas[t]);
-      refTimesteps.forEach((t, k) => tOfSigma.set(f(refSigmaList[k]), t));
+      refTimesteps.forEach((t, k) => tOfSigma.set(f(refSigmaList[k]!), t));
       const lookupT = (sigma: number) => {
         for (const [s, t] of tOfSigma) if (Math.abs(s - sigma) <= 1e-6 * s) return t;
         return sigmaToT(model, sigma);
@@ -118,14 +118,14 @@ for (const [variant, c] of Object.entries(CASES)) {
       });
 
       const samples = tensors.get('samples')!;
-      const nSamples = samples.shape[0];
+      const nSamples = samples.shape[0]!;
       assert.equal(inputs.length, nSamples - 1, 'model evaluations');
       const toRef = (x: Float32Array, sigma: number) => (isVp ? x.map((v) => v / Math.sqrt(1 + sigma * sigma)) : x);
       for (let k = 0; k < inputs.length; k++) {
         const want = samples.f32!.subarray(k * per, (k + 1) * per);
-        close(toRef(inputs[k].x, inputs[k].sigma), want, 1e-4, 1e-4, `samples[${k}]`);
+        close(toRef(inputs[k]!.x, inputs[k]!.sigma), want, 1e-4, 1e-4, `samples[${k}]`);
       }
-      const finalSigma = plan.sigmas[plan.sigmas.length - 1];
+      const finalSigma = plan.sigmas[plan.sigmas.length - 1]!;
       close(toRef(out, finalSigma), samples.f32!.subarray((nSamples - 1) * per), 1e-4, 1e-4, 'final sample');
     });
   }

@@ -26,10 +26,10 @@ function exactModel(prediction: Prediction): ModelFn {
     const scale = Math.sqrt(sigma * sigma + 1);
     return xs.map((v, i) => {
       const x = v * scale;
-      if (prediction === 'epsilon') return (x - clean[i]) / sigma;
+      if (prediction === 'epsilon') return (x - clean[i]!) / sigma;
       const cSkip = 1 / (sigma * sigma + 1);
       const cOut = -sigma / scale;
-      return (clean[i] - cSkip * x) / cOut;
+      return (clean[i]! - cSkip * x) / cOut;
     });
   };
 }
@@ -46,15 +46,15 @@ for (const info of SAMPLERS) {
           const denoise = makeDenoiser(exactModel(prediction), { prediction, schedule: model, timestep: plan.timestepMode });
           const x = noise.initial.map((v) => v * plan.initialNoiseScale);
           const out = await runSampler(plan.sampler, { denoise, x, sigmas: plan.sigmas, noise: () => noise.next() });
-          const end = plan.sigmas[plan.sigmas.length - 1];
+          const end = plan.sigmas[plan.sigmas.length - 1]!;
           const what = `${info.name} / ${schedule} / ${flavour}`;
           if (end === 0) {
-            for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - clean[i]) < 2e-3, `${what}: ${out[i]} vs ${clean[i]}`);
+            for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i]! - clean[i]!) < 2e-3, `${what}: ${out[i]} vs ${clean[i]}`);
           } else {
             // Stops at sigma_min (~0.03): what is left is noise of that size.
             assert.ok(end > 0 && end <= model.sigmaMin * (1 + 1e-5), `${what}: ends at ${end}`);
             let sq = 0;
-            for (let i = 0; i < out.length; i++) sq += (out[i] - clean[i]) ** 2;
+            for (let i = 0; i < out.length; i++) sq += (out[i]! - clean[i]!) ** 2;
             const rms = Math.sqrt(sq / out.length);
             assert.ok(rms < 3 * end, `${what}: rms distance ${rms}`);
           }
@@ -183,13 +183,13 @@ test('with eta 0 every ODE sampler converges to a fine Heun solution at its orde
       if (s.endsAtSigmaMin) sig = endAtSigmaMin(sig, model.sigmaMin);
       const out = await runSampler(s.id, { denoise, x, sigmas: sig, options: { eta: 0 }, noise: () => new Float32Array(64) });
       const ref = sig[sig.length - 1] === 0 ? refTo0 : refToMin;
-      errs.push(out.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i])), 0));
+      errs.push(out.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i]!)), 0));
     }
     if (s.id === 'dpm_adaptive') {
-      assert.ok(errs[1] < 2e-2, `${s.name}: error ${errs[1]}`);
+      assert.ok(errs[1]! < 2e-2, `${s.name}: error ${errs[1]}`);
       continue;
     }
-    const ratio = errs[1] / errs[0];
+    const ratio = errs[1]! / errs[0]!;
     const want = firstOrder.has(s.id) ? 0.6 : 0.35;
     assert.ok(ratio < want, `${s.name}: error ${errs[0]} -> ${errs[1]} when doubling steps (ratio ${ratio})`);
   }

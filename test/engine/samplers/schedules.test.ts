@@ -35,10 +35,10 @@ test('every schedule: descending, ends with a single 0, starts near sigma_max', 
       const sig = buildSigmas(s.name, steps, model);
       assert.equal(sig[sig.length - 1], 0, `${s.label}/${steps}`);
       assert.equal(sig.length, (s.name === 'lcm' ? Math.min(steps, 50) : steps) + 1, `${s.label}/${steps} length`);
-      for (let i = 0; i + 1 < sig.length; i++) assert.ok(sig[i] > sig[i + 1], `${s.label}/${steps}: not descending at ${i}: ${sig}`);
+      for (let i = 0; i + 1 < sig.length; i++) assert.ok(sig[i]! > sig[i + 1]!, `${s.label}/${steps}: not descending at ${i}: ${sig}`);
       // (DDIM's leading spacing puts a single step at t=1, as diffusers and A1111 do.)
       if (!(s.name === 'ddim' && steps === 1)) {
-        assert.ok(sig[0] <= model.sigmaMax * 1.001 && sig[0] > 1, `${s.label}/${steps}: starts at ${sig[0]}`);
+        assert.ok(sig[0]! <= model.sigmaMax * 1.001 && sig[0]! > 1, `${s.label}/${steps}: starts at ${sig[0]}`);
       }
     }
   }
@@ -47,7 +47,7 @@ test('every schedule: descending, ends with a single 0, starts near sigma_max', 
 test('Karras matches diffusers use_karras_sigmas; DDIM and LCM timesteps match diffusers', () => {
   for (const n of [4, 10, 25]) {
     const karras = readRef(`schedulers/dpmpp_2m_karras_${n}`).json.sigmas as number[];
-    buildSigmas('karras', n, model).forEach((v, i) => assert.ok(Math.abs(v - karras[i]) <= 1e-6 * karras[i], `${v} vs ${karras[i]}`));
+    buildSigmas('karras', n, model).forEach((v, i) => assert.ok(Math.abs(v - karras[i]!) <= 1e-6 * karras[i]!, `${v} vs ${karras[i]}`));
     const ddimT = readRef(`schedulers/ddim_${n}`).json.timesteps as number[];
     assert.deepEqual(buildSigmas('ddim', n, model).slice(0, -1), ddimT.map((t) => model.sigmas[t]));
     const lcmT = readRef(`schedulers/lcm_${n}`).json.timesteps as number[];
@@ -58,15 +58,15 @@ test('Karras matches diffusers use_karras_sigmas; DDIM and LCM timesteps match d
 test('exponential, polyexponential, kl optimal and beta span sigma_max..sigma_min', () => {
   for (const name of ['exponential', 'polyexponential', 'kl_optimal', 'beta'] as const) {
     const sig = buildSigmas(name, 12, model);
-    assert.ok(Math.abs(sig[0] - model.sigmaMax) < 1e-5 * model.sigmaMax, `${name} start ${sig[0]}`);
-    assert.ok(Math.abs(sig[11] - model.sigmaMin) < 1e-5, `${name} end ${sig[11]}`);
+    assert.ok(Math.abs(sig[0]! - model.sigmaMax) < 1e-5 * model.sigmaMax, `${name} start ${sig[0]}`);
+    assert.ok(Math.abs(sig[11]! - model.sigmaMin) < 1e-5, `${name} end ${sig[11]}`);
   }
   // Exponential is geometric: constant ratio.
   const e = buildSigmas('exponential', 5, model);
-  assert.ok(Math.abs(e[1] / e[0] - e[3] / e[2]) < 1e-12);
+  assert.ok(Math.abs(e[1]! / e[0]! - e[3]! / e[2]!) < 1e-12);
   // Beta(0.6, 0.6) is symmetric: the middle step sits halfway between sigma_min and sigma_max.
   const b = buildSigmas('beta', 3, model);
-  assert.ok(Math.abs(b[1] - (model.sigmaMin + model.sigmaMax) / 2) < 1e-6);
+  assert.ok(Math.abs(b[1]! - (model.sigmaMin + model.sigmaMax) / 2) < 1e-6);
 });
 
 test('schedule names: labels, names and the seed aliases resolve; unknown ones are 400s listing the valid ones', () => {
@@ -162,7 +162,7 @@ test('makeDenoiser: eps and v predictions of the same x0 agree; timesteps interp
     async (xs, t) => {
       seen.push(t);
       const s = Math.sqrt(sigma * sigma + 1);
-      return xs.map((v, i) => (v * s - x0[i]) / sigma);
+      return xs.map((v, i) => (v * s - x0[i]!) / sigma);
     },
     { prediction: 'epsilon', schedule: model },
   );
@@ -170,18 +170,18 @@ test('makeDenoiser: eps and v predictions of the same x0 agree; timesteps interp
     async (xs) => {
       const s = Math.sqrt(sigma * sigma + 1);
       // v = alpha * eps - sigma_vp * x0 with alpha = 1/s, sigma_vp = sigma/s.
-      return xs.map((val, i) => (((val * s - x0[i]) / sigma) * 1) / s - (sigma / s) * x0[i]);
+      return xs.map((val, i) => (((val * s - x0[i]!) / sigma) * 1) / s - (sigma / s) * x0[i]!);
     },
     { prediction: 'v_prediction', schedule: model },
   );
   const a = await eps(x, sigma);
   const b = await v(x, sigma);
   for (let i = 0; i < 4; i++) {
-    assert.ok(Math.abs(a[i] - x0[i]) < 1e-5);
-    assert.ok(Math.abs(b[i] - x0[i]) < 1e-5);
+    assert.ok(Math.abs(a[i]! - x0[i]!) < 1e-5);
+    assert.ok(Math.abs(b[i]! - x0[i]!) < 1e-5);
   }
   assert.ok(!Number.isInteger(seen[0]));
   const rounded = makeDenoiser(async (xs, t) => (seen.push(t), xs), { prediction: 'epsilon', schedule: model, timestep: 'round' });
   await rounded(x, sigma);
-  assert.equal(seen[1], Math.round(seen[0]));
+  assert.equal(seen[1], Math.round(seen[0]!));
 });
