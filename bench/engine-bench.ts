@@ -57,7 +57,17 @@ const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--t
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
-  const out: Args = { models: [], runs: 2, threads: physicalCores(), attention: 'contrib', jsonOnly: false, spinning: false, cacheOptimized: true, parts: new Set(PARTS), vaeUpsample: 'phases' };
+  const out: Args = {
+    models: [],
+    runs: 2,
+    threads: physicalCores(),
+    attention: 'contrib',
+    jsonOnly: false,
+    spinning: false,
+    cacheOptimized: true,
+    parts: new Set(PARTS),
+    vaeUpsample: 'phases',
+  };
   let only: string | undefined;
   let sdxl = false;
   let skipSdxl = false;
@@ -88,9 +98,9 @@ function parseArgs(argv: string[]): Args {
     } else if (a.startsWith('--parts')) {
       out.parts = new Set(value().split(','));
       for (const p of out.parts) if (!PARTS.includes(p)) throw new Error(`--parts: unknown part ${p} (${PARTS.join(', ')})`);
-    }
-    else if (a.startsWith('--size')) out.size = Number(value());
-    else if (a === 'bench') continue; // `kiln bench` passes its own name through
+    } else if (a.startsWith('--size')) out.size = Number(value());
+    else if (a === 'bench')
+      continue; // `kiln bench` passes its own name through
     else throw new Error(`unknown argument ${a} (see the header of bench/engine-bench.ts)`);
   }
   const all = { sd15: SD15, sdxl: SDXL } as Record<string, ModelSpec>;
@@ -154,7 +164,12 @@ async function buildAndOpen(cacheDir: string, network: string, options: Record<s
   const { modelPath, built } = getOrBuildGraph(cacheDir, { network, weightsIdentity: 'random-seed-1', precision: 'fp32', options }, build);
   const buildS = seconds(t0);
   const t1 = performance.now();
-  const { session, optimized, rejected } = await openSession(modelPath, { device: 'cpu', intraOpThreads: args.threads, spinning: args.spinning, cacheOptimized: args.cacheOptimized });
+  const { session, optimized, rejected } = await openSession(modelPath, {
+    device: 'cpu',
+    intraOpThreads: args.threads,
+    spinning: args.spinning,
+    cacheOptimized: args.cacheOptimized,
+  });
   if (rejected) process.stderr.write(`${network}: cached optimised model refused (${rejected}); rebuilt\n`);
   return { session, buildS, built, optimized, sessionS: seconds(t1) };
 }
@@ -241,7 +256,15 @@ async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: P
   const cfg = parseUnetConfig(spec.unet);
   const build: ModelReport['build'] = {};
 
-  const report: ModelReport = { model: spec.name, imageSize: spec.size, batch, attention: args.attention, unetParams: parameterCount(unetShapes), build, maxRssGB: 0 };
+  const report: ModelReport = {
+    model: spec.name,
+    imageSize: spec.size,
+    batch,
+    attention: args.attention,
+    unetParams: parameterCount(unetShapes),
+    build,
+    maxRssGB: 0,
+  };
   const sessions: Session[] = [];
 
   if (args.parts.has('text')) {
@@ -283,7 +306,10 @@ async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: P
     };
     if (cfg.textTime) {
       feeds.text_embeds = randomTensor([batch, cfg.textTime.projectionInputDim - 6 * cfg.textTime.timeEmbedDim], 9);
-      feeds.time_ids = { shape: [batch, 6], data: Float32Array.from([spec.size, spec.size, 0, 0, spec.size, spec.size, spec.size, spec.size, 0, 0, spec.size, spec.size]) };
+      feeds.time_ids = {
+        shape: [batch, 6],
+        data: Float32Array.from([spec.size, spec.size, 0, 0, spec.size, spec.size, spec.size, spec.size, 0, 0, spec.size, spec.size]),
+      };
     }
     const unetRun = await timeRuns(u.session, feeds, args.runs);
     report.unet = rates(unetRun, unetFlops(cfg, { batch, height: latent, width: latent, tokens }), args, peak);
@@ -293,7 +319,9 @@ async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: P
     // VAE decoder (one image, as the pipeline decodes).
     const vaeWeights = new RandomWeights('vae', vaeParameterShapes(spec.vae), 20);
     const vaeOpts = { upsample: args.vaeUpsample };
-    const v = await buildAndOpen(cacheDir, `${spec.name}-vae-decoder`, vaeDecoderGraphOptions(vaeOpts), args, (b) => buildVaeDecoder(b, vaeWeights, spec.vae, vaeOpts));
+    const v = await buildAndOpen(cacheDir, `${spec.name}-vae-decoder`, vaeDecoderGraphOptions(vaeOpts), args, (b) =>
+      buildVaeDecoder(b, vaeWeights, spec.vae, vaeOpts),
+    );
     build.vae_decoder = { buildS: v.buildS, cached: !v.built, optimized: v.optimized, sessionS: v.sessionS };
     sessions.push(v.session);
     const vaeRun = await timeRuns(v.session, { latent: randomTensor([1, spec.vae.latent_channels, latent, latent], 11) }, args.runs);
@@ -306,7 +334,11 @@ async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: P
   return report;
 }
 
-const OPTIMIZED_LABEL: Record<OptimizedModelUse, string> = { loaded: 'optimised model from cache', saved: 'optimised, saved to cache', off: 'optimised, not cached' };
+const OPTIMIZED_LABEL: Record<OptimizedModelUse, string> = {
+  loaded: 'optimised model from cache',
+  saved: 'optimised, saved to cache',
+  off: 'optimised, not cached',
+};
 
 function table(rows: [string, string][]): string {
   const w = Math.max(...rows.map((r) => r[0].length));
@@ -330,14 +362,19 @@ async function main(): Promise<void> {
     log(`load average before: ${loadBefore.toFixed(2)} (other processes on these cores lower the wall-clock rates)`);
     const peak = await measurePeak(args.threads, args.spinning);
     const r1 = (x: number) => x.toFixed(1);
-    log(`fp32 peak via onnxruntime (wall / CPU-time GFLOP/s): conv3x3 ${r1(peak.conv.wallGflops)} / ${r1(peak.conv.cpuGflops)}, matmul ${r1(peak.matmul.wallGflops)} / ${r1(peak.matmul.cpuGflops)}`);
+    log(
+      `fp32 peak via onnxruntime (wall / CPU-time GFLOP/s): conv3x3 ${r1(peak.conv.wallGflops)} / ${r1(peak.conv.cpuGflops)}, matmul ${r1(peak.matmul.wallGflops)} / ${r1(peak.matmul.cpuGflops)}`,
+    );
     const reports: ModelReport[] = [];
     for (const spec of args.models) {
       log(`\n[${spec.name}] building and running (UNet ${spec.size}x${spec.size}, batch 2)...`);
       const r = await benchModel(spec, args, cacheDir, peak);
       reports.push(r);
       const f = (x: number, d = 2) => x.toFixed(d);
-      const rows: [string, string][] = Object.entries(r.build).map(([k, b]) => [`${k} build + session`, `${f(b.buildS, 1)} s (graph ${b.cached ? 'cached' : 'built'}) + ${f(b.sessionS, 1)} s session (${OPTIMIZED_LABEL[b.optimized]})`]);
+      const rows: [string, string][] = Object.entries(r.build).map(([k, b]) => [
+        `${k} build + session`,
+        `${f(b.buildS, 1)} s (graph ${b.cached ? 'cached' : 'built'}) + ${f(b.sessionS, 1)} s session (${OPTIMIZED_LABEL[b.optimized]})`,
+      ]);
       const rated = (label: string, n: NetRates): [string, string][] => [
         [label, `${f(n.bestS)} s (first ${f(n.firstS)} s), ${f(n.gflop, 0)} GFLOP, output sum ${n.checksum.toPrecision(8)}`],
         [`  achieved (wall)`, `${f(n.wallGflops, 1)} GFLOP/s = ${f(100 * n.wallRatio, 1)}% of peak ${f(peak.peak.wallGflops, 1)}`],
@@ -349,9 +386,10 @@ async function main(): Promise<void> {
       if (r.vaeDecode && r.vaeDecodeLiteralGflop) {
         rows.push(['  as diffusers counts it', `${f(r.vaeDecodeLiteralGflop, 0)} GFLOP, ${f(r.vaeDecodeLiteralGflop / r.vaeDecode.bestS, 1)} GFLOP/s (wall)`]);
       }
-      rows.push(
-        ['peak RSS (process)', `${f(r.maxRssGB)} GiB${spec.name === 'sdxl' ? (r.maxRssGB < 24 ? ' (fits in 24 GB)' : ' (does NOT fit in 24 GB)') : ' (target < 10 GiB)'}`],
-      );
+      rows.push([
+        'peak RSS (process)',
+        `${f(r.maxRssGB)} GiB${spec.name === 'sdxl' ? (r.maxRssGB < 24 ? ' (fits in 24 GB)' : ' (does NOT fit in 24 GB)') : ' (target < 10 GiB)'}`,
+      ]);
       log(table(rows));
     }
     const result = { peak, threads: args.threads, spinning: args.spinning, loadAverage: { before: loadBefore, after: loadavg()[0]! }, reports };

@@ -67,7 +67,19 @@ await stop();
 
 console.log(
   JSON.stringify(
-    { submissions: n, submit_ms: submitMs, accepted: accepted.length, refused_429: refused.length, refused_without_retry_after: badRetry.length, other_status: other.map((o) => o.status), completed: final.size, succeeded, total_s: Number((totalMs / 1000).toFixed(1)), jobs_per_s: Number((succeeded / (totalMs / 1000)).toFixed(2)), health_after: health.status },
+    {
+      submissions: n,
+      submit_ms: submitMs,
+      accepted: accepted.length,
+      refused_429: refused.length,
+      refused_without_retry_after: badRetry.length,
+      other_status: other.map((o) => o.status),
+      completed: final.size,
+      succeeded,
+      total_s: Number((totalMs / 1000).toFixed(1)),
+      jobs_per_s: Number((succeeded / (totalMs / 1000)).toFixed(2)),
+      health_after: health.status,
+    },
     null,
     2,
   ),

@@ -62,7 +62,7 @@ async function timeGraph(build: (b: GraphBuilder) => Record<string, Feed>, flops
       cpu = Math.min(cpu, t.cpuS);
     }
     await session.release();
-    return { wallGflops: flops / wall / 1e9, cpuGflops: (flops / (cpu / threadCount(threads))) / 1e9 };
+    return { wallGflops: flops / wall / 1e9, cpuGflops: flops / (cpu / threadCount(threads)) / 1e9 };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

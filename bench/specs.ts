@@ -73,11 +73,20 @@ export const SDXL: ModelSpec = {
   textEncoders: [
     { config: { ...CLIP_L, hidden_act: 'quick_gelu' }, opts: { penultimateWithoutNorm: true } },
     {
-      config: { hidden_size: 1280, intermediate_size: 5120, num_hidden_layers: 32, num_attention_heads: 20, hidden_act: 'gelu', layer_norm_eps: 1e-5, max_position_embeddings: 77, vocab_size: 49408, projection_dim: 1280 },
+      config: {
+        hidden_size: 1280,
+        intermediate_size: 5120,
+        num_hidden_layers: 32,
+        num_attention_heads: 20,
+        hidden_act: 'gelu',
+        layer_norm_eps: 1e-5,
+        max_position_embeddings: 77,
+        vocab_size: 49408,
+        projection_dim: 1280,
+      },
       opts: { penultimateWithoutNorm: true, textEmbeds: true },
     },
   ],
   vae: SD_VAE,
   size: 1024,
 };
-

@@ -7,7 +7,9 @@ import { ModelRegistry, MODEL_FOLDERS, type ModelKind } from '../server/models/r
 export async function runModels(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { inspect: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: false });
   if (values.help) {
-    process.stdout.write('Usage: kiln models [--models-dir DIR] [--data-dir DIR] [--inspect]\n  --inspect  open each checkpoint to report its family and prediction type\n');
+    process.stdout.write(
+      'Usage: kiln models [--models-dir DIR] [--data-dir DIR] [--inspect]\n  --inspect  open each checkpoint to report its family and prediction type\n',
+    );
     return 0;
   }
   const { flags } = parseFlags(argv.filter((a) => a !== '--inspect'));

@@ -45,8 +45,7 @@ export function imageToTensor(img: RawImage): Tensor {
   const { width, height, channels } = img;
   const plane = width * height;
   const data = new Float32Array(3 * plane);
-  for (let p = 0; p < plane; p++)
-    for (let c = 0; c < 3; c++) data[c * plane + p] = (img.data[p * channels + c]! / 255) * 2 - 1;
+  for (let p = 0; p < plane; p++) for (let c = 0; c < 3; c++) data[c * plane + p] = (img.data[p * channels + c]! / 255) * 2 - 1;
   return { shape: [1, 3, height, width], data };
 }
 

@@ -50,7 +50,10 @@ export function buildInfotext(f: InfotextFields): string {
     ['Model', f.modelName],
     ['Variation seed', f.subseedStrength ? f.subseed : undefined],
     ['Variation seed strength', f.subseedStrength ? num(f.subseedStrength) : undefined],
-    ['Seed resize from', f.seedResizeFromW && f.seedResizeFromH && f.seedResizeFromW > 0 && f.seedResizeFromH > 0 ? `${f.seedResizeFromW}x${f.seedResizeFromH}` : undefined],
+    [
+      'Seed resize from',
+      f.seedResizeFromW && f.seedResizeFromH && f.seedResizeFromW > 0 && f.seedResizeFromH > 0 ? `${f.seedResizeFromW}x${f.seedResizeFromH}` : undefined,
+    ],
     ['Denoising strength', f.denoisingStrength !== undefined ? num(f.denoisingStrength) : undefined],
     ['Clip skip', f.clipSkip && f.clipSkip > 1 ? f.clipSkip : undefined],
     ['Eta', f.eta !== undefined ? num(f.eta) : undefined],

@@ -244,12 +244,7 @@ export function resolveSeed(seed?: number | null, random: () => number = Math.ra
  * Seeds and subseeds of a batch, as A1111: image i uses seed+i and subseed+i, except that with a variation
  * (subseedStrength > 0) every image keeps `seed` so only the variation changes across the batch.
  */
-export function batchSeeds(
-  seed: number,
-  subseed: number,
-  subseedStrength: number,
-  count: number,
-): { seeds: number[]; subseeds: number[] } {
+export function batchSeeds(seed: number, subseed: number, subseedStrength: number, count: number): { seeds: number[]; subseeds: number[] } {
   const seeds: number[] = [];
   const subseeds: number[] = [];
   for (let i = 0; i < count; i++) {
@@ -377,12 +372,7 @@ export function slerpA1111(val: number, low: Float32Array, high: Float32Array, s
 }
 
 /** Copies `src` into the centre of `dst` (cropping whichever is larger), as A1111's seed resize does. */
-function pasteCentred(
-  dst: Float32Array,
-  [c, h, w]: [number, number, number],
-  src: Float32Array,
-  [, sh, sw]: [number, number, number],
-): void {
+function pasteCentred(dst: Float32Array, [c, h, w]: [number, number, number], src: Float32Array, [, sh, sw]: [number, number, number]): void {
   // Python's // floors; the difference is negative when the noise is larger than the target.
   const dx = Math.floor((w - sw) / 2);
   const dy = Math.floor((h - sh) / 2);

@@ -4,7 +4,15 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
 import type { Device } from './api.ts';
-import { beginOptimized, crashedWhileLoading, discardOptimized, markLoading, optimizedEntry, OPTIMIZED_WEIGHTS, type OptimizedEnvironment } from './onnx/cache.ts';
+import {
+  beginOptimized,
+  crashedWhileLoading,
+  discardOptimized,
+  markLoading,
+  optimizedEntry,
+  OPTIMIZED_WEIGHTS,
+  type OptimizedEnvironment,
+} from './onnx/cache.ts';
 import type { Tensor } from './tensor.ts';
 
 export type Session = Ort.InferenceSession;
@@ -153,8 +161,7 @@ async function create(modelPath: string, opts: SessionOptions, level: Level, mor
     const msg = (e as Error).message;
     if (opts.device !== 'cpu' && /provider|cuda|tensorrt|webgpu/i.test(msg)) {
       throw new Error(
-        `could not start the ${opts.device} execution provider (${msg}). ` +
-          `Install onnxruntime-node's GPU binaries (see README "GPU") or use --device cpu.`,
+        `could not start the ${opts.device} execution provider (${msg}). ` + `Install onnxruntime-node's GPU binaries (see README "GPU") or use --device cpu.`,
       );
     }
     throw e;

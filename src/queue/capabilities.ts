@@ -29,7 +29,11 @@ const nonZero = (v: number | undefined) => v !== undefined && v !== 0;
 
 /** Every optional feature of the job model, in the order requests are checked. */
 const FEATURES = {
-  loras: { requested: (s) => (s.loras?.length ?? 0) > 0, describe: (s) => (s.loras?.[0]?.tag ? `LoRA (prompt tag ${s.loras[0].tag})` : 'LoRA'), field: 'loras' },
+  loras: {
+    requested: (s) => (s.loras?.length ?? 0) > 0,
+    describe: (s) => (s.loras?.[0]?.tag ? `LoRA (prompt tag ${s.loras[0].tag})` : 'LoRA'),
+    field: 'loras',
+  },
   hypernetworks: { requested: (s) => (s.hypernetworks?.length ?? 0) > 0, describe: () => 'hypernetworks', field: 'hypernetworks' },
   hires: { requested: (s) => s.hires !== undefined, describe: () => 'hires fix', field: 'hires' },
   restoreFaces: { requested: (s) => s.restoreFaces === true, describe: () => 'face restoration', field: 'restore_faces' },
@@ -43,8 +47,16 @@ const FEATURES = {
     field: 'transparent_background',
   },
   mask: { requested: (s) => s.mask !== undefined, describe: () => 'inpainting masks', field: 'mask' },
-  resizeMode: { requested: (s) => nonZero(s.resizeMode), describe: (s) => `resize_mode ${s.resizeMode} (only 0, "just resize", is available)`, field: 'resize_mode' },
-  inputImageCount: { requested: (s) => (s.inputImageCount ?? 1) > 1, describe: () => 'several input images in one request (img2img takes one)', field: 'init_image' },
+  resizeMode: {
+    requested: (s) => nonZero(s.resizeMode),
+    describe: (s) => `resize_mode ${s.resizeMode} (only 0, "just resize", is available)`,
+    field: 'resize_mode',
+  },
+  inputImageCount: {
+    requested: (s) => (s.inputImageCount ?? 1) > 1,
+    describe: () => 'several input images in one request (img2img takes one)',
+    field: 'init_image',
+  },
   initialNoiseMultiplier: {
     requested: (s) => s.initialNoiseMultiplier !== undefined && s.initialNoiseMultiplier !== 1,
     describe: () => 'initial_noise_multiplier',

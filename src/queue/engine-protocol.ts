@@ -14,9 +14,7 @@ export interface WorkerError {
 
 export type ToWorker =
   /** Runs operation `op` on `input`; `preview` asks for live previews in its progress events. */
-  | { type: 'run'; id: number; op: string; input: unknown; preview?: { everyEvals: number } }
-  | { type: 'abort'; id: number }
-  | { type: 'close' };
+  { type: 'run'; id: number; op: string; input: unknown; preview?: { everyEvals: number } } | { type: 'abort'; id: number } | { type: 'close' };
 
 export type FromWorker =
   | { type: 'ready'; samplers: unknown; schedules: unknown }

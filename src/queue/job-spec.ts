@@ -146,7 +146,10 @@ export function resolveSeed(seed: number | undefined): number {
 
 /** A request error that names the offending field; becomes a 400. */
 export class SpecError extends Error {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(`${field}: ${message}`);
     this.name = 'SpecError';
   }
@@ -154,7 +157,10 @@ export class SpecError extends Error {
 
 /** Limits every spec must respect, whichever surface built it. Throws SpecError naming the field. */
 export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
-  const dims: Array<['width' | 'height', number]> = [['width', limits.maxWidth], ['height', limits.maxHeight]];
+  const dims: Array<['width' | 'height', number]> = [
+    ['width', limits.maxWidth],
+    ['height', limits.maxHeight],
+  ];
   for (const [field, max] of dims) {
     const v = spec[field];
     if (!Number.isInteger(v) || v < 64 || v > max) throw new SpecError(field, `must be an integer from 64 to ${max}, got ${v}`);
@@ -163,22 +169,30 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.width * spec.height > limits.maxPixels) {
     throw new SpecError('width', `width x height = ${spec.width * spec.height} pixels exceeds the limit of ${limits.maxPixels}`);
   }
-  if (!Number.isInteger(spec.steps) || spec.steps < 1 || spec.steps > limits.maxSteps) throw new SpecError('steps', `must be from 1 to ${limits.maxSteps}, got ${spec.steps}`);
+  if (!Number.isInteger(spec.steps) || spec.steps < 1 || spec.steps > limits.maxSteps)
+    throw new SpecError('steps', `must be from 1 to ${limits.maxSteps}, got ${spec.steps}`);
   if (spec.prompts.length < 1) throw new SpecError('prompts', 'must hold at least one prompt');
   const total = spec.prompts.length * spec.imagesPerPrompt;
   if (!Number.isInteger(spec.imagesPerPrompt) || spec.imagesPerPrompt < 1 || total > limits.maxImages) {
     throw new SpecError('images_per_prompt', `prompts x images_per_prompt = ${total}; the limit is ${limits.maxImages} images per request`);
   }
-  for (const [field, list] of [['prompt', spec.prompts], ['negative_prompt', spec.negativePrompts]] as const) {
+  for (const [field, list] of [
+    ['prompt', spec.prompts],
+    ['negative_prompt', spec.negativePrompts],
+  ] as const) {
     for (const p of list) if (p.length > limits.maxPromptChars) throw new SpecError(field, `is ${p.length} characters; the limit is ${limits.maxPromptChars}`);
   }
   if (!(spec.cfgScale >= 0 && spec.cfgScale <= 30)) throw new SpecError('cfg_scale', `must be from 0 to 30, got ${spec.cfgScale}`);
   if (spec.kind === 'img2img' && !spec.initImage) throw new SpecError('init_image', 'is required for img2img');
-  const resize: Array<[string, number | undefined, number]> = [['seed_resize_from_w', spec.seedResizeFromW, limits.maxWidth], ['seed_resize_from_h', spec.seedResizeFromH, limits.maxHeight]];
+  const resize: Array<[string, number | undefined, number]> = [
+    ['seed_resize_from_w', spec.seedResizeFromW, limits.maxWidth],
+    ['seed_resize_from_h', spec.seedResizeFromH, limits.maxHeight],
+  ];
   for (const [field, v, max] of resize) {
     if (v !== undefined && (!Number.isInteger(v) || v < 64 || v > max)) throw new SpecError(field, `must be an integer from 64 to ${max}, got ${v}`);
   }
-  if (spec.timeoutMs !== undefined && !(Number.isFinite(spec.timeoutMs) && spec.timeoutMs > 0)) throw new SpecError('timeout_s', `must be a positive number of seconds, got ${spec.timeoutMs / 1000}`);
+  if (spec.timeoutMs !== undefined && !(Number.isFinite(spec.timeoutMs) && spec.timeoutMs > 0))
+    throw new SpecError('timeout_s', `must be a positive number of seconds, got ${spec.timeoutMs / 1000}`);
   if (spec.webhook) checkWebhookUrl(spec.webhook.url);
 }
 
@@ -200,7 +214,13 @@ export function imageCount(spec: JobSpec): number {
 }
 
 /** JobSpec -> the engine's request. The model and init image are resolved by the caller (executor). */
-export function toGenerateRequest(spec: JobSpec, model: ModelRef, initImage?: RawImage, device?: GenerateRequest['device'], refiner?: ModelRef): GenerateRequest {
+export function toGenerateRequest(
+  spec: JobSpec,
+  model: ModelRef,
+  initImage?: RawImage,
+  device?: GenerateRequest['device'],
+  refiner?: ModelRef,
+): GenerateRequest {
   return {
     model,
     prompts: spec.prompts,

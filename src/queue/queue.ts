@@ -156,7 +156,14 @@ export class JobQueue {
     if (this.stopping) throw new QueueClosedError();
     const depth = (await this.backend.counts()).queued;
     if (depth >= this.opts.config.maxQueued) throw new QueueFullError(depth, await this.retryAfterSeconds());
-    const job = await this.backend.insert({ id: randomUUID(), owner: opts.owner ?? 'anonymous', spec, createdAt: this.now(), extra: opts.extra, externalId: opts.externalId });
+    const job = await this.backend.insert({
+      id: randomUUID(),
+      owner: opts.owner ?? 'anonymous',
+      spec,
+      createdAt: this.now(),
+      extra: opts.extra,
+      externalId: opts.externalId,
+    });
     await this.backend.publish({ type: 'queued', job });
     setImmediate(() => this.pump());
     return job;
@@ -167,7 +174,15 @@ export class JobQueue {
    * job id for every request (RunPod) can report it, retry it and deliver its webhook like any other.
    */
   async recordFailed(spec: JobSpec, error: JobError, opts: SubmitOptions = {}): Promise<Job> {
-    const job = await this.backend.insert({ id: randomUUID(), owner: opts.owner ?? 'anonymous', spec, createdAt: this.now(), extra: opts.extra, externalId: opts.externalId, failed: error });
+    const job = await this.backend.insert({
+      id: randomUUID(),
+      owner: opts.owner ?? 'anonymous',
+      spec,
+      createdAt: this.now(),
+      extra: opts.extra,
+      externalId: opts.externalId,
+      failed: error,
+    });
     await this.finalized(job);
     return job;
   }
@@ -371,7 +386,15 @@ export class JobQueue {
             .then(async () => {
               await this.backend.setProgress(job.id, live);
               if (preview) await this.backend.setPreview(job.id, preview);
-              await this.backend.publish({ type: 'progress', job: snapshot, phase: e.phase, step: e.step, totalSteps: e.totalSteps, progress: live.progress, ...(preview ? { preview } : {}) });
+              await this.backend.publish({
+                type: 'progress',
+                job: snapshot,
+                phase: e.phase,
+                step: e.step,
+                totalSteps: e.totalSteps,
+                progress: live.progress,
+                ...(preview ? { preview } : {}),
+              });
             })
             .catch((err) => this.opts.log?.warn({ err, jobId: job.id }, 'progress report failed'));
         },
@@ -422,7 +445,10 @@ export class JobQueue {
   private async onSuccess(running: Running, result: JobResult): Promise<void> {
     const { job, live } = running;
     const now = this.now();
-    const done = await this.backend.finish(job.id, ['running'], 'succeeded', now, { result, progress: { progress: 1, step: live.step, totalSteps: live.totalSteps } });
+    const done = await this.backend.finish(job.id, ['running'], 'succeeded', now, {
+      result,
+      progress: { progress: 1, step: live.step, totalSteps: live.totalSteps },
+    });
     if (!done) return;
     const ms = now - (job.startedAt ?? now);
     const units = this.units(job.spec);
@@ -437,7 +463,10 @@ export class JobQueue {
     const done = await this.backend.finish(running.job.id, ['running'], 'failed', this.now(), { error, progress: running.live });
     if (!done) return;
     const level = error.code === 'internal' ? 'error' : 'info';
-    this.opts.log?.[level]({ jobId: running.job.id, code: error.code, reason: error.message, ...(level === 'error' ? { stack: (err as Error)?.stack } : {}) }, 'job failed');
+    this.opts.log?.[level](
+      { jobId: running.job.id, code: error.code, reason: error.message, ...(level === 'error' ? { stack: (err as Error)?.stack } : {}) },
+      'job failed',
+    );
     await this.finalized(done);
   }
 
@@ -453,7 +482,9 @@ export class JobQueue {
     if (reason === 'timeout') {
       const t = running.timeout!;
       const s = t.ms >= 10_000 ? Math.round(t.ms / 1000) : Number((t.ms / 1000).toFixed(2));
-      const message = t.own ? `the job ran longer than its own ${s} s execution timeout and was stopped` : `the job ran longer than the ${s} s limit and was stopped`;
+      const message = t.own
+        ? `the job ran longer than its own ${s} s execution timeout and was stopped`
+        : `the job ran longer than the ${s} s limit and was stopped`;
       const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'timeout', message }, progress: live });
       if (done) await this.finalized(done);
       return;
@@ -482,7 +513,9 @@ export class JobQueue {
   async purgeQueued(): Promise<number> {
     let removed = 0;
     for (const job of await this.backend.list({ state: 'queued', limit: 100_000 })) {
-      const done = await this.backend.finish(job.id, ['queued'], 'cancelled', this.now(), { error: { code: 'input', message: 'removed from the queue by an administrator' } });
+      const done = await this.backend.finish(job.id, ['queued'], 'cancelled', this.now(), {
+        error: { code: 'input', message: 'removed from the queue by an administrator' },
+      });
       if (!done) continue;
       await this.finalized(done);
       removed++;

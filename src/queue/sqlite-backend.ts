@@ -145,9 +145,9 @@ export class SqliteJobBackend implements JobBackend {
   async list(opts: JobFilter): Promise<Job[]> {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (opts.owner !== undefined) (where.push('owner = ?'), args.push(opts.owner));
-    if (opts.state !== undefined) (where.push('state = ?'), args.push(opts.state));
-    if (opts.beforeSeq !== undefined) (where.push('seq < ?'), args.push(opts.beforeSeq));
+    if (opts.owner !== undefined) where.push('owner = ?'), args.push(opts.owner);
+    if (opts.state !== undefined) where.push('state = ?'), args.push(opts.state);
+    if (opts.beforeSeq !== undefined) where.push('seq < ?'), args.push(opts.beforeSeq);
     return this.rows(`SELECT * FROM jobs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`, ...args, opts.limit);
   }
 
@@ -181,7 +181,9 @@ export class SqliteJobBackend implements JobBackend {
 
   async requeue(id: string, refundAttempt: boolean): Promise<Job | undefined> {
     this.db
-      .prepare(`UPDATE jobs SET state = 'queued', started_at = NULL${refundAttempt ? ', attempts = MAX(attempts - 1, 0)' : ''} WHERE id = ? AND state = 'running'`)
+      .prepare(
+        `UPDATE jobs SET state = 'queued', started_at = NULL${refundAttempt ? ', attempts = MAX(attempts - 1, 0)' : ''} WHERE id = ? AND state = 'running'`,
+      )
       .run(id);
     this.drop(id);
     return this.row(id);
@@ -190,7 +192,9 @@ export class SqliteJobBackend implements JobBackend {
   async finish(id: string, from: readonly JobState[], state: FinalState, now: number, data: FinishData): Promise<Job | undefined> {
     const p = data.progress;
     const info = this.db
-      .prepare(`UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, progress = ?, step = ?, total_steps = ? WHERE id = ? AND state IN (${placeholders(from)})`)
+      .prepare(
+        `UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, progress = ?, step = ?, total_steps = ? WHERE id = ? AND state IN (${placeholders(from)})`,
+      )
       .run(
         state,
         now,

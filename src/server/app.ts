@@ -101,9 +101,15 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
     }
     const principal = keys.check(presentedKey(req.headers));
     if (!principal) {
-      throw new HttpError(401, 'unauthorized', presentedKey(req.headers) ? 'the API key is not valid' : 'an API key is required (X-API-Key header or Authorization: Bearer)', undefined, {
-        'www-authenticate': 'Bearer',
-      });
+      throw new HttpError(
+        401,
+        'unauthorized',
+        presentedKey(req.headers) ? 'the API key is not valid' : 'an API key is required (X-API-Key header or Authorization: Bearer)',
+        undefined,
+        {
+          'www-authenticate': 'Bearer',
+        },
+      );
     }
     if (level === 'admin' && principal.role !== 'admin') throw new HttpError(403, 'forbidden', 'this route needs an admin API key');
     req.principal = principal;

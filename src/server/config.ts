@@ -66,47 +66,224 @@ interface OptionSpec {
 const MiB = 1024 * 1024;
 
 export const OPTIONS: readonly OptionSpec[] = [
-  { key: 'host', flag: 'host', env: 'KILN_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address to bind. Anything other than a loopback address needs API keys or --insecure.' },
+  {
+    key: 'host',
+    flag: 'host',
+    env: 'KILN_HOST',
+    kind: 'string',
+    default: '127.0.0.1',
+    doc: 'Address to bind. Anything other than a loopback address needs API keys or --insecure.',
+  },
   { key: 'port', flag: 'port', env: 'KILN_PORT', kind: 'int', default: 7860, doc: 'TCP port (0 picks a free one).' },
-  { key: 'dataDir', flag: 'data-dir', env: 'KILN_DATA_DIR', kind: 'path', default: './kiln-data', doc: 'Holds the job database (jobs.sqlite), stored images (images/), uploads (inputs/) and the optional config file.' },
-  { key: 'modelsDir', flag: 'models-dir', env: 'KILN_MODELS_DIR', kind: 'path', doc: 'Models folder with checkpoints/, loras/, vae/, ... (default: <data-dir>/models).' },
-  { key: 'cacheDir', flag: 'cache-dir', env: 'KILN_CACHE_DIR', kind: 'path', doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).' },
-  { key: 'tokenizer', flag: 'tokenizer', env: 'KILN_TOKENIZER', kind: 'path', doc: 'Diffusers-style folder holding tokenizer/ (and tokenizer_2/ for SDXL), used for single-file checkpoints instead of the standard CLIP tokenizer files from the Hugging Face cache.' },
-  { key: 'model', flag: 'model', env: 'KILN_MODEL', kind: 'string', doc: 'Default model: a path, a name or label from the models folder, or a Hugging Face repo id (owner/name).' },
-  { key: 'threads', flag: 'threads', env: 'KILN_THREADS', kind: 'int', doc: 'onnxruntime threads per op (default: every core but one, which stays with the HTTP server).' },
+  {
+    key: 'dataDir',
+    flag: 'data-dir',
+    env: 'KILN_DATA_DIR',
+    kind: 'path',
+    default: './kiln-data',
+    doc: 'Holds the job database (jobs.sqlite), stored images (images/), uploads (inputs/) and the optional config file.',
+  },
+  {
+    key: 'modelsDir',
+    flag: 'models-dir',
+    env: 'KILN_MODELS_DIR',
+    kind: 'path',
+    doc: 'Models folder with checkpoints/, loras/, vae/, ... (default: <data-dir>/models).',
+  },
+  {
+    key: 'cacheDir',
+    flag: 'cache-dir',
+    env: 'KILN_CACHE_DIR',
+    kind: 'path',
+    doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).',
+  },
+  {
+    key: 'tokenizer',
+    flag: 'tokenizer',
+    env: 'KILN_TOKENIZER',
+    kind: 'path',
+    doc: 'Diffusers-style folder holding tokenizer/ (and tokenizer_2/ for SDXL), used for single-file checkpoints instead of the standard CLIP tokenizer files from the Hugging Face cache.',
+  },
+  {
+    key: 'model',
+    flag: 'model',
+    env: 'KILN_MODEL',
+    kind: 'string',
+    doc: 'Default model: a path, a name or label from the models folder, or a Hugging Face repo id (owner/name).',
+  },
+  {
+    key: 'threads',
+    flag: 'threads',
+    env: 'KILN_THREADS',
+    kind: 'int',
+    doc: 'onnxruntime threads per op (default: every core but one, which stays with the HTTP server).',
+  },
   { key: 'device', flag: 'device', env: 'KILN_DEVICE', kind: { oneOf: ['cpu', 'cuda', 'tensorrt', 'webgpu'] }, default: 'cpu', doc: 'Where the networks run.' },
   { key: 'offline', flag: 'offline', env: 'KILN_OFFLINE', kind: 'bool', default: false, doc: 'Never download models; say what to download instead.' },
   { key: 'insecure', flag: 'insecure', env: 'KILN_INSECURE', kind: 'bool', default: false, doc: 'Allow binding a non-loopback address without API keys.' },
   { key: 'tlsCert', flag: 'tls-cert', env: 'KILN_TLS_CERT', kind: 'path', doc: 'PEM certificate; with --tls-key the server speaks HTTPS.' },
   { key: 'tlsKey', flag: 'tls-key', env: 'KILN_TLS_KEY', kind: 'path', doc: 'PEM private key for --tls-cert.' },
-  { key: 'publicUrl', flag: 'public-url', env: 'KILN_PUBLIC_URL', kind: 'string', doc: 'Base URL used in result image URLs (default: taken from the request Host header).' },
-  { key: 'logLevel', flag: 'log-level', env: 'KILN_LOG_LEVEL', kind: { oneOf: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
-  { key: 'rateLimitPerMinute', flag: 'rate-limit', env: 'KILN_RATE_LIMIT', kind: 'int', default: 600, doc: 'Requests per minute per API key (or per IP without keys); 0 disables.' },
+  {
+    key: 'publicUrl',
+    flag: 'public-url',
+    env: 'KILN_PUBLIC_URL',
+    kind: 'string',
+    doc: 'Base URL used in result image URLs (default: taken from the request Host header).',
+  },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'KILN_LOG_LEVEL',
+    kind: { oneOf: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    default: 'info',
+    doc: 'pino log level.',
+  },
+  {
+    key: 'rateLimitPerMinute',
+    flag: 'rate-limit',
+    env: 'KILN_RATE_LIMIT',
+    kind: 'int',
+    default: 600,
+    doc: 'Requests per minute per API key (or per IP without keys); 0 disables.',
+  },
   { key: 'metricsPublic', flag: 'metrics-public', env: 'KILN_METRICS_PUBLIC', kind: 'bool', default: true, doc: 'Serve /metrics without an API key.' },
-  { key: 'engineModule', flag: 'engine-module', env: 'KILN_ENGINE_MODULE', kind: 'path', doc: 'Module exporting createEngine() (default: the built-in engine). For tests and alternative engines.' },
-  { key: 'idleUnloadMs', flag: 'idle-unload', env: 'KILN_IDLE_UNLOAD', kind: 'number', scale: 1000, default: 0, doc: 'Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache). 0 keeps models loaded.' },
-  { key: 'maxLoadedModels', flag: 'max-loaded-models', env: 'KILN_MAX_LOADED_MODELS', kind: 'int', default: 2, doc: 'Most models held in memory at once; loading another frees the least recently used.' },
-  { key: 'previewEvery', flag: 'preview-every', env: 'KILN_PREVIEW_EVERY', kind: 'int', default: 5, doc: 'Live preview of the running job (GET /v1/jobs/{id}/preview, A1111 progress current_image) every this many model evaluations; a cheap latent-to-RGB map at 1/8 size. 0 disables.' },
+  {
+    key: 'engineModule',
+    flag: 'engine-module',
+    env: 'KILN_ENGINE_MODULE',
+    kind: 'path',
+    doc: 'Module exporting createEngine() (default: the built-in engine). For tests and alternative engines.',
+  },
+  {
+    key: 'idleUnloadMs',
+    flag: 'idle-unload',
+    env: 'KILN_IDLE_UNLOAD',
+    kind: 'number',
+    scale: 1000,
+    default: 0,
+    doc: 'Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache). 0 keeps models loaded.',
+  },
+  {
+    key: 'maxLoadedModels',
+    flag: 'max-loaded-models',
+    env: 'KILN_MAX_LOADED_MODELS',
+    kind: 'int',
+    default: 2,
+    doc: 'Most models held in memory at once; loading another frees the least recently used.',
+  },
+  {
+    key: 'previewEvery',
+    flag: 'preview-every',
+    env: 'KILN_PREVIEW_EVERY',
+    kind: 'int',
+    default: 5,
+    doc: 'Live preview of the running job (GET /v1/jobs/{id}/preview, A1111 progress current_image) every this many model evaluations; a cheap latent-to-RGB map at 1/8 size. 0 disables.',
+  },
   { key: 'limits.maxWidth', flag: 'max-width', env: 'KILN_MAX_WIDTH', kind: 'int', default: 2048, doc: 'Largest width in pixels.' },
   { key: 'limits.maxHeight', flag: 'max-height', env: 'KILN_MAX_HEIGHT', kind: 'int', default: 2048, doc: 'Largest height in pixels.' },
   { key: 'limits.maxPixels', flag: 'max-pixels', env: 'KILN_MAX_PIXELS', kind: 'int', default: 2048 * 2048, doc: 'Largest width x height.' },
   { key: 'limits.maxSteps', flag: 'max-steps', env: 'KILN_MAX_STEPS', kind: 'int', default: 150, doc: 'Most sampling steps per image.' },
-  { key: 'limits.maxImages', flag: 'max-images', env: 'KILN_MAX_IMAGES', kind: 'int', default: 150, doc: 'Most images per request (prompts x images per prompt).' },
-  { key: 'limits.maxPromptChars', flag: 'max-prompt-chars', env: 'KILN_MAX_PROMPT_CHARS', kind: 'int', default: 10000, doc: 'Longest prompt or negative prompt, in characters.' },
+  {
+    key: 'limits.maxImages',
+    flag: 'max-images',
+    env: 'KILN_MAX_IMAGES',
+    kind: 'int',
+    default: 150,
+    doc: 'Most images per request (prompts x images per prompt).',
+  },
+  {
+    key: 'limits.maxPromptChars',
+    flag: 'max-prompt-chars',
+    env: 'KILN_MAX_PROMPT_CHARS',
+    kind: 'int',
+    default: 10000,
+    doc: 'Longest prompt or negative prompt, in characters.',
+  },
   { key: 'limits.bodyBytes', flag: 'max-body-mb', env: 'KILN_MAX_BODY_MB', kind: 'number', scale: MiB, default: 20 * MiB, doc: 'Largest request body (MiB).' },
-  { key: 'limits.uploadBytes', flag: 'max-upload-mb', env: 'KILN_MAX_UPLOAD_MB', kind: 'number', scale: MiB, default: 10 * MiB, doc: 'Largest uploaded image file (MiB).' },
-  { key: 'limits.maxDecodedPixels', flag: 'max-decoded-pixels', env: 'KILN_MAX_DECODED_PIXELS', kind: 'int', default: 4096 * 4096, doc: 'Largest decoded width x height of an uploaded image (guards against decompression bombs).' },
-  { key: 'queue.maxQueued', flag: 'max-queue', env: 'KILN_MAX_QUEUE', kind: 'int', default: 100, doc: 'Most jobs waiting; beyond it submissions get 429 with Retry-After.' },
-  { key: 'queue.jobTimeoutMs', flag: 'job-timeout', env: 'KILN_JOB_TIMEOUT', kind: 'number', scale: 1000, default: 600_000, doc: 'Longest a job may run (seconds); then it is stopped and marked failed.' },
-  { key: 'queue.retentionMs', flag: 'retention', env: 'KILN_RETENTION', kind: 'number', scale: 3_600_000, default: 24 * 3_600_000, doc: 'How long finished jobs and their images are kept (hours).' },
-  { key: 'queue.cleanupIntervalMs', flag: 'cleanup-interval', env: 'KILN_CLEANUP_INTERVAL', kind: 'number', scale: 1000, default: 600_000, doc: 'How often expired jobs are removed (seconds).' },
-  { key: 'queue.recoverRunning', flag: 'recover-running', env: 'KILN_RECOVER_RUNNING', kind: { oneOf: ['requeue', 'fail'] }, default: 'requeue', doc: 'What happens at startup to a job that was running when the process died.' },
-  { key: 'queue.maxAttempts', flag: 'max-attempts', env: 'KILN_MAX_ATTEMPTS', kind: 'int', default: 2, doc: 'Runs a job may start before a crash-interrupted job is marked failed instead of re-run.' },
-  { key: 'queue.shutdownGraceMs', flag: 'shutdown-grace', env: 'KILN_SHUTDOWN_GRACE', kind: 'number', scale: 1000, default: 30_000, doc: 'On shutdown, how long to let the running job finish before it is stopped and re-queued (seconds).' },
+  {
+    key: 'limits.uploadBytes',
+    flag: 'max-upload-mb',
+    env: 'KILN_MAX_UPLOAD_MB',
+    kind: 'number',
+    scale: MiB,
+    default: 10 * MiB,
+    doc: 'Largest uploaded image file (MiB).',
+  },
+  {
+    key: 'limits.maxDecodedPixels',
+    flag: 'max-decoded-pixels',
+    env: 'KILN_MAX_DECODED_PIXELS',
+    kind: 'int',
+    default: 4096 * 4096,
+    doc: 'Largest decoded width x height of an uploaded image (guards against decompression bombs).',
+  },
+  {
+    key: 'queue.maxQueued',
+    flag: 'max-queue',
+    env: 'KILN_MAX_QUEUE',
+    kind: 'int',
+    default: 100,
+    doc: 'Most jobs waiting; beyond it submissions get 429 with Retry-After.',
+  },
+  {
+    key: 'queue.jobTimeoutMs',
+    flag: 'job-timeout',
+    env: 'KILN_JOB_TIMEOUT',
+    kind: 'number',
+    scale: 1000,
+    default: 600_000,
+    doc: 'Longest a job may run (seconds); then it is stopped and marked failed.',
+  },
+  {
+    key: 'queue.retentionMs',
+    flag: 'retention',
+    env: 'KILN_RETENTION',
+    kind: 'number',
+    scale: 3_600_000,
+    default: 24 * 3_600_000,
+    doc: 'How long finished jobs and their images are kept (hours).',
+  },
+  {
+    key: 'queue.cleanupIntervalMs',
+    flag: 'cleanup-interval',
+    env: 'KILN_CLEANUP_INTERVAL',
+    kind: 'number',
+    scale: 1000,
+    default: 600_000,
+    doc: 'How often expired jobs are removed (seconds).',
+  },
+  {
+    key: 'queue.recoverRunning',
+    flag: 'recover-running',
+    env: 'KILN_RECOVER_RUNNING',
+    kind: { oneOf: ['requeue', 'fail'] },
+    default: 'requeue',
+    doc: 'What happens at startup to a job that was running when the process died.',
+  },
+  {
+    key: 'queue.maxAttempts',
+    flag: 'max-attempts',
+    env: 'KILN_MAX_ATTEMPTS',
+    kind: 'int',
+    default: 2,
+    doc: 'Runs a job may start before a crash-interrupted job is marked failed instead of re-run.',
+  },
+  {
+    key: 'queue.shutdownGraceMs',
+    flag: 'shutdown-grace',
+    env: 'KILN_SHUTDOWN_GRACE',
+    kind: 'number',
+    scale: 1000,
+    default: 30_000,
+    doc: 'On shutdown, how long to let the running job finish before it is stopped and re-queued (seconds).',
+  },
 ];
 
 export class ConfigError extends Error {
-  constructor(readonly option: string, message: string) {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
     super(`${option}: ${message}`);
     this.name = 'ConfigError';
   }
@@ -206,7 +383,11 @@ function readConfigFile(path: string): Record<string, unknown> {
 
 /** `k1,k2` or `name=k1,name2=k2` from an env var / flag into keys with the given role. */
 function keysFromList(list: string | string[], role: Role): ApiKey[] {
-  const items = ([] as string[]).concat(list).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const items = ([] as string[])
+    .concat(list)
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   return items.map((item, i) => {
     const eq = item.indexOf('=');
     return eq > 0 ? { name: item.slice(0, eq), key: item.slice(eq + 1), role } : { name: `${role}-${i + 1}`, key: item, role };
@@ -218,8 +399,10 @@ function keysFromFile(raw: unknown): ApiKey[] {
   if (!Array.isArray(raw)) throw new ConfigError('keys (config file)', 'must be a list of {name, key, role}');
   return raw.map((k, i) => {
     const item = k as Partial<ApiKey>;
-    if (typeof item?.key !== 'string' || item.key.length < 8) throw new ConfigError(`keys[${i}].key (config file)`, 'must be a string of at least 8 characters');
-    if (item.role !== undefined && item.role !== 'user' && item.role !== 'admin') throw new ConfigError(`keys[${i}].role (config file)`, 'must be "user" or "admin"');
+    if (typeof item?.key !== 'string' || item.key.length < 8)
+      throw new ConfigError(`keys[${i}].key (config file)`, 'must be a string of at least 8 characters');
+    if (item.role !== undefined && item.role !== 'user' && item.role !== 'admin')
+      throw new ConfigError(`keys[${i}].role (config file)`, 'must be "user" or "admin"');
     return { name: typeof item.name === 'string' ? item.name : `key-${i + 1}`, key: item.key, role: item.role ?? 'user' };
   });
 }
@@ -256,7 +439,8 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     let value: unknown;
     if (flag !== undefined) value = coerce(opt, Array.isArray(flag) ? flag[flag.length - 1] : flag, `--${opt.flag}`, cwd, true);
     else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
-    else if (fileValue !== undefined) value = coerce(opt, fileValue, 'config file', fileDir, false); // file values use the key's own unit (ms, bytes)
+    else if (fileValue !== undefined)
+      value = coerce(opt, fileValue, 'config file', fileDir, false); // file values use the key's own unit (ms, bytes)
     else value = opt.default;
     if (value !== undefined) setPath(out, opt.key, value);
   }
@@ -286,7 +470,10 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
 }
 
 /** A config for tests and embedding: defaults plus overrides, no files or environment read. */
-export function testConfig(dataDir: string, overrides: Partial<Omit<KilnConfig, 'limits' | 'queue'>> & { limits?: Partial<Limits>; queue?: Partial<QueueConfig> } = {}): KilnConfig {
+export function testConfig(
+  dataDir: string,
+  overrides: Partial<Omit<KilnConfig, 'limits' | 'queue'>> & { limits?: Partial<Limits>; queue?: Partial<QueueConfig> } = {},
+): KilnConfig {
   const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
   return { ...base, ...overrides, limits: { ...base.limits, ...overrides.limits }, queue: { ...base.queue, ...overrides.queue } };
 }

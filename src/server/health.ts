@@ -48,7 +48,10 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/ready',
-    { config: { auth: 'public', rateLimit: false }, schema: { tags: ['health'], summary: 'Ready to generate: engine started and a default model known (503 otherwise).' } },
+    {
+      config: { auth: 'public', rateLimit: false },
+      schema: { tags: ['health'], summary: 'Ready to generate: engine started and a default model known (503 otherwise).' },
+    },
     async (_req, reply) => {
       const r = kiln.readiness();
       return reply.status(r.ready ? 200 : 503).send(r);

@@ -25,7 +25,12 @@ export interface JsonHeartbeatOptions {
  * go out at once and a space is written every interval (JSON allows leading whitespace), then the body; an
  * error before that point is thrown to the route's error handler, one after it ends the body as `lateErrorBody`.
  */
-export async function sendJsonWithHeartbeats(req: FastifyRequest, reply: FastifyReply, work: () => Promise<unknown>, options: JsonHeartbeatOptions): Promise<void> {
+export async function sendJsonWithHeartbeats(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  work: () => Promise<unknown>,
+  options: JsonHeartbeatOptions,
+): Promise<void> {
   let streaming = false;
   const stop = startHeartbeat(() => {
     if (!streaming) {

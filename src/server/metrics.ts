@@ -36,13 +36,27 @@ export class Metrics {
       for (const [labels, v] of samples) lines.push(`${name}${labels} ${Number.isFinite(v) ? v : 0}`);
     };
     metric('kiln_queue_depth', 'gauge', 'Jobs waiting to run.', [['', byState.queued]]);
-    metric('kiln_jobs', 'gauge', 'Jobs in the database by state.', JOB_STATES.map((s) => [`{state="${s}"}`, byState[s]]));
-    metric('kiln_jobs_finished_total', 'counter', 'Jobs finished since the server started, by final state.', Object.entries(this.finished).map(([s, n]) => [`{state="${s}"}`, n]));
+    metric(
+      'kiln_jobs',
+      'gauge',
+      'Jobs in the database by state.',
+      JOB_STATES.map((s) => [`{state="${s}"}`, byState[s]]),
+    );
+    metric(
+      'kiln_jobs_finished_total',
+      'counter',
+      'Jobs finished since the server started, by final state.',
+      Object.entries(this.finished).map(([s, n]) => [`{state="${s}"}`, n]),
+    );
     metric('kiln_worker_busy', 'gauge', '1 while a generation is running.', [['', this.queue.busy ? 1 : 0]]);
     metric('kiln_steps_per_second', 'gauge', 'Sampling steps per second of the last successful job.', [['', this.lastStepsPerSecond]]);
     lines.push('# HELP kiln_generation_seconds Wall time of successful jobs, from start to stored images.', '# TYPE kiln_generation_seconds histogram');
     BUCKETS.forEach((b, i) => lines.push(`kiln_generation_seconds_bucket{le="${b}"} ${this.counts[i]}`));
-    lines.push(`kiln_generation_seconds_bucket{le="+Inf"} ${this.count}`, `kiln_generation_seconds_sum ${this.sum}`, `kiln_generation_seconds_count ${this.count}`);
+    lines.push(
+      `kiln_generation_seconds_bucket{le="+Inf"} ${this.count}`,
+      `kiln_generation_seconds_sum ${this.sum}`,
+      `kiln_generation_seconds_count ${this.count}`,
+    );
     const mem = process.memoryUsage();
     metric('kiln_process_resident_memory_bytes', 'gauge', 'Resident memory of the server process.', [['', mem.rss]]);
     return lines.join('\n') + '\n';

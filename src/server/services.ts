@@ -66,7 +66,9 @@ export class KilnServices {
     this.storage = new LocalImageStore(join(config.dataDir, 'images'));
     this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
     this.models = new ModelRegistry(config);
-    const threaded = opts.engine ? undefined : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
+    const threaded = opts.engine
+      ? undefined
+      : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
           device: config.device,
           cacheDir: join(config.cacheDir, 'graphs'),
           // Leave one core to the HTTP thread so status, SSE and /health answer during a generation.
@@ -85,7 +87,13 @@ export class KilnServices {
       webhooks: this.webhooks,
       config: config.queue,
       storage: this.storage,
-      run: createExecutor({ engine, storage: this.storage, resolveModel: (n) => this.models.resolve(n), device: config.device, previewEvery: config.previewEvery }),
+      run: createExecutor({
+        engine,
+        storage: this.storage,
+        resolveModel: (n) => this.models.resolve(n),
+        device: config.device,
+        previewEvery: config.previewEvery,
+      }),
       hardStop: threaded ? () => threaded.kill() : undefined,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
@@ -151,7 +159,8 @@ export class KilnServices {
 
   /** Ready to generate: the engine is up and a default model is known. */
   readiness(): { ready: boolean; reason?: string; model?: string } {
-    if (this.engineStatus.state !== 'ready') return { ready: false, reason: this.engineStatus.error ? `engine failed: ${this.engineStatus.error}` : 'engine starting' };
+    if (this.engineStatus.state !== 'ready')
+      return { ready: false, reason: this.engineStatus.error ? `engine failed: ${this.engineStatus.error}` : 'engine starting' };
     const def = this.models.default;
     if (!def) return { ready: false, reason: 'no default model (start with --model)' };
     if (this.engineStatus.loadError) return { ready: false, reason: `model ${def.name} failed to load: ${this.engineStatus.loadError}` };
@@ -185,7 +194,10 @@ export class KilnServices {
     }
     const schedules = this.scheduleList;
     if (schedules.length > 0 && spec.schedule.toLowerCase() !== 'automatic' && !findOption(schedules, spec.schedule)) {
-      throw new SpecError('schedule', `unknown schedule "${spec.schedule}"; available: ${schedules.map((s) => (typeof s.label === 'string' ? s.label : s.name)).join(', ')}`);
+      throw new SpecError(
+        'schedule',
+        `unknown schedule "${spec.schedule}"; available: ${schedules.map((s) => (typeof s.label === 'string' ? s.label : s.name)).join(', ')}`,
+      );
     }
   }
 

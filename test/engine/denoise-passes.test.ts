@@ -34,7 +34,10 @@ test('wrappers nest in order, passes chain, progress spans every pass', async ()
     onEval: (done, total) => progress.push([done, total]),
   });
   assert.deepEqual(calls.slice(0, 5), ['b>', 'a>', 'first', '<a', '<b'], 'the first wrapper is innermost');
-  assert.deepEqual(calls.filter((c) => !c.includes('>') && !c.includes('<')), ['first', 'first', 'second']);
+  assert.deepEqual(
+    calls.filter((c) => !c.includes('>') && !c.includes('<')),
+    ['first', 'first', 'second'],
+  );
   assert.deepEqual(progress, [
     [1, 3],
     [2, 3],

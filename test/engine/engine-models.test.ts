@@ -9,7 +9,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createEngine, type LoadedModelInfo } from '../../src/engine/index.ts';
 import type { GenerateRequest } from '../../src/engine/api.ts';
 
-const req = (path: string): GenerateRequest => ({ model: { path }, prompts: ['a cat'], width: 64, height: 64, steps: 2, cfgScale: 7, sampler: 'Euler', seed: 3 });
+const req = (path: string): GenerateRequest => ({
+  model: { path },
+  prompts: ['a cat'],
+  width: 64,
+  height: 64,
+  steps: 2,
+  cfgScale: 7,
+  sampler: 'Euler',
+  seed: 3,
+});
 
 test('an idle model is freed after idleUnloadMs, reported, and reloads for the next job', async () => {
   const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-idle-'));
@@ -18,7 +27,10 @@ test('an idle model is freed after idleUnloadMs, reported, and reloads for the n
   try {
     // 30 steps take well over 150 ms: the model must not be freed while a generation uses it.
     const first = await engine.generate({ ...req('test/fixtures/tiny-sd1'), steps: 30 });
-    assert.deepEqual(engine.loadedModels().map((m) => m.name), ['tiny-sd1']);
+    assert.deepEqual(
+      engine.loadedModels().map((m) => m.name),
+      ['tiny-sd1'],
+    );
     await sleep(1000);
     assert.deepEqual(engine.loadedModels(), [], 'freed after being idle');
     assert.deepEqual(reports, [['tiny-sd1'], []]);
@@ -36,7 +48,10 @@ test('loading more than maxLoadedModels frees the least recently used', async ()
   try {
     await engine.generate(req('test/fixtures/tiny-sd1'));
     await engine.generate(req('test/fixtures/tiny-sd2'));
-    assert.deepEqual(engine.loadedModels().map((m) => m.family), ['sd2']);
+    assert.deepEqual(
+      engine.loadedModels().map((m) => m.family),
+      ['sd2'],
+    );
   } finally {
     await engine.close();
     rmSync(cacheDir, { recursive: true, force: true });

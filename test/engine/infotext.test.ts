@@ -23,13 +23,34 @@ test('infotext has A1111 layout: prompt, negative line, comma-separated paramete
 });
 
 test('infotext omits an empty negative prompt and quotes values with commas or colons', () => {
-  const text = buildInfotext({ prompt: 'p', negativePrompt: '', steps: 4, sampler: 'Euler a', cfgScale: 7.5, seed: 1, width: 64, height: 64, modelName: 'my, model: v2' });
+  const text = buildInfotext({
+    prompt: 'p',
+    negativePrompt: '',
+    steps: 4,
+    sampler: 'Euler a',
+    cfgScale: 7.5,
+    seed: 1,
+    width: 64,
+    height: 64,
+    modelName: 'my, model: v2',
+  });
   assert.equal(text, 'p\nSteps: 4, Sampler: Euler a, CFG scale: 7.5, Seed: 1, Size: 64x64, Model: "my, model: v2"');
   assert.equal(quoteInfotextValue('plain'), 'plain');
 });
 
 test('parseInfotext reads back what buildInfotext wrote', () => {
-  const text = buildInfotext({ prompt: 'line one\nline two', negativePrompt: 'bad', steps: 9, sampler: 'Euler', cfgScale: 3, seed: 42, width: 64, height: 32, modelName: 'a,b', denoisingStrength: 0.6 });
+  const text = buildInfotext({
+    prompt: 'line one\nline two',
+    negativePrompt: 'bad',
+    steps: 9,
+    sampler: 'Euler',
+    cfgScale: 3,
+    seed: 42,
+    width: 64,
+    height: 32,
+    modelName: 'a,b',
+    denoisingStrength: 0.6,
+  });
   const parsed = parseInfotext(text);
   assert.equal(parsed.prompt, 'line one\nline two');
   assert.equal(parsed.negativePrompt, 'bad');

@@ -13,7 +13,16 @@ after(async () => {
   rmSync(cacheDir, { recursive: true, force: true });
 });
 
-const req: GenerateRequest = { model: { path: 'test/fixtures/tiny-sd1' }, prompts: ['a red apple'], width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler', seed: 9 };
+const req: GenerateRequest = {
+  model: { path: 'test/fixtures/tiny-sd1' },
+  prompts: ['a red apple'],
+  width: 64,
+  height: 64,
+  steps: 3,
+  cfgScale: 7,
+  sampler: 'Euler',
+  seed: 9,
+};
 
 test('run("load") and run("generate") are what load() and generate() do', async () => {
   const info = await engine.run('load', { path: 'test/fixtures/tiny-sd2' });
@@ -26,7 +35,10 @@ test('run("load") and run("generate") are what load() and generate() do', async 
 });
 
 test('an unknown operation is a KilnInputError naming the known ones', async () => {
-  await assert.rejects(engine.run('caption' as OpName, {} as never), (e: unknown) => e instanceof KilnInputError && e.field === 'op' && /generate, load/.test(e.message));
+  await assert.rejects(
+    engine.run('caption' as OpName, {} as never),
+    (e: unknown) => e instanceof KilnInputError && e.field === 'op' && /generate, load/.test(e.message),
+  );
 });
 
 test('width and height 0 mean the model native size', async () => {

@@ -68,7 +68,11 @@ test('previews every N evaluations at latent size; they converge to the final la
   );
   for (const e of previews) {
     assert.equal(e.phase, 'sampling');
-    assert.deepEqual([e.preview!.width, e.preview!.height, e.preview!.channels, e.preview!.data.length], [32, 24, 3, 32 * 24 * 3], 'latent resolution (tiny latent factor 2)');
+    assert.deepEqual(
+      [e.preview!.width, e.preview!.height, e.preview!.channels, e.preview!.data.length],
+      [32, 24, 3, 32 * 24 * 3],
+      'latent resolution (tiny latent factor 2)',
+    );
   }
   assert.ok(new Set(previews[0]!.preview!.data).size > 20, 'a preview is an image, not a flat fill');
   const target = approxCheapPreview(final!, 4, 24, 32, SD_LATENTS)!.data;

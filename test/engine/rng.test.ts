@@ -68,14 +68,20 @@ test('the same seed gives the same stream; calls continue the stream', () => {
 });
 
 test('unknown rng source is an input error naming the field', () => {
-  assert.throws(() => createRng('gpu' as never, 1), (e: unknown) => e instanceof KilnInputError && e.field === 'rng');
+  assert.throws(
+    () => createRng('gpu' as never, 1),
+    (e: unknown) => e instanceof KilnInputError && e.field === 'rng',
+  );
 });
 
 test('resolveSeed: -1/absent gives a random seed in A1111 range, others pass through', () => {
   assert.equal(resolveSeed(42), 42);
   const r = resolveSeed(-1);
   assert.ok(Number.isInteger(r) && r >= 0 && r < 4294967294);
-  assert.equal(resolveSeed(undefined, () => 0.5), 2147483647);
+  assert.equal(
+    resolveSeed(undefined, () => 0.5),
+    2147483647,
+  );
   assert.throws(() => resolveSeed(1.5), KilnInputError);
 });
 

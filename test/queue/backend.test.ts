@@ -37,8 +37,18 @@ test('claimNext takes queued jobs oldest first, once each; finish only ends a jo
   try {
     for (const id of ['a', 'b', 'c']) await b.insert({ id, owner: 'x', spec: spec(), createdAt: 1 });
     const claimed = await Promise.all([b.claimNext(10), b.claimNext(10), b.claimNext(10), b.claimNext(10)]);
-    assert.deepEqual(claimed.map((j) => j?.id), ['a', 'b', 'c', undefined]);
-    assert.deepEqual(claimed.slice(0, 3).map((j) => [j!.state, j!.attempts, j!.startedAt]), [['running', 1, 10], ['running', 1, 10], ['running', 1, 10]]);
+    assert.deepEqual(
+      claimed.map((j) => j?.id),
+      ['a', 'b', 'c', undefined],
+    );
+    assert.deepEqual(
+      claimed.slice(0, 3).map((j) => [j!.state, j!.attempts, j!.startedAt]),
+      [
+        ['running', 1, 10],
+        ['running', 1, 10],
+        ['running', 1, 10],
+      ],
+    );
     assert.equal(await b.finish('a', ['queued'], 'cancelled', 20, {}), undefined, 'a running job is not cancelled as a queued one');
     const done = await b.finish('a', ['running'], 'succeeded', 20, { progress: { progress: 1, step: 3, totalSteps: 3 } });
     assert.deepEqual([done?.state, done?.finishedAt, done?.step], ['succeeded', 20, 3]);

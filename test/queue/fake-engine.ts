@@ -57,7 +57,12 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
         const step = i + 1;
         const preview =
           every > 0 && (step % every === 0 || step === req.steps)
-            ? { data: new Uint8Array(Math.ceil(req.width / 8) * Math.ceil(req.height / 8) * 3).fill(step % 256), width: Math.ceil(req.width / 8), height: Math.ceil(req.height / 8), channels: 3 as const }
+            ? {
+                data: new Uint8Array(Math.ceil(req.width / 8) * Math.ceil(req.height / 8) * 3).fill(step % 256),
+                width: Math.ceil(req.width / 8),
+                height: Math.ceil(req.height / 8),
+                channels: 3 as const,
+              }
             : undefined;
         opts.onProgress?.({ phase: 'sampling', step, totalSteps: req.steps, fraction: step / req.steps, ...(preview ? { preview } : {}) });
       }

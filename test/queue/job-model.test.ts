@@ -80,7 +80,11 @@ test('webhooks: the finished job is POSTed once, retried after failures, and giv
     const job = await q.submit({ ...spec({ prompt: 'hooked' }), webhook: { url: hook.url } });
     await q.waitFor(job.id, 3000);
     await webhooks.drain();
-    assert.deepEqual(hook.bodies, [0, 1, 2].map(() => ({ id: job.id, state: 'succeeded', prompt: 'hooked' })), 'two failures, then delivered');
+    assert.deepEqual(
+      hook.bodies,
+      [0, 1, 2].map(() => ({ id: job.id, state: 'succeeded', prompt: 'hooked' })),
+      'two failures, then delivered',
+    );
 
     hook.bodies.length = 0;
     const down = await hookServer([500, 500, 500, 500]);
@@ -110,10 +114,17 @@ test('a refused request recorded as a failed job is listed, can be retried, and 
   const { q, store } = makeQueue(t.dir, {}, { webhooks });
   try {
     await q.start();
-    const job = await q.recordFailed({ ...spec(), webhook: { url: hook.url, format: 'runpod' } }, { code: 'input', message: 'prompt: missing' }, { owner: 'bob', extra: { runpod: { rejected: true } } });
+    const job = await q.recordFailed(
+      { ...spec(), webhook: { url: hook.url, format: 'runpod' } },
+      { code: 'input', message: 'prompt: missing' },
+      { owner: 'bob', extra: { runpod: { rejected: true } } },
+    );
     await webhooks.drain();
     assert.deepEqual(hook.bodies, [{ id: job.id, status: 'FAILED', error: 'prompt: missing' }]);
-    assert.deepEqual((await q.list({ owner: 'bob' })).map((j) => [j.id, j.state]), [[job.id, 'failed']]);
+    assert.deepEqual(
+      (await q.list({ owner: 'bob' })).map((j) => [j.id, j.state]),
+      [[job.id, 'failed']],
+    );
     assert.equal((await q.retry(job.id))?.state, 'queued');
     assert.equal((await q.waitFor(job.id, 3000))?.state, 'succeeded');
   } finally {
@@ -129,7 +140,12 @@ test('a second queue on the same backend sees live progress and its cancel stops
   const t = tempDir();
   const { q, store, storage, config } = makeQueue(t.dir);
   // The second "process": its own worker, sharing the backend and the image store.
-  const other = new JobQueue({ backend: store, storage, config, run: createExecutor({ engine: createEngine(), storage, resolveModel: async () => ({ path: 'fake' }) }) });
+  const other = new JobQueue({
+    backend: store,
+    storage,
+    config,
+    run: createExecutor({ engine: createEngine(), storage, resolveModel: async () => ({ path: 'fake' }) }),
+  });
   try {
     await q.start();
     const job = await q.submit(spec({ steps: 100 }));

@@ -34,11 +34,17 @@ test('previews cross the worker thread with their pixels; none unless asked for'
     const events: ProgressEvent[] = [];
     await engine.generate(req, { onProgress: (e) => events.push(e), preview: { everyEvals: 3 } });
     const previews = events.filter((e) => e.preview);
-    assert.deepEqual(previews.map((e) => e.step), [3, 6, 7]);
+    assert.deepEqual(
+      previews.map((e) => e.step),
+      [3, 6, 7],
+    );
     for (const e of previews) {
       assert.ok(e.preview!.data instanceof Uint8Array);
       assert.deepEqual([e.preview!.width, e.preview!.height, e.preview!.data.length], [8, 6, 8 * 6 * 3]);
-      assert.ok(e.preview!.data.every((v) => v === e.step), 'the pixels arrive intact');
+      assert.ok(
+        e.preview!.data.every((v) => v === e.step),
+        'the pixels arrive intact',
+      );
     }
     const plain: ProgressEvent[] = [];
     await engine.generate(req, { onProgress: (e) => plain.push(e) });
@@ -50,7 +56,7 @@ test('previews cross the worker thread with their pixels; none unless asked for'
   }
 });
 
-test('the queue keeps only the running job\'s latest preview, numbered, and drops it when the job ends', async () => {
+test("the queue keeps only the running job's latest preview, numbered, and drops it when the job ends", async () => {
   process.env.KILN_FAKE_STEP_MS = '15';
   const t = tempDir();
   const { q, close } = queueWith(t.dir, createEngine(), 2);
@@ -69,8 +75,14 @@ test('the queue keeps only the running job\'s latest preview, numbered, and drop
     assert.equal(await q.preview(job.id), undefined, 'nothing before the first preview');
     assert.equal((await q.waitFor(job.id, 5000))?.state, 'succeeded');
     off();
-    assert.deepEqual(seen.map((p) => p.step), [2, 4, 6, 8, 9]);
-    assert.deepEqual(seen.map((p) => p.seq), [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      seen.map((p) => p.step),
+      [2, 4, 6, 8, 9],
+    );
+    assert.deepEqual(
+      seen.map((p) => p.seq),
+      [1, 2, 3, 4, 5],
+    );
     assert.deepEqual(fromEvents, [1, 2, 3, 4, 5]);
     assert.equal(seen[0]!.image.data[0], 2);
     assert.equal(await q.preview(job.id), undefined, 'a finished job keeps no preview');

@@ -19,8 +19,14 @@ test('a job runs to success; images are stored with metadata and the seeds used'
     const done = await q.waitFor(job.id, 5000);
     assert.equal(done?.state, 'succeeded');
     assert.equal(done?.owner, 'alice');
-    assert.deepEqual(done?.result?.images.map((i) => i.seed), [100, 101, 102, 103]);
-    assert.deepEqual(done?.result?.images.map((i) => i.prompt), ['a', 'a', 'b', 'b']);
+    assert.deepEqual(
+      done?.result?.images.map((i) => i.seed),
+      [100, 101, 102, 103],
+    );
+    assert.deepEqual(
+      done?.result?.images.map((i) => i.prompt),
+      ['a', 'a', 'b', 'b'],
+    );
     const file = await storage.read(done!.result!.images[2]!.name);
     assert.ok(file);
     assert.match((await readInfotext(file!))!, /Seed: 102/);
@@ -46,12 +52,15 @@ test('jobs run one at a time, in submission order, with progress events', async 
     let maxRunning = 0;
     const starts: string[] = [];
     for (const e of events) {
-      if (e.type === 'started') (running++, starts.push(e.job.id));
+      if (e.type === 'started') running++, starts.push(e.job.id);
       if (e.type === 'succeeded') running--;
       maxRunning = Math.max(maxRunning, running);
     }
     assert.equal(maxRunning, 1);
-    assert.deepEqual(starts, jobs.map((j) => j.id));
+    assert.deepEqual(
+      starts,
+      jobs.map((j) => j.id),
+    );
     const steps = events.filter((e) => e.type === 'progress' && e.job.id === jobs[0]!.id && e.phase === 'sampling');
     assert.equal(steps.length, 3);
   } finally {
@@ -67,7 +76,10 @@ test('a full queue refuses with QueueFullError and a Retry-After estimate', asyn
   try {
     await q.submit(spec());
     await q.submit(spec());
-    await assert.rejects(() => q.submit(spec()), (e: unknown) => e instanceof QueueFullError && e.retryAfterS >= 1 && e.depth === 2);
+    await assert.rejects(
+      () => q.submit(spec()),
+      (e: unknown) => e instanceof QueueFullError && e.retryAfterS >= 1 && e.depth === 2,
+    );
   } finally {
     await store.close();
     t.remove();

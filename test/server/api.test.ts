@@ -19,7 +19,15 @@ function parseSse(text: string): Array<{ event: string; data: any }> {
 test('submit -> SSE progress on every step -> result with images, seeds and embedded parameters', async () => {
   const s = await startTestServer();
   try {
-    const r = await post(s.app, '/v1/jobs', { prompt: 'a red apple', negative_prompt: 'blurry', width: 64, height: 64, steps: 6, seed: 1234, images_per_prompt: 2 });
+    const r = await post(s.app, '/v1/jobs', {
+      prompt: 'a red apple',
+      negative_prompt: 'blurry',
+      width: 64,
+      height: 64,
+      steps: 6,
+      seed: 1234,
+      images_per_prompt: 2,
+    });
     assert.equal(r.statusCode, 202);
     const { id, seeds, links } = r.json();
     assert.deepEqual(seeds, [1234, 1235]);
@@ -29,7 +37,10 @@ test('submit -> SSE progress on every step -> result with images, seeds and embe
     const events = parseSse(sse.body);
     assert.equal(events[0]!.event, 'state');
     const sampling = events.filter((e) => e.event === 'progress' && e.data.phase === 'sampling');
-    assert.deepEqual(sampling.map((e) => e.data.step), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(
+      sampling.map((e) => e.data.step),
+      [1, 2, 3, 4, 5, 6],
+    );
     const last = events[events.length - 1]!;
     assert.equal(last.event, 'succeeded');
     assert.equal(last.data.images.length, 2);
@@ -56,7 +67,10 @@ test('SSE on a finished job sends its state and final event at once', async () =
   try {
     const r = await post(s.app, '/v1/generate', { prompt: 'x', width: 64, height: 64, steps: 1 });
     const sse = parseSse((await s.app.inject(`/v1/jobs/${r.json().id}/events`)).body);
-    assert.deepEqual(sse.map((e) => e.event), ['state', 'succeeded']);
+    assert.deepEqual(
+      sse.map((e) => e.event),
+      ['state', 'succeeded'],
+    );
   } finally {
     await s.close();
   }
@@ -158,7 +172,9 @@ test('a full queue answers 429 with Retry-After, and accepts again once it drain
 test('img2img by multipart upload and by base64 JSON', async () => {
   const s = await startTestServer();
   try {
-    const png = await sharp({ create: { width: 80, height: 48, channels: 3, background: '#336699' } }).png().toBuffer();
+    const png = await sharp({ create: { width: 80, height: 48, channels: 3, background: '#336699' } })
+      .png()
+      .toBuffer();
     const boundary = 'kilnboundary';
     const parts = [
       `--${boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na boat\r\n`,
@@ -172,7 +188,15 @@ test('img2img by multipart upload and by base64 JSON', async () => {
     assert.equal(r.statusCode, 200, r.body);
     assert.equal(r.json().request.type, 'img2img');
 
-    const j = await post(s.app, '/v1/generate', { type: 'img2img', prompt: 'x', width: 64, height: 64, steps: 1, init_image: `data:image/png;base64,${png.toString('base64')}`, denoising_strength: 0.5 });
+    const j = await post(s.app, '/v1/generate', {
+      type: 'img2img',
+      prompt: 'x',
+      width: 64,
+      height: 64,
+      steps: 1,
+      init_image: `data:image/png;base64,${png.toString('base64')}`,
+      denoising_strength: 0.5,
+    });
     assert.equal(j.statusCode, 200, j.body);
   } finally {
     await s.close();
@@ -183,7 +207,10 @@ test('models, labels, samplers, schedules, health, ready, metrics and docs', asy
   const s = await startTestServer({ modelAliases: { 'Friendly Fake': 'fake-model' } });
   try {
     const models = (await s.app.inject('/v1/models')).json().models;
-    assert.deepEqual(models.map((m: any) => [m.name, m.label, m.default]), [['fake-model', 'Friendly Fake', true]]);
+    assert.deepEqual(
+      models.map((m: any) => [m.name, m.label, m.default]),
+      [['fake-model', 'Friendly Fake', true]],
+    );
     const byLabel = await post(s.app, '/v1/generate', { prompt: 'x', model: 'Friendly Fake', width: 64, height: 64, steps: 1 });
     assert.equal(byLabel.statusCode, 200);
     assert.ok((await s.app.inject('/v1/samplers')).json().samplers.some((x: any) => x.name === 'Euler a'));

@@ -90,7 +90,15 @@ test('keys load from env and config file; flags beat env beat file', () => {
   assert.equal(cfg.queue.maxQueued, 7);
   assert.equal(cfg.host, '127.0.0.2');
   assert.equal(cfg.queue.jobTimeoutMs, 5000, 'config-file keys are in their own unit (ms)');
-  assert.deepEqual(cfg.keys.map((k) => [k.name, k.role]), [['ci', 'admin'], ['alice', 'user'], ['user-2', 'user'], ['admin-1', 'admin']]);
+  assert.deepEqual(
+    cfg.keys.map((k) => [k.name, k.role]),
+    [
+      ['ci', 'admin'],
+      ['alice', 'user'],
+      ['user-2', 'user'],
+      ['admin-1', 'admin'],
+    ],
+  );
   assert.throws(() => loadConfig({ flags: { 'data-dir': '/tmp/x', port: 'eighty' }, env: {} }), /port \(--port\): must be a non-negative integer/);
   assert.throws(() => loadConfig({ flags: { 'data-dir': '/tmp/x', bogus: '1' }, env: {} }), /--bogus: unknown option/);
   assert.throws(() => loadConfig({ flags: { 'data-dir': '/tmp/x' }, env: { KILN_API_KEYS: 'short' } }), /at least 8 characters/);

@@ -23,7 +23,11 @@ function multipart(fields: Record<string, string>, file?: { name: string; bytes:
   const b = 'xxBOUNDARYxx';
   const parts: Buffer[] = Object.entries(fields).map(([k, v]) => Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`));
   if (file) {
-    parts.push(Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="${file.name}"; filename="f"\r\nContent-Type: ${file.type}\r\n\r\n`), file.bytes, Buffer.from('\r\n'));
+    parts.push(
+      Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="${file.name}"; filename="f"\r\nContent-Type: ${file.type}\r\n\r\n`),
+      file.bytes,
+      Buffer.from('\r\n'),
+    );
   }
   parts.push(Buffer.from(`--${b}--\r\n`));
   return { payload: Buffer.concat(parts), contentType: `multipart/form-data; boundary=${b}` };
@@ -32,8 +36,12 @@ function multipart(fields: Record<string, string>, file?: { name: string; bytes:
 test('at least 30 bad requests are refused with 4xx naming the field; the server stays healthy', async () => {
   const s = await startTestServer({ limits: { maxPixels: 1024 * 1024, uploadBytes: 64 * 1024, bodyBytes: 256 * 1024, maxDecodedPixels: 1000 * 1000 } });
   // A PNG whose header is 2000x2000 = 4 MP but compresses to a few KB (a decompression bomb in miniature) is refused by size alone.
-  const bomb = await sharp({ create: { width: 2000, height: 2000, channels: 3, background: '#000' } }).png({ compressionLevel: 9 }).toBuffer();
-  const goodPng = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#fff' } }).png().toBuffer();
+  const bomb = await sharp({ create: { width: 2000, height: 2000, channels: 3, background: '#000' } })
+    .png({ compressionLevel: 9 })
+    .toBuffer();
+  const goodPng = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#fff' } })
+    .png()
+    .toBuffer();
   const cases: Case[] = [
     { name: 'steps as string', status: 400, field: 'steps', body: { ...ok, steps: '20' } },
     { name: 'steps zero', status: 400, field: 'steps', body: { ...ok, steps: 0 } },
@@ -57,7 +65,12 @@ test('at least 30 bad requests are refused with 4xx naming the field; the server
     { name: 'empty prompts list', status: 400, field: 'prompts', body: { width: 64, height: 64, prompts: [] } },
     { name: 'too many images', status: 400, field: 'images_per_prompt', body: { width: 64, height: 64, prompts: ['a', 'b'], images_per_prompt: 76 } },
     { name: 'images_per_prompt zero', status: 400, field: 'images_per_prompt', body: { ...ok, images_per_prompt: 0 } },
-    { name: 'negative prompt count mismatch', status: 400, field: 'negative_prompt', body: { width: 64, height: 64, prompts: ['a', 'b', 'c'], negative_prompt: ['x', 'y'] } },
+    {
+      name: 'negative prompt count mismatch',
+      status: 400,
+      field: 'negative_prompt',
+      body: { width: 64, height: 64, prompts: ['a', 'b', 'c'], negative_prompt: ['x', 'y'] },
+    },
     { name: 'negative prompt wrong type', status: 400, field: 'negative_prompt', body: { ...ok, negative_prompt: 5 } },
     { name: 'seed too large', status: 400, field: 'seed', body: { ...ok, seed: 2 ** 40 } },
     { name: 'seed below -1', status: 400, field: 'seed', body: { ...ok, seed: -5 } },
@@ -69,12 +82,35 @@ test('at least 30 bad requests are refused with 4xx naming the field; the server
     { name: 'type unknown', status: 400, field: 'type', body: { ...ok, type: 'txt2video' } },
     { name: 'img2img without image', status: 400, field: 'init_image', body: { ...ok, type: 'img2img' } },
     { name: 'init_image not base64', status: 400, field: 'init_image', body: { ...ok, type: 'img2img', init_image: '!!!not base64!!!' } },
-    { name: 'init_image not an image', status: 400, field: 'init_image', body: { ...ok, type: 'img2img', init_image: Buffer.from('hello, I am text').toString('base64') } },
+    {
+      name: 'init_image not an image',
+      status: 400,
+      field: 'init_image',
+      body: { ...ok, type: 'img2img', init_image: Buffer.from('hello, I am text').toString('base64') },
+    },
     { name: 'init_image decompression bomb', status: 400, field: 'init_image', body: { ...ok, type: 'img2img', init_image: bomb.toString('base64') } },
     { name: 'init_image with txt2img', status: 400, field: 'init_image', body: { ...ok, init_image: goodPng.toString('base64') } },
-    { name: 'oversized base64 upload', status: 400, field: 'init_image', body: { ...ok, type: 'img2img', init_image: Buffer.alloc(100 * 1024, 1).toString('base64') } },
-    { name: 'oversized multipart upload', status: 413, field: 'init_image', raw: multipart({ prompt: 'x', steps: '2', width: '64', height: '64' }, { name: 'init_image', bytes: Buffer.alloc(100 * 1024, 7), type: 'image/png' }) },
-    { name: 'non-image multipart upload', status: 400, field: 'init_image', raw: multipart({ prompt: 'x', steps: '2', width: '64', height: '64' }, { name: 'init_image', bytes: Buffer.from('%PDF-1.4 not an image'), type: 'image/png' }) },
+    {
+      name: 'oversized base64 upload',
+      status: 400,
+      field: 'init_image',
+      body: { ...ok, type: 'img2img', init_image: Buffer.alloc(100 * 1024, 1).toString('base64') },
+    },
+    {
+      name: 'oversized multipart upload',
+      status: 413,
+      field: 'init_image',
+      raw: multipart({ prompt: 'x', steps: '2', width: '64', height: '64' }, { name: 'init_image', bytes: Buffer.alloc(100 * 1024, 7), type: 'image/png' }),
+    },
+    {
+      name: 'non-image multipart upload',
+      status: 400,
+      field: 'init_image',
+      raw: multipart(
+        { prompt: 'x', steps: '2', width: '64', height: '64' },
+        { name: 'init_image', bytes: Buffer.from('%PDF-1.4 not an image'), type: 'image/png' },
+      ),
+    },
     { name: 'unknown multipart file field', status: 400, field: 'evil', raw: multipart({ prompt: 'x' }, { name: 'evil', bytes: goodPng, type: 'image/png' }) },
     { name: 'multipart wrong type field', status: 400, field: 'steps', raw: multipart({ prompt: 'x', steps: 'many' }) },
     { name: 'body too large', status: 413, field: 'body', body: { ...ok, prompt: 'x'.repeat(300 * 1024) } },

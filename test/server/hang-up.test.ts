@@ -28,7 +28,7 @@ async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 10
 const SMALL = { width: 64, height: 64, steps: 2 };
 const surfaces: Array<[string, string, Record<string, unknown>]> = [
   ['native /v1/generate', '/v1/generate', { prompt: 'hang-up native', ...SMALL }],
-  ['A1111 txt2img (the compat adapters\' wait)', '/sdapi/v1/txt2img', { prompt: 'hang-up a1111', ...SMALL }],
+  ["A1111 txt2img (the compat adapters' wait)", '/sdapi/v1/txt2img', { prompt: 'hang-up a1111', ...SMALL }],
   ['seed 001 batch /generate', '/generate', { prompts: ['hang-up seed-001'], ...SMALL }],
 ];
 
@@ -37,7 +37,12 @@ for (const [name, path, body] of surfaces) {
     const blocker = await holdQueue(s.app);
     try {
       const abort = new AbortController();
-      const request = fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: abort.signal }).catch((e: Error) => e);
+      const request = fetch(`${s.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: abort.signal,
+      }).catch((e: Error) => e);
       // The blocker runs, so the one queued job is the one this request waits for.
       const waiting = await findQueued(s.app);
       abort.abort();
@@ -50,7 +55,11 @@ for (const [name, path, body] of surfaces) {
 }
 
 test('a client that reads its answer cancels nothing when the connection closes', async () => {
-  const r = await fetch(`${s.url}/v1/generate`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: JSON.stringify({ prompt: 'kept', ...SMALL }) });
+  const r = await fetch(`${s.url}/v1/generate`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', connection: 'close' },
+    body: JSON.stringify({ prompt: 'kept', ...SMALL }),
+  });
   assert.equal(r.status, 200);
   const { id } = (await r.json()) as { id: string };
   await new Promise((res) => setTimeout(res, 100));

@@ -29,10 +29,7 @@ export function addFakeModel(dir: string, name = 'fake-model'): void {
   writeFileSync(join(ckpt, `${name}.safetensors`), '');
 }
 
-export async function startTestServer(
-  overrides: Overrides = {},
-  opts: { threaded?: boolean; dir?: string; build?: BuildOptions } = {},
-): Promise<TestServer> {
+export async function startTestServer(overrides: Overrides = {}, opts: { threaded?: boolean; dir?: string; build?: BuildOptions } = {}): Promise<TestServer> {
   const t = opts.dir ? { dir: opts.dir, remove: () => {} } : tempDir('kiln-server-');
   addFakeModel(t.dir);
   const config = testConfig(t.dir, { model: 'fake-model', engineModule: FAKE_ENGINE_MODULE, ...overrides });

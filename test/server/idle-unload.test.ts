@@ -18,7 +18,7 @@ test('an idle model is freed, reported by /buffer_status, and reloaded by the ne
     await app.kiln.engineReady;
     const status = async () => (await app.inject('/buffer_status')).json();
     assert.deepEqual((await status()).loaded_models, ['tiny-sd1'], 'the default model is warmed up');
-    await waitUntil(async () => ((await status()).loaded_models.length === 0 ? true : undefined), 5000, "the idle unload");
+    await waitUntil(async () => ((await status()).loaded_models.length === 0 ? true : undefined), 5000, 'the idle unload');
     assert.equal((await status()).loaded, false);
     const gen = await app.inject({ method: 'POST', url: '/v1/generate', payload: { prompt: 'a cat', width: 64, height: 64, steps: 2 } });
     assert.equal(gen.statusCode, 200, gen.body);

@@ -6,7 +6,20 @@ import { failureStatus } from '../../src/server/job-failure.ts';
 import { jobFailure } from '../../src/server/compat/common.ts';
 
 function job(state: JobState, error?: { code: ErrorCode; message: string; field?: string }): Job {
-  return { id: 'j1', seq: 1, state, owner: 'anonymous', spec: {} as Job['spec'], createdAt: 0, attempts: 1, progress: 0, step: 0, totalSteps: 0, extra: {}, ...(error ? { error } : {}) };
+  return {
+    id: 'j1',
+    seq: 1,
+    state,
+    owner: 'anonymous',
+    spec: {} as Job['spec'],
+    createdAt: 0,
+    attempts: 1,
+    progress: 0,
+    step: 0,
+    totalSteps: 0,
+    extra: {},
+    ...(error ? { error } : {}),
+  };
 }
 
 test('failureStatus: each error code has its status; cancelled is 409; a failure without a code is internal', () => {

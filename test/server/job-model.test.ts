@@ -66,7 +66,14 @@ test('A1111: /internal/progress finds a force_task_id job after a restart', asyn
   const t = tempDir('kiln-restart-');
   try {
     const first = await startTestServer({}, { dir: t.dir });
-    const r = await post(first.app, '/sdapi/v1/txt2img', { prompt: 'x', steps: 2, width: 64, height: 64, sampler_name: 'Euler', force_task_id: 'task-restart' });
+    const r = await post(first.app, '/sdapi/v1/txt2img', {
+      prompt: 'x',
+      steps: 2,
+      width: 64,
+      height: 64,
+      sampler_name: 'Euler',
+      force_task_id: 'task-restart',
+    });
     assert.equal(r.statusCode, 200, r.body);
     await first.close();
     const second = await startTestServer({}, { dir: t.dir });
@@ -85,7 +92,18 @@ test('A1111: /internal/progress finds a force_task_id job after a restart', asyn
 test('native /v1 takes the fields adapters set (s_churn, seed_resize_from_*, ...), bounded like width/height', async () => {
   const s = await startTestServer();
   try {
-    const ok = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, steps: 2, s_churn: 0.5, s_tmin: 0.1, s_tmax: 10, s_noise: 1.003, seed_resize_from_w: 128, seed_resize_from_h: 96 });
+    const ok = await post(s.app, '/v1/jobs', {
+      prompt: 'x',
+      width: 64,
+      height: 64,
+      steps: 2,
+      s_churn: 0.5,
+      s_tmin: 0.1,
+      s_tmax: 10,
+      s_noise: 1.003,
+      seed_resize_from_w: 128,
+      seed_resize_from_h: 96,
+    });
     assert.equal(ok.statusCode, 202, ok.body);
     assert.equal((await waitForState(s.app, ok.json().id, ['succeeded', 'failed'])).state, 'succeeded');
     const big = await post(s.app, '/v1/jobs', { prompt: 'x', seed_resize_from_w: 4096, seed_resize_from_h: 64 });

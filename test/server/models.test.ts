@@ -18,16 +18,31 @@ test('registry: scans the models folders, applies labels, resolves names and lab
     writeFileSync(join(models, 'checkpoints', 'single.safetensors'), '');
     writeFileSync(join(models, 'checkpoints', 'pickled.ckpt'), '');
     writeFileSync(join(models, 'loras', 'style.safetensors'), '');
-    const reg = new ModelRegistry({ modelsDir: models, cacheDir: join(t.dir, 'cache'), model: 'Pretty', modelAliases: { Pretty: 'single', 'My D': 'my-diffusers' } });
-    assert.deepEqual(reg.list().map((m) => [m.name, m.labels, m.format]), [['my-diffusers', ['My D'], 'diffusers'], ['single', ['Pretty'], 'safetensors']]);
-    assert.deepEqual(reg.list('lora').map((m) => m.name), ['style']);
+    const reg = new ModelRegistry({
+      modelsDir: models,
+      cacheDir: join(t.dir, 'cache'),
+      model: 'Pretty',
+      modelAliases: { Pretty: 'single', 'My D': 'my-diffusers' },
+    });
+    assert.deepEqual(
+      reg.list().map((m) => [m.name, m.labels, m.format]),
+      [
+        ['my-diffusers', ['My D'], 'diffusers'],
+        ['single', ['Pretty'], 'safetensors'],
+      ],
+    );
+    assert.deepEqual(
+      reg.list('lora').map((m) => m.name),
+      ['style'],
+    );
     assert.equal(reg.default?.name, 'single');
     assert.equal((await reg.resolve(undefined)).path, join(models, 'checkpoints', 'single.safetensors'));
     assert.equal((await reg.resolve('my d')).path, join(models, 'checkpoints', 'my-diffusers'));
     assert.equal((await reg.resolve('single.safetensors')).path, join(models, 'checkpoints', 'single.safetensors'));
     await assert.rejects(reg.resolve('pickled'), /unknown model "pickled"; available: my-diffusers, My D, single, Pretty/);
     await assert.rejects(reg.resolve(join(models, 'checkpoints', 'single.safetensors')), /unknown model/);
-    for (const folder of ['vae', 'embeddings', 'upscalers']) assert.deepEqual(reg.list(folder === 'vae' ? 'vae' : folder === 'embeddings' ? 'embedding' : 'upscaler'), []);
+    for (const folder of ['vae', 'embeddings', 'upscalers'])
+      assert.deepEqual(reg.list(folder === 'vae' ? 'vae' : folder === 'embeddings' ? 'embedding' : 'upscaler'), []);
   } finally {
     t.remove();
   }
@@ -69,7 +84,11 @@ test('Hugging Face: repo ids, file selection, and an offline error that says wha
     assert.ok(err.message.includes(join(t.dir, 'huggingface', 'owner--some-model')), 'says where to put it');
     assert.match(err.message, /huggingface-cli download owner\/some-model/);
     // A failing network says the same, with the reason.
-    const netErr = await ensureHfModel('owner/other', t.dir, { fetchImpl: (async () => { throw new Error('getaddrinfo ENOTFOUND huggingface.co'); }) as typeof fetch }).catch((e: Error) => e);
+    const netErr = await ensureHfModel('owner/other', t.dir, {
+      fetchImpl: (async () => {
+        throw new Error('getaddrinfo ENOTFOUND huggingface.co');
+      }) as typeof fetch,
+    }).catch((e: Error) => e);
     assert.match((netErr as Error).message, /ENOTFOUND[\s\S]*huggingface-cli download owner\/other/);
   } finally {
     t.remove();
@@ -82,7 +101,8 @@ test('Hugging Face download: fetches the selected files once into the cache', as
     const served: string[] = [];
     const fake = (async (url: string) => {
       served.push(url);
-      if (url.endsWith('/api/models/o/m')) return new Response(JSON.stringify({ siblings: [{ rfilename: 'model_index.json' }, { rfilename: 'unet/config.json' }, { rfilename: 'README.md' }] }));
+      if (url.endsWith('/api/models/o/m'))
+        return new Response(JSON.stringify({ siblings: [{ rfilename: 'model_index.json' }, { rfilename: 'unet/config.json' }, { rfilename: 'README.md' }] }));
       return new Response(`content of ${url.split('/resolve/main/')[1]}`, { headers: { 'content-length': '20' } });
     }) as unknown as typeof fetch;
     const quiet = { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream;

@@ -38,8 +38,16 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-test('A1111 progress: current_image is the running job\'s preview as bare base64 PNG; skip_current_image=true leaves it null', async () => {
-  const running = post('/sdapi/v1/txt2img', { prompt: 'a red apple', steps: 40, width: 64, height: 64, seed: 5, sampler_name: 'Euler', force_task_id: 'preview-task' });
+test("A1111 progress: current_image is the running job's preview as bare base64 PNG; skip_current_image=true leaves it null", async () => {
+  const running = post('/sdapi/v1/txt2img', {
+    prompt: 'a red apple',
+    steps: 40,
+    width: 64,
+    height: 64,
+    seed: 5,
+    sampler_name: 'Euler',
+    force_task_id: 'preview-task',
+  });
   const progress = await until('a progress answer with current_image', async () => {
     const p = (await app.inject('/sdapi/v1/progress?skip_current_image=false')).json();
     return typeof p.current_image === 'string' ? p : undefined;
@@ -49,7 +57,10 @@ test('A1111 progress: current_image is the running job\'s preview as bare base64
   const meta = await sharp(png).metadata();
   assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 32, 32, 3], 'latent resolution: 64 / 2 for the tiny model');
   const stats = await sharp(png).stats();
-  assert.ok(stats.channels.some((c) => c.stdev > 1), 'the preview is an image, not a flat fill');
+  assert.ok(
+    stats.channels.some((c) => c.stdev > 1),
+    'the preview is an image, not a flat fill',
+  );
   assert.ok(progress.state.sampling_step >= 2 && progress.state.sampling_step <= 40);
 
   const skipped = (await app.inject('/sdapi/v1/progress?skip_current_image=true')).json();

@@ -26,7 +26,16 @@ test('SDXL txt2img, img2img and refiner through /v1/generate with the real engin
     const image = txt.json().images[0];
     assert.equal(image.width, 64);
     const b64 = image.base64 as string;
-    const img2img = await gen({ type: 'img2img', prompt: 'a castle at night', init_image: b64, denoising_strength: 0.5, width: 64, height: 64, steps: 4, seed: 5 });
+    const img2img = await gen({
+      type: 'img2img',
+      prompt: 'a castle at night',
+      init_image: b64,
+      denoising_strength: 0.5,
+      width: 64,
+      height: 64,
+      steps: 4,
+      seed: 5,
+    });
     assert.equal(img2img.statusCode, 200, img2img.body);
     const refined = await gen({ prompt: 'a castle', width: 64, height: 64, steps: 4, seed: 5, refiner: 'tiny-sdxl-copy', refiner_switch_at: 0.5 });
     assert.equal(refined.statusCode, 200, refined.body);

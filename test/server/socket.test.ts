@@ -91,7 +91,10 @@ test('after kill -9, a restarted server accounts for every job: the running one 
   const ids: string[] = [];
   try {
     for (let i = 0; i < 3; i++) {
-      const r = await json(`${first.url}/v1/jobs`, { method: 'POST', body: JSON.stringify({ prompt: `job ${i}`, width: 64, height: 64, steps: i === 0 ? 100 : 3 }) });
+      const r = await json(`${first.url}/v1/jobs`, {
+        method: 'POST',
+        body: JSON.stringify({ prompt: `job ${i}`, width: 64, height: 64, steps: i === 0 ? 100 : 3 }),
+      });
       ids.push(r.body.id);
     }
     await waitUntil(async () => ((await json(`${first.url}/v1/jobs/${ids[0]}`)).body.step > 0 ? true : undefined), 10_000, 'job running');
@@ -109,7 +112,11 @@ test('after kill -9, a restarted server accounts for every job: the running one 
       15_000,
       'all jobs to finish after restart',
     );
-    assert.deepEqual(states.map((j) => j.attempts), [2, 1, 1], 'the interrupted job ran a second time');
+    assert.deepEqual(
+      states.map((j) => j.attempts),
+      [2, 1, 1],
+      'the interrupted job ran a second time',
+    );
   } finally {
     second.child.kill('SIGKILL');
     await second.exited;
@@ -167,11 +174,13 @@ test('HTTPS with --tls-cert/--tls-key', { skip: spawnSync('openssl', ['version']
     try {
       assert.ok(s.url.startsWith('https://'), s.url);
       const body = await new Promise<string>((resolve, reject) => {
-        https.get(`${s.url}/health`, { rejectUnauthorized: false }, (res) => {
-          let data = '';
-          res.on('data', (d) => (data += d));
-          res.on('end', () => resolve(data));
-        }).on('error', reject);
+        https
+          .get(`${s.url}/health`, { rejectUnauthorized: false }, (res) => {
+            let data = '';
+            res.on('data', (d) => (data += d));
+            res.on('end', () => resolve(data));
+          })
+          .on('error', reject);
       });
       assert.equal(JSON.parse(body).status, 'healthy');
     } finally {

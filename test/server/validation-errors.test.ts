@@ -35,15 +35,29 @@ test('ajvPath: nested and indexed paths, plus the field a required / additionalP
 
 test('fastApiIssues: pydantic 2 wording by default (the seed APIs)', () => {
   assert.deepEqual(fastApiIssues([firstError({})], 'body'), [{ loc: ['body', 'prompt'], msg: 'Field required', type: 'missing' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 'x' })], 'body'), [{ loc: ['body', 'steps'], msg: 'Input should be a valid integer', type: 'integer_type' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 151 })], 'body'), [{ loc: ['body', 'steps'], msg: 'Input should be less than or equal to 150', type: 'less_than_equal' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', output: { format: 'gif' } })], 'body'), [{ loc: ['body', 'output', 'format'], msg: "Input should be 'png' or 'jpeg'", type: 'enum' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', prompts: [1, 'x'] })], 'query'), [{ loc: ['query', 'prompts', 1], msg: 'Input should be a valid number', type: 'number_type' }]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 'x' })], 'body'), [
+    { loc: ['body', 'steps'], msg: 'Input should be a valid integer', type: 'integer_type' },
+  ]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 151 })], 'body'), [
+    { loc: ['body', 'steps'], msg: 'Input should be less than or equal to 150', type: 'less_than_equal' },
+  ]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', output: { format: 'gif' } })], 'body'), [
+    { loc: ['body', 'output', 'format'], msg: "Input should be 'png' or 'jpeg'", type: 'enum' },
+  ]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', prompts: [1, 'x'] })], 'query'), [
+    { loc: ['query', 'prompts', 1], msg: 'Input should be a valid number', type: 'number_type' },
+  ]);
 });
 
 test('fastApiIssues: pydantic 1 wording (A1111)', () => {
   assert.deepEqual(fastApiIssues([firstError({})], 'body', 1), [{ loc: ['body', 'prompt'], msg: 'field required', type: 'value_error.missing' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 'x' })], 'body', 1), [{ loc: ['body', 'steps'], msg: 'value is not a valid integer', type: 'type_error.integer' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', prompts: [1, 'x'] })], 'body', 1), [{ loc: ['body', 'prompts', 1], msg: 'value is not a valid float', type: 'type_error.float' }]);
-  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 151 })], 'body', 1), [{ loc: ['body', 'steps'], msg: 'must be <= 150', type: 'value_error.maximum' }]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 'x' })], 'body', 1), [
+    { loc: ['body', 'steps'], msg: 'value is not a valid integer', type: 'type_error.integer' },
+  ]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', prompts: [1, 'x'] })], 'body', 1), [
+    { loc: ['body', 'prompts', 1], msg: 'value is not a valid float', type: 'type_error.float' },
+  ]);
+  assert.deepEqual(fastApiIssues([firstError({ prompt: 'a', steps: 151 })], 'body', 1), [
+    { loc: ['body', 'steps'], msg: 'must be <= 150', type: 'value_error.maximum' },
+  ]);
 });

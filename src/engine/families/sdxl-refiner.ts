@@ -34,13 +34,7 @@ export const sdxlRefiner: ModelFamily = {
   vae: { sampleSize: 1024, needsFp32: sdxlVaeNeedsFp32 },
   latentSpace: SDXL_LATENTS,
   conditioning: penultimateClipConditioning(false),
-  diffusion: addedConditionUnetFeeds((negative, { width, height }) => [
-    height,
-    width,
-    0,
-    0,
-    negative ? AESTHETIC_SCORE.negative : AESTHETIC_SCORE.positive,
-  ]),
+  diffusion: addedConditionUnetFeeds((negative, { width, height }) => [height, width, 0, 0, negative ? AESTHETIC_SCORE.negative : AESTHETIC_SCORE.positive]),
   ...discreteTime,
   scheduleTables: 'sdxl',
 };

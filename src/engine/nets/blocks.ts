@@ -187,7 +187,9 @@ function phaseUpsample(b: GraphBuilder, w: NetWeights, p: string, x: Value): Val
   for (const dy of [0, 1]) {
     for (const dx of [0, 1]) {
       const k = collapseKernel(weight, dy, dx, `${p}.weight`);
-      phases.push(b.op('Conv', [x, b.weight(`${p}.phase${dy}${dx}.weight`, k), bias], { kernel_shape: [2, 2], pads: [1 - dy, 1 - dx, dy, dx], strides: [1, 1] }));
+      phases.push(
+        b.op('Conv', [x, b.weight(`${p}.phase${dy}${dx}.weight`, k), bias], { kernel_shape: [2, 2], pads: [1 - dy, 1 - dx, dy, dx], strides: [1, 1] }),
+      );
     }
   }
   // Channel (dy*2+dx)*C + c goes to pixel (2i+dy, 2j+dx) of channel c: DepthToSpace's DCR order.
@@ -222,7 +224,13 @@ function collapseKernel(w: Tensor, dy: number, dx: number, name: string): Tensor
  * diffusers Attention as the VAE's mid block uses it: group norm, single-head attention over the H*W pixels
  * with scale 1/sqrt(C), to_out, plus the input (residual_connection; rescale_output_factor is 1).
  */
-export function pixelSelfAttention(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, opts: { channels: number; groups: number; eps: number; kind: AttentionKind }): Value {
+export function pixelSelfAttention(
+  b: GraphBuilder,
+  w: NetWeights,
+  prefix: string,
+  x: Value,
+  opts: { channels: number; groups: number; eps: number; kind: AttentionKind },
+): Value {
   const normed = groupNorm(b, w, `${prefix}.group_norm`, x, opts.groups, opts.eps);
   const tokens = b.transpose(b.reshape(normed, [0, 0, -1]), [0, 2, 1]); // [batch, h*w, C]
   const q = pointwise(b, w, `${prefix}.to_q`, tokens);
@@ -288,7 +296,16 @@ function attentionCore(b: GraphBuilder, w: NetWeights, prefix: string, rows: Val
  * residual + delta (+ bias), then LayerNorm: returns [normed, sum]. In 'contrib' mode one
  * SkipLayerNormalization kernel does both adds and the norm in one pass over the rows.
  */
-function addThenNorm(b: GraphBuilder, w: NetWeights, normPrefix: string, delta: Value, bias: Tensor | undefined, residual: Value, kind: AttentionKind, eps: number): [Value, Value] {
+function addThenNorm(
+  b: GraphBuilder,
+  w: NetWeights,
+  normPrefix: string,
+  delta: Value,
+  bias: Tensor | undefined,
+  residual: Value,
+  kind: AttentionKind,
+  eps: number,
+): [Value, Value] {
   const gamma = w.param(`${normPrefix}.weight`);
   const beta = w.param(`${normPrefix}.bias`);
   if (kind === 'contrib') {
@@ -311,7 +328,10 @@ function gegluFeedForward(b: GraphBuilder, w: NetWeights, prefix: string, x: Val
   const projBias = w.param(`${prefix}.net.0.proj.bias`);
   const [twoInner, dim] = proj.shape as [number, number];
   const inner = twoInner / 2;
-  const half = (t: Tensor, i: number, rows: number[]): Tensor => ({ shape: rows, data: t.data.subarray(i * inner * (t.shape[1] ?? 1), (i + 1) * inner * (t.shape[1] ?? 1)) });
+  const half = (t: Tensor, i: number, rows: number[]): Tensor => ({
+    shape: rows,
+    data: t.data.subarray(i * inner * (t.shape[1] ?? 1), (i + 1) * inner * (t.shape[1] ?? 1)),
+  });
   const hidden = b.linear(x, half(proj, 0, [inner, dim]), half(projBias, 0, [inner]), `${prefix}.net.0.proj.hidden`);
   const gateW = half(proj, 1, [inner, dim]);
   const gateB = half(projBias, 1, [inner]);

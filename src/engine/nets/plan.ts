@@ -189,7 +189,10 @@ const BLOCKS: { [K in Block['kind']]: BlockKind<Extract<Block, { kind: K }>> } =
       for (let l = 0; l < s.layers; l++) {
         const p = `${s.prefix}.transformer_blocks.${l}`;
         for (const n of ['norm1', 'norm2', 'norm3']) t.norm(`${p}.${n}`, c);
-        for (const [a, kvDim, kvRows] of [['attn1', c, px], ['attn2', s.contextDim, contextRows]] as const) {
+        for (const [a, kvDim, kvRows] of [
+          ['attn1', c, px],
+          ['attn2', s.contextDim, contextRows],
+        ] as const) {
           t.linear(`${p}.${a}.to_q`, c, c, px, false);
           t.linear(`${p}.${a}.to_k`, c, kvDim, kvRows, false);
           t.linear(`${p}.${a}.to_v`, c, kvDim, kvRows, false);
@@ -219,7 +222,8 @@ const BLOCKS: { [K in Block['kind']]: BlockKind<Extract<Block, { kind: K }>> } =
   downsample: {
     describe: (s, at, t) => t.conv(`${s.prefix}.conv`, s.channels, s.channels, 3, pixels(at.batch, at.out)),
     // padding 1: ceil(n/2); padding 0 (right/bottom only): floor(n/2).
-    outSize: (s, { h, w }) => (s.padding === 1 ? { h: Math.floor((h - 1) / 2) + 1, w: Math.floor((w - 1) / 2) + 1 } : { h: Math.floor(h / 2), w: Math.floor(w / 2) }),
+    outSize: (s, { h, w }) =>
+      s.padding === 1 ? { h: Math.floor((h - 1) / 2) + 1, w: Math.floor((w - 1) / 2) + 1 } : { h: Math.floor(h / 2), w: Math.floor(w / 2) },
     build: (c, s, x) => downsample(c.b, c.w, s.prefix, x, s.padding),
   },
   upsample: {

@@ -106,7 +106,15 @@ export function parseUnetConfig(raw: Record<string, unknown>): UnetGraphConfig {
     const v = raw[field];
     if (v !== undefined && v !== ok) throw configError(field, `${JSON.stringify(v)} is not supported (only ${JSON.stringify(ok)})`);
   }
-  for (const [field, ok] of [['act_fn', 'silu'], ['center_input_sample', false], ['conv_in_kernel', 3], ['conv_out_kernel', 3], ['mid_block_scale_factor', 1], ['resnet_out_scale_factor', 1], ['downsample_padding', 1]] as const) {
+  for (const [field, ok] of [
+    ['act_fn', 'silu'],
+    ['center_input_sample', false],
+    ['conv_in_kernel', 3],
+    ['conv_out_kernel', 3],
+    ['mid_block_scale_factor', 1],
+    ['resnet_out_scale_factor', 1],
+    ['downsample_padding', 1],
+  ] as const) {
     const v = raw[field];
     if (v !== undefined && v !== ok) throw configError(field, `${JSON.stringify(v)} is not supported (only ${JSON.stringify(ok)})`);
   }

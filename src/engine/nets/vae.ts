@@ -10,7 +10,10 @@ import { buildSteps, planFlops, planParameters, type BuildContext, type Step } f
 export type { UpsampleKind } from './blocks.ts';
 
 /** The config.json fields the graphs depend on (diffusers AutoencoderKL names). */
-export type VaeNetConfig = Pick<VaeConfig, 'block_out_channels' | 'layers_per_block' | 'norm_num_groups' | 'latent_channels' | 'in_channels' | 'out_channels'> & {
+export type VaeNetConfig = Pick<
+  VaeConfig,
+  'block_out_channels' | 'layers_per_block' | 'norm_num_groups' | 'latent_channels' | 'in_channels' | 'out_channels'
+> & {
   /** diffusers' switch for the mid-block attention (default true; false in a few newer VAEs). */
   mid_block_add_attention?: boolean;
 };
@@ -116,7 +119,8 @@ export function vaeDecoderPlan(config: VaeNetConfig, opts: Pick<VaeDecoderOption
       s.resnet(`decoder.up_blocks.${i}.resnets.${j}`, cin, ch[i]!);
       cin = ch[i]!;
     }
-    if (i < ch.length - 1) body.push({ kind: 'upsample', prefix: `decoder.up_blocks.${i}.upsamplers.0`, channels: cin, how: opts.upsample ?? 'phases', toSkip: false });
+    if (i < ch.length - 1)
+      body.push({ kind: 'upsample', prefix: `decoder.up_blocks.${i}.upsamplers.0`, channels: cin, how: opts.upsample ?? 'phases', toSkip: false });
   }
   s.normSilu('decoder.conv_norm_out', cin);
   body.push({ kind: 'conv', prefix: 'decoder.conv_out', cin, cout: config.out_channels, kernel: 3 });

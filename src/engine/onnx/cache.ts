@@ -29,7 +29,11 @@ export function graphKeyHash(key: GraphKey): string {
 }
 
 function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+  return Object.fromEntries(
+    Object.keys(o)
+      .sort()
+      .map((k) => [k, o[k]]),
+  );
 }
 
 export interface CachedGraph {
@@ -82,7 +86,10 @@ export interface OptimizedEntry {
 
 /** The optimised-model entry for the graph at `graphModelPath` in `env`, one folder per environment. */
 export function optimizedEntry(graphModelPath: string, env: OptimizedEnvironment): OptimizedEntry {
-  const hash = createHash('sha256').update(JSON.stringify(sortKeys(env))).digest('hex').slice(0, 16);
+  const hash = createHash('sha256')
+    .update(JSON.stringify(sortKeys(env)))
+    .digest('hex')
+    .slice(0, 16);
   const dir = join(dirname(graphModelPath), `optimized-${hash}`);
   return { dir, modelPath: join(dir, OPTIMIZED_MODEL), ready: existsSync(join(dir, 'complete')) };
 }
@@ -104,7 +111,11 @@ export interface PendingOptimized {
  * Starts writing an entry into a temporary folder that commit() renames into place, so a crash while
  * onnxruntime writes gigabytes never leaves a half-written entry that a later start would load.
  */
-export function beginOptimized(entry: OptimizedEntry, env: OptimizedEnvironment, opts: { supersedes?: (other: OptimizedEnvironment) => boolean } = {}): PendingOptimized {
+export function beginOptimized(
+  entry: OptimizedEntry,
+  env: OptimizedEnvironment,
+  opts: { supersedes?: (other: OptimizedEnvironment) => boolean } = {},
+): PendingOptimized {
   const tmp = `${entry.dir}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmp, { recursive: true });
   const abort = () => rmSync(tmp, { recursive: true, force: true });

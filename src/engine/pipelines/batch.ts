@@ -18,7 +18,7 @@ export function expandBatch(req: GenerateRequest): ImageBatch {
   const subseed = resolveSeed(req.variation?.seed);
   const subseedStrength = req.variation?.strength ?? 0;
   const { seeds, subseeds } = batchSeeds(seed, subseed, subseedStrength, count);
-  const negatives = req.prompts.map((_, i) => (Array.isArray(req.negativePrompt) ? req.negativePrompt[i] ?? '' : req.negativePrompt ?? ''));
+  const negatives = req.prompts.map((_, i) => (Array.isArray(req.negativePrompt) ? (req.negativePrompt[i] ?? '') : (req.negativePrompt ?? '')));
   return {
     count,
     prompts: req.prompts.flatMap((p) => Array<string>(perPrompt).fill(p)),

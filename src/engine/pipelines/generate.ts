@@ -23,7 +23,12 @@ export interface PipelineModels {
   refiner?: ModelSessions;
 }
 
-export async function runPipeline(models: PipelineModels, req: GenerateRequest, opts: GenerateOptions = {}, overrides: NoiseOverrides = {}): Promise<GenerateResult> {
+export async function runPipeline(
+  models: PipelineModels,
+  req: GenerateRequest,
+  opts: GenerateOptions = {},
+  overrides: NoiseOverrides = {},
+): Promise<GenerateResult> {
   const started = Date.now();
   const { base, refiner } = models;
   validateRequest(req, base.latentFactor);
@@ -72,7 +77,13 @@ export async function runPipeline(models: PipelineModels, req: GenerateRequest, 
     signal: opts.signal,
     onEval: (done, total) => {
       const preview = tap?.previewAt(done, total);
-      progress({ phase: 'sampling', step: done, totalSteps: total, fraction: 0.05 + 0.85 * (done / Math.max(total, totalEvals)), ...(preview ? { preview } : {}) });
+      progress({
+        phase: 'sampling',
+        step: done,
+        totalSteps: total,
+        fraction: 0.05 + 0.85 * (done / Math.max(total, totalEvals)),
+        ...(preview ? { preview } : {}),
+      });
     },
   });
   tap?.clear();

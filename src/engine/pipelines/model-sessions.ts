@@ -83,12 +83,16 @@ export class ModelSessions implements TextEncoders {
 
   unet(): Promise<Session> {
     const opts = this.family.unet.buildOptions;
-    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts));
+    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
+      buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts),
+    );
   }
 
   vaeDecoder(): Promise<Session> {
     const opts = { scalingFactor: this.scalingFactor };
-    return this.session('vae-decoder', this.vaePrecision(), vaeDecoderGraphOptions(opts), (b) => buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts));
+    return this.session('vae-decoder', this.vaePrecision(), vaeDecoderGraphOptions(opts), (b) =>
+      buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
+    );
   }
 
   vaeEncoder(): Promise<Session> {

@@ -100,12 +100,7 @@ export function packChunks(pieces: readonly TokenizedPiece[], special: SpecialId
     for (const token of piece.tokens) {
       if (token === comma) {
         lastComma = chunk.tokens.length;
-      } else if (
-        backtrack !== 0 &&
-        chunk.tokens.length === CLIP_CHUNK_TOKENS &&
-        lastComma !== -1 &&
-        chunk.tokens.length - lastComma <= backtrack
-      ) {
+      } else if (backtrack !== 0 && chunk.tokens.length === CLIP_CHUNK_TOKENS && lastComma !== -1 && chunk.tokens.length - lastComma <= backtrack) {
         // The chunk is full and a comma is near its end: close the chunk after the comma, carry the rest over.
         const breakAt = lastComma + 1;
         const carried: OpenChunk = { tokens: chunk.tokens.slice(breakAt), multipliers: chunk.multipliers.slice(breakAt) };

@@ -196,7 +196,10 @@ export class ClipTokenizer {
       vocab.set(token, id);
     }
 
-    const mergeLines = (await readRequired(mergesFile)).trim().split('\n').slice(1, MAX_MERGES + 1);
+    const mergeLines = (await readRequired(mergesFile))
+      .trim()
+      .split('\n')
+      .slice(1, MAX_MERGES + 1);
     const bpeRanks = new Map<string, number>();
     mergeLines.forEach((line, rank) => {
       const parts = line.trim().split(/\s+/);

@@ -130,13 +130,7 @@ export const dpmAdaptive: SamplerFn = async (denoise, x, sigmas, ctx: SamplerCon
   const icoeff = 1;
   const dcoeff = 0;
   const ord = eta ? 1.5 : order;
-  const pid = new PidController(
-    0.05,
-    (pcoeff + icoeff + dcoeff) / ord,
-    -(pcoeff + 2 * dcoeff) / ord,
-    dcoeff / ord,
-    0.81,
-  );
+  const pid = new PidController(0.05, (pcoeff + icoeff + dcoeff) / ord, -(pcoeff + 2 * dcoeff) / ord, dcoeff / ord, 0.81);
   let s = tStart;
   let xPrev = x;
   while (s < tEnd - 1e-5) {

@@ -66,10 +66,7 @@ for (const s of SCHEDULES) for (const k of [s.name, s.label, ...s.aliases]) byKe
 export function parseScheduleName(name: string, field = 'scheduler'): ScheduleId {
   const id = byKey.get(name.trim().toLowerCase());
   if (!id) {
-    throw new KilnInputError(
-      `unknown schedule "${name}"; valid: ${SCHEDULES.map((s) => s.label).join(', ')}`,
-      field,
-    );
+    throw new KilnInputError(`unknown schedule "${name}"; valid: ${SCHEDULES.map((s) => s.label).join(', ')}`, field);
   }
   return id;
 }
@@ -84,12 +81,7 @@ function withZero(sigmas: number[]): number[] {
 }
 
 /** Descending sigmas for `steps` steps ending with 0 (length steps + 1, except Beta/DDIM edge cases noted below). */
-export function buildSigmas(
-  schedule: ScheduleId,
-  steps: number,
-  model: ModelSchedule,
-  opts: ScheduleOptions = {},
-): number[] {
+export function buildSigmas(schedule: ScheduleId, steps: number, model: ModelSchedule, opts: ScheduleOptions = {}): number[] {
   if (!Number.isInteger(steps) || steps < 1) throw new KilnInputError(`steps must be a positive integer, got ${steps}`, 'steps');
   const n = steps;
   const N = model.numTrainTimesteps;
@@ -106,7 +98,11 @@ export function buildSigmas(
       // For SD both reduce to t = linspace(999, 0, n) (normal runs from t(sigma_max) to t(sigma_min)).
       return withZero(linspace(N - 1, 0, n).map(atT));
     case 'sgm_uniform':
-      return withZero(linspace(N - 1, 0, n + 1).slice(0, n).map(atT));
+      return withZero(
+        linspace(N - 1, 0, n + 1)
+          .slice(0, n)
+          .map(atT),
+      );
     case 'karras': {
       const rho = opts.rho ?? 7;
       const minInv = sigmaMin ** (1 / rho);
@@ -155,9 +151,7 @@ export function buildSigmas(
       const k = Math.floor(N / original);
       const origin = Array.from({ length: original }, (_, j) => (original - j) * k - 1); // descending
       const count = Math.min(n, original);
-      return withZero(
-        Array.from({ length: count }, (_, i) => model.sigmas[origin[Math.floor((i * original) / count)]!]!),
-      );
+      return withZero(Array.from({ length: count }, (_, i) => model.sigmas[origin[Math.floor((i * original) / count)]!]!));
     }
   }
 }
@@ -204,8 +198,8 @@ export function betaPpf(p: number, a: number, b: number): number {
 function logGamma(z: number): number {
   // Lanczos approximation (g = 7, n = 9).
   const c = [
-    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
-    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+    9.9843695780195716e-6, 1.5056327351493116e-7,
   ];
   if (z < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * z)) - logGamma(1 - z);
   z -= 1;

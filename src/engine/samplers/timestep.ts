@@ -155,7 +155,13 @@ export const uniPc: SamplerFn = async (denoise, x, sigmas, ctx) => {
       const { R, b, hPhi1, bH } = uniPcSystem(rks, -h, variant, thisOrder);
       let rhosP: number[] = [];
       if (d1s.length > 0) {
-        rhosP = thisOrder === 2 ? [0.5] : solve(R.slice(0, -1).map((r) => r.slice(0, -1)), b.slice(0, -1));
+        rhosP =
+          thisOrder === 2
+            ? [0.5]
+            : solve(
+                R.slice(0, -1).map((r) => r.slice(0, -1)),
+                b.slice(0, -1),
+              );
       }
       const terms: [number, Float32Array][] = [
         [sT / sS0, x],

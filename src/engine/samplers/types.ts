@@ -33,12 +33,7 @@ export interface SamplerContext {
   options: ResolvedOptions;
 }
 
-export type SamplerFn = (
-  denoise: Denoiser,
-  x: Float32Array,
-  sigmas: readonly number[],
-  ctx: SamplerContext,
-) => Promise<Float32Array>;
+export type SamplerFn = (denoise: Denoiser, x: Float32Array, sigmas: readonly number[], ctx: SamplerContext) => Promise<Float32Array>;
 
 export function resolveOptions(o: SamplerOptions = {}, defaultEta = 1): ResolvedOptions {
   return {

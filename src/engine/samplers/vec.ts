@@ -36,10 +36,7 @@ export function toD(x: Float32Array, sigma: number, denoised: Float32Array): Flo
 /** k-diffusion get_ancestral_step: split a step into a deterministic part (down) and fresh noise (up). */
 export function ancestralStep(sigmaFrom: number, sigmaTo: number, eta: number): { down: number; up: number } {
   if (!eta) return { down: sigmaTo, up: 0 };
-  const up = Math.min(
-    sigmaTo,
-    eta * Math.sqrt((sigmaTo * sigmaTo * (sigmaFrom * sigmaFrom - sigmaTo * sigmaTo)) / (sigmaFrom * sigmaFrom)),
-  );
+  const up = Math.min(sigmaTo, eta * Math.sqrt((sigmaTo * sigmaTo * (sigmaFrom * sigmaFrom - sigmaTo * sigmaTo)) / (sigmaFrom * sigmaFrom)));
   const down = Math.sqrt(sigmaTo * sigmaTo - up * up);
   return { down, up };
 }

@@ -322,7 +322,5 @@ function normalise(key: string, value: unknown, config: Record<string, unknown>)
 
 /** Names of structural fields where `config` and `inferred` disagree. */
 export function structuralMismatches(config: Record<string, unknown>, inferred: Record<string, unknown>, keys: readonly string[]): string[] {
-  return keys.filter(
-    (k) => JSON.stringify(normalise(k, config[k], config)) !== JSON.stringify(normalise(k, inferred[k], inferred)),
-  );
+  return keys.filter((k) => JSON.stringify(normalise(k, config[k], config)) !== JSON.stringify(normalise(k, inferred[k], inferred)));
 }

@@ -12,7 +12,8 @@ function halfTable(): Float32Array {
     const exp = (h >> 10) & 0x1f;
     const frac = h & 0x3ff;
     let v: number;
-    if (exp === 0) v = frac * 2 ** -24; // subnormal: frac/1024 * 2^-14
+    if (exp === 0)
+      v = frac * 2 ** -24; // subnormal: frac/1024 * 2^-14
     else if (exp === 31) v = frac === 0 ? Infinity : NaN;
     else v = (1 + frac / 1024) * 2 ** (exp - 15);
     table[h] = sign * v;

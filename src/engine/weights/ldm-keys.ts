@@ -120,7 +120,10 @@ export function mapLdmUnet(file: SafetensorsFile, prefix: string): RecipeMap {
   // Middle: resnet, attention, resnet.
   let midRes = 0;
   let midAttn = 0;
-  for (const [, subs] of groupBlocks(keys.map((k) => k.replace(/^middle_block\./, 'middle_block.0.')), 'middle_block.')) {
+  for (const [, subs] of groupBlocks(
+    keys.map((k) => k.replace(/^middle_block\./, 'middle_block.0.')),
+    'middle_block.',
+  )) {
     for (const [s, rests] of subs) {
       const kind = kindOf(rests);
       const src = `middle_block.${s}.`;
@@ -245,7 +248,10 @@ export interface OpenClipOptions {
 export function mapOpenClip(file: SafetensorsFile, prefix: string, opts: OpenClipOptions): RecipeMap {
   const keys = keysUnder(file, prefix);
   const map: RecipeMap = new Map();
-  const layerIds = keys.map((k) => /^transformer\.resblocks\.(\d+)\./.exec(k)?.[1]).filter((x) => x !== undefined).map(Number);
+  const layerIds = keys
+    .map((k) => /^transformer\.resblocks\.(\d+)\./.exec(k)?.[1])
+    .filter((x) => x !== undefined)
+    .map(Number);
   const layers = layerIds.length ? Math.max(...layerIds) + 1 : 0;
   if (layers === 0) throw new ModelFileError(file.file, `no OpenCLIP transformer layers under "${prefix}"`);
   const keep = opts.dropLastLayer ? layers - 1 : layers;
@@ -291,6 +297,9 @@ export function mapOpenClip(file: SafetensorsFile, prefix: string, opts: OpenCli
 }
 
 function listSome(names: string[]): string {
-  const shown = names.slice(0, 5).map((n) => `"${n}"`).join(', ');
+  const shown = names
+    .slice(0, 5)
+    .map((n) => `"${n}"`)
+    .join(', ');
   return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown;
 }

@@ -282,7 +282,8 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
   const present = (['text_encoder', 'text_encoder_2'] as const).filter((c) => componentPresent(index, dir, c));
   if (present.length === 0) throw new ModelFileError(dir, 'no text_encoder or text_encoder_2 folder');
   const textEncoderConfigs: FolderFacts['textEncoderConfigs'] = {};
-  for (const component of present) textEncoderConfigs[component] = { ...CLIP_TEXT_DEFAULTS, ...readJson(join(dir, component, 'config.json')) } as ClipTextConfig;
+  for (const component of present)
+    textEncoderConfigs[component] = { ...CLIP_TEXT_DEFAULTS, ...readJson(join(dir, component, 'config.json')) } as ClipTextConfig;
 
   const unetDir = join(dir, 'unet');
   const unetFiles = openComponentFiles(unetDir, 'diffusion_pytorch_model');
@@ -313,11 +314,16 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
     warnings.push(`scheduler: prediction_type ${JSON.stringify(rawScheduler.prediction_type)} is not supported, using ${prediction}`);
   }
   const pooled = textEncoders.find((t) => t.weights.has('text_projection.weight'));
-  check('unet', unetConfig, inferUnetConfig(unet, {
-    family,
-    prediction,
-    pooledTextDim: pooled?.weights.shape('text_projection.weight')[0],
-  }).config, UNET_STRUCTURE);
+  check(
+    'unet',
+    unetConfig,
+    inferUnetConfig(unet, {
+      family,
+      prediction,
+      pooledTextDim: pooled?.weights.shape('text_projection.weight')[0],
+    }).config,
+    UNET_STRUCTURE,
+  );
   check('vae', vaeConfig, inferVaeConfig(vae, family).config, VAE_STRUCTURE);
 
   return {
@@ -386,10 +392,7 @@ async function resolveTokenizers(model: PartialModel, ref: ModelRef, opts: LoadO
       const candidates = [join(ref.tokenizerDir, sub), join(ref.tokenizerDir, 'tokenizer'), ref.tokenizerDir];
       const found = candidates.slice(0, model.textEncoders.length === 1 ? 3 : 1).find(hasTokenizerFiles);
       if (!found) {
-        throw new ModelFileError(
-          ref.tokenizerDir,
-          `tokenizer folder has no ${sub}/vocab.json + ${sub}/merges.txt (needed for ${te.component})`,
-        );
+        throw new ModelFileError(ref.tokenizerDir, `tokenizer folder has no ${sub}/vocab.json + ${sub}/merges.txt (needed for ${te.component})`);
       }
       dirs.push(found);
       continue;

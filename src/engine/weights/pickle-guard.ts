@@ -7,14 +7,11 @@ const PICKLED_EXTENSIONS = new Set(['.ckpt', '.pt', '.pth', '.bin', '.pkl', '.pi
 
 export const CONVERT_HINT =
   'Download the .safetensors version of the model, or convert it once with a trusted Python setup, e.g. ' +
-  '`python -c "import torch, safetensors.torch as st; sd = torch.load(\'model.ckpt\', map_location=\'cpu\', weights_only=True); ' +
-  'sd = sd.get(\'state_dict\', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, \'contiguous\')}, \'model.safetensors\')"`.';
+  "`python -c \"import torch, safetensors.torch as st; sd = torch.load('model.ckpt', map_location='cpu', weights_only=True); " +
+  "sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, 'model.safetensors')\"`.";
 
 export function pickledFileError(file: string, why: string): ModelFileError {
-  return new ModelFileError(
-    file,
-    `${why}. Kiln refuses pickled PyTorch files because unpickling can run arbitrary code hidden in the file. ${CONVERT_HINT}`,
-  );
+  return new ModelFileError(file, `${why}. Kiln refuses pickled PyTorch files because unpickling can run arbitrary code hidden in the file. ${CONVERT_HINT}`);
 }
 
 /** Throws for file names that are PyTorch pickle formats. */

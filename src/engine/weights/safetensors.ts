@@ -44,14 +44,7 @@ export class SafetensorsFile {
   readonly headerText: string;
   private readonly entries: Map<string, TensorEntry>;
 
-  private constructor(
-    file: string,
-    size: number,
-    mtimeMs: number,
-    headerText: string,
-    entries: Map<string, TensorEntry>,
-    metadata: Record<string, string>,
-  ) {
+  private constructor(file: string, size: number, mtimeMs: number, headerText: string, entries: Map<string, TensorEntry>, metadata: Record<string, string>) {
     this.file = file;
     this.size = size;
     this.mtimeMs = mtimeMs;

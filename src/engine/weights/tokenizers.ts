@@ -104,9 +104,7 @@ export async function downloadTokenizer(cache: string, where: HubFolder, fetchIm
     }
     const body = new Uint8Array(await res.arrayBuffer());
     commit ??= res.headers.get('x-repo-commit') ?? 'main';
-    const etag = (res.headers.get('x-linked-etag') ?? res.headers.get('etag') ?? '')
-      .replace(/^W\//, '')
-      .replace(/"/g, '');
+    const etag = (res.headers.get('x-linked-etag') ?? res.headers.get('etag') ?? '').replace(/^W\//, '').replace(/"/g, '');
     const blobName = /^[\w.-]+$/.test(etag) && etag ? etag : createHash('sha256').update(body).digest('hex');
     const blob = join(root, 'blobs', blobName);
     mkdirSync(dirname(blob), { recursive: true });

@@ -18,18 +18,7 @@ import { HttpError } from '../errors.ts';
 import { previewPng } from '../preview.ts';
 import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
-import {
-  baseSpec,
-  floor8,
-  jobFailure,
-  notImplemented,
-  ownerOf,
-  promptNetworks,
-  resultImages,
-  waitForJob,
-  storeImageField,
-  submitWithInput,
-} from './common.ts';
+import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, promptNetworks, resultImages, waitForJob, storeImageField, submitWithInput } from './common.ts';
 import { fastApiErrorHandlerWith } from './fastapi.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -207,7 +196,8 @@ function applyInfotext(body: Body, explicit: Set<string>): void {
     set('seed_resize_from_w', Number(resize[1]));
     set('seed_resize_from_h', Number(resize[2]));
   }
-  if (params['Clip skip'] && !explicit.has('override_settings')) body.override_settings = { ...(body.override_settings ?? {}), CLIP_stop_at_last_layers: Number(params['Clip skip']) };
+  if (params['Clip skip'] && !explicit.has('override_settings'))
+    body.override_settings = { ...(body.override_settings ?? {}), CLIP_stop_at_last_layers: Number(params['Clip skip']) };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -215,7 +205,14 @@ function applyInfotext(body: Body, explicit: Set<string>): void {
 const SAMPLE_FORMATS: Record<string, ImageFormat> = { png: 'png', jpg: 'jpeg', jpeg: 'jpeg', webp: 'webp' };
 
 const UPSCALER_NAMES = ['None'];
-const LATENT_UPSCALE_MODES = ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)'];
+const LATENT_UPSCALE_MODES = [
+  'Latent',
+  'Latent (antialiased)',
+  'Latent (bicubic)',
+  'Latent (bicubic antialiased)',
+  'Latent (nearest)',
+  'Latent (nearest-exact)',
+];
 
 /** "YYYYMMDDhhmmss" in local time, as A1111's job_timestamp. */
 function timestamp(ms: number): string {
@@ -226,8 +223,8 @@ function timestamp(ms: number): string {
 
 /** Settings an A1111 request runs under: the selected checkpoint and POST /options values. */
 export interface A1111Context {
-model?: string;
-options: Record<string, unknown>;
+  model?: string;
+  options: Record<string, unknown>;
 }
 
 /**
@@ -259,7 +256,13 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   let refiner: string | undefined;
   if (body.refiner_checkpoint && body.refiner_checkpoint !== 'None') {
     const found = await findCheckpoint(kiln, String(body.refiner_checkpoint));
-    if (!found) throw new HttpError(400, 'invalid_request', `refiner_checkpoint: Could not find checkpoint with name ${String(body.refiner_checkpoint)}`, 'refiner_checkpoint');
+    if (!found)
+      throw new HttpError(
+        400,
+        'invalid_request',
+        `refiner_checkpoint: Could not find checkpoint with name ${String(body.refiner_checkpoint)}`,
+        'refiner_checkpoint',
+      );
     refiner = found.model_name;
   }
   const clip = Number(optionValue(overrides, 'CLIP_stop_at_last_layers', 1));
@@ -305,13 +308,24 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     etaNoiseSeedDelta: Number(optionValue(overrides, 'eta_noise_seed_delta', 0)) || undefined,
     vae: vae && vae !== 'Automatic' && vae !== 'None' ? String(vae) : undefined,
   });
-  spec.sourceFields = { ...networks.sourceFields, ...hires?.sourceFields, etaNoiseSeedDelta: 'override_settings.eta_noise_seed_delta', vae: 'override_settings.sd_vae' };
+  spec.sourceFields = {
+    ...networks.sourceFields,
+    ...hires?.sourceFields,
+    etaNoiseSeedDelta: 'override_settings.eta_noise_seed_delta',
+    vae: 'override_settings.sd_vae',
+  };
   if (kind === 'img2img') {
     const inits: string[] = body.init_images ?? [];
     if (inits.length === 0) throw new HttpError(404, 'not_found', 'Init image not found');
     if (body.mask) {
       const blur = body.mask_blur ?? Math.max(body.mask_blur_x ?? 4, body.mask_blur_y ?? 4);
-      spec.mask = { blur, invert: body.inpainting_mask_invert === 1, fill: body.inpainting_fill, fullResolution: body.inpaint_full_res, padding: body.inpaint_full_res_padding };
+      spec.mask = {
+        blur,
+        invert: body.inpainting_mask_invert === 1,
+        fill: body.inpainting_fill,
+        fullResolution: body.inpaint_full_res,
+        padding: body.inpaint_full_res_padding,
+      };
     }
     spec.resizeMode = body.resize_mode ?? 0;
     spec.inputImageCount = new Set(inits).size;
@@ -387,7 +401,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     const images = job.result?.images ?? [];
     const params = infotexts[0] ? parseInfotext(infotexts[0]).params : {};
     const allPrompts = images.length ? images.map((i) => i.prompt) : spec.prompts.flatMap((p) => Array<string>(spec.imagesPerPrompt).fill(p));
-    const allNegatives = images.length ? images.map((i) => i.negativePrompt) : allPrompts.map((_, i) => spec.negativePrompts[Math.floor(i / spec.imagesPerPrompt)] ?? spec.negativePrompts[0] ?? '');
+    const allNegatives = images.length
+      ? images.map((i) => i.negativePrompt)
+      : allPrompts.map((_, i) => spec.negativePrompts[Math.floor(i / spec.imagesPerPrompt)] ?? spec.negativePrompts[0] ?? '');
     const allSeeds = images.length ? images.map((i) => i.seed) : allPrompts.map((_, i) => spec.seed + (spec.subseedStrength > 0 ? 0 : i));
     const allSubseeds = images.length ? images.map((i) => i.subseed) : allPrompts.map((_, i) => spec.subseed + i);
     const out = {
@@ -507,29 +523,51 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  app.post('/internal/progress', { schema: { tags: ['a1111'], summary: 'Per-task progress (send force_task_id with the generation).', body: { type: 'object', properties: { id_task: { type: ['string', 'null'] }, id_live_preview: { type: 'integer', default: -1 }, live_preview: { type: 'boolean', default: true } } } } }, async (req) => {
-    const { id_task, id_live_preview: knownPreview = -1, live_preview: wantPreview = true } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
-    // Task ids are chosen by clients: with API keys, each key sees only its own tasks.
-    const p = req.principal;
-    const job = id_task ? await kiln.queue.findByExternalId(id_task, p.anonymous || p.role === 'admin' ? undefined : p.name) : undefined;
-    if (!job) return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
-    const active = job.state === 'running';
-    const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
-    const eta = await kiln.queue.etaSeconds(job);
-    // As A1111: a data URL only when the preview is newer than the one the client says it has.
-    const preview = active && wantPreview ? await previewPng(kiln.queue, job.id) : undefined;
-    const fresh = preview && preview.seq !== knownPreview ? preview : undefined;
-    return {
-      active,
-      queued: job.state === 'queued',
-      completed,
-      progress: completed ? 1 : active ? job.progress : null,
-      eta: eta ?? null,
-      live_preview: fresh ? `data:image/png;base64,${fresh.png.toString('base64')}` : null,
-      id_live_preview: fresh ? fresh.seq : knownPreview,
-      textinfo: completed ? null : active ? (job.phase ?? 'running') : 'In queue...',
-    };
-  });
+  app.post(
+    '/internal/progress',
+    {
+      schema: {
+        tags: ['a1111'],
+        summary: 'Per-task progress (send force_task_id with the generation).',
+        body: {
+          type: 'object',
+          properties: {
+            id_task: { type: ['string', 'null'] },
+            id_live_preview: { type: 'integer', default: -1 },
+            live_preview: { type: 'boolean', default: true },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const {
+        id_task,
+        id_live_preview: knownPreview = -1,
+        live_preview: wantPreview = true,
+      } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
+      // Task ids are chosen by clients: with API keys, each key sees only its own tasks.
+      const p = req.principal;
+      const job = id_task ? await kiln.queue.findByExternalId(id_task, p.anonymous || p.role === 'admin' ? undefined : p.name) : undefined;
+      if (!job)
+        return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
+      const active = job.state === 'running';
+      const completed = job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
+      const eta = await kiln.queue.etaSeconds(job);
+      // As A1111: a data URL only when the preview is newer than the one the client says it has.
+      const preview = active && wantPreview ? await previewPng(kiln.queue, job.id) : undefined;
+      const fresh = preview && preview.seq !== knownPreview ? preview : undefined;
+      return {
+        active,
+        queued: job.state === 'queued',
+        completed,
+        progress: completed ? 1 : active ? job.progress : null,
+        eta: eta ?? null,
+        live_preview: fresh ? `data:image/png;base64,${fresh.png.toString('base64')}` : null,
+        id_live_preview: fresh ? fresh.seq : knownPreview,
+        textinfo: completed ? null : active ? (job.phase ?? 'running') : 'In queue...',
+      };
+    },
+  );
 
   const stop = async (flag: 'interrupted' | 'skipped') => {
     const job = await runningJob();
@@ -551,7 +589,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.get('/sdapi/v1/schedulers', { schema: { tags: ['a1111'] } }, async () => kiln.engine.listSchedules());
   app.get('/sdapi/v1/sd-models', { schema: { tags: ['a1111'] } }, async () => Promise.all(kiln.models.list('checkpoint').map(checkpointInfo)));
   app.get('/sdapi/v1/sd-vae', { schema: { tags: ['a1111'] } }, async () => kiln.models.list('vae').map((v) => ({ model_name: v.name, filename: v.path })));
-  app.get('/sdapi/v1/loras', { schema: { tags: ['a1111'] } }, async () => kiln.models.list('lora').map((l) => ({ name: l.name, alias: l.name, path: l.path, metadata: {} })));
+  app.get('/sdapi/v1/loras', { schema: { tags: ['a1111'] } }, async () =>
+    kiln.models.list('lora').map((l) => ({ name: l.name, alias: l.name, path: l.path, metadata: {} })),
+  );
   app.post('/sdapi/v1/refresh-loras', { schema: { tags: ['a1111'] } }, async () => {
     kiln.models.refresh();
     return null;
@@ -568,7 +608,12 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     ...kiln.models.list('upscaler').map((u) => ({ name: u.name, model_name: u.name, model_path: u.path, model_url: null, scale: 4 })),
   ]);
   app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
-  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => ({ loaded: {}, skipped: Object.fromEntries(kiln.models.list('embedding').map((e) => [e.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: null, vectors: 0 }])) }));
+  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => ({
+    loaded: {},
+    skipped: Object.fromEntries(
+      kiln.models.list('embedding').map((e) => [e.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: null, vectors: 0 }]),
+    ),
+  }));
   app.get('/sdapi/v1/prompt-styles', { schema: { tags: ['a1111'] } }, async () => []);
   app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
   app.post('/sdapi/v1/interrogate', { schema: { tags: ['a1111'] } }, async () => notImplemented('image captioning (interrogate)', 'image'));
@@ -588,26 +633,36 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     sd_model_checkpoint: await currentTitle(),
   });
   app.get('/sdapi/v1/options', { schema: { tags: ['a1111'] } }, options);
-  app.post('/sdapi/v1/options', { schema: { tags: ['a1111'], summary: 'Change settings; sd_model_checkpoint switches the model A1111 requests use.', body: { type: 'object' } } }, async (req) => {
-    const body = req.body as Record<string, unknown>;
-    if (body.sd_model_checkpoint !== undefined) {
-      const found = await findCheckpoint(kiln, String(body.sd_model_checkpoint));
-      if (!found) throw new HttpError(500, 'internal', `model ${JSON.stringify(String(body.sd_model_checkpoint))} not found`);
-      // A1111 loads the checkpoint before answering; so does Kiln when the engine can preload.
-      await kiln.engine.load?.({ path: found.filename });
-      state.model = found.model_name;
-    }
-    if (body.samples_format !== undefined && !SAMPLE_FORMATS[String(body.samples_format).toLowerCase()]) {
-      throw new HttpError(422, 'invalid_request', 'samples_format: must be png, jpg or webp', 'samples_format');
-    }
-    for (const [k, v] of Object.entries(body)) if (k !== 'sd_model_checkpoint') state.options[k] = v;
-    return null;
-  });
+  app.post(
+    '/sdapi/v1/options',
+    { schema: { tags: ['a1111'], summary: 'Change settings; sd_model_checkpoint switches the model A1111 requests use.', body: { type: 'object' } } },
+    async (req) => {
+      const body = req.body as Record<string, unknown>;
+      if (body.sd_model_checkpoint !== undefined) {
+        const found = await findCheckpoint(kiln, String(body.sd_model_checkpoint));
+        if (!found) throw new HttpError(500, 'internal', `model ${JSON.stringify(String(body.sd_model_checkpoint))} not found`);
+        // A1111 loads the checkpoint before answering; so does Kiln when the engine can preload.
+        await kiln.engine.load?.({ path: found.filename });
+        state.model = found.model_name;
+      }
+      if (body.samples_format !== undefined && !SAMPLE_FORMATS[String(body.samples_format).toLowerCase()]) {
+        throw new HttpError(422, 'invalid_request', 'samples_format: must be png, jpg or webp', 'samples_format');
+      }
+      for (const [k, v] of Object.entries(body)) if (k !== 'sd_model_checkpoint') state.options[k] = v;
+      return null;
+    },
+  );
   app.get('/sdapi/v1/cmd-flags', { schema: { tags: ['a1111'] } }, async () => ({ api: true, nowebui: true }));
 
   app.post(
     '/sdapi/v1/png-info',
-    { schema: { tags: ['a1111'], summary: 'Read the generation parameters from an image.', body: { type: 'object', required: ['image'], properties: { image: { type: 'string' } } } } },
+    {
+      schema: {
+        tags: ['a1111'],
+        summary: 'Read the generation parameters from an image.',
+        body: { type: 'object', required: ['image'], properties: { image: { type: 'string' } } },
+      },
+    },
     async (req) => {
       const { image } = req.body as { image: string };
       if (!image) return { info: '', items: {}, parameters: {} };
@@ -632,8 +687,12 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  app.post('/sdapi/v1/extra-single-image', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () => notImplemented('upscalers (extras)', 'upscaler_1'));
-  app.post('/sdapi/v1/extra-batch-images', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () => notImplemented('upscalers (extras)', 'upscaler_1'));
+  app.post('/sdapi/v1/extra-single-image', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () =>
+    notImplemented('upscalers (extras)', 'upscaler_1'),
+  );
+  app.post('/sdapi/v1/extra-batch-images', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () =>
+    notImplemented('upscalers (extras)', 'upscaler_1'),
+  );
 }
 
 /** A1111's parse_generation_parameters: Prompt, Negative prompt, then each key, with "Size" split into -1/-2. */

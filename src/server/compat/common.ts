@@ -41,7 +41,14 @@ export function classify(err: unknown): Classified {
  * Answers any error in a surface's own shape: the classified status (or what `status` makes of it), its headers
  * (Retry-After, ...) and `body`. Server faults are logged as `logMessage`; 501 is a known gap, not a fault.
  */
-export function sendClassified(err: unknown, req: FastifyRequest, reply: FastifyReply, logMessage: string, body: (c: Classified) => unknown, status = (c: Classified) => c.status): void {
+export function sendClassified(
+  err: unknown,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  logMessage: string,
+  body: (c: Classified) => unknown,
+  status = (c: Classified) => c.status,
+): void {
   const c = classify(err);
   if (c.status >= 500 && c.status !== 501) req.log.error({ err }, logMessage);
   for (const [k, v] of Object.entries(c.headers)) reply.header(k, v);
@@ -106,7 +113,12 @@ export async function waitForJob(kiln: KilnServices, reply: FastifyReply, job: J
  * Submits a spec (its stored input removed again if the submit is refused), waits for it (cancelled if the client
  * hangs up) and reads back its images; a job that did not succeed throws its jobFailure.
  */
-export async function generateImages(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, spec: JobSpec): Promise<{ job: Job; images: ResultImage[] }> {
+export async function generateImages(
+  kiln: KilnServices,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  spec: JobSpec,
+): Promise<{ job: Job; images: ResultImage[] }> {
   const job = await submitWithInput(kiln, spec, async () => kiln.submit(spec, { owner: ownerOf(req) }));
   const done = await waitForJob(kiln, reply, job);
   if (done.state !== 'succeeded') throw jobFailure(done);
@@ -168,7 +180,10 @@ const EXTRA_NETWORK = /<(lora|lyco|hypernet):([^:>]+)(?::([^:>]*))?[^>]*>/gi;
  * The extra networks a prompt's tags ask for, as job-model fields (LoRAs and hypernetworks), with `field`
  * recorded as where they came from. Spread into a spec; the capability check decides whether they can run.
  */
-export function promptNetworks(prompts: string[], field = 'prompt'): { loras?: NetworkSpec[]; hypernetworks?: NetworkSpec[]; sourceFields?: { loras?: string; hypernetworks?: string } } {
+export function promptNetworks(
+  prompts: string[],
+  field = 'prompt',
+): { loras?: NetworkSpec[]; hypernetworks?: NetworkSpec[]; sourceFields?: { loras?: string; hypernetworks?: string } } {
   const loras: NetworkSpec[] = [];
   const hypernetworks: NetworkSpec[] = [];
   for (const p of prompts) {
@@ -181,7 +196,9 @@ export function promptNetworks(prompts: string[], field = 'prompt'): { loras?: N
   return {
     ...(loras.length ? { loras } : {}),
     ...(hypernetworks.length ? { hypernetworks } : {}),
-    ...(loras.length || hypernetworks.length ? { sourceFields: { ...(loras.length ? { loras: field } : {}), ...(hypernetworks.length ? { hypernetworks: field } : {}) } } : {}),
+    ...(loras.length || hypernetworks.length
+      ? { sourceFields: { ...(loras.length ? { loras: field } : {}), ...(hypernetworks.length ? { hypernetworks: field } : {}) } }
+      : {}),
   };
 }
 

@@ -17,10 +17,14 @@ export type PydanticVersion = 1 | 2;
 
 function pydantic2Issue(e: ErrorObject, loc: (string | number)[]): FastApiIssue {
   if (e.keyword === 'required') return { loc: [...loc, String(e.params?.missingProperty)], msg: 'Field required', type: 'missing' };
-  if (e.keyword === 'type') return { loc, msg: `Input should be a valid ${String(e.params?.type ?? '').split(',')[0]}`, type: `${String(e.params?.type ?? '').split(',')[0]}_type` };
-  if (e.keyword === 'maximum' || e.keyword === 'maxItems') return { loc, msg: `Input should be less than or equal to ${String(e.params?.limit)}`, type: 'less_than_equal' };
-  if (e.keyword === 'minimum' || e.keyword === 'minItems') return { loc, msg: `Input should be greater than or equal to ${String(e.params?.limit)}`, type: 'greater_than_equal' };
-  if (e.keyword === 'enum') return { loc, msg: `Input should be ${(e.params?.allowedValues as unknown[]).map((v) => `'${String(v)}'`).join(' or ')}`, type: 'enum' };
+  if (e.keyword === 'type')
+    return { loc, msg: `Input should be a valid ${String(e.params?.type ?? '').split(',')[0]}`, type: `${String(e.params?.type ?? '').split(',')[0]}_type` };
+  if (e.keyword === 'maximum' || e.keyword === 'maxItems')
+    return { loc, msg: `Input should be less than or equal to ${String(e.params?.limit)}`, type: 'less_than_equal' };
+  if (e.keyword === 'minimum' || e.keyword === 'minItems')
+    return { loc, msg: `Input should be greater than or equal to ${String(e.params?.limit)}`, type: 'greater_than_equal' };
+  if (e.keyword === 'enum')
+    return { loc, msg: `Input should be ${(e.params?.allowedValues as unknown[]).map((v) => `'${String(v)}'`).join(' or ')}`, type: 'enum' };
   return { loc, msg: e.message ?? 'Invalid value', type: 'value_error' };
 }
 
@@ -36,7 +40,13 @@ function pydantic1Issue(e: ErrorObject, loc: (string | number)[]): FastApiIssue 
 /** ajv errors -> FastAPI's 422 detail list, in the wording of the given pydantic version. */
 export function fastApiIssues(errors: ErrorObject[], context: string, pydantic: PydanticVersion = 2): FastApiIssue[] {
   return errors.map((e) => {
-    const loc: (string | number)[] = [context, ...(e.instancePath ?? '').split('/').filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p))];
+    const loc: (string | number)[] = [
+      context,
+      ...(e.instancePath ?? '')
+        .split('/')
+        .filter(Boolean)
+        .map((p) => (/^\d+$/.test(p) ? Number(p) : p)),
+    ];
     return pydantic === 1 ? pydantic1Issue(e, loc) : pydantic2Issue(e, loc);
   });
 }

@@ -43,7 +43,16 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
           : e.keyword === 'enum'
             ? `Invalid value for '${param}': must be one of ${(e.params?.allowedValues as unknown[]).map((v) => `'${String(v)}'`).join(', ')}.`
             : `Invalid value for '${param}': ${e.message ?? 'invalid'}.`;
-    void reply.status(400).send(openAiError(400, message, param, e.keyword === 'required' ? 'missing_required_parameter' : e.keyword === 'additionalProperties' ? 'unknown_parameter' : 'invalid_value'));
+    void reply
+      .status(400)
+      .send(
+        openAiError(
+          400,
+          message,
+          param,
+          e.keyword === 'required' ? 'missing_required_parameter' : e.keyword === 'additionalProperties' ? 'unknown_parameter' : 'invalid_value',
+        ),
+      );
     return;
   }
   sendClassified(err, req, reply, 'openai request failed', (c) => {
@@ -84,7 +93,11 @@ const editsSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['prompt'],
-  properties: { ...common, input_fidelity: { anyOf: [{ type: 'string', enum: ['high', 'low'] }, { type: 'null' }] }, strength: { type: 'number', minimum: 0, maximum: 1, description: 'Kiln extension: how much to change the image (default 0.75).' } },
+  properties: {
+    ...common,
+    input_fidelity: { anyOf: [{ type: 'string', enum: ['high', 'low'] }, { type: 'null' }] },
+    strength: { type: 'number', minimum: 0, maximum: 1, description: 'Kiln extension: how much to change the image (default 0.75).' },
+  },
 };
 const variationsSchema = {
   type: 'object',
@@ -162,7 +175,7 @@ export function parsePrompt(raw: string, negativeField?: string): { prompt: stri
   }
   const bar = text.indexOf('|');
   const prompt = bar >= 0 ? text.slice(0, bar).trim() : text;
-  const negative = negativeField ?? (bar >= 0 ? text.slice(bar + 1).trim() : (typeof extra.negative_prompt === 'string' ? extra.negative_prompt : ''));
+  const negative = negativeField ?? (bar >= 0 ? text.slice(bar + 1).trim() : typeof extra.negative_prompt === 'string' ? extra.negative_prompt : '');
   return { prompt, negative, extra };
 }
 
@@ -229,7 +242,16 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
       // No partial previews exist yet, so the stream carries each finished image as its completed event.
       reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
       for (const img of images) {
-        const event = { type: `${eventPrefix}.completed`, b64_json: img.bytes.toString('base64'), created_at: created, size, quality, background, output_format: spec.output.format, usage: usage(spec) };
+        const event = {
+          type: `${eventPrefix}.completed`,
+          b64_json: img.bytes.toString('base64'),
+          created_at: created,
+          size,
+          quality,
+          background,
+          output_format: spec.output.format,
+          usage: usage(spec),
+        };
         reply.raw.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
       }
       reply.raw.end();
@@ -238,11 +260,15 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     return { created, data, background, output_format: spec.output.format, size, quality, usage: usage(spec) };
   }
 
-  app.post('/v1/images/generations', { schema: { tags: ['openai'], summary: 'OpenAI Images: create images from a prompt.', body: generationsSchema } }, async (req, reply) => {
-    const body = req.body as ImagesRequest;
-    if (!body.prompt) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'prompt'.", 'prompt');
-    return respond(req, reply, body, toSpec(kiln, body, 'txt2img'), 'image_generation');
-  });
+  app.post(
+    '/v1/images/generations',
+    { schema: { tags: ['openai'], summary: 'OpenAI Images: create images from a prompt.', body: generationsSchema } },
+    async (req, reply) => {
+      const body = req.body as ImagesRequest;
+      if (!body.prompt) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'prompt'.", 'prompt');
+      return respond(req, reply, body, toSpec(kiln, body, 'txt2img'), 'image_generation');
+    },
+  );
 
   const editLike = async (req: FastifyRequest, reply: FastifyReply, variation: boolean) => {
     const body = req.body as ImagesRequest;
@@ -261,12 +287,28 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
 
   app.post(
     '/v1/images/edits',
-    { preValidation: assembleForm, schema: { tags: ['openai'], summary: 'OpenAI Images: edit an image (img2img) from a prompt; multipart.', consumes: ['multipart/form-data'], body: editsSchema } },
+    {
+      preValidation: assembleForm,
+      schema: {
+        tags: ['openai'],
+        summary: 'OpenAI Images: edit an image (img2img) from a prompt; multipart.',
+        consumes: ['multipart/form-data'],
+        body: editsSchema,
+      },
+    },
     (req, reply) => editLike(req, reply, false),
   );
   app.post(
     '/v1/images/variations',
-    { preValidation: assembleForm, schema: { tags: ['openai'], summary: 'OpenAI Images: variations of an image (img2img, empty prompt); multipart.', consumes: ['multipart/form-data'], body: variationsSchema } },
+    {
+      preValidation: assembleForm,
+      schema: {
+        tags: ['openai'],
+        summary: 'OpenAI Images: variations of an image (img2img, empty prompt); multipart.',
+        consumes: ['multipart/form-data'],
+        body: variationsSchema,
+      },
+    },
     (req, reply) => editLike(req, reply, true),
   );
 }
@@ -275,5 +317,10 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
 function usage(spec: JobSpec) {
   const input = spec.prompts.join(' ').split(/\s+/).filter(Boolean).length;
   const output = spec.prompts.length * spec.imagesPerPrompt * Math.ceil((spec.width * spec.height) / 4096);
-  return { total_tokens: input + output, input_tokens: input, output_tokens: output, input_tokens_details: { text_tokens: input, image_tokens: spec.initImage ? 1 : 0 } };
+  return {
+    total_tokens: input + output,
+    input_tokens: input,
+    output_tokens: output,
+    input_tokens_details: { text_tokens: input, image_tokens: spec.initImage ? 1 : 0 },
+  };
 }

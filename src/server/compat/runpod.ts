@@ -132,7 +132,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
 
   /** A1111-style input -> JobSpec (seed 000's defaults); throws for input a handler would reject. */
   async function specOf(input: Record<string, unknown>, job: Partial<JobSpec> = {}): Promise<JobSpec> {
-    if (typeof input.prompt !== 'string' || input.prompt.trim() === '') throw new HttpError(400, 'invalid_request', 'input.prompt: Missing prompt (a non-empty string is required)');
+    if (typeof input.prompt !== 'string' || input.prompt.trim() === '')
+      throw new HttpError(400, 'invalid_request', 'input.prompt: Missing prompt (a non-empty string is required)');
     const kind = input.init_images !== undefined ? 'img2img' : 'txt2img';
     const body = structuredClone(input) as Body;
     const validate = validators[kind];
@@ -164,7 +165,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   }
 
   async function create(req: FastifyRequest, env: Envelope): Promise<Job> {
-    if (env.s3Config) throw new HttpError(501, 'not_implemented', 's3Config: uploading results to S3 is not implemented in Kiln yet; results come back in the output');
+    if (env.s3Config)
+      throw new HttpError(501, 'not_implemented', 's3Config: uploading results to S3 is not implemented in Kiln yet; results come back in the output');
     if (env.webhook !== undefined) checkWebhookUrl(env.webhook);
     return submitInput(env.input, ownerOf(req), {
       timeoutMs: env.policy?.executionTimeout,
@@ -215,7 +217,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       info: first.meta.infotext,
     };
     // Seed 000 returns one image; with batch_size/n_iter > 1 the rest come in `images`.
-    if (images.length > 1) out.images = images.map((img, i) => ({ filename: alphaFilename(job, i), image_base64: img.bytes.toString('base64'), info: img.meta.infotext }));
+    if (images.length > 1)
+      out.images = images.map((img, i) => ({ filename: alphaFilename(job, i), image_base64: img.bytes.toString('base64'), info: img.meta.infotext }));
     return out;
   }
 
@@ -243,7 +246,9 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
         return jobObject((await kiln.queue.waitFor(job.id, waitMs(req.query as { wait?: number }))) ?? job);
       },
     );
-    r.get('/status/:id', { schema: { tags, summary: 'RunPod: the job object.', params: idParams } }, async (req) => jobObject(await jobOf(req, (req.params as { id: string }).id)));
+    r.get('/status/:id', { schema: { tags, summary: 'RunPod: the job object.', params: idParams } }, async (req) =>
+      jobObject(await jobOf(req, (req.params as { id: string }).id)),
+    );
     r.get('/stream/:id', { schema: { tags, summary: 'RunPod: output produced since the last call.', params: idParams } }, async (req) => {
       const job = await jobOf(req, (req.params as { id: string }).id);
       const obj = await jobObject(job);
@@ -259,7 +264,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     r.post('/retry/:id', { schema: { tags, summary: 'RunPod: run a FAILED or TIMED_OUT job again under the same id.', params: idParams } }, async (req) => {
       const job = await jobOf(req, (req.params as { id: string }).id);
       const status = statusOf(job);
-      if (status !== 'FAILED' && status !== 'TIMED_OUT') throw new HttpError(400, 'invalid_request', `job ${job.id} is ${status}; only FAILED or TIMED_OUT jobs can be retried`);
+      if (status !== 'FAILED' && status !== 'TIMED_OUT')
+        throw new HttpError(400, 'invalid_request', `job ${job.id} is ${status}; only FAILED or TIMED_OUT jobs can be retried`);
       const extra = runpodOf(job);
       let spec: JobSpec | undefined;
       if (extra.rejected) {
@@ -313,7 +319,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       const spec = await specOf(input);
       const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req) }));
       const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
-      if (done.state !== 'succeeded') return reply.status(done.state === 'cancelled' ? 409 : 500).send({ status: 'error', error: done.error?.message ?? done.state });
+      if (done.state !== 'succeeded')
+        return reply.status(done.state === 'cancelled' ? 409 : 500).send({ status: 'error', error: done.error?.message ?? done.state });
       const images = await resultImages(kiln, done);
       const filename = alphaFilename(done, 0);
       return { status: 'success', url: `${baseUrl(kiln, req)}/alpha/v1/file/${filename}`, filename, info: images[0]!.meta.infotext };
@@ -321,7 +328,13 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   );
   app.get(
     '/alpha/v1/file/:filename',
-    { schema: { tags: ['runpod'], summary: 'Seed 000: a generated PNG by file name.', params: { type: 'object', properties: { filename: { type: 'string', maxLength: 200 } } } } },
+    {
+      schema: {
+        tags: ['runpod'],
+        summary: 'Seed 000: a generated PNG by file name.',
+        params: { type: 'object', properties: { filename: { type: 'string', maxLength: 200 } } },
+      },
+    },
     async (req, reply) => {
       const { filename } = req.params as { filename: string };
       const m = /^alpha_\d+_([0-9a-f-]{36})(?:_(\d+))?\.png$/.exec(filename);

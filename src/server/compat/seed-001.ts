@@ -33,7 +33,8 @@ export interface BatchRequest {
 export async function generateBatch(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, body: BatchRequest): Promise<void> {
   const perPrompt = body.num_images_per_prompt ?? 1;
   const total = body.prompts.length * perPrompt;
-  if (total > SEED001_LIMIT) throw new HttpError(400, 'invalid_request', `prompts x num_images_per_prompt = ${total}; at most ${SEED001_LIMIT} images per request`);
+  if (total > SEED001_LIMIT)
+    throw new HttpError(400, 'invalid_request', `prompts x num_images_per_prompt = ${total}; at most ${SEED001_LIMIT} images per request`);
   const spec = baseSpec({
     model: body.model,
     prompts: body.prompts,
@@ -51,15 +52,20 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
   const job = await kiln.submit(spec, { owner: ownerOf(req) });
   const stopWatching = cancelOnHangUp(reply, () => kiln.queue.cancel(job.id));
-  await sendJsonWithHeartbeats(req, reply, async () => {
-    const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
-    stopWatching();
-    if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
-    const images = await resultImages(kiln, done);
-    const base = baseUrl(kiln, req);
-    const list = images.map((img) => (body.return_format === 'url' ? imageUrl(base, img.meta.name) : img.bytes.toString('base64')));
-    return { success: true, images: list, count: list.length, message: `Successfully generated ${list.length} image(s)` };
-  }, { lateErrorBody: (e) => ({ success: false, detail: classify(e).message }) });
+  await sendJsonWithHeartbeats(
+    req,
+    reply,
+    async () => {
+      const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
+      stopWatching();
+      if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
+      const images = await resultImages(kiln, done);
+      const base = baseUrl(kiln, req);
+      const list = images.map((img) => (body.return_format === 'url' ? imageUrl(base, img.meta.name) : img.bytes.toString('base64')));
+      return { success: true, images: list, count: list.length, message: `Successfully generated ${list.length} image(s)` };
+    },
+    { lateErrorBody: (e) => ({ success: false, detail: classify(e).message }) },
+  );
 }
 
 export async function seed001Routes(app: FastifyInstance): Promise<void> {

@@ -21,15 +21,30 @@ export interface SingleRequest {
 export async function generateSingle(kiln: KilnServices, req: FastifyRequest, reply: FastifyReply, body: SingleRequest) {
   const width = body.width ?? SEED002_DEFAULTS.width;
   const height = body.height ?? SEED002_DEFAULTS.height;
-  for (const [field, v] of [['width', width], ['height', height]] as const) {
+  for (const [field, v] of [
+    ['width', width],
+    ['height', height],
+  ] as const) {
     if (v > SEED002_DEFAULTS.maxSide) {
-      return reply.status(422).send({ detail: [{ loc: ['body', field], msg: `Input should be less than or equal to ${SEED002_DEFAULTS.maxSide}`, type: 'less_than_equal' }] });
+      return reply
+        .status(422)
+        .send({ detail: [{ loc: ['body', field], msg: `Input should be less than or equal to ${SEED002_DEFAULTS.maxSide}`, type: 'less_than_equal' }] });
     }
   }
   const steps = body.steps ?? SEED002_DEFAULTS.steps;
   const guidance = body.guidance_scale ?? SEED002_DEFAULTS.guidanceScale;
   // diffusers' StableDiffusionPipeline (what the seed runs) defaults to PNDM, A1111's "PLMS".
-  const spec = baseSpec({ prompts: [body.prompt], negativePrompts: [body.negative_prompt ?? ''], width, height, steps, cfgScale: guidance, sampler: 'PLMS', seed: resolveSeed(body.seed), ...promptNetworks([body.prompt]) });
+  const spec = baseSpec({
+    prompts: [body.prompt],
+    negativePrompts: [body.negative_prompt ?? ''],
+    width,
+    height,
+    steps,
+    cfgScale: guidance,
+    sampler: 'PLMS',
+    seed: resolveSeed(body.seed),
+    ...promptNetworks([body.prompt]),
+  });
   const done = await runJob(kiln, req, reply, spec);
   if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
   const [img] = await resultImages(kiln, done);

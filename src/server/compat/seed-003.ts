@@ -93,7 +93,13 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
 
   app.post(
     '/post_config',
-    { schema: { tags, summary: 'Generate (txt2img, or img2img with an uploaded image); answers the image bytes (a grid for count_returned > 1).', querystring: postConfigQuery } },
+    {
+      schema: {
+        tags,
+        summary: 'Generate (txt2img, or img2img with an uploaded image); answers the image bytes (a grid for count_returned > 1).',
+        querystring: postConfigQuery,
+      },
+    },
     async (req, reply) => {
       const q = req.query as PostConfig;
       const upload = await uploadedImage(req);
@@ -128,7 +134,9 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
 
   app.get('/get_available_loras', { schema: { tags, summary: 'LoRAs in the models folder, in the seed lora_list.json shape.' } }, async () =>
     Object.fromEntries(
-      kiln.models.list('lora').map((l) => [l.name, { model_id: null, base_model: null, lora_path: l.path, 'trigger words': [], allow_no_mention: null, usage_rights: null }]),
+      kiln.models
+        .list('lora')
+        .map((l) => [l.name, { model_id: null, base_model: null, lora_path: l.path, 'trigger words': [], allow_no_mention: null, usage_rights: null }]),
     ),
   );
 
@@ -147,13 +155,19 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
   });
 
   const addLora = async () => notImplemented('LoRA (and downloading LoRAs from Civitai)', 'name');
-  const addLoraSchema = { tags, summary: 'Admin: add a LoRA from Civitai (not available yet).', querystring: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } } };
+  const addLoraSchema = {
+    tags,
+    summary: 'Admin: add a LoRA from Civitai (not available yet).',
+    querystring: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } },
+  };
   app.post('/add_new_lora', { config: { auth: 'admin' }, schema: addLoraSchema }, addLora);
   // The seed's own example calls it with GET.
   app.get('/add_new_lora', { config: { auth: 'admin' }, schema: { ...addLoraSchema, hide: true } }, addLora);
 
   for (const path of ['/llm_prompt_assistance', '/llm_interface']) {
-    app.get(path, { schema: { tags, querystring: { type: 'object', properties: { text: { type: 'string' } } } } }, async () => notImplemented('the LLM endpoints (forwarded to a legacy API in the seed)', 'text'));
+    app.get(path, { schema: { tags, querystring: { type: 'object', properties: { text: { type: 'string' } } } } }, async () =>
+      notImplemented('the LLM endpoints (forwarded to a legacy API in the seed)', 'text'),
+    );
   }
 
   // UniDiffuser routes of the same seed.
@@ -167,13 +181,24 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
       seed: { type: 'integer', minimum: -1, maximum: 4294967295 },
     },
   };
-  app.post('/prompt2img', { schema: { tags, summary: 'Text to image (prompt in the query or a JSON body); answers PNG bytes.', querystring: p2iQuery } }, async (req, reply) => {
-    const q = req.query as { prompt?: string; steps?: number; width?: number; height?: number; seed?: number };
-    const prompt = q.prompt ?? ((req.body as { prompt?: unknown } | undefined)?.prompt as string | undefined);
-    if (typeof prompt !== 'string' || !prompt) throw new HttpError(422, 'invalid_request', 'prompt: Field required', 'prompt');
-    const spec = baseSpec({ prompts: [prompt], seed: resolveSeed(q.seed), ...promptNetworks([prompt]), ...(q.steps ? { steps: q.steps } : {}), ...(q.width ? { width: q.width } : {}), ...(q.height ? { height: q.height } : {}) });
-    return imageReply(reply, spec, req);
-  });
+  app.post(
+    '/prompt2img',
+    { schema: { tags, summary: 'Text to image (prompt in the query or a JSON body); answers PNG bytes.', querystring: p2iQuery } },
+    async (req, reply) => {
+      const q = req.query as { prompt?: string; steps?: number; width?: number; height?: number; seed?: number };
+      const prompt = q.prompt ?? ((req.body as { prompt?: unknown } | undefined)?.prompt as string | undefined);
+      if (typeof prompt !== 'string' || !prompt) throw new HttpError(422, 'invalid_request', 'prompt: Field required', 'prompt');
+      const spec = baseSpec({
+        prompts: [prompt],
+        seed: resolveSeed(q.seed),
+        ...promptNetworks([prompt]),
+        ...(q.steps ? { steps: q.steps } : {}),
+        ...(q.width ? { width: q.width } : {}),
+        ...(q.height ? { height: q.height } : {}),
+      });
+      return imageReply(reply, spec, req);
+    },
+  );
   app.post('/img2prompt', { schema: { tags } }, async () => notImplemented('image captioning (img2prompt)', 'image'));
   app.post('/img2embed', { schema: { tags } }, async () => notImplemented('image embeddings (img2embed)', 'image'));
 }

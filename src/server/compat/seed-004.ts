@@ -42,7 +42,12 @@ const body = {
     scheduler_type: { type: 'string', enum: SCHEDULER_TYPES, default: SEED004_DEFAULTS.scheduler_type },
     fileType: { type: 'string', enum: ['jpg', 'png'], default: SEED004_DEFAULTS.fileType },
     jpeg_quality: { type: 'integer', minimum: 1, maximum: 100, default: SEED004_DEFAULTS.jpeg_quality },
-    loras: { type: 'array', items: { anyOf: [{ type: 'string' }, { type: 'object', required: ['name'], properties: { name: { type: 'string' }, scale: { type: 'number', default: 1.0 } } }] } },
+    loras: {
+      type: 'array',
+      items: {
+        anyOf: [{ type: 'string' }, { type: 'object', required: ['name'], properties: { name: { type: 'string' }, scale: { type: 'number', default: 1.0 } } }],
+      },
+    },
     hires: {
       type: 'object',
       properties: {
@@ -77,7 +82,14 @@ const rssMb = () => Number((process.memoryUsage().rss / (1024 * 1024)).toFixed(2
 
 function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
   // Schema errors are FastAPI's 422 there.
-  sendClassified(err, req, reply, 'seed-004 request failed', (c) => ({ status: 'error', error: c.message }), (c) => (c.status === 400 && err.validation ? 422 : c.status));
+  sendClassified(
+    err,
+    req,
+    reply,
+    'seed-004 request failed',
+    (c) => ({ status: 'error', error: c.message }),
+    (c) => (c.status === 400 && err.validation ? 422 : c.status),
+  );
 }
 
 export async function seed004Routes(app: FastifyInstance): Promise<void> {
@@ -90,11 +102,16 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
   const modelList = () => kiln.models.list('checkpoint').map((m) => ({ name: m.name, label: m.labels[0] ?? m.name }));
   app.get('/models', { schema: { tags, summary: 'Models with friendly labels.' } }, async () => ({ status: 'success', models: modelList() }));
   app.get('/models/aliases', { schema: { tags, summary: 'Models and the labels that can be used instead of their names.' } }, async () => {
-    const models = kiln.models.list('checkpoint').flatMap((m) => (m.labels.length ? m.labels.map((label) => ({ name: m.name, label })) : [{ name: m.name, label: m.name }]));
+    const models = kiln.models
+      .list('checkpoint')
+      .flatMap((m) => (m.labels.length ? m.labels.map((label) => ({ name: m.name, label })) : [{ name: m.name, label: m.name }]));
     return { status: 'success', models, message: `${models.length} model label(s) available` };
   });
   app.get('/loras', { schema: { tags } }, async () => ({ status: 'success', loras: kiln.models.list('lora').map((l) => ({ name: l.name, scale: 1.0 })) }));
-  app.get('/upscalers', { schema: { tags } }, async () => ({ status: 'success', upscalers: kiln.models.list('upscaler').map((u) => ({ name: u.name, path: u.path })) }));
+  app.get('/upscalers', { schema: { tags } }, async () => ({
+    status: 'success',
+    upscalers: kiln.models.list('upscaler').map((u) => ({ name: u.name, path: u.path })),
+  }));
   app.get('/sampling_methods', { schema: { tags } }, async () => {
     const names = kiln.samplers().map((s) => s.name);
     // The seed also lists the legacy "<sampler> Karras" names; they are accepted as sampler_name.
@@ -104,7 +121,9 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
 
   app.post('/txt2img', { schema: { tags, summary: 'Submit a generation job; poll GET /queue/{job_id}.', body } }, async (req) => {
     const b = req.body as Txt2ImgRequest;
-    const loras = ((b.loras ?? []) as Array<string | { name: string; scale?: number }>).map((l) => (typeof l === 'string' ? { name: l, weight: 1 } : { name: l.name, weight: l.scale ?? 1 }));
+    const loras = ((b.loras ?? []) as Array<string | { name: string; scale?: number }>).map((l) =>
+      typeof l === 'string' ? { name: l, weight: 1 } : { name: l.name, weight: l.scale ?? 1 },
+    );
     const tags = promptNetworks([b.prompt]);
     const scheduleOf: Record<string, string> = { default: 'Automatic', karras: 'Karras', exponential: 'Exponential', ddim: 'DDIM', pndm: 'Automatic' };
     const spec = baseSpec({
@@ -124,7 +143,9 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
       refinerSwitchAt: b.refiner_checkpoint ? b.refiner_switch_at : undefined,
       loras: loras.length || tags.loras ? [...loras, ...(tags.loras ?? [])] : undefined,
       hypernetworks: tags.hypernetworks,
-      hires: b.hires?.enabled ? { scale: b.hires.scale, upscaler: b.hires.upscaler, steps: b.hires.steps, denoisingStrength: b.hires.denoising_strength } : undefined,
+      hires: b.hires?.enabled
+        ? { scale: b.hires.scale, upscaler: b.hires.upscaler, steps: b.hires.steps, denoisingStrength: b.hires.denoising_strength }
+        : undefined,
       sourceFields: { loras: loras.length ? 'loras' : 'prompt', hypernetworks: 'prompt', hires: 'hires' },
     });
     const seed004: Seed004Extra = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };
@@ -134,7 +155,13 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/queue/:job_id',
-    { schema: { tags, summary: 'Job progress (0-100), phase and state; the image and details when done.', params: { type: 'object', properties: { job_id: { type: 'string', maxLength: 100 } } } } },
+    {
+      schema: {
+        tags,
+        summary: 'Job progress (0-100), phase and state; the image and details when done.',
+        params: { type: 'object', properties: { job_id: { type: 'string', maxLength: 100 } } },
+      },
+    },
     async (req) => {
       const { job_id } = req.params as { job_id: string };
       const job = await kiln.queue.get(job_id);

@@ -10,8 +10,19 @@ import type { SingleRequest } from './seed-002.ts';
 const body = {
   type: 'object',
   properties: {
-    prompts: { type: 'array', minItems: 1, maxItems: SEED001_LIMIT, items: { type: 'string' }, description: 'Seed 001: prompts (1-150); each gets num_images_per_prompt images.' },
-    num_images_per_prompt: { type: 'integer', minimum: 1, maximum: 50, description: 'Seed 001: variations per prompt (default 1, max 50; prompts x this <= 150).' },
+    prompts: {
+      type: 'array',
+      minItems: 1,
+      maxItems: SEED001_LIMIT,
+      items: { type: 'string' },
+      description: 'Seed 001: prompts (1-150); each gets num_images_per_prompt images.',
+    },
+    num_images_per_prompt: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 50,
+      description: 'Seed 001: variations per prompt (default 1, max 50; prompts x this <= 150).',
+    },
     return_format: { type: 'string', enum: ['base64', 'url'], description: 'Seed 001: "base64" (default) or "url".' },
     prompt: { type: 'string', description: 'Seed 002: one prompt.' },
     negative_prompt: { type: 'string' },
@@ -32,7 +43,13 @@ export async function seedGenerateRoutes(app: FastifyInstance): Promise<void> {
   await seed001Routes(app);
   app.post(
     '/generate',
-    { schema: { tags: ['seed-001', 'seed-002'], summary: 'Generate: {prompts: [...]} (seed 001, batch) or {prompt} (seed 002, one image as a data URL).', body } },
+    {
+      schema: {
+        tags: ['seed-001', 'seed-002'],
+        summary: 'Generate: {prompts: [...]} (seed 001, batch) or {prompt} (seed 002, one image as a data URL).',
+        body,
+      },
+    },
     async (req, reply) => {
       const b = req.body as Record<string, unknown>;
       if (Array.isArray(b.prompts)) {

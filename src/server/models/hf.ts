@@ -26,7 +26,12 @@ export function selectDiffusersFiles(files: string[]): string[] {
       const base = f.slice(comp.length + 1);
       if (base.endsWith('config.json') || TOKENIZER_FILES.has(base)) out.push(f);
     }
-    const weights = [`${comp}/diffusion_pytorch_model.safetensors`, `${comp}/model.safetensors`, `${comp}/diffusion_pytorch_model.fp16.safetensors`, `${comp}/model.fp16.safetensors`];
+    const weights = [
+      `${comp}/diffusion_pytorch_model.safetensors`,
+      `${comp}/model.safetensors`,
+      `${comp}/diffusion_pytorch_model.fp16.safetensors`,
+      `${comp}/model.fp16.safetensors`,
+    ];
     const pick = weights.find((w) => set.has(w));
     if (pick) out.push(pick);
   }

@@ -64,13 +64,15 @@ export class ModelRegistry {
   /** Re-reads the models folder (admin: POST /v1/models/refresh). */
   refresh(): void {
     const entries: ModelEntry[] = [];
-    for (const [kind, folder] of Object.entries(MODEL_FOLDERS) as Array<[ModelKind, string]>) entries.push(...scanFolder(join(this.config.modelsDir, folder), kind));
+    for (const [kind, folder] of Object.entries(MODEL_FOLDERS) as Array<[ModelKind, string]>)
+      entries.push(...scanFolder(join(this.config.modelsDir, folder), kind));
     // Downloaded Hugging Face models are checkpoints too, named by repo id.
     const hfRoot = join(this.config.cacheDir, 'huggingface');
     if (existsSync(hfRoot)) {
       for (const dir of readdirSync(hfRoot)) {
         const p = join(hfRoot, dir);
-        if (isDiffusersFolder(p)) entries.push({ name: dir.replace('--', '/'), kind: 'checkpoint', labels: [], path: p, format: 'diffusers', source: 'huggingface' });
+        if (isDiffusersFolder(p))
+          entries.push({ name: dir.replace('--', '/'), kind: 'checkpoint', labels: [], path: p, format: 'diffusers', source: 'huggingface' });
       }
     }
     this.entries = entries;
@@ -123,7 +125,10 @@ export class ModelRegistry {
     if (!entry) {
       const known = this.list().flatMap((e) => [e.name, ...e.labels]);
       if (name === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
-      const hint = isHfRepoId(name) && !existsSync(hfCachePath(this.config.cacheDir, name)) ? ' (Hugging Face models are only downloaded when configured as the server model)' : '';
+      const hint =
+        isHfRepoId(name) && !existsSync(hfCachePath(this.config.cacheDir, name))
+          ? ' (Hugging Face models are only downloaded when configured as the server model)'
+          : '';
       throw new SpecError('model', `unknown model "${name}"${hint}; available: ${known.length ? known.join(', ') : 'none'}`);
     }
     // Single files carry no tokenizer: the configured folder (if any) supplies it; folders bring their own.

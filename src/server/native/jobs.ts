@@ -97,7 +97,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/v1/jobs/:id',
-    { schema: { tags: ['jobs'], summary: 'A job: state, progress, phase, position, ETA, timings, seeds and (when done) images.', params: idParams, querystring: responseQuery } },
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'A job: state, progress, phase, position, ETA, timings, seeds and (when done) images.',
+        params: idParams,
+        querystring: responseQuery,
+      },
+    },
     async (req) => {
       const job = await visibleJob(req, (req.params as { id: string }).id);
       return jobView(kiln, job, baseUrl(kiln, req), (req.query as { response?: ResponseKind }).response);
@@ -108,7 +115,12 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     '/v1/jobs/:id/events',
     {
       config: { rateLimit: false },
-      schema: { tags: ['jobs'], summary: 'Server-Sent Events: state, progress (every step), then succeeded / failed / cancelled.', params: idParams, querystring: responseQuery },
+      schema: {
+        tags: ['jobs'],
+        summary: 'Server-Sent Events: state, progress (every step), then succeeded / failed / cancelled.',
+        params: idParams,
+        querystring: responseQuery,
+      },
     },
     async (req, reply) => {
       const job = await visibleJob(req, (req.params as { id: string }).id);
@@ -121,7 +133,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     {
       schema: {
         tags: ['jobs'],
-        summary: 'The running job\'s latest live preview: a PNG of the first image at 1/8 size (cheap latent-to-RGB approximation), updated every previewEvery steps; 404 until the first one and after the job ends.',
+        summary:
+          "The running job's latest live preview: a PNG of the first image at 1/8 size (cheap latent-to-RGB approximation), updated every previewEvery steps; 404 until the first one and after the job ends.",
         params: idParams,
       },
     },
@@ -129,10 +142,16 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const job = await visibleJob(req, (req.params as { id: string }).id);
       const preview = await previewPng(kiln.queue, job.id);
       if (!preview) {
-        const why = job.state !== 'running' ? `the job is ${job.state}` : kiln.config.previewEvery > 0 ? 'no preview yet' : 'previews are disabled (previewEvery = 0)';
+        const why =
+          job.state !== 'running' ? `the job is ${job.state}` : kiln.config.previewEvery > 0 ? 'no preview yet' : 'previews are disabled (previewEvery = 0)';
         throw new HttpError(404, 'not_found', `id: job ${job.id} has no live preview: ${why}`, 'id');
       }
-      return reply.type('image/png').header('cache-control', 'no-store').header('x-preview-step', String(preview.step)).header('x-preview-seq', String(preview.seq)).send(preview.png);
+      return reply
+        .type('image/png')
+        .header('cache-control', 'no-store')
+        .header('x-preview-step', String(preview.step))
+        .header('x-preview-seq', String(preview.seq))
+        .send(preview.png);
     },
   );
 
@@ -143,17 +162,26 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   };
   app.post(
     '/v1/jobs/:id/retry',
-    { schema: { tags: ['jobs'], summary: 'Run a failed job (timeouts included) again under the same id; 409 for a job in any other state.', params: idParams } },
+    {
+      schema: { tags: ['jobs'], summary: 'Run a failed job (timeouts included) again under the same id; 409 for a job in any other state.', params: idParams },
+    },
     async (req, reply) => {
       const job = await visibleJob(req, (req.params as { id: string }).id);
       if (job.state !== 'failed') throw new HttpError(409, 'not_retryable', `id: job ${job.id} is ${job.state}; only failed jobs can be retried`, 'id');
       kiln.checkSpec(job.spec);
       const queued = await kiln.queue.retry(job.id);
       if (!queued) throw new HttpError(409, 'not_retryable', `id: job ${job.id} is no longer failed`, 'id');
-      return reply.status(202).header('location', `/v1/jobs/${job.id}`).send(await jobSummary(kiln, queued));
+      return reply
+        .status(202)
+        .header('location', `/v1/jobs/${job.id}`)
+        .send(await jobSummary(kiln, queued));
     },
   );
-  app.post('/v1/jobs/:id/cancel', { schema: { tags: ['jobs'], summary: 'Cancel a job (a running one stops within one sampling step).', params: idParams } }, cancel);
+  app.post(
+    '/v1/jobs/:id/cancel',
+    { schema: { tags: ['jobs'], summary: 'Cancel a job (a running one stops within one sampling step).', params: idParams } },
+    cancel,
+  );
   app.delete('/v1/jobs/:id', { schema: { tags: ['jobs'], summary: 'Same as POST /v1/jobs/{id}/cancel.', params: idParams } }, cancel);
 
   app.post(
@@ -181,7 +209,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       if (done.state === 'succeeded') return reply.status(200).send(view);
       if (done.state === 'queued' || done.state === 'running') return reply.status(202).header('location', `/v1/jobs/${done.id}`).send(view);
       const { status, code } = failureStatus(done);
-      return reply.status(status).send({ ...view, error: { code, message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
+      return reply
+        .status(status)
+        .send({ ...view, error: { code, message: done.error?.message ?? done.state, ...(done.error?.field ? { field: done.error.field } : {}) } });
     },
   );
 }

@@ -33,8 +33,20 @@ export function nativeRequestSchema(limits: Limits) {
       height: { ...dim(limits.maxHeight), default: SPEC_DEFAULTS.height },
       steps: { type: 'integer', minimum: 1, maximum: limits.maxSteps, default: SPEC_DEFAULTS.steps },
       cfg_scale: { type: 'number', minimum: 0, maximum: 30, default: SPEC_DEFAULTS.cfgScale },
-      sampler: { type: 'string', minLength: 1, maxLength: 100, default: SPEC_DEFAULTS.sampler, description: 'A1111 sampler name (GET /v1/samplers), e.g. "Euler a", "DPM++ 2M".' },
-      schedule: { type: 'string', minLength: 1, maxLength: 100, default: SPEC_DEFAULTS.schedule, description: 'Schedule label (GET /v1/schedules), e.g. "Karras".' },
+      sampler: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 100,
+        default: SPEC_DEFAULTS.sampler,
+        description: 'A1111 sampler name (GET /v1/samplers), e.g. "Euler a", "DPM++ 2M".',
+      },
+      schedule: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 100,
+        default: SPEC_DEFAULTS.schedule,
+        description: 'Schedule label (GET /v1/schedules), e.g. "Karras".',
+      },
       seed: { type: 'integer', minimum: -1, maximum: 4294967295, default: -1, description: '-1 = random; image i uses seed + i.' },
       subseed: { type: 'integer', minimum: -1, maximum: 4294967295, default: -1 },
       subseed_strength: { type: 'number', minimum: 0, maximum: 1, default: 0 },
@@ -44,15 +56,34 @@ export function nativeRequestSchema(limits: Limits) {
       init_image: { type: 'string', minLength: 1, description: 'img2img input: base64 or a data: URI (or a multipart file field).' },
       denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: SPEC_DEFAULTS.denoisingStrength },
       refiner: { type: 'string', minLength: 1, maxLength: 500, description: 'SDXL refiner model (name or label); runs the last steps.' },
-      refiner_switch_at: { type: 'number', minimum: 0, maximum: 1, default: 0.8, description: 'Fraction of the steps the base model runs before the refiner takes over.' },
-      s_churn: { type: 'number', minimum: 0, maximum: 100, description: 'k-diffusion stochasticity (A1111 s_churn); default: the sampler\'s.' },
+      refiner_switch_at: {
+        type: 'number',
+        minimum: 0,
+        maximum: 1,
+        default: 0.8,
+        description: 'Fraction of the steps the base model runs before the refiner takes over.',
+      },
+      s_churn: { type: 'number', minimum: 0, maximum: 100, description: "k-diffusion stochasticity (A1111 s_churn); default: the sampler's." },
       s_tmin: { type: 'number', minimum: 0, maximum: 1000, description: 'Lowest sigma s_churn applies to.' },
       s_tmax: { type: 'number', minimum: 0, maximum: 1000, description: 'Highest sigma s_churn applies to (absent: no limit).' },
       s_noise: { type: 'number', minimum: 0, maximum: 2, description: 'Noise scale of stochastic steps.' },
-      seed_resize_from_w: { ...dim(limits.maxWidth), description: 'Make the noise at this width, then fit it to width (A1111 "seed resize from"); needs seed_resize_from_h.' },
+      seed_resize_from_w: {
+        ...dim(limits.maxWidth),
+        description: 'Make the noise at this width, then fit it to width (A1111 "seed resize from"); needs seed_resize_from_h.',
+      },
       seed_resize_from_h: { ...dim(limits.maxHeight), description: 'Make the noise at this height (see seed_resize_from_w).' },
-      timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 86_400, description: 'Stop the job after it has run this long; the server\'s job timeout applies when shorter.' },
-      webhook: { type: 'string', minLength: 1, maxLength: 2000, description: 'http(s) URL that gets the finished job (POST, JSON job view; retried on failure).' },
+      timeout_s: {
+        type: 'number',
+        exclusiveMinimum: 0,
+        maximum: 86_400,
+        description: "Stop the job after it has run this long; the server's job timeout applies when shorter.",
+      },
+      webhook: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 2000,
+        description: 'http(s) URL that gets the finished job (POST, JSON job view; retried on failure).',
+      },
       hires: {
         type: 'object',
         additionalProperties: false,
@@ -139,7 +170,17 @@ export interface NativeRequest {
   seed_resize_from_h?: number;
   timeout_s?: number;
   webhook?: string;
-  hires?: { scale?: number; upscaler?: string; steps?: number; denoising_strength?: number; width?: number; height?: number; sampler?: string; prompt?: string; negative_prompt?: string };
+  hires?: {
+    scale?: number;
+    upscaler?: string;
+    steps?: number;
+    denoising_strength?: number;
+    width?: number;
+    height?: number;
+    sampler?: string;
+    prompt?: string;
+    negative_prompt?: string;
+  };
   loras?: Array<{ name: string; weight?: number }>;
   hypernetworks?: Array<{ name: string; weight?: number }>;
   tiling?: boolean;
@@ -217,7 +258,13 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     restoreFaces: body.restore_faces,
     transparentBackground: body.transparent_background,
     // The mask image is decoded and stored once inpainting exists; until then the capability check refuses it.
-    mask: body.mask && { blur: body.mask.blur, invert: body.mask.invert, fill: body.mask.fill, fullResolution: body.mask.full_resolution, padding: body.mask.padding },
+    mask: body.mask && {
+      blur: body.mask.blur,
+      invert: body.mask.invert,
+      fill: body.mask.fill,
+      fullResolution: body.mask.full_resolution,
+      padding: body.mask.padding,
+    },
     resizeMode: body.resize_mode,
     initialNoiseMultiplier: body.initial_noise_multiplier,
     sMinUncond: body.s_min_uncond,
@@ -225,9 +272,11 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     vae: body.vae,
   };
   if ((body.seed_resize_from_w === undefined) !== (body.seed_resize_from_h === undefined)) {
-    throw new SpecError(body.seed_resize_from_w === undefined ? 'seed_resize_from_w' : 'seed_resize_from_h', 'give seed_resize_from_w and seed_resize_from_h together');
+    throw new SpecError(
+      body.seed_resize_from_w === undefined ? 'seed_resize_from_w' : 'seed_resize_from_h',
+      'give seed_resize_from_w and seed_resize_from_h together',
+    );
   }
   checkSpecLimits(spec, limits);
   return spec;
 }
-

@@ -48,10 +48,12 @@ export async function streamJob(kiln: KilnServices, job: Job, req: FastifyReques
   // Frames go out in event order; summaries and views are async (position, ETA, images), so they are chained.
   let frames: Promise<void> = Promise.resolve();
   const send = (frame: () => Promise<[string, unknown]> | [string, unknown]) => {
-    frames = frames.then(async () => {
-      const [event, data] = await frame();
-      write(event, data);
-    }).catch(() => undefined);
+    frames = frames
+      .then(async () => {
+        const [event, data] = await frame();
+        write(event, data);
+      })
+      .catch(() => undefined);
   };
   let finished = false;
   const finish = (final: Job) => {

@@ -31,7 +31,8 @@ function addField(body: Record<string, unknown>, name: string, raw: string): Rec
     } catch {
       throw new HttpError(400, 'invalid_request', 'request: is not valid JSON', 'request');
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(400, 'invalid_request', 'request: must be a JSON object', 'request');
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new HttpError(400, 'invalid_request', 'request: must be a JSON object', 'request');
     return { ...(parsed as Record<string, unknown>), ...body };
   }
   if (name === 'output') {

@@ -12,7 +12,8 @@ import type { TextEncoderPart } from '../../../src/engine/weights/model.ts';
 import type { WeightSource } from '../../../src/engine/weights/types.ts';
 import { assertClose, fixtureModel, ref, type FixtureModel, skipMissingFp16Kernel } from './fixture-io.ts';
 
-const ATOL = 1e-4, RTOL = 1e-4;
+const ATOL = 1e-4,
+  RTOL = 1e-4;
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-clip-'));
 test.after(() => rmSync(cacheDir, { recursive: true, force: true }));
 
@@ -60,7 +61,11 @@ function finalNorm(h: Tensor, part: TextEncoderPart): Tensor {
   return { shape: h.shape, data: out };
 }
 
-for (const [model, attention] of [['tiny-sd1', 'contrib'], ['tiny-sd1', 'onnx'], ['tiny-sd1.safetensors', 'contrib']] as [FixtureModel, AttentionKind][]) {
+for (const [model, attention] of [
+  ['tiny-sd1', 'contrib'],
+  ['tiny-sd1', 'onnx'],
+  ['tiny-sd1.safetensors', 'contrib'],
+] as [FixtureModel, AttentionKind][]) {
   test(`sd1 text encoder from ${model} (${attention} attention): every hidden state, last_hidden_state, pooler_output`, async () => {
     const r = ref('sd1/text_encoder');
     const { out } = await encode(model, 'text_encoder', r.int64('input_ids'), { allHiddenStates: true, pooled: true, attention });
@@ -119,7 +124,9 @@ for (const model of ['tiny-sdxl', 'tiny-sdxl.safetensors'] as FixtureModel[]) {
 test('option errors name the problem', async () => {
   const { weights, config } = await textEncoder('tiny-sd1', 'text_encoder');
   const build = (opts: ClipTextOptions) => () =>
-    getOrBuildGraph(cacheDir, { network: 'bad', weightsIdentity: String(Math.random()), precision: 'fp32' }, (b) => buildClipTextEncoder(b, weights, config, opts));
+    getOrBuildGraph(cacheDir, { network: 'bad', weightsIdentity: String(Math.random()), precision: 'fp32' }, (b) =>
+      buildClipTextEncoder(b, weights, config, opts),
+    );
   assert.throws(build({ clipSkip: 7 }), /clipSkip 7 is out of range/);
   assert.throws(build({ clipSkip: 0 }), /clipSkip 0/);
   assert.throws(build({ textEmbeds: true }), /text_projection/);

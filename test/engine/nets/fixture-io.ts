@@ -46,9 +46,12 @@ export function assertClose(actual: Tensor, expected: Tensor, atol: number, rtol
   if (actual.shape.join(',') !== expected.shape.join(',')) {
     throw new Error(`${what}: shape [${actual.shape}] vs expected [${expected.shape}]`);
   }
-  let worst = -1, worstExcess = -Infinity, maxAbs = 0;
+  let worst = -1,
+    worstExcess = -Infinity,
+    maxAbs = 0;
   for (let i = 0; i < expected.data.length; i++) {
-    const a = actual.data[i]!, e = expected.data[i]!;
+    const a = actual.data[i]!,
+      e = expected.data[i]!;
     const d = Math.abs(a - e);
     maxAbs = Math.max(maxAbs, d);
     const excess = d - (atol + rtol * Math.abs(e));
@@ -58,7 +61,9 @@ export function assertClose(actual: Tensor, expected: Tensor, atol: number, rtol
     }
   }
   if (worst >= 0) {
-    throw new Error(`${what}: element ${worst} is ${actual.data[worst]}, expected ${expected.data[worst]} (atol ${atol}, rtol ${rtol}); max abs diff ${maxAbs}`);
+    throw new Error(
+      `${what}: element ${worst} is ${actual.data[worst]}, expected ${expected.data[worst]} (atol ${atol}, rtol ${rtol}); max abs diff ${maxAbs}`,
+    );
   }
   return maxAbs;
 }

@@ -220,8 +220,11 @@ function handCountedVaeDecoderFlops(config: VaeNetConfig, dims: { batch: number;
   return 2 * macs;
 }
 
-test('the UNet FLOP fold gives the hand count\'s numbers (fixtures and full-size SD1.5/SDXL; odd sizes, long prompts, batches)', async () => {
-  const configs: [string, Record<string, unknown>][] = [['sd15', SD15.unet], ['sdxl', SDXL.unet]];
+test("the UNet FLOP fold gives the hand count's numbers (fixtures and full-size SD1.5/SDXL; odd sizes, long prompts, batches)", async () => {
+  const configs: [string, Record<string, unknown>][] = [
+    ['sd15', SD15.unet],
+    ['sdxl', SDXL.unet],
+  ];
   for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) configs.push([model, (await fixtureModel(model)).unetConfig]);
   for (const [name, config] of configs) {
     for (const dims of [
@@ -234,13 +237,23 @@ test('the UNet FLOP fold gives the hand count\'s numbers (fixtures and full-size
   }
 });
 
-test('the VAE decoder FLOP fold gives the hand count\'s numbers (both upsamplers, with and without mid-block attention)', async () => {
-  const configs: [string, VaeNetConfig][] = [['sd', SD15.vae], ['sd without mid attention', { ...SD15.vae, mid_block_add_attention: false }]];
+test("the VAE decoder FLOP fold gives the hand count's numbers (both upsamplers, with and without mid-block attention)", async () => {
+  const configs: [string, VaeNetConfig][] = [
+    ['sd', SD15.vae],
+    ['sd without mid attention', { ...SD15.vae, mid_block_add_attention: false }],
+  ];
   for (const model of ['tiny-sd1', 'tiny-sdxl'] as const) configs.push([model, (await fixtureModel(model)).vaeConfig]);
   for (const [name, config] of configs) {
     for (const upsample of ['phases', 'resize'] as const) {
-      for (const dims of [{ batch: 1, height: 64, width: 64 }, { batch: 2, height: 12, width: 20 }]) {
-        assert.equal(vaeDecoderFlops(config, dims, { upsample }), handCountedVaeDecoderFlops(config, dims, upsample), `${name} ${upsample} ${JSON.stringify(dims)}`);
+      for (const dims of [
+        { batch: 1, height: 64, width: 64 },
+        { batch: 2, height: 12, width: 20 },
+      ]) {
+        assert.equal(
+          vaeDecoderFlops(config, dims, { upsample }),
+          handCountedVaeDecoderFlops(config, dims, upsample),
+          `${name} ${upsample} ${JSON.stringify(dims)}`,
+        );
       }
     }
   }

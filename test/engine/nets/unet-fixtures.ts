@@ -32,7 +32,9 @@ export function readSafetensors(file: string): Map<string, Tensor & { dtype: str
 }
 
 /** A fixture model's UNet weights and config through the real loader (diffusers folder or single file). */
-export async function loadUnetFixture(model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl' | 'tiny-sd1.safetensors' | 'tiny-sdxl.safetensors'): Promise<{ weights: WeightSource; config: UnetConfig }> {
+export async function loadUnetFixture(
+  model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl' | 'tiny-sd1.safetensors' | 'tiny-sdxl.safetensors',
+): Promise<{ weights: WeightSource; config: UnetConfig }> {
   const tokenizerDir = model.endsWith('.safetensors') ? join(FIXTURES, model.replace('.safetensors', '')) : undefined;
   const m = await loadModel({ path: join(FIXTURES, model), tokenizerDir }, { allowDownload: false });
   return { weights: m.unet, config: m.unetConfig };
@@ -40,7 +42,9 @@ export async function loadUnetFixture(model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdx
 
 /** Asserts |a-b| <= atol + rtol*|b| everywhere; returns the worst excess for the message. */
 export function maxViolation(actual: Float32Array, expected: Float32Array, atol: number, rtol: number): { worst: number; index: number; maxAbs: number } {
-  let worst = -Infinity, index = -1, maxAbs = 0;
+  let worst = -Infinity,
+    index = -1,
+    maxAbs = 0;
   for (let i = 0; i < expected.length; i++) {
     const d = Math.abs(actual[i]! - expected[i]!);
     maxAbs = Math.max(maxAbs, d);

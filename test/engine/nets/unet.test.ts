@@ -16,10 +16,8 @@ type Fixture = Parameters<typeof loadUnetFixture>[0];
 
 async function unetSession(model: Fixture, attention: UnetAttentionKind, cache: string) {
   const { weights, config } = await loadUnetFixture(model);
-  const { modelPath } = getOrBuildGraph(
-    cache,
-    { network: 'unet', weightsIdentity: model, precision: 'fp32', options: unetGraphOptions({ attention }) },
-    (b) => buildUnet(b, weights, config, { attention }),
+  const { modelPath } = getOrBuildGraph(cache, { network: 'unet', weightsIdentity: model, precision: 'fp32', options: unetGraphOptions({ attention }) }, (b) =>
+    buildUnet(b, weights, config, { attention }),
   );
   return createSession(modelPath, { device: 'cpu' });
 }
@@ -58,39 +56,39 @@ for (const attention of ['contrib', 'onnx'] as const) {
 }
 
 for (const attention of ['contrib', 'onnx'] as const) {
-test(`SD2 UNet (${attention}; linear projections, per-block heads) matches diffusers`, async () => {
-  const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
-  try {
-    const ref = readSafetensors(join(FIXTURES, 'refs/sd2/unet.safetensors'));
-    const session = await unetSession('tiny-sd2', attention, cache);
-    const { out } = await runSession(session, {
-      sample: ref.get('sample')!,
-      timestep: timesteps(ref.get('timestep')!, 2),
-      encoder_hidden_states: ref.get('encoder_hidden_states')!,
-    });
-    assertClose(out!, ref.get('out')!, 'sd2 out');
-  } finally {
-    rmSync(cache, { recursive: true, force: true });
-  }
-});
+  test(`SD2 UNet (${attention}; linear projections, per-block heads) matches diffusers`, async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+    try {
+      const ref = readSafetensors(join(FIXTURES, 'refs/sd2/unet.safetensors'));
+      const session = await unetSession('tiny-sd2', attention, cache);
+      const { out } = await runSession(session, {
+        sample: ref.get('sample')!,
+        timestep: timesteps(ref.get('timestep')!, 2),
+        encoder_hidden_states: ref.get('encoder_hidden_states')!,
+      });
+      assertClose(out!, ref.get('out')!, 'sd2 out');
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
 
-test(`SDXL UNet (${attention}; text_time embedding, 2 transformer layers) matches diffusers`, async () => {
-  const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
-  try {
-    const ref = readSafetensors(join(FIXTURES, 'refs/sdxl/unet.safetensors'));
-    const session = await unetSession('tiny-sdxl', attention, cache);
-    const { out } = await runSession(session, {
-      sample: ref.get('sample')!,
-      timestep: timesteps(ref.get('timestep')!, 2),
-      encoder_hidden_states: ref.get('encoder_hidden_states')!,
-      text_embeds: ref.get('text_embeds')!,
-      time_ids: ref.get('time_ids')!,
-    });
-    assertClose(out!, ref.get('out')!, 'sdxl out');
-  } finally {
-    rmSync(cache, { recursive: true, force: true });
-  }
-});
+  test(`SDXL UNet (${attention}; text_time embedding, 2 transformer layers) matches diffusers`, async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
+    try {
+      const ref = readSafetensors(join(FIXTURES, 'refs/sdxl/unet.safetensors'));
+      const session = await unetSession('tiny-sdxl', attention, cache);
+      const { out } = await runSession(session, {
+        sample: ref.get('sample')!,
+        timestep: timesteps(ref.get('timestep')!, 2),
+        encoder_hidden_states: ref.get('encoder_hidden_states')!,
+        text_embeds: ref.get('text_embeds')!,
+        time_ids: ref.get('time_ids')!,
+      });
+      assertClose(out!, ref.get('out')!, 'sdxl out');
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
 }
 
 test('UNet takes long prompts: 154 tokens repeating the 77 give the 77-token output', async () => {
@@ -134,7 +132,10 @@ test('UNet accepts latent sizes that do not halve evenly (upsampling follows the
 });
 
 // Single-file checkpoints go through the LDM/SGM key maps and config inference; same references.
-for (const [file, refName] of [['tiny-sd1.safetensors', 'sd1'], ['tiny-sdxl.safetensors', 'sdxl']] as const) {
+for (const [file, refName] of [
+  ['tiny-sd1.safetensors', 'sd1'],
+  ['tiny-sdxl.safetensors', 'sdxl'],
+] as const) {
   test(`UNet from the single-file ${file} matches diffusers`, async () => {
     const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
     try {
@@ -181,8 +182,10 @@ test('fp16 UNet graph type-checks and runs where onnxruntime CPU has the kernels
       const cache = mkdtempSync(join(tmpdir(), 'kiln-unet-'));
       try {
         const cfg = { ...config, upcast_attention: upcast };
-        const { modelPath } = getOrBuildGraph(cache, { network: 'unet', weightsIdentity: 'tiny-sdxl', precision: 'fp16', options: unetGraphOptions({ attention }) }, (b) =>
-          buildUnet(b, weights, cfg, { attention }),
+        const { modelPath } = getOrBuildGraph(
+          cache,
+          { network: 'unet', weightsIdentity: 'tiny-sdxl', precision: 'fp16', options: unetGraphOptions({ attention }) },
+          (b) => buildUnet(b, weights, cfg, { attention }),
         );
         let session;
         try {

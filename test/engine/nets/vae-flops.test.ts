@@ -9,7 +9,12 @@ import { fixtureModel } from './fixture-io.ts';
  * conv at 2^(i+1)), plus the attention's QK^T and PV. The 'phases' upsampler instead runs four 2x2 kernels
  * (16 taps for the 3x3 kernel's 9) at the block's own resolution.
  */
-function flopsFromWeights(weights: { names(): string[]; shape(n: string): readonly number[] }, latentHw: number, blocks: number, upsample: UpsampleKind): number {
+function flopsFromWeights(
+  weights: { names(): string[]; shape(n: string): readonly number[] },
+  latentHw: number,
+  blocks: number,
+  upsample: UpsampleKind,
+): number {
   let macs = 0;
   for (const name of weights.names()) {
     if (!name.endsWith('.weight') || !(name.startsWith('decoder.') || name.startsWith('post_quant_conv'))) continue;
@@ -31,7 +36,11 @@ function flopsFromWeights(weights: { names(): string[]; shape(n: string): readon
   return 2 * macs;
 }
 
-for (const [model, upsample] of [['tiny-sd1', 'phases'], ['tiny-sd1', 'resize'], ['tiny-sdxl', 'phases']] as const) {
+for (const [model, upsample] of [
+  ['tiny-sd1', 'phases'],
+  ['tiny-sd1', 'resize'],
+  ['tiny-sdxl', 'phases'],
+] as const) {
   test(`vaeDecoderFlops agrees with a count from the ${model} decoder weights (${upsample} upsampling)`, async () => {
     const m = await fixtureModel(model);
     const [h, w] = [12, 20];

@@ -5,12 +5,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
 import type { AttentionKind, Precision } from '../../../src/engine/onnx/graph.ts';
-import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor, type VaeDecoderOptions } from '../../../src/engine/nets/vae.ts';
+import {
+  buildVaeDecoder,
+  buildVaeEncoder,
+  vaeDecoderGraphOptions,
+  vaeEncoderGraphOptions,
+  vaeScaleFactor,
+  type VaeDecoderOptions,
+} from '../../../src/engine/nets/vae.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import { assertClose, fixtureModel, ref, type FixtureModel, skipMissingFp16Kernel } from './fixture-io.ts';
 
-const ATOL = 1e-4, RTOL = 1e-3;
+const ATOL = 1e-4,
+  RTOL = 1e-3;
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-vae-'));
 test.after(() => rmSync(cacheDir, { recursive: true, force: true }));
 
@@ -29,7 +37,11 @@ async function encoder(model: FixtureModel, attention: AttentionKind) {
 }
 
 // The single file stores the mid-block attention as 1x1 convolutions ([C,C,1,1]); the folder as linears.
-for (const [model, attention] of [['tiny-sd1', 'contrib'], ['tiny-sd1', 'onnx'], ['tiny-sd1.safetensors', 'contrib']] as [FixtureModel, AttentionKind][]) {
+for (const [model, attention] of [
+  ['tiny-sd1', 'contrib'],
+  ['tiny-sd1', 'onnx'],
+  ['tiny-sd1.safetensors', 'contrib'],
+] as [FixtureModel, AttentionKind][]) {
   test(`sd1 VAE decode from ${model} matches diffusers (${attention} attention)`, async () => {
     const r = ref('sd1/vae');
     const { image } = await runSession(await decoder(model, { attention }), { latent: r.float('decode_input_latent') });
@@ -88,7 +100,13 @@ test('decoder and encoder handle non-square sizes', async () => {
 test('a missing VAE weight is reported by name', async () => {
   const m = await fixtureModel('tiny-sd1');
   const w = m.vae;
-  const broken = { names: () => w.names(), shape: (n: string) => w.shape(n), dtype: (n: string) => w.dtype(n), get: (n: string) => w.get(n), has: (n: string) => n !== 'decoder.up_blocks.1.resnets.0.conv1.weight' && w.has(n) };
+  const broken = {
+    names: () => w.names(),
+    shape: (n: string) => w.shape(n),
+    dtype: (n: string) => w.dtype(n),
+    get: (n: string) => w.get(n),
+    has: (n: string) => n !== 'decoder.up_blocks.1.resnets.0.conv1.weight' && w.has(n),
+  };
   assert.throws(
     () => getOrBuildGraph(cacheDir, { network: 'broken-vae', weightsIdentity: 'x', precision: 'fp32' }, (b) => buildVaeDecoder(b, broken, m.vaeConfig)),
     /decoder\.up_blocks\.1\.resnets\.0\.conv1\.weight: missing VAE weight/,

@@ -70,9 +70,14 @@ test('group norm + conv graph matches a direct computation, weights stored exter
   const cache = mkdtempSync(join(tmpdir(), 'kiln-graph-'));
   try {
     const rnd = seededRandom(2);
-    const C = 8, G = 2, H = 6, W = 5;
-    const gw = randTensor([C], rnd), gb = randTensor([C], rnd);
-    const cw = randTensor([4, C, 3, 3], rnd), cb = randTensor([4], rnd);
+    const C = 8,
+      G = 2,
+      H = 6,
+      W = 5;
+    const gw = randTensor([C], rnd),
+      gb = randTensor([C], rnd);
+    const cw = randTensor([4, C, 3, 3], rnd),
+      cb = randTensor([4], rnd);
     const x = randTensor([1, C, H, W], rnd);
     const { modelPath } = getOrBuildGraph(cache, { network: 'toy-conv', weightsIdentity: 'x', precision: 'fp32' }, (b) => {
       const n = b.groupNorm(b.input('x', [1, C, 'h', 'w']), G, gw, gb, 1e-6, 'gn');
@@ -101,7 +106,8 @@ test('group norm + conv graph matches a direct computation, weights stored exter
           for (let c = 0; c < C; c++)
             for (let di = -1; di <= 1; di++)
               for (let dj = -1; dj <= 1; dj++) {
-                const ii = i + di, jj = j + dj;
+                const ii = i + di,
+                  jj = j + dj;
                 if (ii < 0 || jj < 0 || ii >= H || jj >= W) continue;
                 s += normed[c * H * W + ii * W + jj]! * cw.data[((o * C + c) * 3 + di + 1) * 3 + dj + 1]!;
               }
@@ -124,7 +130,8 @@ function erf(x: number): number {
   // Abramowitz-Stegun 7.1.26 is too coarse for 1e-5; use a series/continued fraction split.
   const t = Math.abs(x);
   if (t < 2.5) {
-    let sum = t, term = t;
+    let sum = t,
+      term = t;
     for (let n = 1; n < 60; n++) {
       term *= (-t * t) / n;
       sum += term / (2 * n + 1);
@@ -132,6 +139,6 @@ function erf(x: number): number {
     return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
   }
   let f = 0;
-  for (let n = 60; n >= 1; n--) f = (n / 2) / (t + f);
+  for (let n = 60; n >= 1; n--) f = n / 2 / (t + f);
   return Math.sign(x) * (1 - Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + f));
 }

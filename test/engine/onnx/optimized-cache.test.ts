@@ -16,8 +16,10 @@ const CPU: SessionOptions = { device: 'cpu', intraOpThreads: 1 };
 async function freshGraph(): Promise<{ modelPath: string; cleanup: () => void }> {
   const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-optcache-'));
   const m = await fixtureModel('tiny-sd1');
-  const { modelPath } = getOrBuildGraph(cacheDir, { network: 'vae-decoder', weightsIdentity: 'tiny-sd1', precision: 'fp32', options: vaeDecoderGraphOptions({}) }, (b) =>
-    buildVaeDecoder(b, m.vae, m.vaeConfig),
+  const { modelPath } = getOrBuildGraph(
+    cacheDir,
+    { network: 'vae-decoder', weightsIdentity: 'tiny-sd1', precision: 'fp32', options: vaeDecoderGraphOptions({}) },
+    (b) => buildVaeDecoder(b, m.vae, m.vaeConfig),
   );
   return { modelPath, cleanup: () => rmSync(cacheDir, { recursive: true, force: true }) };
 }
@@ -48,7 +50,11 @@ test('second session creation loads the cached optimised model, with outputs ide
   try {
     const plain = await decode(g.modelPath, CPU);
     assert.equal(plain.optimized, 'off');
-    assert.equal(readdirSync(dirname(g.modelPath)).some((d) => d.startsWith('optimized-')), false, 'no cache unless asked for');
+    assert.equal(
+      readdirSync(dirname(g.modelPath)).some((d) => d.startsWith('optimized-')),
+      false,
+      'no cache unless asked for',
+    );
 
     const first = await decode(g.modelPath, { ...CPU, cacheOptimized: true });
     assert.equal(first.optimized, 'saved');
@@ -97,12 +103,20 @@ test('an entry that a previous process died loading (its marker outlived it) is 
     const plain = await decode(g.modelPath, CPU);
     assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'saved');
     const dir = entryDir(g.modelPath);
-    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('loading-')), [], 'no marker left after a load');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.startsWith('loading-')),
+      [],
+      'no marker left after a load',
+    );
 
     writeFileSync(join(dir, `loading-${process.ppid}`), ''); // a process that is alive and may be loading right now
     const shared = await decode(g.modelPath, { ...CPU, cacheOptimized: true });
     assert.equal(shared.optimized, 'loaded');
-    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('loading-')), [`loading-${process.ppid}`], 'only our own marker is removed');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.startsWith('loading-')),
+      [`loading-${process.ppid}`],
+      'only our own marker is removed',
+    );
     rmSync(join(dir, `loading-${process.ppid}`));
 
     const dead = spawnSync(process.execPath, ['-e', '']).pid; // exited by now
@@ -117,7 +131,7 @@ test('an entry that a previous process died loading (its marker outlived it) is 
   }
 });
 
-test('saving an entry deletes the ones this machine made with another onnxruntime, not other machines\' ones', async () => {
+test("saving an entry deletes the ones this machine made with another onnxruntime, not other machines' ones", async () => {
   const g = await freshGraph();
   try {
     assert.equal((await decode(g.modelPath, { ...CPU, cacheOptimized: true })).optimized, 'saved');

@@ -30,12 +30,21 @@ const pixels = (r: { images: { image: { data: Uint8Array } }[] }, i = 0) => Buff
 
 test('a batch of prompts x images: image i uses seed + i and equals the same image generated alone', async () => {
   const batch = await engine.generate(base({ prompts: ['a red apple', 'a blue car'], imagesPerPrompt: 2 }));
-  assert.deepEqual(batch.images.map((i) => i.seed), [100, 101, 102, 103]);
-  assert.deepEqual(batch.images.map((i) => i.prompt), ['a red apple', 'a red apple', 'a blue car', 'a blue car']);
+  assert.deepEqual(
+    batch.images.map((i) => i.seed),
+    [100, 101, 102, 103],
+  );
+  assert.deepEqual(
+    batch.images.map((i) => i.prompt),
+    ['a red apple', 'a red apple', 'a blue car', 'a blue car'],
+  );
   const third = await engine.generate(base({ prompts: ['a blue car'], seed: 102 }));
   assert.deepEqual(pixels(third), pixels(batch, 2), 'image 2 of the batch is reproducible from its own seed (ancestral noise included)');
   assert.notDeepEqual(pixels(batch, 0), pixels(batch, 1));
-  assert.match(batch.images[3]!.infotext, /^a blue car\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 103, Size: 64x64, Model hash: [0-9a-f]{10}, Model: tiny-sd1, Version: kiln-\d+\.\d+\.\d+$/);
+  assert.match(
+    batch.images[3]!.infotext,
+    /^a blue car\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 103, Size: 64x64, Model hash: [0-9a-f]{10}, Model: tiny-sd1, Version: kiln-\d+\.\d+\.\d+$/,
+  );
 });
 
 test('no seed means a random one, which is reported and reproduces the image', async () => {
@@ -57,7 +66,10 @@ test('progress is reported per model evaluation and reaches 1', async () => {
   await engine.generate(base({ sampler: 'Heun', steps: 3 }), { onProgress: (e) => events.push(e) });
   const sampling = events.filter((e) => e.phase === 'sampling');
   assert.equal(sampling.length, 5, 'Heun: 2 evaluations per step except the last');
-  assert.deepEqual(sampling.map((e) => e.step), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    sampling.map((e) => e.step),
+    [1, 2, 3, 4, 5],
+  );
   for (let i = 1; i < events.length; i++) assert.ok(events[i]!.fraction >= events[i - 1]!.fraction, 'fraction never goes back');
   assert.equal(events[events.length - 1]!.fraction, 1);
 });

@@ -55,19 +55,38 @@ async function runTxt2img(name: string, model: GenerateRequest['model'], sampler
   const negatives: string[] = Array.isArray(call.negative_prompt) ? call.negative_prompt : [call.negative_prompt];
   let finalLatents: Tensor | undefined;
   const result = await engine.generate(
-    { model, prompts, negativePrompt: negatives, width: call.width, height: call.height, steps: call.num_inference_steps, cfgScale: call.guidance_scale, sampler, schedule, seed: 1 },
+    {
+      model,
+      prompts,
+      negativePrompt: negatives,
+      width: call.width,
+      height: call.height,
+      steps: call.num_inference_steps,
+      cfgScale: call.guidance_scale,
+      sampler,
+      schedule,
+      seed: 1,
+    },
     {},
     { initialNoise: r.t('input_latents').data, onFinalLatents: (l) => (finalLatents = l) },
   );
   assertClose(finalLatents!.data, r.t('final_latents').data, 1e-3, 1e-3, `${name} final latents`);
-  assertImagesClose(result.images.map((i) => i.image.data), r.t('image'), name);
+  assertImagesClose(
+    result.images.map((i) => i.image.data),
+    r.t('image'),
+    name,
+  );
   return result;
 }
 
 test('SD1 txt2img with DDIM matches diffusers (2 prompts, negative prompts, CFG 7.5)', async () => {
   const result = await runTxt2img('sd1_txt2img_ddim', { path: `${FIX}/tiny-sd1` }, 'DDIM');
   assert.equal(result.images.length, 2);
-  assert.deepEqual(result.images.map((i) => i.seed), [1, 2], 'image i uses seed + i');
+  assert.deepEqual(
+    result.images.map((i) => i.seed),
+    [1, 2],
+    'image i uses seed + i',
+  );
 });
 
 test('SD1 txt2img with Euler matches diffusers', async () => {
@@ -105,7 +124,12 @@ test('SD1 img2img with DDIM (strength 0.6) matches diffusers', async () => {
       init: { image: { data: new Uint8Array(64 * 64 * 3), width: 64, height: 64, channels: 3 }, strength: 0.6 },
     },
     {},
-    { initialNoise: r.t('add_noise_noise').data, vaeSampleNoise: r.t('vae_sample_noise').data, initImagePixels: pixels, onFinalLatents: (l) => (finalLatents = l) },
+    {
+      initialNoise: r.t('add_noise_noise').data,
+      vaeSampleNoise: r.t('vae_sample_noise').data,
+      initImagePixels: pixels,
+      onFinalLatents: (l) => (finalLatents = l),
+    },
   );
   assertClose(finalLatents!.data, r.t('final_latents').data, 1e-3, 1e-3, 'img2img final latents');
   assertImagesClose([result.images[0]!.image.data], r.t('image'), 'img2img');

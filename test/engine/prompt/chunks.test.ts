@@ -71,7 +71,13 @@ test('BREAK closes the current chunk and pads it', () => {
 
 test('weights line up with the tokens of each weighted piece', () => {
   const c = promptToChunks(sd1, 'a (castle:1.5) [on] hill');
-  const pieces: [string, number][] = [['a ', 1], ['castle', 1.5], [' ', 1], ['on', 1 / 1.1], [' hill', 1]];
+  const pieces: [string, number][] = [
+    ['a ', 1],
+    ['castle', 1.5],
+    [' ', 1],
+    ['on', 1 / 1.1],
+    [' hill', 1],
+  ];
   const ids: number[] = [];
   const weights: number[] = [];
   for (const [text, w] of pieces) for (const id of sd1.encode(text)) ids.push(id), weights.push(w);

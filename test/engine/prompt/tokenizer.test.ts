@@ -24,7 +24,10 @@ test('sd1 tokenizer reproduces every transformers reference case exactly', async
     assert.deepEqual(tok.tokenStrings(c.untruncated_ids), c.tokens, `tokens of ${JSON.stringify(c.prompt)}`);
     assert.deepEqual(encodePromptIds(tok, c.prompt), c.input_ids, `encode_prompt ids of ${JSON.stringify(c.prompt)}`);
   }
-  assert.ok(reference.cases.some((c) => c.truncated), 'the references include a prompt longer than 75 tokens');
+  assert.ok(
+    reference.cases.some((c) => c.truncated),
+    'the references include a prompt longer than 75 tokens',
+  );
 });
 
 test('special ids come from the tokenizer config: sd1 pads with <|endoftext|>, sd2 and sdxl tokenizer_2 with "!"', async () => {

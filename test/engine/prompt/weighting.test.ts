@@ -16,7 +16,10 @@ test('original emphasis: z*w rescaled to the original mean (hand-computed)', () 
   // z*w = [1,2, 6,8, 2.5,3]: mean 22.5/6 = 3.75; original mean 21/6 = 3.5; ratio 3.5/3.75 = 14/15.
   const out = applyEmphasis(z, weights, 'original');
   assert.deepEqual(out.shape, [1, 3, 2]);
-  close(out.data, [1, 2, 6, 8, 2.5, 3].map((v) => (v * 14) / 15));
+  close(
+    out.data,
+    [1, 2, 6, 8, 2.5, 3].map((v) => (v * 14) / 15),
+  );
   const mean = out.data.reduce((a, b) => a + b, 0) / out.data.length;
   assert.ok(Math.abs(mean - 3.5) < 1e-6);
   assert.deepEqual(Array.from(z.data), [1, 2, 3, 4, 5, 6], 'input untouched');
@@ -29,7 +32,10 @@ test('no-norm multiplies only; ignore and none leave z as it is', () => {
 });
 
 test('weights of 1 reproduce z bit for bit under the original emphasis', () => {
-  const h = tensor([77, 4], Float32Array.from({ length: 308 }, (_, i) => Math.sin(i) * 3));
+  const h = tensor(
+    [77, 4],
+    Float32Array.from({ length: 308 }, (_, i) => Math.sin(i) * 3),
+  );
   assert.deepEqual(applyEmphasis(h, new Array(77).fill(1)).data, h.data);
 });
 
@@ -60,7 +66,16 @@ test('encodeWeightedChunks weights each chunk with its own weights and joins the
   // A fake encoder: token i of chunk c gets the value id + c (dim 1), so the order and weights can be traced.
   const seen: number[] = [];
   const out = await encodeWeightedChunks(
-    { ids: [[1, 2], [3, 4]], weights: [[1, 2], [3, 1]] },
+    {
+      ids: [
+        [1, 2],
+        [3, 4],
+      ],
+      weights: [
+        [1, 2],
+        [3, 1],
+      ],
+    },
     async (ids, c) => (seen.push(c), tensor([1, 2, 1], Float32Array.from(ids.map((id) => id + c)))),
     'no-norm',
   );

@@ -4,14 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readRef } from './refs.ts';
-import {
-  createModelSchedule,
-  makeDenoiser,
-  planSampling,
-  runSampler,
-  sigmaToT,
-  type Prediction,
-} from '../../../src/engine/samplers/index.ts';
+import { createModelSchedule, makeDenoiser, planSampling, runSampler, sigmaToT, type Prediction } from '../../../src/engine/samplers/index.ts';
 
 const model = createModelSchedule();
 const f = Math.fround;
@@ -66,9 +59,7 @@ for (const [variant, c] of Object.entries(CASES)) {
       const refTimesteps: number[] = json.timesteps;
 
       // 1. Schedule: sigmas (rtol 1e-6), or the sigmas of the discrete timesteps.
-      const wantSigmas: number[] = json.sigmas
-        ? dedupe(json.sigmas)
-        : [...dedupe(refTimesteps).map((t) => model.sigmas[t]!), model.sigmaMin];
+      const wantSigmas: number[] = json.sigmas ? dedupe(json.sigmas) : [...dedupe(refTimesteps).map((t) => model.sigmas[t]!), model.sigmaMin];
       if (variant === 'lcm') wantSigmas[wantSigmas.length - 1] = 0;
       close(plan.sigmas, wantSigmas, 0, 1e-6, 'sigmas');
       assert.ok(Math.abs(plan.initialNoiseScale - (isVp ? Math.sqrt(1 + plan.sigmas[0]! ** 2) : json.init_noise_sigma)) < 1e-5);

@@ -18,7 +18,9 @@ import { createNoise, createRng } from '../../../src/engine/rng.ts';
 
 const model = createModelSchedule();
 const SHAPE: [number, number, number] = [4, 4, 4];
-const clean = createRng('cpu', 1234).randn(64).map((v) => 0.8 * v);
+const clean = createRng('cpu', 1234)
+  .randn(64)
+  .map((v) => 0.8 * v);
 
 /** A model that knows the clean sample: it returns the exact eps (or v) for any input. */
 function exactModel(prediction: Prediction): ModelFn {
@@ -170,7 +172,9 @@ test('with eta 0 every ODE sampler converges to a fine Heun solution at its orde
     prediction: 'epsilon',
     schedule: model,
   });
-  const x = createRng('cpu', 5).randn(64).map((v) => v * model.sigmaMax);
+  const x = createRng('cpu', 5)
+    .randn(64)
+    .map((v) => v * model.sigmaMax);
   const fine = buildSigmas('karras', 400, model);
   const refTo0 = await runSampler('Heun', { denoise, x, sigmas: fine });
   const refToMin = await runSampler('Heun', { denoise, x, sigmas: fine.slice(0, -1) });

@@ -49,9 +49,15 @@ test('Karras matches diffusers use_karras_sigmas; DDIM and LCM timesteps match d
     const karras = readRef(`schedulers/dpmpp_2m_karras_${n}`).json.sigmas as number[];
     buildSigmas('karras', n, model).forEach((v, i) => assert.ok(Math.abs(v - karras[i]!) <= 1e-6 * karras[i]!, `${v} vs ${karras[i]}`));
     const ddimT = readRef(`schedulers/ddim_${n}`).json.timesteps as number[];
-    assert.deepEqual(buildSigmas('ddim', n, model).slice(0, -1), ddimT.map((t) => model.sigmas[t]));
+    assert.deepEqual(
+      buildSigmas('ddim', n, model).slice(0, -1),
+      ddimT.map((t) => model.sigmas[t]),
+    );
     const lcmT = readRef(`schedulers/lcm_${n}`).json.timesteps as number[];
-    assert.deepEqual(buildSigmas('lcm', n, model).slice(0, -1), lcmT.map((t) => model.sigmas[t]));
+    assert.deepEqual(
+      buildSigmas('lcm', n, model).slice(0, -1),
+      lcmT.map((t) => model.sigmas[t]),
+    );
   }
 });
 
@@ -102,7 +108,10 @@ test('sampler names: A1111 names, aliases, legacy combined names', () => {
     () => parseSamplerName('Euler b'),
     (e: unknown) => e instanceof KilnInputError && e.field === 'sampler' && /DPM\+\+ 2M/.test(e.message),
   );
-  assert.throws(() => parseSamplerName('Euler', 'nope'), (e: unknown) => e instanceof KilnInputError && e.field === 'scheduler');
+  assert.throws(
+    () => parseSamplerName('Euler', 'nope'),
+    (e: unknown) => e instanceof KilnInputError && e.field === 'scheduler',
+  );
 });
 
 test('automatic schedules follow A1111 (DPM++ 2M -> Karras, 2M SDE -> Exponential, Euler -> Uniform)', () => {
@@ -117,13 +126,38 @@ test('GET-able lists cover every sampler and schedule', () => {
   const samplers = listSamplers();
   assert.equal(samplers.length, SAMPLERS.length);
   assert.ok(samplers.length >= 18);
-  for (const name of ['Euler', 'Euler a', 'LMS', 'Heun', 'DPM2', 'DPM2 a', 'DPM++ 2S a', 'DPM++ 2M', 'DPM++ SDE', 'DPM++ 2M SDE', 'DPM++ 2M SDE Heun', 'DPM++ 3M SDE', 'DPM fast', 'DPM adaptive', 'DDIM', 'PLMS', 'UniPC', 'LCM']) {
-    assert.ok(samplers.some((s) => s.name === name), name);
+  for (const name of [
+    'Euler',
+    'Euler a',
+    'LMS',
+    'Heun',
+    'DPM2',
+    'DPM2 a',
+    'DPM++ 2S a',
+    'DPM++ 2M',
+    'DPM++ SDE',
+    'DPM++ 2M SDE',
+    'DPM++ 2M SDE Heun',
+    'DPM++ 3M SDE',
+    'DPM fast',
+    'DPM adaptive',
+    'DDIM',
+    'PLMS',
+    'UniPC',
+    'LCM',
+  ]) {
+    assert.ok(
+      samplers.some((s) => s.name === name),
+      name,
+    );
   }
   assert.equal(samplers.find((s) => s.name === 'Heun')!.options.second_order, true);
   const schedules = listSchedules();
   for (const label of ['Automatic', 'Uniform', 'Karras', 'Exponential', 'Polyexponential', 'SGM Uniform', 'Simple', 'Normal', 'DDIM', 'Beta']) {
-    assert.ok(schedules.some((s) => s.label === label), label);
+    assert.ok(
+      schedules.some((s) => s.label === label),
+      label,
+    );
   }
 });
 

@@ -37,7 +37,7 @@ test('every non-NaN BF16 bit pattern survives BF16 -> F32 -> BF16, and equals th
   const wide = bf16ToF32(all);
   const bits = new Uint32Array(wide.buffer);
   for (let h = 0; h < 65536; h++) {
-    assert.equal(bits[h], h << 16 >>> 0);
+    assert.equal(bits[h], (h << 16) >>> 0);
     if (!Number.isNaN(wide[h])) assert.equal(f32ToBf16Bits(wide[h]!), h);
   }
   assert.equal(bf16ToF32(Uint16Array.of(0x3f80))[0], 1);

@@ -37,7 +37,6 @@ export function rawSafetensors(header: unknown, data: Uint8Array = new Uint8Arra
   return out;
 }
 
-
 /**
  * Copies tensors of `files` into a new .safetensors file. `rename` returns the new name (or undefined to drop);
  * float tensors can be narrowed to F16/BF16.
@@ -78,4 +77,3 @@ export function assertSameWeights(actual: WeightSource, expected: WeightSource, 
     assert.ok(ab.length === eb.length && ab.every((v, i) => v === eb[i]), `${label}: values of ${name} differ`);
   }
 }
-

@@ -44,10 +44,7 @@ test('VAE mid-attention 1x1 convs become linear weights', () => {
   assert.deepEqual(file.entry('first_stage_model.decoder.mid.attn_1.q.weight').shape, [64, 64, 1, 1]);
   assert.deepEqual(vae.shape('decoder.mid_block.attentions.0.to_q.weight'), [64, 64]);
   assert.deepEqual(vae.get('decoder.mid_block.attentions.0.to_out.0.weight').shape, [64, 64]);
-  assert.deepEqual(
-    vae.get('decoder.mid_block.attentions.0.to_out.0.weight').data,
-    file.readFloat32('first_stage_model.decoder.mid.attn_1.proj_out.weight'),
-  );
+  assert.deepEqual(vae.get('decoder.mid_block.attentions.0.to_out.0.weight').data, file.readFloat32('first_stage_model.decoder.mid.attn_1.proj_out.weight'));
 });
 
 test('a missing weight name throws ModelFileError naming the source', async () => {
@@ -55,7 +52,7 @@ test('a missing weight name throws ModelFileError naming the source', async () =
   assert.throws(() => m.unet.get('down_blocks.9.resnets.0.conv1.weight'), /tiny-sd1\.safetensors \(unet\): has no weight "down_blocks\.9/);
 });
 
-test('4-level SD1.5 UNet layout maps as diffusers\' conversion table says', () => {
+test("4-level SD1.5 UNet layout maps as diffusers' conversion table says", () => {
   // One 1-element tensor per sub-module, with the real SD1.5 block structure (3 attention levels + 1 plain).
   const P = 'model.diffusion_model.';
   const keys: string[] = [`${P}input_blocks.0.0.weight`, `${P}time_embed.0.weight`, `${P}out.2.weight`];

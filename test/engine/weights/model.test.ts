@@ -47,7 +47,11 @@ test('family, prediction, encoders and tokenizers of every fixture', async () =>
     assert.equal(m.textEncoders.length, tokenizers.length);
     assert.deepEqual(m.warnings, [], path);
     const roles = { sd1: ['clip-l'], sd2: ['openclip-h'], sdxl: ['clip-l', 'openclip-bigG'] }[family];
-    assert.deepEqual(m.textEncoders.map((t) => t.tokenizerRole), roles, path);
+    assert.deepEqual(
+      m.textEncoders.map((t) => t.tokenizerRole),
+      roles,
+      path,
+    );
   }
 });
 
@@ -70,9 +74,7 @@ test('tiny-sd1.safetensors: configs inferred from the weights alone equal the fo
   assert.deepEqual(configDiff(m.unetConfig, readConfig(fx('tiny-sd1/unet/config.json')), ['sample_size']), []);
   assert.deepEqual(configDiff(m.vaeConfig, readConfig(fx('tiny-sd1/vae/config.json')), ['sample_size']), []);
   // The head count is not stored in CLIP weights; real encoders use 64-dim heads, this toy one 8-dim.
-  assert.deepEqual(configDiff(m.textEncoders[0]!.config, readConfig(fx('tiny-sd1/text_encoder/config.json'))), [
-    'num_attention_heads: 1 != 4',
-  ]);
+  assert.deepEqual(configDiff(m.textEncoders[0]!.config, readConfig(fx('tiny-sd1/text_encoder/config.json'))), ['num_attention_heads: 1 != 4']);
   assert.deepEqual(m.warnings, ['text_encoder: guessed num_attention_heads: hidden size 32 is not a multiple of 64, used 1 head']);
   assert.deepEqual(m.schedulerConfig, {
     _class_name: 'DDIMScheduler',
@@ -103,12 +105,13 @@ test('tiny-sdxl.safetensors: inferred structure matches; unknowable fields are r
     'hidden_act: "quick_gelu" != "gelu"', // real SDXL CLIP-L is quick_gelu; this toy one is not
     'num_attention_heads: 1 != 4',
   ]);
-  assert.deepEqual(configDiff(m.textEncoders[1]!.config, readConfig(fx('tiny-sdxl/text_encoder_2/config.json'))), [
-    'num_attention_heads: 1 != 4',
-  ]);
+  assert.deepEqual(configDiff(m.textEncoders[1]!.config, readConfig(fx('tiny-sdxl/text_encoder_2/config.json'))), ['num_attention_heads: 1 != 4']);
   assert.equal(m.textEncoders[1]!.config.architectures?.[0], 'CLIPTextModelWithProjection');
   for (const field of ['attention_head_dim', 'unet: guessed norm_num_groups', 'vae: guessed norm_num_groups', 'text_encoder_2: guessed num_attention_heads']) {
-    assert.ok(m.warnings.some((w) => w.includes(field)), `warning about ${field}`);
+    assert.ok(
+      m.warnings.some((w) => w.includes(field)),
+      `warning about ${field}`,
+    );
   }
 });
 
@@ -118,7 +121,10 @@ test('with a companion diffusers folder, single-file configs equal the folder co
     const folder = await loadModel({ path: fx(name) }, opts);
     assert.deepEqual(single.unetConfig, folder.unetConfig);
     assert.deepEqual(single.vaeConfig, folder.vaeConfig);
-    assert.deepEqual(single.textEncoders.map((t) => t.config), folder.textEncoders.map((t) => t.config));
+    assert.deepEqual(
+      single.textEncoders.map((t) => t.config),
+      folder.textEncoders.map((t) => t.config),
+    );
     assert.deepEqual(single.warnings, []);
   }
   // A companion whose structure does not match is ignored, with a warning.
@@ -143,7 +149,12 @@ function openClipTensors(teFile: SafetensorsFile, prefix: string, extraLayer: bo
   const f32 = (shape: number[], data: Float32Array): TensorToWrite => ({ dtype: 'F32', shape, bytes: bytesOf(data) });
   const get = (k: string) => teFile.readFloat32(k);
   const shape = (k: string) => teFile.entry(k).shape;
-  const layers = new Set(teFile.names().map((k) => /encoder\.layers\.(\d+)\./.exec(k)?.[1]).filter(Boolean)).size;
+  const layers = new Set(
+    teFile
+      .names()
+      .map((k) => /encoder\.layers\.(\d+)\./.exec(k)?.[1])
+      .filter(Boolean),
+  ).size;
   const simple: Record<string, string> = {
     'text_model.embeddings.position_embedding.weight': 'positional_embedding',
     'text_model.embeddings.token_embedding.weight': 'token_embedding.weight',
@@ -157,7 +168,13 @@ function openClipTensors(teFile: SafetensorsFile, prefix: string, extraLayer: bo
     const dst = `${prefix}transformer.resblocks.${i}.`;
     const scale = i === layers ? -3 : 1; // the extra layer differs, so keeping it by mistake would show
     const sc = (d: Float32Array) => d.map((v) => v * scale);
-    const renames: Record<string, string> = { layer_norm1: 'ln_1', layer_norm2: 'ln_2', 'self_attn.out_proj': 'attn.out_proj', 'mlp.fc1': 'mlp.c_fc', 'mlp.fc2': 'mlp.c_proj' };
+    const renames: Record<string, string> = {
+      layer_norm1: 'ln_1',
+      layer_norm2: 'ln_2',
+      'self_attn.out_proj': 'attn.out_proj',
+      'mlp.fc1': 'mlp.c_fc',
+      'mlp.fc2': 'mlp.c_proj',
+    };
     for (const [from, to] of Object.entries(renames)) {
       for (const wb of ['weight', 'bias']) out[`${dst}${to}.${wb}`] = f32(shape(`${src}${from}.${wb}`), sc(get(`${src}${from}.${wb}`)));
     }
@@ -226,13 +243,15 @@ test('SDXL refiner single file: bigG only, as text_encoder_2', async () => {
   copyTensors(file, [
     {
       file: xl,
-      rename: (k) =>
-        k.startsWith('conditioner.embedders.0.') ? undefined : k.replace('conditioner.embedders.1.model.', 'conditioner.embedders.0.model.'),
+      rename: (k) => (k.startsWith('conditioner.embedders.0.') ? undefined : k.replace('conditioner.embedders.1.model.', 'conditioner.embedders.0.model.')),
     },
   ]);
   const m = await loadModel({ path: file, tokenizerDir: fx('tiny-sdxl') }, opts);
   assert.equal(m.family, 'sdxl-refiner');
-  assert.deepEqual(m.textEncoders.map((t) => t.component), ['text_encoder_2']);
+  assert.deepEqual(
+    m.textEncoders.map((t) => t.component),
+    ['text_encoder_2'],
+  );
   assert.deepEqual(m.tokenizerDirs, [fx('tiny-sdxl/tokenizer_2')]);
   const folder = await loadModel({ path: fx('tiny-sdxl') }, opts);
   assertSameWeights(m.textEncoders[0]!.weights, folder.textEncoders[1]!.weights, 'refiner text_encoder_2');
@@ -376,7 +395,10 @@ test('standard tokenizers come from the HF cache; offline, the error says what t
   cpSync(fx('tiny-sdxl/tokenizer'), snap, { recursive: true });
   mkdirSync(join(cache, 'models--openai--clip-vit-large-patch14', 'refs'), { recursive: true });
   writeFileSync(join(cache, 'models--openai--clip-vit-large-patch14', 'refs', 'main'), 'abc123');
-  await assert.rejects(loadModel(ref, { ...opts, hfCacheDir: cache }), /openclip-bigG tokenizer is missing.*laion\/CLIP-ViT-bigG-14-laion2B-39B-b160k\/resolve\/main\/vocab\.json/s);
+  await assert.rejects(
+    loadModel(ref, { ...opts, hfCacheDir: cache }),
+    /openclip-bigG tokenizer is missing.*laion\/CLIP-ViT-bigG-14-laion2B-39B-b160k\/resolve\/main\/vocab\.json/s,
+  );
   // A network failure is reported the same way, with its reason.
   const failing = (() => Promise.reject(new Error('getaddrinfo ENOTFOUND huggingface.co'))) as unknown as typeof fetch;
   await assert.rejects(

@@ -115,7 +115,9 @@ test('txt2img: A1111 defaults, legacy "<sampler> <schedule>" names, seeds reprod
   assert.equal(a.json().parameters.cfg_scale, 7);
   const b = await post('/sdapi/v1/txt2img', { prompt: 'a cat', steps: 2, width: 64, height: 64, seed: 77, sampler_name: 'DPM++ 2M', scheduler: 'Karras' });
   assert.ok((await pixels(b.json().images[0])).equals(await pixels(a.json().images[0])), 'same seed and settings give the same pixels');
-  const euler = JSON.parse((await post('/sdapi/v1/txt2img', { prompt: 'a cat', steps: 2, width: 64, height: 64, seed: 77, sampler_name: 'Euler', scheduler: 'Karras' })).json().info);
+  const euler = JSON.parse(
+    (await post('/sdapi/v1/txt2img', { prompt: 'a cat', steps: 2, width: 64, height: 64, seed: 77, sampler_name: 'Euler', scheduler: 'Karras' })).json().info,
+  );
   assert.match(euler.infotexts[0], /Sampler: Euler, Schedule type: Karras, CFG scale: 7/);
   const random = JSON.parse((await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 64, height: 64 })).json().info);
   assert.ok(random.seed >= 0 && random.seed < 4294967294);
@@ -129,7 +131,13 @@ test('txt2img: n_iter x batch_size images, prompt lists, send_images false, samp
   const n = await post('/sdapi/v1/txt2img', { prompt: 'a', steps: 1, width: 64, height: 64, batch_size: 2, n_iter: 2, send_images: false });
   assert.deepEqual(n.json().images, []);
   assert.equal(JSON.parse(n.json().info).all_seeds.length, 4);
-  const j = await post('/sdapi/v1/txt2img', { prompt: 'a', steps: 1, width: 64, height: 64, override_settings: { samples_format: 'jpg', CLIP_stop_at_last_layers: 2 } });
+  const j = await post('/sdapi/v1/txt2img', {
+    prompt: 'a',
+    steps: 1,
+    width: 64,
+    height: 64,
+    override_settings: { samples_format: 'jpg', CLIP_stop_at_last_layers: 2 },
+  });
   const jpg = Buffer.from(j.json().images[0], 'base64');
   assert.equal((await sharp(jpg).metadata()).format, 'jpeg');
   assert.match((await readInfotext(jpg))!, /Clip skip: 2/);
@@ -156,7 +164,15 @@ test('img2img: init_images as base64 and data URI; denoising strength in the inf
   assert.match(info.infotexts[0], /Denoising strength: 0.5/);
   assert.equal(info.denoising_strength, 0.5);
   assert.equal(r.json().parameters.init_images, null);
-  const d = await post('/sdapi/v1/img2img', { init_images: [`data:image/png;base64,${src}`], prompt: 'a house', steps: 4, width: 64, height: 64, denoising_strength: 0.5, seed: 3 });
+  const d = await post('/sdapi/v1/img2img', {
+    init_images: [`data:image/png;base64,${src}`],
+    prompt: 'a house',
+    steps: 4,
+    width: 64,
+    height: 64,
+    denoising_strength: 0.5,
+    seed: 3,
+  });
   assert.ok(d.json().images[0] === r.json().images[0], 'a data URI and plain base64 give the same image');
 
   const missing = await post('/sdapi/v1/img2img', { prompt: 'x' });
@@ -284,7 +300,8 @@ test('discovery: samplers, schedulers, sd-models (title with short hash), loras,
 });
 
 test('png-info: reads the parameters text and parses it the way A1111 does', async () => {
-  const img = (await post('/sdapi/v1/txt2img', { prompt: 'a cat, sitting', negative_prompt: 'dog', steps: 2, width: 64, height: 64, seed: 42 })).json().images[0];
+  const img = (await post('/sdapi/v1/txt2img', { prompt: 'a cat, sitting', negative_prompt: 'dog', steps: 2, width: 64, height: 64, seed: 42 })).json()
+    .images[0];
   const r = await post('/sdapi/v1/png-info', { image: `data:image/png;base64,${img}` });
   assert.equal(r.statusCode, 200);
   const body = r.json();
@@ -294,6 +311,8 @@ test('png-info: reads the parameters text and parses it the way A1111 does', asy
   assert.equal(body.parameters.Seed, '42');
   assert.equal(body.parameters['Size-1'], '64');
   assert.equal(body.parameters['Size-2'], '64');
-  const plain = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#fff' } }).png().toBuffer();
+  const plain = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#fff' } })
+    .png()
+    .toBuffer();
   assert.deepEqual((await post('/sdapi/v1/png-info', { image: plain.toString('base64') })).json(), { info: '', items: {}, parameters: {} });
 });

@@ -18,11 +18,20 @@ after(async () => {
 });
 
 async function png(color: string, size = 64): Promise<Buffer> {
-  return sharp({ create: { width: size, height: size, channels: 3, background: color } }).png().toBuffer();
+  return sharp({ create: { width: size, height: size, channels: 3, background: color } })
+    .png()
+    .toBuffer();
 }
 
 test('openai client: images.generate with b64_json -> PNGs of the requested size and count', async () => {
-  const res = await client.images.generate({ model: 'dall-e-2', prompt: 'a red apple|blurry', n: 2, size: '64x64' as never, response_format: 'b64_json', quality: 'low' });
+  const res = await client.images.generate({
+    model: 'dall-e-2',
+    prompt: 'a red apple|blurry',
+    n: 2,
+    size: '64x64' as never,
+    response_format: 'b64_json',
+    quality: 'low',
+  });
   assert.ok(res.created > 1_600_000_000);
   assert.equal(res.data!.length, 2);
   const seeds = [];
@@ -47,7 +56,14 @@ test('openai client: response_format url serves the stored file; output_format j
   const fetched = await fetch(url, { headers: { authorization: 'Bearer sk-test-alice-key' } });
   assert.equal(fetched.status, 200);
   assert.equal(fetched.headers.get('content-type'), 'image/png');
-  const jpeg = await client.images.generate({ model: 'gpt-image-1', prompt: 'a boat', size: '64x64' as never, output_format: 'jpeg', output_compression: 40, quality: 'low' });
+  const jpeg = await client.images.generate({
+    model: 'gpt-image-1',
+    prompt: 'a boat',
+    size: '64x64' as never,
+    output_format: 'jpeg',
+    output_compression: 40,
+    quality: 'low',
+  });
   const bytes = Buffer.from(jpeg.data![0]!.b64_json!, 'base64');
   assert.equal((await sharp(bytes).metadata()).format, 'jpeg');
   assert.equal(jpeg.output_format, 'jpeg');
@@ -55,14 +71,25 @@ test('openai client: response_format url serves the stored file; output_format j
 
 test('openai client: images.edit uploads an image (img2img) and images.createVariation works', async () => {
   const input = await png('#2060c0');
-  const res = await client.images.edit({ image: await toFile(input, 'input.png', { type: 'image/png' }), prompt: 'make it sunset', n: 1, response_format: 'b64_json', quality: 'low' } as never);
+  const res = await client.images.edit({
+    image: await toFile(input, 'input.png', { type: 'image/png' }),
+    prompt: 'make it sunset',
+    n: 1,
+    response_format: 'b64_json',
+    quality: 'low',
+  } as never);
   const bytes = Buffer.from(res.data![0]!.b64_json!, 'base64');
   const meta = await sharp(bytes).metadata();
   assert.deepEqual([meta.width, meta.height], [64, 64], 'the output defaults to the input size');
   assert.match((await readInfotext(bytes))!, /^make it sunset\n.*Denoising strength: 0.75/s);
 
   // dall-e-2 only offers 256x256 and up; the tiny model at 256x256 takes ~40 s on CPU, so this asks for 128x128.
-  const v = await client.images.createVariation({ image: await toFile(input, 'input.png', { type: 'image/png' }), n: 1, size: '128x128' as never, response_format: 'b64_json' });
+  const v = await client.images.createVariation({
+    image: await toFile(input, 'input.png', { type: 'image/png' }),
+    n: 1,
+    size: '128x128' as never,
+    response_format: 'b64_json',
+  });
   const vm = await sharp(Buffer.from(v.data![0]!.b64_json!, 'base64')).metadata();
   assert.deepEqual([vm.width, vm.height], [128, 128]);
 });
@@ -78,7 +105,11 @@ test('openai client: errors arrive as APIError with OpenAI error objects', async
   );
   const mask = await png('#000');
   await assert.rejects(
-    client.images.edit({ image: await toFile(await png('#fff'), 'a.png', { type: 'image/png' }), mask: await toFile(mask, 'm.png', { type: 'image/png' }), prompt: 'x' }),
+    client.images.edit({
+      image: await toFile(await png('#fff'), 'a.png', { type: 'image/png' }),
+      mask: await toFile(mask, 'm.png', { type: 'image/png' }),
+      prompt: 'x',
+    }),
     (e: any) => e.status === 501 && e.error?.param === 'mask' && /inpainting masks/.test(e.message),
   );
   const noKey = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'wrong-key', maxRetries: 0 });
@@ -101,7 +132,11 @@ test('raw HTTP: the error object always has all four keys; sd.cpp extra args and
   }
 
   const prompt = 'a castle <sd_cpp_extra_args>{"steps": 3, "cfg_scale": 4.5, "seed": 42, "sampler": "Euler"}</sd_cpp_extra_args>';
-  const r = await fetch(`${s.url}/v1/images/generations`, { method: 'POST', headers, body: JSON.stringify({ prompt, negative_prompt: 'fog', size: '64x64', response_format: 'b64_json' }) });
+  const r = await fetch(`${s.url}/v1/images/generations`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ prompt, negative_prompt: 'fog', size: '64x64', response_format: 'b64_json' }),
+  });
   assert.equal(r.status, 200);
   const info = (await readInfotext(Buffer.from((await r.json()).data[0].b64_json, 'base64')))!;
   assert.equal(info.split('\n')[0], 'a castle');

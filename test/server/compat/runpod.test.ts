@@ -20,7 +20,8 @@ after(async () => {
   await s.close();
 });
 
-const post = (url: string, payload: unknown, headers: Record<string, string> = auth) => s.app.inject({ method: 'POST', url, payload: payload as object, headers });
+const post = (url: string, payload: unknown, headers: Record<string, string> = auth) =>
+  s.app.inject({ method: 'POST', url, payload: payload as object, headers });
 const get = (url: string, headers: Record<string, string> = auth) => s.app.inject({ method: 'GET', url, headers });
 
 async function expectCompleted(r: Awaited<ReturnType<typeof post>>) {
@@ -81,14 +82,35 @@ test('seed 000 "Request Body (Full Configuration)" via /runsync (64x64 instead o
 test('seed 000 Test 2 (custom parameters) and Test 4 (PowerShell body) at 64x64', async () => {
   const t2 = await expectCompleted(
     await post(`${EP}/runsync`, {
-      input: { prompt: 'a red apple on a wooden table, high quality', negative_prompt: 'bad quality, blurry, distorted', seed: 42, steps: 30, cfg_scale: 7.5, sampler_name: 'Euler a', width: 64, height: 64 },
+      input: {
+        prompt: 'a red apple on a wooden table, high quality',
+        negative_prompt: 'bad quality, blurry, distorted',
+        seed: 42,
+        steps: 30,
+        cfg_scale: 7.5,
+        sampler_name: 'Euler a',
+        width: 64,
+        height: 64,
+      },
     }),
   );
   // The seed's scheduler default (Karras) applies when the request names none.
-  assert.match(t2.out.info, /Negative prompt: bad quality, blurry, distorted\nSteps: 30, Sampler: Euler a, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 64x64/);
+  assert.match(
+    t2.out.info,
+    /Negative prompt: bad quality, blurry, distorted\nSteps: 30, Sampler: Euler a, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 64x64/,
+  );
   const t4 = await expectCompleted(
     await post(`${EP}/runsync`, {
-      input: { prompt: 'a cute cat wearing a hat, studio photography', negative_prompt: 'bad quality, blurry', seed: 12345, steps: 25, cfg_scale: 6.5, sampler_name: 'Euler a', width: 64, height: 64 },
+      input: {
+        prompt: 'a cute cat wearing a hat, studio photography',
+        negative_prompt: 'bad quality, blurry',
+        seed: 12345,
+        steps: 25,
+        cfg_scale: 6.5,
+        sampler_name: 'Euler a',
+        width: 64,
+        height: 64,
+      },
     }),
   );
   assert.match(t4.out.info, /Steps: 25, Sampler: Euler a, Schedule type: Karras, CFG scale: 6.5, Seed: 12345/);
@@ -116,7 +138,16 @@ test('seed 000 Test 3 (legacy "DPM++ 2M Karras", 1024x768 -> 96x72) and Test 5 (
   assert.deepEqual([meta.width, meta.height], [96, 72]);
   const t5 = await expectCompleted(
     await post(`${EP}/runsync`, {
-      input: { prompt: 'a beautiful sunset over the ocean, vibrant colors', negative_prompt: 'bad quality, blurry, dark', seed: 777, steps: 35, cfg_scale: 7.0, sampler_name: 'DPM++ 2M SDE Karras', width: 64, height: 64 },
+      input: {
+        prompt: 'a beautiful sunset over the ocean, vibrant colors',
+        negative_prompt: 'bad quality, blurry, dark',
+        seed: 777,
+        steps: 35,
+        cfg_scale: 7.0,
+        sampler_name: 'DPM++ 2M SDE Karras',
+        width: 64,
+        height: 64,
+      },
     }),
   );
   assert.match(t5.out.info, /Steps: 35, Sampler: DPM\+\+ 2M SDE, Schedule type: Karras, CFG scale: 7, Seed: 777/);
@@ -137,7 +168,18 @@ test('seed 000 minimal requests get the documented defaults (1024x1024, 20 steps
     const native = (await get(`/v1/jobs/${id}`)).json();
     assert.deepEqual(
       { ...native.request, output: undefined, model: undefined },
-      { type: 'txt2img', width: 1024, height: 1024, steps: 20, cfg_scale: 5, sampler: 'DPM++ 2M SDE', schedule: 'Karras', images: 1, output: undefined, model: undefined },
+      {
+        type: 'txt2img',
+        width: 1024,
+        height: 1024,
+        steps: 20,
+        cfg_scale: 5,
+        sampler: 'DPM++ 2M SDE',
+        schedule: 'Karras',
+        images: 1,
+        output: undefined,
+        model: undefined,
+      },
     );
     assert.deepEqual(native.seeds, [12345]);
     const status = (await get(`${EP}/status/${id}`)).json();
@@ -208,7 +250,11 @@ test('envelope errors answer {error}: missing input (400), bad key (401), unknow
   assert.equal(badKey.statusCode, 401);
   assert.equal(typeof badKey.json().error, 'string');
   // RunPod also accepts the bare key in Authorization.
-  const bare = await post(`${EP}/runsync`, { input: { prompt: 'x', steps: 1, width: 64, height: 64 } }, { authorization: KEY, 'content-type': 'application/json' });
+  const bare = await post(
+    `${EP}/runsync`,
+    { input: { prompt: 'x', steps: 1, width: 64, height: 64 } },
+    { authorization: KEY, 'content-type': 'application/json' },
+  );
   assert.equal(bare.json().status, 'COMPLETED');
   const unknown = await get(`${EP}/status/00000000-0000-0000-0000-000000000000`);
   assert.equal(unknown.statusCode, 404);

@@ -61,9 +61,21 @@ test('README example request: one prompt x 4 images, base64 -> success, images, 
 
 test('README Python, cURL and JavaScript examples (no num_images_per_prompt: one image each); several prompts; url results', async () => {
   for (const payload of [
-    { prompts: ['baroque oil painting, dramatic chiaroscuro lighting, ancient philosopher contemplating mortality, dark background'], negative_prompt: 'modern, photograph, cartoon, anime', return_format: 'base64' },
-    { prompts: ['baroque oil painting, dramatic chiaroscuro lighting, a weathered stone tablet with ancient text'], negative_prompt: 'modern, low quality', return_format: 'base64' },
-    { prompts: ['baroque oil painting, dramatic chiaroscuro lighting, mystical symbols glowing in darkness'], negative_prompt: 'modern, photograph', return_format: 'base64' },
+    {
+      prompts: ['baroque oil painting, dramatic chiaroscuro lighting, ancient philosopher contemplating mortality, dark background'],
+      negative_prompt: 'modern, photograph, cartoon, anime',
+      return_format: 'base64',
+    },
+    {
+      prompts: ['baroque oil painting, dramatic chiaroscuro lighting, a weathered stone tablet with ancient text'],
+      negative_prompt: 'modern, low quality',
+      return_format: 'base64',
+    },
+    {
+      prompts: ['baroque oil painting, dramatic chiaroscuro lighting, mystical symbols glowing in darkness'],
+      negative_prompt: 'modern, photograph',
+      return_format: 'base64',
+    },
   ]) {
     const r = await post('/generate', { ...payload, ...SMALL });
     assert.equal(r.statusCode, 200, r.body);

@@ -24,7 +24,14 @@ function savedPng(image: string): Buffer {
 }
 
 test('"Generate with all parameters" (cat portrait; 64x64 instead of 256x256) answers every documented field', async () => {
-  const r = await post('/generate', { prompt: 'a detailed portrait of a cat wearing a hat', steps: 30, width: 64, height: 64, guidance_scale: 8.0, seed: 12345 });
+  const r = await post('/generate', {
+    prompt: 'a detailed portrait of a cat wearing a hat',
+    steps: 30,
+    width: 64,
+    height: 64,
+    guidance_scale: 8.0,
+    seed: 12345,
+  });
   assert.equal(r.statusCode, 200, r.body);
   const body = r.json();
   assert.deepEqual(Object.keys(body), ['success', 'image', 'prompt', 'steps', 'guidance_scale', 'dimensions', 'seed']);
@@ -38,7 +45,9 @@ test('"Generate with all parameters" (cat portrait; 64x64 instead of 256x256) an
   assert.equal((await sharp(png).metadata()).width, 64);
   assert.match((await readInfotext(png))!, /Steps: 30, Sampler: PLMS, CFG scale: 8, Seed: 12345, Size: 64x64/);
   // "Use the same seed with identical parameters to reproduce exact results".
-  const again = (await post('/generate', { prompt: 'a detailed portrait of a cat wearing a hat', steps: 30, width: 64, height: 64, guidance_scale: 8.0, seed: 12345 })).json();
+  const again = (
+    await post('/generate', { prompt: 'a detailed portrait of a cat wearing a hat', steps: 30, width: 64, height: 64, guidance_scale: 8.0, seed: 12345 })
+  ).json();
   assert.ok(again.image === body.image);
 });
 

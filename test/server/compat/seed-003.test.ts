@@ -15,7 +15,13 @@ const aliases = { 'stabilityai/stable-diffusion-2-1': 'tiny-sd1', 'stabilityai/s
 let s: CompatServer;
 let open: CompatServer;
 before(async () => {
-  s = await startCompatServer({ modelAliases: aliases, keys: [{ name: 'user', key: 'your-api-key', role: 'user' }, { name: 'admin', key: 'admin-api-key', role: 'admin' }] });
+  s = await startCompatServer({
+    modelAliases: aliases,
+    keys: [
+      { name: 'user', key: 'your-api-key', role: 'user' },
+      { name: 'admin', key: 'admin-api-key', role: 'admin' },
+    ],
+  });
   // The README's img2img and LoRA examples send no X-API-Key; they run against a server without keys.
   open = await startCompatServer({ modelAliases: aliases });
 });
@@ -37,7 +43,16 @@ function multipart(field: string, filename: string, type: string, bytes: Buffer)
 }
 
 test('README text-to-image (count_returned 4, seed 42; 64x64 instead of 768x768) answers one PNG grid of the 4 images', async () => {
-  const params = { prompt: 'A serene mountain landscape, oil painting style', model_id: 'stabilityai/stable-diffusion-2-1', num_inference_steps: 30, guidance_scale: 7.5, width: 64, height: 64, count_returned: 4, seed: 42 };
+  const params = {
+    prompt: 'A serene mountain landscape, oil painting style',
+    model_id: 'stabilityai/stable-diffusion-2-1',
+    num_inference_steps: 30,
+    guidance_scale: 7.5,
+    width: 64,
+    height: 64,
+    count_returned: 4,
+    seed: 42,
+  };
   const r = await s.app.inject({ method: 'POST', url: `/post_config?${qs(params)}`, headers: USER });
   assert.equal(r.statusCode, 200, r.body.slice(0, 300));
   assert.equal(r.headers['content-type'], 'image/png');
@@ -45,7 +60,10 @@ test('README text-to-image (count_returned 4, seed 42; 64x64 instead of 768x768)
   const meta = await sharp(r.rawPayload).metadata();
   assert.deepEqual([meta.format, meta.width, meta.height], ['png', 128, 128]);
   const one = await s.app.inject({ method: 'POST', url: `/post_config?${qs({ ...params, count_returned: 1 })}`, headers: USER });
-  assert.match((await readInfotext(one.rawPayload))!, /^A serene mountain landscape, oil painting style\nSteps: 30, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 64x64/);
+  assert.match(
+    (await readInfotext(one.rawPayload))!,
+    /^A serene mountain landscape, oil painting style\nSteps: 30, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 64x64/,
+  );
   // The first grid cell is the count_returned=1 image (batched UNet calls may differ by a rounding step).
   const cell = await sharp(r.rawPayload).extract({ left: 0, top: 0, width: 64, height: 64 }).removeAlpha().raw().toBuffer();
   const single = await sharp(one.rawPayload).removeAlpha().raw().toBuffer();
@@ -56,9 +74,15 @@ test('README text-to-image (count_returned 4, seed 42; 64x64 instead of 768x768)
 });
 
 test('README image-to-image: multipart `image` upload with query parameters -> img2img at the requested size', async () => {
-  const input = await sharp({ create: { width: 80, height: 64, channels: 3, background: '#d08020' } }).jpeg().toBuffer();
+  const input = await sharp({ create: { width: 80, height: 64, channels: 3, background: '#d08020' } })
+    .jpeg()
+    .toBuffer();
   const mp = multipart('image', 'input.jpg', 'multipart/form-data', input);
-  const r = await open.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'Make it sunset', model_id: 'stabilityai/stable-diffusion-2-1', num_inference_steps: 20, width: 64, height: 64 })}`, ...mp });
+  const r = await open.app.inject({
+    method: 'POST',
+    url: `/post_config?${qs({ prompt: 'Make it sunset', model_id: 'stabilityai/stable-diffusion-2-1', num_inference_steps: 20, width: 64, height: 64 })}`,
+    ...mp,
+  });
   assert.equal(r.statusCode, 200, r.body.slice(0, 300));
   assert.match((await readInfotext(r.rawPayload))!, /Steps: 20, .*Size: 64x64.*Denoising strength: 0.75/);
 });
@@ -67,7 +91,10 @@ test('README LoRA example: /add_new_lora and the lora parameter answer 501 namin
   const add = await open.app.inject({ method: 'GET', url: '/add_new_lora?name=pixel_art_style' });
   assert.equal(add.statusCode, 501);
   assert.match(add.json().detail, /LoRA/);
-  const use = await open.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'pixel_art_style, a cat wearing sunglasses', lora: 'pixel_art_style', model_id: 'stabilityai/stable-diffusion-xl-base-1.0' })}` });
+  const use = await open.app.inject({
+    method: 'POST',
+    url: `/post_config?${qs({ prompt: 'pixel_art_style, a cat wearing sunglasses', lora: 'pixel_art_style', model_id: 'stabilityai/stable-diffusion-xl-base-1.0' })}`,
+  });
   assert.equal(use.statusCode, 501);
   assert.match(use.json().detail, /^lora: LoRA is not implemented/);
   const flux = await open.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'x', model_id: 'black-forest-labs/FLUX.1-dev' })}` });

@@ -9,7 +9,9 @@ import { cancelQueued, findQueued, holdQueue, startCompatServer, type CompatServ
 
 let s: CompatServer;
 before(async () => {
-  s = await startCompatServer({ modelAliases: { Amanatsu: 'tiny-sd1', 'stable-diffusion-xl-base-1.0': 'tiny-sd1', 'stable-diffusion-xl-refiner-1.0': 'tiny-sd1' } });
+  s = await startCompatServer({
+    modelAliases: { Amanatsu: 'tiny-sd1', 'stable-diffusion-xl-base-1.0': 'tiny-sd1', 'stable-diffusion-xl-refiner-1.0': 'tiny-sd1' },
+  });
 });
 after(async () => {
   await s.close();
@@ -85,7 +87,10 @@ test('README example without LoRA and hires (64x64; the refiner runs): queued ->
   assert.ok(final.output_path.startsWith('outputs/') && final.output_path.endsWith('.jpg'));
   const jpg = Buffer.from(final.image, 'base64');
   assert.equal((await sharp(jpg).metadata()).format, 'jpeg');
-  assert.match((await readInfotext(jpg))!, /Steps: 30, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123456789, Size: 64x64.*Refiner: tiny-sd1, Refiner switch at: 0.8/);
+  assert.match(
+    (await readInfotext(jpg))!,
+    /Steps: 30, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123456789, Size: 64x64.*Refiner: tiny-sd1, Refiner switch at: 0.8/,
+  );
   // The seed deletes a job's files after the final response.
   assert.equal((await s.app.inject(`/queue/${job_id}`)).statusCode, 404);
 });
@@ -96,7 +101,16 @@ test('friendly labels select models; defaults (512x512, 30 steps, DPM++ 2M Karra
     const r = (await post('/txt2img', { prompt: 'a beautiful anime girl', model: 'Amanatsu' })).json();
     const queued = await findQueued(s.app, (j) => j.id === r.job_id);
     assert.deepEqual(
-      [queued.request.model, queued.request.width, queued.request.height, queued.request.steps, queued.request.sampler, queued.request.schedule, queued.request.output.format, queued.request.output.quality],
+      [
+        queued.request.model,
+        queued.request.width,
+        queued.request.height,
+        queued.request.steps,
+        queued.request.sampler,
+        queued.request.schedule,
+        queued.request.output.format,
+        queued.request.output.quality,
+      ],
       ['Amanatsu', 512, 512, 30, 'DPM++ 2M Karras', 'Karras', 'jpeg', 85],
     );
     const q = (await s.app.inject(`/queue/${r.job_id}`)).json();
