@@ -62,7 +62,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   }
   const prompt = positionals.join(' ');
   const modelPath = values.model ?? process.env.KILN_MODEL;
-  if (!modelPath) throw new Error('--model is required (a diffusers folder or a .safetensors file)\n\n' + HELP);
+  if (!modelPath) throw new Error(`--model is required (a diffusers folder or a .safetensors file)\n\n${HELP}`);
   if (!prompt) throw new Error('a prompt is required, e.g. kiln generate -m MODEL "a red apple"');
 
   const format = formatFromExtension(values.output!);

@@ -24,7 +24,7 @@ async function ensureDefaultModel(config: KilnConfig): Promise<void> {
 export async function runServe(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv);
   if (flags.help) {
-    process.stdout.write(USAGE + optionsHelp() + '\n');
+    process.stdout.write(`${USAGE + optionsHelp()}\n`);
     return 0;
   }
   const config = loadConfig({ flags });

@@ -84,7 +84,7 @@ export function parseInfotext(text: string): { prompt: string; negativePrompt: s
       params[m[1]!.trim()] = v.startsWith('"') ? (JSON.parse(v) as string) : v;
     }
   } else last = '';
-  let prompt: string[] = [];
+  const prompt: string[] = [];
   const negative: string[] = [];
   let inNegative = false;
   for (const line of lines) {

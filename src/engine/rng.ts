@@ -378,8 +378,8 @@ function pasteCentred(dst: Float32Array, [c, h, w]: [number, number, number], sr
   const dy = Math.floor((h - sh) / 2);
   const cw = dx >= 0 ? sw : sw + 2 * dx;
   const ch = dy >= 0 ? sh : sh + 2 * dy;
-  const tx = dx < 0 ? 0 : dx;
-  const ty = dy < 0 ? 0 : dy;
+  const tx = Math.max(dx, 0);
+  const ty = Math.max(dy, 0);
   const sx = Math.max(-dx, 0);
   const sy = Math.max(-dy, 0);
   for (let ci = 0; ci < c; ci++) {

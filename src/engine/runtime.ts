@@ -110,7 +110,7 @@ export async function openSession(modelPath: string, opts: SessionOptions): Prom
       loaded();
     }
   }
-  let pending;
+  let pending: ReturnType<typeof beginOptimized>;
   try {
     pending = beginOptimized(entry, env, { supersedes: (other) => sameMachine(other, env) });
   } catch {
@@ -161,7 +161,7 @@ async function create(modelPath: string, opts: SessionOptions, level: Level, mor
     const msg = (e as Error).message;
     if (opts.device !== 'cpu' && /provider|cuda|tensorrt|webgpu/i.test(msg)) {
       throw new Error(
-        `could not start the ${opts.device} execution provider (${msg}). ` + `Install onnxruntime-node's GPU binaries (see README "GPU") or use --device cpu.`,
+        `could not start the ${opts.device} execution provider (${msg}). Install onnxruntime-node's GPU binaries (see README "GPU") or use --device cpu.`,
       );
     }
     throw e;

@@ -145,10 +145,14 @@ export class SqliteJobBackend implements JobBackend {
   async list(opts: JobFilter): Promise<Job[]> {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (opts.owner !== undefined) where.push('owner = ?'), args.push(opts.owner);
-    if (opts.state !== undefined) where.push('state = ?'), args.push(opts.state);
-    if (opts.beforeSeq !== undefined) where.push('seq < ?'), args.push(opts.beforeSeq);
-    return this.rows(`SELECT * FROM jobs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq DESC LIMIT ?`, ...args, opts.limit);
+    const filter = (clause: string, value: unknown) => {
+      where.push(clause);
+      args.push(value);
+    };
+    if (opts.owner !== undefined) filter('owner = ?', opts.owner);
+    if (opts.state !== undefined) filter('state = ?', opts.state);
+    if (opts.beforeSeq !== undefined) filter('seq < ?', opts.beforeSeq);
+    return this.rows(`SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`, ...args, opts.limit);
   }
 
   async counts(): Promise<Record<JobState, number>> {

@@ -335,7 +335,10 @@ function getPath(obj: Record<string, unknown> | undefined, path: string): unknow
 function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
   const parts = path.split('.');
   let cur = obj;
-  for (const part of parts.slice(0, -1)) cur = (cur[part] ??= {}) as Record<string, unknown>;
+  for (const part of parts.slice(0, -1)) {
+    cur[part] ??= {};
+    cur = cur[part] as Record<string, unknown>;
+  }
   cur[parts[parts.length - 1]!] = value;
 }
 

@@ -40,7 +40,7 @@ function describe(e: ErrorObject): string {
     case 'required':
       return 'is required';
     case 'enum':
-      return `must be one of ${(e.params?.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+      return `must be one of ${((e.params?.allowedValues ?? []) as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     case 'anyOf':
       return 'has the wrong type';
     default:

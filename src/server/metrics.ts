@@ -59,7 +59,7 @@ export class Metrics {
     );
     const mem = process.memoryUsage();
     metric('kiln_process_resident_memory_bytes', 'gauge', 'Resident memory of the server process.', [['', mem.rss]]);
-    return lines.join('\n') + '\n';
+    return `${lines.join('\n')}\n`;
   }
 
   close(): void {

@@ -36,6 +36,7 @@ function makeChunk(type: string, data: Buffer): Buffer {
 
 function isLatin1(text: string): boolean {
   // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the check is exactly "every code point fits Latin-1", control characters included
   return /^[\u0000-\u00ff]*$/.test(text);
 }
 

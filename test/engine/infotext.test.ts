@@ -54,8 +54,8 @@ test('parseInfotext reads back what buildInfotext wrote', () => {
   const parsed = parseInfotext(text);
   assert.equal(parsed.prompt, 'line one\nline two');
   assert.equal(parsed.negativePrompt, 'bad');
-  assert.equal(parsed.params['Steps'], '9');
-  assert.equal(parsed.params['Model'], 'a,b');
+  assert.equal(parsed.params.Steps, '9');
+  assert.equal(parsed.params.Model, 'a,b');
   assert.equal(parsed.params['Denoising strength'], '0.6');
-  assert.equal(parsed.params['Size'], '64x32');
+  assert.equal(parsed.params.Size, '64x32');
 });

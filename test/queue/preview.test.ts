@@ -23,7 +23,13 @@ function queueWith(dir: string, engine: Engine, previewEvery: number) {
   const storage = new LocalImageStore(join(dir, 'images'));
   const run = createExecutor({ engine, storage, resolveModel: async () => ({ path: 'fake-model' }), previewEvery });
   const q = new JobQueue({ backend: store, run, config: { ...testConfig(dir).queue, cleanupIntervalMs: 0 }, storage });
-  return { q, close: async () => (await q.stop(), await store.close()) };
+  return {
+    q,
+    close: async () => {
+      await q.stop();
+      await store.close();
+    },
+  };
 }
 
 test('previews cross the worker thread with their pixels; none unless asked for', async () => {
@@ -97,7 +103,13 @@ test('previewEvery 0 asks the engine for no previews', async () => {
   const t = tempDir();
   let asked: unknown = 'not called';
   const fake = createEngine();
-  const engine: Engine = { ...fake, generate: (req, opts) => ((asked = opts.preview), fake.generate(req, opts)) };
+  const engine: Engine = {
+    ...fake,
+    generate: (req, opts) => {
+      asked = opts.preview;
+      return fake.generate(req, opts);
+    },
+  };
   const { q, close } = queueWith(t.dir, engine, 0);
   try {
     await q.start();

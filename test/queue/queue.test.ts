@@ -52,7 +52,10 @@ test('jobs run one at a time, in submission order, with progress events', async 
     let maxRunning = 0;
     const starts: string[] = [];
     for (const e of events) {
-      if (e.type === 'started') running++, starts.push(e.job.id);
+      if (e.type === 'started') {
+        running++;
+        starts.push(e.job.id);
+      }
       if (e.type === 'succeeded') running--;
       maxRunning = Math.max(maxRunning, running);
     }
@@ -195,7 +198,11 @@ test('graceful stop re-queues the running job without counting the attempt', asy
     await q.start();
     const job = await q.submit(spec({ steps: 100 }));
     await new Promise<void>((r) => {
-      const off = q.events(job.id, (e) => e.type === 'progress' && e.step >= 2 && (off(), r()));
+      const off = q.events(job.id, (e) => {
+        if (e.type !== 'progress' || e.step < 2) return;
+        off();
+        r();
+      });
     });
     await q.stop(50);
     const after = (await store.get(job.id))!;

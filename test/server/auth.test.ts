@@ -63,7 +63,7 @@ test('key comparison: exact match only, constant-time path over every key', () =
   assert.equal(ring.check(USER)?.name, 'alice');
   assert.equal(ring.check(ADMIN)?.role, 'admin');
   assert.equal(ring.check(USER.slice(0, -1)), undefined);
-  assert.equal(ring.check(USER + 'x'), undefined);
+  assert.equal(ring.check(`${USER}x`), undefined);
   assert.equal(ring.check(''), undefined);
   assert.equal(ring.check(undefined), undefined);
   assert.equal(new KeyRing([]).check(undefined)?.anonymous, true);

@@ -23,8 +23,8 @@ test('the models endpoint lists SD1, SD2 and SDXL checkpoints with their family 
     assert.equal(by['tiny-sd2']!.family, 'sd2');
     assert.equal(by['tiny-sd2']!.prediction, 'v_prediction');
     assert.equal(by['tiny-sdxl']!.family, 'sdxl');
-    assert.equal(by['broken']!.family, null);
-    assert.match(by['broken']!.problem!, /broken\.safetensors/);
+    assert.equal(by.broken!.family, null);
+    assert.match(by.broken!.problem!, /broken\.safetensors/);
   } finally {
     await s.close();
     t.remove();

@@ -64,8 +64,7 @@ test('SSE over a socket streams progress as it happens', async () => {
       const { value, done } = await reader.read();
       if (done) break;
       buf += new TextDecoder().decode(value);
-      let i: number;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
+      for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
         const block = buf.slice(0, i);
         buf = buf.slice(i + 2);
         if (block.startsWith('event:')) arrivals.push({ event: block.split('\n')[0]!.slice(7), at: Date.now() });

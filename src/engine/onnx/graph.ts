@@ -77,7 +77,7 @@ export class GraphBuilder {
   }
 
   private fresh(base: string): string {
-    let name = base.replace(/[^A-Za-z0-9_.:/-]/g, '_');
+    const name = base.replace(/[^A-Za-z0-9_.:/-]/g, '_');
     if (!this.usedNames.has(name)) {
       this.usedNames.add(name);
       return name;

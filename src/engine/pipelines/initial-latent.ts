@@ -24,7 +24,7 @@ export function batchNoise(req: GenerateRequest, batch: ImageBatch, shape: [numb
     seeds: batch.seeds,
     subseeds: batch.subseeds,
     subseedStrength: batch.subseedStrength,
-    resizeFrom: resize && resize.width && resize.height ? resize : undefined,
+    resizeFrom: resize?.width && resize.height ? resize : undefined,
     latentFactor,
     shape,
     source: req.rng ?? 'cpu',

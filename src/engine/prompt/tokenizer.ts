@@ -167,7 +167,7 @@ export class ClipTokenizer {
     this.eos = idOf('eos', special.eos);
     this.unk = idOf('unk', special.unk);
     this.pad = idOf('pad', special.pad);
-    this.comma = vocab.get(',' + END_OF_WORD);
+    this.comma = vocab.get(`,${END_OF_WORD}`);
     this.idToToken = new Map();
     for (const [token, id] of vocab) if (!this.idToToken.has(id)) this.idToToken.set(id, token);
     // transformers registers every special token as "no split", even a pad token of "!" (SD2/SDXL-G): such a
@@ -204,7 +204,7 @@ export class ClipTokenizer {
     mergeLines.forEach((line, rank) => {
       const parts = line.trim().split(/\s+/);
       if (parts.length !== 2) throw new ModelFileError(mergesFile, `line ${rank + 2} is not a pair of symbols: ${JSON.stringify(line)}`);
-      bpeRanks.set(parts[0] + ' ' + parts[1], rank);
+      bpeRanks.set(`${parts[0]} ${parts[1]}`, rank);
     });
 
     // CLIPTokenizer's defaults, overridden by tokenizer_config.json, then by special_tokens_map.json (as from_pretrained does).
@@ -302,10 +302,10 @@ export class ClipTokenizer {
       let bestRank = Infinity;
       let best = '';
       for (let k = 0; k + 1 < symbols.length; k++) {
-        const rank = this.bpeRanks.get(symbols[k] + ' ' + symbols[k + 1]);
+        const rank = this.bpeRanks.get(`${symbols[k]} ${symbols[k + 1]}`);
         if (rank !== undefined && rank < bestRank) {
           bestRank = rank;
-          best = symbols[k] + ' ' + symbols[k + 1];
+          best = `${symbols[k]} ${symbols[k + 1]}`;
         }
       }
       if (bestRank === Infinity) break;

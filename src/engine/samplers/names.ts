@@ -294,7 +294,7 @@ export function parseSamplerName(name: string, schedule?: string | null): Parsed
   if (!found) {
     for (const s of SCHEDULES) {
       for (const label of [s.label, s.name, ...s.aliases]) {
-        const tail = ' ' + label.toLowerCase();
+        const tail = ` ${label.toLowerCase()}`;
         if (key.endsWith(tail)) {
           const base = samplerByKey.get(key.slice(0, -tail.length).trim());
           if (base) {

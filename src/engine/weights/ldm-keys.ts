@@ -67,6 +67,10 @@ function kindOf(rests: string[]): SubKind {
 }
 
 /** `model.diffusion_model.*` (prefix given) -> UNet2DConditionModel names. */
+
+const VAE_MID_ATTENTION = /^(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$/;
+const VAE_ATTENTION_NAMES: Record<string, string> = { norm: 'group_norm', q: 'to_q', k: 'to_k', v: 'to_v', proj_out: 'to_out.0' };
+
 export function mapLdmUnet(file: SafetensorsFile, prefix: string): RecipeMap {
   const keys = keysUnder(file, prefix);
   const map: RecipeMap = new Map();
@@ -173,25 +177,30 @@ export function mapLdmVae(file: SafetensorsFile, prefix: string): RecipeMap {
   const keys = keysUnder(file, prefix).filter((k) => /^(encoder|decoder|quant_conv|post_quant_conv)\./.test(k));
   const map: RecipeMap = new Map();
   const upLevels = new Set(keys.map((k) => /^decoder\.up\.(\d+)\./.exec(k)?.[1]).filter((x) => x !== undefined)).size;
+  const up = (level: string) => upLevels - 1 - Number(level);
+  const vaeRules: [RegExp, (m: RegExpExecArray) => string][] = [
+    [/^(encoder|decoder)\.(conv_in|conv_out)\.(.+)$/, (m) => `${m[1]}.${m[2]}.${m[3]}`],
+    [/^(encoder|decoder)\.norm_out\.(.+)$/, (m) => `${m[1]}.conv_norm_out.${m[2]}`],
+    [/^(quant_conv|post_quant_conv)\.(.+)$/, (m) => m[0]],
+    [/^encoder\.down\.(\d+)\.block\.(\d+)\.(.+)$/, (m) => `encoder.down_blocks.${m[1]}.resnets.${m[2]}.${renameVaeResnet(m[3]!)}`],
+    [/^encoder\.down\.(\d+)\.downsample\.(.+)$/, (m) => `encoder.down_blocks.${m[1]}.downsamplers.0.${m[2]}`],
+    [/^decoder\.up\.(\d+)\.block\.(\d+)\.(.+)$/, (m) => `decoder.up_blocks.${up(m[1]!)}.resnets.${m[2]}.${renameVaeResnet(m[3]!)}`],
+    [/^decoder\.up\.(\d+)\.upsample\.(.+)$/, (m) => `decoder.up_blocks.${up(m[1]!)}.upsamplers.0.${m[2]}`],
+    [/^(encoder|decoder)\.mid\.block_([12])\.(.+)$/, (m) => `${m[1]}.mid_block.resnets.${Number(m[2]) - 1}.${renameVaeResnet(m[3]!)}`],
+    [VAE_MID_ATTENTION, (m) => `${m[1]}.mid_block.attentions.0.${VAE_ATTENTION_NAMES[m[2]!]}.${m[3]}`],
+  ];
   const unmapped: string[] = [];
   for (const k of keys) {
     const key = prefix + k;
-    let m: RegExpExecArray | null;
     let name: string | undefined;
     let shape: number[] | undefined;
-    if ((m = /^(encoder|decoder)\.(conv_in|conv_out)\.(.+)$/.exec(k))) name = `${m[1]}.${m[2]}.${m[3]}`;
-    else if ((m = /^(encoder|decoder)\.norm_out\.(.+)$/.exec(k))) name = `${m[1]}.conv_norm_out.${m[2]}`;
-    else if ((m = /^(quant_conv|post_quant_conv)\.(.+)$/.exec(k))) name = k;
-    else if ((m = /^encoder\.down\.(\d+)\.block\.(\d+)\.(.+)$/.exec(k))) name = `encoder.down_blocks.${m[1]}.resnets.${m[2]}.${renameVaeResnet(m[3]!)}`;
-    else if ((m = /^encoder\.down\.(\d+)\.downsample\.(.+)$/.exec(k))) name = `encoder.down_blocks.${m[1]}.downsamplers.0.${m[2]}`;
-    else if ((m = /^decoder\.up\.(\d+)\.block\.(\d+)\.(.+)$/.exec(k))) {
-      name = `decoder.up_blocks.${upLevels - 1 - Number(m[1])}.resnets.${m[2]}.${renameVaeResnet(m[3]!)}`;
-    } else if ((m = /^decoder\.up\.(\d+)\.upsample\.(.+)$/.exec(k))) name = `decoder.up_blocks.${upLevels - 1 - Number(m[1])}.upsamplers.0.${m[2]}`;
-    else if ((m = /^(encoder|decoder)\.mid\.block_([12])\.(.+)$/.exec(k))) name = `${m[1]}.mid_block.resnets.${Number(m[2]) - 1}.${renameVaeResnet(m[3]!)}`;
-    else if ((m = /^(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$/.exec(k))) {
-      const inner = { norm: 'group_norm', q: 'to_q', k: 'to_k', v: 'to_v', proj_out: 'to_out.0' }[m[2]!]!;
-      name = `${m[1]}.mid_block.attentions.0.${inner}.${m[3]}`;
-      shape = squeezedLinear(file, key);
+    for (const [pattern, rename] of vaeRules) {
+      const m = pattern.exec(k);
+      if (!m) continue;
+      name = rename(m);
+      // The LDM mid-block attention stores its projections as 1x1 convolutions; diffusers has linears.
+      if (pattern === VAE_MID_ATTENTION) shape = squeezedLinear(file, key);
+      break;
     }
     if (name) put(map, file, name, key, shape);
     else unmapped.push(key);
@@ -265,20 +274,21 @@ export function mapOpenClip(file: SafetensorsFile, prefix: string, opts: OpenCli
   };
   for (const k of keys) {
     const key = prefix + k;
-    let m: RegExpExecArray | null;
+    const finalNorm = /^ln_final\.(weight|bias)$/.exec(k);
+    const block = /^transformer\.resblocks\.(\d+)\.(.+)$/.exec(k);
     if (k === 'positional_embedding') {
       put(map, file, 'text_model.embeddings.position_embedding.weight', key);
       map.set('text_model.embeddings.position_ids', { kind: 'arange', shape: [1, file.entry(key).shape[0]!] });
     } else if (k === 'token_embedding.weight') put(map, file, 'text_model.embeddings.token_embedding.weight', key);
-    else if ((m = /^ln_final\.(weight|bias)$/.exec(k))) put(map, file, `text_model.final_layer_norm.${m[1]}`, key);
+    else if (finalNorm) put(map, file, `text_model.final_layer_norm.${finalNorm[1]}`, key);
     else if (k === 'text_projection') {
       if (opts.withProjection) map.set('text_projection.weight', { kind: 'transpose', file, key });
     } else if (k === 'logit_scale' || k === 'attn_mask') {
       // contrastive-training scalar and the causal-mask buffer: not weights of the text encoder
-    } else if ((m = /^transformer\.resblocks\.(\d+)\.(.+)$/.exec(k))) {
-      const layer = Number(m[1]);
+    } else if (block) {
+      const layer = Number(block[1]);
       if (layer >= keep) continue;
-      const rest = m[2]!;
+      const rest = block[2]!;
       const base = `text_model.encoder.layers.${layer}.`;
       const fused = /^attn\.in_proj_(weight|bias)$/.exec(rest);
       if (fused) {

@@ -2,7 +2,7 @@
 // and how to reshape it (split fused q/k/v, transpose, squeeze 1x1 convs). Nothing is read until get().
 import { ModelFileError } from '../api.ts';
 import type { Tensor } from '../tensor.ts';
-import { SafetensorsFile } from './safetensors.ts';
+import type { SafetensorsFile } from './safetensors.ts';
 import type { WeightDType, WeightSource } from './types.ts';
 
 export type Recipe =

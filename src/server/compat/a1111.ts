@@ -120,6 +120,7 @@ export function a1111BodySchema(kind: 'txt2img' | 'img2img', defaults: Record<st
   return { type: 'object', properties: props };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: validated against a1111BodySchema before use; fields are read as the schema types them
 export type Body = Record<string, any>;
 
 // ---------------------------------------------------------------------------------------------------------

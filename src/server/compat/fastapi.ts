@@ -24,7 +24,7 @@ function pydantic2Issue(e: ErrorObject, loc: (string | number)[]): FastApiIssue 
   if (e.keyword === 'minimum' || e.keyword === 'minItems')
     return { loc, msg: `Input should be greater than or equal to ${String(e.params?.limit)}`, type: 'greater_than_equal' };
   if (e.keyword === 'enum')
-    return { loc, msg: `Input should be ${(e.params?.allowedValues as unknown[]).map((v) => `'${String(v)}'`).join(' or ')}`, type: 'enum' };
+    return { loc, msg: `Input should be ${((e.params?.allowedValues ?? []) as unknown[]).map((v) => `'${String(v)}'`).join(' or ')}`, type: 'enum' };
   return { loc, msg: e.message ?? 'Invalid value', type: 'value_error' };
 }
 

@@ -41,7 +41,7 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
         : e.keyword === 'additionalProperties'
           ? `Unrecognized request argument supplied: ${param}`
           : e.keyword === 'enum'
-            ? `Invalid value for '${param}': must be one of ${(e.params?.allowedValues as unknown[]).map((v) => `'${String(v)}'`).join(', ')}.`
+            ? `Invalid value for '${param}': must be one of ${((e.params?.allowedValues ?? []) as unknown[]).map((v) => `'${String(v)}'`).join(', ')}.`
             : `Invalid value for '${param}': ${e.message ?? 'invalid'}.`;
     void reply
       .status(400)
@@ -66,7 +66,7 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
 // ---------------------------------------------------------------------------------------------------------
 // Requests.
 
-const FORMATS = ['png', 'jpeg', 'webp'] as const;
+const _FORMATS = ['png', 'jpeg', 'webp'] as const;
 const QUALITY_STEPS: Record<string, number> = { low: 12, medium: 20, standard: 20, auto: 20, high: 30, hd: 30 };
 
 const common = {

@@ -9,7 +9,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Ajv } from 'ajv';
 import type { ValidateFunction } from 'ajv';
-import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { checkWebhookUrl } from '../../queue/job-spec.ts';

@@ -64,6 +64,7 @@ const body = {
   },
 };
 
+// biome-ignore lint/suspicious/noExplicitAny: validated against the route's body schema before use; fields are read as the schema types them
 type Txt2ImgRequest = Record<string, any>;
 
 /** What this surface keeps in the job record (Job.extra.seed004). */

@@ -28,7 +28,16 @@ function recording(w: WeightSource): { weights: WeightSource; read: Set<string> 
   const read = new Set<string>();
   return {
     read,
-    weights: { names: () => w.names(), has: (n) => w.has(n), shape: (n) => w.shape(n), dtype: (n) => w.dtype(n), get: (n) => (read.add(n), w.get(n)) },
+    weights: {
+      names: () => w.names(),
+      has: (n) => w.has(n),
+      shape: (n) => w.shape(n),
+      dtype: (n) => w.dtype(n),
+      get: (n) => {
+        read.add(n);
+        return w.get(n);
+      },
+    },
   };
 }
 
@@ -138,7 +147,7 @@ test('fp16 text encoder graph type-checks and onnxruntime CPU creates a session'
   const r = ref('sd1/text_encoder');
   for (const attention of ['contrib', 'onnx'] as AttentionKind[]) {
     const opts: ClipTextOptions = { pooled: true, clipSkip: 2, attention };
-    let half;
+    let half: Awaited<ReturnType<typeof encode>>;
     try {
       half = await encode('tiny-sd1', 'text_encoder', r.int64('input_ids'), opts, 'fp16');
     } catch (e) {

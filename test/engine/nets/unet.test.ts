@@ -187,7 +187,7 @@ test('fp16 UNet graph type-checks and runs where onnxruntime CPU has the kernels
           { network: 'unet', weightsIdentity: 'tiny-sdxl', precision: 'fp16', options: unetGraphOptions({ attention }) },
           (b) => buildUnet(b, weights, cfg, { attention }),
         );
-        let session;
+        let session: Awaited<ReturnType<typeof createSession>>;
         try {
           session = await createSession(modelPath, { device: 'cpu' });
         } catch (e) {

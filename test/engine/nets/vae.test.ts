@@ -116,7 +116,7 @@ test('a missing VAE weight is reported by name', async () => {
 test('fp16 VAE decoder graph type-checks and onnxruntime CPU creates a session', async (t) => {
   const r = ref('sd1/vae');
   for (const attention of ['contrib', 'onnx'] as AttentionKind[]) {
-    let session;
+    let session: Awaited<ReturnType<typeof decoder>>;
     try {
       session = await decoder('tiny-sd1', { attention }, 'fp16');
     } catch (e) {

@@ -80,7 +80,11 @@ test('weights line up with the tokens of each weighted piece', () => {
   ];
   const ids: number[] = [];
   const weights: number[] = [];
-  for (const [text, w] of pieces) for (const id of sd1.encode(text)) ids.push(id), weights.push(w);
+  for (const [text, w] of pieces)
+    for (const id of sd1.encode(text)) {
+      ids.push(id);
+      weights.push(w);
+    }
   assert.deepEqual(c.ids, [row(ids)]);
   const expectedWeights = [1, ...weights];
   while (expectedWeights.length < 77) expectedWeights.push(1);

@@ -76,7 +76,10 @@ test('encodeWeightedChunks weights each chunk with its own weights and joins the
         [3, 1],
       ],
     },
-    async (ids, c) => (seen.push(c), tensor([1, 2, 1], Float32Array.from(ids.map((id) => id + c)))),
+    async (ids, c) => {
+      seen.push(c);
+      return tensor([1, 2, 1], Float32Array.from(ids.map((id) => id + c)));
+    },
     'no-norm',
   );
   assert.deepEqual(seen, [0, 1]);

@@ -52,7 +52,7 @@ function dedupe(values: number[]): number[] {
 
 for (const [variant, c] of Object.entries(CASES)) {
   for (const steps of [4, 10, 25]) {
-    test(`${variant}_${steps}: ${c.sampler}${c.schedule ? ' / ' + c.schedule : ''} matches diffusers`, async () => {
+    test(`${variant}_${steps}: ${c.sampler}${c.schedule ? ` / ${c.schedule}` : ''} matches diffusers`, async () => {
       const { tensors, json } = readRef(`schedulers/${variant}_${steps}`);
       const plan = planSampling({ sampler: c.sampler, schedule: c.schedule, steps, model });
       const isVp = json.init_noise_sigma === 1;

@@ -41,7 +41,7 @@ export function readSafetensors(path: string): Map<string, RefTensor> {
 
 export function readRef(relBase: string): { tensors: Map<string, RefTensor>; json: any } {
   return {
-    tensors: readSafetensors(join(REFS_DIR, relBase + '.safetensors')),
-    json: JSON.parse(readFileSync(join(REFS_DIR, relBase + '.json'), 'utf8')),
+    tensors: readSafetensors(join(REFS_DIR, `${relBase}.safetensors`)),
+    json: JSON.parse(readFileSync(join(REFS_DIR, `${relBase}.json`), 'utf8')),
   };
 }

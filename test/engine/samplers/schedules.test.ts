@@ -215,7 +215,13 @@ test('makeDenoiser: eps and v predictions of the same x0 agree; timesteps interp
     assert.ok(Math.abs(b[i]! - x0[i]!) < 1e-5);
   }
   assert.ok(!Number.isInteger(seen[0]));
-  const rounded = makeDenoiser(async (xs, t) => (seen.push(t), xs), { prediction: 'epsilon', schedule: model, timestep: 'round' });
+  const rounded = makeDenoiser(
+    async (xs, t) => {
+      seen.push(t);
+      return xs;
+    },
+    { prediction: 'epsilon', schedule: model, timestep: 'round' },
+  );
   await rounded(x, sigma);
   assert.equal(seen[1], Math.round(seen[0]!));
 });

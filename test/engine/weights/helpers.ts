@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import { SafetensorsFile, writeSafetensors as write } from '../../../src/engine/weights/safetensors.ts';
+import { type SafetensorsFile, writeSafetensors as write } from '../../../src/engine/weights/safetensors.ts';
 import { f32ToBf16Bits, f32ToF16Bits } from '../../../src/engine/weights/float.ts';
 import type { TensorToWrite } from '../../../src/engine/weights/safetensors.ts';
 import type { WeightSource } from '../../../src/engine/weights/types.ts';

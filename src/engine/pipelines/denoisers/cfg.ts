@@ -2,6 +2,7 @@
 // network's raw predictions (as diffusers does), batched in bounded sub-batches. The result is a k-diffusion
 // denoiser built by the model's family (eps / v prediction).
 import type { DiffusionExtras } from '../../families/types.ts';
+import type { Tensor } from '../../tensor.ts';
 import { runSession, type Feed } from '../../runtime.ts';
 import type { Denoiser, ModelSchedule, TimestepMode } from '../../samplers/index.ts';
 import type { BatchConditioning } from '../conditioning.ts';
@@ -38,7 +39,7 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
     const rows = useCfg ? [...imgs, ...imgs.map((i) => i + count)] : imgs.map((i) => i + count);
     const hidden = new Float32Array(rows.length * tokens * dim);
     rows.forEach((r, j) => hidden.set(cond.hidden.data.subarray(r * tokens * dim, (r + 1) * tokens * dim), j * tokens * dim));
-    let pooled;
+    let pooled: Tensor | undefined;
     if (cond.pooled) {
       const pdim = cond.pooled.shape[1]!;
       const data = new Float32Array(rows.length * pdim);
