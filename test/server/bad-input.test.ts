@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/server/app.ts';
-import { testConfig } from '../../src/server/config.ts';
+import { loadConfig, testConfig } from '../../src/server/config.ts';
 import { KEPT_INPUT_BYTES } from '../../src/server/compat/runpod.ts';
 import { tempDir } from '../queue/helpers.ts';
 import { startTestServer, waitForState } from './helpers.ts';
@@ -37,6 +37,10 @@ function multipart(fields: Record<string, string>) {
   const b = 'xxBOUNDARYxx';
   const parts = Object.entries(fields).map(([k, v]) => `--${b}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`);
   return { payload: `${parts.join('')}--${b}--\r\n`, contentType: `multipart/form-data; boundary=${b}` };
+}
+
+function cutShort(form: { payload: string; contentType: string }) {
+  return { ...form, payload: form.payload.slice(0, form.payload.lastIndexOf('--xxBOUNDARYxx--')) };
 }
 
 /** Sends a row; returns a failure description, or undefined when the row holds. */
@@ -185,6 +189,11 @@ test('bad-input table: every bound of issue 10 item 2 answers 4xx naming the fie
         field: 'CLIP_stop_at_last_layers',
         runpodFailed: true,
       },
+      // A multipart body cut short (no closing boundary) is the client's error on every surface that reads forms.
+      { item: 'multipart', url: '/v1/jobs', raw: cutShort(multipart({ prompt: 'x' })), status: 400, field: 'body' },
+      { item: 'multipart', url: '/v1/images/edits', raw: cutShort(multipart({ prompt: 'x' })), status: 400, field: 'body' },
+      { item: 'multipart', url: '/v1/images/variations', raw: cutShort(multipart({ n: '1' })), status: 400, field: 'body' },
+      { item: 'multipart', url: '/post_config?prompt=x', raw: cutShort(multipart({ x: '1' })), status: 400, field: 'body' },
       // JSON-valued multipart fields are bounded like a JSON body.
       { item: 'deep JSON', url: '/v1/jobs', raw: multipart({ prompt: 'x', prompts: DEEP_ARRAY }), status: 400, field: 'prompts' },
       { item: 'deep JSON', url: '/v1/jobs', raw: multipart({ request: DEEP_OBJECT }), status: 400, field: 'request' },
@@ -295,6 +304,17 @@ function sendAndAwaitClose(port: number, data: string, giveUpMs: number): Promis
     });
   });
 }
+
+test('bad-input table: the HTTP timeouts are options, and an impossible pair is refused at start', () => {
+  const cfg = loadConfig({ flags: { 'data-dir': '/tmp/kiln-unused', 'headers-timeout': '5', 'request-timeout': '30', 'max-json-depth': '16' }, env: {} });
+  assert.deepEqual([cfg.http.headersTimeoutMs, cfg.http.requestTimeoutMs, cfg.http.maxJsonDepth], [5000, 30_000, 16]);
+  assert.equal(loadConfig({ flags: { 'data-dir': '/tmp/kiln-unused' }, env: {} }).http.idleTimeoutMs, 0);
+  assert.throws(
+    () => loadConfig({ flags: { 'data-dir': '/tmp/kiln-unused', 'headers-timeout': '60', 'request-timeout': '30' }, env: {} }),
+    /headersTimeoutMs.*request timeout/,
+  );
+  assert.throws(() => loadConfig({ flags: { 'data-dir': '/tmp/kiln-unused', 'max-json-depth': '0' }, env: {} }), /maxJsonDepth/);
+});
 
 test('bad-input table: a client that stalls in the headers, the body or between requests is cut off', async () => {
   const s = await startTestServer({ http: { headersTimeoutMs: 300, requestTimeoutMs: 600, keepAliveTimeoutMs: 300 } });
