@@ -269,10 +269,11 @@ test('bad-input table: RunPod keeps a refused input for /retry only up to a boun
     assert.equal(big.statusCode, 200, big.body);
     const smallJob = await s.app.kiln.queue.get(small.json().id);
     const bigJob = await s.app.kiln.queue.get(big.json().id);
-    assert.ok((smallJob?.extra.runpod as { input?: unknown }).input, 'a small refused input is kept for /retry');
-    const bigExtra = bigJob?.extra.runpod as { input?: unknown; inputBytes?: number };
+    assert.ok(smallJob && bigJob);
+    assert.ok((smallJob.extra.runpod as { input?: unknown }).input, 'a small refused input is kept for /retry');
+    const bigExtra = bigJob.extra.runpod as { input?: unknown; inputBytes?: number };
     assert.equal(bigExtra.input, undefined, 'a large refused input is not kept');
-    assert.ok(JSON.stringify(bigJob?.extra).length < 1024, `the record stays small: ${JSON.stringify(bigJob?.extra).length} bytes`);
+    assert.ok(JSON.stringify(bigJob.extra).length < 1024, `the record stays small: ${JSON.stringify(bigJob.extra).length} bytes`);
     const retry = await s.app.inject({ method: 'POST', url: `/retry/${big.json().id}` });
     assert.equal(retry.statusCode, 400);
     assert.match(retry.body, /not kept; submit it again/);
