@@ -18,6 +18,8 @@ process.env.KILN_FAKE_STEP_MS = '1';
 const TINY = fileURLToPath(new URL('../fixtures/tiny-sd1', import.meta.url));
 const native = { prompt: 'a cat', width: 64, height: 64, steps: 2 };
 const a1111 = { prompt: 'a cat', width: 64, height: 64, steps: 2 };
+/** A 1x1 PNG, enough for an img2img request to reach its other checks. */
+const PIXEL_PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
 const DEEP_ARRAY = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
 const DEEP_OBJECT = `${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}`;
 
@@ -108,6 +110,28 @@ test('bad-input table: every bound of issue 10 item 2 answers 4xx naming the fie
         body: { ...a1111, seed_resize_from_w: 64, seed_resize_from_h: 40000 },
         status: 400,
         field: 'seed_resize_from_h',
+      },
+      {
+        item: 'seed resize',
+        url: '/sdapi/v1/img2img',
+        body: { ...a1111, init_images: [PIXEL_PNG], seed_resize_from_w: 40000, seed_resize_from_h: 40000 },
+        status: 400,
+        field: 'seed_resize_from_w',
+      },
+      {
+        item: 'seed resize',
+        url: '/alpha/v1/txt2img',
+        body: { ...a1111, seed_resize_from_w: 40000, seed_resize_from_h: 40000 },
+        status: 400,
+        field: 'seed_resize_from_w',
+      },
+      {
+        item: 'seed resize',
+        url: '/v2/endpoint/runsync',
+        body: { input: { ...a1111, seed_resize_from_w: 40000, seed_resize_from_h: 40000 } },
+        status: 200,
+        field: 'seed_resize_from_w',
+        runpodFailed: true,
       },
       {
         item: 'seed resize',
