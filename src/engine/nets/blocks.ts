@@ -69,7 +69,7 @@ export function pointwise(b: GraphBuilder, w: NetWeights, prefix: string, x: Val
   return b.linear(x, flat, w.optional(`${prefix}.bias`), prefix);
 }
 
-/** The axes a tiling wraps: [rows (y), columns (x)]. */
+/** The axes a tiling wraps: y (rows, axis 2 of NCHW) and x (columns, axis 3). */
 function wrapsOf(tiling: Tiling | undefined): { y: boolean; x: boolean } {
   return { y: tiling === 'xy' || tiling === 'y', x: tiling === 'xy' || tiling === 'x' };
 }

@@ -271,7 +271,8 @@ export class GraphBuilder {
   }
   /**
    * Circular padding of one axis (torch's padding_mode 'circular'): the last `before` elements are put in front
-   * and the first `after` behind. Slice + Concat rather than Pad's 'wrap' mode, which needs opset 19.
+   * and the first `after` behind. Slice + Concat rather than Pad's 'wrap' mode: that needs opset 19, and the
+   * graphs are opset 17 (raising it would change every untiled graph too).
    */
   wrapPad(x: Value, axis: number, before: number, after: number): Value {
     const parts: Value[] = [];
