@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { createEngine, type Device, type GenerateRequest, type RawImage, type RngSource } from '../engine/index.ts';
+import { createEngine, type Device, type GenerateRequest, type RawImage, type RngSource, type Tiling } from '../engine/index.ts';
 import { encodeImage, type ImageFormat } from '../storage/encode.ts';
 import { ProgressBar } from './progress-bar.ts';
 
@@ -22,6 +22,7 @@ const HELP = `Usage: kiln generate --model PATH [options] PROMPT
   --init-image FILE     img2img: start from this image
   --strength X          img2img denoising strength 0..1 [0.75]
   --clip-skip N         A1111 clip skip (1 = last layer) [1; SD2 uses its penultimate layer anyway]
+  --tiling xy|x|y       seamless tiling on both axes (A1111 tiling), or left-right / top-bottom only
   --rng cpu|philox      noise generator: PyTorch CPU (default) or CUDA-compatible Philox
   --device cpu|cuda|tensorrt|webgpu  execution provider [cpu]
   --tokenizer DIR       folder with tokenizer/ (and tokenizer_2/) for single-file checkpoints
@@ -48,6 +49,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
       'init-image': { type: 'string' },
       strength: { type: 'string', default: '0.75' },
       'clip-skip': { type: 'string', default: '1' },
+      tiling: { type: 'string' },
       rng: { type: 'string', default: 'cpu' },
       device: { type: 'string', default: 'cpu' },
       tokenizer: { type: 'string' },
@@ -76,6 +78,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got '${v}'`);
     return n;
   };
+  if (values.tiling !== undefined && !['xy', 'x', 'y'].includes(values.tiling)) throw new Error(`--tiling must be xy, x or y, got '${values.tiling}'`);
   if (!['cpu', 'philox'].includes(values.rng!)) throw new Error(`--rng must be cpu or philox, got '${values.rng}'`);
   if (!['cpu', 'cuda', 'tensorrt', 'webgpu'].includes(values.device!)) throw new Error(`--device must be cpu, cuda, tensorrt or webgpu`);
 
@@ -100,6 +103,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     rng: values.rng as RngSource,
     clipSkip: int('clip-skip', values['clip-skip']),
     init: initImage ? { image: initImage, strength: numeric('strength', values.strength) } : undefined,
+    tiling: values.tiling as Tiling | undefined,
     device: values.device as Device,
   };
 

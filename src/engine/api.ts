@@ -62,8 +62,16 @@ export interface GenerateRequest {
   init?: InitImage;
   /** SDXL refiner: takes over the denoising after a fraction of the steps. */
   refiner?: RefinerSettings;
+  /** Seamless tiling: the image wraps around on these axes (every padded convolution pads circularly there). */
+  tiling?: Tiling;
   device?: Device;
 }
+
+/**
+ * Which axes a tiled image wraps around: 'xy' both (A1111 `tiling`), 'x' left-right only, 'y' top-bottom only.
+ * Every spatially padded convolution of the UNet and VAE pads circularly on these axes and with zeros on the other.
+ */
+export type Tiling = 'xy' | 'x' | 'y';
 
 /** k-diffusion's stochastic sampling knobs (A1111 eta, s_churn, s_tmin, s_tmax, s_noise). */
 export interface SamplerSettings {

@@ -18,6 +18,7 @@ export {
   type RngSource,
   type RunOptions,
   type SamplerSettings,
+  type Tiling,
 } from './api.ts';
 export type { OpInput, OpName, OpOutput } from './ops/index.ts';
 export { listSamplers, listSchedules } from './samplers/index.ts';

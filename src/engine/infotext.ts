@@ -24,6 +24,8 @@ export interface InfotextFields {
   rng?: string;
   refiner?: string;
   refinerSwitchAt?: number;
+  /** Seamless tiling: 'xy' is A1111's "Tiling: True"; one axis is written as "Tile X"/"Tile Y" (asymmetric tiling). */
+  tiling?: 'xy' | 'x' | 'y';
   version?: string;
 }
 
@@ -58,6 +60,9 @@ export function buildInfotext(f: InfotextFields): string {
     ['Clip skip', f.clipSkip && f.clipSkip > 1 ? f.clipSkip : undefined],
     ['Eta', f.eta !== undefined ? num(f.eta) : undefined],
     ['RNG', f.rng && f.rng !== 'cpu' ? (f.rng === 'philox' ? 'NV' : f.rng) : undefined],
+    ['Tiling', f.tiling === 'xy' ? 'True' : undefined],
+    ['Tile X', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'x' ? 'True' : 'False') : undefined],
+    ['Tile Y', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'y' ? 'True' : 'False') : undefined],
     ['Refiner', f.refiner],
     ['Refiner switch at', f.refinerSwitchAt !== undefined && f.refiner ? num(f.refinerSwitchAt) : undefined],
     ['Version', f.version],

@@ -63,8 +63,8 @@ export interface JobSpec {
   hires?: HiresSpec;
   loras?: NetworkSpec[];
   hypernetworks?: NetworkSpec[];
-  /** Seamless tiling (circular padding). */
-  tiling?: boolean;
+  /** Seamless tiling (circular padding): true on both axes (A1111 `tiling`), 'x' or 'y' on one; false/absent: none. */
+  tiling?: boolean | 'x' | 'y';
   restoreFaces?: boolean;
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
   transparentBackground?: boolean;
@@ -239,6 +239,7 @@ export function toGenerateRequest(
     init: initImage ? { image: initImage, strength: spec.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength } : undefined,
     // A refiner without a switch point never runs (as in A1111).
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
+    tiling: spec.tiling === true ? 'xy' : spec.tiling || undefined,
     device,
   };
 }

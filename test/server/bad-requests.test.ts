@@ -80,6 +80,8 @@ test('at least 30 bad requests are refused with 4xx naming the field; the server
     { name: 'quality out of range', status: 400, field: 'output.quality', body: { ...ok, output: { quality: 0 } } },
     { name: 'bad response kind', status: 400, field: 'output.response', body: { ...ok, output: { response: 'ftp' } } },
     { name: 'type unknown', status: 400, field: 'type', body: { ...ok, type: 'txt2video' } },
+    { name: 'tiling unknown axis', status: 400, field: 'tiling', body: { ...ok, tiling: 'z' } },
+    { name: 'tiling as number', status: 400, field: 'tiling', body: { ...ok, tiling: 1 } },
     { name: 'img2img without image', status: 400, field: 'init_image', body: { ...ok, type: 'img2img' } },
     { name: 'init_image not base64', status: 400, field: 'init_image', body: { ...ok, type: 'img2img', init_image: '!!!not base64!!!' } },
     {

@@ -2,7 +2,7 @@
 // spatial transformers with self/cross attention and GEGLU feed-forward, the VAE's pixel self-attention,
 // up/down samplers and the sinusoidal timestep embedding. Every function reads its weights by diffusers
 // parameter name under `prefix`; which blocks a network runs, with which channels, is its plan (plan.ts).
-import { ModelFileError } from '../api.ts';
+import { ModelFileError, type Tiling } from '../api.ts';
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
 import { OnnxDType } from '../onnx/proto.ts';
 import type { Tensor } from '../tensor.ts';
@@ -69,8 +69,38 @@ export function pointwise(b: GraphBuilder, w: NetWeights, prefix: string, x: Val
   return b.linear(x, flat, w.optional(`${prefix}.bias`), prefix);
 }
 
-export function conv(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, opts: { stride?: number; pad?: number } = {}): Value {
-  return b.conv(x, w.param(`${prefix}.weight`), w.optional(`${prefix}.bias`), prefix, opts);
+/** The axes a tiling wraps: y (rows, axis 2 of NCHW) and x (columns, axis 3). */
+function wrapsOf(tiling: Tiling | undefined): { y: boolean; x: boolean } {
+  return { y: tiling === 'xy' || tiling === 'y', x: tiling === 'xy' || tiling === 'x' };
+}
+
+/**
+ * The input of a padded 2-D convolution and the zero padding left for the convolution itself, per side
+ * [top, left, bottom, right]: axes the tiling wraps are padded circularly here (Slice + Concat), the others
+ * stay the convolution's zero padding. Circular rows first, then columns, so corners wrap on both axes as
+ * torch's circular padding does.
+ */
+export function wrapForConv(b: GraphBuilder, x: Value, pads: [number, number, number, number], tiling: Tiling | undefined): { x: Value; pads: number[] } {
+  const [top, left, bottom, right] = pads;
+  const wrap = wrapsOf(tiling);
+  let h = x;
+  if (wrap.y) h = b.wrapPad(h, 2, top, bottom);
+  if (wrap.x) h = b.wrapPad(h, 3, left, right);
+  return { x: h, pads: [wrap.y ? 0 : top, wrap.x ? 0 : left, wrap.y ? 0 : bottom, wrap.x ? 0 : right] };
+}
+
+/**
+ * A convolution with `pad` zeros on every side; with a tiling, the wrapped axes are padded circularly instead
+ * (torch's padding_mode 'circular', what A1111's tiling switches every Conv2d to). Without padding (1x1
+ * convolutions) a tiling changes nothing.
+ */
+export function conv(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, opts: { stride?: number; pad?: number; tiling?: Tiling } = {}): Value {
+  const weight = w.param(`${prefix}.weight`);
+  const bias = w.optional(`${prefix}.bias`);
+  const pad = opts.pad ?? 0;
+  if (!opts.tiling || pad === 0) return b.conv(x, weight, bias, prefix, { stride: opts.stride, pad: opts.pad });
+  const wrapped = wrapForConv(b, x, [pad, pad, pad, pad], opts.tiling);
+  return b.conv(wrapped.x, weight, bias, prefix, { stride: opts.stride, pads: wrapped.pads });
 }
 
 export function groupNorm(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, groups: number, eps: number): Value {
@@ -125,6 +155,8 @@ export interface ResnetOptions {
   shortcut: boolean;
   /** diffusers output_scale_factor (1 in SD UNets). */
   outputScale?: number;
+  /** Seamless tiling: conv1 and conv2 pad circularly on these axes. */
+  tiling?: Tiling;
 }
 
 /**
@@ -133,13 +165,13 @@ export interface ResnetOptions {
  */
 export function resnetBlock(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, tembAct: Value | null, opts: ResnetOptions): Value {
   let h = b.silu(groupNorm(b, w, `${prefix}.norm1`, x, opts.groups, opts.eps));
-  h = conv(b, w, `${prefix}.conv1`, h, { pad: 1 });
+  h = conv(b, w, `${prefix}.conv1`, h, { pad: 1, tiling: opts.tiling });
   if (tembAct) {
     const t = linear(b, w, `${prefix}.time_emb_proj`, tembAct);
     h = b.add(h, b.op('Unsqueeze', [t, b.constInt64([2, 3])]));
   }
   h = b.silu(groupNorm(b, w, `${prefix}.norm2`, h, opts.groups, opts.eps));
-  h = conv(b, w, `${prefix}.conv2`, h, { pad: 1 });
+  h = conv(b, w, `${prefix}.conv2`, h, { pad: 1, tiling: opts.tiling });
   const shortcut = opts.shortcut ? conv(b, w, `${prefix}.conv_shortcut`, x) : x;
   const out = b.add(shortcut, h);
   const s = opts.outputScale ?? 1;
@@ -149,9 +181,11 @@ export function resnetBlock(b: GraphBuilder, w: NetWeights, prefix: string, x: V
 /**
  * diffusers Downsample2D with use_conv: a stride-2 3x3 convolution. padding 1 (UNet) pads every side by one;
  * padding 0 (VAE encoder) pads only the right and bottom, by one, as diffusers does before its convolution.
+ * A tiling wraps the padding-1 kind; the padding-0 kind keeps its explicit zero pad, as in A1111, where the
+ * circular mode belongs to the Conv2d (whose own padding is 0 there) and not to the F.pad before it.
  */
-export function downsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, padding: 0 | 1): Value {
-  if (padding === 1) return conv(b, w, `${prefix}.conv`, x, { stride: 2, pad: 1 });
+export function downsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, padding: 0 | 1, tiling?: Tiling): Value {
+  if (padding === 1) return conv(b, w, `${prefix}.conv`, x, { stride: 2, pad: 1, tiling });
   const padded = b.op('Pad', [x, b.constInt64([0, 0, 0, 0, 0, 0, 1, 1])], { mode: 'constant' });
   return conv(b, w, `${prefix}.conv`, padded, { pad: 0, stride: 2 });
 }
@@ -169,16 +203,16 @@ export type UpsampleKind = 'phases' | 'resize';
  * concatenates next, which is also right for odd latent sizes, where diffusers passes upsample_size), or else
  * to twice the input; 'phases' is always exactly twice the input.
  */
-export function upsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, kind: UpsampleKind, like: Value | null): Value {
+export function upsample(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, kind: UpsampleKind, like: Value | null, tiling?: Tiling): Value {
   const p = `${prefix}.conv`;
-  if (kind === 'phases') return phaseUpsample(b, w, p, x);
+  if (kind === 'phases') return phaseUpsample(b, w, p, x, tiling);
   // Output sizes as an int64 shape keep this precision-agnostic.
   const sizes = like ? b.concat([b.sliceDims(b.shapeOf(x), 0, 2), b.sliceDims(b.shapeOf(like), 2, 4)], 0) : b.mul(b.shapeOf(x), b.constInt64([1, 1, 2, 2]));
   const up = b.op('Resize', [x, null, null, sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' });
-  return conv(b, w, p, up, { pad: 1 });
+  return conv(b, w, p, up, { pad: 1, tiling });
 }
 
-function phaseUpsample(b: GraphBuilder, w: NetWeights, p: string, x: Value): Value {
+function phaseUpsample(b: GraphBuilder, w: NetWeights, p: string, x: Value, tiling: Tiling | undefined): Value {
   const weight = w.param(`${p}.weight`);
   const bias = b.weight(`${p}.bias`, w.param(`${p}.bias`));
   const phases: Value[] = [];
@@ -187,9 +221,10 @@ function phaseUpsample(b: GraphBuilder, w: NetWeights, p: string, x: Value): Val
   for (const dy of [0, 1]) {
     for (const dx of [0, 1]) {
       const k = collapseKernel(weight, dy, dx, `${p}.weight`);
-      phases.push(
-        b.op('Conv', [x, b.weight(`${p}.phase${dy}${dx}.weight`, k), bias], { kernel_shape: [2, 2], pads: [1 - dy, 1 - dx, dy, dx], strides: [1, 1] }),
-      );
+      // Tiled: the upsampled image wraps exactly when the low-resolution input does (row -1 of the upsampled
+      // image is input row h-1, row 2h is input row 0), so the one row or column each phase pads wraps here.
+      const input = tiling ? wrapForConv(b, x, [1 - dy, 1 - dx, dy, dx], tiling) : { x, pads: [1 - dy, 1 - dx, dy, dx] };
+      phases.push(b.op('Conv', [input.x, b.weight(`${p}.phase${dy}${dx}.weight`, k), bias], { kernel_shape: [2, 2], pads: input.pads, strides: [1, 1] }));
     }
   }
   // Channel (dy*2+dx)*C + c goes to pixel (2i+dy, 2j+dx) of channel c: DepthToSpace's DCR order.

@@ -3,6 +3,7 @@
 // (buildSteps), the parameter names and shapes a checkpoint must hold (planParameters) and the FLOP count
 // (planFlops). Each block type is described here once, in BLOCKS: its weights with the work they do, the size
 // of its output, and its graph.
+import type { Tiling } from '../api.ts';
 import type { AttentionKind, GraphBuilder, Value } from '../onnx/graph.ts';
 import {
   conv,
@@ -137,6 +138,8 @@ export interface BuildContext {
   /** Cross-attention context [batch, tokens, dim]; null in networks without. */
   context: Value | null;
   attention: AttentionKind;
+  /** Seamless tiling: every spatially padded convolution pads circularly on these axes. */
+  tiling?: Tiling;
 }
 
 interface BlockKind<S extends Block> {
@@ -154,7 +157,7 @@ const BLOCKS: { [K in Block['kind']]: BlockKind<Extract<Block, { kind: K }>> } =
     describe: (s, at, t) => t.conv(s.prefix, s.cout, s.cin, s.kernel, pixels(at.batch, at.out)),
     build: (c, s, x) => {
       if (s.optional && !c.w.has(`${s.prefix}.weight`)) return x;
-      return conv(c.b, c.w, s.prefix, x, { pad: (s.kernel - 1) / 2 });
+      return conv(c.b, c.w, s.prefix, x, { pad: (s.kernel - 1) / 2, tiling: c.tiling });
     },
   },
   normSilu: {
@@ -174,7 +177,12 @@ const BLOCKS: { [K in Block['kind']]: BlockKind<Extract<Block, { kind: K }>> } =
     },
     build: (c, s, x) => {
       if (s.tembDim !== undefined && !c.temb) throw new Error(`${s.prefix}: a time-conditioned block built without a time embedding`);
-      return resnetBlock(c.b, c.w, s.prefix, x, s.tembDim !== undefined ? c.temb : null, { groups: s.groups, eps: s.eps, shortcut: s.cin !== s.cout });
+      return resnetBlock(c.b, c.w, s.prefix, x, s.tembDim !== undefined ? c.temb : null, {
+        groups: s.groups,
+        eps: s.eps,
+        shortcut: s.cin !== s.cout,
+        tiling: c.tiling,
+      });
     },
   },
   transformer: {
@@ -224,7 +232,7 @@ const BLOCKS: { [K in Block['kind']]: BlockKind<Extract<Block, { kind: K }>> } =
     // padding 1: ceil(n/2); padding 0 (right/bottom only): floor(n/2).
     outSize: (s, { h, w }) =>
       s.padding === 1 ? { h: Math.floor((h - 1) / 2) + 1, w: Math.floor((w - 1) / 2) + 1 } : { h: Math.floor(h / 2), w: Math.floor(w / 2) },
-    build: (c, s, x) => downsample(c.b, c.w, s.prefix, x, s.padding),
+    build: (c, s, x) => downsample(c.b, c.w, s.prefix, x, s.padding, c.tiling),
   },
   upsample: {
     describe: (s, at, t) => {
@@ -240,7 +248,7 @@ const BLOCKS: { [K in Block['kind']]: BlockKind<Extract<Block, { kind: K }>> } =
     },
     build: (c, s, x, skip) => {
       if (s.toSkip && !skip) throw new Error(`${s.prefix}: no skip connection to take the size of`);
-      return upsample(c.b, c.w, s.prefix, x, s.how, s.toSkip ? skip! : null);
+      return upsample(c.b, c.w, s.prefix, x, s.how, s.toSkip ? skip! : null, c.tiling);
     },
   },
   timestepMlp: {
@@ -287,6 +295,21 @@ export function buildSteps(c: BuildContext, steps: readonly Step[], x: Value): V
 /** One block's graph, outside any flow (the UNet's embedding MLPs). */
 export function buildBlock(c: BuildContext, s: Block, x: Value): Value {
   return kindOf(s).build(c, s, x, undefined);
+}
+
+/**
+ * Tiling fold: the convolutions a tiling switches to circular padding, by weight name: every convolution with
+ * spatial padding (3x3 convs, resnet conv1/conv2, padding-1 downsamplers, upsamplers). 1x1 convolutions and the
+ * VAE encoder's right/bottom zero-padded downsamplers are left as they are.
+ */
+export function planWrappedConvs(steps: readonly Step[]): string[] {
+  const names: string[] = [];
+  for (const s of steps) {
+    if (s.kind === 'conv' && s.kernel === 3) names.push(s.prefix);
+    else if (s.kind === 'resnet') names.push(`${s.prefix}.conv1`, `${s.prefix}.conv2`);
+    else if ((s.kind === 'downsample' && s.padding === 1) || s.kind === 'upsample') names.push(`${s.prefix}.conv`);
+  }
+  return names;
 }
 
 const NOWHERE: Extent = { batch: 0, tokens: 0, in: { h: 0, w: 0 }, out: { h: 0, w: 0 } };

@@ -3,7 +3,7 @@
 // per block). Graph inputs: sample [batch, C, h, w], timestep [batch] (float, one per sample),
 // encoder_hidden_states [batch, tokens, dim] (tokens dynamic for long prompts), and for SDXL text_embeds
 // [batch, D] and time_ids [batch, 6]. Output: out [batch, outC, h, w].
-import { KilnInputError } from '../api.ts';
+import { KilnInputError, type Tiling } from '../api.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
 import { NetWeights, timestepSinusoids, toCompute, type UnetAttentionKind } from './blocks.ts';
@@ -166,11 +166,16 @@ export interface UnetBuildOptions {
   attention?: UnetAttentionKind;
   /** SDXL micro-conditioning numbers per sample: 6 for the base (sizes, crop), 5 for the refiner (sizes, crop, aesthetic score). */
   timeIds?: number;
+  /** Seamless tiling: a graph variant whose padded convolutions wrap around on these axes. */
+  tiling?: Tiling;
 }
 
-/** The build options that change the graph, for the cache key (GraphKey.options). */
+/**
+ * The build options that change the graph, for the cache key (GraphKey.options). `tiling` is only present when
+ * set, so the key of an untiled graph is what it was before tiling existed.
+ */
 export function unetGraphOptions(opts: UnetBuildOptions = {}): Record<string, unknown> {
-  return { attention: opts.attention ?? DEFAULT_ATTENTION, timeIds: opts.timeIds ?? 6 };
+  return { attention: opts.attention ?? DEFAULT_ATTENTION, timeIds: opts.timeIds ?? 6, ...(opts.tiling ? { tiling: opts.tiling } : {}) };
 }
 
 export const DEFAULT_ATTENTION: UnetAttentionKind = 'contrib';
@@ -280,7 +285,14 @@ function allSteps(plan: UnetPlan): Step[] {
 export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGraphConfig | Record<string, unknown>, opts: UnetBuildOptions = {}): void {
   const cfg = graphConfig(config);
   const plan = unetPlan(cfg);
-  const c: BuildContext = { b, w: new NetWeights(weights, 'UNet'), temb: null, context: null, attention: opts.attention ?? DEFAULT_ATTENTION };
+  const c: BuildContext = {
+    b,
+    w: new NetWeights(weights, 'UNet'),
+    temb: null,
+    context: null,
+    attention: opts.attention ?? DEFAULT_ATTENTION,
+    tiling: opts.tiling,
+  };
 
   const sample = b.input(UNET_IO.sample, ['batch', cfg.inChannels, 'height', 'width']);
   const timestep = b.input(UNET_IO.timestep, ['batch'], 'float', { keepFloat32: true });

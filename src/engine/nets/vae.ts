@@ -2,6 +2,7 @@
 // a mid block with one single-head self-attention over all pixels, stride-2 downsampling and nearest 2x
 // upsampling, all from the shared blocks. Each half is a plan (plan.ts); its graph, FLOP count and parameter
 // names and shapes are folds over it. Weights use diffusers names ("encoder.down_blocks.0.resnets.0.conv1.weight").
+import type { Tiling } from '../api.ts';
 import type { AttentionKind, GraphBuilder, Value } from '../onnx/graph.ts';
 import type { VaeConfig, WeightSource } from '../weights/types.ts';
 import { NetWeights, type UpsampleKind } from './blocks.ts';
@@ -20,6 +21,8 @@ export type VaeNetConfig = Pick<
 
 export interface VaeEncoderOptions {
   attention?: AttentionKind;
+  /** Seamless tiling: a graph variant whose padded convolutions wrap around on these axes. */
+  tiling?: Tiling;
 }
 
 export interface VaeDecoderOptions {
@@ -35,6 +38,8 @@ export interface VaeDecoderOptions {
    * convolutions at the low resolution interleaved by DepthToSpace; 'resize', the literal Resize then Conv.
    */
   upsample?: UpsampleKind;
+  /** Seamless tiling: a graph variant whose padded convolutions wrap around on these axes. */
+  tiling?: Tiling;
 }
 
 /** Graph input/output names. */
@@ -53,12 +58,22 @@ const EPS = 1e-6;
 
 /** Every encoder option with its default filled in: the part of a graph-cache key that describes the graph. */
 export function vaeEncoderGraphOptions(opts: VaeEncoderOptions): Record<string, unknown> {
-  return { attention: opts.attention ?? 'contrib' };
+  return { attention: opts.attention ?? 'contrib', ...tilingOption(opts.tiling) };
 }
 
 /** Every decoder option with its default filled in: the part of a graph-cache key that describes the graph. */
 export function vaeDecoderGraphOptions(opts: VaeDecoderOptions): Record<string, unknown> {
-  return { attention: opts.attention ?? 'contrib', scalingFactor: opts.scalingFactor ?? null, upsample: opts.upsample ?? 'phases' };
+  return {
+    attention: opts.attention ?? 'contrib',
+    scalingFactor: opts.scalingFactor ?? null,
+    upsample: opts.upsample ?? 'phases',
+    ...tilingOption(opts.tiling),
+  };
+}
+
+/** Only present when set: the key of an untiled graph is what it was before tiling existed. */
+function tilingOption(tiling: Tiling | undefined): { tiling?: Tiling } {
+  return tiling ? { tiling } : {};
 }
 
 /** The spatial factor between image and latent: 2 per down block except the last (8 for SD). */
@@ -149,8 +164,8 @@ export function vaeParameterShapes(config: VaeNetConfig): Map<string, number[]> 
   return planParameters(vaeDecoderPlan(config), planParameters(vaeEncoderPlan(config)));
 }
 
-function context(b: GraphBuilder, weights: WeightSource, attention: AttentionKind | undefined): BuildContext {
-  return { b, w: new NetWeights(weights, 'VAE'), temb: null, context: null, attention: attention ?? 'contrib' };
+function context(b: GraphBuilder, weights: WeightSource, opts: { attention?: AttentionKind; tiling?: Tiling }): BuildContext {
+  return { b, w: new NetWeights(weights, 'VAE'), temb: null, context: null, attention: opts.attention ?? 'contrib', tiling: opts.tiling };
 }
 
 /** Encoder: image -> DiagonalGaussian parameters (mean, logvar) after quant_conv. */
@@ -158,7 +173,7 @@ export function buildVaeEncoder(b: GraphBuilder, weights: WeightSource, config: 
   const f = vaeScaleFactor(config);
   const latentShape = ['batch', config.latent_channels, `height/${f}`, `width/${f}`];
   const image = b.input(VAE_IO.image, ['batch', config.in_channels, 'height', 'width']);
-  const moments = buildSteps(context(b, weights, opts.attention), vaeEncoderPlan(config), image);
+  const moments = buildSteps(context(b, weights, opts), vaeEncoderPlan(config), image);
   const [mean, logvar] = b.split(moments, 1, [config.latent_channels, config.latent_channels]) as [Value, Value];
   b.output(mean, VAE_IO.mean, latentShape);
   b.output(b.op('Clip', [logvar, b.constFloat(-30), b.constFloat(20)]), VAE_IO.logvar, latentShape);
@@ -169,6 +184,6 @@ export function buildVaeDecoder(b: GraphBuilder, weights: WeightSource, config: 
   const f = vaeScaleFactor(config);
   let x = b.input(VAE_IO.latent, ['batch', config.latent_channels, 'height', 'width']);
   if (opts.scalingFactor !== undefined) x = b.div(x, b.constFloat(opts.scalingFactor));
-  const image = buildSteps(context(b, weights, opts.attention), vaeDecoderPlan(config, opts), x);
+  const image = buildSteps(context(b, weights, opts), vaeDecoderPlan(config, opts), x);
   b.output(image, VAE_IO.image, ['batch', config.out_channels, `height*${f}`, `width*${f}`]);
 }

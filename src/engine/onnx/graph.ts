@@ -269,6 +269,18 @@ export class GraphBuilder {
   cast(x: Value, to: number): Value {
     return this.op('Cast', [x], { to });
   }
+  /**
+   * Circular padding of one axis (torch's padding_mode 'circular'): the last `before` elements are put in front
+   * and the first `after` behind. Slice + Concat rather than Pad's 'wrap' mode: that needs opset 19, and the
+   * graphs are opset 17 (raising it would change every untiled graph too).
+   */
+  wrapPad(x: Value, axis: number, before: number, after: number): Value {
+    const parts: Value[] = [];
+    if (before > 0) parts.push(this.slice(x, [-before], [Number.MAX_SAFE_INTEGER], [axis]));
+    parts.push(x);
+    if (after > 0) parts.push(this.slice(x, [0], [after], [axis]));
+    return parts.length === 1 ? x : this.concat(parts, axis);
+  }
 
   // ---- Layers -----------------------------------------------------------------------------------
 
@@ -282,7 +294,11 @@ export class GraphBuilder {
     return y;
   }
 
-  conv(x: Value, weight: Tensor, bias: Tensor | undefined, name: string, opts: { stride?: number; pad?: number; group?: number } = {}): Value {
+  /**
+   * Convolution with zero padding: `pad` on every side, or `pads` per side in ONNX order (begins then ends:
+   * [top, left, bottom, right] for 2-D).
+   */
+  conv(x: Value, weight: Tensor, bias: Tensor | undefined, name: string, opts: { stride?: number; pad?: number; pads?: number[]; group?: number } = {}): Value {
     const k = weight.shape.slice(2);
     const pad = opts.pad ?? 0;
     const stride = opts.stride ?? 1;
@@ -290,7 +306,7 @@ export class GraphBuilder {
     if (bias) ins.push(this.weight(`${name}.bias`, bias));
     return this.op('Conv', ins, {
       kernel_shape: k,
-      pads: [...k.map(() => pad), ...k.map(() => pad)],
+      pads: opts.pads ?? [...k.map(() => pad), ...k.map(() => pad)],
       strides: k.map(() => stride),
       group: opts.group ?? 1,
     });

@@ -1,6 +1,6 @@
 // Stage 4, decoding: final latents to 8-bit images through the VAE decoder, one image at a time so memory
 // stays bounded at large sizes.
-import type { RawImage } from '../api.ts';
+import type { RawImage, Tiling } from '../api.ts';
 import { decodedToImages } from '../image.ts';
 import { runSession } from '../runtime.ts';
 import type { ModelSessions } from './model-sessions.ts';
@@ -12,8 +12,14 @@ export function toDecoderSpace(latents: Float32Array, lastSigma: number): Float3
   return latents.map((v) => v * s);
 }
 
-export async function decodeLatents(ms: ModelSessions, latents: Float32Array, count: number, shape: [number, number, number]): Promise<RawImage[]> {
-  const decoder = await ms.vaeDecoder();
+export async function decodeLatents(
+  ms: ModelSessions,
+  latents: Float32Array,
+  count: number,
+  shape: [number, number, number],
+  tiling?: Tiling,
+): Promise<RawImage[]> {
+  const decoder = await ms.vaeDecoder(tiling);
   const per = shape[0] * shape[1] * shape[2];
   const images: RawImage[] = [];
   for (let i = 0; i < count; i++) {

@@ -61,6 +61,8 @@ export async function runPipeline(
     schedule: plan.modelSchedule,
     timestepMode: plan.timestepMode,
     extras: { width: req.width, height: req.height },
+    // Every pass (the refiner's too, and later hires fix's) runs the tiled graphs when the request tiles.
+    tiling: req.tiling,
   };
   const pass: DenoisePass = { model: cfgDenoiser(base, baseCond, guidance), sigmas: start.sigmas, wrappers: [] };
   if (refiner && refinerCond && req.refiner && req.refiner.switchAt < 1) {
@@ -97,7 +99,7 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, shape);
+  const decoded = await decodeLatents(base, latents, count, shape, req.tiling);
 
   // 5. Post-process.
   const images = finishImages(decoded, req, batch, { plan, modelName: base.model.name, modelHash: await base.model.hash(), refinerName: refiner?.model.name });

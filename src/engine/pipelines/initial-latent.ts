@@ -1,6 +1,6 @@
 // Stage 2, the initial latent: seeded noise at the first sigma (txt2img), or the VAE-encoded init image noised
 // to the sigma where its shortened schedule starts (img2img).
-import type { GenerateRequest } from '../api.ts';
+import type { GenerateRequest, Tiling } from '../api.ts';
 import { imageToTensor, resizeImage } from '../image.ts';
 import { createNoise, type BatchNoise } from '../rng.ts';
 import { runSession } from '../runtime.ts';
@@ -43,7 +43,7 @@ export async function initialLatent(
   if (req.init) {
     const sigmas = img2imgSigmasDiffusers(plan.sigmas, req.init.strength);
     const pixels = overrides.initImagePixels ?? imageToTensor(await resizeImage(req.init.image, req.width, req.height));
-    const initLatent = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next());
+    const initLatent = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next(), req.tiling);
     return { x: sigmas.length > 1 ? addNoise(initLatent, initialNoise, sigmas[0]!) : initLatent, sigmas };
   }
   const x = new Float32Array(initialNoise.length);
@@ -62,8 +62,8 @@ function initialNoiseScale(plan: SamplingPlan): number {
 }
 
 /** img2img: VAE-encode the init image and sample its latent distribution, scaled into latent space. */
-async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array): Promise<Float32Array> {
-  const encoder = await ms.vaeEncoder();
+async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array, tiling?: Tiling): Promise<Float32Array> {
+  const encoder = await ms.vaeEncoder(tiling);
   const { mean, logvar } = await runSession(encoder, { image: pixels });
   const per = mean!.data.length;
   const out = new Float32Array(count * per);

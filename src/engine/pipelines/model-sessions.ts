@@ -1,7 +1,7 @@
 // A loaded model: its weights (lazy), tokenizers and onnxruntime sessions, built from cached graphs on
 // first use. Each network's graph is keyed by the weights' identity and its build options, so the
 // second start of the same model skips the build, and a VAE-encoder graph is only built for img2img.
-import type { Device, LoadedModelInfo, ModelRef } from '../api.ts';
+import type { Device, LoadedModelInfo, ModelRef, Tiling } from '../api.ts';
 import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextOptions } from '../nets/clip-text.ts';
 import { getFamily } from '../families/index.ts';
 import type { ModelFamily, TextEncoders } from '../families/types.ts';
@@ -81,22 +81,26 @@ export class ModelSessions implements TextEncoders {
     return this.session(`text-encoder-${index}`, this.precision(), clipTextGraphOptions(opts), (b) => buildClipTextEncoder(b, part.weights, part.config, opts));
   }
 
-  unet(): Promise<Session> {
-    const opts = this.family.unet.buildOptions;
+  /** The UNet; with a tiling, its seamless variant (a graph and session of its own, built once and cached). */
+  unet(tiling?: Tiling): Promise<Session> {
+    const opts = { ...this.family.unet.buildOptions, tiling };
     return this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
       buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
   }
 
-  vaeDecoder(): Promise<Session> {
-    const opts = { scalingFactor: this.scalingFactor };
+  vaeDecoder(tiling?: Tiling): Promise<Session> {
+    const opts = { scalingFactor: this.scalingFactor, tiling };
     return this.session('vae-decoder', this.vaePrecision(), vaeDecoderGraphOptions(opts), (b) =>
       buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
     );
   }
 
-  vaeEncoder(): Promise<Session> {
-    return this.session('vae-encoder', this.vaePrecision(), vaeEncoderGraphOptions({}), (b) => buildVaeEncoder(b, this.model.vae, this.model.vaeConfig));
+  vaeEncoder(tiling?: Tiling): Promise<Session> {
+    const opts = { tiling };
+    return this.session('vae-encoder', this.vaePrecision(), vaeEncoderGraphOptions(opts), (b) =>
+      buildVaeEncoder(b, this.model.vae, this.model.vaeConfig, opts),
+    );
   }
 
   private precision(): 'fp32' | 'fp16' {

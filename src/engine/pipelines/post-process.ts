@@ -36,6 +36,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       rng: req.rng,
       refiner: p.refinerName,
       refinerSwitchAt: p.refinerName ? req.refiner?.switchAt : undefined,
+      tiling: req.tiling,
       version: `kiln-${VERSION}`,
     });
     return { image, seed: batch.seeds[i]!, subseed: batch.subseeds[i]!, prompt: batch.prompts[i]!, negativePrompt: batch.negatives[i]!, infotext };

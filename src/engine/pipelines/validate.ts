@@ -1,6 +1,6 @@
 // Engine-side checks of a generation request. The server validates earlier with its own limits; these
 // guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
-import { KilnInputError, type GenerateRequest } from '../api.ts';
+import { KilnInputError, type GenerateRequest, type Tiling } from '../api.ts';
 
 /**
  * `textEncoderLayers`: the fewest layers among the loaded models' text encoders, the deepest clip skip they
@@ -48,4 +48,9 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
     if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
   }
   if (req.refiner) num(req.refiner.switchAt, 'refiner_switch_at', 0, 1);
+  if (req.tiling !== undefined && !TILINGS.includes(req.tiling)) {
+    throw new KilnInputError(`tiling must be one of ${TILINGS.map((t) => JSON.stringify(t)).join(', ')}, got ${JSON.stringify(req.tiling)}`, 'tiling');
+  }
 }
+
+const TILINGS: readonly unknown[] = ['xy', 'x', 'y'] satisfies Tiling[];

@@ -103,7 +103,10 @@ export function nativeRequestSchema(limits: Limits) {
       },
       loras: { type: 'array', maxItems: 64, items: network, description: 'LoRAs to apply, by name (GET /v1/models?kind=lora).' },
       hypernetworks: { type: 'array', maxItems: 64, items: network },
-      tiling: { type: 'boolean', description: 'Seamless tiling.' },
+      tiling: {
+        enum: [true, false, 'x', 'y'],
+        description: 'Seamless tiling: true wraps both axes (a texture that tiles in every direction), "x" left-right only, "y" top-bottom only.',
+      },
       restore_faces: { type: 'boolean' },
       transparent_background: { type: 'boolean', description: 'An alpha channel in the result (LayerDiffuse-style).' },
       mask: {
@@ -184,7 +187,7 @@ export interface NativeRequest {
   };
   loras?: Array<{ name: string; weight?: number }>;
   hypernetworks?: Array<{ name: string; weight?: number }>;
-  tiling?: boolean;
+  tiling?: boolean | 'x' | 'y';
   restore_faces?: boolean;
   transparent_background?: boolean;
   mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number };

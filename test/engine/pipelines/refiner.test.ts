@@ -100,3 +100,20 @@ test('the refiner also works as img2img on an existing image', async () => {
   assert.equal(img2img.images[0]!.image.width, 64);
   assert.notDeepEqual(Buffer.from(img2img.images[0]!.image.data), Buffer.from(base.images[0]!.image.data));
 });
+
+test('with tiling the refiner pass tiles too: noise rolled by half the image gives the image rolled by half', async () => {
+  const latent = 32;
+  const noise = Float32Array.from({ length: 4 * latent * latent }, (_, i) => Math.sin(i * 12.9898) * 1.7);
+  const rolled = noise.slice();
+  for (let c = 0; c < 4; c++)
+    for (let y = 0; y < latent; y++)
+      for (let x = 0; x < latent; x++) rolled[(c * latent + y) * latent + ((x + latent / 2) % latent)] = noise[(c * latent + y) * latent + x]!;
+  const req = request({ refiner: { model: { path: refinerPath }, switchAt: 0.25 }, tiling: 'xy' });
+  const a = (await engine.generate(req, {}, { initialNoise: noise })).images[0]!.image;
+  const b = (await engine.generate(req, {}, { initialNoise: rolled })).images[0]!.image;
+  let worst = 0;
+  for (let y = 0; y < 64; y++)
+    for (let x = 0; x < 64; x++)
+      for (let c = 0; c < 3; c++) worst = Math.max(worst, Math.abs(b.data[(y * 64 + ((x + 32) % 64)) * 3 + c]! - a.data[(y * 64 + x) * 3 + c]!));
+  assert.ok(worst <= 2, `the rolled generation is the rolled image (max difference ${worst} levels)`);
+});

@@ -1,6 +1,7 @@
 // Classifier-free guidance around the diffusion network: prediction = uncond + cfg * (cond - uncond), on the
 // network's raw predictions (as diffusers does), batched in bounded sub-batches. The result is a k-diffusion
 // denoiser built by the model's family (eps / v prediction).
+import type { Tiling } from '../../api.ts';
 import type { DiffusionExtras } from '../../families/types.ts';
 import type { Tensor } from '../../tensor.ts';
 import { runSession, type Feed } from '../../runtime.ts';
@@ -20,6 +21,8 @@ export interface GuidanceSettings {
   schedule: ModelSchedule;
   timestepMode: TimestepMode;
   extras: DiffusionExtras;
+  /** Seamless tiling: the network runs as its tiled graph variant. */
+  tiling?: Tiling;
 }
 
 export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: GuidanceSettings): Denoiser {
@@ -53,7 +56,7 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
     subBatches.push({ start, n, rows, condition });
   }
   const network = async (xScaled: Float32Array, timestep: number, sigma: number): Promise<Float32Array> => {
-    const session = await ms.unet();
+    const session = await ms.unet(s.tiling);
     const out = new Float32Array(xScaled.length);
     for (const { start, n, rows, condition } of subBatches) {
       const batch = rows.length;
