@@ -32,7 +32,7 @@ const checks = !args.includes('--no-checks');
 const filters = args.filter((a) => a !== '--no-checks');
 if (checks) {
   step('type check', process.execPath, ['node_modules/typescript/bin/tsc', '--noEmit', '-p', '.']);
-  step('lint and format check', process.execPath, ['node_modules/@biomejs/biome/bin/biome', 'ci', '--error-on-warnings', '.']);
+  step('lint and format check', process.execPath, ['node_modules/@biomejs/biome/bin/biome', 'ci', '--colors=off', '--error-on-warnings', '.']);
 }
 const files = collect('test')
   .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))

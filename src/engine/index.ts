@@ -22,6 +22,7 @@ export {
 export type { OpInput, OpName, OpOutput } from './ops/index.ts';
 export { listSamplers, listSchedules } from './samplers/index.ts';
 export { parseInfotext } from './infotext.ts';
+export { resolveSeed } from './rng.ts';
 export { inspectModel, type ModelSummary } from './inspect.ts';
 /** A1111's checkpoint hash (the same file the infotext's "Model hash" comes from). */
 export { modelHashes } from './weights/model.ts';

@@ -231,11 +231,14 @@ class PhiloxRng implements Rng {
 /** A1111 draws random seeds from [0, 4294967294). */
 const RANDOM_SEED_LIMIT = 4294967294;
 
-/** -1, undefined or null means "pick one"; the caller must report the returned seed. */
-export function resolveSeed(seed?: number | null, random: () => number = Math.random): number {
+/**
+ * The one seed rule of every surface: -1, undefined or null means "pick one" (A1111's range); any other value
+ * must be an integer in [0, 2^53). The caller reports the returned seed, so a random one can be reproduced.
+ */
+export function resolveSeed(seed?: number | null, random: () => number = Math.random, field = 'seed'): number {
   if (seed === undefined || seed === null || seed === -1) return Math.floor(random() * RANDOM_SEED_LIMIT);
   if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new KilnInputError(`seed must be -1 or an integer in [0, 2^53), got ${seed}`, 'seed');
+    throw new KilnInputError(`${field} must be -1 (random) or an integer in [0, 2^53), got ${seed}`, field);
   }
   return seed;
 }

@@ -1,7 +1,6 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import { randomInt } from 'node:crypto';
 import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
@@ -136,13 +135,6 @@ export const SPEC_DEFAULTS = {
   denoisingStrength: 0.75,
   output: { format: 'png', quality: 90, response: 'base64' } as OutputSpec,
 };
-
-/** Largest seed A1111 draws for -1 (exclusive); seeds are uint32. */
-const SEED_SPACE = 4294967294;
-
-export function resolveSeed(seed: number | undefined): number {
-  return seed === undefined || seed < 0 ? randomInt(0, SEED_SPACE) : seed;
-}
 
 /** A request error that names the offending field; becomes a 400. */
 export class SpecError extends Error {

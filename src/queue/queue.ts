@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { KilnInputError, ModelFileError } from '../engine/index.ts';
 import type { ImageStore } from '../storage/image-store.ts';
-import type { FinalState, JobBackend, JobFilter } from './backend.ts';
+import type { FinalState, JobBackend, JobFilter, NewJob } from './backend.ts';
 import type { QueueConfig } from './config.ts';
 import { FINAL_STATES } from './job.ts';
 import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
@@ -156,14 +156,7 @@ export class JobQueue {
     if (this.stopping) throw new QueueClosedError();
     const depth = (await this.backend.counts()).queued;
     if (depth >= this.opts.config.maxQueued) throw new QueueFullError(depth, await this.retryAfterSeconds());
-    const job = await this.backend.insert({
-      id: randomUUID(),
-      owner: opts.owner ?? 'anonymous',
-      spec,
-      createdAt: this.now(),
-      extra: opts.extra,
-      externalId: opts.externalId,
-    });
+    const job = await this.backend.insert(this.newRecord(spec, opts));
     await this.backend.publish({ type: 'queued', job });
     setImmediate(() => this.pump());
     return job;
@@ -174,17 +167,13 @@ export class JobQueue {
    * job id for every request (RunPod) can report it, retry it and deliver its webhook like any other.
    */
   async recordFailed(spec: JobSpec, error: JobError, opts: SubmitOptions = {}): Promise<Job> {
-    const job = await this.backend.insert({
-      id: randomUUID(),
-      owner: opts.owner ?? 'anonymous',
-      spec,
-      createdAt: this.now(),
-      extra: opts.extra,
-      externalId: opts.externalId,
-      failed: error,
-    });
+    const job = await this.backend.insert({ ...this.newRecord(spec, opts), failed: error });
     await this.finalized(job);
     return job;
+  }
+
+  private newRecord(spec: JobSpec, opts: SubmitOptions): NewJob {
+    return { id: randomUUID(), owner: opts.owner ?? 'anonymous', spec, createdAt: this.now(), extra: opts.extra, externalId: opts.externalId };
   }
 
   /** The job with live progress, or undefined. */

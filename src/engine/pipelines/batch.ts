@@ -15,7 +15,7 @@ export function expandBatch(req: GenerateRequest): ImageBatch {
   const perPrompt = req.imagesPerPrompt ?? 1;
   const count = req.prompts.length * perPrompt;
   const seed = resolveSeed(req.seed);
-  const subseed = resolveSeed(req.variation?.seed);
+  const subseed = resolveSeed(req.variation?.seed, Math.random, 'subseed');
   const subseedStrength = req.variation?.strength ?? 0;
   const { seeds, subseeds } = batchSeeds(seed, subseed, subseedStrength, count);
   const negatives = req.prompts.map((_, i) => (Array.isArray(req.negativePrompt) ? (req.negativePrompt[i] ?? '') : (req.negativePrompt ?? '')));

@@ -9,7 +9,7 @@ import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
-import { resolveSeed } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
 import { readPngText } from '../../storage/png-text.ts';
@@ -289,7 +289,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     sampler: body.sampler_name || body.sampler_index || 'Euler',
     schedule: body.scheduler || 'Automatic',
     seed: resolveSeed(body.seed),
-    subseed: resolveSeed(body.subseed),
+    subseed: resolveSeed(body.subseed, Math.random, 'subseed'),
     subseedStrength: body.subseed_strength ?? 0,
     seedResizeFromW: positive(body.seed_resize_from_w),
     seedResizeFromH: positive(body.seed_resize_from_h),

@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
-import { resolveSeed } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';

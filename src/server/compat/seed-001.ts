@@ -5,7 +5,7 @@
 // Kiln accepts steps / width / height / guidance_scale / seed / model / sampler as extensions.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
-import { resolveSeed } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { VERSION } from '../../version.ts';
 import { baseUrl, imageUrl } from '../native/views.ts';

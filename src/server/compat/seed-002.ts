@@ -3,7 +3,7 @@
 // guidance_scale, dimensions, seed}. Its server limits images to 512x512 and that limit is kept.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
-import { resolveSeed } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
 import { baseSpec, dataUrl, jobFailure, promptNetworks, resultImages, runJob } from './common.ts';
 
 export const SEED002_DEFAULTS = { steps: 20, width: 512, height: 512, guidanceScale: 7.5, maxSide: 512 };

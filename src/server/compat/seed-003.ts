@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
-import { resolveSeed } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
 import { lastFile, readMultipart } from '../multipart.ts';

@@ -7,7 +7,7 @@
 // LoRA and hires fix map onto the job model (the capability check answers 501). Errors: {status: "error", error}.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from '../../queue/job.ts';
-import { resolveSeed } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { maySeeJob } from '../auth.ts';
 import { baseSpec, ownerOf, promptNetworks, resultImages, sendClassified } from './common.ts';

@@ -3,7 +3,8 @@
 import type { RngSource } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import type { Limits } from '../../queue/config.ts';
-import { checkSpecLimits, resolveSeed, SpecError, SPEC_DEFAULTS } from '../../queue/job-spec.ts';
+import { resolveSeed } from '../../engine/index.ts';
+import { checkSpecLimits, SpecError, SPEC_DEFAULTS } from '../../queue/job-spec.ts';
 import type { JobKind, JobSpec, ResponseKind } from '../../queue/job-spec.ts';
 
 /** Native request JSON schema. Limits come from the server config, so the schema and /docs show real bounds. */
@@ -223,7 +224,7 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     sampler: body.sampler ?? SPEC_DEFAULTS.sampler,
     schedule: body.schedule ?? SPEC_DEFAULTS.schedule,
     seed: resolveSeed(body.seed),
-    subseed: resolveSeed(body.subseed),
+    subseed: resolveSeed(body.subseed, Math.random, 'subseed'),
     subseedStrength: body.subseed_strength ?? 0,
     clipSkip: body.clip_skip,
     eta: body.eta,

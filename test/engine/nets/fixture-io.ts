@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { loadModel, type LoadedModel } from '../../../src/engine/weights/model.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
+import type { WeightSource } from '../../../src/engine/weights/types.ts';
 
 export const FIXTURES = join(import.meta.dirname, '..', '..', 'fixtures');
 
@@ -77,4 +78,23 @@ export function skipMissingFp16Kernel(t: { diagnostic: (msg: string) => void }, 
   if (!missing) return false;
   t.diagnostic(`${variant}: onnxruntime CPU has no float16 kernel for ${missing[1]}`);
   return true;
+}
+
+/** Passes a weight source through, noting every tensor the builder reads, with its shape. */
+export function recordingWeights(source: WeightSource): { source: WeightSource; read: Map<string, number[]> } {
+  const read = new Map<string, number[]>();
+  return {
+    read,
+    source: {
+      names: () => source.names(),
+      has: (n) => source.has(n),
+      shape: (n) => source.shape(n),
+      dtype: (n) => source.dtype(n),
+      get: (n) => {
+        const t = source.get(n);
+        read.set(n, [...t.shape]);
+        return t;
+      },
+    },
+  };
 }

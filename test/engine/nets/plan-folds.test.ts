@@ -12,26 +12,7 @@ import { buildUnet, parseUnetConfig, unetFlops, unetParameterShapes, type UnetDi
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderFlops, vaeParameterShapes, type UpsampleKind, type VaeNetConfig } from '../../../src/engine/nets/vae.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import type { WeightSource } from '../../../src/engine/weights/types.ts';
-import { fixtureModel } from './fixture-io.ts';
-
-/** Passes a weight source through, noting every tensor the builder reads, with its shape. */
-function recording(source: WeightSource): { source: WeightSource; read: Map<string, number[]> } {
-  const read = new Map<string, number[]>();
-  return {
-    read,
-    source: {
-      names: () => source.names(),
-      has: (n) => source.has(n),
-      shape: (n) => source.shape(n),
-      dtype: (n) => source.dtype(n),
-      get: (n) => {
-        const t = source.get(n);
-        read.set(n, [...t.shape]);
-        return t;
-      },
-    },
-  };
-}
+import { fixtureModel, recordingWeights } from './fixture-io.ts';
 
 /** Weights of the right shapes and no values, for full-size configs: the graph is walked, never written. */
 function shapesOnly(table: Map<string, number[]>): WeightSource {
@@ -78,12 +59,12 @@ for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) {
   test(`${model}: the graph folds read exactly the parameter folds' names and shapes (UNet, VAE encoder + decoder)`, async () => {
     const m = await fixtureModel(model);
     for (const attention of ['contrib', 'onnx'] as const) {
-      const unet = recording(m.unet);
+      const unet = recordingWeights(m.unet);
       withBuilder(false, (b) => buildUnet(b, unet.source, m.unetConfig, { attention }));
       assertSameTable(unet.read, unetParameterShapes(m.unetConfig), `${model} UNet (${attention})`);
     }
     for (const upsample of ['phases', 'resize'] as const) {
-      const vae = recording(m.vae);
+      const vae = recordingWeights(m.vae);
       withBuilder(false, (b) => {
         buildVaeEncoder(b, vae.source, m.vaeConfig);
         buildVaeDecoder(b, vae.source, m.vaeConfig, { upsample });
@@ -96,12 +77,12 @@ for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) {
 for (const spec of [SD15, SDXL]) {
   test(`${spec.name} full size: the graph folds read every weight of the parameter folds and nothing else`, () => {
     const unetTable = unetParameterShapes(spec.unet);
-    const unet = recording(shapesOnly(unetTable));
+    const unet = recordingWeights(shapesOnly(unetTable));
     withBuilder(true, (b) => buildUnet(b, unet.source, spec.unet));
     assertSameTable(unet.read, unetTable, `${spec.name} UNet`);
 
     const vaeTable = vaeParameterShapes(spec.vae);
-    const vae = recording(shapesOnly(vaeTable));
+    const vae = recordingWeights(shapesOnly(vaeTable));
     withBuilder(true, (b) => {
       buildVaeEncoder(b, vae.source, spec.vae);
       buildVaeDecoder(b, vae.source, spec.vae);
@@ -115,7 +96,7 @@ test('a VAE without mid-block attention has no attention weights in its plan, an
   const config = { ...m.vaeConfig, mid_block_add_attention: false };
   const table = vaeParameterShapes(config);
   assert.ok(![...table.keys()].some((n) => n.includes('mid_block.attentions')));
-  const vae = recording(m.vae);
+  const vae = recordingWeights(m.vae);
   withBuilder(false, (b) => buildVaeDecoder(b, vae.source, config));
   assert.ok(![...vae.read.keys()].some((n) => n.includes('mid_block.attentions')));
 });
