@@ -102,13 +102,14 @@ export class WebhookPolicy {
     for (const raw of allow) {
       const entry = raw.trim().toLowerCase();
       const [addr, prefix, extra] = entry.replace(/^\[|\](?=\/|$)/g, '').split('/');
-      const family = isIP(addr ?? '');
-      if (family) {
-        const bits = prefix === undefined ? (family === 4 ? 32 : 128) : Number(prefix);
-        if (extra !== undefined || !Number.isInteger(bits) || bits < 0 || bits > (family === 4 ? 32 : 128) || (prefix !== undefined && !/^\d+$/.test(prefix))) {
+      const ipVersion = isIP(addr ?? '');
+      if (ipVersion) {
+        const maxBits = ipVersion === 4 ? 32 : 128;
+        const bits = prefix === undefined ? maxBits : Number(prefix);
+        if (extra !== undefined || (prefix !== undefined && !/^\d{1,3}$/.test(prefix)) || bits > maxBits) {
           throw new WebhookTargetError(`webhook allowlist entry "${raw}": not a valid CIDR`);
         }
-        this.blocks.addSubnet(addr!, bits, family === 4 ? 'ipv4' : 'ipv6');
+        this.blocks.addSubnet(addr!, bits, ipVersion === 4 ? 'ipv4' : 'ipv6');
       } else if (isHostName(entry)) {
         this.hosts.add(entry.replace(/\.$/, ''));
       } else {

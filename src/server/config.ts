@@ -566,7 +566,7 @@ export function optionsHelp(): string {
   return [
     'Options (flag, environment variable, meaning). Config file keys use the names in src/server/config.ts.',
     ...lines,
-    '  --api-key KEY         KILN_API_KEYS (comma list)  User API key; "name=key" names it. Repeatable.',
+    '  --api-key KEY         KILN_API_KEYS (comma list)  User API key; "name=key" names it (the name owns its jobs; unnamed: user-N from KILN_API_KEYS, cli-user-N from --api-key). Repeatable.',
     '  --admin-key KEY       KILN_ADMIN_KEYS             Admin API key (model management). Repeatable.',
     '  --config FILE         KILN_CONFIG                 Config file (default: kiln.config.json/.yaml in the data dir).',
   ].join('\n');

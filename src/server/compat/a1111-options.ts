@@ -1,10 +1,6 @@
-// A1111 settings (/sdapi/v1/options) per API key. Only the settings Kiln acts on are stored, each checked for
-// type and range, so a client can neither grow the server's memory nor store a value that breaks GET for others;
-// other keys are ignored (and named in a response header). Settings live in memory for the server's life, in
-// layers: admins (and the single user of a server without keys) set the shared defaults, including the
-// checkpoint A1111 requests use; each user key sets its own overlay, seen and used by that key only.
-import type { Principal } from '../auth.ts';
-import { seesAllJobs } from '../auth.ts';
+// Which A1111 settings (/sdapi/v1/options) Kiln stores: only the ones it acts on, each checked for type and range,
+// so a client can neither grow the server's memory nor store a value that breaks GET for others; other keys are
+// ignored (and named in a response header). Where they are kept, per key, is src/server/key-settings.ts.
 
 /** What a stored setting may hold, checked on every write. Returns the value to store or a message. */
 type Check = (v: unknown) => { value: unknown } | { error: string };
@@ -33,12 +29,6 @@ export const SETTABLE_OPTIONS: Readonly<Record<string, Check>> = {
 
 /** Longest checkpoint name accepted (titles are "file.safetensors [hash]"). */
 export const MAX_CHECKPOINT_CHARS = 512;
-
-/** A layer of settings: values of SETTABLE_OPTIONS keys and the chosen checkpoint (a registry name). */
-export interface SettingsLayer {
-  options: Record<string, unknown>;
-  model?: string;
-}
 
 export interface ParsedOptions {
   /** Checked values of known keys. */
@@ -81,38 +71,4 @@ export function parseOptions(body: Record<string, unknown>, strict = true): Pars
     else if (strict) throw new OptionsError(key, r.error);
   }
   return out;
-}
-
-/** Settings per principal: a shared layer (admins) under one overlay per user key. */
-export class A1111Settings {
-  private readonly shared: SettingsLayer = { options: {} };
-  private readonly perKey = new Map<string, SettingsLayer>();
-
-  /** At most this many user overlays (names come from the configured keys, so this is a backstop). */
-  constructor(private readonly maxKeys = 10_000) {}
-
-  /** The layer a principal writes: admins and the keyless single user write the shared one. */
-  private writable(p: Principal): SettingsLayer {
-    if (seesAllJobs(p)) return this.shared;
-    let layer = this.perKey.get(p.name);
-    if (!layer) {
-      if (this.perKey.size >= this.maxKeys) this.perKey.delete(this.perKey.keys().next().value!);
-      layer = { options: {} };
-      this.perKey.set(p.name, layer);
-    }
-    return layer;
-  }
-
-  /** What a principal's requests run under: its own settings over the shared ones. */
-  effective(p: Principal): SettingsLayer {
-    const own = seesAllJobs(p) ? undefined : this.perKey.get(p.name);
-    return { options: { ...this.shared.options, ...own?.options }, model: own?.model ?? this.shared.model };
-  }
-
-  /** Stores checked values (and a resolved checkpoint name) for `p`. */
-  set(p: Principal, values: Record<string, unknown>, model?: string): void {
-    const layer = this.writable(p);
-    Object.assign(layer.options, values);
-    if (model !== undefined) layer.model = model;
-  }
 }

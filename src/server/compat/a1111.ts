@@ -1,7 +1,7 @@
 // AUTOMATIC1111 WebUI API (/sdapi/v1/*), v1.10 shapes: txt2img / img2img map onto one native job and block
 // until it is done (A1111 clients expect that). A1111's state is process-global; Kiln's is per API key: progress,
 // interrupt and skip see and act on the caller's own jobs (admin keys, and a server without keys, on all), and
-// settings are per key (a1111-options.ts). Discovery lists come from the registry and the engine's own lists.
+// settings are per key (key-settings.ts; which ones: a1111-options.ts). Discovery lists come from the registry and the engine's own lists.
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -21,7 +21,8 @@ import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, promptNetworks, resultImages, waitForJob, storeImageField, submitWithInput } from './common.ts';
 import { fastApiErrorHandlerWith } from './fastapi.ts';
-import { A1111Settings, OptionsError, parseOptions } from './a1111-options.ts';
+import { OptionsError, parseOptions } from './a1111-options.ts';
+import { KeySettings } from '../key-settings.ts';
 import { seesAllJobs } from '../auth.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -363,28 +364,13 @@ function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires'
   };
 }
 
-/** What A1111's progress reports about a caller's last generation: whether it was stopped, and when it began. */
-interface StopFlags {
-  interrupted: boolean;
-  skipped: boolean;
-  lastTimestamp: string;
-}
+/** How an A1111 interrupt or skip stopped a job, kept in the job record (Job.extra.a1111Stop). */
+type StopKind = 'interrupted' | 'skipped';
+const stopOf = (job: Job | undefined): StopKind | undefined => job?.extra.a1111Stop as StopKind | undefined;
 
 export async function a1111Routes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
-  // Settings and stop flags per job owner; owners are key names (or "anonymous"), so both maps are bounded
-  // by the number of configured keys.
-  const settings = new A1111Settings();
-  const flagsByOwner = new Map<string, StopFlags>();
-  const flagsOf = (owner: string): StopFlags => {
-    let f = flagsByOwner.get(owner);
-    if (!f) {
-      if (flagsByOwner.size >= 10_000) flagsByOwner.delete(flagsByOwner.keys().next().value!);
-      f = { interrupted: false, skipped: false, lastTimestamp: '0' };
-      flagsByOwner.set(owner, f);
-    }
-    return f;
-  };
+  const settings = new KeySettings();
 
   app.setErrorHandler(errorHandler);
   // A1111 stamps every response with how long it took.
@@ -460,13 +446,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     const body = req.body as Body;
     if (body.infotext) applyInfotext(body, (req as FastifyRequest & { explicit?: Set<string> }).explicit ?? new Set());
     const spec = await toSpec(req, body, kind);
-    const flags = flagsOf(ownerOf(req));
-    flags.interrupted = false;
-    flags.skipped = false;
     // force_task_id is kept with the job, so /internal/progress finds it (after a restart too).
     const externalId = body.force_task_id ? String(body.force_task_id) : undefined;
     const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req), externalId }));
-    flags.lastTimestamp = timestamp(job.createdAt);
     const done = await waitForJob(kiln, reply, job);
     if (body.override_settings_restore_afterwards === false) {
       // Kept as the caller's settings, like POST /options: known keys with valid values only.
@@ -474,7 +456,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       settings.set(req.principal, kept.values, kept.checkpoint !== undefined ? spec.model : undefined);
     }
     // An interrupted job returns what it has, as A1111's blocked call does (here: nothing yet).
-    if (done.state !== 'succeeded' && !(done.state === 'cancelled' && (flags.interrupted || flags.skipped))) throw jobFailure(done);
+    if (done.state !== 'succeeded' && !(done.state === 'cancelled' && stopOf(done))) throw jobFailure(done);
     const images = await resultImages(kiln, done);
     const infotexts = images.map((i) => i.meta.infotext);
     const { infotext: _drop, ...parameters } = body;
@@ -512,13 +494,14 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       const job = await runningJob(req);
       const queued = await queuedCount(req);
       const skipImage = (req.query as { skip_current_image?: boolean }).skip_current_image === true;
-      const flags = flagsOf(ownerOf(req));
-      const base = { skipped: flags.skipped, interrupted: flags.interrupted, stopping_generation: false };
+      // As A1111's flags: set by an interrupt or skip until the caller's next job.
+      const [latest] = await kiln.queue.list({ owner: ownerFilter(req), limit: 1 });
+      const base = { skipped: stopOf(latest) === 'skipped', interrupted: stopOf(latest) === 'interrupted', stopping_generation: false };
       if (!job) {
         return {
           progress: 0,
           eta_relative: 0,
-          state: { ...base, job: '', job_count: 0, job_timestamp: flags.lastTimestamp, job_no: 0, sampling_step: 0, sampling_steps: 0 },
+          state: { ...base, job: '', job_count: 0, job_timestamp: latest ? timestamp(latest.createdAt) : '0', job_no: 0, sampling_step: 0, sampling_steps: 0 },
           current_image: null,
           textinfo: null,
         };
@@ -599,10 +582,11 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     if (running || owner === undefined) return running;
     return (await kiln.queue.list({ owner, state: 'queued', limit: kiln.config.queue.maxQueued + 1 })).at(-1);
   };
-  const stop = async (req: FastifyRequest, flag: 'interrupted' | 'skipped') => {
+  const stop = async (req: FastifyRequest, kind: StopKind) => {
     const job = await jobToStop(req);
     if (job) {
-      flagsOf(job.owner ?? 'anonymous')[flag] = true;
+      // Marked first, so the blocked generate call sees why its job ended.
+      await kiln.queue.updateExtra(job.id, { a1111Stop: kind });
       await kiln.queue.cancel(job.id);
     }
     return {};
