@@ -156,7 +156,8 @@ export class WebhookPolicy {
 
   /**
    * Every address `host` resolves to, each checked (one refused address refuses the host: an attacker's DNS
-   * could hand out either). An allowlisted host name skips the address checks. Throws WebhookTargetError.
+   * could hand out either). An allowlisted host name skips the address checks. Throws WebhookTargetError for a
+   * refused address, a plain Error when the lookup fails or times out (a delivery failure, retried).
    */
   async resolve(host: string, timeoutMs = 5_000): Promise<Array<{ address: string; family: number }>> {
     if (isIP(host)) {
@@ -165,11 +166,12 @@ export class WebhookPolicy {
     }
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new WebhookTargetError(`resolving ${host} took longer than ${timeoutMs / 1000} s`)), timeoutMs);
+      // A slow or failed lookup is a delivery failure (retried), not a refusal.
+      timer = setTimeout(() => reject(new Error(`resolving ${host} took longer than ${timeoutMs / 1000} s`)), timeoutMs);
     });
     try {
       const addresses = await Promise.race([this.lookupAll(host), timeout]);
-      if (addresses.length === 0) throw new WebhookTargetError(`${host} has no address`);
+      if (addresses.length === 0) throw new Error(`${host} has no address`);
       if (!this.hostAllowed(host)) for (const a of addresses) this.checkAddress(a.address, host);
       return addresses;
     } finally {

@@ -57,11 +57,6 @@ export class KeyRing {
     for (const k of this.keys) if (timingSafeEqual(h, k.hash) && !found) found = k;
     return found ? { name: found.name, role: found.role, anonymous: false } : undefined;
   }
-
-  /** A short, non-reversible id for rate limiting buckets. */
-  static bucketOf(key: string): string {
-    return digest(key).toString('hex').slice(0, 16);
-  }
 }
 
 /** The rate-limit bucket of a client address: IPv4 as is, IPv6 by its /64 (one host usually holds a whole /64). */
