@@ -183,6 +183,12 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   for (const [field, v, max] of resize) {
     if (v !== undefined && (!Number.isInteger(v) || v < 64 || v > max)) throw new SpecError(field, `must be an integer from 64 to ${max}, got ${v}`);
   }
+  const q = spec.output.quality;
+  if (!Number.isInteger(q) || q < 1 || q > 100) throw new SpecError('output.quality', `must be an integer from 1 to 100, got ${q}`);
+  // 12 is the deepest any supported text encoder allows; the engine checks the loaded model's own layer count.
+  const clip = spec.clipSkip;
+  if (clip !== undefined && (!Number.isInteger(clip) || clip < 1 || clip > 12))
+    throw new SpecError('clip_skip', `must be an integer from 1 to 12, got ${clip}`);
   if (spec.timeoutMs !== undefined && !(Number.isFinite(spec.timeoutMs) && spec.timeoutMs > 0))
     throw new SpecError('timeout_s', `must be a positive number of seconds, got ${spec.timeoutMs / 1000}`);
   if (spec.webhook) checkWebhookUrl(spec.webhook.url);

@@ -9,7 +9,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
-import type { KilnConfig } from './config.ts';
+import type { HttpBounds, KilnConfig } from './config.ts';
 import { isLoopback } from './config.ts';
 import { KilnServices } from './services.ts';
 import type { ServiceOptions } from './services.ts';
@@ -20,6 +20,7 @@ import { healthRoutes } from './health.ts';
 import { nativeRoutes } from './native/routes.ts';
 import { registerCompat } from './compat/index.ts';
 import { closeAllStreams } from './native/sse.ts';
+import { jsonDepth, tooDeepMessage } from './json-depth.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -61,23 +62,40 @@ function makeValidatorCompiler() {
   return ({ schema, httpPart }: { schema: object; httpPart?: string }) => (httpPart === 'body' ? strict : coercing).compile(schema);
 }
 
+/**
+ * Timeouts against clients that stall: node enforces headers/request timeouts on a timer of
+ * `connectionsCheckingInterval` (30 s by default), so it is tied to the shortest timeout to cut stalls promptly.
+ */
+function serverTimeouts(http: HttpBounds) {
+  const shortest = Math.min(...[http.headersTimeoutMs, http.requestTimeoutMs].filter((ms) => ms > 0));
+  const connectionsCheckingInterval = Number.isFinite(shortest) ? Math.max(50, Math.min(5000, Math.floor(shortest / 4))) : 30_000;
+  return {
+    node: { headersTimeout: http.headersTimeoutMs, requestTimeout: http.requestTimeoutMs, connectionsCheckingInterval },
+    fastify: { requestTimeout: http.requestTimeoutMs, keepAliveTimeout: http.keepAliveTimeoutMs, connectionTimeout: http.idleTimeoutMs },
+  };
+}
+
 export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Promise<FastifyInstance> {
   const logger: FastifyServerOptions['logger'] = {
     level: config.logLevel,
     redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'headers.authorization', 'headers["x-api-key"]'], censor: '[redacted]' },
     ...(opts.logStream ? { stream: opts.logStream } : {}),
   };
-  const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : null;
+  const timeouts = serverTimeouts(config.http);
+  const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey), ...timeouts.node } : null;
   const app = (https
-    ? Fastify({ logger, https, bodyLimit: config.limits.bodyBytes })
-    : Fastify({ logger, bodyLimit: config.limits.bodyBytes })) as unknown as FastifyInstance;
+    ? Fastify({ logger, https, bodyLimit: config.limits.bodyBytes, ...timeouts.fastify })
+    : Fastify({ logger, http: timeouts.node, bodyLimit: config.limits.bodyBytes, ...timeouts.fastify })) as unknown as FastifyInstance;
 
   app.setValidatorCompiler(makeValidatorCompiler());
   // An empty JSON body (POST .../cancel from clients that always send a JSON content type) is "no body";
   // anything else goes through Fastify's own parser (prototype-poisoning protection included).
+  // JSON nested deeper than the limit is refused before parsing, for every route (see json-depth.ts).
   const jsonParser = app.getDefaultJsonParser('error', 'error');
+  const maxDepth = config.http.maxJsonDepth;
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     if (body === '' || (typeof body === 'string' && body.trim() === '')) return done(null, undefined);
+    if (jsonDepth(body as string, maxDepth) > maxDepth) return done(new HttpError(400, 'invalid_request', tooDeepMessage('body', maxDepth), 'body'), undefined);
     jsonParser(req, body as string, done);
   });
   app.setErrorHandler(errorHandler);

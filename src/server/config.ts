@@ -52,6 +52,21 @@ export interface KilnConfig {
   maxLoadedModels: number;
   limits: Limits;
   queue: QueueConfig;
+  http: HttpBounds;
+}
+
+/** How the HTTP layer bounds a request before any route sees it (stalled clients, nesting bombs). */
+export interface HttpBounds {
+  /** A client must send the whole request head within this many ms (408 and close otherwise). */
+  headersTimeoutMs: number;
+  /** ... and the whole request, head and body, within this many ms. Answering may take longer. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection between requests is closed after this many ms. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no bytes either way for this many ms is closed (0 = never: blocking routes wait silently). */
+  idleTimeoutMs: number;
+  /** Deepest nesting of arrays/objects accepted in a JSON body or JSON-valued field. */
+  maxJsonDepth: number;
 }
 
 type Kind = 'string' | 'int' | 'number' | 'bool' | 'path' | 'list' | { oneOf: readonly string[] };
@@ -298,6 +313,50 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 30_000,
     doc: 'On shutdown, how long to let the running job finish before it is stopped and re-queued (seconds).',
   },
+  {
+    key: 'http.headersTimeoutMs',
+    flag: 'headers-timeout',
+    env: 'KILN_HEADERS_TIMEOUT',
+    kind: 'number',
+    scale: 1000,
+    default: 20_000,
+    doc: 'A client must send the request line and headers within this many seconds, or gets 408 and is disconnected.',
+  },
+  {
+    key: 'http.requestTimeoutMs',
+    flag: 'request-timeout',
+    env: 'KILN_REQUEST_TIMEOUT',
+    kind: 'number',
+    scale: 1000,
+    default: 120_000,
+    doc: 'A client must send the whole request (headers and body) within this many seconds, or gets 408 and is disconnected. Waiting for the answer is not counted.',
+  },
+  {
+    key: 'http.keepAliveTimeoutMs',
+    flag: 'keep-alive-timeout',
+    env: 'KILN_KEEP_ALIVE_TIMEOUT',
+    kind: 'number',
+    scale: 1000,
+    default: 72_000,
+    doc: 'An idle keep-alive connection is closed after this many seconds (above the 60 s of common load balancers).',
+  },
+  {
+    key: 'http.idleTimeoutMs',
+    flag: 'idle-timeout',
+    env: 'KILN_IDLE_TIMEOUT',
+    kind: 'number',
+    scale: 1000,
+    default: 0,
+    doc: 'Close a connection with no bytes in either direction for this many seconds; 0 = never (blocking A1111/OpenAI calls wait silently for their job).',
+  },
+  {
+    key: 'http.maxJsonDepth',
+    flag: 'max-json-depth',
+    env: 'KILN_MAX_JSON_DEPTH',
+    kind: 'int',
+    default: 64,
+    doc: 'Deepest nesting of arrays and objects accepted in a JSON body or JSON form field (deeper: 400).',
+  },
 ];
 
 export class ConfigError extends Error {
@@ -539,6 +598,9 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
   }
 
   const cfg = out as unknown as KilnConfig;
+  if (cfg.http.requestTimeoutMs > 0 && cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs)
+    throw new ConfigError('http.headersTimeoutMs', 'the headers timeout cannot be longer than the request timeout (--request-timeout)');
+  if (cfg.http.maxJsonDepth < 1) throw new ConfigError('http.maxJsonDepth', 'must be at least 1');
   if (Boolean(cfg.tlsCert) !== Boolean(cfg.tlsKey)) throw new ConfigError('tlsCert/tlsKey', 'give both --tls-cert and --tls-key, or neither');
   return cfg;
 }
@@ -546,10 +608,20 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
 /** A config for tests and embedding: defaults plus overrides, no files or environment read. */
 export function testConfig(
   dataDir: string,
-  overrides: Partial<Omit<KilnConfig, 'limits' | 'queue'>> & { limits?: Partial<Limits>; queue?: Partial<QueueConfig> } = {},
+  overrides: Partial<Omit<KilnConfig, 'limits' | 'queue' | 'http'>> & {
+    limits?: Partial<Limits>;
+    queue?: Partial<QueueConfig>;
+    http?: Partial<HttpBounds>;
+  } = {},
 ): KilnConfig {
   const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
-  return { ...base, ...overrides, limits: { ...base.limits, ...overrides.limits }, queue: { ...base.queue, ...overrides.queue } };
+  return {
+    ...base,
+    ...overrides,
+    limits: { ...base.limits, ...overrides.limits },
+    queue: { ...base.queue, ...overrides.queue },
+    http: { ...base.http, ...overrides.http },
+  };
 }
 
 export function isLoopback(host: string): boolean {

@@ -2,7 +2,7 @@
 // variations, seed 003's /post_config). Parts are read in order; what differs between surfaces — which file
 // fields exist, whether another file field is an error, how a text field enters the body — is an option.
 import type { FastifyRequest } from 'fastify';
-import type { HttpError } from './errors.ts';
+import { HttpError } from './errors.ts';
 
 export interface UploadedFile {
   field: string;
@@ -32,6 +32,18 @@ export interface MultipartOptions {
 export async function readMultipart(req: FastifyRequest, options: MultipartOptions): Promise<MultipartForm | undefined> {
   if (!req.isMultipart()) return undefined;
   const form: MultipartForm = { body: {}, files: [] };
+  try {
+    await readParts(req, options, form);
+  } catch (e) {
+    // Our own refusals and the plugin's limits (413) carry a status; anything else is the parser finding a
+    // malformed or cut-short body, which is the client's to fix.
+    if (e instanceof HttpError || (e as { statusCode?: number }).statusCode !== undefined) throw e;
+    throw new HttpError(400, 'invalid_request', `body: the multipart/form-data body is malformed (${(e as Error).message})`, 'body');
+  }
+  return form;
+}
+
+async function readParts(req: FastifyRequest, options: MultipartOptions, form: MultipartForm): Promise<void> {
   for await (const part of req.parts()) {
     if (part.type === 'file') {
       if (options.fileFields.includes(part.fieldname)) {
@@ -47,7 +59,6 @@ export async function readMultipart(req: FastifyRequest, options: MultipartOptio
       form.body = options.addField(form.body, part.fieldname, String(part.value));
     }
   }
-  return form;
 }
 
 /** The last file that came in any of `fields` (a repeated upload replaces the earlier one). */

@@ -31,7 +31,8 @@ export async function runPipeline(
 ): Promise<GenerateResult> {
   const started = Date.now();
   const { base, refiner } = models;
-  validateRequest(req, base.latentFactor);
+  const encoderLayers = [base, refiner].flatMap((m) => m?.model.textEncoders.map((t) => t.config.num_hidden_layers) ?? []);
+  validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
   const batch = expandBatch(req);

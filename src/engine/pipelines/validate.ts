@@ -2,7 +2,11 @@
 // guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
 import { KilnInputError, type GenerateRequest } from '../api.ts';
 
-export function validateRequest(req: GenerateRequest, latentFactor: number): void {
+/**
+ * `textEncoderLayers`: the fewest layers among the loaded models' text encoders, the deepest clip skip they
+ * allow (12 for real SD models; fewer in small or pruned ones).
+ */
+export function validateRequest(req: GenerateRequest, latentFactor: number, textEncoderLayers = 12): void {
   const int = (v: unknown, field: string, min: number, max: number) => {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
       throw new KilnInputError(`${field} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, field);
@@ -27,7 +31,15 @@ export function validateRequest(req: GenerateRequest, latentFactor: number): voi
   if (req.height % latentFactor !== 0) throw new KilnInputError(`height must be a multiple of ${latentFactor}, got ${req.height}`, 'height');
   int(req.steps, 'steps', 1, 1000);
   num(req.cfgScale, 'cfg_scale', 0, 100);
-  if (req.clipSkip !== undefined) int(req.clipSkip, 'clip_skip', 1, 12);
+  if (req.clipSkip !== undefined) {
+    int(req.clipSkip, 'clip_skip', 1, 12);
+    if (req.clipSkip > textEncoderLayers) {
+      throw new KilnInputError(
+        `clip_skip must be an integer from 1 to ${textEncoderLayers} for this model (its text encoder has ${textEncoderLayers} layers), got ${req.clipSkip}`,
+        'clip_skip',
+      );
+    }
+  }
   if (req.variation) num(req.variation.strength, 'subseed_strength', 0, 1);
   if (req.samplerOptions?.eta !== undefined) num(req.samplerOptions.eta, 'eta', 0, 10);
   if (req.init) {

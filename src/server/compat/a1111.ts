@@ -270,7 +270,14 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
       );
     refiner = found.model_name;
   }
-  const clip = Number(optionValue(overrides, 'CLIP_stop_at_last_layers', 1));
+  // Integer settings are bounded as A1111's own sliders are; override_settings names the request's field.
+  const intSetting = (key: string, fallback: number, min: number, max: number): number => {
+    const v = optionValue(overrides, key, fallback);
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+    const field = key in overrides ? `override_settings.${key}` : key;
+    throw new HttpError(400, 'invalid_request', `${field}: must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, field);
+  };
+  const clip = intSetting('CLIP_stop_at_last_layers', 1, 1, 12);
   const format = SAMPLE_FORMATS[String(optionValue(overrides, 'samples_format', 'png')).toLowerCase()];
   if (!format) throw new HttpError(400, 'invalid_request', 'override_settings.samples_format: must be png, jpg or webp', 'samples_format');
   const positive = (n: number | null | undefined) => (typeof n === 'number' && n > 0 ? n : undefined);
@@ -301,7 +308,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     // A1111 treats s_tmax 0 as infinity.
     sTmax: positive(body.s_tmax),
     sNoise: body.s_noise ?? undefined,
-    output: { format, quality: Number(optionValue(overrides, 'jpeg_quality', 80)), response: 'base64' },
+    output: { format, quality: intSetting('jpeg_quality', 80, 1, 100), response: 'base64' },
     refiner,
     refinerSwitchAt: refiner ? (body.refiner_switch_at ?? 0.8) : undefined,
     loras: networks.loras,

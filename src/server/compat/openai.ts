@@ -205,7 +205,8 @@ function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2
     schedule: text(extra.schedule) ?? text(extra.scheduler) ?? 'Automatic',
     seed: resolveSeed(body.seed ?? num(extra.seed)),
     clipSkip: num(extra.clip_skip),
-    output: { format, quality: body.output_compression ?? 100, response: body.response_format === 'url' ? 'url' : 'base64' },
+    // OpenAI documents output_compression 0-100; the encoders' lowest quality is 1, so 0 means 1.
+    output: { format, quality: Math.max(1, body.output_compression ?? 100), response: body.response_format === 'url' ? 'url' : 'base64' },
     ...tags,
     transparentBackground: body.background === 'transparent' || undefined,
     sourceFields: { ...tags.sourceFields, transparentBackground: 'background' },

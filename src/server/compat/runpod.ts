@@ -15,6 +15,7 @@ import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { maySeeJob, seesAllJobs } from '../auth.ts';
+import { failureStatus } from '../job-failure.ts';
 import { baseUrl } from '../native/views.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
@@ -55,9 +56,17 @@ interface RunPodExtra {
   /** The input was refused before it could run; kept so /retry can map it again. */
   rejected?: boolean;
   input?: unknown;
+  /** Size of a refused input too large to keep (see KEPT_INPUT_BYTES); such a job cannot be retried. */
+  inputBytes?: number;
   /** /stream already handed out the output. */
   streamed?: boolean;
 }
+
+/**
+ * The most JSON a refused input may take in its job record, for /retry. Larger inputs (base64 images) are not
+ * kept: every record is bounded, and all of it goes with the job at retention cleanup.
+ */
+export const KEPT_INPUT_BYTES = 256 * 1024;
 
 const runpodOf = (job: Job): RunPodExtra => (job.extra.runpod ?? {}) as RunPodExtra;
 
@@ -157,7 +166,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       const reason = rejection(e);
       if (reason === undefined) throw e;
       const placeholder = baseSpec({ prompts: [typeof input.prompt === 'string' ? input.prompt : ''], ...job });
-      const extra: RunPodExtra = { rejected: true, input };
+      const inputBytes = Buffer.byteLength(JSON.stringify(input));
+      const extra: RunPodExtra = inputBytes <= KEPT_INPUT_BYTES ? { rejected: true, input } : { rejected: true, inputBytes };
       return kiln.queue.recordFailed(placeholder, { code: 'input', message: reason }, { owner, extra: { runpod: extra } });
     }
   }
@@ -266,6 +276,12 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
         throw new HttpError(400, 'invalid_request', `job ${job.id} is ${status}; only FAILED or TIMED_OUT jobs can be retried`);
       const extra = runpodOf(job);
       let spec: JobSpec | undefined;
+      if (extra.rejected && extra.input === undefined)
+        throw new HttpError(
+          400,
+          'invalid_request',
+          `job ${job.id} was refused and its input (${extra.inputBytes ?? 0} bytes, over the ${KEPT_INPUT_BYTES}-byte limit kept for /retry) was not kept; submit it again with /run`,
+        );
       if (extra.rejected) {
         // Refused input is mapped again (the server may have what it lacked); refused again, it stays FAILED.
         try {
@@ -317,8 +333,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       const spec = await specOf(input);
       const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req) }));
       const done = (await kiln.queue.waitFor(job.id, syncWaitMs(kiln)))!;
-      if (done.state !== 'succeeded')
-        return reply.status(done.state === 'cancelled' ? 409 : 500).send({ status: 'error', error: done.error?.message ?? done.state });
+      if (done.state !== 'succeeded') return reply.status(failureStatus(done).status).send({ status: 'error', error: done.error?.message ?? done.state });
       const images = await resultImages(kiln, done);
       const filename = alphaFilename(done, 0);
       return { status: 'success', url: `${baseUrl(kiln, req)}/alpha/v1/file/${filename}`, filename, info: images[0]!.meta.infotext };

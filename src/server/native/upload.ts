@@ -4,6 +4,7 @@
 import type { FastifyRequest } from 'fastify';
 import { HttpError } from '../errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
+import { jsonDepth, tooDeepMessage } from '../json-depth.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -12,6 +13,11 @@ declare module 'fastify' {
 }
 
 const FILE_FIELDS = ['init_image', 'image'];
+
+/** Form fields that hold JSON are bounded like a JSON body (see json-depth.ts). */
+function checkDepth(name: string, raw: string, maxDepth: number): void {
+  if (jsonDepth(raw, maxDepth) > maxDepth) throw new HttpError(400, 'invalid_request', tooDeepMessage(name, maxDepth), name);
+}
 
 function parseValue(raw: string): unknown {
   try {
@@ -23,7 +29,8 @@ function parseValue(raw: string): unknown {
 }
 
 /** One text field into the native body: `request` holds the whole body (explicit fields win), `output` is JSON. */
-function addField(body: Record<string, unknown>, name: string, raw: string): Record<string, unknown> {
+function addField(body: Record<string, unknown>, name: string, raw: string, maxDepth: number): Record<string, unknown> {
+  checkDepth(name, raw, maxDepth);
   if (name === 'request') {
     let parsed: unknown;
     try {
@@ -53,7 +60,7 @@ export async function assembleMultipart(req: FastifyRequest): Promise<void> {
   const form = await readMultipart(req, {
     fileFields: FILE_FIELDS,
     unknownFile: (field) => new HttpError(400, 'invalid_request', `${field}: is not a known file field (use init_image)`, field),
-    addField,
+    addField: (body, name, raw) => addField(body, name, raw, req.server.kiln.config.http.maxJsonDepth),
   });
   if (!form) return;
   const bytes = lastFile(form, ...FILE_FIELDS);
