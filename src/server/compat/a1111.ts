@@ -1,7 +1,8 @@
 // AUTOMATIC1111 WebUI API (/sdapi/v1/*), v1.10 shapes: txt2img / img2img map onto one native job and block
 // until it is done (A1111 clients expect that). A1111's state is process-global; Kiln's is per API key: progress,
 // interrupt and skip see and act on the caller's own jobs (admin keys, and a server without keys, on all), and
-// settings are per key (key-settings.ts; which ones: a1111-options.ts). Discovery lists come from the registry and the engine's own lists.
+// settings are per key (key-settings.ts; which ones: a1111-options.ts). Discovery lists come from the registry
+// and the engine's own lists.
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
