@@ -14,7 +14,7 @@ import { isLoopback } from './config.ts';
 import { KilnServices } from './services.ts';
 import type { ServiceOptions } from './services.ts';
 import { errorHandler, HttpError } from './errors.ts';
-import { KeyRing, presentedKey } from './auth.ts';
+import { AuthFailureLimiter, clientBucket, KeyRing, presentedKey } from './auth.ts';
 import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
 import { nativeRoutes } from './native/routes.ts';
@@ -110,6 +110,9 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
   app.addHook('onClose', async () => kiln.close());
 
   const keys = new KeyRing(config.keys);
+  // Wrong and missing keys are counted per client address in their own, stricter bucket: the per-key limit
+  // below cannot see them (each wrong key would get a fresh bucket), and valid keys are never held back.
+  const authFailures = new AuthFailureLimiter(config.authFailuresPerMinute);
   app.decorateRequest('principal', null as unknown as Principal);
   app.addHook('onRequest', async (req) => {
     const level = req.routeOptions.config?.auth ?? 'user';
@@ -119,6 +122,16 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
     }
     const principal = keys.check(presentedKey(req.headers));
     if (!principal) {
+      const retryAfter = authFailures.fail(req.ip);
+      if (retryAfter !== undefined) {
+        throw new HttpError(
+          429,
+          'rate_limited',
+          `too many requests without a valid API key from this address: the limit is ${authFailures.perMinute} per minute; retry in ${retryAfter} s`,
+          undefined,
+          { 'retry-after': String(retryAfter) },
+        );
+      }
       throw new HttpError(
         401,
         'unauthorized',
@@ -139,8 +152,10 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
       max: config.rateLimitPerMinute,
       timeWindow: 60_000,
       keyGenerator: (req) => {
-        const key = presentedKey(req.headers);
-        return key ? `key:${KeyRing.bucketOf(key)}` : `ip:${req.ip}`;
+        // Per key for a valid key (the auth hook ran first), per address otherwise: a made-up key must not
+        // open a fresh bucket of its own.
+        const p = req.principal;
+        return p && !p.anonymous ? `key:${p.name}` : `ip:${clientBucket(req.ip)}`;
       },
       errorResponseBuilder: (_req, ctx) => {
         const err = new HttpError(429, 'rate_limited', `too many requests: the limit is ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`);

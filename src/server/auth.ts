@@ -57,9 +57,64 @@ export class KeyRing {
     for (const k of this.keys) if (timingSafeEqual(h, k.hash) && !found) found = k;
     return found ? { name: found.name, role: found.role, anonymous: false } : undefined;
   }
+}
 
-  /** A short, non-reversible id for rate limiting buckets. */
-  static bucketOf(key: string): string {
-    return digest(key).toString('hex').slice(0, 16);
+/** The rate-limit bucket of a client address: IPv4 as is, IPv6 by its /64 (one host usually holds a whole /64). */
+export function clientBucket(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!ip.includes(':')) return ip;
+  // Expand "::" so the first four groups are the /64 prefix.
+  const [head = '', tail] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/**
+ * Counts requests with a missing or wrong API key per client address in fixed one-minute windows. Only
+ * failures count, so a valid key from the same address (a shared NAT, a misconfigured neighbour) is never held
+ * back. Memory is bounded: at most `maxClients` addresses are tracked, expired windows are dropped first, then
+ * the oldest.
+ */
+export class AuthFailureLimiter {
+  private readonly windows = new Map<string, { count: number; resetAt: number }>();
+
+  constructor(
+    readonly perMinute: number,
+    private readonly maxClients = 50_000,
+    private readonly windowMs = 60_000,
+  ) {}
+
+  /** Records one failure from `ip`; returns the seconds to wait when it is over the limit, else undefined. */
+  fail(ip: string, now = Date.now()): number | undefined {
+    if (this.perMinute <= 0) return undefined;
+    const bucket = clientBucket(ip);
+    let w = this.windows.get(bucket);
+    if (!w || w.resetAt <= now) {
+      this.windows.delete(bucket);
+      this.makeRoom(now);
+      w = { count: 0, resetAt: now + this.windowMs };
+      this.windows.set(bucket, w);
+    }
+    w.count++;
+    return w.count > this.perMinute ? Math.max(1, Math.ceil((w.resetAt - now) / 1000)) : undefined;
+  }
+
+  get tracked(): number {
+    return this.windows.size;
+  }
+
+  private makeRoom(now: number): void {
+    // Windows are (re)inserted when they open, so Map order is expiry order: expired ones are at the front,
+    // and when every window is live the oldest goes.
+    for (const [k, w] of this.windows) {
+      if (this.windows.size < this.maxClients && w.resetAt > now) break;
+      this.windows.delete(k);
+    }
   }
 }

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { Limits, QueueConfig } from '../queue/config.ts';
+import { WebhookPolicy } from '../queue/webhook-target.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -37,6 +38,10 @@ export interface KilnConfig {
   publicUrl?: string;
   logLevel: string;
   rateLimitPerMinute: number;
+  /** Requests with a missing or wrong API key allowed per client address per minute before 429; 0 = no limit. */
+  authFailuresPerMinute: number;
+  /** Webhook targets opened despite being loopback/private/link-local: host names, IPs or CIDR blocks. */
+  webhookAllow: string[];
   metricsPublic: boolean;
   engineModule?: string;
   /** Live preview of the running job every this many model evaluations (0 = no previews). */
@@ -64,7 +69,7 @@ export interface HttpBounds {
   maxJsonDepth: number;
 }
 
-type Kind = 'string' | 'int' | 'number' | 'bool' | 'path' | { oneOf: readonly string[] };
+type Kind = 'string' | 'int' | 'number' | 'bool' | 'path' | 'list' | { oneOf: readonly string[] };
 
 interface OptionSpec {
   /** Dotted path in KilnConfig and in the config file. */
@@ -160,6 +165,22 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'int',
     default: 600,
     doc: 'Requests per minute per API key (or per IP without keys); 0 disables.',
+  },
+  {
+    key: 'authFailuresPerMinute',
+    flag: 'auth-fail-limit',
+    env: 'KILN_AUTH_FAIL_LIMIT',
+    kind: 'int',
+    default: 30,
+    doc: 'Requests with a missing or wrong API key per client address (IPv6: per /64) per minute; beyond it they get 429 with Retry-After. Requests with a valid key from that address are not affected. 0 disables.',
+  },
+  {
+    key: 'webhookAllow',
+    flag: 'webhook-allow',
+    env: 'KILN_WEBHOOK_ALLOW',
+    kind: 'list',
+    default: [],
+    doc: 'Webhook targets allowed although they are loopback, private, link-local or otherwise non-public: host names, IP addresses or CIDR blocks, comma-separated (config file: a list). By default webhooks go to public addresses only.',
   },
   { key: 'metricsPublic', flag: 'metrics-public', env: 'KILN_METRICS_PUBLIC', kind: 'bool', default: true, doc: 'Serve /metrics without an API key.' },
   {
@@ -429,6 +450,12 @@ function coerce(opt: OptionSpec, raw: unknown, where: string, cwd: string, fromU
     case 'string':
       if (typeof raw !== 'string') throw new ConfigError(name, `must be a string, got ${JSON.stringify(raw)}`);
       return raw;
+    case 'list': {
+      const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : undefined;
+      if (!items || items.some((i) => typeof i !== 'string'))
+        throw new ConfigError(name, `must be a comma-separated list (or a list of strings), got ${JSON.stringify(raw)}`);
+      return (items as string[]).map((i) => i.trim()).filter(Boolean);
+    }
   }
 }
 
@@ -443,16 +470,22 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
 }
 
-/** `k1,k2` or `name=k1,name2=k2` from an env var / flag into keys with the given role. */
-function keysFromList(list: string | string[], role: Role): ApiKey[] {
+/**
+ * `k1,k2` or `name=k1,name2=k2` from an env var / flag into keys with the given role. An unnamed key is named
+ * by its source and position (`user-1` from KILN_API_KEYS, `cli-user-1` from --api-key), so keys from different
+ * sources never share a name, and with it each other's jobs. Name keys (`name=key`) to keep a name when the
+ * list changes: the name is the owner of the key's jobs.
+ */
+function keysFromList(list: string | string[], role: Role, source: 'env' | 'cli'): ApiKey[] {
   const items = ([] as string[])
     .concat(list)
     .flatMap((s) => s.split(','))
     .map((s) => s.trim())
     .filter(Boolean);
+  const prefix = source === 'cli' ? `cli-${role}` : role;
   return items.map((item, i) => {
     const eq = item.indexOf('=');
-    return eq > 0 ? { name: item.slice(0, eq), key: item.slice(eq + 1), role } : { name: `${role}-${i + 1}`, key: item, role };
+    return eq > 0 ? { name: item.slice(0, eq).trim(), key: item.slice(eq + 1).trim(), role } : { name: `${prefix}-${i + 1}`, key: item, role };
   });
 }
 
@@ -465,8 +498,38 @@ function keysFromFile(raw: unknown): ApiKey[] {
       throw new ConfigError(`keys[${i}].key (config file)`, 'must be a string of at least 8 characters');
     if (item.role !== undefined && item.role !== 'user' && item.role !== 'admin')
       throw new ConfigError(`keys[${i}].role (config file)`, 'must be "user" or "admin"');
-    return { name: typeof item.name === 'string' ? item.name : `key-${i + 1}`, key: item.key, role: item.role ?? 'user' };
+    if (item.name !== undefined && typeof item.name !== 'string') throw new ConfigError(`keys[${i}].name (config file)`, 'must be a string');
+    return { name: item.name ?? `key-${i + 1}`, key: item.key, role: item.role ?? 'user' };
   });
+}
+
+/** Names the server uses for callers without a key; a key with one of them would own their jobs. */
+const RESERVED_KEY_NAMES = new Set(['anonymous', 'public']);
+
+/**
+ * Every key has a distinct, printable name (it owns jobs and shows in logs) and every key is configured once:
+ * two keys with one name would read each other's jobs, and one key under two names or roles is ambiguous.
+ */
+function checkKeys(keys: ApiKey[]): void {
+  const names = new Map<string, number>();
+  const secrets = new Map<string, string>();
+  for (const [i, k] of keys.entries()) {
+    if (k.key.length < 8) throw new ConfigError(`API key "${k.name}"`, 'must be at least 8 characters');
+    if (!/^[\w.@:+-]{1,64}$/.test(k.name))
+      throw new ConfigError(`API key name "${k.name.slice(0, 80)}"`, 'must be 1 to 64 letters, digits or . _ - @ : + (it names the owner of jobs)');
+    if (RESERVED_KEY_NAMES.has(k.name.toLowerCase()))
+      throw new ConfigError(`API key name "${k.name}"`, 'is reserved for requests without a key; choose another name');
+    const clash = names.get(k.name.toLowerCase());
+    if (clash !== undefined)
+      throw new ConfigError(
+        `API key name "${k.name}"`,
+        `is given to two keys (#${clash + 1} and #${i + 1}); each key needs its own name, since the name owns its jobs`,
+      );
+    names.set(k.name.toLowerCase(), i);
+    const same = secrets.get(k.key);
+    if (same !== undefined) throw new ConfigError(`API key "${k.name}"`, `is the same key as "${same}"; configure each key once`);
+    secrets.set(k.key, k.name);
+  }
 }
 
 export function loadConfig(src: ConfigSources = {}): KilnConfig {
@@ -499,8 +562,11 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     const envValue = env[opt.env];
     const fileValue = getPath(file, opt.key);
     let value: unknown;
-    if (flag !== undefined) value = coerce(opt, Array.isArray(flag) ? flag[flag.length - 1] : flag, `--${opt.flag}`, cwd, true);
-    else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
+    if (flag !== undefined) {
+      // A repeated list flag adds up; any other repeated flag: the last one wins.
+      const given = Array.isArray(flag) ? (opt.kind === 'list' ? flag.join(',') : flag[flag.length - 1]) : flag;
+      value = coerce(opt, given, `--${opt.flag}`, cwd, true);
+    } else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
     else if (fileValue !== undefined)
       value = coerce(opt, fileValue, 'config file', fileDir, false); // file values use the key's own unit (ms, bytes)
     else value = opt.default;
@@ -518,13 +584,18 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
 
   const keys = [
     ...keysFromFile(file.keys),
-    ...(env.KILN_API_KEYS ? keysFromList(env.KILN_API_KEYS, 'user') : []),
-    ...(env.KILN_ADMIN_KEYS ? keysFromList(env.KILN_ADMIN_KEYS, 'admin') : []),
-    ...(flags['api-key'] !== undefined ? keysFromList(flags['api-key'] as string | string[], 'user') : []),
-    ...(flags['admin-key'] !== undefined ? keysFromList(flags['admin-key'] as string | string[], 'admin') : []),
+    ...(env.KILN_API_KEYS ? keysFromList(env.KILN_API_KEYS, 'user', 'env') : []),
+    ...(env.KILN_ADMIN_KEYS ? keysFromList(env.KILN_ADMIN_KEYS, 'admin', 'env') : []),
+    ...(flags['api-key'] !== undefined ? keysFromList(flags['api-key'] as string | string[], 'user', 'cli') : []),
+    ...(flags['admin-key'] !== undefined ? keysFromList(flags['admin-key'] as string | string[], 'admin', 'cli') : []),
   ];
-  for (const k of keys) if (k.key.length < 8) throw new ConfigError(`API key "${k.name}"`, 'must be at least 8 characters');
+  checkKeys(keys);
   out.keys = keys;
+  try {
+    new WebhookPolicy(out.webhookAllow as string[]);
+  } catch (e) {
+    throw new ConfigError('webhookAllow', (e as Error).message);
+  }
 
   const cfg = out as unknown as KilnConfig;
   if (cfg.http.requestTimeoutMs > 0 && cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs)
@@ -560,13 +631,14 @@ export function isLoopback(host: string): boolean {
 /** Human-readable option table for `kiln serve --help`. */
 export function optionsHelp(): string {
   const lines = OPTIONS.map((o) => {
-    const def = o.default === undefined ? '' : ` (default ${o.scale ? Number(o.default) / o.scale : o.default})`;
+    const def =
+      o.default === undefined || (Array.isArray(o.default) && o.default.length === 0) ? '' : ` (default ${o.scale ? Number(o.default) / o.scale : o.default})`;
     return `  --${o.flag.padEnd(20)} ${o.env.padEnd(26)} ${o.doc}${def}`;
   });
   return [
     'Options (flag, environment variable, meaning). Config file keys use the names in src/server/config.ts.',
     ...lines,
-    '  --api-key KEY         KILN_API_KEYS (comma list)  User API key; "name=key" names it. Repeatable.',
+    '  --api-key KEY         KILN_API_KEYS (comma list)  User API key; "name=key" names it (the name owns its jobs; unnamed: user-N from KILN_API_KEYS, cli-user-N from --api-key). Repeatable.',
     '  --admin-key KEY       KILN_ADMIN_KEYS             Admin API key (model management). Repeatable.',
     '  --config FILE         KILN_CONFIG                 Config file (default: kiln.config.json/.yaml in the data dir).',
   ].join('\n');

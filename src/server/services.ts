@@ -12,13 +12,14 @@ import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
 import type { JobBackend } from '../queue/backend.ts';
 import { WebhookSender } from '../queue/webhooks.ts';
+import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
 import { JobQueue } from '../queue/queue.ts';
 import type { SubmitOptions } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
 import { ThreadedEngine } from '../queue/engine-thread.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
-import { checkSpecLimits, SpecError } from '../queue/job-spec.ts';
+import { checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -81,7 +82,7 @@ export class KilnServices {
     const engine = opts.engine ?? threaded!;
     this.engine = engine;
     const log = opts.log;
-    this.webhooks = new WebhookSender({ log });
+    this.webhooks = new WebhookSender({ log, policy: new WebhookPolicy(config.webhookAllow) });
     this.queue = new JobQueue({
       backend: this.backend,
       webhooks: this.webhooks,
@@ -176,6 +177,7 @@ export class KilnServices {
     // Features first: "not implemented" is the answer whatever else is wrong with the request.
     checkCapabilities(spec);
     checkSpecLimits(spec, this.config.limits);
+    if (spec.webhook) webhookSpecError(() => this.webhooks.policy.checkLiteral(new URL(spec.webhook!.url)));
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
       const known = this.models.list().flatMap((e) => [e.name, ...e.labels]);
@@ -204,7 +206,14 @@ export class KilnServices {
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
+    if (spec.webhook) await this.checkWebhook(spec.webhook.url);
     return this.queue.submit(spec, opts);
+  }
+
+  /** A webhook URL a client gave: an http(s) URL whose target the webhook policy allows. Throws SpecError('webhook'). */
+  async checkWebhook(url: string): Promise<void> {
+    checkWebhookUrl(url);
+    await webhookSpecError(() => this.webhooks.checkTarget(url));
   }
 
   /** Validates and stores an uploaded image (img2img input); returns its stored name for JobSpec.initImage. */
@@ -218,5 +227,18 @@ export class KilnServices {
     this.metrics.close();
     await this.engine.close();
     await this.backend.close();
+  }
+}
+
+/** A refused webhook target as the 400 that names the `webhook` field. */
+function webhookSpecError<T>(check: () => T): T {
+  const refuse = (e: unknown): never => {
+    throw e instanceof WebhookTargetError ? new SpecError('webhook', e.message) : e;
+  };
+  try {
+    const out = check();
+    return (out instanceof Promise ? out.catch(refuse) : out) as T;
+  } catch (e) {
+    return refuse(e);
   }
 }

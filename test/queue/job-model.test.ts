@@ -7,11 +7,16 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { JobQueue } from '../../src/queue/queue.ts';
 import { WebhookSender } from '../../src/queue/webhooks.ts';
+import { WebhookPolicy } from '../../src/queue/webhook-target.ts';
+
 import { createExecutor } from '../../src/queue/executor.ts';
 import { createEngine } from './fake-engine.ts';
 import { makeQueue, spec, tempDir } from './helpers.ts';
 
 process.env.KILN_FAKE_STEP_MS = '5';
+
+/** The test receivers listen on loopback, which webhooks refuse unless the operator allows it. */
+const LOOPBACK_ALLOWED = new WebhookPolicy(['127.0.0.1']);
 
 /** A local HTTP server that answers each POST with the next status in `statuses` (then 200). */
 async function hookServer(statuses: number[] = []) {
@@ -72,7 +77,7 @@ test('retry runs a failed job again under its id (optionally with a new spec); o
 test('webhooks: the finished job is POSTed once, retried after failures, and given up after the last attempt', async () => {
   const hook = await hookServer([500, 503]);
   const t = tempDir();
-  const webhooks = new WebhookSender({ retryDelayMs: 10, attempts: 3 });
+  const webhooks = new WebhookSender({ retryDelayMs: 10, attempts: 3, policy: LOOPBACK_ALLOWED });
   webhooks.register('native', async (job) => ({ id: job.id, state: job.state, prompt: job.spec.prompts[0] }));
   const { q, store } = makeQueue(t.dir, {}, { webhooks });
   try {
@@ -109,7 +114,7 @@ test('webhooks: the finished job is POSTed once, retried after failures, and giv
 test('a refused request recorded as a failed job is listed, can be retried, and fires its webhook', async () => {
   const hook = await hookServer();
   const t = tempDir();
-  const webhooks = new WebhookSender({ retryDelayMs: 10 });
+  const webhooks = new WebhookSender({ retryDelayMs: 10, policy: LOOPBACK_ALLOWED });
   webhooks.register('runpod', async (job) => ({ id: job.id, status: job.state === 'failed' ? 'FAILED' : job.state, error: job.error?.message }));
   const { q, store } = makeQueue(t.dir, {}, { webhooks });
   try {

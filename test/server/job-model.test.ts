@@ -165,7 +165,7 @@ test('per-job timeout_s fails the job as a timeout (RunPod: TIMED_OUT); retry re
 
 test('RunPod: the webhook gets the job object (COMPLETED with output, or FAILED for refused input); bad webhook URLs are 400', async () => {
   const hook = await hookServer();
-  const s = await startTestServer();
+  const s = await startTestServer({ webhookAllow: ['127.0.0.1'] });
   try {
     const input = { prompt: 'a kite', steps: 2, width: 64, height: 64, sampler_name: 'Euler' };
     const run = (await post(s.app, '/run', { input, webhook: hook.url })).json();

@@ -1,6 +1,8 @@
 // AUTOMATIC1111 WebUI API (/sdapi/v1/*), v1.10 shapes: txt2img / img2img map onto one native job and block
-// until it is done (A1111 clients expect that); progress / interrupt / skip act on whatever job runs
-// (A1111's state is process-global); discovery lists come from the registry and the engine's own lists.
+// until it is done (A1111 clients expect that). A1111's state is process-global; Kiln's is per API key: progress,
+// interrupt and skip see and act on the caller's own jobs (admin keys, and a server without keys, on all), and
+// settings are per key (key-settings.ts; which ones: a1111-options.ts). Discovery lists come from the registry
+// and the engine's own lists.
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -20,6 +22,9 @@ import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, promptNetworks, resultImages, waitForJob, storeImageField, submitWithInput } from './common.ts';
 import { fastApiErrorHandlerWith } from './fastapi.ts';
+import { OptionsError, parseOptions } from './a1111-options.ts';
+import { KeySettings } from '../key-settings.ts';
+import { seesAllJobs } from '../auth.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Request schemas. Defaults are A1111's API defaults; `null` means "use the server setting".
@@ -367,19 +372,13 @@ function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires'
   };
 }
 
-interface A1111State {
-  /** Settings changed with POST /options (A1111 persists them; we keep them for the server's life). */
-  options: Record<string, unknown>;
-  /** The checkpoint A1111 requests use (a registry name); undefined = the server default. */
-  model?: string;
-  interrupted: boolean;
-  skipped: boolean;
-  lastTimestamp: string;
-}
+/** How an A1111 interrupt or skip stopped a job, kept in the job record (Job.extra.a1111Stop). */
+type StopKind = 'interrupted' | 'skipped';
+const stopOf = (job: Job | undefined): StopKind | undefined => job?.extra.a1111Stop as StopKind | undefined;
 
 export async function a1111Routes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
-  const state: A1111State = { options: {}, interrupted: false, skipped: false, lastTimestamp: '0' };
+  const settings = new KeySettings();
 
   app.setErrorHandler(errorHandler);
   // A1111 stamps every response with how long it took.
@@ -396,12 +395,12 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     (req as FastifyRequest & { explicit?: Set<string> }).explicit = new Set(b && typeof b === 'object' ? Object.keys(b) : []);
   };
 
-  const currentTitle = async (): Promise<string | null> => {
-    const entry = state.model ? kiln.models.list('checkpoint').find((e) => e.name === state.model) : kiln.models.default;
+  const currentTitle = async (model: string | undefined): Promise<string | null> => {
+    const entry = model ? kiln.models.list('checkpoint').find((e) => e.name === model) : kiln.models.default;
     return entry ? (await checkpointInfo(entry)).title : null;
   };
 
-  const toSpec = (body: Body, kind: 'txt2img' | 'img2img') => specFromA1111(kiln, body, kind, { model: state.model, options: state.options });
+  const toSpec = (req: FastifyRequest, body: Body, kind: 'txt2img' | 'img2img') => specFromA1111(kiln, body, kind, settings.effective(req.principal));
 
   /** The `info` JSON string A1111 returns. */
   function info(body: Body, job: Job, infotexts: string[]): string {
@@ -454,22 +453,18 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   async function generate(req: FastifyRequest, reply: FastifyReply, kind: 'txt2img' | 'img2img') {
     const body = req.body as Body;
     if (body.infotext) applyInfotext(body, (req as FastifyRequest & { explicit?: Set<string> }).explicit ?? new Set());
-    const spec = await toSpec(body, kind);
-    state.interrupted = false;
-    state.skipped = false;
+    const spec = await toSpec(req, body, kind);
     // force_task_id is kept with the job, so /internal/progress finds it (after a restart too).
     const externalId = body.force_task_id ? String(body.force_task_id) : undefined;
     const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req), externalId }));
-    state.lastTimestamp = timestamp(job.createdAt);
     const done = await waitForJob(kiln, reply, job);
     if (body.override_settings_restore_afterwards === false) {
-      for (const [k, v] of Object.entries(body.override_settings ?? {})) {
-        if (k === 'sd_model_checkpoint') state.model = spec.model;
-        else state.options[k] = v;
-      }
+      // Kept as the caller's settings, like POST /options: known keys with valid values only.
+      const kept = parseOptions((body.override_settings ?? {}) as Record<string, unknown>, false);
+      settings.set(req.principal, kept.values, kept.checkpoint !== undefined ? spec.model : undefined);
     }
     // An interrupted job returns what it has, as A1111's blocked call does (here: nothing yet).
-    if (done.state !== 'succeeded' && !(done.state === 'cancelled' && (state.interrupted || state.skipped))) throw jobFailure(done);
+    if (done.state !== 'succeeded' && !(done.state === 'cancelled' && stopOf(done))) throw jobFailure(done);
     const images = await resultImages(kiln, done);
     const infotexts = images.map((i) => i.meta.infotext);
     const { infotext: _drop, ...parameters } = body;
@@ -485,8 +480,15 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.post('/sdapi/v1/txt2img', { preValidation: recordExplicit, schema: txt2imgSchema }, (req, reply) => generate(req, reply, 'txt2img'));
   app.post('/sdapi/v1/img2img', { preValidation: recordExplicit, schema: img2imgSchema }, (req, reply) => generate(req, reply, 'img2img'));
 
-  // Progress of whatever is running (A1111's state is process-global).
-  const runningJob = async (): Promise<Job | undefined> => (await kiln.queue.list({ state: 'running', limit: 1 }))[0];
+  // A1111's progress and interrupt act on "the" running job. Here: the caller's own (admins: anyone's).
+  const ownerFilter = (req: FastifyRequest) => (seesAllJobs(req.principal) ? undefined : req.principal.name);
+  const runningJob = async (req: FastifyRequest): Promise<Job | undefined> =>
+    (await kiln.queue.list({ owner: ownerFilter(req), state: 'running', limit: 1 }))[0];
+  const queuedCount = async (req: FastifyRequest): Promise<number> => {
+    const owner = ownerFilter(req);
+    if (owner === undefined) return (await kiln.queue.counts()).queued;
+    return (await kiln.queue.list({ owner, state: 'queued', limit: kiln.config.queue.maxQueued + 1 })).length;
+  };
   app.get(
     '/sdapi/v1/progress',
     {
@@ -497,15 +499,17 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       },
     },
     async (req) => {
-      const job = await runningJob();
-      const queued = (await kiln.queue.counts()).queued;
+      const job = await runningJob(req);
+      const queued = await queuedCount(req);
       const skipImage = (req.query as { skip_current_image?: boolean }).skip_current_image === true;
-      const base = { skipped: state.skipped, interrupted: state.interrupted, stopping_generation: false };
+      // As A1111's flags: set by an interrupt or skip until the caller's next job.
+      const [latest] = await kiln.queue.list({ owner: ownerFilter(req), limit: 1 });
+      const base = { skipped: stopOf(latest) === 'skipped', interrupted: stopOf(latest) === 'interrupted', stopping_generation: false };
       if (!job) {
         return {
           progress: 0,
           eta_relative: 0,
-          state: { ...base, job: '', job_count: 0, job_timestamp: state.lastTimestamp, job_no: 0, sampling_step: 0, sampling_steps: 0 },
+          state: { ...base, job: '', job_count: 0, job_timestamp: latest ? timestamp(latest.createdAt) : '0', job_no: 0, sampling_step: 0, sampling_steps: 0 },
           current_image: null,
           textinfo: null,
         };
@@ -554,8 +558,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
         live_preview: wantPreview = true,
       } = req.body as { id_task?: string | null; id_live_preview?: number; live_preview?: boolean };
       // Task ids are chosen by clients: with API keys, each key sees only its own tasks.
-      const p = req.principal;
-      const job = id_task ? await kiln.queue.findByExternalId(id_task, p.anonymous || p.role === 'admin' ? undefined : p.name) : undefined;
+      const job = id_task ? await kiln.queue.findByExternalId(id_task, ownerFilter(req)) : undefined;
       if (!job)
         return { active: false, queued: false, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'Waiting...' };
       const active = job.state === 'running';
@@ -577,17 +580,36 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  const stop = async (flag: 'interrupted' | 'skipped') => {
-    const job = await runningJob();
+  /**
+   * The job an interrupt stops: the running one (admins: anyone's); for a user key whose job still waits behind
+   * others, that user's next queued job, so their blocked txt2img call ends as in A1111.
+   */
+  const jobToStop = async (req: FastifyRequest): Promise<Job | undefined> => {
+    const running = await runningJob(req);
+    const owner = ownerFilter(req);
+    if (running || owner === undefined) return running;
+    return (await kiln.queue.list({ owner, state: 'queued', limit: kiln.config.queue.maxQueued + 1 })).at(-1);
+  };
+  const stop = async (req: FastifyRequest, kind: StopKind) => {
+    const job = await jobToStop(req);
     if (job) {
-      state[flag] = true;
+      // Marked first, so the blocked generate call sees why its job ended.
+      await kiln.queue.updateExtra(job.id, { a1111Stop: kind });
       await kiln.queue.cancel(job.id);
     }
     return {};
   };
-  app.post('/sdapi/v1/interrupt', { schema: { tags: ['a1111'], summary: 'Stop the running generation at the next step.' } }, async () => stop('interrupted'));
+  app.post(
+    '/sdapi/v1/interrupt',
+    { schema: { tags: ['a1111'], summary: 'Stop your running generation at the next step (admin keys: the running one, whoever owns it).' } },
+    async (req) => stop(req, 'interrupted'),
+  );
   // Kiln runs a whole batch as one job, so skipping "the current image" stops the job like interrupt.
-  app.post('/sdapi/v1/skip', { schema: { tags: ['a1111'], summary: 'Skip the current generation (stops the running job).' } }, async () => stop('skipped'));
+  app.post(
+    '/sdapi/v1/skip',
+    { schema: { tags: ['a1111'], summary: 'Skip your current generation (stops the job; admin keys: the running one).' } },
+    async (req) => stop(req, 'skipped'),
+  );
 
   // Discovery.
   app.get('/sdapi/v1/samplers', { schema: { tags: ['a1111'] } }, async () => {
@@ -626,37 +648,56 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
   app.post('/sdapi/v1/interrogate', { schema: { tags: ['a1111'] } }, async () => notImplemented('image captioning (interrogate)', 'image'));
 
-  // Settings. Only the ones Kiln acts on are meaningful; others are stored and echoed back.
-  const options = async () => ({
-    samples_format: 'png',
-    jpeg_quality: 80,
-    CLIP_stop_at_last_layers: 1,
-    eta_noise_seed_delta: 0,
-    sd_vae: 'Automatic',
-    live_previews_enable: kiln.config.previewEvery > 0,
-    show_progress_every_n_steps: kiln.config.previewEvery > 0 ? kiln.config.previewEvery : -1,
-    show_progress_type: 'Approx cheap',
-    sd_checkpoint_hash: (await currentTitle())?.match(/\[([0-9a-f]+)\]$/)?.[1] ?? null,
-    ...state.options,
-    sd_model_checkpoint: await currentTitle(),
-  });
-  app.get('/sdapi/v1/options', { schema: { tags: ['a1111'] } }, options);
+  // Settings, per key (a1111-options.ts): only the ones Kiln acts on are stored; others are ignored.
+  const options = async (req: FastifyRequest) => {
+    const mine = settings.effective(req.principal);
+    const title = await currentTitle(mine.model);
+    return {
+      samples_format: 'png',
+      jpeg_quality: 80,
+      CLIP_stop_at_last_layers: 1,
+      eta_noise_seed_delta: 0,
+      sd_vae: 'Automatic',
+      live_previews_enable: kiln.config.previewEvery > 0,
+      show_progress_every_n_steps: kiln.config.previewEvery > 0 ? kiln.config.previewEvery : -1,
+      show_progress_type: 'Approx cheap',
+      sd_checkpoint_hash: title?.match(/\[([0-9a-f]+)\]$/)?.[1] ?? null,
+      ...mine.options,
+      sd_model_checkpoint: title,
+    };
+  };
+  app.get('/sdapi/v1/options', { schema: { tags: ['a1111'], summary: 'Your settings (with API keys: per key, over the shared ones admins set).' } }, options);
   app.post(
     '/sdapi/v1/options',
-    { schema: { tags: ['a1111'], summary: 'Change settings; sd_model_checkpoint switches the model A1111 requests use.', body: { type: 'object' } } },
-    async (req) => {
-      const body = req.body as Record<string, unknown>;
-      if (body.sd_model_checkpoint !== undefined) {
-        const found = await findCheckpoint(kiln, String(body.sd_model_checkpoint));
-        if (!found) throw new HttpError(500, 'internal', `model ${JSON.stringify(String(body.sd_model_checkpoint))} not found`);
+    {
+      schema: {
+        tags: ['a1111'],
+        summary:
+          'Change settings Kiln acts on (samples_format, jpeg_quality, CLIP_stop_at_last_layers, eta_noise_seed_delta, sd_vae, sd_model_checkpoint); others are ignored and named in the x-kiln-ignored-options header. A user key changes its own settings; an admin key changes the shared ones, sd_model_checkpoint included (the model A1111 requests use unless a key chose its own).',
+        body: { type: 'object' },
+      },
+    },
+    async (req, reply) => {
+      let parsed: ReturnType<typeof parseOptions>;
+      try {
+        parsed = parseOptions(req.body as Record<string, unknown>);
+      } catch (e) {
+        if (e instanceof OptionsError) throw new HttpError(422, 'invalid_request', e.message, e.field);
+        throw e;
+      }
+      let model: string | undefined;
+      if (parsed.checkpoint !== undefined) {
+        const found = await findCheckpoint(kiln, parsed.checkpoint);
+        if (!found) throw new HttpError(500, 'internal', `model ${JSON.stringify(parsed.checkpoint)} not found`);
         // A1111 loads the checkpoint before answering; so does Kiln when the engine can preload.
         await kiln.engine.load?.({ path: found.filename });
-        state.model = found.model_name;
+        model = found.model_name;
       }
-      if (body.samples_format !== undefined && !SAMPLE_FORMATS[String(body.samples_format).toLowerCase()]) {
-        throw new HttpError(422, 'invalid_request', 'samples_format: must be png, jpg or webp', 'samples_format');
+      settings.set(req.principal, parsed.values, model);
+      if (parsed.ignored.length) {
+        const names = parsed.ignored.slice(0, 20).map((k) => k.replace(/[^\w.-]/g, '_').slice(0, 64));
+        reply.header('x-kiln-ignored-options', names.join(',') + (parsed.ignored.length > 20 ? `,+${parsed.ignored.length - 20} more` : ''));
       }
-      for (const [k, v] of Object.entries(body)) if (k !== 'sd_model_checkpoint') state.options[k] = v;
       return null;
     },
   );

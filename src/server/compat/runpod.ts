@@ -11,7 +11,6 @@ import { Ajv } from 'ajv';
 import type { ValidateFunction } from 'ajv';
 import type { Job } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
-import { checkWebhookUrl } from '../../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
@@ -176,7 +175,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   async function create(req: FastifyRequest, env: Envelope): Promise<Job> {
     if (env.s3Config)
       throw new HttpError(501, 'not_implemented', 's3Config: uploading results to S3 is not implemented in Kiln yet; results come back in the output');
-    if (env.webhook !== undefined) checkWebhookUrl(env.webhook);
+    if (env.webhook !== undefined) await kiln.checkWebhook(env.webhook);
     return submitInput(env.input, ownerOf(req), {
       timeoutMs: env.policy?.executionTimeout,
       webhook: env.webhook !== undefined ? { url: env.webhook, format: 'runpod' } : undefined,
