@@ -3,8 +3,10 @@
 // Durability: synchronous = FULL. In WAL mode that is one fsync of the WAL per commit, so a 202 for a submit, a
 // "succeeded" after the image's own fsync, or a cancel survives a power cut. NORMAL would never corrupt the
 // file either, but could lose the last commits: an accepted job gone, or a finished job back to running and
-// run again. Commits here are a handful per job (progress stays in memory), so FULL costs little (see the
-// storage report: inserts per second with each mode).
+// run again. Commits here are a handful per job (progress stays in memory), so FULL costs little: measured
+// 7.4 ms per commit (FULL) vs 0.14 ms (NORMAL) on an ext4 virtual disk, against seconds per generation
+// (bench/storage-bench.ts). quick_check, not integrity_check, at open: linear in the file, 21 ms for 10,000
+// jobs and 124 ms for 100,000 (integrity_check, which also cross-checks indexes: 26 and 267 ms).
 // A file that is not a database or fails SQLite's quick_check is refused at open (CorruptDatabaseError), and a
 // row whose JSON cannot be read never crashes a read: a queued one is failed with the reason instead of run.
 // Live progress and the latest preview change on every step, so they stay in memory while the job runs (one
