@@ -13,7 +13,7 @@ import { assertSafeBinding, buildApp } from '../server/app.ts';
 import { ensureHfModel, isHfRepoId } from '../server/models/hf.ts';
 import { ModelRegistry } from '../server/models/registry.ts';
 import { CorruptDatabaseError } from '../queue/sqlite-backend.ts';
-import { isDiskFull } from '../storage/faults.ts';
+import { diskFullMessage, isDiskFull } from '../storage/faults.ts';
 
 /** Exit codes: 1 for any failed start (config, model, port, lock, engine), 65 (EX_DATAERR) for a damaged database. */
 export const EXIT_STARTUP_FAILED = 1;
@@ -71,7 +71,8 @@ function listenError(e: NodeJS.ErrnoException, config: KilnConfig): Error {
 /** One line on stderr, and the exit code for it. */
 function startupFailed(e: unknown): number {
   const err = e as Error;
-  process.stderr.write(`kiln: ${String(err?.message ?? err).replace(/\s*\n\s*/g, ' ')}\n`);
+  const message = isDiskFull(e) ? diskFullMessage(e, 'the server cannot start') : String(err?.message ?? err);
+  process.stderr.write(`kiln: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
   if (process.env.KILN_DEBUG) process.stderr.write(`${err?.stack}\n`);
   return e instanceof CorruptDatabaseError ? EXIT_CORRUPT_DATABASE : EXIT_STARTUP_FAILED;
 }

@@ -187,13 +187,14 @@ export class SqliteJobBackend implements JobBackend {
 
   /**
    * Queued or running jobs whose spec cannot be read are failed with the reason, once, instead of crashing
-   * every start (or every claim) on them. json_valid keeps this one indexed pass over the unfinished rows.
+   * every start (or every claim) on them. One pass over the unfinished rows (json_type only on valid JSON: it
+   * throws on anything else).
    */
   private failUnreadable(): void {
     const error = JSON.stringify({ code: 'storage', message: UNREADABLE_SPEC } satisfies JobError);
     this.db
       .prepare(
-        "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE state IN ('queued', 'running') AND (json_valid(spec) = 0 OR json_type(spec) <> 'object')",
+        "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE state IN ('queued', 'running') AND CASE WHEN json_valid(spec) THEN json_type(spec) <> 'object' ELSE 1 END",
       )
       .run(Date.now(), error);
   }
