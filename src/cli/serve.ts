@@ -117,13 +117,6 @@ export async function runServe(argv: string[]): Promise<number> {
     if (!isDiskFull(e)) throw e;
     process.stderr.write(`kiln: disk full: ${(e as Error).message}\n`);
   });
-  const ready = app.kiln.readiness();
-  process.stderr.write(
-    `kiln: listening on ${address} (docs at ${address}/docs)` +
-      `${config.keys.length ? `, ${config.keys.length} API key(s)` : ', no API keys'}` +
-      `${ready.ready ? '' : `; not ready yet: ${ready.reason}`}\n`,
-  );
-
   return new Promise<number>((done) => {
     let closing = false;
     const shutdown = (signal: string) => {
@@ -143,5 +136,13 @@ export async function runServe(argv: string[]): Promise<number> {
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
+    // Announced only once the signal handlers are in place: a supervisor that signals right after this line
+    // gets a clean shutdown, not the default signal death.
+    const ready = app.kiln.readiness();
+    process.stderr.write(
+      `kiln: listening on ${address} (docs at ${address}/docs)` +
+        `${config.keys.length ? `, ${config.keys.length} API key(s)` : ', no API keys'}` +
+        `${ready.ready ? '' : `; not ready yet: ${ready.reason}`}\n`,
+    );
   });
 }
