@@ -1,12 +1,26 @@
 // `kiln serve`: load config (flags > env > file > defaults), make sure the default model is present
 // (downloading a Hugging Face repo once if needed), start the HTTP server, and shut down gracefully on
 // SIGINT/SIGTERM: stop accepting, let the running job finish or re-queue it, close the database.
+// Startup fails fast and clean: an unknown model, a data directory in use, a damaged database, an engine or
+// plugin that fails, a port that cannot be bound each end the process with one line on stderr and a non-zero
+// exit code, with nothing left running. The queue starts only once the port is bound.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { parseFlags, loadConfig, optionsHelp } from '../server/config.ts';
 import type { KilnConfig } from '../server/config.ts';
 import { assertSafeBinding, buildApp } from '../server/app.ts';
 import { ensureHfModel, isHfRepoId } from '../server/models/hf.ts';
+import { ModelRegistry } from '../server/models/registry.ts';
+import { CorruptDatabaseError } from '../queue/sqlite-backend.ts';
+import { diskFullMessage, isDiskFull } from '../storage/faults.ts';
+
+/** Exit codes: 1 for any failed start (config, model, port, lock, engine), 65 (EX_DATAERR) for a damaged database. */
+export const EXIT_STARTUP_FAILED = 1;
+export const EXIT_CORRUPT_DATABASE = 65;
+
+/** How long startup waits for the engine to come up (not for the model to load) before listening anyway. */
+const ENGINE_START_WAIT_MS = 120_000;
 
 const USAGE = `Usage: kiln serve [--model M] [--port 7860] [--host 127.0.0.1] [--data-dir DIR] [options]
 
@@ -21,24 +35,88 @@ async function ensureDefaultModel(config: KilnConfig): Promise<void> {
   await ensureHfModel(m, config.cacheDir, { offline: config.offline });
 }
 
+/** A --model that names nothing is an error at start, not a server without a default model. */
+function assertKnownModel(config: KilnConfig): void {
+  if (!config.model) return;
+  const models = new ModelRegistry(config);
+  if (models.default) return;
+  const names = models.list().map((e) => e.name);
+  throw new Error(
+    `unknown model "${config.model}" (--model): not a file, nor a checkpoint or label in ${join(config.modelsDir, 'checkpoints')} ` +
+      `(found: ${names.length ? names.join(', ') : 'none'}); give a path, a name from \`kiln models\`, or a Hugging Face repo id (owner/name)`,
+  );
+}
+
+/** Waits until the engine has started or failed (its model may still be loading); throws its start error. */
+async function engineStarted(app: FastifyInstance): Promise<void> {
+  const end = Date.now() + ENGINE_START_WAIT_MS;
+  const status = app.kiln.engineStatus;
+  while (status.state === 'starting' && Date.now() < end) {
+    await Promise.race([app.kiln.engineReady, new Promise((r) => setTimeout(r, 25))]);
+  }
+  if (status.state === 'error') throw new Error(`the engine failed to start: ${status.error}`);
+}
+
+/** A listen error as the one thing to do about it. */
+function listenError(e: NodeJS.ErrnoException, config: KilnConfig): Error {
+  const where = `${config.host}:${config.port}`;
+  if (e.code === 'EADDRINUSE')
+    return new Error(`port ${config.port} on ${config.host} is already in use (another kiln or another program); stop it or choose another --port`);
+  if (e.code === 'EACCES') return new Error(`not allowed to listen on ${where} (ports below 1024 need privileges); choose another --port`);
+  if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND')
+    return new Error(`cannot listen on ${where}: ${config.host} is not an address of this machine; check --host`);
+  return e;
+}
+
+/** One line on stderr, and the exit code for it. */
+function startupFailed(e: unknown): number {
+  const err = e as Error;
+  const message = isDiskFull(e) ? diskFullMessage(e, 'the server cannot start') : String(err?.message ?? err);
+  process.stderr.write(`kiln: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  if (process.env.KILN_DEBUG) process.stderr.write(`${err?.stack}\n`);
+  return e instanceof CorruptDatabaseError ? EXIT_CORRUPT_DATABASE : EXIT_STARTUP_FAILED;
+}
+
+/** Builds and binds the server, then starts its queue; on any failure closes everything it started and throws. */
+async function start(config: KilnConfig): Promise<{ app: FastifyInstance; address: string }> {
+  assertSafeBinding(config);
+  await ensureDefaultModel(config);
+  assertKnownModel(config);
+  const app = await buildApp(config, { startQueueOnReady: false });
+  try {
+    await engineStarted(app);
+    const address = await app.listen({ host: config.host, port: config.port }).catch((e: NodeJS.ErrnoException) => {
+      throw listenError(e, config);
+    });
+    await app.kiln.start();
+    return { app, address };
+  } catch (e) {
+    // Nothing may outlive a failed start: the engine, the database and the data-dir lock go with the app.
+    await app.close().catch(() => undefined);
+    throw e;
+  }
+}
+
 export async function runServe(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv);
   if (flags.help) {
     process.stdout.write(`${USAGE + optionsHelp()}\n`);
     return 0;
   }
-  const config = loadConfig({ flags });
-  assertSafeBinding(config);
-  await ensureDefaultModel(config);
-  const app = await buildApp(config);
-  const address = await app.listen({ host: config.host, port: config.port });
-  const ready = app.kiln.readiness();
-  process.stderr.write(
-    `kiln: listening on ${address} (docs at ${address}/docs)` +
-      `${config.keys.length ? `, ${config.keys.length} API key(s)` : ', no API keys'}` +
-      `${ready.ready ? '' : `; not ready yet: ${ready.reason}`}\n`,
-  );
-
+  let started: { app: FastifyInstance; address: string; config: KilnConfig };
+  try {
+    const config = loadConfig({ flags });
+    started = { ...(await start(config)), config };
+  } catch (e) {
+    return startupFailed(e);
+  }
+  const { app, address, config } = started;
+  // A full disk is answered (507) and retried where it happens; should one escape anyway, it must not end the
+  // server: the disk will have space again, and every job is still in the database.
+  process.on('unhandledRejection', (e) => {
+    if (!isDiskFull(e)) throw e;
+    process.stderr.write(`kiln: disk full: ${(e as Error).message}\n`);
+  });
   return new Promise<number>((done) => {
     let closing = false;
     const shutdown = (signal: string) => {
@@ -58,5 +136,13 @@ export async function runServe(argv: string[]): Promise<number> {
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
+    // Announced only once the signal handlers are in place: a supervisor that signals right after this line
+    // gets a clean shutdown, not the default signal death.
+    const ready = app.kiln.readiness();
+    process.stderr.write(
+      `kiln: listening on ${address} (docs at ${address}/docs)` +
+        `${config.keys.length ? `, ${config.keys.length} API key(s)` : ', no API keys'}` +
+        `${ready.ready ? '' : `; not ready yet: ${ready.reason}`}\n`,
+    );
   });
 }

@@ -34,21 +34,28 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
     const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), opts);
     const images: StoredImage[] = [];
-    for (const [i, g] of result.images.entries()) {
-      const name = `${job.id}-${i}.${EXTENSIONS[spec.output.format]}`;
-      const bytes = await encodeImage(g.image, { format: spec.output.format, quality: spec.output.quality, infotext: g.infotext });
-      await deps.storage.write(name, bytes);
-      images.push({
-        name,
-        format: spec.output.format,
-        width: g.image.width,
-        height: g.image.height,
-        seed: g.seed,
-        subseed: g.subseed,
-        prompt: g.prompt,
-        negativePrompt: g.negativePrompt,
-        infotext: g.infotext,
-      });
+    try {
+      for (const [i, g] of result.images.entries()) {
+        const name = `${job.id}-${i}.${EXTENSIONS[spec.output.format]}`;
+        const bytes = await encodeImage(g.image, { format: spec.output.format, quality: spec.output.quality, infotext: g.infotext });
+        // Resolves once the image is durably stored (see ImageStore.write); the job is marked done only after.
+        await deps.storage.write(name, bytes);
+        images.push({
+          name,
+          format: spec.output.format,
+          width: g.image.width,
+          height: g.image.height,
+          seed: g.seed,
+          subseed: g.subseed,
+          prompt: g.prompt,
+          negativePrompt: g.negativePrompt,
+          infotext: g.infotext,
+        });
+      }
+    } catch (e) {
+      // A job that fails part-way (disk full on image 2 of 4) leaves no orphan files behind.
+      for (const img of images) await deps.storage.remove(img.name).catch(() => undefined);
+      throw e;
     }
     return { images, timings: result.timings };
   };

@@ -7,7 +7,7 @@ export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelle
 export const JOB_STATES: readonly JobState[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 export const FINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled']);
 
-export type ErrorCode = 'input' | 'model' | 'timeout' | 'interrupted' | 'internal';
+export type ErrorCode = 'input' | 'model' | 'timeout' | 'interrupted' | 'internal' | 'storage';
 
 export interface JobError {
   code: ErrorCode;

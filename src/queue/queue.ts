@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { KilnInputError, ModelFileError } from '../engine/index.ts';
 import type { ImageStore } from '../storage/image-store.ts';
+import { diskFullMessage, isDiskFull } from '../storage/faults.ts';
 import type { FinalState, JobBackend, JobFilter, NewJob } from './backend.ts';
 import type { QueueConfig } from './config.ts';
 import { FINAL_STATES } from './job.ts';
@@ -84,6 +85,8 @@ export interface JobQueueOptions {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 const isFinalEvent = (e: JobEvent) => e.type === 'succeeded' || e.type === 'failed' || e.type === 'cancelled';
 const CANCELLED_BY_REQUEST: JobError = { code: 'input', message: 'cancelled by request' };
+/** While the disk is full, claiming and recording are retried this often (the queue waits; nothing is dropped). */
+const STORAGE_RETRY_MS = 1000;
 
 export class JobQueue {
   private running?: Running;
@@ -320,7 +323,11 @@ export class JobQueue {
     if (this.claiming) this.lookAgain = true;
     if (this.claiming || this.running || this.stopping || !this.started) return;
     this.claiming = this.claimAndRun()
-      .catch((e) => this.opts.log?.error({ err: e }, 'could not take the next job'))
+      .catch((e) => {
+        this.opts.log?.error({ err: e }, 'could not take the next job');
+        // A full disk clears when space is freed: look again, so queued jobs resume without a new submit.
+        if (isDiskFull(e)) sleep(STORAGE_RETRY_MS).then(() => this.pump());
+      })
       .finally(() => {
         this.claiming = undefined;
         if (this.lookAgain) {
@@ -391,11 +398,11 @@ export class JobQueue {
       .then(
         async (result) => {
           await running.reporting;
-          return running.reason ? this.onStopped(running) : this.onSuccess(running, result);
+          return this.untilRecorded(job.id, () => (running.reason ? this.onStopped(running) : this.onSuccess(running, result)));
         },
         async (err) => {
           await running.reporting;
-          return running.reason ? this.onStopped(running) : this.onFailure(running, err);
+          return this.untilRecorded(job.id, () => (running.reason ? this.onStopped(running) : this.onFailure(running, err)));
         },
       )
       .catch((e) => this.opts.log?.error({ err: e, jobId: job.id }, 'job bookkeeping failed'))
@@ -405,6 +412,23 @@ export class JobQueue {
         if (this.running === running) this.running = undefined;
         setImmediate(() => this.pump());
       });
+  }
+
+  /**
+   * Records a job's end. While the disk is full the database cannot take even that, so it is retried (the job
+   * stays this process's running job, which also holds the next claim back) until space is freed or the queue
+   * stops; a job left running by a stop is recovered at the next start like any interrupted one.
+   */
+  private async untilRecorded(jobId: string, record: () => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await record();
+      } catch (e) {
+        if (!isDiskFull(e) || this.stopping) throw e;
+        if (attempt === 1) this.opts.log?.error({ err: e, jobId }, "disk full: the job's end is recorded once space is freed");
+        await sleep(STORAGE_RETRY_MS);
+      }
+    }
   }
 
   /** The job's own limit (JobSpec.timeoutMs) or the server's, whichever is shorter; undefined = none. */
@@ -536,6 +560,7 @@ export function classifyError(err: unknown): JobError {
   if (err instanceof SpecError) return { code: 'input', message: err.message, field: err.field };
   if (err instanceof KilnInputError) return { code: 'input', message: err.message, field: err.field };
   if (err instanceof ModelFileError) return { code: 'model', message: err.message };
+  if (isDiskFull(err)) return { code: 'storage', message: diskFullMessage(err, 'the result could not be stored') };
   const e = err as Error;
   return { code: 'internal', message: e?.message ? `generation failed: ${e.message}` : 'generation failed' };
 }

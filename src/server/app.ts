@@ -42,6 +42,11 @@ export { VERSION };
 export interface BuildOptions extends ServiceOptions {
   /** Where logs go (tests capture them); defaults to stdout. */
   logStream?: NodeJS.WritableStream;
+  /**
+   * Start the queue when the app is ready (default, for app.inject). `kiln serve` passes false and calls
+   * app.kiln.start() once the port is bound, so a server that cannot listen never runs a job.
+   */
+  startQueueOnReady?: boolean;
 }
 
 /** Refuses configurations that would expose an unauthenticated server to the network. */
@@ -76,6 +81,19 @@ function serverTimeouts(http: HttpBounds) {
 }
 
 export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  let services: KilnServices | undefined;
+  try {
+    return await assemble(config, opts, (s) => {
+      services = s;
+    });
+  } catch (e) {
+    // A plugin that fails to register must not leave the engine, the database or the data-dir lock behind.
+    await services?.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: KilnServices) => void): Promise<FastifyInstance> {
   const logger: FastifyServerOptions['logger'] = {
     level: config.logLevel,
     redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'headers.authorization', 'headers["x-api-key"]'], censor: '[redacted]' },
@@ -104,8 +122,9 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
   });
 
   const kiln = new KilnServices(config, { ...opts, log: app.log });
+  created(kiln);
   app.decorate('kiln', kiln);
-  app.addHook('onReady', async () => kiln.start());
+  if (opts.startQueueOnReady ?? true) app.addHook('onReady', async () => kiln.start());
   app.addHook('preClose', async () => closeAllStreams());
   app.addHook('onClose', async () => kiln.close());
 

@@ -6,6 +6,7 @@ import { SpecError } from '../queue/job-spec.ts';
 import { FeatureNotImplemented } from '../queue/capabilities.ts';
 import { QueueClosedError, QueueFullError } from '../queue/queue.ts';
 import { StorageNameError } from '../storage/image-store.ts';
+import { diskFullMessage, isDiskFull } from '../storage/faults.ts';
 import { KilnInputError, ModelFileError } from '../engine/index.ts';
 import { ajvPath, type SchemaValidationError } from './validation-errors.ts';
 
@@ -68,6 +69,8 @@ export function toHttpError(err: unknown): HttpError {
   if (err instanceof StorageNameError) return new HttpError(400, 'invalid_request', `name: ${err.message}`, 'name');
   if (err instanceof QueueFullError) return new HttpError(429, 'queue_full', err.message, undefined, { 'retry-after': String(err.retryAfterS) });
   if (err instanceof QueueClosedError) return new HttpError(503, 'shutting_down', err.message, undefined, { 'retry-after': '5' });
+  // A full disk is the operator's to fix, not a bug: 507 Insufficient Storage on every surface, and the server runs on.
+  if (isDiskFull(err)) return new HttpError(507, 'storage_full', diskFullMessage(err, 'the request could not be stored'), undefined, { 'retry-after': '30' });
   switch (fe?.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new HttpError(413, 'body_too_large', 'body: the request body is larger than the server limit', 'body');

@@ -10,6 +10,8 @@ export const FAILURE_STATUS: Readonly<Record<FailureCode, number>> = {
   timeout: 504,
   interrupted: 500,
   internal: 500,
+  // The result could not be stored (disk full): Insufficient Storage, as a refused submit gets.
+  storage: 507,
   // Someone (the owner, an admin, a hang-up) stopped it: a conflict, not a server fault.
   cancelled: 409,
 };

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import type { KilnConfig } from './config.ts';
 import { LocalImageStore } from '../storage/local.ts';
+import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
 import type { JobBackend } from '../queue/backend.ts';
@@ -53,6 +54,8 @@ export class KilnServices {
   /** The worker-thread engine (absent when a test injects an in-process engine). */
   private readonly threaded?: ThreadedEngine;
   readonly metrics: Metrics;
+  /** This server's claim on the data directory, taken first and given up last. */
+  private readonly lock: DataDirLock;
   readonly engineStatus: EngineStatus = { state: 'starting' };
   /** Resolves when the engine has started (or failed to). */
   readonly engineReady: Promise<void>;
@@ -64,8 +67,15 @@ export class KilnServices {
     private readonly opts: ServiceOptions = {},
   ) {
     mkdirSync(config.dataDir, { recursive: true });
-    this.storage = new LocalImageStore(join(config.dataDir, 'images'));
-    this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
+    // Before the database is opened: a second server must not even recover (re-queue) the first one's jobs.
+    this.lock = DataDirLock.acquire(config.dataDir);
+    try {
+      this.storage = new LocalImageStore(join(config.dataDir, 'images'));
+      this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
+    } catch (e) {
+      this.lock.release();
+      throw e;
+    }
     this.models = new ModelRegistry(config);
     const threaded = opts.engine
       ? undefined
@@ -227,6 +237,7 @@ export class KilnServices {
     this.metrics.close();
     await this.engine.close();
     await this.backend.close();
+    this.lock.release();
   }
 }
 

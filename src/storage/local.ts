@@ -1,7 +1,7 @@
 // The local-folder ImageStore: results and uploaded inputs as files in one folder. Every name is checked
 // against the shared pattern and resolved inside the folder, so nothing can be read or written outside it.
 import { mkdirSync } from 'node:fs';
-import { readFile, rm, writeFile, rename, stat } from 'node:fs/promises';
+import { open, readFile, rm, rename, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { checkName, StorageNameError } from './image-store.ts';
 import type { ImageStore } from './image-store.ts';
@@ -22,12 +22,38 @@ export class LocalImageStore implements ImageStore {
     return p;
   }
 
-  /** Writes atomically (temp file + rename) so a crash never leaves a half-written image behind. */
+  /**
+   * Writes atomically and durably: temp file, fsync, rename, fsync of the folder. When this resolves the image
+   * survives a power cut (the job is marked done only after it), and a crash never leaves a half-written image
+   * under the real name. A failed write (ENOSPC, ...) removes its temp file, so a full disk is not made fuller.
+   */
   async write(name: string, data: Uint8Array): Promise<void> {
     const p = this.pathOf(name);
     const tmp = `${p}.${process.pid}.tmp`;
-    await writeFile(tmp, data);
-    await rename(tmp, p);
+    try {
+      const file = await open(tmp, 'w');
+      try {
+        await file.writeFile(data);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      await rename(tmp, p);
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw e;
+    }
+    await this.syncFolder();
+  }
+
+  /** Makes the folder's entries (a rename) durable; the file's own fsync does not cover its name. */
+  private async syncFolder(): Promise<void> {
+    const dir = await open(this.dir, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 
   async read(name: string): Promise<Buffer | undefined> {
