@@ -277,6 +277,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 30_000,
     doc: 'On shutdown, how long to let the running job finish before it is stopped and re-queued (seconds).',
   },
+  {
+    key: 'queue.abortGraceMs',
+    flag: 'abort-grace',
+    env: 'KILN_ABORT_GRACE',
+    kind: 'number',
+    scale: 1000,
+    default: 10_000,
+    doc: 'After a cancel, timeout or shutdown stop, how long one model evaluation may run on before the engine process is killed and replaced (seconds).',
+  },
 ];
 
 export class ConfigError extends Error {
