@@ -2,10 +2,10 @@
 // KILN_TEST_OPS=1 (never in production). A generate request whose first prompt starts with a marker:
 //   [kiln-test:block=N]  blocks the engine process synchronously for N ms (at most 120 s) before generating,
 //                        as one long native evaluation does: no progress, no event loop, abort unseen;
-//   [kiln-test:abort]    aborts the engine process (SIGABRT), as a native crash does.
+//   [kiln-test:segv]     ends the engine process with SIGSEGV, as a native crash does.
 import type { Engine } from './engine.ts';
 
-const MARKER = /^\[kiln-test:(block|abort)(?:=(\d{1,6}))?\]/;
+const MARKER = /^\[kiln-test:(block|segv)(?:=(\d{1,6}))?\]/;
 const MAX_BLOCK_MS = 120_000;
 
 function blockFor(ms: number): void {
@@ -20,7 +20,7 @@ export function registerTestOps(engine: Engine): Engine {
   const wrapped: Engine['run'] = (op, input, opts) => {
     const prompt = op === 'generate' ? (input as { prompts?: unknown[] }).prompts?.[0] : undefined;
     const m = typeof prompt === 'string' ? MARKER.exec(prompt) : null;
-    if (m?.[1] === 'abort') process.abort();
+    if (m?.[1] === 'segv') process.kill(process.pid, 'SIGSEGV');
     if (m?.[1] === 'block') blockFor(Number(m[2] ?? 0));
     return run(op, input, opts);
   };
