@@ -6,7 +6,7 @@
 // kill()) and a fresh child is started at once, so the next job finds an engine ready; its models reload from
 // the graph cache on first use.
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,7 @@ export class ProcessEngine implements Engine {
   start(): Promise<{ samplers: unknown; schedules: unknown }> {
     if (this.ready) return this.ready;
     this.closed = false;
+    mkdirSync(this.flagDir, { recursive: true }); // close() removed it
     const init: EngineProcessInit = { module: this.module, options: this.options, abortFlagFile: this.abortFlagFile };
     const child = fork(CHILD_FILE, [], {
       // Not the server's own flags (a test runner's --test, an inspector port): tsx is registered by the boot file.
@@ -182,8 +183,12 @@ export class ProcessEngine implements Engine {
         'abort',
         () => {
           if (this.child !== child || !this.pending.has(id)) return;
-          writeFileSync(this.abortFlagFile, String(id));
           send(child, { type: 'abort', id });
+          try {
+            writeFileSync(this.abortFlagFile, String(id));
+          } catch {
+            // The message alone still stops an engine that yields; one that does not is killed after the grace.
+          }
         },
         { once: true },
       );

@@ -266,7 +266,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_MAX_ATTEMPTS',
     kind: 'int',
     default: 2,
-    doc: 'Runs a job may start before a crash-interrupted job is marked failed instead of re-run.',
+    doc: 'Runs a job may start before a job interrupted by a crash (of the server or of the engine process) is marked failed instead of re-run.',
   },
   {
     key: 'queue.shutdownGraceMs',

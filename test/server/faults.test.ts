@@ -21,6 +21,8 @@ const TRIALS = 10;
 const ABORT_GRACE_S = 0.3;
 /** Longer than every grace here, so the engine has to be killed; short enough that a re-run costs little. */
 const BLOCK = '[kiln-test:block=1500] a cat';
+/** After SIGTERM the job runs again at the next start, block included: shorter, still past both graces. */
+const SHORT_BLOCK = '[kiln-test:block=1000] a cat';
 const small = { width: 64, height: 64, steps: 1, seed: 3, sampler: 'Euler' };
 /** One UNet evaluation of 256x256 on the tiny model takes well over a second on this machine. */
 const real = { prompt: 'a real evaluation', width: 256, height: 256, steps: 1, seed: 3, sampler: 'Euler' };
@@ -209,7 +211,7 @@ test(`fault suite: ${TRIALS} SIGTERMs of a spawned server during one long evalua
         if (i === TRIALS) break;
         // A blocking client waits on the long job: native sync generate, or A1111 txt2img (its route waits too).
         const a1111 = i % 2 === 1;
-        const long = i === TRIALS - 1 ? real : { ...small, prompt: BLOCK };
+        const long = i === TRIALS - 1 ? real : { ...small, prompt: SHORT_BLOCK };
         const blocked = a1111
           ? json(`${server.url}/sdapi/v1/txt2img`, {
               method: 'POST',
