@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { ProcessEngine } from '../../src/queue/engine-process.ts';
+import { EngineCrashError, type EngineRestart, ProcessEngine } from '../../src/queue/engine-process.ts';
 import { KilnInputError, type GenerateRequest, type OpName } from '../../src/engine/index.ts';
 
 const FAKE = fileURLToPath(new URL('./fake-engine.ts', import.meta.url));
@@ -99,4 +99,30 @@ test('any engine operation travels by name through the same messages; an unknown
   } finally {
     await engine.close();
   }
+});
+
+test('an engine process that crashes (killed from outside) fails the running call with EngineCrashError and is replaced at once', async () => {
+  process.env.KILN_FAKE_STEP_MS = '20';
+  const engine = new ProcessEngine(FAKE);
+  try {
+    await engine.start();
+    const firstPid = engine.pid!;
+    const restarted = new Promise<EngineRestart>((resolve) => {
+      engine.onRestart = resolve;
+    });
+    const gen = engine.generate(request('a', 100), {});
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(firstPid, 'SIGKILL');
+    await assert.rejects(gen, (e: unknown) => e instanceof EngineCrashError && e.signal === 'SIGKILL');
+    // The replacement starts without waiting for a call, so the next job finds it ready.
+    const restart = await restarted;
+    assert.equal(restart.reason, 'crash');
+    assert.equal(engine.starts, 2);
+    assert.notEqual(engine.pid, firstPid);
+    const ok = await engine.generate(request('b', 2), {});
+    assert.equal(ok.images.length, 1);
+  } finally {
+    await engine.close();
+  }
+  assert.equal(engine.pid, undefined, 'close() leaves no engine process behind');
 });
