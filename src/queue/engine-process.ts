@@ -230,12 +230,14 @@ export class ProcessEngine implements Engine {
 
   /**
    * Kills the process at once (SIGKILL: used when an evaluation ignores abort past its grace; a native call
-   * cannot be interrupted any other way). The calls in flight fail with EngineKilledError; a fresh process starts.
+   * cannot be interrupted any other way). The calls in flight fail with EngineKilledError; a fresh process starts
+   * at once unless `replace` is false (shutting down), in which case the next call starts one.
    */
-  async kill(): Promise<void> {
+  async kill(replace = true): Promise<void> {
     const child = this.child;
     if (!child) return;
     this.killing = child;
+    if (!replace) this.closed = true;
     const exited = this.exited;
     child.kill('SIGKILL');
     await exited;

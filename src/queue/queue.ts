@@ -338,6 +338,11 @@ export class JobQueue {
     });
   }
 
+  /** Whether stop() has begun (no new jobs are taken). */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
   /** Whether this process is running a job now. */
   get busy(): boolean {
     return this.running !== undefined;

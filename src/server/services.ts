@@ -95,12 +95,20 @@ export class KilnServices {
         previewEvery: config.previewEvery,
       }),
       // An evaluation that ignores abort past the grace is inside a native call: only killing its process stops it.
-      hardStop: child ? () => child.kill() : undefined,
+      // While shutting down the killed process is not replaced: the server is about to close it anyway.
+      hardStop: child ? () => child.kill(!this.queue.isStopping) : undefined,
       abortGraceMs: config.queue.abortGraceMs,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
     this.metrics = new Metrics(this.queue);
-    if (child) child.onRestart = (r) => log?.warn({ reason: r.reason, readyMs: Math.round(r.readyMs) }, 'engine process replaced');
+    if (child) {
+      // A replaced engine process starts empty: load the default model again (from the graph cache) so the next
+      // job does not pay for it and /v1/models tells the truth.
+      child.onRestart = (r) => {
+        log?.warn({ reason: r.reason, readyMs: Math.round(r.readyMs) }, 'engine process replaced');
+        void this.warmUp();
+      };
+    }
     this.engineReady = (async () => {
       try {
         if (child) {
