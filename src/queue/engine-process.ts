@@ -172,6 +172,8 @@ export class ProcessEngine implements Engine {
 
   /** Runs an engine operation in the child. Progress, previews and abort work for every operation alike. */
   async run<N extends OpName>(op: N, input: OpInput<N>, opts: RunOptions = {}): Promise<OpOutput<N>> {
+    // A call made while a killed process is still exiting waits for its replacement rather than die with it.
+    if (this.child && this.killing === this.child) await this.exited;
     await this.start();
     if (opts.signal?.aborted) throw new EngineAbortError();
     const child = this.child;
