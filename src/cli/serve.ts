@@ -22,6 +22,9 @@ export const EXIT_CORRUPT_DATABASE = 65;
 /** How long startup waits for the engine to come up (not for the model to load) before listening anyway. */
 const ENGINE_START_WAIT_MS = 120_000;
 
+/** What closing connections, the engine process and the database may take after the job is stopped. */
+const SHUTDOWN_MARGIN_MS = 10_000;
+
 const USAGE = `Usage: kiln serve [--model M] [--port 7860] [--host 127.0.0.1] [--data-dir DIR] [options]
 
 `;
@@ -125,7 +128,15 @@ export async function runServe(argv: string[]): Promise<number> {
         process.exit(1);
       }
       closing = true;
-      process.stderr.write(`kiln: ${signal}: shutting down (the running job gets ${config.queue.shutdownGraceMs / 1000} s to finish)\n`);
+      const { shutdownGraceMs, abortGraceMs } = config.queue;
+      process.stderr.write(`kiln: ${signal}: shutting down (the running job gets ${shutdownGraceMs / 1000} s to finish, then it is re-queued)\n`);
+      // The grace, then the abort grace before the engine process is killed, then a margin for closing
+      // connections and the database: past that something hangs, and exiting beats holding the port forever.
+      const deadlineMs = shutdownGraceMs + abortGraceMs + SHUTDOWN_MARGIN_MS;
+      setTimeout(() => {
+        process.stderr.write(`kiln: shutdown did not finish within ${deadlineMs / 1000} s; exiting now\n`);
+        process.exit(1);
+      }, deadlineMs).unref();
       app.close().then(
         () => done(0),
         (e: Error) => {

@@ -21,4 +21,6 @@ export interface QueueConfig {
   recoverRunning: 'requeue' | 'fail';
   maxAttempts: number;
   shutdownGraceMs: number;
+  /** How long an aborted job's engine call may run on before the engine process is killed (and replaced). */
+  abortGraceMs: number;
 }

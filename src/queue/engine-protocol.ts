@@ -1,8 +1,18 @@
-// The engine protocol: plain, structured-clone-serialisable messages between an engine host (today a worker
-// thread, next a child process or a remote worker) and its client. Operations are named, not enumerated here:
-// a new engine operation needs no change in this file or in the code on either side.
+// The engine protocol: plain, structured-clone-serialisable messages between an engine host (today a child
+// process over Node's IPC channel with 'advanced' serialisation, next a remote worker) and its client.
+// Operations are named, not enumerated here: a new engine operation needs no change in this file or in the
+// code on either side.
 import { KilnInputError, ModelFileError, type ProgressEvent } from '../engine/index.ts';
-import type { LoadedModelSummary } from './engine.ts';
+import type { EngineOptions, LoadedModelSummary } from './engine.ts';
+
+/** What an engine process is started with (in its environment, as JSON). */
+export interface EngineProcessInit {
+  /** The module exporting createEngine(). */
+  module: string;
+  options: EngineOptions;
+  /** A file the supervisor writes an aborted run's id to (see engine-process-child.ts). */
+  abortFlagFile?: string;
+}
 
 export interface WorkerError {
   name: string;
@@ -19,9 +29,8 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready'; samplers: unknown; schedules: unknown }
   | { type: 'init-error'; error: WorkerError }
-  /** A preview's pixel buffer is transferred, not copied. */
   | { type: 'progress'; id: number; event: ProgressEvent }
-  /** `aborted`: an abort arrived while the operation finished anyway. Image buffers are transferred. */
+  /** `aborted`: an abort arrived while the operation finished anyway. */
   | { type: 'result'; id: number; output: unknown; aborted: boolean }
   | { type: 'error'; id: number; error: WorkerError; aborted: boolean }
   /** The engine's loaded models changed (a load, an eviction or an idle unload). */
@@ -45,20 +54,4 @@ export function reviveError(e: WorkerError): Error {
   }
   if (e.stack) err.stack = e.stack;
   return err;
-}
-
-/**
- * The ArrayBuffers in a message payload that can move instead of being copied: those a typed array covers
- * whole (a view into a larger or pooled buffer is copied, since the rest may still be in use).
- */
-export function transferables(value: unknown, found: Set<ArrayBuffer> = new Set()): ArrayBuffer[] {
-  if (ArrayBuffer.isView(value)) {
-    const b = value.buffer;
-    if (b instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === b.byteLength) found.add(b);
-  } else if (Array.isArray(value)) {
-    for (const v of value) transferables(v, found);
-  } else if (value && typeof value === 'object') {
-    for (const v of Object.values(value)) transferables(v, found);
-  }
-  return [...found];
 }

@@ -1,5 +1,5 @@
-// The engine as the queue sees it. The real one is src/engine (createEngine); ThreadedEngine runs it in a
-// worker thread; tests inject fakes.
+// The engine as the queue sees it. The real one is src/engine (createEngine); ProcessEngine runs it in a
+// supervised child process; tests inject fakes.
 import type { GenerateOptions, GenerateRequest, GenerateResult, ModelRef, OpInput, OpName, OpOutput, RunOptions } from '../engine/index.ts';
 
 export interface NamedOption {
@@ -32,7 +32,7 @@ export interface EngineOptions {
   idleUnloadMs?: number;
   /** Most models kept loaded at once (least recently used freed first). */
   maxLoadedModels?: number;
-  /** Set by the worker thread, not by callers: reports the loaded models whenever they change. */
+  /** Set by the engine process, not by callers: reports the loaded models whenever they change. */
   onModelsChanged?: (models: LoadedModelSummary[]) => void;
 }
 

@@ -16,6 +16,7 @@ import { imageCount, SpecError } from './job-spec.ts';
 import type { JobSpec } from './job-spec.ts';
 import type { JobRunner } from './executor.ts';
 import type { WebhookSender } from './webhooks.ts';
+import { EngineCrashError } from './engine-process.ts';
 
 export class QueueFullError extends Error {
   constructor(
@@ -28,8 +29,8 @@ export class QueueFullError extends Error {
 }
 
 export class QueueClosedError extends Error {
-  constructor() {
-    super('the server is shutting down and accepts no new jobs');
+  constructor(message = 'the server is shutting down and accepts no new jobs') {
+    super(message);
     this.name = 'QueueClosedError';
   }
 }
@@ -74,9 +75,9 @@ export interface JobQueueOptions {
   storage?: ImageStore;
   /** Delivers each finished job to its spec's webhook. */
   webhooks?: WebhookSender;
-  /** Forcefully stops a generation that ignores abort (e.g. terminates the engine thread). */
+  /** Forcefully stops a generation that ignores abort (kills the engine process, which is then replaced). */
   hardStop?: () => Promise<void>;
-  /** How long after an abort the runner may take before hardStop is used. */
+  /** How long after an abort (cancel, timeout, shutdown) the runner may take before hardStop is used. */
   abortGraceMs?: number;
   now?: () => number;
   log?: { info: (o: object, msg: string) => void; warn: (o: object, msg: string) => void; error: (o: object, msg: string) => void };
@@ -95,6 +96,8 @@ export class JobQueue {
   /** Work arrived while a claim was in flight (which may have missed it): look again afterwards. */
   private lookAgain = false;
   private stopping = false;
+  /** Callers of waitFor() still waiting; stop() answers them (their job is not final) with QueueClosedError. */
+  private readonly waiters = new Set<() => void>();
   private started = false;
   private cleanupTimer?: NodeJS.Timeout;
   private unsubscribe: Array<() => void> = [];
@@ -296,22 +299,40 @@ export class JobQueue {
     return this.backend.subscribe(id, listener);
   }
 
-  /** Resolves with the job once it is final, or with its current state after timeoutMs. */
+  /**
+   * Resolves with the job once it is final, or with its current state after timeoutMs. Rejects with
+   * QueueClosedError when the server shuts down first (the job is then queued for the next start).
+   */
   waitFor(id: string, timeoutMs: number): Promise<Job | undefined> {
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       let settled = false;
-      const settle = (job: Promise<Job | undefined> | Job | undefined) => {
-        if (settled) return;
+      const finish = () => {
         settled = true;
         clearTimeout(timer);
         off();
+        this.waiters.delete(closed);
+      };
+      const settle = (job: Promise<Job | undefined> | Job | undefined) => {
+        if (settled) return;
+        finish();
         resolve(job);
       };
+      const closed = () => {
+        if (settled) return;
+        finish();
+        reject(new QueueClosedError(`the server is shutting down; job ${id} is not finished and stays queued for its next start (GET /v1/jobs/${id})`));
+      };
+      this.waiters.add(closed);
       const off = this.events(id, (e) => isFinalEvent(e) && settle(e.job));
       const timer = setTimeout(() => settle(this.get(id)), timeoutMs);
       // Read after subscribing, so a job that ends in between is not missed.
       void this.get(id).then((job) => (!job || FINAL_STATES.has(job.state)) && settle(job));
     });
+  }
+
+  /** Whether stop() has begun (no new jobs are taken). */
+  get isStopping(): boolean {
+    return this.stopping;
   }
 
   /** Whether this process is running a job now. */
@@ -472,6 +493,7 @@ export class JobQueue {
   }
 
   private async onFailure(running: Running, err: unknown): Promise<void> {
+    if (err instanceof EngineCrashError) return this.onEngineCrash(running, err);
     const error = classifyError(err);
     const done = await this.backend.finish(running.job.id, ['running'], 'failed', this.now(), { error, progress: running.live });
     if (!done) return;
@@ -481,6 +503,32 @@ export class JobQueue {
       'job failed',
     );
     await this.finalized(done);
+  }
+
+  /**
+   * The engine process died under this job (a native crash, an out-of-memory kill, a kill from outside). One
+   * crash is not taken as the job's fault (the machine may have been short of memory, or someone killed the
+   * process), so the job is queued again while it has started fewer than maxAttempts runs; a job that keeps
+   * crashing the engine fails instead of taking it down forever. Only this job is affected: a fresh engine
+   * process serves the next one.
+   */
+  private async onEngineCrash(running: Running, err: EngineCrashError): Promise<void> {
+    const { job, live } = running;
+    const { maxAttempts } = this.opts.config;
+    if (job.attempts < maxAttempts && !this.stopping) {
+      if (this.running === running) this.running = undefined;
+      const queued = await this.backend.requeue(job.id, false);
+      this.opts.log?.warn({ jobId: job.id, attempt: job.attempts, maxAttempts, reason: err.message }, 'engine crashed; job re-queued');
+      if (queued) await this.backend.publish({ type: 'queued', job: queued });
+      return;
+    }
+    const message =
+      job.attempts < maxAttempts
+        ? `${err.message} while running this job, during shutdown; it was not re-run`
+        : `${err.message} while running this job, on run ${job.attempts} of at most ${maxAttempts} (--max-attempts); it was not re-run`;
+    const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'interrupted', message }, progress: live });
+    this.opts.log?.error({ jobId: job.id, reason: err.message }, 'engine crashed; job failed');
+    if (done) await this.finalized(done);
   }
 
   private async onStopped(running: Running): Promise<void> {
@@ -538,7 +586,9 @@ export class JobQueue {
 
   /**
    * Stops taking jobs; lets the running job finish for up to graceMs, then aborts it and puts it back in the
-   * queue so the next start runs it again. The backend stays open (the caller closes it).
+   * queue so the next start runs it again (an engine that ignores the abort is stopped after abortGraceMs).
+   * Callers still waiting for a job (synchronous routes) are then answered with QueueClosedError, so no
+   * client holds the shutdown past the grace. The backend stays open (the caller closes it).
    */
   async stop(graceMs = this.opts.config.shutdownGraceMs): Promise<void> {
     this.stopping = true;
@@ -546,12 +596,14 @@ export class JobQueue {
     for (const off of this.unsubscribe.splice(0)) off();
     await this.claiming;
     const r = this.running;
-    if (!r) return;
-    await Promise.race([r.done, sleep(graceMs)]);
-    if (this.running === r) {
-      this.abortRunning(r, 'shutdown');
-      await r.done;
+    if (r) {
+      await Promise.race([r.done, sleep(graceMs)]);
+      if (this.running === r) {
+        this.abortRunning(r, 'shutdown');
+        await r.done;
+      }
     }
+    for (const answer of [...this.waiters]) answer();
   }
 }
 

@@ -126,6 +126,9 @@ async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: Kil
   app.decorate('kiln', kiln);
   if (opts.startQueueOnReady ?? true) app.addHook('onReady', async () => kiln.start());
   app.addHook('preClose', async () => closeAllStreams());
+  // Before the server waits for open requests: the running job gets the shutdown grace, then clients still
+  // waiting on a job (synchronous routes) are answered 503, so none holds the shutdown past the grace.
+  app.addHook('preClose', async () => kiln.queue.stop());
   app.addHook('onClose', async () => kiln.close());
 
   const keys = new KeyRing(config.keys);

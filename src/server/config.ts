@@ -302,7 +302,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_MAX_ATTEMPTS',
     kind: 'int',
     default: 2,
-    doc: 'Runs a job may start before a crash-interrupted job is marked failed instead of re-run.',
+    doc: 'Runs a job may start before a job interrupted by a crash (of the server or of the engine process) is marked failed instead of re-run.',
   },
   {
     key: 'queue.shutdownGraceMs',
@@ -356,6 +356,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'int',
     default: 64,
     doc: 'Deepest nesting of arrays and objects accepted in a JSON body or JSON form field (deeper: 400).',
+  },
+  {
+    key: 'queue.abortGraceMs',
+    flag: 'abort-grace',
+    env: 'KILN_ABORT_GRACE',
+    kind: 'number',
+    scale: 1000,
+    default: 10_000,
+    doc: 'After a cancel, timeout or shutdown stop, how long one model evaluation may run on before the engine process is killed and replaced (seconds).',
   },
 ];
 

@@ -1,5 +1,5 @@
 // Everything behind the HTTP routes, wired once: image store, job backend, queue, webhooks, engine
-// (off-thread), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
+// (in its own process), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
 // queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
 import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -17,7 +17,7 @@ import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
 import { JobQueue } from '../queue/queue.ts';
 import type { SubmitOptions } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
-import { ThreadedEngine } from '../queue/engine-thread.ts';
+import { ProcessEngine } from '../queue/engine-process.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
@@ -39,7 +39,7 @@ export interface EngineStatus {
 }
 
 export interface ServiceOptions {
-  /** An in-process engine (tests). Without it the engine module runs in a worker thread. */
+  /** An in-process engine (tests). Without it the engine module runs in a supervised child process. */
   engine?: Engine;
   log?: FastifyBaseLogger;
 }
@@ -51,8 +51,8 @@ export class KilnServices {
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
   readonly engine: Engine;
-  /** The worker-thread engine (absent when a test injects an in-process engine). */
-  private readonly threaded?: ThreadedEngine;
+  /** The engine process (absent when a test injects an in-process engine). */
+  readonly engineProcess?: ProcessEngine;
   readonly metrics: Metrics;
   /** This server's claim on the data directory, taken first and given up last. */
   private readonly lock: DataDirLock;
@@ -77,19 +77,19 @@ export class KilnServices {
       throw e;
     }
     this.models = new ModelRegistry(config);
-    const threaded = opts.engine
+    const child = opts.engine
       ? undefined
-      : new ThreadedEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
+      : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
           device: config.device,
           cacheDir: join(config.cacheDir, 'graphs'),
-          // Leave one core to the HTTP thread so status, SSE and /health answer during a generation.
+          // Leave one core to the server process so status, SSE and /health answer during a generation.
           threads: config.threads ?? Math.max(1, availableParallelism() - 1),
           spinning: false,
           idleUnloadMs: config.idleUnloadMs,
           maxLoadedModels: config.maxLoadedModels,
         });
-    this.threaded = threaded;
-    const engine = opts.engine ?? threaded!;
+    this.engineProcess = child;
+    const engine = opts.engine ?? child!;
     this.engine = engine;
     const log = opts.log;
     this.webhooks = new WebhookSender({ log, policy: new WebhookPolicy(config.webhookAllow) });
@@ -105,16 +105,27 @@ export class KilnServices {
         device: config.device,
         previewEvery: config.previewEvery,
       }),
-      hardStop: threaded ? () => threaded.kill() : undefined,
+      // An evaluation that ignores abort past the grace is inside a native call: only killing its process stops it.
+      // While shutting down the killed process is not replaced: the server is about to close it anyway.
+      hardStop: child ? () => child.kill(!this.queue.isStopping) : undefined,
+      abortGraceMs: config.queue.abortGraceMs,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
     this.metrics = new Metrics(this.queue);
+    if (child) {
+      // A replaced engine process starts empty: load the default model again (from the graph cache) so the next
+      // job does not pay for it and /v1/models tells the truth.
+      child.onRestart = (r) => {
+        log?.warn({ reason: r.reason, readyMs: Math.round(r.readyMs) }, 'engine process replaced');
+        void this.warmUp();
+      };
+    }
     this.engineReady = (async () => {
       try {
-        if (threaded) {
+        if (child) {
           const module = config.engineModule ?? DEFAULT_ENGINE_MODULE;
           if (!existsSync(module)) throw new Error(`engine module not found: ${module}`);
-          await threaded.start();
+          await child.start();
         }
         this.samplerList = normalizeOptions(await engine.listSamplers());
         this.scheduleList = normalizeOptions(await engine.listSchedules());
@@ -152,11 +163,11 @@ export class KilnServices {
   }
 
   /**
-   * Models in the engine's memory now. The worker-thread engine reports every load and idle unload; an
+   * Models in the engine's memory now. The engine process reports every load and idle unload; an
    * injected engine is taken to hold the warmed-up default model.
    */
   loadedModels(): { name: string; path?: string; family?: string }[] {
-    if (this.threaded) return this.threaded.loadedModels.map((m) => ({ name: m.name, path: m.path, family: m.family }));
+    if (this.engineProcess) return this.engineProcess.loadedModels.map((m) => ({ name: m.name, path: m.path, family: m.family }));
     return this.engineStatus.loadedModel ? [{ name: this.engineStatus.loadedModel }] : [];
   }
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ThreadedEngine } from '../../src/queue/engine-thread.ts';
+import { ProcessEngine } from '../../src/queue/engine-process.ts';
 import { JobQueue } from '../../src/queue/queue.ts';
 import { SqliteJobBackend } from '../../src/queue/sqlite-backend.ts';
 import { createExecutor } from '../../src/queue/executor.ts';
@@ -32,9 +32,9 @@ function queueWith(dir: string, engine: Engine, previewEvery: number) {
   };
 }
 
-test('previews cross the worker thread with their pixels; none unless asked for', async () => {
+test('previews cross the engine process boundary with their pixels; none unless asked for', async () => {
   process.env.KILN_FAKE_STEP_MS = '1';
-  const engine = new ThreadedEngine(FAKE);
+  const engine = new ProcessEngine(FAKE);
   try {
     const req = { model: { path: 'x' }, prompts: ['a'], width: 64, height: 48, steps: 7, cfgScale: 7, sampler: 'Euler', seed: 1 };
     const events: ProgressEvent[] = [];

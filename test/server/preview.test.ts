@@ -1,5 +1,5 @@
-// Live previews end to end with the real engine in its worker thread and the tiny SD1 model: HTTP -> queue ->
-// worker (x0 -> Approx cheap RGB, buffer transferred) -> native GET /v1/jobs/{id}/preview and A1111
+// Live previews end to end with the real engine in its process and the tiny SD1 model: HTTP -> queue ->
+// engine process (x0 -> Approx cheap RGB, buffer sent over IPC) -> native GET /v1/jobs/{id}/preview and A1111
 // /sdapi/v1/progress current_image and /internal/progress live_preview.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

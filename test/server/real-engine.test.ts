@@ -1,5 +1,5 @@
-// The whole path with the real engine (src/engine/engine.ts in the worker thread) and the tiny SD1 fixture:
-// HTTP -> queue -> worker -> onnxruntime -> PNG. Skipped only while the engine module does not exist.
+// The whole path with the real engine (src/engine/engine.ts in the engine process) and the tiny SD1 fixture:
+// HTTP -> queue -> engine process -> onnxruntime -> PNG. Skipped only while the engine module does not exist.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { ThreadedEngine } from '../../src/queue/engine-thread.ts';
+import { EngineCrashError, type EngineRestart, ProcessEngine } from '../../src/queue/engine-process.ts';
 import { KilnInputError, type GenerateRequest, type OpName } from '../../src/engine/index.ts';
 
 const FAKE = fileURLToPath(new URL('./fake-engine.ts', import.meta.url));
@@ -10,10 +10,10 @@ function request(prompt: string, steps: number): GenerateRequest {
   return { model: { path: 'x' }, prompts: [prompt], width: 64, height: 64, steps, cfgScale: 7, sampler: 'Euler', seed: 5 };
 }
 
-test('a blocking engine in the worker thread leaves the main thread free; results and progress come back', async () => {
+test('a blocking engine in the engine process leaves the server thread free; results and progress come back', async () => {
   process.env.KILN_FAKE_BLOCKING = '1';
   process.env.KILN_FAKE_STEP_MS = '30';
-  const engine = new ThreadedEngine(FAKE);
+  const engine = new ProcessEngine(FAKE);
   try {
     const lists = await engine.start();
     assert.equal((lists.samplers as Array<{ name: string }>)[0]!.name, 'Euler');
@@ -40,7 +40,7 @@ test('a blocking engine in the worker thread leaves the main thread free; result
 test('abort reaches a blocking engine within one step; engine errors keep their class and field', async () => {
   process.env.KILN_FAKE_BLOCKING = '1';
   process.env.KILN_FAKE_STEP_MS = '30';
-  const engine = new ThreadedEngine(FAKE);
+  const engine = new ProcessEngine(FAKE);
   try {
     const controller = new AbortController();
     let last = 0;
@@ -66,9 +66,9 @@ test('abort reaches a blocking engine within one step; engine errors keep their 
   }
 });
 
-test('a worker that is killed mid-generation fails that call and a fresh worker serves the next', async () => {
+test('an engine process that is killed mid-generation fails that call and a fresh process serves the next', async () => {
   process.env.KILN_FAKE_STEP_MS = '20';
-  const engine = new ThreadedEngine(FAKE);
+  const engine = new ProcessEngine(FAKE);
   try {
     const gen = engine.generate(request('[ignore-abort]', 100), {});
     await new Promise((r) => setTimeout(r, 200));
@@ -82,13 +82,13 @@ test('a worker that is killed mid-generation fails that call and a fresh worker 
 });
 
 test('a module without createEngine fails start() with a clear message', async () => {
-  const engine = new ThreadedEngine(fileURLToPath(new URL('./helpers.ts', import.meta.url)));
+  const engine = new ProcessEngine(fileURLToPath(new URL('./helpers.ts', import.meta.url)));
   await assert.rejects(engine.start(), /does not export createEngine/);
   await engine.close();
 });
 
 test('any engine operation travels by name through the same messages; an unknown one keeps its error class', async () => {
-  const engine = new ThreadedEngine(FAKE);
+  const engine = new ProcessEngine(FAKE);
   try {
     const info = await engine.run('load', { path: 'some/model' });
     assert.equal(info.path, 'some/model');
@@ -99,4 +99,30 @@ test('any engine operation travels by name through the same messages; an unknown
   } finally {
     await engine.close();
   }
+});
+
+test('an engine process that crashes (killed from outside) fails the running call with EngineCrashError and is replaced at once', async () => {
+  process.env.KILN_FAKE_STEP_MS = '20';
+  const engine = new ProcessEngine(FAKE);
+  try {
+    await engine.start();
+    const firstPid = engine.pid!;
+    const restarted = new Promise<EngineRestart>((resolve) => {
+      engine.onRestart = resolve;
+    });
+    const gen = engine.generate(request('a', 100), {});
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(firstPid, 'SIGKILL');
+    await assert.rejects(gen, (e: unknown) => e instanceof EngineCrashError && e.signal === 'SIGKILL');
+    // The replacement starts without waiting for a call, so the next job finds it ready.
+    const restart = await restarted;
+    assert.equal(restart.reason, 'crash');
+    assert.equal(engine.starts, 2);
+    assert.notEqual(engine.pid, firstPid);
+    const ok = await engine.generate(request('b', 2), {});
+    assert.equal(ok.images.length, 1);
+  } finally {
+    await engine.close();
+  }
+  assert.equal(engine.pid, undefined, 'close() leaves no engine process behind');
 });
