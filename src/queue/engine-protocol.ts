@@ -19,6 +19,8 @@ export interface WorkerError {
   message: string;
   field?: string;
   file?: string;
+  /** A system error code (ENOSPC, EACCES, ...), so the queue can tell a full disk from a bug. */
+  code?: string;
   stack?: string;
 }
 
@@ -37,8 +39,9 @@ export type FromWorker =
   | { type: 'models'; models: LoadedModelSummary[] };
 
 export function toWorkerError(e: unknown): WorkerError {
-  const err = e as Error & { field?: string; file?: string };
-  return { name: err?.name ?? 'Error', message: err?.message ?? String(e), field: err?.field, file: err?.file, stack: err?.stack };
+  const err = e as Error & { field?: string; file?: string; code?: unknown };
+  const code = typeof err?.code === 'string' ? err.code : undefined;
+  return { name: err?.name ?? 'Error', message: err?.message ?? String(e), field: err?.field, file: err?.file, code, stack: err?.stack };
 }
 
 /** The error a WorkerError stands for, with the engine's error classes restored so callers can map them. */
@@ -52,6 +55,7 @@ export function reviveError(e: WorkerError): Error {
     err = new Error(e.message);
     err.name = e.name;
   }
+  if (e.code) (err as Error & { code?: string }).code = e.code;
   if (e.stack) err.stack = e.stack;
   return err;
 }
