@@ -136,6 +136,26 @@ export const SPEC_DEFAULTS = {
   output: { format: 'png', quality: 90, response: 'base64' } as OutputSpec,
 };
 
+/** A complete spec: the defaults, then `fields`. Seeds are 0 unless given (submitters resolve random ones). */
+export function specWithDefaults(fields: Partial<JobSpec> & Pick<JobSpec, 'prompts'>): JobSpec {
+  return {
+    kind: 'txt2img',
+    negativePrompts: [''],
+    imagesPerPrompt: 1,
+    width: SPEC_DEFAULTS.width,
+    height: SPEC_DEFAULTS.height,
+    steps: SPEC_DEFAULTS.steps,
+    cfgScale: SPEC_DEFAULTS.cfgScale,
+    sampler: SPEC_DEFAULTS.sampler,
+    schedule: SPEC_DEFAULTS.schedule,
+    seed: 0,
+    subseed: 0,
+    subseedStrength: 0,
+    output: { ...SPEC_DEFAULTS.output },
+    ...fields,
+  };
+}
+
 /** A request error that names the offending field; becomes a 400. */
 export class SpecError extends Error {
   constructor(

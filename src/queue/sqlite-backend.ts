@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import type { FinalState, FinishData, JobBackend, JobFilter, NewJob } from './backend.ts';
 import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
 import type { JobSpec } from './job-spec.ts';
-import { SPEC_DEFAULTS } from './job-spec.ts';
+import { specWithDefaults } from './job-spec.ts';
 
 /** The job database cannot be used as it is: not a database, or damaged. Startup stops with this. */
 export class CorruptDatabaseError extends Error {
@@ -42,22 +42,7 @@ const UNREADABLE_SPEC = 'the stored job could not be read (its spec is not valid
 const QUICK_CHECK_MAX_ERRORS = 5;
 
 /** Stands in for a spec that cannot be parsed, so a damaged row is still listed (as failed) instead of a 500. */
-const UNREADABLE_SPEC_PLACEHOLDER: JobSpec = {
-  kind: 'txt2img',
-  prompts: [''],
-  negativePrompts: [''],
-  imagesPerPrompt: 1,
-  width: SPEC_DEFAULTS.width,
-  height: SPEC_DEFAULTS.height,
-  steps: SPEC_DEFAULTS.steps,
-  cfgScale: SPEC_DEFAULTS.cfgScale,
-  sampler: SPEC_DEFAULTS.sampler,
-  schedule: SPEC_DEFAULTS.schedule,
-  seed: 0,
-  subseed: 0,
-  subseedStrength: 0,
-  output: { ...SPEC_DEFAULTS.output },
-};
+const UNREADABLE_SPEC_PLACEHOLDER: JobSpec = specWithDefaults({ prompts: [''] });
 
 /** A stored JSON object, or undefined when the text is not one. */
 function parseObject<T>(text: string | null): T | undefined {

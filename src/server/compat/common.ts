@@ -6,7 +6,7 @@ import type { KilnServices } from '../services.ts';
 import type { Job, StoredImage } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { resolveSeed } from '../../engine/index.ts';
-import { SPEC_DEFAULTS } from '../../queue/job-spec.ts';
+import { specWithDefaults } from '../../queue/job-spec.ts';
 import { decodeBase64Field } from '../uploads.ts';
 import { FeatureNotImplemented } from '../../queue/capabilities.ts';
 import type { NetworkSpec } from '../../queue/job-spec.ts';
@@ -65,22 +65,7 @@ export function jobFailure(job: Job, messagePrefix = ''): HttpError {
 
 /** Default spec fields, so adapters only state what their surface sets. */
 export function baseSpec(fields: Partial<JobSpec> & Pick<JobSpec, 'prompts'>): JobSpec {
-  return {
-    kind: 'txt2img',
-    negativePrompts: [''],
-    imagesPerPrompt: 1,
-    width: SPEC_DEFAULTS.width,
-    height: SPEC_DEFAULTS.height,
-    steps: SPEC_DEFAULTS.steps,
-    cfgScale: SPEC_DEFAULTS.cfgScale,
-    sampler: SPEC_DEFAULTS.sampler,
-    schedule: SPEC_DEFAULTS.schedule,
-    seed: resolveSeed(undefined),
-    subseed: resolveSeed(undefined),
-    subseedStrength: 0,
-    output: { ...SPEC_DEFAULTS.output },
-    ...fields,
-  };
+  return specWithDefaults({ seed: resolveSeed(undefined), subseed: resolveSeed(undefined), ...fields });
 }
 
 export function ownerOf(req: FastifyRequest): string {

@@ -98,3 +98,19 @@ export function recordingWeights(source: WeightSource): { source: WeightSource; 
     },
   };
 }
+
+/** Weights of the right shapes and no values, for full-size configs: the graph is walked, never written. */
+export function shapesOnly(table: Map<string, number[]>): WeightSource {
+  const empty = new Float32Array(0);
+  return {
+    names: () => [...table.keys()],
+    has: (n) => table.has(n),
+    shape: (n) => table.get(n)!,
+    dtype: () => 'F32',
+    get: (n): Tensor => {
+      const shape = table.get(n);
+      if (!shape) throw new Error(`the builder read ${n}, which the plan does not have`);
+      return { shape, data: empty };
+    },
+  };
+}

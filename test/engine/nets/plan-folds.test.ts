@@ -11,24 +11,7 @@ import { GraphBuilder, type Value } from '../../../src/engine/onnx/graph.ts';
 import { buildUnet, parseUnetConfig, unetFlops, unetParameterShapes, type UnetDims } from '../../../src/engine/nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderFlops, vaeParameterShapes, type UpsampleKind, type VaeNetConfig } from '../../../src/engine/nets/vae.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
-import type { WeightSource } from '../../../src/engine/weights/types.ts';
-import { fixtureModel, recordingWeights } from './fixture-io.ts';
-
-/** Weights of the right shapes and no values, for full-size configs: the graph is walked, never written. */
-function shapesOnly(table: Map<string, number[]>): WeightSource {
-  const empty = new Float32Array(0);
-  return {
-    names: () => [...table.keys()],
-    has: (n) => table.has(n),
-    shape: (n) => table.get(n)!,
-    dtype: () => 'F32',
-    get: (n): Tensor => {
-      const shape = table.get(n);
-      if (!shape) throw new Error(`the builder read ${n}, which the plan does not have`);
-      return { shape, data: empty };
-    },
-  };
-}
+import { fixtureModel, recordingWeights, shapesOnly } from './fixture-io.ts';
 
 /** A builder that appends ops but stores no weight data (full-size graphs would be gigabytes). */
 class DryBuilder extends GraphBuilder {

@@ -26,7 +26,7 @@ import { GraphBuilder, type AttrValue, type Value } from '../../../src/engine/on
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import type { WeightSource } from '../../../src/engine/weights/types.ts';
-import { fixtureModel } from './fixture-io.ts';
+import { fixtureModel, shapesOnly } from './fixture-io.ts';
 
 function seededRandom(seed: number): () => number {
   let s = seed >>> 0;
@@ -173,17 +173,6 @@ class WrapCountingBuilder extends GraphBuilder {
     }
     return outs;
   }
-}
-
-function shapesOnly(table: Map<string, number[]>): WeightSource {
-  const empty = new Float32Array(0);
-  return {
-    names: () => [...table.keys()],
-    has: (n) => table.has(n),
-    shape: (n) => table.get(n)!,
-    dtype: () => 'F32',
-    get: (n) => ({ shape: table.get(n)!, data: empty }),
-  };
 }
 
 function wrappedIn(build: (b: WrapCountingBuilder) => void): { wrapped: string[]; convs: number } {
