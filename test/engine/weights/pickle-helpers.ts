@@ -7,7 +7,10 @@ import { deflateRawSync } from 'node:zlib';
 export class PickleBuilder {
   private readonly parts: number[] = [];
   raw(...b: number[]): this {
-    this.parts.push(...b);
+    return this.append(b);
+  }
+  private append(b: ArrayLike<number>): this {
+    for (let i = 0; i < b.length; i++) this.parts.push(b[i]!);
     return this;
   }
   proto(v = 2): this {
@@ -15,8 +18,8 @@ export class PickleBuilder {
   }
   str(s: string): this {
     const b = new TextEncoder().encode(s);
-    if (b.length < 256) return this.raw(0x8c, b.length, ...b);
-    return this.raw(0x58, b.length & 0xff, (b.length >> 8) & 0xff, (b.length >> 16) & 0xff, b.length >>> 24, ...b);
+    if (b.length < 256) return this.raw(0x8c, b.length).append(b);
+    return this.raw(0x58, b.length & 0xff, (b.length >> 8) & 0xff, (b.length >> 16) & 0xff, b.length >>> 24).append(b);
   }
   int(n: number): this {
     return this.raw(0x4a, n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, (n >>> 24) & 0xff);
@@ -138,4 +141,24 @@ export function writeTorchZip(file: string, pickle: Uint8Array, storages: Record
 
 export function f32Bytes(values: number[]): Uint8Array {
   return new Uint8Array(Float32Array.from(values).buffer);
+}
+
+/** A legacy (pre-1.6) torch file: magic, protocol 1001, sys_info, `object`, the key list, then the storages. */
+export function writeTorchLegacy(file: string, object: Uint8Array, storages: [string, number, Uint8Array][]): void {
+  const magic = new PickleBuilder().proto().raw(0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19).stop().bytes();
+  const protocol = new PickleBuilder()
+    .proto()
+    .raw(0x4d, 1001 & 0xff, 1001 >> 8)
+    .stop()
+    .bytes();
+  const sysInfo = new PickleBuilder().proto().emptyDict().str('little_endian').raw(0x88).setitem().stop().bytes();
+  const keys = new PickleBuilder().proto().mark();
+  for (const [k] of storages) keys.str(k);
+  const parts: Uint8Array[] = [magic, protocol, sysInfo, object, keys.raw(0x6c).stop().bytes()];
+  for (const [, numel, data] of storages) {
+    const count = new Uint8Array(8);
+    new DataView(count.buffer).setBigInt64(0, BigInt(numel), true);
+    parts.push(count, data);
+  }
+  writeFileSync(file, Buffer.concat(parts));
 }

@@ -10,7 +10,7 @@ import { ModelFileError } from '../../../src/engine/api.ts';
 import { SafetensorsFile, TorchPickleFile, openTensorFile, type TensorFile } from '../../../src/engine/weights/index.ts';
 import { f16ToF32, f32ToF16Bits } from '../../../src/engine/weights/float.ts';
 import { restrictedUnpickle, DEFAULT_UNPICKLE_LIMITS } from '../../../src/engine/weights/pickle/unpickler.ts';
-import { PickleBuilder, f32Bytes, stateDictPickle, writeTorchZip, writeZip } from './pickle-helpers.ts';
+import { PickleBuilder, f32Bytes, stateDictPickle, writeTorchLegacy, writeTorchZip, writeZip } from './pickle-helpers.ts';
 
 const FIX = 'test/fixtures';
 const UP = `${FIX}/tiny-upscalers`;
@@ -167,4 +167,23 @@ test('a legacy file cut inside its storage section is refused as truncated', () 
   const cut = join(dir, 'cut-legacy.pth');
   writeFileSync(cut, bytes.subarray(0, bytes.length - 100));
   assert.throws(() => openTensorFile(cut), refused(/cut-legacy\.pth: truncated file: storage/));
+});
+
+test('a legacy file whose pickles exceed the first read, and a dict that contains itself', () => {
+  // {"name": <2 MB text>, "state_dict": {"w": tensor}}: the reader must fetch more than its first 1 MiB head.
+  const big = 'x'.repeat(2 * 1024 * 1024);
+  const object = new PickleBuilder().proto().emptyDict().str('name').str(big).setitem().str('state_dict').emptyDict();
+  object.str('w').tensor('FloatStorage', '94000000000000', 3, 0, [3], [1]).setitem().setitem().stop();
+  const legacy = join(dir, 'big-legacy.pt');
+  writeTorchLegacy(legacy, object.bytes(), [['94000000000000', 3, f32Bytes([7, 8, 9])]]);
+  const f = openTensorFile(legacy) as TorchPickleFile;
+  assert.equal(f.format, 'legacy');
+  assert.deepEqual([...f.readFloat32('w')], [7, 8, 9]);
+  assert.equal(f.metadata.name?.length, big.length);
+
+  // d = {}; d["self"] = d: refused with a clear error, not a stack overflow.
+  const cyclic = new PickleBuilder().proto().emptyDict().raw(0x71, 0).str('self').raw(0x68, 0).setitem().stop().bytes();
+  const file = join(dir, 'cyclic.pt');
+  writeTorchZip(file, cyclic, {});
+  assert.throws(() => openTensorFile(file), refused(/cyclic\.pt: (dicts nest deeper than 64 levels|the file holds no tensors)/));
 });

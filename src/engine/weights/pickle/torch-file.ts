@@ -14,11 +14,13 @@ import type { IntArray } from '../safetensors.ts';
 import { dtypeBytes } from '../safetensors.ts';
 import type { TensorFile, TensorInfo } from '../tensor-file.ts';
 import type { WeightDType } from '../types.ts';
-import { PyDict, STORAGE_DTYPES, type StorageRef, type StorageTypeName, type TensorRef, restrictedUnpickle } from './unpickler.ts';
+import { PickleEndsEarlyError, PyDict, STORAGE_DTYPES, type StorageRef, type StorageTypeName, type TensorRef, restrictedUnpickle } from './unpickler.ts';
 import { type ZipEntry, entryDataOffset, readAt, readEntry, readZipDirectory } from './zip.ts';
 
 /** Pickles bigger than this are not state dicts (an SDXL checkpoint's data.pkl is ~300 KB). */
 export const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+/** Larger files are not plausible checkpoints (the biggest real ones are ~25 GB). */
+export const MAX_FILE_BYTES = 128 * 1024 ** 3;
 /** Most tensors one file may hold. */
 export const MAX_TENSORS = 1_000_000;
 
@@ -72,6 +74,7 @@ export class TorchPickleFile implements TensorFile {
     try {
       const st = fstatSync(fd);
       if (st.size < 4) throw new ModelFileError(file, `truncated file: ${st.size} bytes`);
+      if (st.size > MAX_FILE_BYTES) throw new ModelFileError(file, `${st.size} bytes is beyond the ${MAX_FILE_BYTES}-byte limit for a tensor file`);
       const head = readAt(fd, file, 0, 4);
       const isZip = head[0] === 0x50 && head[1] === 0x4b;
       const { root, storages } = isZip ? readZipLayout(fd, file, st.size) : readLegacyLayout(fd, file, st.size);
@@ -281,7 +284,18 @@ function readZipLayout(fd: number, file: string, size: number): { root: unknown;
 }
 
 function readLegacyLayout(fd: number, file: string, size: number): { root: unknown; storages: Map<string, StorageLocation> } {
-  const head = readAt(fd, file, 0, Math.min(size, MAX_PICKLE_BYTES));
+  // The pickles' total length is not recorded: read a small head first and a larger one only when it runs out.
+  for (let want = 1 << 20; ; want *= 16) {
+    const head = readAt(fd, file, 0, Math.min(size, want, MAX_PICKLE_BYTES));
+    try {
+      return readLegacyPickles(fd, file, size, head);
+    } catch (e) {
+      if (!(e instanceof PickleEndsEarlyError) || head.length >= Math.min(size, MAX_PICKLE_BYTES)) throw e;
+    }
+  }
+}
+
+function readLegacyPickles(fd: number, file: string, size: number, head: Uint8Array): { root: unknown; storages: Map<string, StorageLocation> } {
   const noStorage = () => {
     throw new ModelFileError(file, 'cannot read this pickle safely: a persistent id before the object pickle');
   };
@@ -321,8 +335,11 @@ function isTensorRef(v: unknown): v is TensorRef {
   return typeof v === 'object' && v !== null && (v as { kind?: unknown }).kind === 'tensor';
 }
 
-function hasTensors(v: unknown): boolean {
-  return v instanceof PyDict && [...v.map.values()].some((x) => isTensorRef(x) || hasTensors(x));
+/** Whether a dict holds tensors at any depth (pickles can build cyclic dicts: each dict is visited once). */
+function hasTensors(v: unknown, seen = new Set<PyDict>()): boolean {
+  if (!(v instanceof PyDict) || seen.has(v)) return false;
+  seen.add(v);
+  return [...v.map.values()].some((x) => isTensorRef(x) || hasTensors(x, seen));
 }
 
 /** Unwraps the state dict and flattens nested dicts of tensors; scalar siblings become metadata. */

@@ -52,6 +52,9 @@ export interface TensorRef {
   readonly stride: number[];
 }
 
+/** The bytes ran out before STOP: a truncated file, or (legacy files) a head read that was too short. */
+export class PickleEndsEarlyError extends ModelFileError {}
+
 const ALLOWED_GLOBALS = new Set([
   'collections.OrderedDict',
   'torch._utils._rebuild_tensor',
@@ -111,7 +114,8 @@ export function restrictedUnpickle(
   let pos = start;
   const fail = (why: string) => new ModelFileError(file, `cannot read this pickle safely: ${why} (at byte ${pos})`);
   const need = (n: number) => {
-    if (pos + n > bytes.length) throw fail('the pickle ends early (truncated file?)');
+    if (pos + n > bytes.length)
+      throw new PickleEndsEarlyError(file, `cannot read this pickle safely: the pickle ends early (truncated file?) (at byte ${pos})`);
   };
   const u8 = () => {
     need(1);
