@@ -52,6 +52,9 @@ export interface TensorRef {
   readonly stride: number[];
 }
 
+const CONVERT_ADVICE =
+  'If you trust the file, convert it once to .safetensors with a trusted Python setup (torch.load with weights_only=True, then safetensors.torch.save_file).';
+
 /** The bytes ran out before STOP: a truncated file, or (legacy files) a head read that was too short. */
 export class PickleEndsEarlyError extends ModelFileError {}
 
@@ -112,7 +115,7 @@ export function restrictedUnpickle(
   const memo = new Map<number, unknown>();
   const depth = new WeakMap<object, number>();
   let pos = start;
-  const fail = (why: string) => new ModelFileError(file, `cannot read this pickle safely: ${why} (at byte ${pos})`);
+  const fail = (why: string) => new ModelFileError(file, `cannot read this pickle safely: ${why} (at byte ${pos}). ${CONVERT_ADVICE}`);
   const need = (n: number) => {
     if (pos + n > bytes.length)
       throw new PickleEndsEarlyError(file, `cannot read this pickle safely: the pickle ends early (truncated file?) (at byte ${pos})`);
@@ -199,7 +202,7 @@ export function restrictedUnpickle(
         file,
         `refused: the pickle names the global "${module} ${name}", which is not a tensor, storage or OrderedDict. ` +
           'Kiln reads only plain tensor data from pickled files and never runs code from them; nothing was executed. ' +
-          'If you trust the file, convert it to .safetensors with a trusted Python setup; otherwise delete it.',
+          `${CONVERT_ADVICE} Otherwise delete it.`,
       );
     }
     return new PyGlobal(module, name);
