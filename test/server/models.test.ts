@@ -17,6 +17,8 @@ test('registry: scans the models folders, applies labels, resolves names and lab
     mkdirSync(join(models, 'loras'), { recursive: true });
     writeFileSync(join(models, 'checkpoints', 'single.safetensors'), '');
     writeFileSync(join(models, 'checkpoints', 'pickled.ckpt'), '');
+    // A .ckpt twin of a .safetensors file is not listed a second time.
+    writeFileSync(join(models, 'checkpoints', 'single.ckpt'), '');
     writeFileSync(join(models, 'loras', 'style.safetensors'), '');
     const reg = new ModelRegistry({
       modelsDir: models,
@@ -28,6 +30,8 @@ test('registry: scans the models folders, applies labels, resolves names and lab
       reg.list().map((m) => [m.name, m.labels, m.format]),
       [
         ['my-diffusers', ['My D'], 'diffusers'],
+        // .ckpt checkpoints are listed now: the engine reads them with its restricted (no-code) pickle reader.
+        ['pickled', [], 'pickle'],
         ['single', ['Pretty'], 'safetensors'],
       ],
     );
@@ -39,7 +43,8 @@ test('registry: scans the models folders, applies labels, resolves names and lab
     assert.equal((await reg.resolve(undefined)).path, join(models, 'checkpoints', 'single.safetensors'));
     assert.equal((await reg.resolve('my d')).path, join(models, 'checkpoints', 'my-diffusers'));
     assert.equal((await reg.resolve('single.safetensors')).path, join(models, 'checkpoints', 'single.safetensors'));
-    await assert.rejects(reg.resolve('pickled'), /unknown model "pickled"; available: my-diffusers, My D, single, Pretty/);
+    assert.equal((await reg.resolve('pickled')).path, join(models, 'checkpoints', 'pickled.ckpt'));
+    await assert.rejects(reg.resolve('nope'), /unknown model "nope"; available: my-diffusers, My D, pickled, single, Pretty/);
     await assert.rejects(reg.resolve(join(models, 'checkpoints', 'single.safetensors')), /unknown model/);
     for (const folder of ['vae', 'embeddings', 'upscalers'])
       assert.deepEqual(reg.list(folder === 'vae' ? 'vae' : folder === 'embeddings' ? 'embedding' : 'upscaler'), []);

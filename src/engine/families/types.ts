@@ -8,7 +8,7 @@ import type { ClipTokenizer } from '../prompt/index.ts';
 import type { Feed, Session } from '../runtime.ts';
 import type { Denoiser, DenoiserOptions, ModelFn, ModelSchedule } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
-import type { SafetensorsFile } from '../weights/safetensors.ts';
+import type { TensorFile } from '../weights/tensor-file.ts';
 import type { Recipe } from '../weights/sources.ts';
 import type { TokenizerRole } from '../weights/tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig } from '../weights/types.ts';
@@ -40,7 +40,7 @@ export type TextEncoderComponent = 'text_encoder' | 'text_encoder_2';
 export interface CheckpointTextEncoder {
   prefix: string;
   /** The weights under `prefix`, renamed (weights/ldm-keys.ts). */
-  rename(file: SafetensorsFile, prefix: string): Map<string, Recipe>;
+  rename(file: TensorFile, prefix: string): Map<string, Recipe>;
 }
 
 export interface TextEncoderSpec {

@@ -2,20 +2,20 @@
 // The block structure (levels, resnets per level, which blocks have attention or resamplers) is read from the
 // keys themselves, so the same code handles the 2-level test models, SD1/SD2 (4 levels) and SDXL (3 levels).
 import { ModelFileError } from '../api.ts';
-import type { SafetensorsFile } from './safetensors.ts';
+import type { TensorFile } from './tensor-file.ts';
 import type { Recipe } from './sources.ts';
 
 type RecipeMap = Map<string, Recipe>;
 
 /** Keys under `prefix`, grouped by the dotted path: "input_blocks.4.1.proj_in.weight" etc. (prefix removed). */
-function keysUnder(file: SafetensorsFile, prefix: string): string[] {
+function keysUnder(file: TensorFile, prefix: string): string[] {
   return file
     .names()
     .filter((k) => k.startsWith(prefix))
     .map((k) => k.slice(prefix.length));
 }
 
-function put(map: RecipeMap, file: SafetensorsFile, name: string, key: string, shape?: number[]): void {
+function put(map: RecipeMap, file: TensorFile, name: string, key: string, shape?: number[]): void {
   if (map.has(name)) throw new ModelFileError(file.file, `two tensors map to the diffusers name "${name}" (second: "${key}")`);
   map.set(name, shape ? { kind: 'tensor', file, key, shape } : { kind: 'tensor', file, key });
 }
@@ -40,7 +40,7 @@ function subKind(rest: string): SubKind {
   return 'attention';
 }
 
-function renameResnet(rest: string, file: SafetensorsFile, key: string): string {
+function renameResnet(rest: string, file: TensorFile, key: string): string {
   for (const [from, to] of RESNET_RENAMES) if (rest.startsWith(from)) return to + rest.slice(from.length);
   throw new ModelFileError(file.file, `unexpected resnet tensor "${key}"`);
 }
@@ -71,7 +71,7 @@ function kindOf(rests: string[]): SubKind {
 const VAE_MID_ATTENTION = /^(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$/;
 const VAE_ATTENTION_NAMES: Record<string, string> = { norm: 'group_norm', q: 'to_q', k: 'to_k', v: 'to_v', proj_out: 'to_out.0' };
 
-export function mapLdmUnet(file: SafetensorsFile, prefix: string): RecipeMap {
+export function mapLdmUnet(file: TensorFile, prefix: string): RecipeMap {
   const keys = keysUnder(file, prefix);
   const map: RecipeMap = new Map();
   const mapped = new Set<string>();
@@ -172,7 +172,7 @@ function renameVaeResnet(rest: string): string {
 }
 
 /** LDM VAE (`encoder.down.N...`, prefix e.g. "first_stage_model." or "") -> AutoencoderKL names. */
-export function mapLdmVae(file: SafetensorsFile, prefix: string): RecipeMap {
+export function mapLdmVae(file: TensorFile, prefix: string): RecipeMap {
   // Standalone VAE files may also carry training leftovers (loss.*, model_ema.*): not part of the network.
   const keys = keysUnder(file, prefix).filter((k) => /^(encoder|decoder|quant_conv|post_quant_conv)\./.test(k));
   const map: RecipeMap = new Map();
@@ -210,13 +210,13 @@ export function mapLdmVae(file: SafetensorsFile, prefix: string): RecipeMap {
 }
 
 /** [C,C,1,1] conv weights used as a linear layer -> [C,C]; other shapes unchanged. */
-function squeezedLinear(file: SafetensorsFile, key: string): number[] | undefined {
+function squeezedLinear(file: TensorFile, key: string): number[] | undefined {
   const s = file.entry(key).shape;
   return s.length === 4 && s[2] === 1 && s[3] === 1 ? [s[0]!, s[1]!] : undefined;
 }
 
 /** Diffusers-layout VAE file (possibly with the pre-0.14 attention names query/key/value/proj_attn). */
-export function mapDiffusersVae(file: SafetensorsFile, prefix: string): RecipeMap {
+export function mapDiffusersVae(file: TensorFile, prefix: string): RecipeMap {
   const map: RecipeMap = new Map();
   const old: Record<string, string> = { query: 'to_q', key: 'to_k', value: 'to_v', proj_attn: 'to_out.0' };
   for (const k of keysUnder(file, prefix)) {
@@ -231,7 +231,7 @@ export function mapDiffusersVae(file: SafetensorsFile, prefix: string): RecipeMa
 // ---------------------------------------------------------------- text encoders
 
 /** Hugging Face CLIPTextModel layout already (SD1 `cond_stage_model.transformer.`, SDXL embedder 0). */
-export function mapHfClip(file: SafetensorsFile, prefix: string): RecipeMap {
+export function mapHfClip(file: TensorFile, prefix: string): RecipeMap {
   const map: RecipeMap = new Map();
   let positions: number | undefined;
   for (const k of keysUnder(file, prefix)) {
@@ -254,7 +254,7 @@ export interface OpenClipOptions {
 }
 
 /** OpenCLIP text tower (`cond_stage_model.model.` / `conditioner.embedders.1.model.`) -> CLIPTextModel names. */
-export function mapOpenClip(file: SafetensorsFile, prefix: string, opts: OpenClipOptions): RecipeMap {
+export function mapOpenClip(file: TensorFile, prefix: string, opts: OpenClipOptions): RecipeMap {
   const keys = keysUnder(file, prefix);
   const map: RecipeMap = new Map();
   const layerIds = keys

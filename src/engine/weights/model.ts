@@ -34,6 +34,7 @@ import { fileSha256, filesIdentity } from './hash.ts';
 import { mapDiffusersVae, mapLdmUnet, mapLdmVae } from './ldm-keys.ts';
 import { pickledFileError } from './pickle-guard.ts';
 import { SafetensorsFile } from './safetensors.ts';
+import { openTensorFile } from './tensor-file.ts';
 import { MappedWeights, storedWeights } from './sources.ts';
 import { hasTokenizerFiles, standardTokenizerDir, type TokenizerLookupOptions, type TokenizerRole } from './tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
@@ -116,7 +117,8 @@ function sourceFiles(w: WeightSource): string[] {
 // ---------------------------------------------------------------- single files
 
 function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): PartialModel {
-  const file = SafetensorsFile.open(path);
+  // .safetensors, or a pickled .ckpt/.pt read by the restricted (no-code) reader: chosen by the file's first bytes.
+  const file = openTensorFile(path);
   const keyNames = file.names();
   const keys = { hasPrefix: (p: string) => keyNames.some((k) => k.startsWith(p)), has: (n: string) => file.has(n) };
   const family = detectCheckpointFamily(keys);
@@ -157,7 +159,7 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
   const vaeConfig = chooseConfig('vae', inferVaeConfig(vae, family), companion.vae, VAE_STRUCTURE, warnings);
 
   return {
-    name: basename(path).replace(/\.safetensors$/i, ''),
+    name: basename(path).replace(/\.(safetensors|ckpt|pt|pth|bin)$/i, ''),
     path,
     format: 'single-file',
     family: family.name,
@@ -360,7 +362,7 @@ function replaceVae(model: PartialModel, vaePath: string): void {
       weights = new MappedWeights(vaePath, mapDiffusersVae(files[0]!, ''));
     }
   } else {
-    const file = SafetensorsFile.open(vaePath);
+    const file = openTensorFile(vaePath);
     const keys = file.names();
     const prefix = keys.some((k) => k.startsWith('first_stage_model.')) ? 'first_stage_model.' : keys.some((k) => k.startsWith('vae.')) ? 'vae.' : '';
     const inner = keys.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));

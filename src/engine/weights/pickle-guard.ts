@@ -1,5 +1,6 @@
-// Kiln never unpickles: loading a PyTorch pickle (.ckpt/.pt/.pth/.bin) runs whatever code the file's author
-// put in it. These helpers recognise such files by name or by their first bytes and explain how to convert.
+// A plain unpickle of a PyTorch file (.ckpt/.pt/.pth/.bin) runs whatever code the file's author put in it, so
+// Kiln reads those only through the restricted reader (pickle/, via openTensorFile). These helpers recognise such
+// files by name or first bytes where only .safetensors is accepted, and explain how to convert.
 import { extname } from 'node:path';
 import { ModelFileError } from '../api.ts';
 
@@ -11,7 +12,10 @@ export const CONVERT_HINT =
   "sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, 'model.safetensors')\"`.";
 
 export function pickledFileError(file: string, why: string): ModelFileError {
-  return new ModelFileError(file, `${why}. Kiln refuses pickled PyTorch files because unpickling can run arbitrary code hidden in the file. ${CONVERT_HINT}`);
+  return new ModelFileError(
+    file,
+    `${why}. Only .safetensors is read here: a plain unpickle of a PyTorch file can run arbitrary code hidden in it (Kiln reads single-file .ckpt/.pt checkpoints only through its restricted reader). ${CONVERT_HINT}`,
+  );
 }
 
 /** Throws for file names that are PyTorch pickle formats. */

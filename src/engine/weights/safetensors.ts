@@ -54,8 +54,9 @@ export class SafetensorsFile {
   }
 
   /** Opens and validates a file; reads only the header. Throws ModelFileError with the precise reason. */
-  static open(file: string): SafetensorsFile {
-    refusePickledName(file);
+  /** `allowPickleName`: openTensorFile has already seen the first bytes, so a .ckpt name alone is no reason to refuse. */
+  static open(file: string, opts: { allowPickleName?: boolean } = {}): SafetensorsFile {
+    if (!opts.allowPickleName) refusePickledName(file);
     let fd: number;
     try {
       fd = openSync(file, 'r');

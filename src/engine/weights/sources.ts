@@ -2,16 +2,16 @@
 // and how to reshape it (split fused q/k/v, transpose, squeeze 1x1 convs). Nothing is read until get().
 import { ModelFileError } from '../api.ts';
 import type { Tensor } from '../tensor.ts';
-import type { SafetensorsFile } from './safetensors.ts';
+import type { TensorFile } from './tensor-file.ts';
 import type { WeightDType, WeightSource } from './types.ts';
 
 export type Recipe =
   /** A stored tensor as-is, optionally with another shape of the same size (e.g. [C,C,1,1] -> [C,C]). */
-  | { kind: 'tensor'; file: SafetensorsFile; key: string; shape?: number[] }
+  | { kind: 'tensor'; file: TensorFile; key: string; shape?: number[] }
   /** Part `part` of `parts` equal slices along dim 0 (OpenCLIP's fused in_proj -> q, k, v). Reads only that slice. */
-  | { kind: 'rows'; file: SafetensorsFile; key: string; part: number; parts: number }
+  | { kind: 'rows'; file: TensorFile; key: string; part: number; parts: number }
   /** A stored 2-D tensor transposed (OpenCLIP text_projection is stored [hidden, proj]). */
-  | { kind: 'transpose'; file: SafetensorsFile; key: string }
+  | { kind: 'transpose'; file: TensorFile; key: string }
   /** int64 0..n-1 (CLIP position_ids, a constant buffer some files omit or store damaged). */
   | { kind: 'arange'; shape: number[] };
 
@@ -87,15 +87,15 @@ export class MappedWeights implements WeightSource {
   }
 
   /** The distinct files this source reads from. */
-  files(): SafetensorsFile[] {
-    const out = new Set<SafetensorsFile>();
+  files(): TensorFile[] {
+    const out = new Set<TensorFile>();
     for (const r of this.recipes.values()) if (r.kind !== 'arange') out.add(r.file);
     return [...out];
   }
 }
 
 /** Every tensor of one or more files under its stored name, minus an optional prefix (only names with it). */
-export function storedWeights(label: string, files: SafetensorsFile[], prefix = ''): MappedWeights {
+export function storedWeights(label: string, files: TensorFile[], prefix = ''): MappedWeights {
   const recipes = new Map<string, Recipe>();
   for (const file of files) {
     for (const key of file.names()) {

@@ -26,7 +26,8 @@ export interface ModelEntry {
   /** Friendly labels pointing at this model. */
   labels: string[];
   path: string;
-  format: 'diffusers' | 'safetensors' | 'other';
+  /** 'pickle': a .ckpt single file, read by the engine's restricted (no-code) torch reader. */
+  format: 'diffusers' | 'safetensors' | 'pickle' | 'other';
   source: 'models-dir' | 'config' | 'huggingface';
 }
 
@@ -45,6 +46,10 @@ function scanFolder(dir: string, kind: ModelKind): ModelEntry[] {
       if (kind === 'checkpoint' ? isDiffusersFolder(p) : true) out.push({ name: file, kind, labels: [], path: p, format: 'diffusers', source: 'models-dir' });
     } else if (extname(file) === '.safetensors') {
       out.push({ name: basename(file, '.safetensors'), kind, labels: [], path: p, format: 'safetensors', source: 'models-dir' });
+    } else if (kind === 'checkpoint' && extname(file).toLowerCase() === '.ckpt') {
+      // A .safetensors twin of the same name wins; the .ckpt is then not listed twice.
+      if (!existsSync(join(dir, `${basename(file, extname(file))}.safetensors`)))
+        out.push({ name: basename(file, extname(file)), kind, labels: [], path: p, format: 'pickle', source: 'models-dir' });
     } else if (kind === 'upscaler' && ['.onnx', '.pth'].includes(extname(file))) {
       out.push({ name: basename(file, extname(file)), kind, labels: [], path: p, format: 'other', source: 'models-dir' });
     }
@@ -132,6 +137,8 @@ export class ModelRegistry {
       throw new SpecError('model', `unknown model "${name}"${hint}; available: ${known.length ? known.join(', ') : 'none'}`);
     }
     // Single files carry no tokenizer: the configured folder (if any) supplies it; folders bring their own.
-    return entry.format === 'safetensors' && this.config.tokenizer ? { path: entry.path, tokenizerDir: this.config.tokenizer } : { path: entry.path };
+    return (entry.format === 'safetensors' || entry.format === 'pickle') && this.config.tokenizer
+      ? { path: entry.path, tokenizerDir: this.config.tokenizer }
+      : { path: entry.path };
   }
 }
