@@ -1,0 +1,137 @@
+// LoRA / LyCORIS merges against the fixture references (refs/lora/*_merged): kohya SD1 with LoCon, kohya SDXL
+// (SGM names, te2's fused q/k/v in the single file), diffusers and PEFT spellings, LoHa and LoKr, at m = 1 and 0.5,
+// on the diffusers folder and the single file. Tolerance: the README's atol 1e-6, rtol 1e-6.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { applyLoras, parseLora, type LoraRequest } from '../../../src/engine/weights/lora/index.ts';
+import { loadModel, type LoadedModel, type LoadOptions } from '../../../src/engine/weights/model.ts';
+import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
+import { safetensorsDictionary } from '../../../src/engine/weights/lora/tensor-dictionary.ts';
+import { FIXTURES, f32, tempDir } from './helpers.ts';
+import { writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
+
+const opts: LoadOptions = { hashCacheFile: null, allowDownload: false };
+const fx = (p: string) => join(FIXTURES, p);
+
+function assertClose(actual: Float32Array, expected: Float32Array, what: string, atol = 1e-6, rtol = 1e-6): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  let worst = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const err = Math.abs(actual[i]! - expected[i]!) - rtol * Math.abs(expected[i]!);
+    if (err > worst) worst = err;
+  }
+  assert.ok(worst <= atol, `${what}: max excess error ${worst}`);
+}
+
+function component(model: LoadedModel, applied: ReturnType<typeof applyLoras>, name: string) {
+  if (name === 'unet') return applied.unet;
+  const i = model.textEncoders.findIndex((t) => t.component === name);
+  return applied.textEncoders[i]!;
+}
+
+async function checkMerged(modelPath: string, lora: string, ref: string, tokenizerDir?: string): Promise<number> {
+  const model = await loadModel({ path: fx(modelPath), tokenizerDir: tokenizerDir && fx(tokenizerDir) }, opts);
+  const refs = SafetensorsFile.open(fx(`refs/lora/${ref}.safetensors`));
+  let checked = 0;
+  for (const m of ['1.0', '0.5']) {
+    const req: LoraRequest = { name: lora, path: fx(`loras/${lora}.safetensors`), te: Number(m), unet: Number(m) };
+    const applied = applyLoras(model, [req]);
+    assert.deepEqual(applied.warnings, [], `${lora}: every key maps onto ${modelPath}`);
+    for (const key of refs.names().filter((k) => k.startsWith(`scale_${m}/`))) {
+      const [, comp, param] = /^scale_[^/]+\/([^/]+)\/(.+)$/.exec(key)!;
+      if (comp === 'single_file') continue;
+      assertClose(component(model, applied, comp!).get(param!).data, refs.readFloat32(key), `${lora} m=${m} ${comp}/${param} on ${modelPath}`);
+      checked++;
+    }
+    // The single-file te2 is OpenCLIP's fused q|k|v: its merged rows are the merged q, k and v.
+    const fused = `scale_${m}/single_file/conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight`;
+    if (refs.has(fused)) {
+      const te2 = component(model, applied, 'text_encoder_2');
+      const parts = ['q', 'k', 'v'].map((p) => te2.get(`text_model.encoder.layers.0.self_attn.${p}_proj.weight`).data);
+      const joined = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      let o = 0;
+      for (const p of parts) {
+        joined.set(p, o);
+        o += p.length;
+      }
+      assertClose(joined, refs.readFloat32(fused), `${lora} m=${m} fused in_proj_weight`);
+      checked++;
+    }
+  }
+  return checked;
+}
+
+test('kohya SD1 LoRA with LoCon convs merges as the reference (folder and single file)', async () => {
+  assert.ok((await checkMerged('tiny-sd1', 'tiny-sd1-kohya', 'sd1_kohya_merged')) >= 20);
+  assert.ok((await checkMerged('tiny-sd1.safetensors', 'tiny-sd1-kohya', 'sd1_kohya_merged', 'tiny-sd1')) >= 20);
+});
+
+test('kohya SDXL LoRA (SGM UNet names, two text encoders) merges as the reference on the single file', async () => {
+  assert.ok((await checkMerged('tiny-sdxl.safetensors', 'tiny-sdxl-kohya', 'sdxl_kohya_merged', 'tiny-sdxl')) >= 20);
+});
+
+test('diffusers and PEFT LoRA spellings merge as the reference', async () => {
+  assert.ok((await checkMerged('tiny-sd1', 'tiny-sd1-diffusers', 'sd1_diffusers_merged')) >= 4);
+  assert.ok((await checkMerged('tiny-sd1', 'tiny-sd1-peft', 'sd1_diffusers_merged')) >= 4);
+  assert.ok((await checkMerged('tiny-sd1.safetensors', 'tiny-sd1-peft', 'sd1_diffusers_merged', 'tiny-sd1')) >= 4);
+});
+
+test('LyCORIS LoHa and LoKr (factorised and full w2) merge as the reference', async () => {
+  assert.ok((await checkMerged('tiny-sd1', 'tiny-sd1-loha', 'sd1_loha_merged')) >= 20);
+  assert.ok((await checkMerged('tiny-sd1', 'tiny-sd1-lokr', 'sd1_lokr_merged')) >= 20);
+});
+
+test('formats are detected from the keys', () => {
+  const algos = (name: string) => {
+    const parsed = parseLora(safetensorsDictionary(SafetensorsFile.open(fx(`loras/${name}.safetensors`))));
+    assert.deepEqual(parsed.unknownKeys, [], name);
+    return [...new Set(parsed.modules.map((m) => m.algorithm))];
+  };
+  assert.deepEqual(algos('tiny-sd1-kohya'), ['lora']);
+  assert.deepEqual(algos('tiny-sd1-peft'), ['lora']);
+  assert.deepEqual(algos('tiny-sd1-loha'), ['loha']);
+  assert.deepEqual(algos('tiny-sd1-lokr'), ['lokr']);
+});
+
+test('several LoRAs add up, separate te/unet weights apply per component, and a weight of 0 leaves the layer alone', async () => {
+  const model = await loadModel({ path: fx('tiny-sd1') }, opts);
+  const kohya = fx('loras/tiny-sd1-kohya.safetensors');
+  const param = 'down_blocks.0.resnets.0.conv1.weight';
+  const te = 'text_model.encoder.layers.0.self_attn.q_proj.weight';
+  const base = model.unet.get(param).data;
+  const plus = applyLoras(model, [{ name: 'a', path: kohya, te: 0, unet: 0.5 }]).unet.get(param).data;
+  const twice = applyLoras(model, [
+    { name: 'a', path: kohya, te: 0, unet: 0.5 },
+    { name: 'a', path: kohya, te: 0, unet: 0.5 },
+  ]).unet.get(param).data;
+  const minus = applyLoras(model, [{ name: 'a', path: kohya, te: 0, unet: -0.5 }]).unet.get(param).data;
+  for (let i = 0; i < base.length; i += 97) {
+    assert.ok(Math.abs(twice[i]! - base[i]! - 2 * (plus[i]! - base[i]!)) < 1e-5);
+    assert.ok(Math.abs(minus[i]! - base[i]! + (plus[i]! - base[i]!)) < 1e-5);
+  }
+  const applied = applyLoras(model, [{ name: 'a', path: kohya, te: 0, unet: 1 }]);
+  assert.deepEqual(applied.textEncoders[0]!.get(te).data, model.textEncoders[0]!.weights.get(te).data);
+  assert.equal(applied.textEncoderKeys[0], undefined, 'an untouched text encoder keeps its plain graph');
+  assert.ok(applied.unetKey);
+});
+
+test('unmatched keys are reported by name; a LoRA for another family is refused naming both', async () => {
+  const dir = tempDir();
+  const model = await loadModel({ path: fx('tiny-sd1') }, opts);
+  const odd = join(dir, 'odd.safetensors');
+  writeSafetensors(odd, {
+    'lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight': f32([1, 32, 3, 3], new Float32Array(288).fill(0.01)),
+    'lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight': f32([32, 1, 1, 1], new Float32Array(32).fill(0.01)),
+    'lora_unet_no_such_layer.lora_down.weight': f32([1, 4], [1, 2, 3, 4]),
+    'lora_unet_no_such_layer.lora_up.weight': f32([4, 1], [1, 2, 3, 4]),
+    'something_else.gamma': f32([1], [1]),
+  });
+  const applied = applyLoras(model, [{ name: 'odd', path: odd, te: 1, unet: 1 }]);
+  assert.equal(applied.warnings.length, 1);
+  assert.match(applied.warnings[0]!, /2 key\(s\).*something_else\.gamma.*lora_unet_no_such_layer/);
+  assert.throws(
+    () => applyLoras(model, [{ name: 'xl', path: fx('loras/tiny-sdxl-kohya.safetensors'), te: 1, unet: 1 }]),
+    /LoRA "xl" matches none of the layers of .*\(sd1\): it was made for sdxl/,
+  );
+});
