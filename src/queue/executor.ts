@@ -19,6 +19,8 @@ export interface ExecutorDeps {
   storage: ImageStore;
   /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
+  /** LoRA name -> file path; throws SpecError('loras', ...) when unknown. */
+  resolveLora?: (name: string) => string;
   device?: Device;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
@@ -32,7 +34,8 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), opts);
+    const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
+    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths), opts);
     const images: StoredImage[] = [];
     try {
       for (const [i, g] of result.images.entries()) {
@@ -57,6 +60,6 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
       for (const img of images) await deps.storage.remove(img.name).catch(() => undefined);
       throw e;
     }
-    return { images, timings: result.timings };
+    return { images, timings: result.timings, ...(result.warnings ? { warnings: result.warnings } : {}) };
   };
 }

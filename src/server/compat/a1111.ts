@@ -6,6 +6,7 @@
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { loraMetadata } from '../models/loras.ts';
 import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
@@ -620,7 +621,11 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.get('/sdapi/v1/sd-models', { schema: { tags: ['a1111'] } }, async () => Promise.all(kiln.models.list('checkpoint').map(checkpointInfo)));
   app.get('/sdapi/v1/sd-vae', { schema: { tags: ['a1111'] } }, async () => kiln.models.list('vae').map((v) => ({ model_name: v.name, filename: v.path })));
   app.get('/sdapi/v1/loras', { schema: { tags: ['a1111'] } }, async () =>
-    kiln.models.list('lora').map((l) => ({ name: l.name, alias: l.name, path: l.path, metadata: {} })),
+    kiln.models.list('lora').map((l) => {
+      // A1111 lists the safetensors metadata and the trainer's output name as the alias; an unreadable file still lists.
+      const metadata = loraMetadata(l.path);
+      return { name: l.name, alias: metadata.ss_output_name ?? l.name, path: l.path, metadata };
+    }),
   );
   app.post('/sdapi/v1/refresh-loras', { schema: { tags: ['a1111'] } }, async () => {
     kiln.models.refresh();

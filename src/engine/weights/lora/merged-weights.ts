@@ -3,6 +3,7 @@
 // happens only when a graph is built; the graph cache key carries `graphKey`, so a combination built once is
 // read back from the cache.
 import type { Tensor } from '../../tensor.ts';
+import { ModelFileError } from '../../api.ts';
 import { filesIdentity } from '../hash.ts';
 import type { LoadedModel } from '../model.ts';
 import type { WeightDType, WeightSource } from '../types.ts';
@@ -178,5 +179,32 @@ export function applyLoras(model: LoadedModel, loras: LoraRequest[]): AppliedLor
     unetKey: keyParts.get('unet')?.join(','),
     textEncoderKeys: model.textEncoders.map((_, i) => keyParts.get(i)?.join(',')),
     warnings,
+  };
+}
+
+/** What a LoRA file holds, read from its header only: for listings and for checks before a job is queued. */
+export interface LoraSummary {
+  /** The family its metadata or key names point at; undefined when they do not say. */
+  family?: string;
+  modules: number;
+  algorithms: string[];
+  unknownKeys: string[];
+  metadata: Record<string, string>;
+}
+
+/** Throws ModelFileError naming the file when it cannot be read or holds no LoRA module. */
+export function inspectLora(path: string): LoraSummary {
+  const lora = openLora(path);
+  if (lora.parsed.modules.length === 0) {
+    const shown = lora.parsed.unknownKeys.slice(0, 5).join(', ');
+    throw new ModelFileError(path, `holds no LoRA/LyCORIS module this server knows${shown ? ` (keys such as ${shown})` : ' (no tensors)'}`);
+  }
+  const metadata = lora.dict.metadata();
+  return {
+    family: loraFamilyHint(metadata, lora.dict.names()),
+    modules: lora.parsed.modules.length,
+    algorithms: [...new Set(lora.parsed.modules.map((m) => m.algorithm))],
+    unknownKeys: lora.parsed.unknownKeys,
+    metadata,
   };
 }
