@@ -66,7 +66,15 @@ export interface GenerateRequest {
   tiling?: Tiling;
   /** LoRA / LyCORIS files merged into the base model, in order (see weights/lora/). */
   loras?: LoraSettings[];
+  /** Textual-inversion embeddings whose names the prompts may use (A1111: every file in models/embeddings). */
+  embeddings?: EmbeddingSettings[];
   device?: Device;
+}
+
+/** A textual-inversion embedding: the word that stands for it in prompts, and its file. */
+export interface EmbeddingSettings {
+  name: string;
+  path: string;
 }
 
 /** One LoRA: its file (resolved by the caller) and separate text-encoder and UNet multipliers (negative allowed). */

@@ -21,6 +21,8 @@ export interface ExecutorDeps {
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
   /** LoRA name -> file path; throws SpecError('loras', ...) when unknown. */
   resolveLora?: (name: string) => string;
+  /** The textual-inversion embeddings available (readable files in models/embeddings), by prompt word. */
+  embeddings?: () => Array<{ name: string; path: string }>;
   device?: Device;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
@@ -35,7 +37,12 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths), opts);
+    const request = toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths);
+    // Only the embeddings a prompt names travel (each one used is a text-encoder graph variant).
+    const texts = [...spec.prompts, ...spec.negativePrompts];
+    const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));
+    if (embeddings?.length) request.embeddings = embeddings;
+    const result = await deps.engine.generate(request, opts);
     const images: StoredImage[] = [];
     try {
       for (const [i, g] of result.images.entries()) {

@@ -22,6 +22,7 @@ import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
+import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
@@ -105,6 +106,7 @@ export class KilnServices {
         storage: this.storage,
         resolveModel: (n) => this.models.resolve(n),
         resolveLora: (n) => resolveLora(this.models, n),
+        embeddings: () => usableEmbeddings(this.models),
         device: config.device,
         previewEvery: config.previewEvery,
       }),

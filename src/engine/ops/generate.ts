@@ -10,7 +10,7 @@ export const generate: EngineOp<GenerateRequest, GenerateResult> = {
       // A size of 0 means the model's native size.
       const sized = { ...req, width: req.width || base!.nativeSize, height: req.height || base!.nativeSize };
       // LoRAs are merged into the base model's graphs (a view of it keyed by the LoRA set); the refiner stays plain.
-      const withLoras = req.loras?.length ? base!.withLoras(req.loras) : base!;
+      const withLoras = req.loras?.length || req.embeddings?.length ? base!.withAdapters(req.loras ?? [], req.embeddings ?? []) : base!;
       return runPipeline({ base: withLoras, refiner }, sized, ctx, ctx.overrides);
     }),
 };

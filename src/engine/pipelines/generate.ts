@@ -114,5 +114,6 @@ export async function runPipeline(
   timings.decodeMs = Date.now() - t2;
   timings.totalMs = Date.now() - started;
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });
-  return { images, timings, ...(base.loras?.warnings.length ? { warnings: base.loras.warnings } : {}) };
+  const warnings = [...(base.loras?.warnings ?? []), ...(base.embeddings?.warnings ?? [])];
+  return { images, timings, ...(warnings.length ? { warnings } : {}) };
 }

@@ -13,7 +13,8 @@ import { ClipTokenizer } from '../prompt/index.ts';
 import { openSession, precisionFor, type Session } from '../runtime.ts';
 import { applyLoras, type AppliedLoras } from '../weights/lora/index.ts';
 import { loadModel, type LoadedModel } from '../weights/model.ts';
-import type { LoraSettings } from '../api.ts';
+import type { EmbeddingSettings, LoraSettings } from '../api.ts';
+import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -48,8 +49,10 @@ export class ModelSessions implements TextEncoders {
     readonly tokenizers: ClipTokenizer[],
     readonly settings: SessionSettings,
     private readonly shared: SharedSessions = { sessions: new Map(), loraVariants: [] },
-    /** Set on a LoRA view (withLoras): the merged weights and their graph-key material. */
+    /** Set on a LoRA view (withAdapters): the merged weights and their graph-key material. */
     readonly loras?: AppliedLoras,
+    /** Set on a view with textual-inversion embeddings: extended token tables and tokenizers. */
+    readonly embeddings?: AppliedEmbeddings,
   ) {
     this.family = getFamily(model.family);
   }
@@ -58,8 +61,11 @@ export class ModelSessions implements TextEncoders {
    * This model with LoRAs merged in: a view sharing this model's sessions, whose graphs are keyed by the
    * LoRA files' identity and multipliers (one cached graph per combination; untouched components keep theirs).
    */
-  withLoras(loras: LoraSettings[]): ModelSessions {
-    return new ModelSessions(this.ref, this.model, this.tokenizers, this.settings, this.shared, applyLoras(this.model, loras));
+  withAdapters(loras: LoraSettings[], embeddings: EmbeddingSettings[] = []): ModelSessions {
+    const applied = loras.length ? applyLoras(this.model, loras) : undefined;
+    const encoders = this.model.textEncoders.map((te, i) => ({ weights: applied?.textEncoders[i] ?? te.weights, tokenizer: this.tokenizer(i) }));
+    const ti = embeddings.length ? applyEmbeddings(this.model, encoders, embeddings) : undefined;
+    return new ModelSessions(this.ref, this.model, this.tokenizers, this.settings, this.shared, applied, ti);
   }
 
   private get sessions(): Map<string, Promise<Session>> {
@@ -95,7 +101,7 @@ export class ModelSessions implements TextEncoders {
   }
 
   tokenizer(index: number): ClipTokenizer {
-    const t = this.tokenizers[index];
+    const t = this.embeddings?.textEncoders[index]?.tokenizer ?? this.tokenizers[index];
     if (!t) throw new Error(`internal error: model has no tokenizer ${index}`);
     return t;
   }
@@ -103,8 +109,9 @@ export class ModelSessions implements TextEncoders {
   textEncoder(index: number, opts: ClipTextOptions): Promise<Session> {
     const part = this.model.textEncoders[index];
     if (!part) throw new Error(`internal error: model has no text encoder ${index}`);
-    const lora = this.loras?.textEncoderKeys[index];
-    const weights = this.loras?.textEncoders[index] ?? part.weights;
+    const ti = this.embeddings?.textEncoders[index];
+    const lora = [this.loras?.textEncoderKeys[index], ti?.key].filter(Boolean).join('|') || undefined;
+    const weights = ti?.weights ?? this.loras?.textEncoders[index] ?? part.weights;
     const options = lora ? { ...clipTextGraphOptions(opts), lora } : clipTextGraphOptions(opts);
     return this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, opts));
   }
@@ -163,7 +170,7 @@ export class ModelSessions implements TextEncoders {
   /** Records a LoRA graph's session under its combination and frees the oldest combinations beyond the cap. */
   private trackLoraVariant(sessionId: string): void {
     const l = this.loras;
-    const variantId = JSON.stringify([l?.unetKey, l?.textEncoderKeys]);
+    const variantId = JSON.stringify([l?.unetKey, l?.textEncoderKeys, this.embeddings?.textEncoders.map((t) => t.key)]);
     const variants = this.shared.loraVariants;
     let v = variants.find((x) => x.id === variantId);
     if (!v) {

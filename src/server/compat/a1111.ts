@@ -7,6 +7,7 @@
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { loraMetadata } from '../models/loras.ts';
+import { a1111Embeddings } from '../models/embeddings.ts';
 import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
@@ -643,12 +644,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     ...kiln.models.list('upscaler').map((u) => ({ name: u.name, model_name: u.name, model_path: u.path, model_url: null, scale: 4 })),
   ]);
   app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
-  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => ({
-    loaded: {},
-    skipped: Object.fromEntries(
-      kiln.models.list('embedding').map((e) => [e.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: null, vectors: 0 }]),
-    ),
-  }));
+  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => a1111Embeddings(kiln.models));
   app.get('/sdapi/v1/prompt-styles', { schema: { tags: ['a1111'] } }, async () => []);
   app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
   app.post('/sdapi/v1/interrogate', { schema: { tags: ['a1111'] } }, async () => notImplemented('image captioning (interrogate)', 'image'));

@@ -135,3 +135,67 @@ test('unmatched keys are reported by name; a LoRA for another family is refused 
     /LoRA "xl" matches none of the layers of .*\(sd1\): it was made for sdxl/,
   );
 });
+
+test('frozen-patcher (::lora:: / ::diff::), (IA)3, old diffusers processor names and DoRA apply as their formulas say', async () => {
+  const dir = tempDir();
+  const model = await loadModel({ path: fx('tiny-sd1.safetensors'), tokenizerDir: fx('tiny-sd1') }, opts);
+  const lin = 'down_blocks.0.resnets.0.time_emb_proj';
+  const [out, inp] = model.unet.shape(`${lin}.weight`) as [number, number];
+  const W = model.unet.get(`${lin}.weight`).data;
+  const B = model.unet.get(`${lin}.bias`).data;
+  const up = Float32Array.from({ length: out }, (_, i) => 0.01 * (i + 1));
+  const down = Float32Array.from({ length: inp }, (_, j) => 0.02 * ((j % 5) - 2));
+  const biasDiff = Float32Array.from({ length: out }, (_, i) => 0.1 * i);
+  const file = (name: string, tensors: Parameters<typeof writeSafetensors>[1]) => {
+    const path = join(dir, `${name}.safetensors`);
+    writeSafetensors(path, tensors);
+    return { name, path, te: 1, unet: 0.5 };
+  };
+  const frozen = file('frozen', {
+    'diffusion_model.input_blocks.1.0.emb_layers.1.weight::lora::0': f32([out, 1], up),
+    'diffusion_model.input_blocks.1.0.emb_layers.1.weight::lora::1': f32([1, inp], down),
+    'diffusion_model.input_blocks.1.0.emb_layers.1.bias::diff::0': f32([out], biasDiff),
+  });
+  const applied = applyLoras(model, [frozen]);
+  assert.deepEqual(applied.warnings, []);
+  const w1 = applied.unet.get(`${lin}.weight`).data;
+  const b1 = applied.unet.get(`${lin}.bias`).data;
+  for (let i = 0; i < out; i++) {
+    assert.ok(Math.abs(b1[i]! - (B[i]! + 0.5 * biasDiff[i]!)) < 1e-6);
+    for (let j = 0; j < inp; j += 7) assert.ok(Math.abs(w1[i * inp + j]! - (W[i * inp + j]! + 0.5 * up[i]! * down[j]!)) < 1e-6);
+  }
+
+  const scaleVec = Float32Array.from({ length: out }, (_, i) => 0.05 * (i % 3));
+  const ia3 = file('ia3', {
+    'lora_unet_down_blocks_0_resnets_0_time_emb_proj.weight': f32([out], scaleVec),
+    'lora_unet_down_blocks_0_resnets_0_time_emb_proj.on_input': f32([], [0]),
+  });
+  const w2 = applyLoras(model, [ia3]).unet.get(`${lin}.weight`).data;
+  for (let i = 0; i < out; i++) for (let j = 0; j < inp; j += 7) assert.ok(Math.abs(w2[i * inp + j]! - W[i * inp + j]! * (1 + 0.5 * scaleVec[i]!)) < 1e-6);
+
+  const q = 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q';
+  const [qo, qi] = model.unet.shape(`${q}.weight`) as [number, number];
+  const Q = model.unet.get(`${q}.weight`).data;
+  const qUp = Float32Array.from({ length: qo }, (_, i) => 0.03 * ((i % 4) - 1.5));
+  const qDown = Float32Array.from({ length: qi }, (_, j) => 0.01 * (j % 3));
+  const proc = file('processor', {
+    [`unet.${q.replace('.to_q', '.processor.to_q_lora')}.up.weight`]: f32([qo, 1], qUp),
+    [`unet.${q.replace('.to_q', '.processor.to_q_lora')}.down.weight`]: f32([1, qi], qDown),
+  });
+  const w3 = applyLoras(model, [proc]).unet.get(`${q}.weight`).data;
+  for (let i = 0; i < qo; i++) for (let j = 0; j < qi; j += 5) assert.ok(Math.abs(w3[i * qi + j]! - (Q[i * qi + j]! + 0.5 * qUp[i]! * qDown[j]!)) < 1e-6);
+
+  // DoRA at multiplier 1: every output row of W + ΔW is rescaled to the norm dora_scale gives.
+  const magnitude = Float32Array.from({ length: qo }, (_, i) => 1 + i / qo);
+  const dora = file('dora', {
+    [`lora_unet_${q.replaceAll('.', '_')}.lora_up.weight`]: f32([qo, 1], qUp),
+    [`lora_unet_${q.replaceAll('.', '_')}.lora_down.weight`]: f32([1, qi], qDown),
+    [`lora_unet_${q.replaceAll('.', '_')}.dora_scale`]: f32([qo, 1], magnitude),
+  });
+  const w4 = applyLoras(model, [{ ...dora, unet: 1 }]).unet.get(`${q}.weight`).data;
+  for (let i = 0; i < qo; i++) {
+    let norm = 0;
+    for (let j = 0; j < qi; j++) norm += w4[i * qi + j]! ** 2;
+    assert.ok(Math.abs(Math.sqrt(norm) - magnitude[i]!) < 1e-4, `row ${i} norm ${Math.sqrt(norm)}`);
+  }
+});

@@ -26,6 +26,9 @@ before(async () => {
   copyFileSync(`${FIX}/loras/tiny-sd1-kohya.safetensors`, join(loraDir(), 'my-lora.safetensors'));
   copyFileSync(`${FIX}/loras/tiny-sd1-peft.safetensors`, join(loraDir(), 'pixel_art_style.safetensors'));
   writeFileSync(join(loraDir(), 'broken.safetensors'), 'this is not a safetensors file');
+  const embeddings = join(s.config.modelsDir, 'embeddings');
+  copyFileSync(`${FIX}/embeddings/tiny-ti.safetensors`, join(embeddings, 'tiny-ti.safetensors'));
+  writeFileSync(join(embeddings, 'broken-ti.safetensors'), 'not an embedding');
   s.app.kiln.models.refresh();
 });
 after(async () => {
@@ -178,4 +181,15 @@ test('native: loras on /v1/generate apply with their weight; keys that matched n
   }
   assert.equal(job.state, 'succeeded');
   assert.match(job.warnings[0], /LoRA "partial": 1 key\(s\) matched no layer .*lora_unet_input_blocks_9_9_transformer_blocks_0_attn1_to_q/);
+});
+
+test('A1111 textual inversion: /sdapi/v1/embeddings lists the files; a prompt naming one uses its vectors', async () => {
+  const list = (await s.app.inject('/sdapi/v1/embeddings')).json();
+  assert.deepEqual(list.loaded['tiny-ti'], { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: 32, vectors: 3 });
+  assert.ok('broken-ti' in list.skipped);
+  const withTi = await post('/sdapi/v1/txt2img', { prompt: 'a photo of tiny-ti', ...small });
+  assert.equal(withTi.statusCode, 200, withTi.body.slice(0, 300));
+  // "tiny - ti" has the same BPE tokens but does not name the embedding, so it is read as plain words.
+  const spelled = await post('/sdapi/v1/txt2img', { prompt: 'a photo of tiny - ti', ...small });
+  assert.notEqual(await pixels(withTi), await pixels(spelled));
 });

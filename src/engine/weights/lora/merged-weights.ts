@@ -157,7 +157,7 @@ export function applyLoras(model: LoadedModel, loras: LoraRequest[]): AppliedLor
       touched.add(target.component);
       if (!perComponent.has(target.component)) perComponent.set(target.component, new Map());
       const patches = perComponent.get(target.component)!;
-      const params = module.algorithm === 'full' && module.tensors.has('diff_b') ? ['weight', 'bias'] : ['weight'];
+      const params = module.tensors.has('diff_b') ? ['weight', 'bias'] : ['weight'];
       for (const param of params) {
         const name = `${target.path}.${param}`;
         if (!patches.has(name)) patches.set(name, []);
