@@ -2,6 +2,7 @@
 // layer it patches, in the file's own naming) and a role (lora_down, hada_w1_a, ...), and each module's set of
 // roles says its algorithm. Supported: kohya/LoCon, diffusers and PEFT spellings (incl. the old attn-processor
 // format), LoHa, LoKr, (IA)3, full/diff, DoRA, and the frozen-patcher `<key>::lora::i` / `::diff::0` format.
+import { detectLoraFamily } from '../../families/index.ts';
 import type { TensorDictionary } from './tensor-dictionary.ts';
 
 export type Algorithm = 'lora' | 'loha' | 'lokr' | 'ia3' | 'full';
@@ -111,14 +112,7 @@ export function parseLora(dict: TensorDictionary): ParsedLora {
   return { modules, unknownKeys };
 }
 
-/** The model family a LoRA was made for, from kohya metadata or its key names; undefined when it cannot tell. */
+/** The model family a LoRA was made for (the families say how to tell); undefined when it cannot tell. */
 export function loraFamilyHint(metadata: Record<string, string>, keys: string[]): string | undefined {
-  const base = metadata.ss_base_model_version ?? '';
-  if (base.startsWith('sdxl')) return 'sdxl';
-  if (base.startsWith('sd_v2') || metadata.ss_v2 === 'True') return 'sd2';
-  if (base.startsWith('sd_v1')) return 'sd1';
-  if (keys.some((k) => k.startsWith('lora_te1_') || k.startsWith('lora_te2_') || k.startsWith('text_encoder_2.'))) return 'sdxl';
-  if (keys.some((k) => /^lora_unet_input_blocks_7_1_transformer_blocks_9|^lora_unet_(input|output)_blocks_\d+_1_transformer_blocks_[1-9]/.test(k)))
-    return 'sdxl';
-  return undefined;
+  return detectLoraFamily(metadata, keys);
 }
