@@ -107,3 +107,8 @@ test('a LoRA at weight 0 gives the base pixels; each combination is one more cac
   assert.notDeepEqual(unetOnly.images[0]!.image.data, plain.images[0]!.image.data);
   assert.equal(graphs(), before + 1, 'weight 0 adds no graph, the UNet-only LoRA one');
 });
+
+test('the engine refuses LoRA weights outside [-5, 5] naming the field', async () => {
+  const req: GenerateRequest = { model: { path: `${FIX}/tiny-sd1` }, prompts: ['x'], width: 64, height: 64, steps: 1, cfgScale: 7, sampler: 'Euler', seed: 1 };
+  await assert.rejects(engine.generate({ ...req, loras: [{ ...lora('tiny-sd1-kohya', 1), unet: 5.5 }] }), /loras\[0\]\.unet must be a number from -5 to 5/);
+});
