@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { applyLoras, parseLora, type LoraRequest } from '../../../src/engine/weights/lora/index.ts';
+import { buildKeyMap } from '../../../src/engine/weights/lora/key-map.ts';
 import { loadModel, type LoadedModel, type LoadOptions } from '../../../src/engine/weights/model.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
 import { safetensorsDictionary } from '../../../src/engine/weights/lora/tensor-dictionary.ts';
@@ -67,8 +68,9 @@ test('kohya SD1 LoRA with LoCon convs merges as the reference (folder and single
   assert.ok((await checkMerged('tiny-sd1.safetensors', 'tiny-sd1-kohya', 'sd1_kohya_merged', 'tiny-sd1')) >= 20);
 });
 
-test('kohya SDXL LoRA (SGM UNet names, two text encoders) merges as the reference on the single file', async () => {
+test('kohya SDXL LoRA (SGM UNet names, two text encoders) merges as the reference on the single file and the folder', async () => {
   assert.ok((await checkMerged('tiny-sdxl.safetensors', 'tiny-sdxl-kohya', 'sdxl_kohya_merged', 'tiny-sdxl')) >= 20);
+  assert.ok((await checkMerged('tiny-sdxl', 'tiny-sdxl-kohya', 'sdxl_kohya_merged')) >= 20);
 });
 
 test('diffusers and PEFT LoRA spellings merge as the reference', async () => {
@@ -132,7 +134,7 @@ test('unmatched keys are reported by name; a LoRA for another family is refused 
   assert.match(applied.warnings[0]!, /2 key\(s\).*something_else\.gamma.*lora_unet_no_such_layer/);
   assert.throws(
     () => applyLoras(model, [{ name: 'xl', path: fx('loras/tiny-sdxl-kohya.safetensors'), te: 1, unet: 1 }]),
-    /LoRA "xl" matches none of the layers of .*\(sd1\): it was made for sdxl/,
+    /LoRA "xl" does not fit .*\(sd1\): it was made for sdxl/,
   );
 });
 
@@ -197,5 +199,15 @@ test('frozen-patcher (::lora:: / ::diff::), (IA)3, old diffusers processor names
     let norm = 0;
     for (let j = 0; j < qi; j++) norm += w4[i * qi + j]! ** 2;
     assert.ok(Math.abs(Math.sqrt(norm) - magnitude[i]!) < 1e-4, `row ${i} norm ${Math.sqrt(norm)}`);
+  }
+});
+
+test('a diffusers folder gets the same LDM/SGM LoRA names as its single file (tiny-sd1 and tiny-sdxl)', async () => {
+  for (const name of ['tiny-sd1', 'tiny-sdxl']) {
+    const folder = buildKeyMap(await loadModel({ path: fx(name) }, opts));
+    const single = buildKeyMap(await loadModel({ path: fx(`${name}.safetensors`), tokenizerDir: fx(name) }, opts));
+    const ldmKeys = [...single.keys()].filter((k) => /^(lora_unet_(input|output|middle)_block|diffusion_model\.)/.test(k));
+    assert.ok(ldmKeys.length > 50, name);
+    for (const k of ldmKeys) assert.deepEqual(folder.get(k), single.get(k), `${name}: ${k}`);
   }
 });

@@ -114,6 +114,17 @@ function keyMapOf(model: LoadedModel): Map<string, LoraTarget> {
   return map;
 }
 
+/** A low-rank module whose factors cannot make the target's shape does not match it (same name, other model). */
+function fits(model: LoadedModel, dict: TensorDictionary, module: LoraModule, target: LoraTarget): boolean {
+  if (module.algorithm !== 'lora') return true;
+  const weights = target.component === 'unet' ? model.unet : model.textEncoders[target.component]!.weights;
+  const shape = weights.shape(`${target.path}.weight`);
+  const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const up = dict.shape(module.tensors.get('up')!);
+  const down = dict.shape(module.tensors.get('down')!);
+  return up[0] === shape[0] && numel(down) / down[0]! === numel(shape) / shape[0]!;
+}
+
 /** How a LoRA's modules land on a model: the matched targets and the keys that matched nothing. */
 export function matchLora(model: LoadedModel, lora: OpenedLora): { matched: Array<[LoraModule, LoraTarget]>; unmatched: string[] } {
   const map = keyMapOf(model);
@@ -121,7 +132,7 @@ export function matchLora(model: LoadedModel, lora: OpenedLora): { matched: Arra
   const unmatched = [...lora.parsed.unknownKeys];
   for (const module of lora.parsed.modules) {
     const target = map.get(module.key);
-    if (target) matched.push([module, target]);
+    if (target && fits(model, lora.dict, module, target)) matched.push([module, target]);
     else unmatched.push(module.key);
   }
   return { matched, unmatched };
@@ -135,13 +146,17 @@ export function applyLoras(model: LoadedModel, loras: LoraRequest[]): AppliedLor
   for (const req of loras) {
     const lora = openLora(req.path);
     const { matched, unmatched } = matchLora(model, lora);
-    if (matched.length === 0) {
-      const made = loraFamilyHint(lora.dict.metadata(), lora.dict.names());
+    const made = loraFamilyHint(lora.dict.metadata(), lora.dict.names());
+    // A LoRA that says it is for another family is refused even when some layer names coincide (SD1 and SDXL share
+    // LDM block names): partial matches would be a silently different model.
+    if (matched.length === 0 || (made && made !== model.family)) {
       throw new LoraMismatchError(
         req.name,
         model.family,
         made,
-        `LoRA "${req.name}" matches none of the layers of ${model.name} (${model.family})${made && made !== model.family ? `: it was made for ${made}` : ': it was probably made for another model family'}`,
+        made && made !== model.family
+          ? `LoRA "${req.name}" does not fit ${model.name} (${model.family}): it was made for ${made}`
+          : `LoRA "${req.name}" matches none of the layers of ${model.name} (${model.family}): it was probably made for another model family`,
       );
     }
     if (unmatched.length) {
