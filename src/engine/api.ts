@@ -64,7 +64,26 @@ export interface GenerateRequest {
   refiner?: RefinerSettings;
   /** Seamless tiling: the image wraps around on these axes (every padded convolution pads circularly there). */
   tiling?: Tiling;
+  /** LoRA / LyCORIS files merged into the base model, in order (see weights/lora/). */
+  loras?: LoraSettings[];
+  /** Textual-inversion embeddings whose names the prompts may use (A1111: every file in models/embeddings). */
+  embeddings?: EmbeddingSettings[];
   device?: Device;
+}
+
+/** A textual-inversion embedding: the word that stands for it in prompts, and its file. */
+export interface EmbeddingSettings {
+  name: string;
+  path: string;
+}
+
+/** One LoRA: its file (resolved by the caller) and separate text-encoder and UNet multipliers (negative allowed). */
+export interface LoraSettings {
+  /** The name the client used (warnings, infotext "Lora hashes"). */
+  name: string;
+  path: string;
+  te: number;
+  unet: number;
 }
 
 /**
@@ -108,6 +127,8 @@ export interface GeneratedImage {
 export interface GenerateResult {
   images: GeneratedImage[];
   timings: { loadMs: number; encodeMs: number; sampleMs: number; decodeMs: number; totalMs: number };
+  /** Things the client should know that did not stop the job (LoRA keys that matched no layer, ...). */
+  warnings?: string[];
 }
 
 export type Phase = 'loading' | 'encoding' | 'sampling' | 'decoding';

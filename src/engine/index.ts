@@ -27,3 +27,5 @@ export { resolveSeed } from './rng.ts';
 export { inspectModel, type ModelSummary } from './inspect.ts';
 /** A1111's checkpoint hash (the same file the infotext's "Model hash" comes from). */
 export { modelHashes } from './weights/model.ts';
+export { inspectLora, type LoraSummary } from './weights/lora/index.ts';
+export { inspectEmbedding } from './weights/embeddings.ts';

@@ -26,6 +26,8 @@ export interface InfotextFields {
   refinerSwitchAt?: number;
   /** Seamless tiling: 'xy' is A1111's "Tiling: True"; one axis is written as "Tile X"/"Tile Y" (asymmetric tiling). */
   tiling?: 'xy' | 'x' | 'y';
+  /** A1111 "Lora hashes": `name: shorthash, ...` (written quoted). */
+  loraHashes?: string;
   version?: string;
 }
 
@@ -65,6 +67,7 @@ export function buildInfotext(f: InfotextFields): string {
     ['Tile Y', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'y' ? 'True' : 'False') : undefined],
     ['Refiner', f.refiner],
     ['Refiner switch at', f.refinerSwitchAt !== undefined && f.refiner ? num(f.refinerSwitchAt) : undefined],
+    ['Lora hashes', f.loraHashes],
     ['Version', f.version],
   ];
   const line = params

@@ -19,6 +19,10 @@ export interface ExecutorDeps {
   storage: ImageStore;
   /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
+  /** LoRA name -> file path; throws SpecError('loras', ...) when unknown. */
+  resolveLora?: (name: string) => string;
+  /** The textual-inversion embeddings available (readable files in models/embeddings), by prompt word. */
+  embeddings?: () => Array<{ name: string; path: string }>;
   device?: Device;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
@@ -32,7 +36,13 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), opts);
+    const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
+    const request = toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths);
+    // Only the embeddings a prompt names travel (each one used is a text-encoder graph variant).
+    const texts = [...spec.prompts, ...spec.negativePrompts];
+    const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));
+    if (embeddings?.length) request.embeddings = embeddings;
+    const result = await deps.engine.generate(request, opts);
     const images: StoredImage[] = [];
     try {
       for (const [i, g] of result.images.entries()) {
@@ -57,6 +67,6 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
       for (const img of images) await deps.storage.remove(img.name).catch(() => undefined);
       throw e;
     }
-    return { images, timings: result.timings };
+    return { images, timings: result.timings, ...(result.warnings ? { warnings: result.warnings } : {}) };
   };
 }

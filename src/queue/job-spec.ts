@@ -110,8 +110,29 @@ export interface HiresSpec {
 /** A LoRA (or hypernetwork) applied with a weight; `tag` is the prompt tag it came from, if any. */
 export interface NetworkSpec {
   name: string;
+  /** The multiplier (LoRA: the text encoders'; the UNet's too unless `unetWeight` is set). */
   weight: number;
+  /** LoRA: a separate UNet multiplier (A1111 `<lora:name:te:unet>` / `unet=`). */
+  unetWeight?: number;
   tag?: string;
+}
+
+/** LoRA multipliers outside this range are refused (A1111's UI slider is -1..2; trainers' files reach ~3). */
+export const LORA_WEIGHT_LIMIT = 5;
+
+/** Throws SpecError('loras') for a multiplier that is not a number in [-5, 5]. */
+export function checkLoraWeights(spec: JobSpec): void {
+  for (const l of spec.loras ?? []) {
+    for (const w of [l.weight, l.unetWeight]) {
+      if (w === undefined) continue;
+      if (!Number.isFinite(w) || Math.abs(w) > LORA_WEIGHT_LIMIT) {
+        throw new SpecError(
+          spec.sourceFields?.loras ?? 'loras',
+          `LoRA "${l.name}" has weight ${w}${l.tag ? ` (tag ${l.tag})` : ''}; weights must be numbers from -${LORA_WEIGHT_LIMIT} to ${LORA_WEIGHT_LIMIT}`,
+        );
+      }
+    }
+  }
 }
 
 export interface MaskSpec {
@@ -238,6 +259,7 @@ export function toGenerateRequest(
   initImage?: RawImage,
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
+  loraPaths?: ReadonlyMap<string, string>,
 ): GenerateRequest {
   return {
     model,
@@ -260,6 +282,9 @@ export function toGenerateRequest(
     // A refiner without a switch point never runs (as in A1111).
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
     tiling: spec.tiling === true ? 'xy' : spec.tiling || undefined,
+    loras: spec.loras?.length
+      ? spec.loras.map((l) => ({ name: l.name, path: loraPaths?.get(l.name) ?? l.name, te: l.weight, unet: l.unetWeight ?? l.weight }))
+      : undefined,
     device,
   };
 }

@@ -32,6 +32,8 @@ export interface StoredImage {
 export interface JobResult {
   images: StoredImage[];
   timings: GenerateResult['timings'];
+  /** What did not stop the job but the client should know (LoRA keys that matched no layer). */
+  warnings?: string[];
 }
 
 export interface Job {

@@ -20,7 +20,10 @@ import { createExecutor } from '../queue/executor.ts';
 import { ProcessEngine } from '../queue/engine-process.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
-import { checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
+import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
+import { checkSpecLoras, resolveLora } from './models/loras.ts';
+import { usableEmbeddings } from './models/embeddings.ts';
+import { describeCheckpoint } from './models/family.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -102,6 +105,8 @@ export class KilnServices {
         engine,
         storage: this.storage,
         resolveModel: (n) => this.models.resolve(n),
+        resolveLora: (n) => resolveLora(this.models, n),
+        embeddings: () => usableEmbeddings(this.models),
         device: config.device,
         previewEvery: config.previewEvery,
       }),
@@ -198,6 +203,7 @@ export class KilnServices {
     // Features first: "not implemented" is the answer whatever else is wrong with the request.
     checkCapabilities(spec);
     checkSpecLimits(spec, this.config.limits);
+    checkLoraWeights(spec);
     if (spec.webhook) webhookSpecError(() => this.webhooks.policy.checkLiteral(new URL(spec.webhook!.url)));
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
@@ -227,6 +233,7 @@ export class KilnServices {
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
+    if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);
     return this.queue.submit(spec, opts);
   }

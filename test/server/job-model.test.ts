@@ -124,7 +124,7 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
   const s = await startTestServer();
   try {
     for (const [field, extra, feature] of [
-      ['loras', { loras: [{ name: 'pixel-art', weight: 0.8 }] }, /LoRA/],
+      ['hypernetworks', { hypernetworks: [{ name: 'pixel-art', weight: 0.8 }] }, /hypernetworks/],
       ['hires', { hires: { scale: 2 } }, /hires fix/],
       ['restore_faces', { restore_faces: true }, /face restoration/],
       ['transparent_background', { transparent_background: true }, /transparent backgrounds/],

@@ -26,6 +26,18 @@ export function detectFolderFamily(dir: string, facts: FolderFacts): ModelFamily
   return f;
 }
 
+/** The family a LoRA file was made for, from its metadata, else its key names; undefined when neither says. */
+export function detectLoraFamily(metadata: Record<string, string>, keys: string[]): FamilyName | undefined {
+  const version = metadata.ss_base_model_version ?? '';
+  const byMetadata = FAMILIES.find(
+    (f) =>
+      f.lora &&
+      (f.lora.baseModelVersions.some((v) => version.startsWith(v)) || (f.lora.metadataFlag && metadata[f.lora.metadataFlag[0]] === f.lora.metadataFlag[1])),
+  );
+  if (byMetadata) return byMetadata.name;
+  return FAMILIES.find((f) => f.lora?.keyPattern && keys.some((k) => f.lora!.keyPattern!.test(k)))?.name;
+}
+
 /** For error messages: where each family keeps its text encoders in single-file checkpoints. */
 export function checkpointLayouts(): string {
   return FAMILIES.map((f) => `${f.textEncoders.map((t) => `${t.checkpoint.prefix}*`).join(' + ')} (${f.label})`).join(', ');

@@ -8,6 +8,7 @@ import { discreteTime, textOnlyUnetFeeds } from './unet-feeds.ts';
 
 export const sd1: ModelFamily = {
   name: 'sd1',
+  lora: { baseModelVersions: ['sd_v1'] },
   label: 'Stable Diffusion 1.x',
   matchesCheckpoint: (keys) => keys.hasPrefix('cond_stage_model.transformer.'),
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder') && !facts.textEncoders.has('text_encoder_2') && !looksLikeSd2(facts),

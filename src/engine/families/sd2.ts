@@ -13,6 +13,7 @@ export function looksLikeSd2(facts: FolderFacts): boolean {
 
 export const sd2: ModelFamily = {
   name: 'sd2',
+  lora: { baseModelVersions: ['sd_v2'], metadataFlag: ['ss_v2', 'True'] },
   label: 'Stable Diffusion 2.x',
   matchesCheckpoint: (keys) => keys.hasPrefix('cond_stage_model.model.'),
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder') && !facts.textEncoders.has('text_encoder_2') && looksLikeSd2(facts),

@@ -11,6 +11,7 @@ const AESTHETIC_SCORE = { positive: 6.0, negative: 2.5 };
 
 export const sdxlRefiner: ModelFamily = {
   name: 'sdxl-refiner',
+  lora: { baseModelVersions: ['sdxl_refiner'] },
   label: 'Stable Diffusion XL refiner',
   matchesCheckpoint: (keys) => keys.hasPrefix('conditioner.embedders.0.model.'),
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder_2') && !facts.textEncoders.has('text_encoder'),

@@ -12,6 +12,11 @@ export const sdxlVaeNeedsFp32 = (config: VaeConfig): boolean => config.force_upc
 
 export const sdxl: ModelFamily = {
   name: 'sdxl',
+  // Two text encoders (kohya te1/te2, diffusers text_encoder_2), or transformer depth > 1 in SGM-named blocks.
+  lora: {
+    baseModelVersions: ['sdxl_base', 'sdxl_v'],
+    keyPattern: /^lora_te[12]_|^text_encoder_2\.|^lora_unet_(input|output)_blocks_\d+_1_transformer_blocks_[1-9]/,
+  },
   label: 'Stable Diffusion XL',
   matchesCheckpoint: (keys) => keys.hasPrefix('conditioner.embedders.0.transformer.') && keys.hasPrefix('conditioner.embedders.1.model.'),
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder') && facts.textEncoders.has('text_encoder_2'),

@@ -139,6 +139,11 @@ export interface ModelFamily {
   matchesFolder(facts: FolderFacts): boolean;
   /** Key prefixes of the diffusion network and VAE in single-file checkpoints (LDM layout). */
   checkpoint: { unetPrefix: string; vaePrefix: string };
+  /**
+   * How a LoRA file made for this family says so: kohya `ss_base_model_version` prefixes, a metadata flag
+   * (`ss_v2: "True"`), or (no metadata) key names only its LoRAs have.
+   */
+  lora?: { baseModelVersions: string[]; metadataFlag?: [string, string]; keyPattern?: RegExp };
   textEncoders: readonly TextEncoderSpec[];
   /** Prediction of a single-file checkpoint, which does not record it. */
   defaultPrediction(keys: CheckpointKeys): Prediction;

@@ -9,6 +9,8 @@ export const generate: EngineOp<GenerateRequest, GenerateResult> = {
     ctx.models.using([req.model, req.refiner?.model], async ([base, refiner]) => {
       // A size of 0 means the model's native size.
       const sized = { ...req, width: req.width || base!.nativeSize, height: req.height || base!.nativeSize };
-      return runPipeline({ base: base!, refiner }, sized, ctx, ctx.overrides);
+      // LoRAs are merged into the base model's graphs (a view of it keyed by the LoRA set); the refiner stays plain.
+      const withLoras = req.loras?.length || req.embeddings?.length ? base!.withAdapters(req.loras ?? [], req.embeddings ?? []) : base!;
+      return runPipeline({ base: withLoras, refiner }, sized, ctx, ctx.overrides);
     }),
 };

@@ -13,10 +13,15 @@ export interface BatchConditioning {
   pooled?: Tensor;
 }
 
+/** A1111 extra-network tags (`<lora:name:w>`, `<lyco:...>`): they choose LoRAs and are not encoded as text. */
+const LORA_TAG = /<(?:lora|lyco):[^>]+>/gi;
+
 export async function conditionBatch(ms: ModelSessions, batch: ImageBatch, clipSkip: number): Promise<BatchConditioning> {
   const scheme = ms.family.conditioning;
   const cache = new Map<string, Conditioning>();
-  const encode = async (text: string, field: string) => {
+  // Only a request with LoRAs strips tags (the infotext keeps them, as A1111's does, so it can be pasted back).
+  const encode = async (prompt: string, field: string) => {
+    const text = ms.loras ? prompt.replace(LORA_TAG, '') : prompt;
     let c = cache.get(text);
     if (!c) {
       c = await scheme.encode(ms, text, { clipSkip, field });

@@ -15,6 +15,7 @@ import { planRequest } from './plan.ts';
 import { finishImages } from './post-process.ts';
 import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
+import { loraHashesText } from '../weights/lora/index.ts';
 
 export type { NoiseOverrides } from './overrides.ts';
 
@@ -102,9 +103,17 @@ export async function runPipeline(
   const decoded = await decodeLatents(base, latents, count, shape, req.tiling);
 
   // 5. Post-process.
-  const images = finishImages(decoded, req, batch, { plan, modelName: base.model.name, modelHash: await base.model.hash(), refinerName: refiner?.model.name });
+  const loraHashes = await loraHashesText(req.loras ?? []);
+  const images = finishImages(decoded, req, batch, {
+    plan,
+    modelName: base.model.name,
+    modelHash: await base.model.hash(),
+    refinerName: refiner?.model.name,
+    loraHashes,
+  });
   timings.decodeMs = Date.now() - t2;
   timings.totalMs = Date.now() - started;
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });
-  return { images, timings };
+  const warnings = [...(base.loras?.warnings ?? []), ...(base.embeddings?.warnings ?? [])];
+  return { images, timings, ...(warnings.length ? { warnings } : {}) };
 }

@@ -11,7 +11,10 @@ import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.t
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
 import { openSession, precisionFor, type Session } from '../runtime.ts';
+import { applyLoras, type AppliedLoras } from '../weights/lora/index.ts';
 import { loadModel, type LoadedModel } from '../weights/model.ts';
+import type { EmbeddingSettings, LoraSettings } from '../api.ts';
+import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -22,8 +25,16 @@ export interface SessionSettings {
   cacheOptimized?: boolean;
 }
 
+/** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
+const MAX_LORA_VARIANTS = 2;
+
+/** What a model and its LoRA views share: the sessions, and the LoRA combinations in use, oldest first. */
+interface SharedSessions {
+  sessions: Map<string, Promise<Session>>;
+  loraVariants: Array<{ id: string; sessionIds: Set<string> }>;
+}
+
 export class ModelSessions implements TextEncoders {
-  private readonly sessions = new Map<string, Promise<Session>>();
   /** Milliseconds spent building graphs and creating sessions, for timings. */
   buildMs = 0;
   lastUsed = Date.now();
@@ -37,8 +48,28 @@ export class ModelSessions implements TextEncoders {
     readonly model: LoadedModel,
     readonly tokenizers: ClipTokenizer[],
     readonly settings: SessionSettings,
+    private readonly shared: SharedSessions = { sessions: new Map(), loraVariants: [] },
+    /** Set on a LoRA view (withAdapters): the merged weights and their graph-key material. */
+    readonly loras?: AppliedLoras,
+    /** Set on a view with textual-inversion embeddings: extended token tables and tokenizers. */
+    readonly embeddings?: AppliedEmbeddings,
   ) {
     this.family = getFamily(model.family);
+  }
+
+  /**
+   * This model with LoRAs merged in: a view sharing this model's sessions, whose graphs are keyed by the
+   * LoRA files' identity and multipliers (one cached graph per combination; untouched components keep theirs).
+   */
+  withAdapters(loras: LoraSettings[], embeddings: EmbeddingSettings[] = []): ModelSessions {
+    const applied = loras.length ? applyLoras(this.model, loras) : undefined;
+    const encoders = this.model.textEncoders.map((te, i) => ({ weights: applied?.textEncoders[i] ?? te.weights, tokenizer: this.tokenizer(i) }));
+    const ti = embeddings.length ? applyEmbeddings(this.model, encoders, embeddings) : undefined;
+    return new ModelSessions(this.ref, this.model, this.tokenizers, this.settings, this.shared, applied, ti);
+  }
+
+  private get sessions(): Map<string, Promise<Session>> {
+    return this.shared.sessions;
   }
 
   static async load(ref: ModelRef, settings: SessionSettings): Promise<ModelSessions> {
@@ -70,7 +101,7 @@ export class ModelSessions implements TextEncoders {
   }
 
   tokenizer(index: number): ClipTokenizer {
-    const t = this.tokenizers[index];
+    const t = this.embeddings?.textEncoders[index]?.tokenizer ?? this.tokenizers[index];
     if (!t) throw new Error(`internal error: model has no tokenizer ${index}`);
     return t;
   }
@@ -78,14 +109,20 @@ export class ModelSessions implements TextEncoders {
   textEncoder(index: number, opts: ClipTextOptions): Promise<Session> {
     const part = this.model.textEncoders[index];
     if (!part) throw new Error(`internal error: model has no text encoder ${index}`);
-    return this.session(`text-encoder-${index}`, this.precision(), clipTextGraphOptions(opts), (b) => buildClipTextEncoder(b, part.weights, part.config, opts));
+    const ti = this.embeddings?.textEncoders[index];
+    const lora = [this.loras?.textEncoderKeys[index], ti?.key].filter(Boolean).join('|') || undefined;
+    const weights = ti?.weights ?? this.loras?.textEncoders[index] ?? part.weights;
+    const options = lora ? { ...clipTextGraphOptions(opts), lora } : clipTextGraphOptions(opts);
+    return this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, opts));
   }
 
   /** The UNet; with a tiling, its seamless variant (a graph and session of its own, built once and cached). */
   unet(tiling?: Tiling): Promise<Session> {
     const opts = { ...this.family.unet.buildOptions, tiling };
-    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
-      buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts),
+    const lora = this.loras?.unetKey;
+    const weights = this.loras?.unet ?? this.model.unet;
+    return this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
+      buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
   }
 
@@ -126,7 +163,33 @@ export class ModelSessions implements TextEncoders {
       s.catch(() => this.sessions.delete(id));
       this.sessions.set(id, s);
     }
+    if (typeof options.lora === 'string') this.trackLoraVariant(id);
     return s;
+  }
+
+  /** Records a LoRA graph's session under its combination and frees the oldest combinations beyond the cap. */
+  private trackLoraVariant(sessionId: string): void {
+    const l = this.loras;
+    const variantId = JSON.stringify([l?.unetKey, l?.textEncoderKeys, this.embeddings?.textEncoders.map((t) => t.key)]);
+    const variants = this.shared.loraVariants;
+    let v = variants.find((x) => x.id === variantId);
+    if (!v) {
+      v = { id: variantId, sessionIds: new Set() };
+      variants.push(v);
+    }
+    v.sessionIds.add(sessionId);
+    // The newest variant moves to the end; a generation uses one variant at a time, so freeing older ones is safe.
+    variants.splice(variants.indexOf(v), 1);
+    variants.push(v);
+    while (variants.length > MAX_LORA_VARIANTS) {
+      const old = variants.shift()!;
+      for (const id of old.sessionIds) {
+        if (variants.some((x) => x.sessionIds.has(id))) continue; // still used by a newer combination
+        const p = this.sessions.get(id);
+        this.sessions.delete(id);
+        p?.then((s) => s.release()).catch(() => undefined);
+      }
+    }
   }
 
   /** Frees every onnxruntime session (the memory of the model); graphs stay cached on disk. */

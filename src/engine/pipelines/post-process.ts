@@ -10,6 +10,7 @@ export interface ImageProvenance {
   modelName: string;
   modelHash: string;
   refinerName?: string;
+  loraHashes?: string;
 }
 
 export function finishImages(images: RawImage[], req: GenerateRequest, batch: ImageBatch, p: ImageProvenance): GeneratedImage[] {
@@ -37,6 +38,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       refiner: p.refinerName,
       refinerSwitchAt: p.refinerName ? req.refiner?.switchAt : undefined,
       tiling: req.tiling,
+      loraHashes: p.loraHashes,
       version: `kiln-${VERSION}`,
     });
     return { image, seed: batch.seeds[i]!, subseed: batch.subseeds[i]!, prompt: batch.prompts[i]!, negativePrompt: batch.negatives[i]!, infotext };

@@ -48,6 +48,11 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
     if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
   }
   if (req.refiner) num(req.refiner.switchAt, 'refiner_switch_at', 0, 1);
+  if ((req.loras?.length ?? 0) > 64) throw new KilnInputError(`at most 64 LoRAs per request, got ${req.loras!.length}`, 'loras');
+  for (const [i, l] of (req.loras ?? []).entries()) {
+    num(l.te, `loras[${i}].te`, -5, 5);
+    num(l.unet, `loras[${i}].unet`, -5, 5);
+  }
   if (req.tiling !== undefined && !TILINGS.includes(req.tiling)) {
     throw new KilnInputError(`tiling must be one of ${TILINGS.map((t) => JSON.stringify(t)).join(', ')}, got ${JSON.stringify(req.tiling)}`, 'tiling');
   }

@@ -150,6 +150,8 @@ export class ClipTokenizer {
   /** Special tokens matched verbatim in the raw text before any normalisation, longest first. */
   private readonly noSplitTokens: string[];
   private readonly bpeCache = new Map<string, string[]>();
+  /** Token-id runs replaced after tokenizing (textual-inversion names -> their vectors' ids). */
+  private substitutions: TokenSubstitution[] = [];
 
   constructor(
     private readonly vocab: Map<string, number>,
@@ -241,7 +243,17 @@ export class ClipTokenizer {
       }
       for (const token of this.tokenizeOrdinary(piece.text)) ids.push(this.vocab.get(token) ?? this.unk);
     }
-    return ids;
+    return this.substitutions.length ? substitute(ids, this.substitutions) : ids;
+  }
+
+  /**
+   * This tokenizer, with every run of `from` ids replaced by `to` (A1111 matches textual-inversion names on
+   * token ids, longest name first, and puts the embedding's vectors there).
+   */
+  withSubstitutions(subs: TokenSubstitution[]): ClipTokenizer {
+    const copy = Object.assign(Object.create(ClipTokenizer.prototype) as ClipTokenizer, this);
+    copy.substitutions = [...subs].sort((a, b) => b.from.length - a.from.length);
+    return copy;
   }
 
   /** The vocabulary strings of `ids` (for debugging and tests). */
@@ -337,4 +349,21 @@ export function encodePromptIds(tokenizer: ClipTokenizer, text: string, maxLengt
   const ids = [tokenizer.bos, ...body, tokenizer.eos];
   while (ids.length < maxLength) ids.push(tokenizer.pad);
   return ids;
+}
+
+export interface TokenSubstitution {
+  from: number[];
+  to: number[];
+}
+
+function substitute(ids: number[], subs: TokenSubstitution[]): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < ids.length; ) {
+    const hit = subs.find((s) => s.from.length > 0 && s.from.every((id, k) => ids[i + k] === id));
+    if (hit) {
+      out.push(...hit.to);
+      i += hit.from.length;
+    } else out.push(ids[i++]!);
+  }
+  return out;
 }

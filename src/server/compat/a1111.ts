@@ -6,6 +6,8 @@
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { loraMetadata } from '../models/loras.ts';
+import { a1111Embeddings } from '../models/embeddings.ts';
 import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
@@ -620,7 +622,11 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.get('/sdapi/v1/sd-models', { schema: { tags: ['a1111'] } }, async () => Promise.all(kiln.models.list('checkpoint').map(checkpointInfo)));
   app.get('/sdapi/v1/sd-vae', { schema: { tags: ['a1111'] } }, async () => kiln.models.list('vae').map((v) => ({ model_name: v.name, filename: v.path })));
   app.get('/sdapi/v1/loras', { schema: { tags: ['a1111'] } }, async () =>
-    kiln.models.list('lora').map((l) => ({ name: l.name, alias: l.name, path: l.path, metadata: {} })),
+    kiln.models.list('lora').map((l) => {
+      // A1111 lists the safetensors metadata and the trainer's output name as the alias; an unreadable file still lists.
+      const metadata = loraMetadata(l.path);
+      return { name: l.name, alias: metadata.ss_output_name ?? l.name, path: l.path, metadata };
+    }),
   );
   app.post('/sdapi/v1/refresh-loras', { schema: { tags: ['a1111'] } }, async () => {
     kiln.models.refresh();
@@ -638,12 +644,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     ...kiln.models.list('upscaler').map((u) => ({ name: u.name, model_name: u.name, model_path: u.path, model_url: null, scale: 4 })),
   ]);
   app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
-  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => ({
-    loaded: {},
-    skipped: Object.fromEntries(
-      kiln.models.list('embedding').map((e) => [e.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: null, vectors: 0 }]),
-    ),
-  }));
+  app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => a1111Embeddings(kiln.models));
   app.get('/sdapi/v1/prompt-styles', { schema: { tags: ['a1111'] } }, async () => []);
   app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
   app.post('/sdapi/v1/interrogate', { schema: { tags: ['a1111'] } }, async () => notImplemented('image captioning (interrogate)', 'image'));

@@ -159,8 +159,27 @@ export function floor8(n: number): number {
   return Math.max(8, Math.floor(n / 8) * 8);
 }
 
-/** A1111 extra-network tags: <lora:name:weight>, <lyco:...>, <hypernet:...> (weight optional, default 1). */
-const EXTRA_NETWORK = /<(lora|lyco|hypernet):([^:>]+)(?::([^:>]*))?[^>]*>/gi;
+/**
+ * A1111 extra-network tags: <lora:name:weight>, <lora:name:te:unet>, named te=/unet= (and <lyco:...>,
+ * <hypernet:...>); weights default to 1 and the UNet's to the text encoders'. A weight that is not a number
+ * stays NaN, so the weight check answers 4xx naming the tag.
+ */
+const EXTRA_NETWORK = /<(lora|lyco|hypernet):([^>]+)>/gi;
+
+function networkFromTag(args: string, tag: string): NetworkSpec {
+  const [name = '', ...rest] = args.split(':');
+  const positional: string[] = [];
+  const named: Record<string, string> = {};
+  for (const a of rest) {
+    const eq = a.indexOf('=');
+    if (eq >= 0) named[a.slice(0, eq).trim().toLowerCase()] = a.slice(eq + 1).trim();
+    else positional.push(a.trim());
+  }
+  const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
+  const te = num(named.te ?? positional[0]) ?? 1;
+  const unet = num(named.unet ?? positional[1]);
+  return { name: name.trim(), weight: te, ...(unet !== undefined && unet !== te ? { unetWeight: unet } : {}), tag };
+}
 
 /**
  * The extra networks a prompt's tags ask for, as job-model fields (LoRAs and hypernetworks), with `field`
@@ -174,8 +193,7 @@ export function promptNetworks(
   const hypernetworks: NetworkSpec[] = [];
   for (const p of prompts) {
     for (const m of p.matchAll(EXTRA_NETWORK)) {
-      const weight = m[3] === undefined || m[3] === '' ? 1 : Number(m[3]);
-      const net = { name: m[2]!.trim(), weight: Number.isFinite(weight) ? weight : 1, tag: m[0] };
+      const net = networkFromTag(m[2]!, m[0]);
       (m[1]!.toLowerCase() === 'hypernet' ? hypernetworks : loras).push(net);
     }
   }

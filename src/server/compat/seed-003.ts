@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
+import { loraList } from '../models/loras.ts';
 import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
@@ -132,12 +133,10 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
     kiln.models.list('checkpoint').flatMap((m) => [m.name, ...m.labels]),
   );
 
-  app.get('/get_available_loras', { schema: { tags, summary: 'LoRAs in the models folder, in the seed lora_list.json shape.' } }, async () =>
-    Object.fromEntries(
-      kiln.models
-        .list('lora')
-        .map((l) => [l.name, { model_id: null, base_model: null, lora_path: l.path, 'trigger words': [], allow_no_mention: null, usage_rights: null }]),
-    ),
+  app.get(
+    '/get_available_loras',
+    { schema: { tags, summary: 'LoRAs from lora_list.json in the models folder (the seed format) and the files in models/loras/.' } },
+    async () => loraList(kiln.models, kiln.config.modelsDir),
   );
 
   app.get('/buffer_status', { schema: { tags, summary: 'Which model is loaded and whether the server is busy.' } }, async () => {

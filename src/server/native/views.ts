@@ -50,6 +50,8 @@ export async function jobSummary(kiln: KilnServices, job: Job) {
       decode_ms: timings?.decodeMs ?? null,
       total_ms: timings?.totalMs ?? null,
     },
+    // Only when there are some (LoRA keys that matched no layer, ...): the job ran, but not all of it applied.
+    ...(job.result?.warnings?.length ? { warnings: job.result.warnings } : {}),
     seeds: seedsOf(job),
     request: {
       type: job.spec.kind,

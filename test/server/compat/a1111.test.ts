@@ -202,7 +202,7 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   for (const [field, payload, feature] of [
     ['enable_hr', { enable_hr: true }, /hires fix/],
     ['restore_faces', { restore_faces: true }, /face restoration/],
-    ['prompt', { prompt: 'a cat <lora:pixel:0.8>' }, /LoRA/],
+    ['prompt', { prompt: 'a cat <hypernet:pixel:0.8>' }, /hypernetworks/],
   ] as const) {
     const r = await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 64, height: 64, ...payload });
     assert.equal(r.statusCode, 501, field);

@@ -49,11 +49,11 @@ async function poll(id: string) {
   throw new Error('job did not finish');
 }
 
-test('README example: its LoRA and hires parts answer 501 naming the feature', async () => {
+test('README example: its hires part answers 501 naming the feature (LoRA runs: see the LoRA tests)', async () => {
   const r = await post('/txt2img', README_REQUEST);
   assert.equal(r.statusCode, 501);
   assert.equal(r.json().status, 'error');
-  assert.match(r.json().error, /^loras: LoRA is not implemented/);
+  assert.match(r.json().error, /^hires: hires fix is not implemented/);
   const hires = await post('/txt2img', { ...README_REQUEST, loras: [] });
   assert.match(hires.json().error, /^hires: hires fix is not implemented/);
   const refiner = await post('/txt2img', { ...README_REQUEST, loras: [], hires: { enabled: false }, refiner_checkpoint: 'no-such-refiner' });

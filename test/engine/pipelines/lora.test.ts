@@ -1,0 +1,114 @@
+// Full pipelines with LoRAs merged (refs/lora/*_txt2img_euler): kohya SD1 with LoCon, LoHa, and kohya SDXL on the
+// single file, at m = 0.7 for UNet and text encoders, against diffusers with the merged weights. Also: the
+// infotext "Lora hashes", a second combination reuses the first's plain text encoder, and weight 0 = base.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createEngine } from '../../../src/engine/engine.ts';
+import type { GenerateRequest, LoraSettings } from '../../../src/engine/api.ts';
+import type { Tensor } from '../../../src/engine/tensor.ts';
+import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
+
+const FIX = 'test/fixtures';
+const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-lora-'));
+const engine = createEngine({ cacheDir });
+after(async () => {
+  await engine.close();
+  rmSync(cacheDir, { recursive: true, force: true });
+});
+
+function assertClose(actual: Float32Array, expected: Float32Array, atol: number, rtol: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < actual.length; i++) {
+    const excess = Math.abs(actual[i]! - expected[i]!) - (atol + rtol * Math.abs(expected[i]!));
+    if (excess > worst) {
+      worst = excess;
+      at = i;
+    }
+  }
+  assert.ok(worst <= 0, `${what}: index ${at} got ${actual[at]} expected ${expected[at]} (beyond tolerance by ${worst})`);
+}
+
+async function runLoraRef(name: string, model: GenerateRequest['model'], loras: LoraSettings[], schedule?: string) {
+  const json = JSON.parse(readFileSync(`${FIX}/refs/lora/${name}.json`, 'utf8'));
+  const file = SafetensorsFile.open(`${FIX}/refs/lora/${name}.safetensors`);
+  const call = json.call;
+  let finalLatents: Tensor | undefined;
+  const result = await engine.generate(
+    {
+      model,
+      prompts: Array.isArray(call.prompt) ? call.prompt : [call.prompt],
+      negativePrompt: Array.isArray(call.negative_prompt) ? call.negative_prompt : [call.negative_prompt],
+      width: call.width,
+      height: call.height,
+      steps: call.num_inference_steps,
+      cfgScale: call.guidance_scale,
+      sampler: 'Euler',
+      schedule,
+      seed: 1,
+      loras,
+    },
+    {},
+    { initialNoise: file.tensor('input_latents').data, onFinalLatents: (l) => (finalLatents = l) },
+  );
+  assertClose(finalLatents!.data, file.tensor('final_latents').data, 1e-3, 1e-3, `${name} final latents`);
+  const expected = file.tensor('image');
+  const per = expected.data.length / result.images.length;
+  result.images.forEach((g, n) => {
+    let worst = 0;
+    for (let i = 0; i < per; i++) worst = Math.max(worst, Math.abs(g.image.data[i]! - expected.data[n * per + i]! * 255));
+    assert.ok(worst <= 0.5 + 2e-3 * 255, `${name} image ${n}: max difference ${worst.toFixed(3)} levels`);
+  });
+  return result;
+}
+
+const lora = (file: string, m: number): LoraSettings => ({ name: file, path: `${FIX}/loras/${file}.safetensors`, te: m, unet: m });
+
+test('kohya SD1 LoRA with LoCon at 0.7 matches the reference pipeline, and the infotext carries its hash', async () => {
+  const result = await runLoraRef('sd1_kohya_txt2img_euler', { path: `${FIX}/tiny-sd1` }, [lora('tiny-sd1-kohya', 0.7)]);
+  assert.match(result.images[0]!.infotext, /Lora hashes: "tiny-sd1-kohya: [0-9a-f]{12}"/);
+  assert.equal(result.warnings, undefined);
+});
+
+test('LoHa at 0.7 matches the reference pipeline', async () => {
+  await runLoraRef('sd1_loha_txt2img_euler', { path: `${FIX}/tiny-sd1` }, [lora('tiny-sd1-loha', 0.7)]);
+});
+
+test('kohya SDXL LoRA at 0.7 matches the reference pipeline on the single file', async () => {
+  await runLoraRef(
+    'sdxl_kohya_txt2img_euler',
+    { path: `${FIX}/tiny-sdxl.safetensors`, tokenizerDir: `${FIX}/tiny-sdxl` },
+    [lora('tiny-sdxl-kohya', 0.7)],
+    'DDIM',
+  );
+});
+
+test('a LoRA at weight 0 gives the base pixels; each combination is one more cached UNet graph', async () => {
+  const req: GenerateRequest = {
+    model: { path: `${FIX}/tiny-sd1` },
+    prompts: ['a red apple'],
+    width: 64,
+    height: 64,
+    steps: 2,
+    cfgScale: 7,
+    sampler: 'Euler',
+    seed: 3,
+  };
+  const graphs = () => readdirSync(cacheDir).filter((f) => f.startsWith('unet-')).length;
+  const plain = await engine.generate(req);
+  const before = graphs();
+  const zero = await engine.generate({ ...req, loras: [lora('tiny-sd1-kohya', 0)] });
+  assert.deepEqual(zero.images[0]!.image.data, plain.images[0]!.image.data);
+  const unetOnly = await engine.generate({ ...req, loras: [{ ...lora('tiny-sd1-kohya', 1), te: 0 }] });
+  assert.notDeepEqual(unetOnly.images[0]!.image.data, plain.images[0]!.image.data);
+  assert.equal(graphs(), before + 1, 'weight 0 adds no graph, the UNet-only LoRA one');
+});
+
+test('the engine refuses LoRA weights outside [-5, 5] naming the field', async () => {
+  const req: GenerateRequest = { model: { path: `${FIX}/tiny-sd1` }, prompts: ['x'], width: 64, height: 64, steps: 1, cfgScale: 7, sampler: 'Euler', seed: 1 };
+  await assert.rejects(engine.generate({ ...req, loras: [{ ...lora('tiny-sd1-kohya', 1), unet: 5.5 }] }), /loras\[0\]\.unet must be a number from -5 to 5/);
+});
