@@ -142,3 +142,31 @@ test('config: YAML file in the data dir, env beats file, unknown values name the
     t.remove();
   }
 });
+
+test('registry: pickled LoRAs and embeddings are listed (read later by the restricted unpickler); other files are not', () => {
+  const t = tempDir();
+  try {
+    const models = join(t.dir, 'models');
+    mkdirSync(join(models, 'loras'), { recursive: true });
+    mkdirSync(join(models, 'embeddings'), { recursive: true });
+    for (const f of ['kohya.safetensors', 'old-style.pt', 'notes.txt']) writeFileSync(join(models, 'loras', f), '');
+    for (const f of ['tiny-ti.pt', 'diffusers.bin', 'readme.md']) writeFileSync(join(models, 'embeddings', f), '');
+    const reg = new ModelRegistry({ modelsDir: models, cacheDir: join(t.dir, 'cache'), modelAliases: {} });
+    assert.deepEqual(
+      reg.list('lora').map((m) => [m.name, m.format]),
+      [
+        ['kohya', 'safetensors'],
+        ['old-style', 'pickle'],
+      ],
+    );
+    assert.deepEqual(
+      reg.list('embedding').map((m) => [m.name, m.format]),
+      [
+        ['diffusers', 'pickle'],
+        ['tiny-ti', 'pickle'],
+      ],
+    );
+  } finally {
+    t.remove();
+  }
+});

@@ -47,7 +47,7 @@ export function resolveLora(models: ModelRegistry, name: string, field = 'loras'
   const close = closeMatches(name, known);
   throw new SpecError(
     field,
-    `unknown LoRA "${name}"; ${close.length ? `did you mean ${close.map((c) => `"${c}"`).join(', ')}? ` : ''}${known.length ? `${known.length} LoRA(s) available (GET /v1/models?kind=lora)` : 'no LoRAs are installed (put .safetensors files in models/loras/)'}`,
+    `unknown LoRA "${name}"; ${close.length ? `did you mean ${close.map((c) => `"${c}"`).join(', ')}? ` : ''}${known.length ? `${known.length} LoRA(s) available (GET /v1/models?kind=lora)` : 'no LoRAs are installed (put .safetensors or .pt files in models/loras/)'}`,
   );
 }
 

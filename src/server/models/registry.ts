@@ -35,6 +35,9 @@ function isDiffusersFolder(p: string): boolean {
   return existsSync(join(p, 'model_index.json'));
 }
 
+/** Pickled torch files each kind lists (read by the engine's restricted unpickler, never executed). */
+const PICKLED: Partial<Record<ModelKind, string[]>> = { checkpoint: ['.ckpt'], lora: ['.pt', '.ckpt', '.bin'], embedding: ['.pt', '.bin'] };
+
 function scanFolder(dir: string, kind: ModelKind): ModelEntry[] {
   if (!existsSync(dir)) return [];
   const out: ModelEntry[] = [];
@@ -46,7 +49,7 @@ function scanFolder(dir: string, kind: ModelKind): ModelEntry[] {
       if (kind === 'checkpoint' ? isDiffusersFolder(p) : true) out.push({ name: file, kind, labels: [], path: p, format: 'diffusers', source: 'models-dir' });
     } else if (extname(file) === '.safetensors') {
       out.push({ name: basename(file, '.safetensors'), kind, labels: [], path: p, format: 'safetensors', source: 'models-dir' });
-    } else if (kind === 'checkpoint' && extname(file).toLowerCase() === '.ckpt') {
+    } else if (PICKLED[kind]?.includes(extname(file).toLowerCase())) {
       // A .safetensors twin of the same name wins; the .ckpt is then not listed twice.
       if (!existsSync(join(dir, `${basename(file, extname(file))}.safetensors`)))
         out.push({ name: basename(file, extname(file)), kind, labels: [], path: p, format: 'pickle', source: 'models-dir' });

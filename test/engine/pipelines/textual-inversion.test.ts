@@ -1,5 +1,5 @@
 // Textual inversion against refs/ti/sd1_txt2img_euler_ti: "tiny-ti" in the prompts expands to the embedding's 3
-// vectors (kohya `emb_params` and diffusers `{"<tiny-ti>": ...}` files give the same result), final latents and
+// vectors (kohya `emb_params`, diffusers `{"<tiny-ti>": ...}` and A1111's pickled .pt files give the same result), final latents and
 // images within the README's pipeline tolerances. A prompt without the name is unchanged by the embedding.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,11 +39,11 @@ const request: GenerateRequest = {
   seed: 1,
 };
 
-for (const file of ['tiny-ti', 'tiny-ti-diffusers']) {
-  test(`textual inversion (${file}.safetensors) matches the reference pipeline`, async () => {
+for (const file of ['tiny-ti.safetensors', 'tiny-ti-diffusers.safetensors', 'tiny-ti.pt']) {
+  test(`textual inversion (${file}) matches the reference pipeline`, async () => {
     let latents: Tensor | undefined;
     const result = await engine.generate(
-      { ...request, embeddings: [{ name: 'tiny-ti', path: `${FIX}/embeddings/${file}.safetensors` }] },
+      { ...request, embeddings: [{ name: 'tiny-ti', path: `${FIX}/embeddings/${file}` }] },
       {},
       { initialNoise: ref.tensor('input_latents').data, onFinalLatents: (l) => (latents = l) },
     );

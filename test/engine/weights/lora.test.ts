@@ -8,7 +8,7 @@ import { applyLoras, parseLora, type LoraRequest } from '../../../src/engine/wei
 import { buildKeyMap } from '../../../src/engine/weights/lora/key-map.ts';
 import { loadModel, type LoadedModel, type LoadOptions } from '../../../src/engine/weights/model.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
-import { safetensorsDictionary } from '../../../src/engine/weights/lora/tensor-dictionary.ts';
+import { tensorFileDictionary } from '../../../src/engine/weights/lora/tensor-dictionary.ts';
 import { FIXTURES, f32, tempDir } from './helpers.ts';
 import { writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
 
@@ -86,7 +86,7 @@ test('LyCORIS LoHa and LoKr (factorised and full w2) merge as the reference', as
 
 test('formats are detected from the keys', () => {
   const algos = (name: string) => {
-    const parsed = parseLora(safetensorsDictionary(SafetensorsFile.open(fx(`loras/${name}.safetensors`))));
+    const parsed = parseLora(tensorFileDictionary(SafetensorsFile.open(fx(`loras/${name}.safetensors`))));
     assert.deepEqual(parsed.unknownKeys, [], name);
     return [...new Set(parsed.modules.map((m) => m.algorithm))];
   };

@@ -12,5 +12,5 @@ export {
   type OpenedLora,
 } from './merged-weights.ts';
 export { loraFamilyHint, parseLora, type Algorithm, type LoraModule, type ParsedLora } from './formats.ts';
-export { openTensorDictionary, registerTensorDictionaryReader, safetensorsDictionary, type TensorDictionary } from './tensor-dictionary.ts';
+export { openTensorDictionary, tensorFileDictionary, type TensorDictionary } from './tensor-dictionary.ts';
 export { loraHashesText, loraShortHash } from './hash.ts';

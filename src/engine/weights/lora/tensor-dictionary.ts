@@ -1,10 +1,8 @@
 // What the LoRA and embedding loaders read: named float32 tensors plus string metadata, whatever the file format.
-// `.safetensors` is read here; a pickled file (.pt/.ckpt/.bin) plugs in through `registerTensorDictionaryReader`
-// once the restricted unpickler (weights/pickle/) provides one, so no loader here knows about pickles.
-import { extname } from 'node:path';
-import { ModelFileError } from '../../api.ts';
+// Files open through openTensorFile, which reads safetensors and (through the restricted unpickler) torch's
+// .pt/.ckpt/.pth/.bin alike, chosen by magic bytes, so no loader here knows about pickles.
 import type { Tensor } from '../../tensor.ts';
-import { SafetensorsFile } from '../safetensors.ts';
+import { openTensorFile, type TensorFile } from '../tensor-file.ts';
 
 export interface TensorDictionary {
   /** The file, for error messages and identity. */
@@ -17,7 +15,7 @@ export interface TensorDictionary {
   metadata(): Record<string, string>;
 }
 
-export function safetensorsDictionary(file: SafetensorsFile): TensorDictionary {
+export function tensorFileDictionary(file: TensorFile): TensorDictionary {
   return {
     file: file.file,
     names: () => file.names(),
@@ -27,18 +25,7 @@ export function safetensorsDictionary(file: SafetensorsFile): TensorDictionary {
   };
 }
 
-type Reader = (path: string) => TensorDictionary;
-const readers = new Map<string, Reader>([['.safetensors', (path) => safetensorsDictionary(SafetensorsFile.open(path))]]);
-
-/** Lets another reader (the safe pickle loader) handle files with these extensions. */
-export function registerTensorDictionaryReader(extensions: string[], reader: Reader): void {
-  for (const ext of extensions) readers.set(ext.toLowerCase(), reader);
-}
-
-/** Opens a LoRA or embedding file by its extension; an unreadable file is a ModelFileError naming it. */
+/** Opens a LoRA or embedding file of any supported format; an unreadable file is a ModelFileError naming it. */
 export function openTensorDictionary(path: string): TensorDictionary {
-  const ext = extname(path).toLowerCase();
-  const reader = readers.get(ext);
-  if (!reader) throw new ModelFileError(path, `cannot read "${ext}" files here (supported: ${[...readers.keys()].join(', ')})`);
-  return reader(path);
+  return tensorFileDictionary(openTensorFile(path));
 }
