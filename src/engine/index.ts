@@ -8,6 +8,7 @@ export {
   type GenerateRequest,
   type GenerateResult,
   type GeneratedImage,
+  type HiresRequest,
   type InitImage,
   type LoadedModelInfo,
   type ModelRef,
