@@ -28,3 +28,7 @@ export { resolveSeed } from './rng.ts';
 export { inspectModel, type ModelSummary } from './inspect.ts';
 /** A1111's checkpoint hash (the same file the infotext's "Model hash" comes from). */
 export { modelHashes } from './weights/model.ts';
+/** Hires fix and upscalers: A1111's target-size rule and the upscaler names every server lists. */
+export { BUILTIN_IMAGE_UPSCALERS, hiresTarget, type HiresTarget } from './pipelines/hires.ts';
+export { LATENT_UPSCALE_MODES } from './pipelines/latent-upscale.ts';
+export { inspectUpscaler } from './pipelines/upscaler-model.ts';

@@ -20,6 +20,8 @@ export interface ExecutorDeps {
   /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
   device?: Device;
+  /** A model upscaler's name -> its weights file; undefined for the built-in and latent ones (checked at submission). */
+  resolveUpscaler?: (name: string) => string | undefined;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
 }
@@ -32,7 +34,8 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), opts);
+    const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
+    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner, upscalerPath), opts);
     const images: StoredImage[] = [];
     try {
       for (const [i, g] of result.images.entries()) {

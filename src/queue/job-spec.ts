@@ -1,7 +1,7 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/index.ts';
+import { hiresTarget, type GenerateRequest, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -103,6 +103,10 @@ export interface HiresSpec {
   width?: number;
   height?: number;
   sampler?: string;
+  /** hr_scheduler; absent = the first pass's. */
+  schedule?: string;
+  /** hr_cfg; absent = cfg_scale. */
+  cfgScale?: number;
   prompt?: string;
   negativePrompt?: string;
 }
@@ -161,6 +165,7 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.width * spec.height > limits.maxPixels) {
     throw new SpecError('width', `width x height = ${spec.width * spec.height} pixels exceeds the limit of ${limits.maxPixels}`);
   }
+  if (spec.hires) checkHiresLimits(spec, spec.hires, limits);
   if (!Number.isInteger(spec.steps) || spec.steps < 1 || spec.steps > limits.maxSteps)
     throw new SpecError('steps', `must be from 1 to ${limits.maxSteps}, got ${spec.steps}`);
   if (spec.prompts.length < 1) throw new SpecError('prompts', 'must hold at least one prompt');
@@ -194,6 +199,28 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.webhook) checkWebhookUrl(spec.webhook.url);
 }
 
+/** The hires size (A1111's rule) within the pixel limits; fields named as the client's surface calls them. */
+function checkHiresLimits(spec: JobSpec, h: HiresSpec, limits: Limits): void {
+  const a1111 = spec.sourceFields?.hires === 'enable_hr';
+  const field = (native: string, a: string) => (a1111 ? a : `hires.${native}`);
+  const sizeField = h.width || h.height ? field(h.width ? 'width' : 'height', h.width ? 'hr_resize_x' : 'hr_resize_y') : field('scale', 'hr_scale');
+  if (spec.kind !== 'txt2img') throw new SpecError(spec.sourceFields?.hires ?? 'hires', 'hires fix is a txt2img feature');
+  if (h.scale !== undefined && !(Number.isFinite(h.scale) && h.scale >= 1 && h.scale <= 8))
+    throw new SpecError(field('scale', 'hr_scale'), `must be from 1 to 8, got ${h.scale}`);
+  if (h.denoisingStrength !== undefined && !(h.denoisingStrength > 0 && h.denoisingStrength <= 1))
+    throw new SpecError('denoising_strength', `must be above 0 and at most 1 with hires fix, got ${h.denoisingStrength}`);
+  if (h.steps !== undefined && (!Number.isInteger(h.steps) || h.steps < 0 || h.steps > limits.maxSteps))
+    throw new SpecError(field('steps', 'hr_second_pass_steps'), `must be an integer from 0 to ${limits.maxSteps}, got ${h.steps}`);
+  const t = hiresTarget(spec.width, spec.height, { scale: h.scale, resizeX: h.width, resizeY: h.height });
+  if (t.width > limits.maxWidth || t.height > limits.maxHeight || t.width * t.height > limits.maxPixels) {
+    throw new SpecError(
+      sizeField,
+      `the hires size ${t.width}x${t.height} exceeds the limits (at most ${limits.maxWidth}x${limits.maxHeight} and ${limits.maxPixels} pixels); lower it`,
+    );
+  }
+  if (t.width < 64 || t.height < 64) throw new SpecError(sizeField, `the hires size ${t.width}x${t.height} is below 64 pixels on a side`);
+}
+
 /** Webhooks go to http(s) URLs only (no file:, data:, ...). Throws SpecError('webhook'). */
 export function checkWebhookUrl(url: string): void {
   let parsed: URL;
@@ -218,6 +245,8 @@ export function toGenerateRequest(
   initImage?: RawImage,
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
+  /** The weights file of a model hires upscaler (resolved by the caller from spec.hires.upscaler). */
+  hiresUpscalerPath?: string,
 ): GenerateRequest {
   return {
     model,
@@ -240,6 +269,20 @@ export function toGenerateRequest(
     // A refiner without a switch point never runs (as in A1111).
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
     tiling: spec.tiling === true ? 'xy' : spec.tiling || undefined,
+    hires: spec.hires && {
+      scale: spec.hires.scale,
+      resizeX: spec.hires.width,
+      resizeY: spec.hires.height,
+      upscaler: spec.hires.upscaler ?? 'Latent',
+      upscalerPath: hiresUpscalerPath,
+      steps: spec.hires.steps,
+      denoisingStrength: spec.hires.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength,
+      sampler: spec.hires.sampler,
+      schedule: spec.hires.schedule,
+      prompt: spec.hires.prompt,
+      negativePrompt: spec.hires.negativePrompt,
+      cfgScale: spec.hires.cfgScale,
+    },
     device,
   };
 }

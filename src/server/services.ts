@@ -21,6 +21,7 @@ import { ProcessEngine } from '../queue/engine-process.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
+import { UpscalerCatalog } from './upscalers.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -50,6 +51,8 @@ export class KilnServices {
   readonly webhooks: WebhookSender;
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
+  /** Upscalers requests may name (latent modes, built-ins, readable files in models/upscalers/). */
+  readonly upscalers: UpscalerCatalog;
   readonly engine: Engine;
   /** The engine process (absent when a test injects an in-process engine). */
   readonly engineProcess?: ProcessEngine;
@@ -77,6 +80,7 @@ export class KilnServices {
       throw e;
     }
     this.models = new ModelRegistry(config);
+    this.upscalers = new UpscalerCatalog(this.models, config.modelsDir);
     const child = opts.engine
       ? undefined
       : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
@@ -102,6 +106,7 @@ export class KilnServices {
         engine,
         storage: this.storage,
         resolveModel: (n) => this.models.resolve(n),
+        resolveUpscaler: (n) => this.upscalers.resolve(n),
         device: config.device,
         previewEvery: config.previewEvery,
       }),
@@ -203,6 +208,10 @@ export class KilnServices {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
       const known = this.models.list().flatMap((e) => [e.name, ...e.labels]);
       throw new SpecError('model', `unknown model "${spec.model}"; available: ${known.length ? known.join(', ') : 'none'} (GET /v1/models)`);
+    }
+    if (spec.hires) {
+      const field = spec.sourceFields?.hires === 'enable_hr' ? 'hr_upscaler' : 'hires.upscaler';
+      this.upscalers.check(spec.hires.upscaler ?? 'Latent', field, { latent: true });
     }
     if (spec.refiner !== undefined && !this.models.has(spec.refiner)) {
       throw new SpecError('refiner', `unknown model "${spec.refiner}" (GET /v1/models lists the checkpoints)`);

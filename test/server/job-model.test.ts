@@ -125,7 +125,8 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
   try {
     for (const [field, extra, feature] of [
       ['loras', { loras: [{ name: 'pixel-art', weight: 0.8 }] }, /LoRA/],
-      ['hires', { hires: { scale: 2 } }, /hires fix/],
+      // (hires used to be here; it runs now: test/server/compat/hires.test.ts.)
+      ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
       ['restore_faces', { restore_faces: true }, /face restoration/],
       ['transparent_background', { transparent_background: true }, /transparent backgrounds/],
       ['mask', { type: 'img2img', init_image: 'bm90IGFuIGltYWdl', mask: { image: 'aGk=' } }, /inpainting masks/],

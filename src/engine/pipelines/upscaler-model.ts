@@ -55,3 +55,14 @@ export async function openUpscaler(file: string, settings: UpscalerSettings, ten
   const raw = async (input: Parameters<UpscaleNetRunner>[0]) => (await runSession(session, { image: input })).upscaled!;
   return { file, net, run: (input) => runPadded(raw, input, net.multipleOf, net.scale) };
 }
+
+/** Reads only a file's header: the architecture and scale of an upscaler, or ModelFileError naming the file. */
+export function inspectUpscaler(file: string): { arch: string; scale: number } {
+  try {
+    const net = detectUpscaler(upscalerTensors(file).source);
+    return { arch: net.arch, scale: net.scale };
+  } catch (e) {
+    if (e instanceof UpscalerFormatError) throw new ModelFileError(file, e.message);
+    throw e;
+  }
+}

@@ -210,7 +210,7 @@ function applyInfotext(body: Body, explicit: Set<string>): void {
 
 const SAMPLE_FORMATS: Record<string, ImageFormat> = { png: 'png', jpg: 'jpeg', jpeg: 'jpeg', webp: 'webp' };
 
-const UPSCALER_NAMES = ['None'];
+const UPSCALER_NAMES = ['None', 'Lanczos', 'Nearest'];
 const LATENT_UPSCALE_MODES = [
   'Latent',
   'Latent (antialiased)',
@@ -364,7 +364,8 @@ function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires'
       denoisingStrength: body.denoising_strength ?? undefined,
       width: positive(body.hr_resize_x),
       height: positive(body.hr_resize_y),
-      sampler: body.hr_sampler_name || undefined,
+      sampler: body.hr_sampler_name && body.hr_sampler_name !== 'Use same sampler' ? body.hr_sampler_name : undefined,
+      schedule: body.hr_scheduler && body.hr_scheduler !== 'Use same scheduler' ? body.hr_scheduler : undefined,
       prompt: body.hr_prompt || undefined,
       negativePrompt: body.hr_negative_prompt || undefined,
     },
@@ -635,7 +636,8 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.post('/sdapi/v1/reload-checkpoint', { schema: { tags: ['a1111'] } }, async () => null);
   app.get('/sdapi/v1/upscalers', { schema: { tags: ['a1111'] } }, async () => [
     ...UPSCALER_NAMES.map((name) => ({ name, model_name: null, model_path: null, model_url: null, scale: 4 })),
-    ...kiln.models.list('upscaler').map((u) => ({ name: u.name, model_name: u.name, model_path: u.path, model_url: null, scale: 4 })),
+    // Only files the engine can read, with paths relative to the models folder (never the server's own paths).
+    ...kiln.upscalers.files().map((u) => ({ name: u.name, model_name: u.arch, model_path: u.relativePath, model_url: null, scale: u.scale })),
   ]);
   app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
   app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => ({

@@ -200,7 +200,8 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   assert.equal(script.json().detail, 'Script not found');
 
   for (const [field, payload, feature] of [
-    ['enable_hr', { enable_hr: true }, /hires fix/],
+    // (enable_hr used to be here; hires fix runs now: test/server/compat/hires.test.ts.)
+    ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
     ['restore_faces', { restore_faces: true }, /face restoration/],
     ['prompt', { prompt: 'a cat <lora:pixel:0.8>' }, /LoRA/],
   ] as const) {
