@@ -32,3 +32,4 @@ export { modelHashes } from './weights/model.ts';
 export { BUILTIN_IMAGE_UPSCALERS, hiresTarget, type HiresTarget } from './pipelines/hires.ts';
 export { LATENT_UPSCALE_MODES } from './pipelines/latent-upscale.ts';
 export { inspectUpscaler } from './pipelines/upscaler-model.ts';
+export type { UpscaleRequest, UpscaleResult, UpscalerChoice } from './pipelines/extras-upscale.ts';
