@@ -29,6 +29,7 @@ export interface ExecutorDeps {
 export function createExecutor(deps: ExecutorDeps): JobRunner {
   return async (job, ctx) => {
     const spec = job.spec;
+    if (spec.kind === 'upscale') return runUpscale(job, ctx, deps);
     const model = await deps.resolveModel(spec.model);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
@@ -62,4 +63,47 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     }
     return { images, timings: result.timings };
   };
+}
+
+/** An upscale job: the stored input through the engine's `upscale` operation, stored like a generated image. */
+async function runUpscale(job: Job, ctx: RunContext, deps: ExecutorDeps): Promise<JobResult> {
+  const spec = job.spec;
+  const u = spec.upscale!;
+  const image = await loadInputImage(spec.initImage!, deps.storage);
+  const choice = (name: string) => ({ name, path: deps.resolveUpscaler?.(name) });
+  const started = Date.now();
+  const result = await deps.engine.run(
+    'upscale',
+    {
+      image,
+      mode: u.mode,
+      scale: u.scale,
+      width: u.width,
+      height: u.height,
+      crop: u.crop,
+      upscaler1: choice(u.upscaler1),
+      upscaler2: u.upscaler2 ? choice(u.upscaler2) : undefined,
+      upscaler2Visibility: u.upscaler2Visibility,
+    },
+    ctx,
+  );
+  // A1111 writes the postprocessing parameters as the image's text ("Postprocess upscale by: 4, ...").
+  const infotext = Object.entries(result.info)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ');
+  const name = `${job.id}-0.${EXTENSIONS[spec.output.format]}`;
+  await deps.storage.write(name, await encodeImage(result.image, { format: spec.output.format, quality: spec.output.quality, infotext }));
+  const image0: StoredImage = {
+    name,
+    format: spec.output.format,
+    width: result.image.width,
+    height: result.image.height,
+    seed: 0,
+    subseed: 0,
+    prompt: '',
+    negativePrompt: '',
+    infotext,
+  };
+  const totalMs = Date.now() - started;
+  return { images: [image0], timings: { loadMs: 0, encodeMs: 0, sampleMs: totalMs, decodeMs: 0, totalMs } };
 }

@@ -5,7 +5,8 @@ import { hiresTarget, type GenerateRequest, type ModelRef, type RawImage, type R
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
-export type JobKind = 'txt2img' | 'img2img';
+/** 'upscale': A1111 Extras, the stored input image through `upscale` (the generation fields are unused). */
+export type JobKind = 'txt2img' | 'img2img' | 'upscale';
 export type ResponseKind = 'base64' | 'url';
 
 export interface OutputSpec {
@@ -61,6 +62,8 @@ export interface JobSpec {
   // ones the engine cannot do yet; each lands here as structured data, not as a surface's field.
   /** Hires fix: a second denoise pass at a larger size. */
   hires?: HiresSpec;
+  /** kind 'upscale': how the input image (initImage) is upscaled. */
+  upscale?: UpscaleSpec;
   loras?: NetworkSpec[];
   hypernetworks?: NetworkSpec[];
   /** Seamless tiling (circular padding): true on both axes (A1111 `tiling`), 'x' or 'y' on one; false/absent: none. */
@@ -111,6 +114,43 @@ export interface HiresSpec {
   negativePrompt?: string;
 }
 
+/** A1111 Extras upscale settings (upscaling_resize, upscaling_resize_w/h, upscaling_crop, upscaler_1/2, ...). */
+export interface UpscaleSpec {
+  /** 0 = by `scale`, 1 = to width x height. */
+  mode: 0 | 1;
+  scale?: number;
+  width?: number;
+  height?: number;
+  crop?: boolean;
+  upscaler1: string;
+  upscaler2?: string;
+  upscaler2Visibility?: number;
+}
+
+/** Largest upscale factor (A1111's slider goes to 8). */
+export const MAX_UPSCALE_FACTOR = 8;
+
+/** An upscale job's limits: the input is bounded by the upload limits, the factor and target size here. */
+function checkUpscaleSpec(spec: JobSpec, limits: Limits): void {
+  const u = spec.upscale;
+  if (!u) throw new SpecError('upscale', 'is required for an upscale job');
+  if (!spec.initImage) throw new SpecError('image', 'is required for an upscale job');
+  if (u.mode === 0 && !(u.scale !== undefined && Number.isFinite(u.scale) && u.scale >= 1 && u.scale <= MAX_UPSCALE_FACTOR))
+    throw new SpecError('upscaling_resize', `must be from 1 to ${MAX_UPSCALE_FACTOR}, got ${u.scale}`);
+  if (u.mode === 1) {
+    for (const [field, v, max] of [
+      ['upscaling_resize_w', u.width, limits.maxWidth * MAX_UPSCALE_FACTOR],
+      ['upscaling_resize_h', u.height, limits.maxHeight * MAX_UPSCALE_FACTOR],
+    ] as const) {
+      if (v === undefined || !Number.isInteger(v) || v < 1 || v > max) throw new SpecError(field, `must be an integer from 1 to ${max}, got ${v}`);
+    }
+  }
+  const vis = u.upscaler2Visibility;
+  if (vis !== undefined && !(vis >= 0 && vis <= 1)) throw new SpecError('extras_upscaler_2_visibility', `must be from 0 to 1, got ${vis}`);
+  const q = spec.output.quality;
+  if (!Number.isInteger(q) || q < 1 || q > 100) throw new SpecError('output.quality', `must be an integer from 1 to 100, got ${q}`);
+}
+
 /** A LoRA (or hypernetwork) applied with a weight; `tag` is the prompt tag it came from, if any. */
 export interface NetworkSpec {
   name: string;
@@ -153,6 +193,7 @@ export class SpecError extends Error {
 
 /** Limits every spec must respect, whichever surface built it. Throws SpecError naming the field. */
 export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
+  if (spec.kind === 'upscale') return checkUpscaleSpec(spec, limits);
   const dims: Array<['width' | 'height', number]> = [
     ['width', limits.maxWidth],
     ['height', limits.maxHeight],

@@ -203,6 +203,12 @@ export class KilnServices {
     // Features first: "not implemented" is the answer whatever else is wrong with the request.
     checkCapabilities(spec);
     checkSpecLimits(spec, this.config.limits);
+    if (spec.kind === 'upscale') {
+      // No model, sampler or schedule: only the upscaler names matter.
+      this.upscalers.check(spec.upscale!.upscaler1, spec.sourceFields?.upscale ?? 'upscaler_1', { latent: false });
+      if (spec.upscale!.upscaler2) this.upscalers.check(spec.upscale!.upscaler2, 'upscaler_2', { latent: false });
+      return;
+    }
     if (spec.webhook) webhookSpecError(() => this.webhooks.policy.checkLiteral(new URL(spec.webhook!.url)));
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');

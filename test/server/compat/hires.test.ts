@@ -151,3 +151,64 @@ test('native /v1/jobs hires: the result is the hires size', async () => {
   assert.equal(bad.statusCode, 400);
   assert.equal(bad.json().error.field, 'hires.upscaler');
 });
+
+test('A1111 extras: single and batch images through Lanczos and a model upscaler, with the Postprocess parameters', async () => {
+  const png = await sharp({ create: { width: 40, height: 24, channels: 3, background: { r: 200, g: 30, b: 90 } } })
+    .png()
+    .toBuffer();
+  const b64 = png.toString('base64');
+  const one = await post('/sdapi/v1/extra-single-image', { image: b64, upscaler_1: 'compact-x4', upscaling_resize: 2 });
+  assert.equal(one.statusCode, 200, one.body);
+  const out = await sharp(Buffer.from(one.json().image, 'base64')).metadata();
+  assert.deepEqual([out.width, out.height], [80, 48]);
+  assert.equal(one.json().html_info, '<p>Postprocess upscale by: 2, Postprocess upscaler: compact-x4</p>');
+  const batch = await post('/sdapi/v1/extra-batch-images', {
+    imageList: [
+      { data: b64, name: 'a.png' },
+      { data: b64, name: 'b.png' },
+    ],
+    resize_mode: 1,
+    upscaling_resize_w: 64,
+    upscaling_resize_h: 64,
+    upscaling_crop: true,
+    upscaler_1: 'Lanczos',
+    upscaler_2: 'Nearest',
+    extras_upscaler_2_visibility: 0.3,
+  });
+  assert.equal(batch.statusCode, 200, batch.body);
+  assert.equal(batch.json().images.length, 2);
+  for (const img of batch.json().images) {
+    const m = await sharp(Buffer.from(img, 'base64')).metadata();
+    assert.deepEqual([m.width, m.height], [64, 64]);
+  }
+  assert.match(
+    batch.json().html_info,
+    /Postprocess upscale to: 64x64, Postprocess crop to: 64x64, Postprocess upscaler: Lanczos, Postprocess upscaler 2: Nearest/,
+  );
+  const unknown = await post('/sdapi/v1/extra-single-image', { image: b64, upscaler_1: 'R-ESRGAN 4x+' });
+  assert.equal(unknown.statusCode, 400);
+  assert.match(unknown.json().detail, /^upscaler_1: unknown upscaler "R-ESRGAN 4x\+"; available: None, Lanczos, Nearest, compact-x4$/);
+  const tooBig = await post('/sdapi/v1/extra-single-image', { image: b64, upscaler_1: 'Lanczos', upscaling_resize: 20 });
+  assert.equal(tooBig.statusCode, 400);
+  assert.match(tooBig.json().detail, /^upscaling_resize: must be from 1 to 8/);
+});
+
+test('native POST /v1/upscale: a job with progress whose image is the upscaled size', async () => {
+  const png = await sharp({ create: { width: 20, height: 16, channels: 3, background: { r: 10, g: 120, b: 240 } } })
+    .png()
+    .toBuffer();
+  const r = await post('/v1/upscale', { image: png.toString('base64'), upscaler: 'compact-x4', scale: 4 });
+  assert.equal(r.statusCode, 202, r.body);
+  let job: any;
+  for (let i = 0; i < 2000; i++) {
+    job = (await s.app.inject(`/v1/jobs/${r.json().id}`)).json();
+    if (job.state === 'succeeded' || job.state === 'failed') break;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  assert.equal(job.state, 'succeeded', JSON.stringify(job));
+  assert.deepEqual([job.images[0].width, job.images[0].height], [80, 64]);
+  const bad = await post('/v1/upscale', { image: png.toString('base64'), upscaler: 'empty' });
+  assert.equal(bad.statusCode, 400);
+  assert.equal(bad.json().error.field, 'upscaler');
+  assert.match(bad.json().error.message, /the upscaler file "empty" cannot be used: is empty \(0 bytes\)/);
+});
