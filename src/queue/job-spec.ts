@@ -193,7 +193,10 @@ export class SpecError extends Error {
 
 /** Limits every spec must respect, whichever surface built it. Throws SpecError naming the field. */
 export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
-  if (spec.kind === 'upscale') return checkUpscaleSpec(spec, limits);
+  if (spec.kind === 'upscale') {
+    checkUpscaleSpec(spec, limits);
+    return;
+  }
   const dims: Array<['width' | 'height', number]> = [
     ['width', limits.maxWidth],
     ['height', limits.maxHeight],
