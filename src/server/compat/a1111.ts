@@ -356,6 +356,8 @@ function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires'
   const enabled = kind === 'txt2img' && body.enable_hr === true;
   if (!enabled && !body.firstpass_image) return undefined;
   const positive = (n: unknown) => (typeof n === 'number' && n > 0 ? n : undefined);
+  const hrCheckpoint = body.hr_checkpoint_name;
+  if (enabled && hrCheckpoint && hrCheckpoint !== 'Use same checkpoint') notImplemented('a separate checkpoint for the hires pass', 'hr_checkpoint_name');
   return {
     hires: {
       scale: positive(body.hr_scale),

@@ -81,7 +81,11 @@ test('an unknown hires upscaler is a KilnInputError listing the valid names', as
 
 test('hires fix on tiny SD2 and SDXL (size conditioning at the hires size) gives the hires size', async () => {
   for (const model of ['tiny-sd2', 'tiny-sdxl']) {
-    const r = await engine.generate({ ...req, model: { path: join(FIXTURES, model) }, hires: { scale: 2, upscaler: 'Latent (bicubic antialiased)', steps: 1, denoisingStrength: 0.5 } });
+    const r = await engine.generate({
+      ...req,
+      model: { path: join(FIXTURES, model) },
+      hires: { scale: 2, upscaler: 'Latent (bicubic antialiased)', steps: 1, denoisingStrength: 0.5 },
+    });
     assert.deepEqual([r.images[0]!.image.width, r.images[0]!.image.height], [64, 64], model);
   }
 });

@@ -85,6 +85,9 @@ test('bad hires input is a 4xx: unknown upscaler lists the names, an unreadable 
   const big = await post('/sdapi/v1/txt2img', { ...HIRES_TXT2IMG, width: 1024, height: 1024, hr_scale: 4 });
   assert.equal(big.statusCode, 400);
   assert.match(big.json().detail, /^hr_scale: the hires size 4096x4096 exceeds the limits \(at most 2048x2048 and 4194304 pixels\)/);
+  const checkpoint = await post('/sdapi/v1/txt2img', { ...HIRES_TXT2IMG, hr_checkpoint_name: 'other-model' });
+  assert.equal(checkpoint.statusCode, 501);
+  assert.match(checkpoint.json().detail, /^hr_checkpoint_name: /);
   const resize = await post('/sdapi/v1/txt2img', { ...HIRES_TXT2IMG, hr_resize_x: 4096 });
   assert.equal(resize.statusCode, 400);
   assert.match(resize.json().detail, /^hr_resize_x: /);
