@@ -68,6 +68,8 @@ export interface GenerateRequest {
   loras?: LoraSettings[];
   /** Textual-inversion embeddings whose names the prompts may use (A1111: every file in models/embeddings). */
   embeddings?: EmbeddingSettings[];
+  /** Hires fix (txt2img): upscale the first pass, then a second denoise pass at the larger size. */
+  hires?: HiresRequest;
   device?: Device;
 }
 
@@ -84,6 +86,30 @@ export interface LoraSettings {
   path: string;
   te: number;
   unet: number;
+}
+
+/** A1111's hires fix (`enable_hr` + `hr_*`); see pipelines/hires.ts for the exact algorithm. */
+export interface HiresRequest {
+  /** Upscale factor (A1111 hr_scale), used when neither resizeX nor resizeY is set. */
+  scale?: number;
+  /** Target width/height (hr_resize_x/y); one alone keeps the aspect ratio, both cover then crop. */
+  resizeX?: number;
+  resizeY?: number;
+  /** A latent mode ("Latent", "Latent (bicubic)", ...), "None", "Lanczos", "Nearest", or a model upscaler's name. */
+  upscaler: string;
+  /** The weights file of a model upscaler (resolved by the caller from `upscaler`). */
+  upscalerPath?: string;
+  /** Second-pass steps (hr_second_pass_steps); 0 or absent = the first pass's steps. */
+  steps?: number;
+  denoisingStrength: number;
+  /** hr_sampler_name / hr_scheduler; absent = the first pass's. */
+  sampler?: string;
+  schedule?: string;
+  /** hr_prompt / hr_negative_prompt; absent = the first pass's prompts. */
+  prompt?: string;
+  negativePrompt?: string;
+  /** hr_cfg; absent = cfgScale. */
+  cfgScale?: number;
 }
 
 /**
@@ -131,7 +157,7 @@ export interface GenerateResult {
   warnings?: string[];
 }
 
-export type Phase = 'loading' | 'encoding' | 'sampling' | 'decoding';
+export type Phase = 'loading' | 'encoding' | 'sampling' | 'upscaling' | 'decoding';
 
 export interface ProgressEvent {
   phase: Phase;

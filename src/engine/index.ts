@@ -8,6 +8,7 @@ export {
   type GenerateRequest,
   type GenerateResult,
   type GeneratedImage,
+  type HiresRequest,
   type InitImage,
   type LoadedModelInfo,
   type ModelRef,
@@ -29,3 +30,8 @@ export { inspectModel, type ModelSummary } from './inspect.ts';
 export { modelHashes } from './weights/model.ts';
 export { inspectLora, type LoraSummary } from './weights/lora/index.ts';
 export { inspectEmbedding } from './weights/embeddings.ts';
+/** Hires fix and upscalers: A1111's target-size rule and the upscaler names every server lists. */
+export { BUILTIN_IMAGE_UPSCALERS, hiresTarget, type HiresTarget } from './pipelines/hires.ts';
+export { LATENT_UPSCALE_MODES } from './pipelines/latent-upscale.ts';
+export { inspectUpscaler } from './pipelines/upscaler-model.ts';
+export type { UpscaleRequest, UpscaleResult, UpscalerChoice } from './pipelines/extras-upscale.ts';

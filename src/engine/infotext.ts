@@ -28,6 +28,16 @@ export interface InfotextFields {
   tiling?: 'xy' | 'x' | 'y';
   /** A1111 "Lora hashes": `name: shorthash, ...` (written quoted). */
   loraHashes?: string;
+  /** Hires fix (A1111 extra_generation_params). */
+  hiresSampler?: string;
+  hiresScheduleType?: string;
+  hiresPrompt?: string;
+  hiresNegativePrompt?: string;
+  hiresCfg?: number;
+  hiresUpscale?: number;
+  hiresResize?: string;
+  hiresSteps?: number;
+  hiresUpscaler?: string;
   version?: string;
 }
 
@@ -67,6 +77,15 @@ export function buildInfotext(f: InfotextFields): string {
     ['Tile Y', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'y' ? 'True' : 'False') : undefined],
     ['Refiner', f.refiner],
     ['Refiner switch at', f.refinerSwitchAt !== undefined && f.refiner ? num(f.refinerSwitchAt) : undefined],
+    ['Hires sampler', f.hiresSampler],
+    ['Hires schedule type', f.hiresScheduleType],
+    ['Hires prompt', f.hiresPrompt],
+    ['Hires negative prompt', f.hiresNegativePrompt],
+    ['Hires CFG Scale', f.hiresCfg !== undefined ? num(f.hiresCfg) : undefined],
+    ['Hires upscale', f.hiresUpscale !== undefined ? num(f.hiresUpscale) : undefined],
+    ['Hires resize', f.hiresResize],
+    ['Hires steps', f.hiresSteps],
+    ['Hires upscaler', f.hiresUpscaler],
     ['Lora hashes', f.loraHashes],
     ['Version', f.version],
   ];

@@ -28,6 +28,11 @@ export class ModelPool {
 
   constructor(private readonly settings: PoolSettings) {}
 
+  /** Where upscaler graphs are cached and how their sessions run: as the models'. */
+  get upscalerSettings(): { device: PoolSettings['device']; cacheDir?: string; threads?: number } {
+    return { device: this.settings.device, cacheDir: this.settings.cacheDir, threads: this.settings.threads };
+  }
+
   /** The model, loaded if needed, marked in use until release(). */
   async acquire(ref: ModelRef): Promise<ModelSessions> {
     const ms = await this.get(ref);

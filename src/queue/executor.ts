@@ -24,6 +24,8 @@ export interface ExecutorDeps {
   /** The textual-inversion embeddings available (readable files in models/embeddings), by prompt word. */
   embeddings?: () => Array<{ name: string; path: string }>;
   device?: Device;
+  /** A model upscaler's name -> its weights file; undefined for the built-in and latent ones (checked at submission). */
+  resolveUpscaler?: (name: string) => string | undefined;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
 }
@@ -31,13 +33,15 @@ export interface ExecutorDeps {
 export function createExecutor(deps: ExecutorDeps): JobRunner {
   return async (job, ctx) => {
     const spec = job.spec;
+    if (spec.kind === 'upscale') return runUpscale(job, ctx, deps);
     const model = await deps.resolveModel(spec.model);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
-    const request = toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths);
+    const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
+    const request = toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths, upscalerPath);
     // Only the embeddings a prompt names travel (each one used is a text-encoder graph variant).
     const texts = [...spec.prompts, ...spec.negativePrompts];
     const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));
@@ -69,4 +73,47 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     }
     return { images, timings: result.timings, ...(result.warnings ? { warnings: result.warnings } : {}) };
   };
+}
+
+/** An upscale job: the stored input through the engine's `upscale` operation, stored like a generated image. */
+async function runUpscale(job: Job, ctx: RunContext, deps: ExecutorDeps): Promise<JobResult> {
+  const spec = job.spec;
+  const u = spec.upscale!;
+  const image = await loadInputImage(spec.initImage!, deps.storage);
+  const choice = (name: string) => ({ name, path: deps.resolveUpscaler?.(name) });
+  const started = Date.now();
+  const result = await deps.engine.run(
+    'upscale',
+    {
+      image,
+      mode: u.mode,
+      scale: u.scale,
+      width: u.width,
+      height: u.height,
+      crop: u.crop,
+      upscaler1: choice(u.upscaler1),
+      upscaler2: u.upscaler2 ? choice(u.upscaler2) : undefined,
+      upscaler2Visibility: u.upscaler2Visibility,
+    },
+    ctx,
+  );
+  // A1111 writes the postprocessing parameters as the image's text ("Postprocess upscale by: 4, ...").
+  const infotext = Object.entries(result.info)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ');
+  const name = `${job.id}-0.${EXTENSIONS[spec.output.format]}`;
+  await deps.storage.write(name, await encodeImage(result.image, { format: spec.output.format, quality: spec.output.quality, infotext }));
+  const image0: StoredImage = {
+    name,
+    format: spec.output.format,
+    width: result.image.width,
+    height: result.image.height,
+    seed: 0,
+    subseed: 0,
+    prompt: '',
+    negativePrompt: '',
+    infotext,
+  };
+  const totalMs = Date.now() - started;
+  return { images: [image0], timings: { loadMs: 0, encodeMs: 0, sampleMs: totalMs, decodeMs: 0, totalMs } };
 }

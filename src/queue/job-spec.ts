@@ -1,11 +1,12 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import type { GenerateRequest, ModelRef, RawImage, RngSource } from '../engine/index.ts';
+import { hiresTarget, type GenerateRequest, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
-export type JobKind = 'txt2img' | 'img2img';
+/** 'upscale': A1111 Extras, the stored input image through `upscale` (the generation fields are unused). */
+export type JobKind = 'txt2img' | 'img2img' | 'upscale';
 export type ResponseKind = 'base64' | 'url';
 
 export interface OutputSpec {
@@ -61,6 +62,8 @@ export interface JobSpec {
   // ones the engine cannot do yet; each lands here as structured data, not as a surface's field.
   /** Hires fix: a second denoise pass at a larger size. */
   hires?: HiresSpec;
+  /** kind 'upscale': how the input image (initImage) is upscaled. */
+  upscale?: UpscaleSpec;
   loras?: NetworkSpec[];
   hypernetworks?: NetworkSpec[];
   /** Seamless tiling (circular padding): true on both axes (A1111 `tiling`), 'x' or 'y' on one; false/absent: none. */
@@ -103,8 +106,49 @@ export interface HiresSpec {
   width?: number;
   height?: number;
   sampler?: string;
+  /** hr_scheduler; absent = the first pass's. */
+  schedule?: string;
+  /** hr_cfg; absent = cfg_scale. */
+  cfgScale?: number;
   prompt?: string;
   negativePrompt?: string;
+}
+
+/** A1111 Extras upscale settings (upscaling_resize, upscaling_resize_w/h, upscaling_crop, upscaler_1/2, ...). */
+export interface UpscaleSpec {
+  /** 0 = by `scale`, 1 = to width x height. */
+  mode: 0 | 1;
+  scale?: number;
+  width?: number;
+  height?: number;
+  crop?: boolean;
+  upscaler1: string;
+  upscaler2?: string;
+  upscaler2Visibility?: number;
+}
+
+/** Largest upscale factor (A1111's slider goes to 8). */
+export const MAX_UPSCALE_FACTOR = 8;
+
+/** An upscale job's limits: the input is bounded by the upload limits, the factor and target size here. */
+function checkUpscaleSpec(spec: JobSpec, limits: Limits): void {
+  const u = spec.upscale;
+  if (!u) throw new SpecError('upscale', 'is required for an upscale job');
+  if (!spec.initImage) throw new SpecError('image', 'is required for an upscale job');
+  if (u.mode === 0 && !(u.scale !== undefined && Number.isFinite(u.scale) && u.scale >= 1 && u.scale <= MAX_UPSCALE_FACTOR))
+    throw new SpecError('upscaling_resize', `must be from 1 to ${MAX_UPSCALE_FACTOR}, got ${u.scale}`);
+  if (u.mode === 1) {
+    for (const [field, v, max] of [
+      ['upscaling_resize_w', u.width, limits.maxWidth * MAX_UPSCALE_FACTOR],
+      ['upscaling_resize_h', u.height, limits.maxHeight * MAX_UPSCALE_FACTOR],
+    ] as const) {
+      if (v === undefined || !Number.isInteger(v) || v < 1 || v > max) throw new SpecError(field, `must be an integer from 1 to ${max}, got ${v}`);
+    }
+  }
+  const vis = u.upscaler2Visibility;
+  if (vis !== undefined && !(vis >= 0 && vis <= 1)) throw new SpecError('extras_upscaler_2_visibility', `must be from 0 to 1, got ${vis}`);
+  const q = spec.output.quality;
+  if (!Number.isInteger(q) || q < 1 || q > 100) throw new SpecError('output.quality', `must be an integer from 1 to 100, got ${q}`);
 }
 
 /** A LoRA (or hypernetwork) applied with a weight; `tag` is the prompt tag it came from, if any. */
@@ -190,6 +234,10 @@ export class SpecError extends Error {
 
 /** Limits every spec must respect, whichever surface built it. Throws SpecError naming the field. */
 export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
+  if (spec.kind === 'upscale') {
+    checkUpscaleSpec(spec, limits);
+    return;
+  }
   const dims: Array<['width' | 'height', number]> = [
     ['width', limits.maxWidth],
     ['height', limits.maxHeight],
@@ -202,6 +250,7 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.width * spec.height > limits.maxPixels) {
     throw new SpecError('width', `width x height = ${spec.width * spec.height} pixels exceeds the limit of ${limits.maxPixels}`);
   }
+  if (spec.hires) checkHiresLimits(spec, spec.hires, limits);
   if (!Number.isInteger(spec.steps) || spec.steps < 1 || spec.steps > limits.maxSteps)
     throw new SpecError('steps', `must be from 1 to ${limits.maxSteps}, got ${spec.steps}`);
   if (spec.prompts.length < 1) throw new SpecError('prompts', 'must hold at least one prompt');
@@ -235,6 +284,28 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.webhook) checkWebhookUrl(spec.webhook.url);
 }
 
+/** The hires size (A1111's rule) within the pixel limits; fields named as the client's surface calls them. */
+function checkHiresLimits(spec: JobSpec, h: HiresSpec, limits: Limits): void {
+  const a1111 = spec.sourceFields?.hires === 'enable_hr';
+  const field = (native: string, a: string) => (a1111 ? a : `hires.${native}`);
+  const sizeField = h.width || h.height ? field(h.width ? 'width' : 'height', h.width ? 'hr_resize_x' : 'hr_resize_y') : field('scale', 'hr_scale');
+  if (spec.kind !== 'txt2img') throw new SpecError(spec.sourceFields?.hires ?? 'hires', 'hires fix is a txt2img feature');
+  if (h.scale !== undefined && !(Number.isFinite(h.scale) && h.scale >= 1 && h.scale <= 8))
+    throw new SpecError(field('scale', 'hr_scale'), `must be from 1 to 8, got ${h.scale}`);
+  if (h.denoisingStrength !== undefined && !(h.denoisingStrength > 0 && h.denoisingStrength <= 1))
+    throw new SpecError('denoising_strength', `must be above 0 and at most 1 with hires fix, got ${h.denoisingStrength}`);
+  if (h.steps !== undefined && (!Number.isInteger(h.steps) || h.steps < 0 || h.steps > limits.maxSteps))
+    throw new SpecError(field('steps', 'hr_second_pass_steps'), `must be an integer from 0 to ${limits.maxSteps}, got ${h.steps}`);
+  const t = hiresTarget(spec.width, spec.height, { scale: h.scale, resizeX: h.width, resizeY: h.height });
+  if (t.width > limits.maxWidth || t.height > limits.maxHeight || t.width * t.height > limits.maxPixels) {
+    throw new SpecError(
+      sizeField,
+      `the hires size ${t.width}x${t.height} exceeds the limits (at most ${limits.maxWidth}x${limits.maxHeight} and ${limits.maxPixels} pixels); lower it`,
+    );
+  }
+  if (t.width < 64 || t.height < 64) throw new SpecError(sizeField, `the hires size ${t.width}x${t.height} is below 64 pixels on a side`);
+}
+
 /** Webhooks go to http(s) URLs only (no file:, data:, ...). Throws SpecError('webhook'). */
 export function checkWebhookUrl(url: string): void {
   let parsed: URL;
@@ -260,6 +331,8 @@ export function toGenerateRequest(
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
   loraPaths?: ReadonlyMap<string, string>,
+  /** The weights file of a model hires upscaler (resolved by the caller from spec.hires.upscaler). */
+  hiresUpscalerPath?: string,
 ): GenerateRequest {
   return {
     model,
@@ -285,6 +358,20 @@ export function toGenerateRequest(
     loras: spec.loras?.length
       ? spec.loras.map((l) => ({ name: l.name, path: loraPaths?.get(l.name) ?? l.name, te: l.weight, unet: l.unetWeight ?? l.weight }))
       : undefined,
+    hires: spec.hires && {
+      scale: spec.hires.scale,
+      resizeX: spec.hires.width,
+      resizeY: spec.hires.height,
+      upscaler: spec.hires.upscaler ?? 'Latent',
+      upscalerPath: hiresUpscalerPath,
+      steps: spec.hires.steps,
+      denoisingStrength: spec.hires.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength,
+      sampler: spec.hires.sampler,
+      schedule: spec.hires.schedule,
+      prompt: spec.hires.prompt,
+      negativePrompt: spec.hires.negativePrompt,
+      cfgScale: spec.hires.cfgScale,
+    },
     device,
   };
 }

@@ -24,6 +24,7 @@ import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '.
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
+import { UpscalerCatalog } from './upscalers.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -53,6 +54,8 @@ export class KilnServices {
   readonly webhooks: WebhookSender;
   readonly queue: JobQueue;
   readonly models: ModelRegistry;
+  /** Upscalers requests may name (latent modes, built-ins, readable files in models/upscalers/). */
+  readonly upscalers: UpscalerCatalog;
   readonly engine: Engine;
   /** The engine process (absent when a test injects an in-process engine). */
   readonly engineProcess?: ProcessEngine;
@@ -80,6 +83,7 @@ export class KilnServices {
       throw e;
     }
     this.models = new ModelRegistry(config);
+    this.upscalers = new UpscalerCatalog(this.models, config.modelsDir);
     const child = opts.engine
       ? undefined
       : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
@@ -107,6 +111,7 @@ export class KilnServices {
         resolveModel: (n) => this.models.resolve(n),
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
+        resolveUpscaler: (n) => this.upscalers.resolve(n),
         device: config.device,
         previewEvery: config.previewEvery,
       }),
@@ -205,10 +210,20 @@ export class KilnServices {
     checkSpecLimits(spec, this.config.limits);
     checkLoraWeights(spec);
     if (spec.webhook) webhookSpecError(() => this.webhooks.policy.checkLiteral(new URL(spec.webhook!.url)));
+    if (spec.kind === 'upscale') {
+      // No model, sampler or schedule: only the upscaler names matter.
+      this.upscalers.check(spec.upscale!.upscaler1, spec.sourceFields?.upscale ?? 'upscaler_1', { latent: false });
+      if (spec.upscale!.upscaler2) this.upscalers.check(spec.upscale!.upscaler2, 'upscaler_2', { latent: false });
+      return;
+    }
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');
       const known = this.models.list().flatMap((e) => [e.name, ...e.labels]);
       throw new SpecError('model', `unknown model "${spec.model}"; available: ${known.length ? known.join(', ') : 'none'} (GET /v1/models)`);
+    }
+    if (spec.hires) {
+      const field = spec.sourceFields?.hires === 'enable_hr' ? 'hr_upscaler' : 'hires.upscaler';
+      this.upscalers.check(spec.hires.upscaler ?? 'Latent', field, { latent: true });
     }
     if (spec.refiner !== undefined && !this.models.has(spec.refiner)) {
       throw new SpecError('refiner', `unknown model "${spec.refiner}" (GET /v1/models lists the checkpoints)`);

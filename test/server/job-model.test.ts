@@ -125,7 +125,8 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
   try {
     for (const [field, extra, feature] of [
       ['hypernetworks', { hypernetworks: [{ name: 'pixel-art', weight: 0.8 }] }, /hypernetworks/],
-      ['hires', { hires: { scale: 2 } }, /hires fix/],
+      // (loras and hires used to be here; both run now: see the LoRA and hires tests.)
+      ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
       ['restore_faces', { restore_faces: true }, /face restoration/],
       ['transparent_background', { transparent_background: true }, /transparent backgrounds/],
       ['mask', { type: 'img2img', init_image: 'bm90IGFuIGltYWdl', mask: { image: 'aGk=' } }, /inpainting masks/],

@@ -1,8 +1,9 @@
 // txt2img and img2img as five stages: conditioning -> initial latent -> denoise passes -> decode ->
 // post-process. New features are a stage or a denoiser wrapper in their own file (see denoise.ts).
-import type { GenerateOptions, GenerateRequest, GenerateResult } from '../api.ts';
-import { expandBatch } from './batch.ts';
-import { conditionBatch } from './conditioning.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, ProgressEvent } from '../api.ts';
+import { addNoise } from '../samplers/index.ts';
+import { expandBatch, type ImageBatch } from './batch.ts';
+import { conditionBatch, type BatchConditioning } from './conditioning.ts';
 import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
@@ -12,6 +13,7 @@ import { batchNoise, initialLatent } from './initial-latent.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
+import { hiresSigmas, hiresTarget, upscaleFirstPass, validateHires } from './hires.ts';
 import { finishImages } from './post-process.ts';
 import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
@@ -34,6 +36,7 @@ export async function runPipeline(
   const { base, refiner } = models;
   const encoderLayers = [base, refiner].flatMap((m) => m?.model.textEncoders.map((t) => t.config.num_hidden_layers) ?? []);
   validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
+  validateHires(req, base.latentFactor);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
   const batch = expandBatch(req);
@@ -73,7 +76,9 @@ export async function runPipeline(
   const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape) : undefined;
   if (tap) pass.wrappers.push(tap.wrapper);
   const passes = [pass];
-  const totalEvals = plannedEvals(plan.sampler, passes);
+  const hires = req.hires ? hiresSigmas(base, req) : undefined;
+  const firstEvals = plannedEvals(plan.sampler, passes);
+  const totalEvals = firstEvals + (hires ? plannedEvals(hires.plan.sampler, [{ ...pass, sigmas: hires.sigmas }]) : 0);
   const sampled = await runDenoisePasses(passes, start.x, {
     sampler: plan.sampler,
     noise: () => noise.next(),
@@ -85,22 +90,29 @@ export async function runPipeline(
         phase: 'sampling',
         step: done,
         totalSteps: total,
-        fraction: 0.05 + 0.85 * (done / Math.max(total, totalEvals)),
+        // With hires fix the first pass fills the first half (seed 004's "initial generation" phase).
+        fraction: hires ? 0.05 + 0.45 * (done / Math.max(total, firstEvals)) : 0.05 + 0.85 * (done / Math.max(total, totalEvals)),
         ...(preview ? { preview } : {}),
       });
     },
   });
   tap?.clear();
   const lastPass = passes[passes.length - 1]!;
-  const latents = toDecoderSpace(sampled, lastPass.sigmas[lastPass.sigmas.length - 1]!);
+  let latents = toDecoderSpace(sampled, lastPass.sigmas[lastPass.sigmas.length - 1]!);
+  let outShape = shape;
+  if (req.hires && hires) {
+    const second = await runHiresPass(base, req, batch, latents, shape, hires, guidance, baseCond, opts, firstEvals, totalEvals, progress);
+    latents = second.latents;
+    outShape = second.shape;
+  }
   timings.sampleMs = Date.now() - t1;
-  overrides.onFinalLatents?.({ shape: [count, ...shape], data: latents });
+  overrides.onFinalLatents?.({ shape: [count, ...outShape], data: latents });
 
   // 4. Decode.
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, shape, req.tiling);
+  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling);
 
   // 5. Post-process.
   const loraHashes = await loraHashesText(req.loras ?? []);
@@ -110,10 +122,64 @@ export async function runPipeline(
     modelHash: await base.model.hash(),
     refinerName: refiner?.model.name,
     loraHashes,
+    hiresSamplerName: hires?.plan.samplerName,
   });
   timings.decodeMs = Date.now() - t2;
   timings.totalMs = Date.now() - started;
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });
   const warnings = [...(base.loras?.warnings ?? []), ...(base.embeddings?.warnings ?? [])];
   return { images, timings, ...(warnings.length ? { warnings } : {}) };
+}
+
+/** Stage 3b, hires fix: upscale the first pass, fresh noise from the same seeds at the new size, a second pass. */
+async function runHiresPass(
+  base: ModelSessions,
+  req: GenerateRequest,
+  batch: ImageBatch,
+  firstPass: Float32Array,
+  shape: [number, number, number],
+  hires: ReturnType<typeof hiresSigmas>,
+  guidance: GuidanceSettings,
+  baseCond: BatchConditioning,
+  opts: GenerateOptions,
+  firstEvals: number,
+  totalEvals: number,
+  progress: (e: ProgressEvent) => void,
+): Promise<{ latents: Float32Array; shape: [number, number, number] }> {
+  const h = req.hires!;
+  const { count } = batch;
+  if (opts.signal?.aborted) throw abortError();
+  const upscaleProgress = (f: number) => progress({ phase: 'upscaling', step: firstEvals, totalSteps: totalEvals, fraction: 0.5 + 0.05 * f });
+  upscaleProgress(0);
+  const settings = { device: base.settings.device, cacheDir: base.settings.cacheDir, threads: base.settings.threads };
+  const up = await upscaleFirstPass(base, req, firstPass, count, shape, settings, upscaleProgress);
+  const target = hiresTarget(req.width, req.height, h, base.latentFactor);
+  // hr_prompt / hr_negative_prompt: the first pass's conditioning unless they differ.
+  const hrBatch = { ...batch, prompts: batch.prompts.map((p) => h.prompt ?? p), negatives: batch.negatives.map((n) => h.negativePrompt ?? n) };
+  const cond = h.prompt !== undefined || h.negativePrompt !== undefined ? await conditionBatch(base, hrBatch, req.clipSkip ?? 1) : baseCond;
+  const noise = batchNoise(req, batch, up.shape, base.latentFactor);
+  const x = addNoise(up.latents, noise.initial, hires.sigmas[0]!);
+  const pass: DenoisePass = {
+    model: cfgDenoiser(base, cond, {
+      ...guidance,
+      cfgScale: h.cfgScale ?? req.cfgScale,
+      shape: up.shape,
+      timestepMode: hires.plan.timestepMode,
+      // SDXL's size conditioning sees the hires size, as A1111's calculate_hr_conds.
+      extras: { width: target.width, height: target.height },
+    }),
+    sigmas: hires.sigmas,
+    wrappers: [],
+  };
+  const sampled = await runDenoisePasses([pass], x, {
+    sampler: hires.plan.sampler,
+    noise: () => noise.next(),
+    options: req.samplerOptions ?? {},
+    signal: opts.signal,
+    onEval: (done, total) => {
+      const all = Math.max(totalEvals, firstEvals + total);
+      progress({ phase: 'upscaling', step: firstEvals + done, totalSteps: all, fraction: 0.55 + 0.35 * (done / Math.max(total, 1)) });
+    },
+  });
+  return { latents: toDecoderSpace(sampled, hires.sigmas[hires.sigmas.length - 1]!), shape: up.shape };
 }

@@ -1,6 +1,6 @@
 // Stage 5, post-processing: each decoded image with its seed, prompts and A1111 infotext.
 import type { GenerateRequest, GeneratedImage, RawImage } from '../api.ts';
-import { buildInfotext } from '../infotext.ts';
+import { buildInfotext, type InfotextFields } from '../infotext.ts';
 import type { SamplingPlan } from '../samplers/index.ts';
 import { VERSION } from '../../version.ts';
 import type { ImageBatch } from './batch.ts';
@@ -11,6 +11,8 @@ export interface ImageProvenance {
   modelHash: string;
   refinerName?: string;
   loraHashes?: string;
+  /** The hires pass's sampler, when hires fix ran. */
+  hiresSamplerName?: string;
 }
 
 export function finishImages(images: RawImage[], req: GenerateRequest, batch: ImageBatch, p: ImageProvenance): GeneratedImage[] {
@@ -27,7 +29,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       height: req.height,
       modelHash: p.modelHash,
       modelName: p.modelName,
-      denoisingStrength: req.init?.strength,
+      denoisingStrength: req.init?.strength ?? req.hires?.denoisingStrength,
       clipSkip: req.clipSkip ?? 1,
       subseed: batch.subseeds[i],
       subseedStrength: batch.subseedStrength,
@@ -39,8 +41,27 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       refinerSwitchAt: p.refinerName ? req.refiner?.switchAt : undefined,
       tiling: req.tiling,
       loraHashes: p.loraHashes,
+      ...hiresInfotext(req, p, i, batch),
       version: `kiln-${VERSION}`,
     });
     return { image, seed: batch.seeds[i]!, subseed: batch.subseeds[i]!, prompt: batch.prompts[i]!, negativePrompt: batch.negatives[i]!, infotext };
   });
+}
+
+/** A1111's hires extra_generation_params, in its insertion order (processing.py txt2img init). */
+function hiresInfotext(req: GenerateRequest, p: ImageProvenance, i: number, batch: ImageBatch): Partial<InfotextFields> {
+  const h = req.hires;
+  if (!h) return {};
+  const resize = (h.resizeX ?? 0) > 0 || (h.resizeY ?? 0) > 0;
+  return {
+    hiresSampler: h.sampler && p.hiresSamplerName !== p.plan.samplerName ? p.hiresSamplerName : undefined,
+    hiresScheduleType: h.schedule && h.schedule.toLowerCase() !== 'automatic' ? h.schedule : undefined,
+    hiresPrompt: h.prompt !== undefined && h.prompt !== batch.prompts[i] ? h.prompt : undefined,
+    hiresNegativePrompt: h.negativePrompt !== undefined && h.negativePrompt !== batch.negatives[i] ? h.negativePrompt : undefined,
+    hiresCfg: h.cfgScale !== undefined && h.cfgScale !== req.cfgScale ? h.cfgScale : undefined,
+    hiresUpscale: resize ? undefined : (h.scale ?? 2),
+    hiresResize: resize ? `${h.resizeX ?? 0}x${h.resizeY ?? 0}` : undefined,
+    hiresSteps: h.steps || undefined,
+    hiresUpscaler: h.upscaler,
+  };
 }

@@ -11,7 +11,7 @@ import { a1111Embeddings } from '../models/embeddings.ts';
 import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
-import type { JobSpec } from '../../queue/job-spec.ts';
+import { SPEC_DEFAULTS, type JobSpec } from '../../queue/job-spec.ts';
 import { resolveSeed } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
@@ -212,7 +212,7 @@ function applyInfotext(body: Body, explicit: Set<string>): void {
 
 const SAMPLE_FORMATS: Record<string, ImageFormat> = { png: 'png', jpg: 'jpeg', jpeg: 'jpeg', webp: 'webp' };
 
-const UPSCALER_NAMES = ['None'];
+const UPSCALER_NAMES = ['None', 'Lanczos', 'Nearest'];
 const LATENT_UPSCALE_MODES = [
   'Latent',
   'Latent (antialiased)',
@@ -358,6 +358,8 @@ function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires'
   const enabled = kind === 'txt2img' && body.enable_hr === true;
   if (!enabled && !body.firstpass_image) return undefined;
   const positive = (n: unknown) => (typeof n === 'number' && n > 0 ? n : undefined);
+  const hrCheckpoint = body.hr_checkpoint_name;
+  if (enabled && hrCheckpoint && hrCheckpoint !== 'Use same checkpoint') notImplemented('a separate checkpoint for the hires pass', 'hr_checkpoint_name');
   return {
     hires: {
       scale: positive(body.hr_scale),
@@ -366,7 +368,8 @@ function hiresOf(body: Body, kind: 'txt2img' | 'img2img'): Pick<JobSpec, 'hires'
       denoisingStrength: body.denoising_strength ?? undefined,
       width: positive(body.hr_resize_x),
       height: positive(body.hr_resize_y),
-      sampler: body.hr_sampler_name || undefined,
+      sampler: body.hr_sampler_name && body.hr_sampler_name !== 'Use same sampler' ? body.hr_sampler_name : undefined,
+      schedule: body.hr_scheduler && body.hr_scheduler !== 'Use same scheduler' ? body.hr_scheduler : undefined,
       prompt: body.hr_prompt || undefined,
       negativePrompt: body.hr_negative_prompt || undefined,
     },
@@ -641,7 +644,8 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.post('/sdapi/v1/reload-checkpoint', { schema: { tags: ['a1111'] } }, async () => null);
   app.get('/sdapi/v1/upscalers', { schema: { tags: ['a1111'] } }, async () => [
     ...UPSCALER_NAMES.map((name) => ({ name, model_name: null, model_path: null, model_url: null, scale: 4 })),
-    ...kiln.models.list('upscaler').map((u) => ({ name: u.name, model_name: u.name, model_path: u.path, model_url: null, scale: 4 })),
+    // Only files the engine can read, with paths relative to the models folder (never the server's own paths).
+    ...kiln.upscalers.files().map((u) => ({ name: u.name, model_name: u.arch, model_path: u.relativePath, model_url: null, scale: u.scale })),
   ]);
   app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
   app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => a1111Embeddings(kiln.models));
@@ -737,11 +741,66 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  app.post('/sdapi/v1/extra-single-image', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () =>
-    notImplemented('upscalers (extras)', 'upscaler_1'),
+  /** One image through A1111 Extras as an upscale job; resolves to the stored result and its parameters text. */
+  async function extrasUpscale(req: FastifyRequest, reply: FastifyReply, body: Body, image: string, field: string) {
+    for (const face of ['gfpgan_visibility', 'codeformer_visibility'] as const) {
+      if (typeof body[face] === 'number' && body[face] > 0) notImplemented('face restoration', face);
+    }
+    const mode = body.resize_mode === 1 ? 1 : 0;
+    const spec = baseSpec({
+      kind: 'upscale',
+      prompts: [''],
+      upscale: {
+        mode,
+        scale: mode === 0 ? Number(body.upscaling_resize ?? 2) : undefined,
+        width: mode === 1 ? Number(body.upscaling_resize_w ?? 512) : undefined,
+        height: mode === 1 ? Number(body.upscaling_resize_h ?? 512) : undefined,
+        crop: mode === 1 ? body.upscaling_crop !== false : undefined,
+        upscaler1: String(body.upscaler_1 ?? 'None'),
+        upscaler2: body.upscaler_2 && body.upscaler_2 !== 'None' ? String(body.upscaler_2) : undefined,
+        upscaler2Visibility: typeof body.extras_upscaler_2_visibility === 'number' ? body.extras_upscaler_2_visibility : undefined,
+      },
+      output: { ...SPEC_DEFAULTS.output, format: 'png' },
+    });
+    kiln.checkSpec({ ...spec, initImage: 'pending' });
+    spec.initImage = await storeImageField(kiln, image, field);
+    const job = await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner: ownerOf(req) }));
+    const done = await waitForJob(kiln, reply, job);
+    if (done.state !== 'succeeded') throw jobFailure(done);
+    const [result] = await resultImages(kiln, done);
+    return result!;
+  }
+  const html = (text: string) => `<p>${text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')}</p>`;
+
+  app.post(
+    '/sdapi/v1/extra-single-image',
+    { schema: { tags: ['a1111'], summary: 'A1111 Extras: upscale one image (blocks until done).', body: { type: 'object' } } },
+    async (req, reply) => {
+      const body = req.body as Body;
+      if (typeof body.image !== 'string' || body.image === '') throw new HttpError(422, 'validation', 'image: a base64 image is required');
+      const r = await extrasUpscale(req, reply, body, body.image, 'image');
+      return { html_info: html(r.meta.infotext), image: r.bytes.toString('base64') };
+    },
   );
-  app.post('/sdapi/v1/extra-batch-images', { schema: { tags: ['a1111'], body: { type: 'object' } } }, async () =>
-    notImplemented('upscalers (extras)', 'upscaler_1'),
+  app.post(
+    '/sdapi/v1/extra-batch-images',
+    { schema: { tags: ['a1111'], summary: 'A1111 Extras: upscale several images (blocks until done).', body: { type: 'object' } } },
+    async (req, reply) => {
+      const body = req.body as Body;
+      const list = Array.isArray(body.imageList) ? (body.imageList as { data?: unknown }[]) : [];
+      if (list.length === 0) throw new HttpError(422, 'validation', 'imageList: at least one {data, name} image is required');
+      if (list.length > kiln.config.limits.maxImages)
+        throw new HttpError(400, 'invalid_request', `imageList: ${list.length} images; the limit is ${kiln.config.limits.maxImages} per request`, 'imageList');
+      const images: string[] = [];
+      let info = '';
+      for (const [i, item] of list.entries()) {
+        if (typeof item?.data !== 'string') throw new HttpError(422, 'validation', `imageList.${i}.data: a base64 image is required`);
+        const r = await extrasUpscale(req, reply, body, item.data, `imageList.${i}.data`);
+        images.push(r.bytes.toString('base64'));
+        info = r.meta.infotext;
+      }
+      return { html_info: html(info), images };
+    },
   );
 }
 

@@ -111,7 +111,11 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
   app.get('/loras', { schema: { tags } }, async () => ({ status: 'success', loras: kiln.models.list('lora').map((l) => ({ name: l.name, scale: 1.0 })) }));
   app.get('/upscalers', { schema: { tags } }, async () => ({
     status: 'success',
-    upscalers: kiln.models.list('upscaler').map((u) => ({ name: u.name, path: u.path })),
+    // As the seed: built-in ones with path "internal", files by their path relative to the models folder.
+    upscalers: [
+      ...kiln.upscalers.names({ latent: true }).flatMap((name) => (kiln.upscalers.resolve(name) ? [] : [{ name, path: 'internal' }])),
+      ...kiln.upscalers.files().map((u) => ({ name: u.name, path: u.relativePath })),
+    ],
   }));
   app.get('/sampling_methods', { schema: { tags } }, async () => {
     const names = kiln.samplers().map((s) => s.name);
@@ -200,7 +204,11 @@ function progressOf(job: Job): number {
 
 function phaseOf(job: Job): string {
   if (job.state === 'queued') return 'queued';
-  if (job.state === 'running') return job.phase === 'decoding' ? 'decoding' : job.phase === 'loading' ? 'loading' : 'generation';
+  if (job.state === 'running') {
+    if (job.phase === 'decoding' || job.phase === 'loading' || job.phase === 'upscaling') return job.phase;
+    // With hires fix the seed calls the first pass "initial generation" (0-50 %), then "upscaling" (50-100 %).
+    return job.spec.hires ? 'initial generation' : 'generation';
+  }
   return job.state === 'succeeded' ? 'done' : 'error';
 }
 

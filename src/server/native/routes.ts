@@ -1,11 +1,13 @@
 // The native API, version 1.
 import type { FastifyInstance } from 'fastify';
 import { jobRoutes } from './jobs.ts';
+import { upscaleRoutes } from './upscale.ts';
 import { catalogRoutes } from './catalog.ts';
 import { imageRoutes } from './images.ts';
 
 export async function nativeRoutes(app: FastifyInstance): Promise<void> {
   await jobRoutes(app);
+  await upscaleRoutes(app);
   await catalogRoutes(app);
   await imageRoutes(app);
 }

@@ -200,7 +200,8 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   assert.equal(script.json().detail, 'Script not found');
 
   for (const [field, payload, feature] of [
-    ['enable_hr', { enable_hr: true }, /hires fix/],
+    // (enable_hr used to be here; hires fix runs now: test/server/compat/hires.test.ts.)
+    ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
     ['restore_faces', { restore_faces: true }, /face restoration/],
     ['prompt', { prompt: 'a cat <hypernet:pixel:0.8>' }, /hypernetworks/],
   ] as const) {
@@ -213,9 +214,10 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   const mask = await post('/sdapi/v1/img2img', { prompt: 'x', init_images: ['aGk='], mask: 'aGk=' });
   assert.equal(mask.statusCode, 501);
   assert.match(mask.json().detail, /inpainting masks/);
-  const extras = await post('/sdapi/v1/extra-single-image', { image: 'aGk=', upscaler_1: 'R-ESRGAN 4x+' });
+  // Extras upscaling runs now (test/server/compat/hires.test.ts); its face restoration part does not.
+  const extras = await post('/sdapi/v1/extra-single-image', { image: 'aGk=', upscaler_1: 'Lanczos', gfpgan_visibility: 1 });
   assert.equal(extras.statusCode, 501);
-  assert.match(extras.json().detail, /upscalers/);
+  assert.match(extras.json().detail, /face restoration/);
 });
 
 test('refiner_checkpoint runs the refiner for the last steps (infotext names it); an unknown one is a 400', async () => {

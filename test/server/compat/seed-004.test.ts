@@ -1,6 +1,6 @@
 // Seed 004 (async /txt2img + /queue/{job_id}, listings with friendly model labels) through HTTP on the real
-// engine. The README's example request asks for LoRA and hires fix, which Kiln lacks: as a whole it gets a
-// 501 naming the feature; without those parts (and at 64x64 instead of 1024) it runs, refiner included.
+// engine. The README's example request asks for LoRA, which Kiln lacks: as a whole it gets a
+// 501 naming the feature; without LoRA and hires (and at 64x64 instead of 1024) it runs, refiner included.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
@@ -49,13 +49,15 @@ async function poll(id: string) {
   throw new Error('job did not finish');
 }
 
-test('README example: its hires part answers 501 naming the feature (LoRA runs: see the LoRA tests)', async () => {
+test('README example: LoRA and hires both run now; its unknown LoRA is a 4xx naming it, its hires part is checked against the pixel limits', async () => {
   const r = await post('/txt2img', README_REQUEST);
-  assert.equal(r.statusCode, 501);
+  assert.equal(r.statusCode, 400);
   assert.equal(r.json().status, 'error');
-  assert.match(r.json().error, /^hires: hires fix is not implemented/);
-  const hires = await post('/txt2img', { ...README_REQUEST, loras: [] });
-  assert.match(hires.json().error, /^hires: hires fix is not implemented/);
+  assert.match(r.json().error, /my-lora/);
+  // Hires fix runs now (test/server/compat/hires.test.ts); 1024 x 4 is past the 2048 limit, a 400 naming the field.
+  const hires = await post('/txt2img', { ...README_REQUEST, loras: [], hires: { ...README_REQUEST.hires, scale: 4 } });
+  assert.equal(hires.statusCode, 400);
+  assert.match(hires.json().error, /^hires\.scale: the hires size 4096x4096 exceeds the limits/);
   const refiner = await post('/txt2img', { ...README_REQUEST, loras: [], hires: { enabled: false }, refiner_checkpoint: 'no-such-refiner' });
   assert.equal(refiner.statusCode, 400);
   assert.match(refiner.json().error, /^refiner: unknown model "no-such-refiner"/);
@@ -134,7 +136,19 @@ test('listings: /hello, /models, /models/aliases, /loras, /upscalers, /sampling_
   assert.deepEqual(aliases.models.map((m: any) => m.label).sort(), ['Amanatsu', 'stable-diffusion-xl-base-1.0', 'stable-diffusion-xl-refiner-1.0']);
   assert.equal(typeof aliases.message, 'string');
   assert.deepEqual((await s.app.inject('/loras')).json(), { status: 'success', loras: [] });
-  assert.deepEqual((await s.app.inject('/upscalers')).json(), { status: 'success', upscalers: [] });
+  // No upscaler files here: only the built-in ones, as the seed lists them (issue 13; it used to be empty).
+  const internal = [
+    'Latent',
+    'Latent (antialiased)',
+    'Latent (bicubic)',
+    'Latent (bicubic antialiased)',
+    'Latent (nearest)',
+    'Latent (nearest-exact)',
+    'None',
+    'Lanczos',
+    'Nearest',
+  ];
+  assert.deepEqual((await s.app.inject('/upscalers')).json(), { status: 'success', upscalers: internal.map((name) => ({ name, path: 'internal' })) });
   const sm = (await s.app.inject('/sampling_methods')).json();
   for (const name of ['Euler', 'Euler a', 'DPM++ 2M', 'DPM++ 2M Karras', 'UniPC', 'DDIM']) assert.ok(sm.sampling_methods.includes(name), name);
   assert.deepEqual(sm.scheduler_types, ['default', 'karras', 'exponential', 'ddim', 'pndm']);
