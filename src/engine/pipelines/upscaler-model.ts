@@ -1,12 +1,11 @@
 // An image upscaler loaded from its weights file: the network detected from the keys, its graph built (and
 // cached) once per file, an onnxruntime session, and a runner with spandrel's pad/clamp/crop around it.
 import { createHash } from 'node:crypto';
-import { extname } from 'node:path';
 import { ModelFileError, type Device } from '../api.ts';
 import { detectUpscaler, type TensorSource, UpscalerFormatError, type UpscalerNet } from '../nets/upscaler.ts';
 import { defaultCacheDir, getOrBuildGraph } from '../onnx/cache.ts';
 import { createSession, precisionFor, runSession } from '../runtime.ts';
-import { SafetensorsFile } from '../weights/safetensors.ts';
+import { openTensorFile } from '../weights/tensor-file.ts';
 import { runPadded, type UpscaleNetRunner } from './upscale-image.ts';
 
 export interface UpscalerSettings {
@@ -24,15 +23,11 @@ export interface UpscalerModel {
 
 /** The weights of an upscaler file as a tensor source, with an identity for the graph cache. */
 export function upscalerTensors(file: string): { source: TensorSource; identity: string } {
-  const ext = extname(file).toLowerCase();
-  if (ext !== '.safetensors') {
-    // .pth/.pt state dicts arrive with the restricted pickle reader (src/engine/weights/pickle/); until then
-    // they are refused by name rather than unpickled.
-    throw new ModelFileError(file, `upscaler files in ${ext || 'this'} format cannot be read yet; use a .safetensors copy`);
-  }
-  const f = SafetensorsFile.open(file);
+  // .safetensors, or a pickled .pth/.pt through the restricted unpickler (wrappers such as params_ema unwrapped).
+  const f = openTensorFile(file);
   const source: TensorSource = { names: () => f.names(), shape: (n) => [...f.entry(n).shape], get: (n) => f.tensor(n) };
-  const identity = createHash('sha256').update(`${file}\0${f.size}\0${f.mtimeMs}\0${f.headerText}`).digest('hex');
+  const layout = JSON.stringify(f.names().map((n) => [n, f.entry(n).dtype, f.entry(n).shape]));
+  const identity = createHash('sha256').update(`${file}\0${f.size}\0${f.mtimeMs}\0${layout}`).digest('hex');
   return { source, identity };
 }
 

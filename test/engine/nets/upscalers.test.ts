@@ -86,7 +86,7 @@ test("A1111's upscale_with_model (BGR, tile 32, overlap 8, and untiled) matches 
   assertNearlyExact(tiled.data, file.readBytes('tiled'), 'tiled');
 });
 
-test('a file that is not an upscaler, or is not .safetensors, fails naming the file', async () => {
+test('a file that is not an upscaler, or is missing, fails naming the file', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-bad-upscaler-'));
   try {
     await assert.rejects(
@@ -101,9 +101,29 @@ test('a file that is not an upscaler, or is not .safetensors, fails naming the f
     );
     await assert.rejects(
       openUpscaler(join(dir, 'x.pth'), { device: 'cpu', cacheDir: cache }),
-      (e: unknown) => e instanceof ModelFileError && /x\.pth: .*safetensors/.test((e as Error).message),
+      (e: unknown) => e instanceof ModelFileError && /x\.pth: file not found/.test((e as Error).message),
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('.pth upscalers (read by the restricted unpickler) give the same output as their .safetensors twins', async () => {
+  const r = ref('upscalers/compact_x4');
+  for (const [pth, twin] of [
+    ['compact-x4', 'compact-x4'],
+    ['realesrgan-x2', 'realesrgan-x2'],
+  ] as const) {
+    const a = await openUpscaler(join(FIXTURES, 'tiny-upscalers', `${pth}.pth`), { device: 'cpu', cacheDir: cache, threads: 1 });
+    const b = await upscaler(twin);
+    const input = pth === 'compact-x4' ? r.float('input') : ref('upscalers/realesrgan_x2').float('input');
+    assert.deepEqual(Array.from((await a.run(input)).data), Array.from((await b.run(input)).data), `${pth}.pth equals ${twin}.safetensors`);
+  }
+  // The legacy (pre-1.6) fp16 file holds the same weights rounded to fp16: close, not identical.
+  const legacy = await openUpscaler(join(FIXTURES, 'tiny-upscalers', 'compact-x4-fp16-legacy.pth'), { device: 'cpu', cacheDir: cache, threads: 1 });
+  assertClose(await legacy.run(r.float('input')), await (await upscaler('compact-x4')).run(r.float('input')), 1e-2, 1e-2, 'fp16 legacy .pth');
+  await assert.rejects(
+    openUpscaler(join(FIXTURES, 'tiny-upscalers', 'malicious-system.pth'), { device: 'cpu', cacheDir: cache }),
+    (e: unknown) => e instanceof ModelFileError && /posix system/.test((e as Error).message),
+  );
 });
