@@ -26,6 +26,8 @@ export interface InfotextFields {
   refinerSwitchAt?: number;
   /** Seamless tiling: 'xy' is A1111's "Tiling: True"; one axis is written as "Tile X"/"Tile Y" (asymmetric tiling). */
   tiling?: 'xy' | 'x' | 'y';
+  /** Stage-specific parameters (inpainting's Mask blur, Masked content, ...), written before Version in this order. */
+  extra?: [string, string | number][];
   version?: string;
 }
 
@@ -65,6 +67,7 @@ export function buildInfotext(f: InfotextFields): string {
     ['Tile Y', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'y' ? 'True' : 'False') : undefined],
     ['Refiner', f.refiner],
     ['Refiner switch at', f.refinerSwitchAt !== undefined && f.refiner ? num(f.refinerSwitchAt) : undefined],
+    ...(f.extra ?? []),
     ['Version', f.version],
   ];
   const line = params

@@ -10,6 +10,8 @@ export interface ImageProvenance {
   modelName: string;
   modelHash: string;
   refinerName?: string;
+  /** Stage-specific infotext entries (inpainting). */
+  extra?: [string, string | number][];
 }
 
 export function finishImages(images: RawImage[], req: GenerateRequest, batch: ImageBatch, p: ImageProvenance): GeneratedImage[] {
@@ -37,6 +39,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       refiner: p.refinerName,
       refinerSwitchAt: p.refinerName ? req.refiner?.switchAt : undefined,
       tiling: req.tiling,
+      extra: p.extra,
       version: `kiln-${VERSION}`,
     });
     return { image, seed: batch.seeds[i]!, subseed: batch.subseeds[i]!, prompt: batch.prompts[i]!, negativePrompt: batch.negatives[i]!, infotext };
