@@ -66,7 +66,23 @@ export interface GenerateRequest {
   tiling?: Tiling;
   /** Inpainting: regenerate only where the mask is white (needs `init`). */
   mask?: MaskSettings;
+  /**
+   * Outpainting: grow the init image (fitted to width x height) by these margins and paint the new area through the
+   * inpaint path. The output is (width + left + right) x (height + top + bottom), each rounded up to the latent factor.
+   */
+  outpaint?: OutpaintSettings;
   device?: Device;
+}
+
+export interface OutpaintSettings {
+  left?: number;
+  right?: number;
+  top?: number;
+  bottom?: number;
+  /** A1111 inpainting_fill for the new area (default 0, "fill": the edge colours smeared outwards). */
+  fill?: 0 | 1 | 2 | 3;
+  /** Mask blur in pixels (default 4); the mask reaches 2 x blur into the original so the seam blends. */
+  blur?: number;
 }
 
 /**

@@ -1,7 +1,9 @@
 // txt2img and img2img as five stages: conditioning -> initial latent -> denoise passes -> decode ->
 // post-process. New features are a stage or a denoiser wrapper in their own file (see denoise.ts).
 import type { GenerateOptions, GenerateRequest, GenerateResult } from '../api.ts';
+import { KilnInputError } from '../api.ts';
 import { expandBatch } from './batch.ts';
+import { outpaintRequest } from './outpaint.ts';
 import { conditionBatch } from './conditioning.ts';
 import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
@@ -35,6 +37,10 @@ export async function runPipeline(
 ): Promise<GenerateResult> {
   const started = Date.now();
   const { base, refiner } = models;
+  if (req.outpaint) {
+    if (req.mask) throw new KilnInputError('outpaint: send either a mask or outpaint margins, not both', 'outpaint');
+    req = await outpaintRequest(req, base.latentFactor);
+  }
   const encoderLayers = [base, refiner].flatMap((m) => m?.model.textEncoders.map((t) => t.config.num_hidden_layers) ?? []);
   validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
   const progress = progressReporter(opts.onProgress);
