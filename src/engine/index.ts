@@ -10,6 +10,8 @@ export {
   type GeneratedImage,
   type InitImage,
   type LoadedModelInfo,
+  type MaskSettings,
+  type OutpaintSettings,
   type ModelRef,
   type Phase,
   type ProgressEvent,

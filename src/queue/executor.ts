@@ -5,7 +5,7 @@ import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
 import type { Engine } from './engine.ts';
 import type { Job, JobResult, StoredImage } from './job.ts';
 import { toGenerateRequest } from './job-spec.ts';
-import { loadInputImage } from './inputs.ts';
+import { loadInputImage, loadMaskImage } from './inputs.ts';
 
 export interface RunContext {
   signal: AbortSignal;
@@ -30,9 +30,10 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const model = await deps.resolveModel(spec.model);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
+    const mask = spec.mask?.image ? await loadMaskImage(spec.mask.image, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
-    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner), opts);
+    const result = await deps.engine.generate(toGenerateRequest(spec, model, init, deps.device, refiner, mask), opts);
     const images: StoredImage[] = [];
     try {
       for (const [i, g] of result.images.entries()) {

@@ -14,7 +14,7 @@ import { resolveSeed } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
 import { readPngText } from '../../storage/png-text.ts';
-import { decodeBase64Field } from '../uploads.ts';
+import { decodeBase64Field, storeMaskImage } from '../uploads.ts';
 import { modelHashes, parseInfotext } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { previewPng } from '../preview.ts';
@@ -338,6 +338,9 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
         fill: body.inpainting_fill,
         fullResolution: body.inpaint_full_res,
         padding: body.inpaint_full_res_padding,
+        blurX: body.mask_blur ?? body.mask_blur_x ?? 4,
+        blurY: body.mask_blur ?? body.mask_blur_y ?? 4,
+        round: body.mask_round,
       };
     }
     spec.resizeMode = body.resize_mode ?? 0;
@@ -346,7 +349,16 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     spec.sourceFields = { ...spec.sourceFields, inputImageCount: 'init_images' };
     spec.denoisingStrength = body.denoising_strength ?? 0.75;
     kiln.checkSpec({ ...spec, initImage: 'pending' });
-    spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
+    if (spec.mask) {
+      const maskBytes = decodeBase64Field(body.mask, 'mask', kiln.config.limits);
+      spec.mask.image = await storeMaskImage(maskBytes, kiln.storage, kiln.config.limits, 'mask', { invert: spec.mask.invert });
+    }
+    try {
+      spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
+    } catch (e) {
+      if (spec.mask?.image) await kiln.storage.remove(spec.mask.image).catch(() => undefined);
+      throw e;
+    }
   }
   return spec;
 }
