@@ -171,3 +171,24 @@ test('native /v1: a base64 mask and a multipart mask file inpaint; outpaint grow
   assert.equal(noInit.statusCode, 400, noInit.body);
   assert.equal(noInit.json().error.field, 'mask');
 });
+
+test('A1111 "Poor man\'s outpainting" script grows the canvas on the chosen sides; bad script_args are a 422', async () => {
+  const init = (await initPng()).toString('base64');
+  const r = await post('/sdapi/v1/img2img', {
+    ...small,
+    init_images: [init],
+    script_name: "Poor man's outpainting",
+    script_args: [16, 4, 'fill', ['left', 'down']],
+  });
+  assert.equal(r.statusCode, 200, r.body);
+  const meta = await sharp(Buffer.from(r.json().images[0], 'base64')).metadata();
+  assert.deepEqual([meta.width, meta.height], [W + 16, W + 16]);
+  const bad = await post('/sdapi/v1/img2img', {
+    ...small,
+    init_images: [init],
+    script_name: "Poor man's outpainting",
+    script_args: [16, 4, 'fill', ['sideways']],
+  });
+  assert.equal(bad.statusCode, 422, bad.body);
+  assert.match(bad.body, /script_args: direction/);
+});

@@ -22,6 +22,7 @@ import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, promptNetworks, resultImages, waitForJob, storeImageField, submitWithInput } from './common.ts';
 import { fastApiErrorHandlerWith } from './fastapi.ts';
+import { isPoorMansOutpainting, poorMansOutpaint } from './a1111-outpaint.ts';
 import { OptionsError, parseOptions } from './a1111-options.ts';
 import { KeySettings } from '../key-settings.ts';
 import { seesAllJobs } from '../auth.ts';
@@ -242,7 +243,8 @@ export interface A1111Context {
 export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2img' | 'img2img', ctx: A1111Context = { options: {} }): Promise<JobSpec> {
   const optionValue = (overrides: Record<string, unknown>, key: string, fallback: unknown) => overrides[key] ?? ctx.options[key] ?? fallback;
   const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
-  if (body.script_name) throw new HttpError(422, 'invalid_request', 'Script not found');
+  const outpaint = kind === 'img2img' && isPoorMansOutpainting(body.script_name) ? poorMansOutpaint(body.script_args) : undefined;
+  if (body.script_name && !outpaint) throw new HttpError(422, 'invalid_request', 'Script not found');
   for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
   const vae = optionValue(overrides, 'sd_vae', 'Automatic');
 
@@ -343,6 +345,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
         round: body.mask_round,
       };
     }
+    if (outpaint) spec.outpaint = outpaint;
     spec.resizeMode = body.resize_mode ?? 0;
     spec.inputImageCount = new Set(inits).size;
     spec.initialNoiseMultiplier = body.initial_noise_multiplier ?? undefined;
