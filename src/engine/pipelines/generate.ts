@@ -88,13 +88,16 @@ export async function runPipeline(
     concat: inpaintUnet ? await inpaintConcat(base, initReq, inpaint, count, shape, noise, overrides) : undefined,
   };
   const pass: DenoisePass = { model: cfgDenoiser(base, baseCond, guidance), sigmas: start.sigmas, wrappers: [] };
+  if (refiner && refinerCond && req.refiner && req.refiner.switchAt < 1) {
+    // The refiner is an ordinary UNet: no inpainting channels.
+    pass.wrappers.push(refinerSwitch(cfgDenoiser(refiner, refinerCond, { ...guidance, concat: undefined }), switchSigma(pass.sigmas, req.refiner.switchAt)));
+  }
+  // Outside the refiner switch, so the blend applies to whichever model denoises.
   if (inpaint && start.init) {
     if (inpaint.mode === 'a1111') pass.wrappers.push(x0Blend(start.init, inpaint.repaint));
     else if (!inpaintUnet) pass.wrappers.push(noisedReinjection(start.init, initialNoise, inpaint.repaint, start.sigmas[0]!));
   }
-  if (refiner && refinerCond && req.refiner && req.refiner.switchAt < 1) {
-    pass.wrappers.push(refinerSwitch(cfgDenoiser(refiner, refinerCond, guidance), switchSigma(pass.sigmas, req.refiner.switchAt)));
-  }
+
   const everyEvals = opts.onProgress && opts.preview && opts.preview.everyEvals > 0 ? Math.floor(opts.preview.everyEvals) || 1 : 0;
   const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape) : undefined;
   if (tap) pass.wrappers.push(tap.wrapper);

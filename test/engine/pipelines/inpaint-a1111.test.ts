@@ -156,3 +156,10 @@ test('outpainting grows the canvas by the margins and keeps the original away fr
   assert.ok(differs > 10, 'the left margin holds new content');
   await assert.rejects(engine.generate({ ...base, outpaint: { left: -4 } }), (e: unknown) => e instanceof KilnInputError && e.field === 'outpaint.left');
 });
+
+test('with a refiner taking over, the blend still keeps the outside (a 9-channel base with a 4-channel refiner)', async () => {
+  const req = request({ blurX: 0, blurY: 0, fill: 1 }, `${FIX}/tiny-sd1-inpaint`);
+  const { images } = await engine.generate({ ...req, refiner: { model: { path: `${FIX}/tiny-sd1` }, switchAt: 0.5 } });
+  assertOutsideKept(images[0]!.image, 0, 'refiner');
+  assert.ok(changedInside(images[0]!.image) > 200);
+});
