@@ -70,6 +70,13 @@ export interface GenerateRequest {
   embeddings?: EmbeddingSettings[];
   /** Hires fix (txt2img): upscale the first pass, then a second denoise pass at the larger size. */
   hires?: HiresRequest;
+  /** Inpainting: regenerate only where the mask is white (needs `init`). */
+  mask?: MaskSettings;
+  /**
+   * Outpainting: grow the init image (fitted to width x height) by these margins and paint the new area through the
+   * inpaint path. The output is (width + left + right) x (height + top + bottom), each rounded up to the latent factor.
+   */
+  outpaint?: OutpaintSettings;
   device?: Device;
 }
 
@@ -110,6 +117,41 @@ export interface HiresRequest {
   negativePrompt?: string;
   /** hr_cfg; absent = cfgScale. */
   cfgScale?: number;
+}
+
+export interface OutpaintSettings {
+  left?: number;
+  right?: number;
+  top?: number;
+  bottom?: number;
+  /** A1111 inpainting_fill for the new area (default 0, "fill": the edge colours smeared outwards). */
+  fill?: 0 | 1 | 2 | 3;
+  /** Mask blur in pixels (default 4); the mask reaches 2 x blur into the original so the seam blends. */
+  blur?: number;
+}
+
+/**
+ * An inpainting mask and how to apply it. 'a1111' (default) follows A1111 img2img: blur, masked content, x0 blend
+ * at every step and paste-back onto the original. 'diffusers' follows StableDiffusionInpaintPipeline: a binarized
+ * mask, noised re-injection of the original for 4-channel UNets, no paste-back.
+ */
+export interface MaskSettings {
+  /** White = repaint (luminance; for RGBA with a non-opaque alpha, the alpha). Resized to the image when sizes differ. */
+  image: RawImage;
+  mode?: 'a1111' | 'diffusers';
+  /** Gaussian blur sigma in pixels, horizontally and vertically (A1111 mask_blur_x/y, default 4). */
+  blurX?: number;
+  blurY?: number;
+  /** A1111 inpainting_fill: 0 fill (default), 1 original, 2 latent noise, 3 latent nothing. */
+  fill?: 0 | 1 | 2 | 3;
+  /** A1111 inpaint_full_res ("Only masked"): process a crop around the mask at width x height, paste it back. */
+  fullResolution?: boolean;
+  /** Pixels added around the mask's box in "Only masked" mode. */
+  padding?: number;
+  /** Repaint where the mask is black instead. */
+  invert?: boolean;
+  /** Round the latent mask to 0/1 (A1111 mask_round, default true). */
+  round?: boolean;
 }
 
 /**

@@ -11,6 +11,8 @@ export {
   type HiresRequest,
   type InitImage,
   type LoadedModelInfo,
+  type MaskSettings,
+  type OutpaintSettings,
   type ModelRef,
   type Phase,
   type ProgressEvent,

@@ -38,6 +38,8 @@ export interface InfotextFields {
   hiresResize?: string;
   hiresSteps?: number;
   hiresUpscaler?: string;
+  /** Stage-specific parameters (inpainting's Mask blur, Masked content, ...), written before Version in this order. */
+  extra?: [string, string | number][];
   version?: string;
 }
 
@@ -86,6 +88,7 @@ export function buildInfotext(f: InfotextFields): string {
     ['Hires resize', f.hiresResize],
     ['Hires steps', f.hiresSteps],
     ['Hires upscaler', f.hiresUpscaler],
+    ...(f.extra ?? []),
     ['Lora hashes', f.loraHashes],
     ['Version', f.version],
   ];

@@ -5,7 +5,7 @@ import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
 import type { Engine } from './engine.ts';
 import type { Job, JobResult, StoredImage } from './job.ts';
 import { toGenerateRequest } from './job-spec.ts';
-import { loadInputImage } from './inputs.ts';
+import { loadInputImage, loadMaskImage } from './inputs.ts';
 
 export interface RunContext {
   signal: AbortSignal;
@@ -37,11 +37,12 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const model = await deps.resolveModel(spec.model);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
+    const mask = spec.mask?.image ? await loadMaskImage(spec.mask.image, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
     const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
-    const request = toGenerateRequest(spec, model, init, deps.device, refiner, loraPaths, upscalerPath);
+    const request = toGenerateRequest(spec, model, init, deps.device, refiner, { loraPaths, hiresUpscalerPath: upscalerPath, mask });
     // Only the embeddings a prompt names travel (each one used is a text-encoder graph variant).
     const texts = [...spec.prompts, ...spec.negativePrompts];
     const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));

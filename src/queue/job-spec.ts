@@ -1,7 +1,7 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import { hiresTarget, type GenerateRequest, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
+import { hiresTarget, type GenerateRequest, type MaskSettings, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -73,6 +73,8 @@ export interface JobSpec {
   transparentBackground?: boolean;
   /** img2img inpainting. */
   mask?: MaskSpec;
+  /** img2img outpainting: grow the init image by these margins (pixels) and paint the new area. */
+  outpaint?: OutpaintSpec;
   /** How the init image is fitted to width x height (A1111: 0 just resize, 1 crop, 2 fill, 3 latent upscale). */
   resizeMode?: number;
   /** How many different input images the request carried (one is used per job). */
@@ -188,7 +190,27 @@ export interface MaskSpec {
   fill?: number;
   fullResolution?: boolean;
   padding?: number;
+  /** Separate horizontal / vertical blur (A1111 mask_blur_x / mask_blur_y); `blur` sets both. */
+  blurX?: number;
+  blurY?: number;
+  /** Round the latent mask (A1111 mask_round, default true). */
+  round?: boolean;
+  /** 'a1111' (default) or 'diffusers' (StableDiffusionInpaintPipeline behaviour). */
+  mode?: 'a1111' | 'diffusers';
 }
+
+export interface OutpaintSpec {
+  left?: number;
+  right?: number;
+  top?: number;
+  bottom?: number;
+  /** A1111 inpainting_fill for the new area. */
+  fill?: number;
+  blur?: number;
+}
+
+/** The largest mask blur a request may ask for, in pixels. */
+export const MAX_MASK_BLUR = 64;
 
 export const SPEC_DEFAULTS = {
   width: 512,
@@ -282,6 +304,37 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.timeoutMs !== undefined && !(Number.isFinite(spec.timeoutMs) && spec.timeoutMs > 0))
     throw new SpecError('timeout_s', `must be a positive number of seconds, got ${spec.timeoutMs / 1000}`);
   if (spec.webhook) checkWebhookUrl(spec.webhook.url);
+  checkMaskSpec(spec);
+}
+
+function checkMaskSpec(spec: JobSpec): void {
+  const m = spec.mask;
+  if ((m || spec.outpaint) && spec.kind !== 'img2img') throw new SpecError(m ? 'mask' : 'outpaint', 'needs an init image: use img2img');
+  if (m && spec.outpaint) throw new SpecError('outpaint', 'send either a mask or outpaint margins, not both');
+  for (const [field, v] of [
+    ['mask_blur', m?.blur],
+    ['mask_blur_x', m?.blurX],
+    ['mask_blur_y', m?.blurY],
+    ['outpaint.blur', spec.outpaint?.blur],
+  ] as const)
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0 && v <= MAX_MASK_BLUR)) throw new SpecError(field, `must be from 0 to ${MAX_MASK_BLUR}, got ${v}`);
+  for (const [field, v] of [
+    ['inpainting_fill', m?.fill],
+    ['outpaint.fill', spec.outpaint?.fill],
+  ] as const)
+    if (v !== undefined && ![0, 1, 2, 3].includes(v))
+      throw new SpecError(field, `must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing), got ${v}`);
+  if (m?.padding !== undefined && !(Number.isInteger(m.padding) && m.padding >= 0 && m.padding <= 2048))
+    throw new SpecError('inpaint_full_res_padding', `must be an integer from 0 to 2048, got ${m.padding}`);
+  const o = spec.outpaint;
+  if (o) {
+    for (const side of ['left', 'right', 'top', 'bottom'] as const) {
+      const v = o[side];
+      if (v !== undefined && !(Number.isInteger(v) && v >= 0 && v <= 2048))
+        throw new SpecError(`outpaint.${side}`, `must be an integer from 0 to 2048, got ${v}`);
+    }
+    if (!((o.left ?? 0) + (o.right ?? 0) + (o.top ?? 0) + (o.bottom ?? 0) > 0)) throw new SpecError('outpaint', 'give at least one margin above 0');
+  }
 }
 
 /** The hires size (A1111's rule) within the pixel limits; fields named as the client's surface calls them. */
@@ -330,9 +383,7 @@ export function toGenerateRequest(
   initImage?: RawImage,
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
-  loraPaths?: ReadonlyMap<string, string>,
-  /** The weights file of a model hires upscaler (resolved by the caller from spec.hires.upscaler). */
-  hiresUpscalerPath?: string,
+  inputs: { loraPaths?: ReadonlyMap<string, string>; hiresUpscalerPath?: string; mask?: RawImage } = {},
 ): GenerateRequest {
   return {
     model,
@@ -356,14 +407,14 @@ export function toGenerateRequest(
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
     tiling: spec.tiling === true ? 'xy' : spec.tiling || undefined,
     loras: spec.loras?.length
-      ? spec.loras.map((l) => ({ name: l.name, path: loraPaths?.get(l.name) ?? l.name, te: l.weight, unet: l.unetWeight ?? l.weight }))
+      ? spec.loras.map((l) => ({ name: l.name, path: inputs.loraPaths?.get(l.name) ?? l.name, te: l.weight, unet: l.unetWeight ?? l.weight }))
       : undefined,
     hires: spec.hires && {
       scale: spec.hires.scale,
       resizeX: spec.hires.width,
       resizeY: spec.hires.height,
       upscaler: spec.hires.upscaler ?? 'Latent',
-      upscalerPath: hiresUpscalerPath,
+      upscalerPath: inputs.hiresUpscalerPath,
       steps: spec.hires.steps,
       denoisingStrength: spec.hires.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength,
       sampler: spec.hires.sampler,
@@ -372,6 +423,22 @@ export function toGenerateRequest(
       negativePrompt: spec.hires.negativePrompt,
       cfgScale: spec.hires.cfgScale,
     },
+    mask: inputs.mask && spec.mask ? maskSettings(spec.mask, inputs.mask) : undefined,
+    outpaint: spec.outpaint && { ...spec.outpaint, fill: spec.outpaint.fill as 0 | 1 | 2 | 3 | undefined },
     device,
+  };
+}
+
+function maskSettings(m: MaskSpec, image: RawImage): MaskSettings {
+  return {
+    image,
+    mode: m.mode,
+    blurX: m.blurX ?? m.blur,
+    blurY: m.blurY ?? m.blur,
+    fill: m.fill as 0 | 1 | 2 | 3 | undefined,
+    fullResolution: m.fullResolution,
+    padding: m.padding,
+    invert: m.invert,
+    round: m.round,
   };
 }

@@ -562,7 +562,11 @@ export class JobQueue {
       const expired = await this.backend.finishedBefore(cutoff, 500);
       if (expired.length === 0) return total;
       for (const job of expired) {
-        const names = [...(job.result?.images.map((i) => i.name) ?? []), ...(job.spec.initImage ? [job.spec.initImage] : [])];
+        const names = [
+          ...(job.result?.images.map((i) => i.name) ?? []),
+          ...(job.spec.initImage ? [job.spec.initImage] : []),
+          ...(job.spec.mask?.image ? [job.spec.mask.image] : []),
+        ];
         for (const n of names) await this.opts.storage?.remove(n).catch(() => undefined);
       }
       await this.backend.delete(expired.map((j) => j.id));

@@ -25,6 +25,52 @@ export function decodeBase64Field(value: string, field: string, limits: Limits):
 
 /** Validates an uploaded image and stores it as PNG; returns the stored name. */
 export async function storeInputImage(bytes: Buffer, store: ImageStore, limits: Limits, field = 'init_image'): Promise<string> {
+  const png = await validatedPng(bytes, limits, field);
+  const name = `input-${randomUUID()}.png`;
+  await store.write(name, png);
+  return name;
+}
+
+export interface MaskUploadOptions {
+  /** OpenAI's convention: fully transparent pixels are the ones to repaint (stored as white on black). */
+  transparentRepaints?: boolean;
+  /** The request inverts the mask, so an all-white mask is the empty one. */
+  invert?: boolean;
+}
+
+/**
+ * Validates an uploaded inpainting mask and stores it as PNG: white (or, for RGBA with real alpha, opaque) =
+ * repaint, as A1111 reads masks. A mask with nothing to repaint is refused here, naming the field, rather than
+ * failing the job later.
+ */
+export async function storeMaskImage(bytes: Buffer, store: ImageStore, limits: Limits, field: string, opts: MaskUploadOptions = {}): Promise<string> {
+  let png = await validatedPng(bytes, limits, field);
+  const { data, info } = await sharp(png).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+  const n = info.width * info.height;
+  const grey = new Uint8Array(n);
+  let hasAlpha = false;
+  for (let p = 0; p < n && !hasAlpha; p++) hasAlpha = data[p * 4 + 3]! !== 255;
+  for (let p = 0; p < n; p++) {
+    const i = p * 4;
+    if (opts.transparentRepaints) grey[p] = data[i + 3]! < 128 ? 255 : 0;
+    else grey[p] = hasAlpha ? data[i + 3]! : Math.round(data[i]! * 0.299 + data[i + 1]! * 0.587 + data[i + 2]! * 0.114);
+  }
+  // A1111 rounds masks at 128: nothing above it (below it, when inverted) means nothing to repaint.
+  const repaints = opts.invert ? grey.some((v) => v <= 128) : grey.some((v) => v > 128);
+  if (!repaints) {
+    const what = opts.transparentRepaints ? 'has no transparent pixels' : opts.invert ? 'is all white and inverted' : 'is all black';
+    throw new SpecError(field, `${what}, so nothing would be repainted; mark the area to regenerate ${opts.transparentRepaints ? 'transparent' : 'white'}`);
+  }
+  if (opts.transparentRepaints)
+    png = await sharp(grey, { raw: { width: info.width, height: info.height, channels: 1 } })
+      .png()
+      .toBuffer();
+  const name = `input-${randomUUID()}.png`;
+  await store.write(name, png);
+  return name;
+}
+
+async function validatedPng(bytes: Buffer, limits: Limits, field: string): Promise<Buffer> {
   if (bytes.length > limits.uploadBytes) throw new SpecError(field, `is ${bytes.length} bytes; the upload limit is ${limits.uploadBytes} bytes`);
   let meta: Metadata;
   try {
@@ -38,13 +84,9 @@ export async function storeInputImage(bytes: Buffer, store: ImageStore, limits: 
   if (w * h > limits.maxDecodedPixels || w === 0 || h === 0) {
     throw new SpecError(field, `is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxDecodedPixels}`);
   }
-  let png: Buffer;
   try {
-    png = await sharp(bytes, { limitInputPixels: limits.maxDecodedPixels, failOn: 'error' }).rotate().png().toBuffer();
+    return await sharp(bytes, { limitInputPixels: limits.maxDecodedPixels, failOn: 'error' }).rotate().png().toBuffer();
   } catch (e) {
     throw new SpecError(field, `could not be decoded: ${(e as Error).message}`);
   }
-  const name = `input-${randomUUID()}.png`;
-  await store.write(name, png);
-  return name;
 }

@@ -1,15 +1,21 @@
 // txt2img and img2img as five stages: conditioning -> initial latent -> denoise passes -> decode ->
 // post-process. New features are a stage or a denoiser wrapper in their own file (see denoise.ts).
 import type { GenerateOptions, GenerateRequest, GenerateResult, ProgressEvent } from '../api.ts';
+import { KilnInputError } from '../api.ts';
 import { addNoise } from '../samplers/index.ts';
 import { expandBatch, type ImageBatch } from './batch.ts';
+import { outpaintRequest } from './outpaint.ts';
 import { conditionBatch, type BatchConditioning } from './conditioning.ts';
 import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { PreviewTap } from './denoisers/preview-tap.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
-import { batchNoise, initialLatent } from './initial-latent.ts';
+import { x0Blend, noisedReinjection, blendWithInit } from './denoisers/inpaint-blend.ts';
+import { isInpaintingUnet } from '../families/unet-feeds.ts';
+import { finishInpaint, inpaintChannels, maskedImagePixels, prepareInpaint, type PreparedInpaint } from './inpaint.ts';
+import { nearestToLatent } from './mask.ts';
+import { batchNoise, encodeInitImage, initialLatent } from './initial-latent.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
@@ -34,6 +40,10 @@ export async function runPipeline(
 ): Promise<GenerateResult> {
   const started = Date.now();
   const { base, refiner } = models;
+  if (req.outpaint) {
+    if (req.mask) throw new KilnInputError('outpaint: send either a mask or outpaint margins, not both', 'outpaint');
+    req = await outpaintRequest(req, base.latentFactor);
+  }
   const encoderLayers = [base, refiner].flatMap((m) => m?.model.textEncoders.map((t) => t.config.num_hidden_layers) ?? []);
   validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
   validateHires(req, base.latentFactor);
@@ -54,7 +64,22 @@ export async function runPipeline(
   const plan = planRequest(base, req);
   const shape: [number, number, number] = [base.latentChannels, req.height / base.latentFactor, req.width / base.latentFactor];
   const noise = batchNoise(req, batch, shape, base.latentFactor);
-  const start = await initialLatent(base, req, plan, noise, count, overrides);
+  // Inpainting: the mask stage runs first; its (cropped, filled) image is what gets encoded.
+  const inpaint = req.mask ? await prepareInpaint(req, base.latentFactor) : undefined;
+  const initReq = inpaint && req.init ? { ...req, init: { ...req.init, image: inpaint.image } } : req;
+  const initialNoise = overrides.initialNoise ?? noise.initial;
+  const start = await initialLatent(base, initReq, plan, noise, count, overrides, {
+    // A1111 "latent noise" / "latent nothing" replace the masked area of the clean init latent.
+    adjust:
+      inpaint && (inpaint.fill === 2 || inpaint.fill === 3)
+        ? (l) => blendWithInit(inpaint.fill === 2 ? initialNoise : new Float32Array(l.length), l, inpaint.repaint)
+        : undefined,
+    pureNoiseAtFullStrength: inpaint?.mode === 'diffusers',
+  });
+  const inpaintUnet = isInpaintingUnet(base.model.unetConfig.in_channels, base.latentChannels);
+  // The hires pass would need the 9 channels rebuilt at its size; refuse before any work rather than fail after it.
+  if (inpaintUnet && req.hires)
+    throw new KilnInputError('hires: hires fix on an inpainting (9-channel) model is not supported yet; use an ordinary checkpoint', 'hires');
 
   // 3. Denoise passes.
   const t1 = Date.now();
@@ -67,11 +92,19 @@ export async function runPipeline(
     extras: { width: req.width, height: req.height },
     // Every pass (the refiner's too, and later hires fix's) runs the tiled graphs when the request tiles.
     tiling: req.tiling,
+    concat: inpaintUnet ? await inpaintConcat(base, initReq, inpaint, count, shape, noise, overrides) : undefined,
   };
   const pass: DenoisePass = { model: cfgDenoiser(base, baseCond, guidance), sigmas: start.sigmas, wrappers: [] };
   if (refiner && refinerCond && req.refiner && req.refiner.switchAt < 1) {
-    pass.wrappers.push(refinerSwitch(cfgDenoiser(refiner, refinerCond, guidance), switchSigma(pass.sigmas, req.refiner.switchAt)));
+    // The refiner is an ordinary UNet: no inpainting channels.
+    pass.wrappers.push(refinerSwitch(cfgDenoiser(refiner, refinerCond, { ...guidance, concat: undefined }), switchSigma(pass.sigmas, req.refiner.switchAt)));
   }
+  // Outside the refiner switch, so the blend applies to whichever model denoises.
+  if (inpaint && start.init) {
+    if (inpaint.mode === 'a1111') pass.wrappers.push(x0Blend(start.init, inpaint.repaint));
+    else if (!inpaintUnet) pass.wrappers.push(noisedReinjection(start.init, initialNoise, inpaint.repaint, start.sigmas[0]!));
+  }
+
   const everyEvals = opts.onProgress && opts.preview && opts.preview.everyEvals > 0 ? Math.floor(opts.preview.everyEvals) || 1 : 0;
   const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape) : undefined;
   if (tap) pass.wrappers.push(tap.wrapper);
@@ -99,6 +132,8 @@ export async function runPipeline(
   tap?.clear();
   const lastPass = passes[passes.length - 1]!;
   let latents = toDecoderSpace(sampled, lastPass.sigmas[lastPass.sigmas.length - 1]!);
+  // Both A1111 and diffusers (4-channel) put the original latent back where nothing was to be repainted.
+  if (inpaint && start.init && (inpaint.mode === 'a1111' || !inpaintUnet)) latents = blendWithInit(latents, start.init, inpaint.repaint);
   let outShape = shape;
   if (req.hires && hires) {
     const second = await runHiresPass(base, req, batch, latents, shape, hires, guidance, baseCond, opts, firstEvals, totalEvals, progress);
@@ -113,16 +148,18 @@ export async function runPipeline(
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
   const decoded = await decodeLatents(base, latents, count, outShape, req.tiling);
+  const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
 
   // 5. Post-process.
   const loraHashes = await loraHashesText(req.loras ?? []);
-  const images = finishImages(decoded, req, batch, {
+  const images = finishImages(pasted, req, batch, {
     plan,
     modelName: base.model.name,
     modelHash: await base.model.hash(),
     refinerName: refiner?.model.name,
     loraHashes,
     hiresSamplerName: hires?.plan.samplerName,
+    extra: inpaint?.extra,
   });
   timings.decodeMs = Date.now() - t2;
   timings.totalMs = Date.now() - started;
@@ -182,4 +219,25 @@ async function runHiresPass(
     },
   });
   return { latents: toDecoderSpace(sampled, hires.sigmas[hires.sigmas.length - 1]!), shape: up.shape };
+}
+
+/**
+ * A 9-channel UNet's extra channels: the mask at latent size and the latent of the image with the masked area
+ * blanked. Without a mask (txt2img on an inpainting model) everything is masked: an all-ones mask and a blank image.
+ */
+async function inpaintConcat(
+  ms: ModelSessions,
+  req: GenerateRequest,
+  inpaint: PreparedInpaint | undefined,
+  count: number,
+  shape: [number, number, number],
+  noise: { next(): Float32Array },
+  overrides: NoiseOverrides,
+): Promise<{ channels: number; data: Float32Array }> {
+  const [c, h, w] = shape;
+  const plane = inpaint ? inpaint.condMask : { data: new Float32Array(req.width * req.height).fill(255), width: req.width, height: req.height };
+  const image = inpaint?.image ?? { data: new Uint8Array(req.width * req.height * 3), width: req.width, height: req.height, channels: 3 as const };
+  const pixels = maskedImagePixels(image, plane);
+  const latent = await encodeInitImage(ms, pixels, count, overrides.maskedImageSampleNoise ?? noise.next(), req.tiling);
+  return { channels: 1 + c, data: inpaintChannels(nearestToLatent(plane, w, h), latent, count) };
 }

@@ -15,6 +15,16 @@ export interface InitialLatent {
   x: Float32Array;
   /** The sigmas the first pass walks from x. */
   sigmas: number[];
+  /** img2img: the clean (un-noised) init latent [B, C, h, w], after `InitLatentOptions.adjust`. */
+  init?: Float32Array;
+}
+
+/** Inpainting's changes to the img2img start. */
+export interface InitLatentOptions {
+  /** Changes the clean init latent before it is noised (A1111 "latent noise" / "latent nothing"). */
+  adjust?: (init: Float32Array) => Float32Array;
+  /** diffusers' inpaint pipeline: at strength 1 start from pure noise, as txt2img does, not from the noised image. */
+  pureNoiseAtFullStrength?: boolean;
 }
 
 /** The batch's noise generator(s): initial noise of every image, then fresh draws for the sampler. */
@@ -38,18 +48,25 @@ export async function initialLatent(
   noise: BatchNoise,
   count: number,
   overrides: NoiseOverrides,
+  options: InitLatentOptions = {},
 ): Promise<InitialLatent> {
   const initialNoise = overrides.initialNoise ?? noise.initial;
   if (req.init) {
     const sigmas = img2imgSigmasDiffusers(plan.sigmas, req.init.strength);
     const pixels = overrides.initImagePixels ?? imageToTensor(await resizeImage(req.init.image, req.width, req.height));
-    const initLatent = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next(), req.tiling);
-    return { x: sigmas.length > 1 ? addNoise(initLatent, initialNoise, sigmas[0]!) : initLatent, sigmas };
+    const encoded = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next(), req.tiling);
+    const initLatent = options.adjust ? options.adjust(encoded) : encoded;
+    if (options.pureNoiseAtFullStrength && req.init.strength >= 1) return { x: scaledNoise(initialNoise, plan), sigmas, init: initLatent };
+    return { x: sigmas.length > 1 ? addNoise(initLatent, initialNoise, sigmas[0]!) : initLatent, sigmas, init: initLatent };
   }
+  return { x: scaledNoise(initialNoise, plan), sigmas: plan.sigmas };
+}
+
+function scaledNoise(initialNoise: Float32Array, plan: SamplingPlan): Float32Array {
   const x = new Float32Array(initialNoise.length);
   const scale = initialNoiseScale(plan);
   for (let i = 0; i < x.length; i++) x[i] = initialNoise[i]! * scale;
-  return { x, sigmas: plan.sigmas };
+  return x;
 }
 
 /**
@@ -62,7 +79,7 @@ function initialNoiseScale(plan: SamplingPlan): number {
 }
 
 /** img2img: VAE-encode the init image and sample its latent distribution, scaled into latent space. */
-async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array, tiling?: Tiling): Promise<Float32Array> {
+export async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array, tiling?: Tiling): Promise<Float32Array> {
   const encoder = await ms.vaeEncoder(tiling);
   const { mean, logvar } = await runSession(encoder, { image: pixels });
   const per = mean!.data.length;

@@ -9,6 +9,8 @@ export interface NoiseOverrides {
   vaeSampleNoise?: Float32Array;
   /** img2img: the init image as float pixels [1,3,H,W] in [-1,1] instead of req.init's 8-bit data. */
   initImagePixels?: Tensor;
+  /** Inpainting with a 9-channel UNet: unit noise for sampling the masked image's latent distribution. */
+  maskedImageSampleNoise?: Float32Array;
   /** Receives the final latents (before decode) for comparisons. */
   onFinalLatents?: (latents: Tensor) => void;
 }

@@ -13,6 +13,8 @@ export interface ImageProvenance {
   loraHashes?: string;
   /** The hires pass's sampler, when hires fix ran. */
   hiresSamplerName?: string;
+  /** Stage-specific infotext entries (inpainting). */
+  extra?: [string, string | number][];
 }
 
 export function finishImages(images: RawImage[], req: GenerateRequest, batch: ImageBatch, p: ImageProvenance): GeneratedImage[] {
@@ -42,6 +44,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       tiling: req.tiling,
       loraHashes: p.loraHashes,
       ...hiresInfotext(req, p, i, batch),
+      extra: p.extra,
       version: `kiln-${VERSION}`,
     });
     return { image, seed: batch.seeds[i]!, subseed: batch.subseeds[i]!, prompt: batch.prompts[i]!, negativePrompt: batch.negatives[i]!, infotext };

@@ -1,5 +1,6 @@
 // Engine-side checks of a generation request. The server validates earlier with its own limits; these
 // guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
+import { validateMask } from './inpaint.ts';
 import { KilnInputError, type GenerateRequest, type Tiling } from '../api.ts';
 
 /**
@@ -46,6 +47,10 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
     num(req.init.strength, 'denoising_strength', 0, 1);
     const { width, height, channels, data } = req.init.image;
     if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
+  }
+  if (req.mask) {
+    if (!req.init) throw new KilnInputError('mask: a mask needs an init image to repaint (img2img)', 'mask');
+    validateMask(req.mask);
   }
   if (req.refiner) num(req.refiner.switchAt, 'refiner_switch_at', 0, 1);
   if ((req.loras?.length ?? 0) > 64) throw new KilnInputError(`at most 64 LoRAs per request, got ${req.loras!.length}`, 'loras');

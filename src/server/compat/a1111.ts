@@ -16,7 +16,7 @@ import { resolveSeed } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
 import { readPngText } from '../../storage/png-text.ts';
-import { decodeBase64Field } from '../uploads.ts';
+import { decodeBase64Field, storeMaskImage } from '../uploads.ts';
 import { modelHashes, parseInfotext } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { previewPng } from '../preview.ts';
@@ -24,6 +24,7 @@ import { VERSION } from '../../version.ts';
 import type { ModelEntry } from '../models/registry.ts';
 import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, promptNetworks, resultImages, waitForJob, storeImageField, submitWithInput } from './common.ts';
 import { fastApiErrorHandlerWith } from './fastapi.ts';
+import { isPoorMansOutpainting, poorMansOutpaint } from './a1111-outpaint.ts';
 import { OptionsError, parseOptions } from './a1111-options.ts';
 import { KeySettings } from '../key-settings.ts';
 import { seesAllJobs } from '../auth.ts';
@@ -244,7 +245,8 @@ export interface A1111Context {
 export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2img' | 'img2img', ctx: A1111Context = { options: {} }): Promise<JobSpec> {
   const optionValue = (overrides: Record<string, unknown>, key: string, fallback: unknown) => overrides[key] ?? ctx.options[key] ?? fallback;
   const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
-  if (body.script_name) throw new HttpError(422, 'invalid_request', 'Script not found');
+  const outpaint = kind === 'img2img' && isPoorMansOutpainting(body.script_name) ? poorMansOutpaint(body.script_args) : undefined;
+  if (body.script_name && !outpaint) throw new HttpError(422, 'invalid_request', 'Script not found');
   for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
   const vae = optionValue(overrides, 'sd_vae', 'Automatic');
 
@@ -340,15 +342,28 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
         fill: body.inpainting_fill,
         fullResolution: body.inpaint_full_res,
         padding: body.inpaint_full_res_padding,
+        blurX: body.mask_blur ?? body.mask_blur_x ?? 4,
+        blurY: body.mask_blur ?? body.mask_blur_y ?? 4,
+        round: body.mask_round,
       };
     }
+    if (outpaint) spec.outpaint = outpaint;
     spec.resizeMode = body.resize_mode ?? 0;
     spec.inputImageCount = new Set(inits).size;
     spec.initialNoiseMultiplier = body.initial_noise_multiplier ?? undefined;
     spec.sourceFields = { ...spec.sourceFields, inputImageCount: 'init_images' };
     spec.denoisingStrength = body.denoising_strength ?? 0.75;
     kiln.checkSpec({ ...spec, initImage: 'pending' });
-    spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
+    if (spec.mask) {
+      const maskBytes = decodeBase64Field(body.mask, 'mask', kiln.config.limits);
+      spec.mask.image = await storeMaskImage(maskBytes, kiln.storage, kiln.config.limits, 'mask', { invert: spec.mask.invert });
+    }
+    try {
+      spec.initImage = await storeImageField(kiln, inits[0]!, 'init_images');
+    } catch (e) {
+      if (spec.mask?.image) await kiln.storage.remove(spec.mask.image).catch(() => undefined);
+      throw e;
+    }
   }
   return spec;
 }

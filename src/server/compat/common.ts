@@ -143,6 +143,7 @@ export async function submitWithInput(kiln: KilnServices, spec: JobSpec, fn: () 
     return await fn();
   } catch (e) {
     if (spec.initImage) await kiln.storage.remove(spec.initImage).catch(() => undefined);
+    if (spec.mask?.image) await kiln.storage.remove(spec.mask.image).catch(() => undefined);
     throw e;
   }
 }

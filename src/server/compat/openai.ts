@@ -14,6 +14,7 @@ import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
 import { baseUrl, imageUrl } from '../native/views.ts';
 import { baseSpec, floor8, generateImages, parseSize, promptNetworks, sendClassified, storeImageBytes } from './common.ts';
+import { storeMaskImage } from '../uploads.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors.
@@ -279,10 +280,18 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     const bytes = uploads.images[0]!;
     const spec = toSpec(kiln, variation ? { ...body, prompt: '', strength: 0.6 } : body, 'img2img', await sizeOf(bytes, kiln.config.limits));
     spec.inputImageCount = uploads.images.length;
-    if (uploads.mask) spec.mask = {};
+    // OpenAI masks: fully transparent pixels are the ones to repaint; the whole picture is processed.
+    if (uploads.mask) spec.mask = { fullResolution: false };
     spec.sourceFields = { ...spec.sourceFields, inputImageCount: 'image', mask: 'mask' };
     kiln.checkSpec({ ...spec, initImage: 'pending' });
-    spec.initImage = await storeImageBytes(kiln, bytes, 'image');
+    if (spec.mask && uploads.mask)
+      spec.mask.image = await storeMaskImage(uploads.mask, kiln.storage, kiln.config.limits, 'mask', { transparentRepaints: true });
+    try {
+      spec.initImage = await storeImageBytes(kiln, bytes, 'image');
+    } catch (e) {
+      if (spec.mask?.image) await kiln.storage.remove(spec.mask.image).catch(() => undefined);
+      throw e;
+    }
     return respond(req, reply, body, spec, 'image_edit');
   };
 

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ResponseKind } from '../../queue/job-spec.ts';
 import { nativeRequestSchema, specFromNative } from './request.ts';
 import type { NativeRequest } from './request.ts';
-import { decodeBase64Field } from '../uploads.ts';
+import { decodeBase64Field, storeMaskImage } from '../uploads.ts';
 import type { Job } from '../../queue/job.ts';
 import { JOB_STATES } from '../../queue/job.ts';
 import { HttpError } from '../errors.ts';
@@ -42,12 +42,16 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     const bytes = req.upload?.bytes ?? (b.init_image !== undefined ? decodeBase64Field(b.init_image, 'init_image', kiln.config.limits) : undefined);
     // Cheap checks first, so a bad request is refused before its upload is decoded and stored.
     kiln.checkSpec(specFromNative(b, kiln.config.limits, bytes ? 'pending-upload' : undefined));
-    if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
-    const spec = specFromNative(b, kiln.config.limits, initImage);
+    const maskBytes = b.mask ? (req.maskUpload ?? decodeBase64Field(b.mask.image, 'mask.image', kiln.config.limits)) : undefined;
+    const mask = maskBytes ? await storeMaskImage(maskBytes, kiln.storage, kiln.config.limits, 'mask.image', { invert: b.mask?.invert }) : undefined;
     try {
+      if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
+      const spec = specFromNative(b, kiln.config.limits, initImage);
+      if (spec.mask && mask) spec.mask.image = mask;
       return await kiln.submit(spec, { owner: req.principal.name });
     } catch (e) {
       if (initImage) await kiln.storage.remove(initImage).catch(() => undefined);
+      if (mask) await kiln.storage.remove(mask).catch(() => undefined);
       throw e;
     }
   };

@@ -116,11 +116,29 @@ export function nativeRequestSchema(limits: Limits) {
         description: 'img2img inpainting mask.',
         properties: {
           image: { type: 'string', minLength: 1, description: 'base64 or a data: URI; white = repaint.' },
-          blur: { type: 'integer', minimum: 0, maximum: 256 },
+          blur: { type: 'integer', minimum: 0, maximum: 64, description: 'Gaussian blur of the mask edge in pixels (default 4).' },
           invert: { type: 'boolean' },
           fill: { type: 'integer', minimum: 0, maximum: 3, description: 'A1111 inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing.' },
-          full_resolution: { type: 'boolean' },
+          full_resolution: { type: 'boolean', description: 'A1111 "Only masked": process a crop around the mask at width x height (default false).' },
           padding: { type: 'integer', minimum: 0, maximum: 2048 },
+          mode: {
+            type: 'string',
+            enum: ['a1111', 'diffusers'],
+            description: '"a1111" (default): blur, masked content, paste-back. "diffusers": StableDiffusionInpaintPipeline behaviour.',
+          },
+        },
+      },
+      outpaint: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'img2img outpainting: grow init_image (fitted to width x height) by these margins in pixels and paint the new area.',
+        properties: {
+          left: { type: 'integer', minimum: 0, maximum: 2048 },
+          right: { type: 'integer', minimum: 0, maximum: 2048 },
+          top: { type: 'integer', minimum: 0, maximum: 2048 },
+          bottom: { type: 'integer', minimum: 0, maximum: 2048 },
+          fill: { type: 'integer', minimum: 0, maximum: 3, description: 'How the new area starts (inpainting_fill; default 0, fill).' },
+          blur: { type: 'integer', minimum: 0, maximum: 64 },
         },
       },
       resize_mode: { type: 'integer', minimum: 0, maximum: 3, description: 'How init_image is fitted: 0 just resize, 1 crop, 2 fill, 3 latent upscale.' },
@@ -190,7 +208,8 @@ export interface NativeRequest {
   tiling?: boolean | 'x' | 'y';
   restore_faces?: boolean;
   transparent_background?: boolean;
-  mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number };
+  mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number; mode?: 'a1111' | 'diffusers' };
+  outpaint?: { left?: number; right?: number; top?: number; bottom?: number; fill?: number; blur?: number };
   resize_mode?: number;
   initial_noise_multiplier?: number;
   s_min_uncond?: number;
@@ -261,14 +280,16 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     tiling: body.tiling,
     restoreFaces: body.restore_faces,
     transparentBackground: body.transparent_background,
-    // The mask image is decoded and stored once inpainting exists; until then the capability check refuses it.
+    // The mask image itself is decoded and stored by the route (mask.image or a multipart `mask` file).
     mask: body.mask && {
       blur: body.mask.blur,
       invert: body.mask.invert,
       fill: body.mask.fill,
       fullResolution: body.mask.full_resolution,
       padding: body.mask.padding,
+      mode: body.mask.mode,
     },
+    outpaint: body.outpaint,
     resizeMode: body.resize_mode,
     initialNoiseMultiplier: body.initial_noise_multiplier,
     sMinUncond: body.s_min_uncond,

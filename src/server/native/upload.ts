@@ -9,10 +9,13 @@ import { jsonDepth, tooDeepMessage } from '../json-depth.ts';
 declare module 'fastify' {
   interface FastifyRequest {
     upload?: { field: string; bytes: Buffer };
+    /** A multipart `mask` file (inpainting), used as mask.image. */
+    maskUpload?: Buffer;
   }
 }
 
 const FILE_FIELDS = ['init_image', 'image'];
+const MASK_FIELD = 'mask';
 
 /** Form fields that hold JSON are bounded like a JSON body (see json-depth.ts). */
 function checkDepth(name: string, raw: string, maxDepth: number): void {
@@ -58,13 +61,32 @@ function addField(body: Record<string, unknown>, name: string, raw: string, maxD
 
 export async function assembleMultipart(req: FastifyRequest): Promise<void> {
   const form = await readMultipart(req, {
-    fileFields: FILE_FIELDS,
-    unknownFile: (field) => new HttpError(400, 'invalid_request', `${field}: is not a known file field (use init_image)`, field),
+    fileFields: [...FILE_FIELDS, MASK_FIELD],
+    unknownFile: (field) => new HttpError(400, 'invalid_request', `${field}: is not a known file field (use init_image or mask)`, field),
     addField: (body, name, raw) => addField(body, name, raw, req.server.kiln.config.http.maxJsonDepth),
   });
   if (!form) return;
   const bytes = lastFile(form, ...FILE_FIELDS);
   if (bytes) req.upload = { field: 'init_image', bytes };
+  const mask = lastFile(form, MASK_FIELD);
+  if (mask) {
+    // Mask settings may come in `request`'s or a JSON `mask` field's object; the file is its image.
+    let settings = form.body.mask;
+    if (typeof settings === 'string') {
+      try {
+        settings = JSON.parse(settings);
+      } catch {
+        throw new HttpError(
+          400,
+          'invalid_request',
+          'mask: the text field must be a JSON object of mask settings (the image goes in the mask file field)',
+          'mask',
+        );
+      }
+    }
+    form.body.mask = { ...(typeof settings === 'object' && settings !== null && !Array.isArray(settings) ? settings : {}), image: 'multipart' };
+    req.maskUpload = mask;
+  }
   if (req.upload && form.body.type === undefined) form.body.type = 'img2img';
   req.body = form.body;
 }

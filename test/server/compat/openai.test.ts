@@ -110,7 +110,8 @@ test('openai client: errors arrive as APIError with OpenAI error objects', async
       mask: await toFile(mask, 'm.png', { type: 'image/png' }),
       prompt: 'x',
     }),
-    (e: any) => e.status === 501 && e.error?.param === 'mask' && /inpainting masks/.test(e.message),
+    // Inpainting exists now: an opaque mask (nothing transparent, so nothing to repaint) is a 400 naming it.
+    (e: any) => e.status === 400 && e.error?.param === 'mask' && /no transparent pixels/.test(e.message),
   );
   const noKey = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'wrong-key', maxRetries: 0 });
   await assert.rejects(noKey.images.generate({ prompt: 'x' }), (e: any) => e.status === 401 && e.error?.code === 'invalid_api_key');

@@ -6,6 +6,7 @@ import type { DiffusionExtras } from '../../families/types.ts';
 import type { Tensor } from '../../tensor.ts';
 import { runSession, type Feed } from '../../runtime.ts';
 import type { Denoiser, ModelSchedule, TimestepMode } from '../../samplers/index.ts';
+import { withConcatChannels, type ConcatChannels } from '../../families/unet-feeds.ts';
 import type { BatchConditioning } from '../conditioning.ts';
 import type { ModelSessions } from '../model-sessions.ts';
 
@@ -23,6 +24,8 @@ export interface GuidanceSettings {
   extras: DiffusionExtras;
   /** Seamless tiling: the network runs as its tiled graph variant. */
   tiling?: Tiling;
+  /** Inpainting UNets: extra input channels [count, channels, h, w] after the latent (unet-feeds.ts). */
+  concat?: ConcatChannels;
 }
 
 export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: GuidanceSettings): Denoiser {
@@ -62,7 +65,15 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
       const batch = rows.length;
       const sample = new Float32Array(batch * per);
       rows.forEach((r, j) => sample.set(xScaled.subarray((r % count) * per, ((r % count) + 1) * per), j * per));
-      const result = await runSession(session, feeds.stepFeeds({ shape: [batch, ...shape], data: sample }, { timestep, sigma }, condition));
+      const input = s.concat
+        ? withConcatChannels(
+            sample,
+            rows.map((r) => r % count),
+            shape,
+            s.concat,
+          )
+        : { shape: [batch, ...shape], data: sample };
+      const result = await runSession(session, feeds.stepFeeds(input, { timestep, sigma }, condition));
       const pred = result[feeds.output]!.data;
       for (let i = 0; i < n; i++) {
         const target = out.subarray((start + i) * per, (start + i + 1) * per);
