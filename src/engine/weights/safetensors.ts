@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { ModelFileError } from '../api.ts';
 import type { Tensor } from '../tensor.ts';
-import { bf16ToF32, f16ToF32 } from './float.ts';
+import { decodeFloat32, decodeInt, dtypeBytes, type IntArray, isKnownDType, KNOWN_DTYPES } from './decode.ts';
 import { pickleMagic, pickledFileError, refusePickledName } from './pickle-guard.ts';
 import type { WeightDType } from './types.ts';
 
@@ -17,23 +17,10 @@ export interface TensorEntry {
   end: number;
 }
 
-const DTYPE_BYTES: Record<WeightDType, number> = {
-  F64: 8,
-  F32: 4,
-  F16: 2,
-  BF16: 2,
-  I64: 8,
-  I32: 4,
-  I16: 2,
-  I8: 1,
-  U8: 1,
-  BOOL: 1,
-};
-
 /** Headers above this are not plausible (a 7 GB SDXL checkpoint has ~200 KB); guards against garbage lengths. */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
-export type IntArray = BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
+export type { IntArray } from './decode.ts';
 
 export class SafetensorsFile {
   readonly file: string;
@@ -124,7 +111,7 @@ export class SafetensorsFile {
    */
   readBytes(name: string, start = 0, count?: number): Uint8Array {
     const e = this.entry(name);
-    const width = DTYPE_BYTES[e.dtype];
+    const width = dtypeBytes(e.dtype);
     const total = (e.end - e.begin) / width;
     const n = count ?? total - start;
     if (start < 0 || n < 0 || start + n > total) {
@@ -142,49 +129,15 @@ export class SafetensorsFile {
 
   /** The tensor widened/converted to float32 (F16/BF16 exactly; F64 rounds; integers by value). */
   readFloat32(name: string, start = 0, count?: number): Float32Array {
-    const e = this.entry(name);
-    const bytes = this.readBytes(name, start, count);
-    const n = bytes.byteLength / DTYPE_BYTES[e.dtype];
-    switch (e.dtype) {
-      case 'F32':
-        return new Float32Array(bytes.buffer, 0, n);
-      case 'F16':
-        return f16ToF32(new Uint16Array(bytes.buffer, 0, n));
-      case 'BF16':
-        return bf16ToF32(new Uint16Array(bytes.buffer, 0, n));
-      case 'F64':
-        return Float32Array.from(new Float64Array(bytes.buffer, 0, n));
-      case 'I64': {
-        const src = new BigInt64Array(bytes.buffer, 0, n);
-        const out = new Float32Array(n);
-        for (let i = 0; i < n; i++) out[i] = Number(src[i]);
-        return out;
-      }
-      default:
-        return Float32Array.from(this.readInt(name, start, count) as Exclude<IntArray, BigInt64Array>);
-    }
+    return decodeFloat32(this.entry(name).dtype, this.readBytes(name, start, count));
   }
 
   /** Integer tensors in their own width (I64 as BigInt64Array; BOOL as Uint8Array of 0/1). */
   readInt(name: string, start = 0, count?: number): IntArray {
-    const e = this.entry(name);
-    const bytes = this.readBytes(name, start, count);
-    const n = bytes.byteLength / DTYPE_BYTES[e.dtype];
-    switch (e.dtype) {
-      case 'I64':
-        return new BigInt64Array(bytes.buffer, 0, n);
-      case 'I32':
-        return new Int32Array(bytes.buffer, 0, n);
-      case 'I16':
-        return new Int16Array(bytes.buffer, 0, n);
-      case 'I8':
-        return new Int8Array(bytes.buffer, 0, n);
-      case 'U8':
-      case 'BOOL':
-        return bytes;
-      default:
-        throw new ModelFileError(this.file, `tensor "${name}" is ${e.dtype}, not an integer type`);
-    }
+    const { dtype } = this.entry(name);
+    const out = decodeInt(dtype, this.readBytes(name, start, count));
+    if (!out) throw new ModelFileError(this.file, `tensor "${name}" is ${dtype}, not an integer type`);
+    return out;
   }
 
   tensor(name: string): Tensor {
@@ -219,8 +172,8 @@ function parseEntries(
     const bad = (why: string) => new ModelFileError(file, `tensor "${name}": ${why}`);
     if (!raw || typeof raw !== 'object') throw bad('header entry is not an object');
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
-      throw bad(`unknown or unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (typeof dtype !== 'string' || !isKnownDType(dtype)) {
+      throw bad(`unknown or unsupported dtype ${JSON.stringify(dtype)} (supported: ${KNOWN_DTYPES.join(', ')})`);
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw bad(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
@@ -230,7 +183,7 @@ function parseEntries(
     }
     const [b, e] = offsets as [number, number];
     if (e < b) throw bad(`data_offsets [${b}, ${e}] end before they begin`);
-    const want = (shape as number[]).reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype as WeightDType];
+    const want = (shape as number[]).reduce((a, d) => a * d, 1) * dtypeBytes(dtype as WeightDType);
     if (e - b !== want) throw bad(`data_offsets [${b}, ${e}] span ${e - b} bytes but ${dtype} ${JSON.stringify(shape)} needs ${want}`);
     if (e > dataBytes) {
       throw new ModelFileError(
@@ -264,7 +217,7 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
   let offset = 0;
   for (const n of names) {
     const t = tensors[n]!;
-    const want = t.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[t.dtype];
+    const want = t.shape.reduce((a, d) => a * d, 1) * dtypeBytes(t.dtype);
     if (t.bytes.byteLength !== want) throw new Error(`writeSafetensors: "${n}" has ${t.bytes.byteLength} bytes, ${t.dtype} [${t.shape}] needs ${want}`);
     header[n] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
     offset += want;
@@ -284,6 +237,4 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
   }
 }
 
-export function dtypeBytes(dtype: WeightDType): number {
-  return DTYPE_BYTES[dtype];
-}
+export { dtypeBytes } from './decode.ts';

@@ -9,9 +9,7 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { ModelFileError } from '../../api.ts';
 import type { Tensor } from '../../tensor.ts';
-import { bf16ToF32, f16ToF32 } from '../float.ts';
-import type { IntArray } from '../safetensors.ts';
-import { dtypeBytes } from '../safetensors.ts';
+import { decodeFloat32, decodeInt, dtypeBytes, type IntArray } from '../decode.ts';
 import type { TensorFile, TensorInfo } from '../tensor-file.ts';
 import type { WeightDType } from '../types.ts';
 import { PickleEndsEarlyError, PyDict, STORAGE_DTYPES, type StorageRef, type StorageTypeName, type TensorRef, restrictedUnpickle } from './unpickler.ts';
@@ -139,48 +137,14 @@ export class TorchPickleFile implements TensorFile {
   }
 
   readFloat32(name: string, start = 0, count?: number): Float32Array {
-    const { dtype } = this.entry(name);
-    const bytes = this.readBytes(name, start, count);
-    const n = bytes.byteLength / dtypeBytes(dtype);
-    switch (dtype) {
-      case 'F32':
-        return new Float32Array(bytes.buffer, 0, n);
-      case 'F16':
-        return f16ToF32(new Uint16Array(bytes.buffer, 0, n));
-      case 'BF16':
-        return bf16ToF32(new Uint16Array(bytes.buffer, 0, n));
-      case 'F64':
-        return Float32Array.from(new Float64Array(bytes.buffer, 0, n));
-      case 'I64': {
-        const src = new BigInt64Array(bytes.buffer, 0, n);
-        const out = new Float32Array(n);
-        for (let i = 0; i < n; i++) out[i] = Number(src[i]);
-        return out;
-      }
-      default:
-        return Float32Array.from(this.readInt(name, start, count) as Exclude<IntArray, BigInt64Array>);
-    }
+    return decodeFloat32(this.entry(name).dtype, this.readBytes(name, start, count));
   }
 
   readInt(name: string, start = 0, count?: number): IntArray {
     const { dtype } = this.entry(name);
-    const bytes = this.readBytes(name, start, count);
-    const n = bytes.byteLength / dtypeBytes(dtype);
-    switch (dtype) {
-      case 'I64':
-        return new BigInt64Array(bytes.buffer, 0, n);
-      case 'I32':
-        return new Int32Array(bytes.buffer, 0, n);
-      case 'I16':
-        return new Int16Array(bytes.buffer, 0, n);
-      case 'I8':
-        return new Int8Array(bytes.buffer, 0, n);
-      case 'U8':
-      case 'BOOL':
-        return bytes;
-      default:
-        throw new ModelFileError(this.file, `tensor "${name}" is ${dtype}, not an integer type`);
-    }
+    const out = decodeInt(dtype, this.readBytes(name, start, count));
+    if (!out) throw new ModelFileError(this.file, `tensor "${name}" is ${dtype}, not an integer type`);
+    return out;
   }
 
   tensor(name: string): Tensor {
