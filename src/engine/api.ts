@@ -174,6 +174,8 @@ export interface InitImage {
   image: RawImage;
   /** Denoising strength 0..1: the fraction of the schedule that runs. */
   strength: number;
+  /** A1111 initial_noise_multiplier: scales the noise added to the init latent (default 1). */
+  noiseMultiplier?: number;
 }
 
 export interface RefinerSettings {

@@ -28,6 +28,8 @@ export interface InfotextFields {
   tiling?: 'xy' | 'x' | 'y';
   /** A1111 "Lora hashes": `name: shorthash, ...` (written quoted). */
   loraHashes?: string;
+  /** A1111 "Noise multiplier" (img2img initial_noise_multiplier, written only when not 1). */
+  noiseMultiplier?: number;
   /** Hires fix (A1111 extra_generation_params). */
   hiresSampler?: string;
   hiresScheduleType?: string;
@@ -90,6 +92,7 @@ export function buildInfotext(f: InfotextFields): string {
     ['Hires upscaler', f.hiresUpscaler],
     ...(f.extra ?? []),
     ['Lora hashes', f.loraHashes],
+    ['Noise multiplier', f.noiseMultiplier !== undefined && f.noiseMultiplier !== 1 ? num(f.noiseMultiplier) : undefined],
     ['Version', f.version],
   ];
   const line = params

@@ -57,11 +57,6 @@ const FEATURES = {
     describe: () => 'several input images in one request (img2img takes one)',
     field: 'init_image',
   },
-  initialNoiseMultiplier: {
-    requested: (s) => s.initialNoiseMultiplier !== undefined && s.initialNoiseMultiplier !== 1,
-    describe: () => 'initial_noise_multiplier',
-    field: 'initial_noise_multiplier',
-  },
 } satisfies Record<string, FeatureRule>;
 
 export type Feature = keyof typeof FEATURES & keyof JobSpec;

@@ -402,7 +402,9 @@ export function toGenerateRequest(
     seedResizeFrom: spec.seedResizeFromW && spec.seedResizeFromH ? { width: spec.seedResizeFromW, height: spec.seedResizeFromH } : undefined,
     rng: spec.rng,
     clipSkip: spec.clipSkip,
-    init: initImage ? { image: initImage, strength: spec.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength } : undefined,
+    init: initImage
+      ? { image: initImage, strength: spec.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength, noiseMultiplier: spec.initialNoiseMultiplier }
+      : undefined,
     // A refiner without a switch point never runs (as in A1111).
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
     tiling: spec.tiling === true ? 'xy' : spec.tiling || undefined,

@@ -57,7 +57,10 @@ export async function initialLatent(
     const encoded = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next(), req.tiling);
     const initLatent = options.adjust ? options.adjust(encoded) : encoded;
     if (options.pureNoiseAtFullStrength && req.init.strength >= 1) return { x: scaledNoise(initialNoise, plan), sigmas, init: initLatent };
-    return { x: sigmas.length > 1 ? addNoise(initLatent, initialNoise, sigmas[0]!) : initLatent, sigmas, init: initLatent };
+    // A1111 scales the img2img noise by initial_noise_multiplier before sampling from the init latent.
+    const multiplier = req.init.noiseMultiplier ?? 1;
+    const added = multiplier === 1 ? initialNoise : initialNoise.map((v) => v * multiplier);
+    return { x: sigmas.length > 1 ? addNoise(initLatent, added, sigmas[0]!) : initLatent, sigmas, init: initLatent };
   }
   return { x: scaledNoise(initialNoise, plan), sigmas: plan.sigmas };
 }

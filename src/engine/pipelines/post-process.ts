@@ -43,6 +43,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       refinerSwitchAt: p.refinerName ? req.refiner?.switchAt : undefined,
       tiling: req.tiling,
       loraHashes: p.loraHashes,
+      noiseMultiplier: req.init?.noiseMultiplier,
       ...hiresInfotext(req, p, i, batch),
       extra: p.extra,
       version: `kiln-${VERSION}`,

@@ -45,6 +45,7 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
   if (req.samplerOptions?.eta !== undefined) num(req.samplerOptions.eta, 'eta', 0, 10);
   if (req.init) {
     num(req.init.strength, 'denoising_strength', 0, 1);
+    if (req.init.noiseMultiplier !== undefined) num(req.init.noiseMultiplier, 'initial_noise_multiplier', 0, 2);
     const { width, height, channels, data } = req.init.image;
     if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
   }
