@@ -1,11 +1,10 @@
 // txt2img and img2img as five stages: conditioning -> initial latent -> denoise passes -> decode ->
 // post-process. New features are a stage or a denoiser wrapper in their own file (see denoise.ts).
-import type { GenerateOptions, GenerateRequest, GenerateResult, ProgressEvent } from '../api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult } from '../api.ts';
 import { KilnInputError } from '../api.ts';
-import { addNoise } from '../samplers/index.ts';
-import { expandBatch, type ImageBatch } from './batch.ts';
+import { expandBatch } from './batch.ts';
 import { outpaintRequest } from './outpaint.ts';
-import { conditionBatch, type BatchConditioning } from './conditioning.ts';
+import { conditionBatch } from './conditioning.ts';
 import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
@@ -13,13 +12,13 @@ import { PreviewTap } from './denoisers/preview-tap.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
 import { x0Blend, noisedReinjection, blendWithInit } from './denoisers/inpaint-blend.ts';
 import { isInpaintingUnet } from '../families/unet-feeds.ts';
-import { finishInpaint, inpaintChannels, maskedImagePixels, prepareInpaint, type PreparedInpaint } from './inpaint.ts';
-import { nearestToLatent } from './mask.ts';
-import { batchNoise, encodeInitImage, initialLatent } from './initial-latent.ts';
+import { finishInpaint, inpaintConcat, prepareInpaint } from './inpaint.ts';
+import { runHiresPass } from './hires-pass.ts';
+import { batchNoise, initialLatent } from './initial-latent.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
-import { hiresSigmas, hiresTarget, upscaleFirstPass, validateHires } from './hires.ts';
+import { hiresSigmas, validateHires } from './hires.ts';
 import { finishImages } from './post-process.ts';
 import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
@@ -166,78 +165,4 @@ export async function runPipeline(
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });
   const warnings = [...(base.loras?.warnings ?? []), ...(base.embeddings?.warnings ?? [])];
   return { images, timings, ...(warnings.length ? { warnings } : {}) };
-}
-
-/** Stage 3b, hires fix: upscale the first pass, fresh noise from the same seeds at the new size, a second pass. */
-async function runHiresPass(
-  base: ModelSessions,
-  req: GenerateRequest,
-  batch: ImageBatch,
-  firstPass: Float32Array,
-  shape: [number, number, number],
-  hires: ReturnType<typeof hiresSigmas>,
-  guidance: GuidanceSettings,
-  baseCond: BatchConditioning,
-  opts: GenerateOptions,
-  firstEvals: number,
-  totalEvals: number,
-  progress: (e: ProgressEvent) => void,
-): Promise<{ latents: Float32Array; shape: [number, number, number] }> {
-  const h = req.hires!;
-  const { count } = batch;
-  if (opts.signal?.aborted) throw abortError();
-  const upscaleProgress = (f: number) => progress({ phase: 'upscaling', step: firstEvals, totalSteps: totalEvals, fraction: 0.5 + 0.05 * f });
-  upscaleProgress(0);
-  const settings = { device: base.settings.device, cacheDir: base.settings.cacheDir, threads: base.settings.threads };
-  const up = await upscaleFirstPass(base, req, firstPass, count, shape, settings, upscaleProgress);
-  const target = hiresTarget(req.width, req.height, h, base.latentFactor);
-  // hr_prompt / hr_negative_prompt: the first pass's conditioning unless they differ.
-  const hrBatch = { ...batch, prompts: batch.prompts.map((p) => h.prompt ?? p), negatives: batch.negatives.map((n) => h.negativePrompt ?? n) };
-  const cond = h.prompt !== undefined || h.negativePrompt !== undefined ? await conditionBatch(base, hrBatch, req.clipSkip ?? 1) : baseCond;
-  const noise = batchNoise(req, batch, up.shape, base.latentFactor);
-  const x = addNoise(up.latents, noise.initial, hires.sigmas[0]!);
-  const pass: DenoisePass = {
-    model: cfgDenoiser(base, cond, {
-      ...guidance,
-      cfgScale: h.cfgScale ?? req.cfgScale,
-      shape: up.shape,
-      timestepMode: hires.plan.timestepMode,
-      // SDXL's size conditioning sees the hires size, as A1111's calculate_hr_conds.
-      extras: { width: target.width, height: target.height },
-    }),
-    sigmas: hires.sigmas,
-    wrappers: [],
-  };
-  const sampled = await runDenoisePasses([pass], x, {
-    sampler: hires.plan.sampler,
-    noise: () => noise.next(),
-    options: req.samplerOptions ?? {},
-    signal: opts.signal,
-    onEval: (done, total) => {
-      const all = Math.max(totalEvals, firstEvals + total);
-      progress({ phase: 'upscaling', step: firstEvals + done, totalSteps: all, fraction: 0.55 + 0.35 * (done / Math.max(total, 1)) });
-    },
-  });
-  return { latents: toDecoderSpace(sampled, hires.sigmas[hires.sigmas.length - 1]!), shape: up.shape };
-}
-
-/**
- * A 9-channel UNet's extra channels: the mask at latent size and the latent of the image with the masked area
- * blanked. Without a mask (txt2img on an inpainting model) everything is masked: an all-ones mask and a blank image.
- */
-async function inpaintConcat(
-  ms: ModelSessions,
-  req: GenerateRequest,
-  inpaint: PreparedInpaint | undefined,
-  count: number,
-  shape: [number, number, number],
-  noise: { next(): Float32Array },
-  overrides: NoiseOverrides,
-): Promise<{ channels: number; data: Float32Array }> {
-  const [c, h, w] = shape;
-  const plane = inpaint ? inpaint.condMask : { data: new Float32Array(req.width * req.height).fill(255), width: req.width, height: req.height };
-  const image = inpaint?.image ?? { data: new Uint8Array(req.width * req.height * 3), width: req.width, height: req.height, channels: 3 as const };
-  const pixels = maskedImagePixels(image, plane);
-  const latent = await encodeInitImage(ms, pixels, count, overrides.maskedImageSampleNoise ?? noise.next(), req.tiling);
-  return { channels: 1 + c, data: inpaintChannels(nearestToLatent(plane, w, h), latent, count) };
 }

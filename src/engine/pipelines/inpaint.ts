@@ -2,6 +2,9 @@
 // latent-size repaint mask, the 9-channel UNet's extra channels) and the paste-back after decoding.
 import { KilnInputError, type GenerateRequest, type MaskSettings, type RawImage } from '../api.ts';
 import { resizeImage } from '../image.ts';
+import { encodeInitImage } from './initial-latent.ts';
+import type { ModelSessions } from './model-sessions.ts';
+import type { NoiseOverrides } from './overrides.ts';
 import {
   a1111Round,
   assertSomethingToRepaint,
@@ -142,4 +145,25 @@ export function validateMask(m: MaskSettings): void {
   if (m.padding !== undefined && (!Number.isInteger(m.padding) || m.padding < 0 || m.padding > 4096))
     throw new KilnInputError('inpaint_full_res_padding must be an integer between 0 and 4096', 'inpaint_full_res_padding');
   if (m.mode !== undefined && m.mode !== 'a1111' && m.mode !== 'diffusers') throw new KilnInputError('mask_mode must be "a1111" or "diffusers"', 'mask_mode');
+}
+
+/**
+ * A 9-channel UNet's extra channels: the mask at latent size and the latent of the image with the masked area
+ * blanked. Without a mask (txt2img on an inpainting model) everything is masked: an all-ones mask and a blank image.
+ */
+export async function inpaintConcat(
+  ms: ModelSessions,
+  req: GenerateRequest,
+  inpaint: PreparedInpaint | undefined,
+  count: number,
+  shape: [number, number, number],
+  noise: { next(): Float32Array },
+  overrides: NoiseOverrides,
+): Promise<{ channels: number; data: Float32Array }> {
+  const [c, h, w] = shape;
+  const plane = inpaint ? inpaint.condMask : { data: new Float32Array(req.width * req.height).fill(255), width: req.width, height: req.height };
+  const image = inpaint?.image ?? { data: new Uint8Array(req.width * req.height * 3), width: req.width, height: req.height, channels: 3 as const };
+  const pixels = maskedImagePixels(image, plane);
+  const latent = await encodeInitImage(ms, pixels, count, overrides.maskedImageSampleNoise ?? noise.next(), req.tiling);
+  return { channels: 1 + c, data: inpaintChannels(nearestToLatent(plane, w, h), latent, count) };
 }

@@ -1,0 +1,66 @@
+// Stage 3b, hires fix's second pass (A1111 sample_hr_pass): upscale the first pass, fresh noise from the same seeds
+// at the new size, and a second denoise pass; progress continues in seed 004's "upscaling" phase.
+import type { GenerateOptions, GenerateRequest, ProgressEvent } from '../api.ts';
+import { addNoise } from '../samplers/index.ts';
+import type { ImageBatch } from './batch.ts';
+import { conditionBatch, type BatchConditioning } from './conditioning.ts';
+import { toDecoderSpace } from './decode.ts';
+import { runDenoisePasses, type DenoisePass } from './denoise.ts';
+import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
+import { type hiresSigmas, hiresTarget, upscaleFirstPass } from './hires.ts';
+import { batchNoise } from './initial-latent.ts';
+import type { ModelSessions } from './model-sessions.ts';
+import { abortError } from './progress.ts';
+
+/** Stage 3b, hires fix: upscale the first pass, fresh noise from the same seeds at the new size, a second pass. */
+export async function runHiresPass(
+  base: ModelSessions,
+  req: GenerateRequest,
+  batch: ImageBatch,
+  firstPass: Float32Array,
+  shape: [number, number, number],
+  hires: ReturnType<typeof hiresSigmas>,
+  guidance: GuidanceSettings,
+  baseCond: BatchConditioning,
+  opts: GenerateOptions,
+  firstEvals: number,
+  totalEvals: number,
+  progress: (e: ProgressEvent) => void,
+): Promise<{ latents: Float32Array; shape: [number, number, number] }> {
+  const h = req.hires!;
+  const { count } = batch;
+  if (opts.signal?.aborted) throw abortError();
+  const upscaleProgress = (f: number) => progress({ phase: 'upscaling', step: firstEvals, totalSteps: totalEvals, fraction: 0.5 + 0.05 * f });
+  upscaleProgress(0);
+  const settings = { device: base.settings.device, cacheDir: base.settings.cacheDir, threads: base.settings.threads };
+  const up = await upscaleFirstPass(base, req, firstPass, count, shape, settings, upscaleProgress);
+  const target = hiresTarget(req.width, req.height, h, base.latentFactor);
+  // hr_prompt / hr_negative_prompt: the first pass's conditioning unless they differ.
+  const hrBatch = { ...batch, prompts: batch.prompts.map((p) => h.prompt ?? p), negatives: batch.negatives.map((n) => h.negativePrompt ?? n) };
+  const cond = h.prompt !== undefined || h.negativePrompt !== undefined ? await conditionBatch(base, hrBatch, req.clipSkip ?? 1) : baseCond;
+  const noise = batchNoise(req, batch, up.shape, base.latentFactor);
+  const x = addNoise(up.latents, noise.initial, hires.sigmas[0]!);
+  const pass: DenoisePass = {
+    model: cfgDenoiser(base, cond, {
+      ...guidance,
+      cfgScale: h.cfgScale ?? req.cfgScale,
+      shape: up.shape,
+      timestepMode: hires.plan.timestepMode,
+      // SDXL's size conditioning sees the hires size, as A1111's calculate_hr_conds.
+      extras: { width: target.width, height: target.height },
+    }),
+    sigmas: hires.sigmas,
+    wrappers: [],
+  };
+  const sampled = await runDenoisePasses([pass], x, {
+    sampler: hires.plan.sampler,
+    noise: () => noise.next(),
+    options: req.samplerOptions ?? {},
+    signal: opts.signal,
+    onEval: (done, total) => {
+      const all = Math.max(totalEvals, firstEvals + total);
+      progress({ phase: 'upscaling', step: firstEvals + done, totalSteps: all, fraction: 0.55 + 0.35 * (done / Math.max(total, 1)) });
+    },
+  });
+  return { latents: toDecoderSpace(sampled, hires.sigmas[hires.sigmas.length - 1]!), shape: up.shape };
+}
