@@ -3,47 +3,23 @@
 // mask helpers. Same stored noise draws; final latents atol/rtol 1e-3, images within one 8-bit level.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../../src/engine/engine.ts';
 import type { GenerateRequest, RawImage } from '../../../src/engine/api.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
-import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
 import { binarize, cropRegion, diffusersBinary, expandCropRegion, maskPlane, nearestToLatent, resizePlane } from '../../../src/engine/pipelines/mask.ts';
+import { assertClose, pipelineRef } from './tolerance.ts';
 
 const FIX = 'test/fixtures';
+const ref = (name: string) => pipelineRef('inpaint', name);
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-inpaint-'));
 const engine = createEngine({ cacheDir });
 after(async () => {
   await engine.close();
   rmSync(cacheDir, { recursive: true, force: true });
 });
-
-function ref(name: string): { json: Record<string, any>; t: (k: string) => Tensor } {
-  const json = JSON.parse(readFileSync(`${FIX}/refs/inpaint/${name}.json`, 'utf8'));
-  const file = SafetensorsFile.open(`${FIX}/refs/inpaint/${name}.safetensors`);
-  return { json, t: (k) => file.tensor(k) };
-}
-
-function maxExcess(actual: Float32Array, expected: Float32Array, atol: number, rtol: number): { worst: number; at: number } {
-  assert.equal(actual.length, expected.length, 'length');
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < actual.length; i++) {
-    const excess = Math.abs(actual[i]! - expected[i]!) - (atol + rtol * Math.abs(expected[i]!));
-    if (excess > worst) {
-      worst = excess;
-      at = i;
-    }
-  }
-  return { worst, at };
-}
-
-function assertClose(actual: Float32Array, expected: Float32Array, atol: number, rtol: number, what: string): void {
-  const { worst, at } = maxExcess(actual, expected, atol, rtol);
-  assert.ok(worst <= 0, `${what}: index ${at} got ${actual[at]} expected ${expected[at]} (beyond tolerance by ${worst})`);
-}
 
 const inputs = ref('mask_processing');
 const u8 = (t: Tensor) => Uint8Array.from(t.data, (v) => Math.round(v));

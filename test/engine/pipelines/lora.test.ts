@@ -10,6 +10,7 @@ import { createEngine } from '../../../src/engine/engine.ts';
 import type { GenerateRequest, LoraSettings } from '../../../src/engine/api.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
+import { assertClose } from './tolerance.ts';
 
 const FIX = 'test/fixtures';
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-lora-'));
@@ -18,20 +19,6 @@ after(async () => {
   await engine.close();
   rmSync(cacheDir, { recursive: true, force: true });
 });
-
-function assertClose(actual: Float32Array, expected: Float32Array, atol: number, rtol: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < actual.length; i++) {
-    const excess = Math.abs(actual[i]! - expected[i]!) - (atol + rtol * Math.abs(expected[i]!));
-    if (excess > worst) {
-      worst = excess;
-      at = i;
-    }
-  }
-  assert.ok(worst <= 0, `${what}: index ${at} got ${actual[at]} expected ${expected[at]} (beyond tolerance by ${worst})`);
-}
 
 async function runLoraRef(name: string, model: GenerateRequest['model'], loras: LoraSettings[], schedule?: string) {
   const json = JSON.parse(readFileSync(`${FIX}/refs/lora/${name}.json`, 'utf8'));

@@ -2,41 +2,22 @@
 // same starting noise, and the final latents and decoded images must agree within the fixture tolerances.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../../src/engine/engine.ts';
 import type { GenerateRequest } from '../../../src/engine/api.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
-import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
+import { assertClose, pipelineRef } from './tolerance.ts';
 
 const FIX = 'test/fixtures';
+const ref = (name: string) => pipelineRef('pipelines', name);
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-pipe-'));
 const engine = createEngine({ cacheDir });
 after(async () => {
   await engine.close();
   rmSync(cacheDir, { recursive: true, force: true });
 });
-
-function ref(name: string): { json: Record<string, any>; t: (k: string) => Tensor } {
-  const json = JSON.parse(readFileSync(`${FIX}/refs/pipelines/${name}.json`, 'utf8'));
-  const file = SafetensorsFile.open(`${FIX}/refs/pipelines/${name}.safetensors`);
-  return { json, t: (k) => file.tensor(k) };
-}
-
-function assertClose(actual: Float32Array, expected: Float32Array, atol: number, rtol: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < actual.length; i++) {
-    const excess = Math.abs(actual[i]! - expected[i]!) - (atol + rtol * Math.abs(expected[i]!));
-    if (excess > worst) {
-      worst = excess;
-      at = i;
-    }
-  }
-  assert.ok(worst <= 0, `${what}: index ${at} got ${actual[at]} expected ${expected[at]} (beyond tolerance by ${worst})`);
-}
 
 /** Decoded 8-bit images vs the reference [0,1] NHWC floats: within one level (image atol 2e-3 plus rounding). */
 function assertImagesClose(images: Uint8Array[], expected: Tensor, what: string): void {
