@@ -6,6 +6,7 @@ import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { ModelFileError } from '../api.ts';
 import type { Tensor } from '../tensor.ts';
 import { decodeFloat32, decodeInt, dtypeBytes, type IntArray, isKnownDType, KNOWN_DTYPES } from './decode.ts';
+import { openWeightsFile } from './open-file.ts';
 import { pickleMagic, pickledFileError, refusePickledName } from './pickle-guard.ts';
 import type { WeightDType } from './types.ts';
 
@@ -44,15 +45,7 @@ export class SafetensorsFile {
   /** `allowPickleName`: openTensorFile has already seen the first bytes, so a .ckpt name alone is no reason to refuse. */
   static open(file: string, opts: { allowPickleName?: boolean } = {}): SafetensorsFile {
     if (!opts.allowPickleName) refusePickledName(file);
-    let fd: number;
-    try {
-      fd = openSync(file, 'r');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new ModelFileError(file, 'file not found');
-      if (code === 'EISDIR') throw new ModelFileError(file, 'is a folder, expected a .safetensors file');
-      throw new ModelFileError(file, `cannot open: ${(e as Error).message}`);
-    }
+    const fd = openWeightsFile(file, '.safetensors file');
     try {
       const st = fstatSync(fd);
       if (st.isDirectory()) throw new ModelFileError(file, 'is a folder, expected a .safetensors file');

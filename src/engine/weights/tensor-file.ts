@@ -1,8 +1,9 @@
 // One interface over every tensor file format Kiln reads (.safetensors, and torch's pickled .ckpt/.pt/.pth/.bin
 // through the restricted reader), and the one door to open them: openTensorFile picks the reader by magic bytes.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { ModelFileError } from '../api.ts';
 import type { Tensor } from '../tensor.ts';
+import { openWeightsFile } from './open-file.ts';
 import { TorchPickleFile, isTorchPickleHead } from './pickle/torch-file.ts';
 import { type IntArray, SafetensorsFile } from './safetensors.ts';
 import type { WeightDType } from './types.ts';
@@ -43,15 +44,7 @@ export function openTensorFile(file: string): TensorFile {
 }
 
 function readHead(file: string): Uint8Array {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ModelFileError(file, 'file not found');
-    if (code === 'EISDIR') throw new ModelFileError(file, 'is a folder, expected a tensor file (.safetensors, .ckpt, .pt, .pth, .bin)');
-    throw new ModelFileError(file, `cannot open: ${(e as Error).message}`);
-  }
+  const fd = openWeightsFile(file, 'tensor file (.safetensors, .ckpt, .pt, .pth, .bin)');
   try {
     const head = new Uint8Array(8);
     const got = readSync(fd, head, 0, 8, 0);
