@@ -31,7 +31,7 @@ const BROWSER_HTML_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0
 test('GET / answers the page to browsers and seed 001 JSON to API clients; assets and capabilities are served', async () => {
   const s = await startTestServer({ keys: [{ name: 'ui', key: 'k-1', role: 'user' }] });
   try {
-    for (const accept of ['application/json', '*/*', 'text/html;q=0.5, application/json', undefined]) {
+    for (const accept of ['application/json', '*/*', 'text/html;q=0.5, application/json', 'application/json, text/html', undefined]) {
       const r = await s.app.inject({ url: '/', headers: accept === undefined ? {} : { accept } });
       assert.equal(r.statusCode, 200, String(accept));
       assert.equal(r.json().name, 'Kiln', `Accept ${accept} gets seed 001's JSON`);
@@ -170,6 +170,11 @@ test('playground in Chromium: generate with progress, queue and cancel, gallery 
     await page.fill('input[name=height]', '64');
     await page.fill('input[name=steps]', '12');
     await page.fill('input[name=seed]', '4242');
+    assert.deepEqual(
+      await page.$$eval('.hl-back:has(+ #prompt) span', (s) => s.map((e) => `${e.className}${e.textContent}`)),
+      ['d0(', 'weight:1.2', 'd0)', 'd0[', 'd0]'],
+      'emphasis is highlighted',
+    );
     await page.focus('#prompt');
     await page.keyboard.press('Control+Enter');
     const jobA = await (await page.waitForSelector('.job[data-job-id]')).getAttribute('data-job-id');

@@ -49,13 +49,13 @@ function quality(accept: string, type: string): number {
 }
 
 /**
- * Whether `/` should answer the page: the client names text/html explicitly and likes it at least as much as
- * application/json. Browsers do; curl (`*\/*`), fetch() defaults and `Accept: application/json` get the JSON.
+ * Whether `/` should answer the page: the client names text/html explicitly and prefers it to application/json.
+ * Browsers do; curl (`*\/*`), fetch() defaults and any Accept naming JSON as high get the JSON.
  */
 export function wantsHtml(req: FastifyRequest): boolean {
   const accept = req.headers.accept ?? '';
   const html = quality(accept, 'text/html');
-  return html > 0 && html >= quality(accept, 'application/json');
+  return html > 0 && html > quality(accept, 'application/json');
 }
 
 function send(reply: FastifyReply, asset: Asset): FastifyReply {

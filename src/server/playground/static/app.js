@@ -3,6 +3,7 @@
 
 import { ApiError, api, apiKey, blobToDataUrl } from './api.js';
 import { GenerateForm } from './form.js';
+import { highlightPrompt } from './emphasis.js';
 import { deleteImage, getImage, listImages } from './gallery-store.js';
 import { JobList } from './jobs.js';
 import { MaskPainter } from './mask-painter.js';
@@ -99,10 +100,13 @@ const jobs = new JobList($('#jobs'), $('#job-template'), {
   onImages: (records) => {
     if (records[0]?.seed !== undefined) state.lastSeed = records[0].seed;
     void updateGalleryCount();
+    void refreshStatus();
   },
 });
 
 const genForm = $('#gen-form');
+highlightPrompt($('#prompt'));
+highlightPrompt(genForm.elements.namedItem('negative_prompt'));
 genForm.addEventListener('input', () => form.save());
 genForm.addEventListener('change', (e) => {
   if (e.target.name === 'type') form.setMode(e.target.value);
@@ -124,6 +128,7 @@ async function generate() {
       const job = await jobs.submit(body);
       if (job.seeds?.length) state.lastSeed = job.seeds[0];
     }
+    void refreshStatus();
   } catch (e) {
     toast(e.message);
     const field = e.field && genForm.elements.namedItem(e.field.split('.')[0]);
@@ -232,15 +237,11 @@ async function renderGallery() {
       img.addEventListener('click', () => viewImage(url));
       li.querySelector('.card-prompt').textContent = r.prompt || '(empty prompt)';
       const q = r.request ?? {};
-      li.querySelector('.card-params').textContent = [
-        `${r.width}×${r.height}`,
-        q.steps && `${q.steps} steps`,
-        q.sampler,
-        q.cfg_scale !== undefined && `CFG ${q.cfg_scale}`,
-        `seed ${r.seed}`,
-      ]
-        .filter(Boolean)
-        .join(' · ');
+      const params =
+        q.type === 'upscale'
+          ? [`${r.width}×${r.height}`, 'upscaled']
+          : [`${r.width}×${r.height}`, q.steps && `${q.steps} steps`, q.sampler, q.cfg_scale !== undefined && `CFG ${q.cfg_scale}`, `seed ${r.seed}`];
+      li.querySelector('.card-params').textContent = params.filter(Boolean).join(' · ');
       li.querySelector('.card-params').title = r.infotext;
       return li;
     }),

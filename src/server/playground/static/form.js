@@ -216,6 +216,7 @@ export class GenerateForm {
     }
     if (values.loras) for (const l of values.loras) this.addLora(l.name, l.weight);
     this.syncToggles();
+    this.form.dispatchEvent(new Event('values'));
     this.save();
   }
 
@@ -246,6 +247,7 @@ export class GenerateForm {
     this.loras = new Map(Array.isArray(values.loras) ? values.loras : []);
     this.renderLoras();
     this.syncToggles();
+    this.form.dispatchEvent(new Event('values'));
   }
 
   /** Option groups that follow their checkbox. */

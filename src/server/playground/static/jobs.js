@@ -50,7 +50,7 @@ export class JobList {
     li.querySelector('.cancel').addEventListener('click', () => this.cancel(id, li));
     this.list.prepend(li);
     this.onEmpty(false);
-    const job = { id, li, kind, startedAt: undefined, startProgress: 0, previewBusy: false, previewWanted: false };
+    const job = { id, li, kind, title, startedAt: undefined, startProgress: 0, previewBusy: false, previewWanted: false };
     if (first) this.showState(job, first);
     void this.follow(job);
   }
@@ -85,9 +85,10 @@ export class JobList {
   showState(job, s) {
     const li = job.li;
     li.dataset.state = s.state;
-    li.querySelector('.job-state').textContent = s.state === 'queued' && s.position ? `queued #${s.position}` : s.state;
+    li.querySelector('.job-state').textContent = s.state;
     const bits = [];
-    if (s.state === 'queued') bits.push(s.position ? `position ${s.position} in the queue` : 'waiting');
+    // position counts the queued jobs ahead of this one (0: it runs next).
+    if (s.state === 'queued') bits.push(s.position ? `${s.position} queued ahead` : 'next in the queue');
     if (s.eta_seconds !== null && s.eta_seconds !== undefined) bits.push(`ETA ${formatSeconds(s.eta_seconds)}`);
     if (bits.length) li.querySelector('.job-info').textContent = bits.join(' · ');
   }
@@ -186,7 +187,7 @@ export class JobList {
           jobId: view.id,
           createdAt: Date.now(),
           seed: image.seed,
-          prompt: image.prompt ?? '',
+          prompt: image.prompt || job.title || '',
           infotext: image.infotext ?? '',
           width: image.width,
           height: image.height,
