@@ -140,6 +140,7 @@ test('playground in Chromium: generate with progress, queue and cancel, gallery 
       timeout: 60_000,
     });
     context.setDefaultTimeout(60_000);
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(base).origin });
     const page = context.pages()[0] ?? (await context.newPage());
     const errors: string[] = [];
     const outside: string[] = [];
@@ -285,6 +286,18 @@ test('playground in Chromium: generate with progress, queue and cancel, gallery 
     await page.waitForSelector('.job[data-state=succeeded]:first-child img.result');
     assert.equal(await page.$eval('.job:first-child img.result', (i) => (i as HTMLImageElement).naturalWidth), 128);
     await shot(page, '08-results');
+
+    // Gallery actions: download, copy infotext, delete (forgets the upscaled image in this browser).
+    await page.click('[data-tab=gallery]');
+    await page.waitForFunction(() => document.querySelectorAll('.card').length === 3);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(`.card[data-job-id="${jobA}"] [data-act=download]`)]);
+    assert.equal(download.suggestedFilename(), name);
+    await page.click(`.card[data-job-id="${jobA}"] [data-act=copy]`);
+    await page.waitForSelector('#toast[data-kind=info]:not([hidden])');
+    assert.match(await page.evaluate(() => navigator.clipboard.readText()), /^a red \(apple:1\.2\), \[blurry\]\nSteps: 12/);
+    await page.click('.card:first-child [data-act=delete]');
+    await page.waitForFunction(() => document.querySelectorAll('.card').length === 2);
+    assert.equal(await page.textContent('#gallery-count'), '(2)');
 
     // Phone width: readable, nothing wider than the screen.
     await page.setViewportSize({ width: 390, height: 844 });

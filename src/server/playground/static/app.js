@@ -14,9 +14,10 @@ const state = { lastSeed: undefined, initImage: undefined, capabilities: {}, png
 
 // --- small helpers -------------------------------------------------------------------------------------------
 let toastTimer;
-function toast(message) {
+function toast(message, kind = 'error') {
   const el = $('#toast');
   el.textContent = message;
+  el.dataset.kind = kind;
   el.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => (el.hidden = true), 8000);
@@ -68,7 +69,9 @@ async function loadCatalog() {
     state.capabilities = capabilities;
     form.setCatalog({ capabilities, models: models.models, samplers: samplers.samplers, schedules: schedules.schedules, loras: loras.models });
     fillUpscalers(capabilities.upscalers?.image ?? []);
-    document.body.dataset.ready = 'true';
+    // The sampler lists come from the engine: while it is still starting they are empty, so ask again shortly.
+    if (samplers.samplers.length === 0) setTimeout(loadCatalog, 3000);
+    else document.body.dataset.ready = 'true';
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) toast(`Could not load the server's lists: ${e.message}`);
   }
@@ -165,7 +168,7 @@ $('#prompt').addEventListener('paste', (e) => {
   if (!looksLikeInfotext(text)) return;
   e.preventDefault();
   form.apply(infotextToForm(parseInfotext(text)));
-  toast('Loaded the pasted parameters into the form');
+  toast('Loaded the pasted parameters into the form', 'info');
 });
 
 // --- img2img input and mask ----------------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ $('#gallery').addEventListener('click', async (e) => {
   } else if (act === 'copy') {
     try {
       await navigator.clipboard.writeText(record.infotext);
-      toast('Infotext copied');
+      toast('Infotext copied', 'info');
     } catch {
       toast('The browser refused the clipboard; the infotext is in the image tooltip');
     }
