@@ -70,28 +70,19 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
 }
 
 export async function seed001Routes(app: FastifyInstance): Promise<void> {
-  app.get(
-    '/',
-    {
-      config: { auth: 'public' },
-      schema: { tags: ['seed-001'], summary: 'API information and endpoints (browsers asking for text/html get the web playground).' },
-    },
-    async (req, reply) => {
-      // Content negotiation: browsers get the playground page, API clients the seed's JSON.
-      if (wantsHtml(req)) return sendPlayground(reply);
-      void reply.header('vary', 'Accept');
-      return seed001Info();
-    },
-  );
+  app.get('/', { config: { auth: 'public' }, schema: { tags: ['seed-001'], summary: 'API information and endpoints.' } }, async (req, reply) => {
+    // Browsers asking for text/html get the web playground (src/server/playground); API clients the seed's JSON.
+    if (wantsHtml(req)) return sendPlayground(reply);
+    void reply.header('vary', 'Accept');
+    return {
+      name: 'Kiln',
+      version: VERSION,
+      status: 'running',
+      endpoints: {
+        generate: '/generate - POST - Generate images from prompts (prompts list, or one prompt)',
+        health: '/health - GET - Health check',
+        docs: '/docs - GET - API documentation',
+      },
+    };
+  });
 }
-
-const seed001Info = () => ({
-  name: 'Kiln',
-  version: VERSION,
-  status: 'running',
-  endpoints: {
-    generate: '/generate - POST - Generate images from prompts (prompts list, or one prompt)',
-    health: '/health - GET - Health check',
-    docs: '/docs - GET - API documentation',
-  },
-});
