@@ -73,3 +73,8 @@ export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGIN
     if (rule.requested(spec) && !supported.has(name)) throw new FeatureNotImplemented(rule.describe(spec), spec.sourceFields?.[name] ?? rule.field);
   }
 }
+
+/** Every optional feature by name, true when `supported` has it (GET /v1/capabilities shows this to clients). */
+export function featureTable(supported: Capabilities = ENGINE_CAPABILITIES): Record<Feature, boolean> {
+  return Object.fromEntries((Object.keys(FEATURES) as Feature[]).map((f) => [f, supported.has(f)])) as Record<Feature, boolean>;
+}

@@ -19,6 +19,7 @@ import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
 import { nativeRoutes } from './native/routes.ts';
 import { registerCompat } from './compat/index.ts';
+import { playgroundRoutes } from './playground/routes.ts';
 import { closeAllStreams } from './native/sse.ts';
 import { jsonDepth, tooDeepMessage } from './json-depth.ts';
 
@@ -212,5 +213,6 @@ async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: Kil
   await app.register(healthRoutes);
   await app.register(nativeRoutes);
   await registerCompat(app);
+  await app.register(playgroundRoutes);
   return app;
 }

@@ -11,6 +11,7 @@ import { VERSION } from '../../version.ts';
 import { baseUrl, imageUrl } from '../native/views.ts';
 import { cancelOnHangUp } from '../hang-up.ts';
 import { sendJsonWithHeartbeats } from '../keep-alive.ts';
+import { sendPlayground, wantsHtml } from '../playground/routes.ts';
 import { baseSpec, classify, jobFailure, ownerOf, promptNetworks, resultImages, syncWaitMs } from './common.ts';
 
 export const SEED001_LIMIT = 150;
@@ -69,14 +70,19 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
 }
 
 export async function seed001Routes(app: FastifyInstance): Promise<void> {
-  app.get('/', { config: { auth: 'public' }, schema: { tags: ['seed-001'], summary: 'API information and endpoints.' } }, async () => ({
-    name: 'Kiln',
-    version: VERSION,
-    status: 'running',
-    endpoints: {
-      generate: '/generate - POST - Generate images from prompts (prompts list, or one prompt)',
-      health: '/health - GET - Health check',
-      docs: '/docs - GET - API documentation',
-    },
-  }));
+  app.get('/', { config: { auth: 'public' }, schema: { tags: ['seed-001'], summary: 'API information and endpoints.' } }, async (req, reply) => {
+    // Browsers asking for text/html get the web playground (src/server/playground); API clients the seed's JSON.
+    if (wantsHtml(req)) return sendPlayground(reply);
+    void reply.header('vary', 'Accept');
+    return {
+      name: 'Kiln',
+      version: VERSION,
+      status: 'running',
+      endpoints: {
+        generate: '/generate - POST - Generate images from prompts (prompts list, or one prompt)',
+        health: '/health - GET - Health check',
+        docs: '/docs - GET - API documentation',
+      },
+    };
+  });
 }
