@@ -7,6 +7,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
+import { parseS3Url } from '../storage/s3.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -36,6 +37,13 @@ export interface KilnConfig {
   tlsCert?: string;
   tlsKey?: string;
   publicUrl?: string;
+  /** Where results and uploads live: undefined = <dataDir>/images; `s3://bucket/prefix` = an S3-protocol store. */
+  storage?: string;
+  /** S3 endpoint for MinIO-compatible servers (path-style addressing); undefined = AWS. */
+  s3Endpoint?: string;
+  s3Region?: string;
+  /** With S3 storage: GET /v1/images/{name} redirects to a presigned URL valid this many ms (0 = stream through Kiln). */
+  presignMs: number;
   logLevel: string;
   rateLimitPerMinute: number;
   /** Requests with a missing or wrong API key allowed per client address per minute before 429; 0 = no limit. */
@@ -149,6 +157,30 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_PUBLIC_URL',
     kind: 'string',
     doc: 'Base URL used in result image URLs (default: taken from the request Host header).',
+  },
+  {
+    key: 'storage',
+    flag: 'storage',
+    env: 'KILN_STORAGE',
+    kind: 'string',
+    doc: 'Where result images live: s3://bucket/prefix for an S3-compatible store shared by several nodes (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); default <data-dir>/images.',
+  },
+  {
+    key: 's3Endpoint',
+    flag: 's3-endpoint',
+    env: 'KILN_S3_ENDPOINT',
+    kind: 'string',
+    doc: 'S3 endpoint URL for MinIO-compatible servers (path-style); default AWS.',
+  },
+  { key: 's3Region', flag: 's3-region', env: 'KILN_S3_REGION', kind: 'string', doc: 'S3 region (default AWS_REGION or us-east-1).' },
+  {
+    key: 'presignMs',
+    flag: 'presign',
+    env: 'KILN_PRESIGN',
+    kind: 'int',
+    scale: 1000,
+    default: 0,
+    doc: 'With S3 storage, image URLs redirect to presigned S3 URLs valid this many seconds (0 = Kiln streams the images).',
   },
   {
     key: 'logLevel',
@@ -584,6 +616,16 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
   out.dataDir = dataDir;
   out.modelsDir ??= join(dataDir, 'models');
   out.cacheDir ??= join(dataDir, 'cache');
+  if (typeof out.storage === 'string') {
+    if (out.storage.startsWith('s3://')) {
+      try {
+        parseS3Url(out.storage);
+      } catch (e) {
+        throw new ConfigError('storage', (e as Error).message);
+      }
+    } else out.storage = resolve(cwd, out.storage);
+  }
+  if (out.presignMs && !String(out.storage ?? '').startsWith('s3://')) throw new ConfigError('presign', 'only applies with --storage s3://…');
 
   const aliases = (file.modelAliases ?? {}) as Record<string, unknown>;
   if (typeof aliases !== 'object' || Array.isArray(aliases) || Object.values(aliases).some((v) => typeof v !== 'string')) {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import type { KilnConfig } from './config.ts';
-import { LocalImageStore } from '../storage/local.ts';
+import { openImageStore } from './image-store-config.ts';
 import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
@@ -76,7 +76,7 @@ export class KilnServices {
     // Before the database is opened: a second server must not even recover (re-queue) the first one's jobs.
     this.lock = DataDirLock.acquire(config.dataDir);
     try {
-      this.storage = new LocalImageStore(join(config.dataDir, 'images'));
+      this.storage = openImageStore(config);
       this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
     } catch (e) {
       this.lock.release();
