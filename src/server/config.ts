@@ -37,6 +37,10 @@ export interface KilnConfig {
   tlsCert?: string;
   tlsKey?: string;
   publicUrl?: string;
+  /** The job queue: 'sqlite' (embedded, one machine) or a redis:// URL (API nodes and workers on many machines). */
+  queueUrl: string;
+  /** This process runs jobs (false: an API node that only queues them; `kiln worker` processes run them). */
+  worker: boolean;
   /** Where results and uploads live: undefined = <dataDir>/images; `s3://bucket/prefix` = an S3-protocol store. */
   storage?: string;
   /** S3 endpoint for MinIO-compatible servers (path-style addressing); undefined = AWS. */
@@ -157,6 +161,31 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_PUBLIC_URL',
     kind: 'string',
     doc: 'Base URL used in result image URLs (default: taken from the request Host header).',
+  },
+  {
+    key: 'queueUrl',
+    flag: 'queue',
+    env: 'KILN_QUEUE',
+    kind: 'string',
+    default: 'sqlite',
+    doc: "Job queue: 'sqlite' (embedded, one machine) or redis://host:port[/db] (BullMQ; API nodes and `kiln worker` processes on many machines).",
+  },
+  {
+    key: 'worker',
+    flag: 'worker',
+    env: 'KILN_WORKER',
+    kind: 'bool',
+    default: true,
+    doc: 'Run jobs in this process; --worker false makes an API node that only queues (needs --queue redis://…; `kiln worker` runs the jobs).',
+  },
+  {
+    key: 'queue.workerLockMs',
+    flag: 'worker-lock',
+    env: 'KILN_WORKER_LOCK',
+    kind: 'number',
+    scale: 1000,
+    default: 30_000,
+    doc: "Redis queue: a dead worker's job goes to another worker after about this many seconds (its lock, renewed while it runs).",
   },
   {
     key: 'storage',
@@ -625,6 +654,10 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
       }
     } else out.storage = resolve(cwd, out.storage);
   }
+  if (out.queueUrl !== 'sqlite' && !/^rediss?:\/\/[^/]/.test(String(out.queueUrl)))
+    throw new ConfigError('queue', `must be sqlite or redis://host:port[/db], got ${JSON.stringify(out.queueUrl)}`);
+  if (out.worker === false && out.queueUrl === 'sqlite')
+    throw new ConfigError('worker', 'an API node that runs no jobs needs a shared queue (--queue redis://…) that workers take jobs from');
   if (out.presignMs && !String(out.storage ?? '').startsWith('s3://')) throw new ConfigError('presign', 'only applies with --storage s3://…');
 
   const aliases = (file.modelAliases ?? {}) as Record<string, unknown>;

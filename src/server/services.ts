@@ -11,6 +11,8 @@ import { openImageStore } from './image-store-config.ts';
 import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
+import { RedisJobBackend } from '../queue/redis-backend.ts';
+import { listSamplers, listSchedules } from '../engine/index.ts';
 import type { JobBackend } from '../queue/backend.ts';
 import { WebhookSender } from '../queue/webhooks.ts';
 import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
@@ -77,26 +79,36 @@ export class KilnServices {
     this.lock = DataDirLock.acquire(config.dataDir);
     try {
       this.storage = openImageStore(config);
-      this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
+      this.backend =
+        config.queueUrl === 'sqlite'
+          ? new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'))
+          : new RedisJobBackend({
+              url: config.queueUrl,
+              lockMs: config.queue.workerLockMs,
+              stalledCheckMs: config.queue.workerLockMs,
+              maxAttempts: config.queue.maxAttempts,
+            });
     } catch (e) {
       this.lock.release();
       throw e;
     }
     this.models = new ModelRegistry(config);
     this.upscalers = new UpscalerCatalog(this.models, config.modelsDir);
-    const child = opts.engine
-      ? undefined
-      : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
-          device: config.device,
-          cacheDir: join(config.cacheDir, 'graphs'),
-          // Leave one core to the server process so status, SSE and /health answer during a generation.
-          threads: config.threads ?? Math.max(1, availableParallelism() - 1),
-          spinning: false,
-          idleUnloadMs: config.idleUnloadMs,
-          maxLoadedModels: config.maxLoadedModels,
-        });
+    // An API node runs no jobs: no engine process, only the engine's static lists (samplers, schedules).
+    const child =
+      opts.engine || !config.worker
+        ? undefined
+        : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
+            device: config.device,
+            cacheDir: join(config.cacheDir, 'graphs'),
+            // Leave one core to the server process so status, SSE and /health answer during a generation.
+            threads: config.threads ?? Math.max(1, availableParallelism() - 1),
+            spinning: false,
+            idleUnloadMs: config.idleUnloadMs,
+            maxLoadedModels: config.maxLoadedModels,
+          });
     this.engineProcess = child;
-    const engine = opts.engine ?? child!;
+    const engine = opts.engine ?? child ?? listsOnlyEngine();
     this.engine = engine;
     const log = opts.log;
     this.webhooks = new WebhookSender({ log, policy: new WebhookPolicy(config.webhookAllow) });
@@ -119,6 +131,7 @@ export class KilnServices {
       // While shutting down the killed process is not replaced: the server is about to close it anyway.
       hardStop: child ? () => child.kill(!this.queue.isStopping) : undefined,
       abortGraceMs: config.queue.abortGraceMs,
+      runsJobs: config.worker,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
     this.metrics = new Metrics(this.queue);
@@ -154,7 +167,7 @@ export class KilnServices {
   async warmUp(): Promise<void> {
     const def = this.models.default;
     if (!def) return;
-    if (!this.engine.load) {
+    if (!this.engine.load || !this.config.worker) {
       this.engineStatus.loadedModel = def.name;
       return;
     }
@@ -169,6 +182,10 @@ export class KilnServices {
   }
 
   async start(): Promise<void> {
+    if (this.backend instanceof RedisJobBackend) {
+      await this.backend.ready();
+      await this.backend.subscribed();
+    }
     await this.queue.start();
   }
 
@@ -272,6 +289,12 @@ export class KilnServices {
     await this.backend.close();
     this.lock.release();
   }
+}
+
+/** An API node's engine: the static sampler and schedule lists, and nothing to run (workers run the jobs). */
+function listsOnlyEngine(): Engine {
+  const refuse = () => Promise.reject(new Error('this API node runs no jobs (--worker false); a `kiln worker` process runs them'));
+  return { run: refuse, generate: refuse, listSamplers, listSchedules, close: () => undefined } as Engine;
 }
 
 /** A refused webhook target as the 400 that names the `webhook` field. */

@@ -12,6 +12,7 @@ import type { ValidateFunction } from 'ajv';
 import type { Job } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
+import { BackendUnavailableError } from '../../queue/backend.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { maySeeJob, seesAllJobs } from '../auth.ts';
@@ -156,7 +157,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   /** Why a RunPod worker would report the request as a FAILED job; undefined for errors of the platform itself. */
   function rejection(e: unknown): string | undefined {
     // A full queue or shutdown is the platform refusing the request, not a failed job.
-    if (e instanceof QueueFullError || e instanceof QueueClosedError) return undefined;
+    if (e instanceof QueueFullError || e instanceof QueueClosedError || e instanceof BackendUnavailableError) return undefined;
     const c = classify(e);
     return c.status >= 500 && c.status !== 501 ? undefined : c.message;
   }
