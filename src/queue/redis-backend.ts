@@ -457,9 +457,13 @@ export class RedisJobBackend implements JobBackend {
   async finish(id: string, from: readonly JobState[], state: FinalState, now: number, data: FinishData): Promise<Job | undefined> {
     const set: Record<string, string | number> = { finishedAt: now };
     const del: string[] = [];
-    const put = (k: string, v: unknown) => (v === undefined ? del.push(k) : (set[k] = typeof v === 'number' ? v : encode(v)));
-    put('result', data.result);
-    put('error', data.error);
+    for (const [k, v] of [
+      ['result', data.result],
+      ['error', data.error],
+    ] as const) {
+      if (v === undefined) del.push(k);
+      else set[k] = encode(v);
+    }
     if (data.progress) {
       set.progress = data.progress.progress;
       set.step = data.progress.step;
