@@ -21,7 +21,7 @@ import { JOB_STATES } from './job.ts';
 import type { JobSpec } from './job-spec.ts';
 
 export interface RedisBackendOptions {
-  /** redis://[user:password@]host:port[/db] or rediss:// */
+  /** redis://[user:password@]host:port[/db][?prefix=name:] or rediss:// */
   url: string;
   /** Key prefix for records, indexes and channels; BullMQ's keys go under `<prefix>bull`. Default `kiln:`. */
   prefix?: string;
@@ -161,9 +161,10 @@ export class RedisJobBackend implements JobBackend {
 
   constructor(private readonly opts: RedisBackendOptions) {
     this.emitter.setMaxListeners(0);
-    this.prefix = opts.prefix ?? 'kiln:';
-    this.lockMs = opts.lockMs ?? 30_000;
     const url = new URL(opts.url);
+    // ?prefix=team-a: keeps several Kiln deployments (or test servers) apart on one Redis.
+    this.prefix = opts.prefix ?? url.searchParams.get('prefix') ?? 'kiln:';
+    this.lockMs = opts.lockMs ?? 30_000;
     if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new Error(`--queue: expected redis://host:port, got ${opts.url}`);
     this.connection = {
       host: url.hostname,

@@ -699,6 +699,10 @@ export function testConfig(
   } = {},
 ): KilnConfig {
   const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
+  // KILN_TEST_REDIS_URL runs test servers on a Redis queue (a key prefix per data dir), so the same server tests
+  // check both backends (test/server/redis-backend-suite.test.ts).
+  const redis = process.env.KILN_TEST_REDIS_URL;
+  if (redis) base.queueUrl = `${redis}?prefix=${encodeURIComponent(dataDir)}:`; // per data dir: a restart finds its jobs
   return {
     ...base,
     ...overrides,
