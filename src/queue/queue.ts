@@ -345,6 +345,11 @@ export class JobQueue {
     return this.running !== undefined;
   }
 
+  /** The id of the job this process is running, if any. */
+  get runningJobId(): string | undefined {
+    return this.running?.job.id;
+  }
+
   private pump(): void {
     if (this.claiming) this.lookAgain = true;
     if (this.claiming || this.running || this.stopping || !this.started || this.opts.runsJobs === false) return;

@@ -35,6 +35,20 @@ export interface RedisBackendOptions {
   commandTimeoutMs?: number;
 }
 
+/** What a worker announces about itself (GET /v1/workers, /health). */
+export interface WorkerAnnouncement {
+  id: string;
+  host: string;
+  pid: number;
+  device: string;
+  /** Models its engine holds in memory now. */
+  loadedModels: string[];
+  /** The job it is running, if any. */
+  job?: string;
+  startedAt: number;
+  heartbeatAt: number;
+}
+
 /** A running job this process took from BullMQ, with its lock token and renewal timer. */
 interface Held {
   bull: BullJob;
@@ -527,6 +541,37 @@ export class RedisJobBackend implements JobBackend {
     const entries = Object.entries(patch);
     if (entries.length) await this.io(() => this.cmd.hset(`${this.prefix}extra:${id}`, Object.fromEntries(entries.map(([k, v]) => [k, encode(v)]))));
     return this.read(id);
+  }
+
+  /** This process's id among the workers (records name it as the holder of a running job). */
+  get id(): string {
+    return this.workerId;
+  }
+
+  /** A worker's heartbeat: its entry in the shared worker table, with the time. */
+  async announce(info: Omit<WorkerAnnouncement, 'id' | 'heartbeatAt'>, now = Date.now()): Promise<void> {
+    const entry: WorkerAnnouncement = { ...info, id: this.workerId, heartbeatAt: now };
+    await this.io(() => this.cmd.hset(`${this.prefix}workers`, this.workerId, JSON.stringify(entry)));
+  }
+
+  /** Removes this worker's entry (a clean shutdown). */
+  async withdraw(): Promise<void> {
+    await this.io(() => this.cmd.hdel(`${this.prefix}workers`, this.workerId));
+  }
+
+  /**
+   * Every worker that announced itself, newest heartbeat first; entries silent for longer than `forgetMs` are
+   * removed (their jobs were already handed on by the stalled-job check).
+   */
+  async workers(now = Date.now(), forgetMs = 600_000): Promise<WorkerAnnouncement[]> {
+    const all = await this.io(() => this.cmd.hgetall(`${this.prefix}workers`));
+    const out: WorkerAnnouncement[] = [];
+    for (const [id, text] of Object.entries(all)) {
+      const w = parseOr<WorkerAnnouncement | undefined>(text, undefined);
+      if (!w || now - w.heartbeatAt > forgetMs) await this.io(() => this.cmd.hdel(`${this.prefix}workers`, id));
+      else out.push(w);
+    }
+    return out.sort((a, b) => b.heartbeatAt - a.heartbeatAt);
   }
 
   private subscriber(): Redis {

@@ -2,7 +2,7 @@
 // (in its own process), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
 // queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
 import { existsSync, mkdirSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
@@ -33,6 +33,9 @@ import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
+
+/** How often a worker on a shared queue announces itself; one silent for 3 beats is shown as gone. */
+export const WORKER_HEARTBEAT_MS = 2000;
 
 export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/index.ts', import.meta.url));
 
@@ -68,6 +71,7 @@ export class KilnServices {
   /** Resolves when the engine has started (or failed to). */
   readonly engineReady: Promise<void>;
   private samplerList: NamedOption[] = [];
+  private heartbeat?: NodeJS.Timeout;
   private scheduleList: NamedOption[] = [];
 
   constructor(
@@ -185,6 +189,7 @@ export class KilnServices {
     if (this.backend instanceof RedisJobBackend) {
       await this.backend.ready();
       await this.backend.subscribed();
+      if (this.config.worker) this.startHeartbeat(this.backend);
     }
     await this.queue.start();
   }
@@ -281,8 +286,29 @@ export class KilnServices {
     return storeInputImage(bytes, this.storage, this.config.limits, field);
   }
 
+  /** A worker on a shared queue tells the others (GET /v1/workers, /health) what it is and does, every few seconds. */
+  private startHeartbeat(backend: RedisJobBackend): void {
+    const startedAt = Date.now();
+    const beat = () =>
+      backend
+        .announce({
+          host: hostname(),
+          pid: process.pid,
+          device: this.config.device,
+          loadedModels: this.loadedModels().map((m) => m.name),
+          job: this.queue.runningJobId,
+          startedAt,
+        })
+        .catch(() => undefined); // Redis away: the next beat tries again
+    void beat();
+    this.heartbeat = setInterval(beat, WORKER_HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
   /** Stops the queue (finishing or re-queuing the running job), the engine and the database. */
   async close(): Promise<void> {
+    clearInterval(this.heartbeat);
+    if (this.backend instanceof RedisJobBackend && this.config.worker) await this.backend.withdraw().catch(() => undefined);
     await this.queue.stop();
     this.metrics.close();
     await this.engine.close();

@@ -120,6 +120,18 @@ test('one API node, two workers: 30 jobs complete, both workers work, results se
     `both workers ran jobs: ${done.map((d) => d.length)}`,
   );
   assert.equal(new Set(done.flat()).size, done.flat().length, 'no job completed twice');
+  // The API node lists both workers with their device and loaded model, and /health counts them.
+  const listed = (await json(`${api.url}/v1/workers`)).body.workers;
+  assert.equal(listed.length, 2, JSON.stringify(listed));
+  for (const w of listed) {
+    assert.equal(w.device, 'cpu');
+    assert.deepEqual(w.loaded_models, ['tiny-sd1']);
+    assert.ok(['idle', 'running'].includes(w.state));
+    assert.ok(Date.now() - Date.parse(w.last_heartbeat) < 10_000);
+  }
+  const health = (await json(`${api.url}/health`)).body;
+  assert.equal(health.workers.idle + health.workers.running, 2);
+  assert.equal((await json(`${api.url}/ready`)).status, 200);
   // The API node serves an image a worker stored.
   const img = await fetch(`${api.url}${jobs[0].images[0].url.replace(/^https?:\/\/[^/]+/, '')}`);
   assert.equal(img.status, 200);
@@ -146,19 +158,39 @@ test('a worker killed mid-job: its job completes on the other worker, nothing lo
   const all = workers.flatMap(completions);
   assert.equal(new Set(all).size, all.length, 'no job completed twice');
   for (const id of ids) assert.equal(all.filter((x) => x === id).length, 1, `${id} completed exactly once`);
+  // The killed worker stopped heart-beating: it is shown as gone, the other one as alive.
+  const states = await waitUntil(
+    async () => {
+      const ws = (await json(`${api.url}/v1/workers`)).body.workers as { state: string; pid: number }[];
+      return ws.some((w) => w.pid === victim.child.pid && w.state === 'gone') ? ws : undefined;
+    },
+    20_000,
+    'the killed worker to show as gone',
+  );
+  assert.ok(states.some((w) => w.pid !== victim.child.pid && w.state !== 'gone'));
   process.stderr.write(`# recovery: all jobs done ${Date.now() - killedAt} ms after the kill (lock 2 s); completions before: ${before}\n`);
 });
 
 test('Redis restarted mid-run (AOF): queued and running jobs are not lost', async () => {
   await spawnWorker(3); // replaces the killed one
   const ids: string[] = [];
-  for (let i = 0; i < 5; i++) ids.push(await submit(job(900 + i, 8)));
-  await waitUntil(async () => ((await json(`${api.url}/v1/jobs?state=running`)).body.jobs?.length >= 1 ? true : undefined), 60_000, 'a running job');
-  await redis.restart();
-  // While Redis is away the API node answers 503 with the reason, not a hang or a crash (if the restart was quick
-  // enough that it is already back, the request simply succeeds).
+  for (let i = 0; i < 5; i++) ids.push(await submit(job(900 + i, 16)));
+  try {
+    await waitUntil(async () => ((await json(`${api.url}/v1/jobs?state=running`)).body.jobs?.length >= 1 ? true : undefined), 60_000, 'a running job');
+  } catch (e) {
+    const states = await Promise.all(ids.map(async (id) => (await json(`${api.url}/v1/jobs/${id}`)).body.state));
+    throw new Error(`${(e as Error).message}; states ${states}; workers:\n${workers.map((w) => w.output().slice(-1500)).join('\n---\n')}`);
+  }
+  await redis.stop();
+  // While Redis is away the API node answers 503 with the reason (not a hang, a 500 or a crash), and says so in
+  // /health and /ready.
   const during = await json(`${api.url}/v1/jobs/${ids[0]}`);
-  assert.ok([200, 503].includes(during.status), JSON.stringify(during.body));
+  assert.equal(during.status, 503, JSON.stringify(during.body));
+  assert.match(during.body.error.message, /job queue \(Redis at .*\) is unavailable/);
+  assert.equal(during.headers.get('retry-after'), '5');
+  assert.equal((await json(`${api.url}/health`)).body.status, 'degraded');
+  assert.equal((await json(`${api.url}/ready`)).status, 503);
+  await redis.restart(); // same data folder: the AOF brings every record and queue entry back
   const jobs = await finished(ids, 240_000);
   assert.deepEqual(
     jobs.filter((j) => j.state !== 'succeeded').map((j) => [j.id, j.state, j.error]),
