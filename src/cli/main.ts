@@ -3,6 +3,7 @@ const USAGE = `kiln — self-hosted Stable Diffusion server
 
 Usage:
   kiln serve [options]            start the HTTP server (kiln serve --help)
+  kiln worker --queue redis://…   run jobs from a shared Redis queue, no HTTP (kiln worker --help)
   kiln generate [options] PROMPT  generate images from the command line (kiln generate --help)
   kiln models [--dir DIR]         list the models Kiln can see
   kiln bench [options]            full-size engine benchmark (random weights, real shapes)
@@ -14,6 +15,8 @@ async function main(): Promise<number> {
   switch (command) {
     case 'serve':
       return (await import('./serve.ts')).runServe(rest);
+    case 'worker':
+      return (await import('./worker.ts')).runWorker(rest);
     case 'generate':
       return (await import('./generate.ts')).runGenerate(rest);
     case 'models':

@@ -30,7 +30,7 @@ const USAGE = `Usage: kiln serve [--model M] [--port 7860] [--host 127.0.0.1] [-
 `;
 
 /** A default model named by Hugging Face repo id (and not found locally) is downloaded into the cache. */
-async function ensureDefaultModel(config: KilnConfig): Promise<void> {
+export async function ensureDefaultModel(config: KilnConfig): Promise<void> {
   const m = config.model;
   if (!m || !isHfRepoId(m) || existsSync(resolve(m))) return;
   const local = ['', '.safetensors'].some((ext) => existsSync(join(config.modelsDir, 'checkpoints', `${m}${ext}`)));

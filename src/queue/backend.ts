@@ -76,3 +76,12 @@ export interface JobBackend {
 
   close(): Promise<void>;
 }
+
+/** The shared job store cannot be reached (Redis down): the request may be retried later (HTTP 503). */
+export class BackendUnavailableError extends Error {
+  readonly retryAfterS = 5;
+  constructor(message: string) {
+    super(message);
+    this.name = 'BackendUnavailableError';
+  }
+}

@@ -23,4 +23,9 @@ export interface QueueConfig {
   shutdownGraceMs: number;
   /** How long an aborted job's engine call may run on before the engine process is killed (and replaced). */
   abortGraceMs: number;
+  /**
+   * Redis queue: how long a worker's hold on a running job lasts without renewal. A worker that dies stops
+   * renewing, and after about this long (plus one check interval) another worker takes the job.
+   */
+  workerLockMs: number;
 }

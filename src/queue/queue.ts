@@ -75,6 +75,11 @@ export interface JobQueueOptions {
   storage?: ImageStore;
   /** Delivers each finished job to its spec's webhook. */
   webhooks?: WebhookSender;
+  /**
+   * Whether this process takes jobs from the backend and runs them (default true). An API node of a shared
+   * (Redis) queue sets false: it queues, reads, cancels and streams events, and workers elsewhere run the jobs.
+   */
+  runsJobs?: boolean;
   /** Forcefully stops a generation that ignores abort (kills the engine process, which is then replaced). */
   hardStop?: () => Promise<void>;
   /** How long after an abort (cancel, timeout, shutdown) the runner may take before hardStop is used. */
@@ -340,9 +345,14 @@ export class JobQueue {
     return this.running !== undefined;
   }
 
+  /** The id of the job this process is running, if any. */
+  get runningJobId(): string | undefined {
+    return this.running?.job.id;
+  }
+
   private pump(): void {
     if (this.claiming) this.lookAgain = true;
-    if (this.claiming || this.running || this.stopping || !this.started) return;
+    if (this.claiming || this.running || this.stopping || !this.started || this.opts.runsJobs === false) return;
     this.claiming = this.claimAndRun()
       .catch((e) => {
         this.opts.log?.error({ err: e }, 'could not take the next job');

@@ -7,6 +7,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
+import { parseS3Url } from '../storage/s3.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -36,6 +37,17 @@ export interface KilnConfig {
   tlsCert?: string;
   tlsKey?: string;
   publicUrl?: string;
+  /** The job queue: 'sqlite' (embedded, one machine) or a redis:// URL (API nodes and workers on many machines). */
+  queueUrl: string;
+  /** This process runs jobs (false: an API node that only queues them; `kiln worker` processes run them). */
+  worker: boolean;
+  /** Where results and uploads live: undefined = <dataDir>/images; `s3://bucket/prefix` = an S3-protocol store. */
+  storage?: string;
+  /** S3 endpoint for MinIO-compatible servers (path-style addressing); undefined = AWS. */
+  s3Endpoint?: string;
+  s3Region?: string;
+  /** With S3 storage: GET /v1/images/{name} redirects to a presigned URL valid this many ms (0 = stream through Kiln). */
+  presignMs: number;
   logLevel: string;
   rateLimitPerMinute: number;
   /** Requests with a missing or wrong API key allowed per client address per minute before 429; 0 = no limit. */
@@ -149,6 +161,55 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_PUBLIC_URL',
     kind: 'string',
     doc: 'Base URL used in result image URLs (default: taken from the request Host header).',
+  },
+  {
+    key: 'queueUrl',
+    flag: 'queue',
+    env: 'KILN_QUEUE',
+    kind: 'string',
+    default: 'sqlite',
+    doc: "Job queue: 'sqlite' (embedded, one machine) or redis://host:port[/db] (BullMQ; API nodes and `kiln worker` processes on many machines).",
+  },
+  {
+    key: 'worker',
+    flag: 'worker',
+    env: 'KILN_WORKER',
+    kind: 'bool',
+    default: true,
+    doc: 'Run jobs in this process; --worker false makes an API node that only queues (needs --queue redis://…; `kiln worker` runs the jobs).',
+  },
+  {
+    key: 'queue.workerLockMs',
+    flag: 'worker-lock',
+    env: 'KILN_WORKER_LOCK',
+    kind: 'number',
+    scale: 1000,
+    default: 30_000,
+    doc: "Redis queue: a dead worker's job goes to another worker after about this many seconds (its lock, renewed while it runs).",
+  },
+  {
+    key: 'storage',
+    flag: 'storage',
+    env: 'KILN_STORAGE',
+    kind: 'string',
+    doc: 'Where result images live: s3://bucket/prefix for an S3-compatible store shared by several nodes (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); default <data-dir>/images.',
+  },
+  {
+    key: 's3Endpoint',
+    flag: 's3-endpoint',
+    env: 'KILN_S3_ENDPOINT',
+    kind: 'string',
+    doc: 'S3 endpoint URL for MinIO-compatible servers (path-style); default AWS.',
+  },
+  { key: 's3Region', flag: 's3-region', env: 'KILN_S3_REGION', kind: 'string', doc: 'S3 region (default AWS_REGION or us-east-1).' },
+  {
+    key: 'presignMs',
+    flag: 'presign',
+    env: 'KILN_PRESIGN',
+    kind: 'int',
+    scale: 1000,
+    default: 0,
+    doc: 'With S3 storage, image URLs redirect to presigned S3 URLs valid this many seconds (0 = Kiln streams the images).',
   },
   {
     key: 'logLevel',
@@ -584,6 +645,20 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
   out.dataDir = dataDir;
   out.modelsDir ??= join(dataDir, 'models');
   out.cacheDir ??= join(dataDir, 'cache');
+  if (typeof out.storage === 'string') {
+    if (out.storage.startsWith('s3://')) {
+      try {
+        parseS3Url(out.storage);
+      } catch (e) {
+        throw new ConfigError('storage', (e as Error).message);
+      }
+    } else out.storage = resolve(cwd, out.storage);
+  }
+  if (out.queueUrl !== 'sqlite' && !/^rediss?:\/\/[^/]/.test(String(out.queueUrl)))
+    throw new ConfigError('queue', `must be sqlite or redis://host:port[/db], got ${JSON.stringify(out.queueUrl)}`);
+  if (out.worker === false && out.queueUrl === 'sqlite')
+    throw new ConfigError('worker', 'an API node that runs no jobs needs a shared queue (--queue redis://…) that workers take jobs from');
+  if (out.presignMs && !String(out.storage ?? '').startsWith('s3://')) throw new ConfigError('presign', 'only applies with --storage s3://…');
 
   const aliases = (file.modelAliases ?? {}) as Record<string, unknown>;
   if (typeof aliases !== 'object' || Array.isArray(aliases) || Object.values(aliases).some((v) => typeof v !== 'string')) {
@@ -624,6 +699,10 @@ export function testConfig(
   } = {},
 ): KilnConfig {
   const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
+  // KILN_TEST_REDIS_URL runs test servers on a Redis queue (a key prefix per data dir), so the same server tests
+  // check both backends (test/server/redis-backend-suite.test.ts).
+  const redis = process.env.KILN_TEST_REDIS_URL;
+  if (redis) base.queueUrl = `${redis}?prefix=${encodeURIComponent(dataDir)}:`; // per data dir: a restart finds its jobs
   return {
     ...base,
     ...overrides,

@@ -1,5 +1,6 @@
 // Every error a client sees is {error: {code, message, field?}} with a 4xx/5xx status; messages name the
 // field at fault. Fastify schema errors are rewritten from ajv's shape into that form.
+import { BackendUnavailableError } from '../queue/backend.ts';
 import type { ErrorObject } from 'ajv';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SpecError } from '../queue/job-spec.ts';
@@ -69,6 +70,8 @@ export function toHttpError(err: unknown): HttpError {
   if (err instanceof StorageNameError) return new HttpError(400, 'invalid_request', `name: ${err.message}`, 'name');
   if (err instanceof QueueFullError) return new HttpError(429, 'queue_full', err.message, undefined, { 'retry-after': String(err.retryAfterS) });
   if (err instanceof QueueClosedError) return new HttpError(503, 'shutting_down', err.message, undefined, { 'retry-after': '5' });
+  if (err instanceof BackendUnavailableError)
+    return new HttpError(503, 'queue_unavailable', err.message, undefined, { 'retry-after': String(err.retryAfterS) });
   // A full disk is the operator's to fix, not a bug: 507 Insufficient Storage on every surface, and the server runs on.
   if (isDiskFull(err)) return new HttpError(507, 'storage_full', diskFullMessage(err, 'the request could not be stored'), undefined, { 'retry-after': '30' });
   switch (fe?.code) {

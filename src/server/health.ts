@@ -3,6 +3,10 @@
 import type { FastifyInstance } from 'fastify';
 import { execFile } from 'node:child_process';
 import { VERSION } from '../version.ts';
+import { BackendUnavailableError } from '../queue/backend.ts';
+import { RedisJobBackend } from '../queue/redis-backend.ts';
+import { listWorkers } from './workers.ts';
+import type { WorkerView } from './workers.ts';
 
 let gpuName: string | null | undefined;
 
@@ -28,7 +32,16 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
       schema: { tags: ['health'], summary: 'Liveness and device info (seed 001 shape: status, cuda_available, cuda_device).' },
     },
     async () => {
-      const counts = await kiln.queue.counts();
+      let counts: Awaited<ReturnType<typeof kiln.queue.counts>>;
+      let workers: WorkerView[];
+      try {
+        [counts, workers] = await Promise.all([kiln.queue.counts(), listWorkers(kiln)]);
+      } catch (e) {
+        // The process lives but the shared queue is away: say so (200, so a supervisor does not restart us for it).
+        if (!(e instanceof BackendUnavailableError)) throw e;
+        return { status: 'degraded', version: VERSION, error: e.message, engine: kiln.engineStatus.state, device: kiln.config.device };
+      }
+      const alive = workers.filter((w) => w.state !== 'gone');
       return {
         status: 'healthy',
         version: VERSION,
@@ -41,7 +54,8 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         queue: { queued: counts.queued, running: counts.running },
         // RunPod's /health fields too, so this one route serves native, seed and RunPod clients.
         jobs: { completed: counts.succeeded, failed: counts.failed, inProgress: counts.running, inQueue: counts.queued, retried: kiln.queue.stats.retried },
-        workers: { idle: kiln.queue.busy ? 0 : 1, running: kiln.queue.busy ? 1 : 0 },
+        workers: { idle: alive.filter((w) => w.state === 'idle').length, running: alive.filter((w) => w.state === 'running').length },
+        worker_list: workers,
       };
     },
   );
@@ -54,6 +68,13 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
     },
     async (_req, reply) => {
       const r = kiln.readiness();
+      if (r.ready && kiln.backend instanceof RedisJobBackend) {
+        try {
+          await kiln.backend.ready(1000);
+        } catch (e) {
+          return reply.status(503).send({ ready: false, reason: (e as Error).message });
+        }
+      }
       return reply.status(r.ready ? 200 : 503).send(r);
     },
   );

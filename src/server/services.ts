@@ -2,15 +2,17 @@
 // (in its own process), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
 // queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
 import { existsSync, mkdirSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import type { KilnConfig } from './config.ts';
-import { LocalImageStore } from '../storage/local.ts';
+import { openImageStore } from './image-store-config.ts';
 import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
+import { RedisJobBackend } from '../queue/redis-backend.ts';
+import { listSamplers, listSchedules } from '../engine/index.ts';
 import type { JobBackend } from '../queue/backend.ts';
 import { WebhookSender } from '../queue/webhooks.ts';
 import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
@@ -31,6 +33,9 @@ import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
+
+/** How often a worker on a shared queue announces itself; one silent for 3 beats is shown as gone. */
+export const WORKER_HEARTBEAT_MS = 2000;
 
 export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/index.ts', import.meta.url));
 
@@ -66,6 +71,7 @@ export class KilnServices {
   /** Resolves when the engine has started (or failed to). */
   readonly engineReady: Promise<void>;
   private samplerList: NamedOption[] = [];
+  private heartbeat?: NodeJS.Timeout;
   private scheduleList: NamedOption[] = [];
 
   constructor(
@@ -76,27 +82,37 @@ export class KilnServices {
     // Before the database is opened: a second server must not even recover (re-queue) the first one's jobs.
     this.lock = DataDirLock.acquire(config.dataDir);
     try {
-      this.storage = new LocalImageStore(join(config.dataDir, 'images'));
-      this.backend = new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'));
+      this.storage = openImageStore(config);
+      this.backend =
+        config.queueUrl === 'sqlite'
+          ? new SqliteJobBackend(join(config.dataDir, 'jobs.sqlite'))
+          : new RedisJobBackend({
+              url: config.queueUrl,
+              lockMs: config.queue.workerLockMs,
+              stalledCheckMs: config.queue.workerLockMs,
+              maxAttempts: config.queue.maxAttempts,
+            });
     } catch (e) {
       this.lock.release();
       throw e;
     }
     this.models = new ModelRegistry(config);
     this.upscalers = new UpscalerCatalog(this.models, config.modelsDir);
-    const child = opts.engine
-      ? undefined
-      : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
-          device: config.device,
-          cacheDir: join(config.cacheDir, 'graphs'),
-          // Leave one core to the server process so status, SSE and /health answer during a generation.
-          threads: config.threads ?? Math.max(1, availableParallelism() - 1),
-          spinning: false,
-          idleUnloadMs: config.idleUnloadMs,
-          maxLoadedModels: config.maxLoadedModels,
-        });
+    // An API node runs no jobs: no engine process, only the engine's static lists (samplers, schedules).
+    const child =
+      opts.engine || !config.worker
+        ? undefined
+        : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
+            device: config.device,
+            cacheDir: join(config.cacheDir, 'graphs'),
+            // Leave one core to the server process so status, SSE and /health answer during a generation.
+            threads: config.threads ?? Math.max(1, availableParallelism() - 1),
+            spinning: false,
+            idleUnloadMs: config.idleUnloadMs,
+            maxLoadedModels: config.maxLoadedModels,
+          });
     this.engineProcess = child;
-    const engine = opts.engine ?? child!;
+    const engine = opts.engine ?? child ?? listsOnlyEngine();
     this.engine = engine;
     const log = opts.log;
     this.webhooks = new WebhookSender({ log, policy: new WebhookPolicy(config.webhookAllow) });
@@ -119,6 +135,7 @@ export class KilnServices {
       // While shutting down the killed process is not replaced: the server is about to close it anyway.
       hardStop: child ? () => child.kill(!this.queue.isStopping) : undefined,
       abortGraceMs: config.queue.abortGraceMs,
+      runsJobs: config.worker,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
     this.metrics = new Metrics(this.queue);
@@ -154,7 +171,7 @@ export class KilnServices {
   async warmUp(): Promise<void> {
     const def = this.models.default;
     if (!def) return;
-    if (!this.engine.load) {
+    if (!this.engine.load || !this.config.worker) {
       this.engineStatus.loadedModel = def.name;
       return;
     }
@@ -169,6 +186,11 @@ export class KilnServices {
   }
 
   async start(): Promise<void> {
+    if (this.backend instanceof RedisJobBackend) {
+      await this.backend.ready();
+      await this.backend.subscribed();
+      if (this.config.worker) this.startHeartbeat(this.backend);
+    }
     await this.queue.start();
   }
 
@@ -264,14 +286,41 @@ export class KilnServices {
     return storeInputImage(bytes, this.storage, this.config.limits, field);
   }
 
+  /** A worker on a shared queue tells the others (GET /v1/workers, /health) what it is and does, every few seconds. */
+  private startHeartbeat(backend: RedisJobBackend): void {
+    const startedAt = Date.now();
+    const beat = () =>
+      backend
+        .announce({
+          host: hostname(),
+          pid: process.pid,
+          device: this.config.device,
+          loadedModels: this.loadedModels().map((m) => m.name),
+          job: this.queue.runningJobId,
+          startedAt,
+        })
+        .catch(() => undefined); // Redis away: the next beat tries again
+    void beat();
+    this.heartbeat = setInterval(beat, WORKER_HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
   /** Stops the queue (finishing or re-queuing the running job), the engine and the database. */
   async close(): Promise<void> {
+    clearInterval(this.heartbeat);
+    if (this.backend instanceof RedisJobBackend && this.config.worker) await this.backend.withdraw().catch(() => undefined);
     await this.queue.stop();
     this.metrics.close();
     await this.engine.close();
     await this.backend.close();
     this.lock.release();
   }
+}
+
+/** An API node's engine: the static sampler and schedule lists, and nothing to run (workers run the jobs). */
+function listsOnlyEngine(): Engine {
+  const refuse = () => Promise.reject(new Error('this API node runs no jobs (--worker false); a `kiln worker` process runs them'));
+  return { run: refuse, generate: refuse, listSamplers, listSchedules, close: () => undefined } as Engine;
 }
 
 /** A refused webhook target as the 400 that names the `webhook` field. */

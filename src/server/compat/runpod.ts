@@ -12,11 +12,14 @@ import type { ValidateFunction } from 'ajv';
 import type { Job } from '../../queue/job.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
+import { BackendUnavailableError } from '../../queue/backend.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
 import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { failureStatus } from '../job-failure.ts';
 import { baseUrl } from '../native/views.ts';
+import { checkS3Config, ClientBucketError, s3ConfigSchema, uploadToClientBucket } from './runpod-s3.ts';
+import type { RunPodS3Config } from './runpod-s3.ts';
 import { a1111BodySchema, specFromA1111 } from './a1111.ts';
 import type { Body } from './a1111.ts';
 import { baseSpec, classify, dataUrl, ownerOf, resultImages, sendClassified, submitWithInput, syncWaitMs } from './common.ts';
@@ -60,6 +63,8 @@ interface RunPodExtra {
   inputBytes?: number;
   /** /stream already handed out the output. */
   streamed?: boolean;
+  /** The client's own bucket for the results (RunPod s3Config); never shown by any view. */
+  s3?: RunPodS3Config;
 }
 
 /**
@@ -84,7 +89,7 @@ const envelopeSchema = {
         ttl: { type: 'integer', minimum: 10_000, maximum: 604_800_000 },
       },
     },
-    s3Config: { type: 'object' },
+    s3Config: s3ConfigSchema,
   },
 };
 
@@ -92,7 +97,7 @@ interface Envelope {
   input: Record<string, unknown>;
   webhook?: string;
   policy?: { executionTimeout?: number; lowPriority?: boolean; ttl?: number };
-  s3Config?: object;
+  s3Config?: RunPodS3Config;
 }
 
 function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: FastifyReply): void {
@@ -152,16 +157,17 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   /** Why a RunPod worker would report the request as a FAILED job; undefined for errors of the platform itself. */
   function rejection(e: unknown): string | undefined {
     // A full queue or shutdown is the platform refusing the request, not a failed job.
-    if (e instanceof QueueFullError || e instanceof QueueClosedError) return undefined;
+    if (e instanceof QueueFullError || e instanceof QueueClosedError || e instanceof BackendUnavailableError) return undefined;
     const c = classify(e);
     return c.status >= 500 && c.status !== 501 ? undefined : c.message;
   }
 
   /** Input -> a queued job, or a FAILED job holding the reason (and the input, for /retry). */
-  async function submitInput(input: Record<string, unknown>, owner: string, job: Partial<JobSpec> = {}): Promise<Job> {
+  async function submitInput(input: Record<string, unknown>, owner: string, job: Partial<JobSpec> = {}, s3?: RunPodS3Config): Promise<Job> {
     try {
       const spec = await specOf(input, job);
-      return await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner }));
+      const extra = s3 ? { runpod: { s3 } satisfies RunPodExtra } : undefined;
+      return await submitWithInput(kiln, spec, () => kiln.submit(spec, { owner, extra }));
     } catch (e) {
       const reason = rejection(e);
       if (reason === undefined) throw e;
@@ -173,13 +179,17 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
   }
 
   async function create(req: FastifyRequest, env: Envelope): Promise<Job> {
-    if (env.s3Config)
-      throw new HttpError(501, 'not_implemented', 's3Config: uploading results to S3 is not implemented in Kiln yet; results come back in the output');
+    if (env.s3Config) await checkS3Config(env.s3Config, (url) => kiln.webhooks.checkTarget(url));
     if (env.webhook !== undefined) await kiln.checkWebhook(env.webhook);
-    return submitInput(env.input, ownerOf(req), {
-      timeoutMs: env.policy?.executionTimeout,
-      webhook: env.webhook !== undefined ? { url: env.webhook, format: 'runpod' } : undefined,
-    });
+    return submitInput(
+      env.input,
+      ownerOf(req),
+      {
+        timeoutMs: env.policy?.executionTimeout,
+        webhook: env.webhook !== undefined ? { url: env.webhook, format: 'runpod' } : undefined,
+      },
+      env.s3Config,
+    );
   }
 
   function statusOf(job: Job): RunPodStatus {
@@ -209,13 +219,31 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       status,
       workerId: 'kiln',
     };
-    if (status === 'COMPLETED') out.output = await outputOf(job);
+    if (status === 'COMPLETED') {
+      try {
+        out.output = await outputOf(job);
+      } catch (e) {
+        // The images exist but the client's bucket refused them: a RunPod worker reports that as a failed job.
+        if (!(e instanceof ClientBucketError)) throw e;
+        out.status = 'FAILED';
+        out.error = e.message;
+      }
+    }
     if (status === 'FAILED' || status === 'TIMED_OUT') out.error = job.error?.message ?? 'the job failed';
     return out;
   }
 
   async function outputOf(job: Job) {
     const images = await resultImages(kiln, job);
+    const s3 = runpodOf(job).s3;
+    if (s3) {
+      // The client's bucket: presigned URLs in place of base64 (as runpod-python's rp_upload answers).
+      const files = images.map((img, i) => ({ filename: alphaFilename(job, i), bytes: img.bytes }));
+      const urls = await uploadToClientBucket(s3, job.id, files);
+      const out: Record<string, unknown> = { status: 'success', url: urls[0], filename: files[0]!.filename, info: images[0]!.meta.infotext };
+      if (images.length > 1) out.images = images.map((img, i) => ({ filename: files[i]!.filename, url: urls[i], info: img.meta.infotext }));
+      return out;
+    }
     const first = images[0]!;
     const out: Record<string, unknown> = {
       status: 'success',

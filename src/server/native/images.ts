@@ -5,6 +5,7 @@ import { extname } from 'node:path';
 import { HttpError } from '../errors.ts';
 import { maySeeJob } from '../auth.ts';
 import { checkName } from '../../storage/image-store.ts';
+import { S3ImageStore } from '../../storage/s3.ts';
 
 const TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
 
@@ -29,6 +30,12 @@ export async function imageRoutes(app: FastifyInstance): Promise<void> {
       const job = await kiln.queue.get(jobId);
       const p = req.principal;
       if (!maySeeJob(p, job?.owner)) throw notFound;
+      // S3 with --presign: the client fetches the bytes from the store itself, with a short-lived signed URL.
+      if (kiln.config.presignMs > 0 && kiln.storage instanceof S3ImageStore) {
+        if (!(await kiln.storage.exists(name))) throw notFound;
+        const url = await kiln.storage.presignedUrl(name, Math.max(1, Math.round(kiln.config.presignMs / 1000)));
+        return reply.header('cache-control', 'private, no-store').redirect(url, 302);
+      }
       const bytes = await kiln.storage.read(name);
       if (!bytes) throw notFound;
       return reply.type(type).header('cache-control', 'private, max-age=3600').send(bytes);

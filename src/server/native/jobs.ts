@@ -147,7 +147,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       const preview = await previewPng(kiln.queue, job.id);
       if (!preview) {
         const why =
-          job.state !== 'running' ? `the job is ${job.state}` : kiln.config.previewEvery > 0 ? 'no preview yet' : 'previews are disabled (previewEvery = 0)';
+          // The root cause first: with previews off no job ever has one, whatever its state.
+          kiln.config.previewEvery <= 0 ? 'previews are disabled (previewEvery = 0)' : job.state !== 'running' ? `the job is ${job.state}` : 'no preview yet';
         throw new HttpError(404, 'not_found', `id: job ${job.id} has no live preview: ${why}`, 'id');
       }
       return reply

@@ -5,6 +5,7 @@ import { upscaleRoutes } from './upscale.ts';
 import { catalogRoutes } from './catalog.ts';
 import { imageRoutes } from './images.ts';
 import { capabilityRoutes } from './capabilities.ts';
+import { workerRoutes } from './workers.ts';
 
 export async function nativeRoutes(app: FastifyInstance): Promise<void> {
   await jobRoutes(app);
@@ -12,4 +13,5 @@ export async function nativeRoutes(app: FastifyInstance): Promise<void> {
   await catalogRoutes(app);
   await imageRoutes(app);
   await capabilityRoutes(app);
+  await workerRoutes(app);
 }
