@@ -3,6 +3,7 @@
 // optional text projection. Only the layers the requested outputs depend on are built.
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
 import type { ClipTextConfig, WeightSource } from '../weights/types.ts';
+import { LORA_BRANCH_SITES_VERSION, LoraBranchSites } from './lora-branch.ts';
 
 /** The config.json fields the graph depends on (hidden_act: "quick_gelu" for SD1's OpenAI CLIP, "gelu" for OpenCLIP). */
 export type ClipTextNetConfig = Pick<
@@ -32,6 +33,8 @@ export interface ClipTextOptions {
   /** Token sequence length (default 77); at most max_position_embeddings. */
   sequenceLength?: number;
   attention?: AttentionKind;
+  /** LoRA branches (graph inputs) at the q/k/v/out projections and the MLP of every layer (nets/lora-branch.ts). */
+  loraBranches?: boolean;
 }
 
 /** Graph input/output names. */
@@ -55,12 +58,20 @@ function resolve(opts: ClipTextOptions): Resolved {
     allHiddenStates: opts.allHiddenStates ?? false,
     sequenceLength: opts.sequenceLength ?? 77,
     attention: opts.attention ?? 'contrib',
+    loraBranches: opts.loraBranches ?? false,
   };
 }
 
 /** Every option with its default filled in: the part of a graph-cache key that describes this graph. */
 export function clipTextGraphOptions(opts: ClipTextOptions): Record<string, unknown> {
-  return { ...resolve(opts) };
+  const { loraBranches, ...rest } = resolve(opts);
+  // Only present when set, so the key of a plain graph is what it was before branches existed.
+  return loraBranches ? { ...rest, loraBranches: LORA_BRANCH_SITES_VERSION } : rest;
+}
+
+/** Which text-encoder layers get LoRA branches in a branch graph (what kohya and PEFT train: attention and MLP linears). */
+export function isClipTextBranchSite(path: string): boolean {
+  return /\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])$/.test(path);
 }
 
 const P = 'text_model';
@@ -106,8 +117,9 @@ export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, con
 
   const states: Value[] = [x];
   const mask = causalMask(b, seq);
+  const branches = o.loraBranches ? new LoraBranchSites(isClipTextBranchSite) : undefined;
   for (let i = 0; i < needed; i++) {
-    x = encoderLayer(b, weights, `${P}.encoder.layers.${i}`, x, { dim, heads, eps: config.layer_norm_eps, act, mask, kind: o.attention });
+    x = encoderLayer(b, weights, `${P}.encoder.layers.${i}`, x, { dim, heads, eps: config.layer_norm_eps, act, mask, kind: o.attention, branches });
     states.push(x);
   }
 
@@ -138,10 +150,15 @@ interface LayerParams {
   act: (x: Value) => Value;
   mask: Value;
   kind: AttentionKind;
+  branches?: LoraBranchSites;
 }
 
 function encoderLayer(b: GraphBuilder, w: WeightSource, p: string, x: Value, lp: LayerParams): Value {
-  const lin = (h: Value, name: string) => b.linear(h, w.get(`${p}.${name}.weight`), w.get(`${p}.${name}.bias`), `${p}.${name}`);
+  const lin = (h: Value, name: string) => {
+    const weight = w.get(`${p}.${name}.weight`);
+    const y = b.linear(h, weight, w.get(`${p}.${name}.bias`), `${p}.${name}`);
+    return lp.branches ? lp.branches.linear(b, `${p}.${name}`, h, y, { in: weight.shape[1]!, out: weight.shape[0]! }) : y;
+  };
   const h = layerNormWith(b, w, `${p}.layer_norm1`, lp.eps)(x);
   const q = lin(h, 'self_attn.q_proj');
   const k = lin(h, 'self_attn.k_proj');
