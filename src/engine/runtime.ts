@@ -226,8 +226,8 @@ export async function runSession(session: Session, feeds: Record<string, Feed>):
 }
 
 /**
- * `session` with extra inputs added to every run: `make` computes them once, on the first run, from the session's
- * declared inputs (the LoRA-branch factors of a view). Everything else is the session itself, so the wrapped
+ * `session` with extra inputs added to every run (inputs the caller feeds itself win): `make` computes them once,
+ * on the first run, from the session's declared inputs (the LoRA-branch factors of a view). Everything else is the session itself, so the wrapped
  * and the plain session share one native session.
  */
 export function withExtraInputs(
@@ -244,7 +244,7 @@ export function withExtraInputs(
   };
   const run = async (feeds: Ort.InferenceSession.FeedsType, ...rest: unknown[]) => {
     extra ??= tensors();
-    const all = { ...feeds, ...(await extra) };
+    const all = { ...(await extra), ...feeds }; // the caller's own feeds win
     return (session.run as (...a: unknown[]) => Promise<Ort.InferenceSession.ReturnType>)(all, ...rest);
   };
   return new Proxy(session, {
