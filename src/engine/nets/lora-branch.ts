@@ -3,7 +3,8 @@
 // Feeding rank-0 factors gives the base output (adding exact zeros); several LoRAs at once are their factors
 // concatenated along the rank axis with each one's scale folded into `up`. Switching LoRAs is then new feeds for
 // the same session instead of a new graph. Layouts of the inputs (the feeder reads them back from the session):
-//   linear site: lora_down:<path> [in, r] (down transposed), lora_up:<path> [r, out] (up transposed);
+//   linear site: lora_down:<path> [r, in], lora_up:<path> [out, r] (torch's layout: Gemm transposes while packing,
+//                so switching LoRAs copies the factors without transposing them);
 //   conv site:   lora_down:<path> [r, in, kh, kw] (a conv with the base conv's stride and padding),
 //                lora_up:<path> [out, r, 1, 1].
 import type { GraphBuilder, Value } from '../onnx/graph.ts';
@@ -32,13 +33,16 @@ export class LoraBranchSites {
     const memo = `${path}|${x.name}`;
     let h = this.downs.get(memo);
     if (!h) {
-      h = b.matmul(x, this.factorInput(b, LORA_BRANCH_INPUT.down(path), [opts.in, rank]));
+      // Gemm wants 2-D rows; attention inputs arrive as [batch, seq, in].
+      const rows = b.reshape(x, [-1, opts.in]);
+      h = b.op('Gemm', [rows, this.factorInput(b, LORA_BRANCH_INPUT.down(path), [rank, opts.in])], { transB: 1 });
       this.downs.set(memo, h);
     }
-    const upValue = this.factorInput(b, LORA_BRANCH_INPUT.up(path), [rank, opts.out]);
-    let up = opts.cols ? b.slice(upValue, [opts.cols[0]], [opts.cols[1]], [1]) : upValue;
+    const upValue = this.factorInput(b, LORA_BRANCH_INPUT.up(path), [opts.out, rank]);
+    let up = opts.cols ? b.slice(upValue, [opts.cols[0]], [opts.cols[1]], [0]) : upValue;
     if (opts.scale !== undefined && opts.scale !== 1) up = b.mul(up, b.constFloat(opts.scale));
-    return b.add(y, b.matmul(h, up));
+    const delta = b.op('Gemm', [h, up], { transB: 1 });
+    return b.add(y, b.reshape(delta, b.shapeOf(y)));
   }
 
   /** `y` plus the site's branch applied to NCHW `x`: a conv like the base one into rank channels, then a 1x1 conv. */

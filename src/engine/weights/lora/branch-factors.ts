@@ -54,8 +54,8 @@ function factorsOf(p: BranchPatch, out: number, inner: number): Factors {
   if (numel(up.shape) !== out * r || numel(down.shape) !== r * inner) {
     throw new ModelFileError(dict.file, `module "${module.key}": factors [${up.shape}] x [${down.shape}] do not fit a layer of ${out} x ${inner}`);
   }
-  const upScaled = new Float32Array(out * r);
-  for (let i = 0; i < upScaled.length; i++) upScaled[i] = up.data[i]! * scale;
+  const upScaled = up.data; // a fresh array (TensorDictionary.get): scaled in place
+  for (let i = 0; i < upScaled.length; i++) upScaled[i] = upScaled[i]! * scale;
   return { down: down.data, up: upScaled, rank: r };
 }
 
@@ -93,28 +93,30 @@ export function branchFeeds(inputs: readonly BranchInputInfo[], patches: Map<str
     if (!down || !up) throw new Error(`internal error: branch site "${path}" lacks an input`);
     const conv = down.shape.length === 4;
     const dim = (v: number | string) => (typeof v === 'number' ? v : -1);
-    const inDim = dim(conv ? down.shape[1]! : down.shape[0]!);
-    const out = dim(conv ? up.shape[0]! : up.shape[1]!);
+    const inDim = dim(down.shape[1]!);
+    const out = dim(up.shape[0]!);
     const kernel = conv ? down.shape.slice(2).map(dim) : [];
     if (inDim < 0 || out < 0 || kernel.some((k) => k < 0)) throw new Error(`internal error: branch site "${path}" has symbolic channel dims`);
     const inner = inDim * kernel.reduce((a, b) => a * b, 1);
     const factors = (patches.get(path) ?? []).map((p) => factorsOf(p, out, inner));
     const rank = factors.reduce((a, f) => a + f.rank, 0);
+    if (factors.length === 1) {
+      // One LoRA: its factors as they are (no concatenation).
+      feeds[down.name] = { shape: [rank, inDim, ...kernel], data: factors[0]!.down };
+      feeds[up.name] = { shape: [out, rank, ...kernel.map(() => 1)], data: factors[0]!.up };
+      continue;
+    }
     const downData = new Float32Array(rank * inner);
     const upData = new Float32Array(out * rank);
+    // down [R, in(, kh, kw)]: each LoRA's rows appended; up [out, R(, 1, 1)]: each LoRA's columns side by side.
     let offset = 0;
     for (const f of factors) {
-      if (conv) {
-        downData.set(f.down, offset * inner); // [R, in, kh, kw]: rows appended
-        for (let i = 0; i < out; i++) for (let n = 0; n < f.rank; n++) upData[i * rank + offset + n] = f.up[i * f.rank + n]!; // [out, R]
-      } else {
-        for (let n = 0; n < f.rank; n++) for (let j = 0; j < inner; j++) downData[j * rank + offset + n] = f.down[n * inner + j]!; // [in, R]
-        for (let i = 0; i < out; i++) for (let n = 0; n < f.rank; n++) upData[(offset + n) * out + i] = f.up[i * f.rank + n]!; // [R, out]
-      }
+      downData.set(f.down, offset * inner);
+      for (let i = 0; i < out; i++) upData.set(f.up.subarray(i * f.rank, (i + 1) * f.rank), i * rank + offset);
       offset += f.rank;
     }
-    feeds[down.name] = { shape: conv ? [rank, inDim, ...kernel] : [inDim, rank], data: downData };
-    feeds[up.name] = { shape: conv ? [out, rank, ...kernel.map(() => 1)] : [rank, out], data: upData };
+    feeds[down.name] = { shape: [rank, inDim, ...kernel], data: downData };
+    feeds[up.name] = { shape: [out, rank, ...kernel.map(() => 1)], data: upData };
   }
   return feeds;
 }
