@@ -2,6 +2,7 @@
 // position embeddings, pre-LN transformer layers with a causal mask, final_layer_norm, argmax pooling and the
 // optional text projection. Only the layers the requested outputs depend on are built.
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
+import { OnnxDType } from '../onnx/proto.ts';
 import type { ClipTextConfig, WeightSource } from '../weights/types.ts';
 import { LORA_BRANCH_SITES_VERSION, LoraBranchSites } from './lora-branch.ts';
 
@@ -24,7 +25,7 @@ export interface ClipTextOptions {
   penultimateWithoutNorm?: boolean;
   /** Emit `hidden` [batch, seq, hidden_size] (default true). */
   hidden?: boolean;
-  /** Emit `pooled` [batch, hidden_size] = final_layer_norm(last layer) at argmax(input_ids) (the EOS token). */
+  /** Emit `pooled` [batch, hidden_size] = final_layer_norm(last layer) at the first EOS token. */
   pooled?: boolean;
   /** Emit `text_embeds` [batch, projection_dim] = pooled @ text_projection (CLIPTextModelWithProjection). */
   textEmbeds?: boolean;
@@ -33,6 +34,12 @@ export interface ClipTextOptions {
   /** Token sequence length (default 77); at most max_position_embeddings. */
   sequenceLength?: number;
   attention?: AttentionKind;
+  /**
+   * The end-of-text token id: `pooled` is taken at its first position, as transformers does with eos_token_id
+   * (the pipeline passes its tokenizer's). Without it, at argmax(input_ids) (transformers' legacy rule), which is
+   * the same token only while no id exceeds EOS's; textual-inversion tokens do.
+   */
+  eosTokenId?: number;
   /** LoRA branches (graph inputs) at the q/k/v/out projections and the MLP of every layer (nets/lora-branch.ts). */
   loraBranches?: boolean;
 }
@@ -46,7 +53,7 @@ export const CLIP_TEXT_IO = {
   hiddenState: (i: number) => `hidden_states.${i}`,
 } as const;
 
-type Resolved = Required<ClipTextOptions>;
+type Resolved = Required<Omit<ClipTextOptions, 'eosTokenId'>> & Pick<ClipTextOptions, 'eosTokenId'>;
 
 function resolve(opts: ClipTextOptions): Resolved {
   return {
@@ -59,14 +66,15 @@ function resolve(opts: ClipTextOptions): Resolved {
     sequenceLength: opts.sequenceLength ?? 77,
     attention: opts.attention ?? 'contrib',
     loraBranches: opts.loraBranches ?? false,
+    eosTokenId: opts.eosTokenId,
   };
 }
 
 /** Every option with its default filled in: the part of a graph-cache key that describes this graph. */
 export function clipTextGraphOptions(opts: ClipTextOptions): Record<string, unknown> {
-  const { loraBranches, ...rest } = resolve(opts);
-  // Only present when set, so the key of a plain graph is what it was before branches existed.
-  return loraBranches ? { ...rest, loraBranches: LORA_BRANCH_SITES_VERSION } : rest;
+  const { loraBranches, eosTokenId, ...rest } = resolve(opts);
+  // Each only present when set, so the key of a graph without them is what it was before they existed.
+  return { ...rest, ...(eosTokenId !== undefined ? { eosTokenId } : {}), ...(loraBranches ? { loraBranches: LORA_BRANCH_SITES_VERSION } : {}) };
 }
 
 /** Which text-encoder layers get LoRA branches in a branch graph (what kohya and PEFT train: attention and MLP linears). */
@@ -131,9 +139,10 @@ export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, con
   }
   if (o.allHiddenStates) states.forEach((s, i) => b.output(s, CLIP_TEXT_IO.hiddenState(i), shape));
   if (o.pooled || o.textEmbeds) {
-    // The EOS token is the highest id in CLIP's vocabulary; transformers 4.26 pools at argmax(input_ids),
-    // the first occurrence when padding repeats it (ONNX ArgMax and torch.argmax agree on that).
-    const eos = b.op('ArgMax', [ids], { axis: 1, keepdims: 1 }); // [batch, 1]
+    // The first EOS by position (transformers: (input_ids == eos_token_id).int().argmax(-1)). argmax(input_ids)
+    // finds the same token only while no id exceeds EOS's, which textual-inversion tokens do.
+    const isEos = o.eosTokenId === undefined ? ids : b.cast(b.op('Equal', [ids, b.constInt64([o.eosTokenId])]), OnnxDType.INT32);
+    const eos = b.op('ArgMax', [isEos], { axis: 1, keepdims: 1 }); // [batch, 1], the first maximum
     const pooled = b.op('GatherND', [finalNorm(states[layers]!), eos], { batch_dims: 1 }); // [batch, dim]
     if (o.pooled) b.output(pooled, CLIP_TEXT_IO.pooled, ['batch', dim]);
     if (o.textEmbeds) {

@@ -117,7 +117,8 @@ export class ModelSessions implements TextEncoders {
     const lora = [this.loras?.textEncoderKeys[index], ti?.key].filter(Boolean).join('|') || undefined;
     const weights = ti?.weights ?? this.loras?.textEncoders[index] ?? part.weights;
     const branches = this.loras?.textEncoderBranches[index];
-    const buildOpts = branches ? { ...opts, loraBranches: true } : opts;
+    // The tokenizer says which id ends the text (the pooled output's token).
+    const buildOpts = { ...opts, eosTokenId: this.tokenizer(index).eos, ...(branches ? { loraBranches: true } : {}) };
     const options = lora ? { ...clipTextGraphOptions(buildOpts), lora } : clipTextGraphOptions(buildOpts);
     const session = this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, buildOpts));
     return branches ? withBranchFeeds(session, branches) : session;
