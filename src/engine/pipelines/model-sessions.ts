@@ -121,7 +121,19 @@ export class ModelSessions implements TextEncoders {
     const buildOpts = { ...opts, eosTokenId: this.tokenizer(index).eos, ...(branches ? { loraBranches: true } : {}) };
     const options = lora ? { ...clipTextGraphOptions(buildOpts), lora } : clipTextGraphOptions(buildOpts);
     const session = this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, buildOpts));
-    return branches ? withBranchFeeds(session, branches) : session;
+    return branches ? this.fedOnce(JSON.stringify(['text-encoder', index, options]), session, branches) : session;
+  }
+
+  /** This view's LoRA factors fed to a branch graph's session, made once per view and graph. */
+  private readonly fed = new Map<string, Promise<Session>>();
+  private fedOnce(id: string, session: Promise<Session>, patches: Map<string, BranchPatch[]>): Promise<Session> {
+    let s = this.fed.get(id);
+    if (!s) {
+      s = withBranchFeeds(session, patches);
+      s.catch(() => this.fed.delete(id));
+      this.fed.set(id, s);
+    }
+    return s;
   }
 
   /** The UNet; with a tiling, its seamless variant (a graph and session of its own, built once and cached). */
@@ -133,7 +145,7 @@ export class ModelSessions implements TextEncoders {
     const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
       buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
-    return branches ? withBranchFeeds(session, branches) : session;
+    return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
   }
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {
