@@ -5,7 +5,11 @@
 //
 //   npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
 //                 [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
-//                 [--vae-upsample phases|resize] [--json] [--help]
+//                 [--vae-upsample phases|resize] [--lora-sessions] [--json] [--help]
+//
+// The `lora` part (bench/lora-switch.ts) times LoRA first use, switching and switching back (to the first sampling
+// step), the graph cache's growth per combination, and a no-LoRA step with and without branches. SDXL times only
+// the LoRA file and feed work unless --lora-sessions (its two fp32 UNet sessions need ~21 GB).
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -30,6 +34,7 @@ import type { Tensor } from '../src/engine/tensor.ts';
 import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult } from './peak.ts';
 import { clipTextParameterShapes, parameterCount, RandomWeights } from './random-weights.ts';
 import { SD15, SDXL, type ModelSpec } from './specs.ts';
+import { benchLoraSwitch, type LoraSwitchReport } from './lora-switch.ts';
 
 interface Args {
   models: ModelSpec[];
@@ -47,13 +52,15 @@ interface Args {
   parts: Set<string>;
   /** Overrides each model's image size (smoke runs). */
   size?: number;
+  /** LoRA part: run the sessions for SDXL too (SD1.5 always does). */
+  loraSessions: boolean;
 }
 
-const PARTS = ['text', 'unet', 'vae'];
+const PARTS = ['text', 'unet', 'vae', 'lora'];
 
 const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
               [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
-              [--vae-upsample phases|resize] [--json]
+              [--vae-upsample phases|resize] [--lora-sessions] [--json]
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -67,6 +74,7 @@ function parseArgs(argv: string[]): Args {
     cacheOptimized: true,
     parts: new Set(PARTS),
     vaeUpsample: 'phases',
+    loraSessions: false,
   };
   let only: string | undefined;
   let sdxl = false;
@@ -91,6 +99,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--json') out.jsonOnly = true;
     else if (a === '--spin') out.spinning = true;
     else if (a === '--no-optimized-cache') out.cacheOptimized = false;
+    else if (a === '--lora-sessions') out.loraSessions = true;
     else if (a.startsWith('--vae-upsample')) {
       const v = value();
       if (v !== 'phases' && v !== 'resize') throw new Error(`--vae-upsample must be phases or resize, got ${v}`);
@@ -214,6 +223,7 @@ interface ModelReport {
   vaeDecode?: NetRates;
   /** The decode's FLOPs as diffusers computes it (Resize then a 3x3 conv at full resolution). */
   vaeDecodeLiteralGflop?: number;
+  lora?: LoraSwitchReport;
   maxRssGB: number;
 }
 
@@ -329,8 +339,12 @@ async function benchModel(spec: ModelSpec, args: Args, cacheDir: string, peak: P
     report.vaeDecode = rates(vaeRun, vaeDecoderFlops(spec.vae, dims, vaeOpts), args, peak);
     report.vaeDecodeLiteralGflop = vaeDecoderFlops(spec.vae, dims, { upsample: 'resize' }) / 1e9;
   }
-  report.maxRssGB = maxRssBytes() / 2 ** 30;
   for (const s of sessions) await s.release();
+  if (args.parts.has('lora')) {
+    const feedsOnly = spec.name === 'sdxl' && !args.loraSessions;
+    report.lora = await benchLoraSwitch(spec, { ...args, feedsOnly }, cacheDir, (s) => process.stderr.write(`${s}\n`));
+  }
+  report.maxRssGB = maxRssBytes() / 2 ** 30;
   return report;
 }
 
@@ -339,6 +353,24 @@ const OPTIMIZED_LABEL: Record<OptimizedModelUse, string> = {
   saved: 'optimised, saved to cache',
   off: 'optimised, not cached',
 };
+
+function loraRows(l: LoraSwitchReport): [string, string][] {
+  const f = (x: number | undefined, d = 2) => (x === undefined ? '-' : x.toFixed(d));
+  const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
+  const line = (t: LoraSwitchReport['switchToOther']) =>
+    `${f(t.toFirstStepS)} s to the first step (feeds ${f(t.feedsS)} s), step ${f(t.firstStepS)} s, cache +${mb(t.cacheGrowthBytes)}`;
+  const rows: [string, string][] = [
+    [`LoRA (${l.loraFileMB.toFixed(0)} MB file, ${l.unetSites} UNet sites)`, ''],
+    ['  first use', `${line(l.firstUse)}; branch graphs built ${f(l.firstUse.buildS, 1)} s + sessions ${f(l.firstUse.sessionS, 1)} s`],
+    ['  switch to another LoRA', line(l.switchToOther)],
+    ['  switch back', line(l.switchBack)],
+  ];
+  if (l.noLoraStepS) {
+    const { plain, branchRank0 } = l.noLoraStepS;
+    rows.push(['  no-LoRA step', `plain graph ${f(plain)} s, branch graph at rank 0 ${f(branchRank0)} s (${f(100 * (branchRank0 / plain - 1), 1)}%)`]);
+  }
+  return rows;
+}
 
 function table(rows: [string, string][]): string {
   const w = Math.max(...rows.map((r) => r[0].length));
@@ -386,6 +418,7 @@ async function main(): Promise<void> {
       if (r.vaeDecode && r.vaeDecodeLiteralGflop) {
         rows.push(['  as diffusers counts it', `${f(r.vaeDecodeLiteralGflop, 0)} GFLOP, ${f(r.vaeDecodeLiteralGflop / r.vaeDecode.bestS, 1)} GFLOP/s (wall)`]);
       }
+      if (r.lora) rows.push(...loraRows(r.lora));
       rows.push([
         'peak RSS (process)',
         `${f(r.maxRssGB)} GiB${spec.name === 'sdxl' ? (r.maxRssGB < 24 ? ' (fits in 24 GB)' : ' (does NOT fit in 24 GB)') : ' (target < 10 GiB)'}`,

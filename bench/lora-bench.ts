@@ -1,6 +1,7 @@
-// LoRA costs on the tiny fixtures (prints numbers; asserts nothing): first generation with a LoRA combination
-// (merge + graph build + session), switching to another combination, switching back (session kept in memory),
-// and how much the graph cache on disk grows per combination. Plus the merge arithmetic alone for SD1.5-sized
+// LoRA costs on the tiny fixtures (prints numbers; asserts nothing): first generation with a LoRA (branch graph
+// build + session), switching to another low-rank combination (feeds only), a LoHa combination (merged: a graph of
+// its own), switching back, and how much the graph cache on disk grows per combination. Full-size figures: the
+// `lora` part of `npm run bench` (bench/lora-switch.ts). Plus the merge arithmetic alone for SD1.5-sized
 // layers (rank 32), the part of a full-size build that LoRA adds.
 // Run: node --import tsx bench/lora-bench.ts
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -48,13 +49,13 @@ async function timed(label: string, r: GenerateRequest): Promise<void> {
 console.log('tiny-sd1, 64x64, 2 Euler steps (each line: whole generation; cache growth on disk)');
 await timed('no LoRA (cold: builds base graphs)', req);
 await timed('no LoRA (warm)', req);
-await timed('kohya 0.7 (first use: merge + build)', { ...req, loras: [lora('tiny-sd1-kohya', 0.7, 0.7)] });
+await timed('kohya 0.7 (first use: branch graph build)', { ...req, loras: [lora('tiny-sd1-kohya', 0.7, 0.7)] });
 await timed('kohya 0.7 (warm)', { ...req, loras: [lora('tiny-sd1-kohya', 0.7, 0.7)] });
-await timed('kohya 0.5 (new combination)', { ...req, loras: [lora('tiny-sd1-kohya', 0.5, 0.5)] });
-await timed('kohya 0.5 + LoHa 0.3 (new combination)', { ...req, loras: [lora('tiny-sd1-kohya', 0.5, 0.5), lora('tiny-sd1-loha', 0.3, 0.3)] });
-await timed('kohya 0.7 again (evicted from memory: cached graph)', { ...req, loras: [lora('tiny-sd1-kohya', 0.7, 0.7)] });
+await timed('kohya 0.5 (switch: new feeds, same graph)', { ...req, loras: [lora('tiny-sd1-kohya', 0.5, 0.5)] });
+await timed('kohya 0.5 + LoHa 0.3 (LoHa merged: new graph)', { ...req, loras: [lora('tiny-sd1-kohya', 0.5, 0.5), lora('tiny-sd1-loha', 0.3, 0.3)] });
+await timed('kohya 0.7 again (branch graph kept)', { ...req, loras: [lora('tiny-sd1-kohya', 0.7, 0.7)] });
 const base = dirBytes(cacheDir);
-console.log(`graph cache now ${(base / 1e6).toFixed(2)} MB for 1 plain + 3 LoRA combinations`);
+console.log(`graph cache now ${(base / 1e6).toFixed(2)} MB: plain graphs, the branch graphs, one merged (LoHa) combination`);
 
 // Merge arithmetic alone at SD1.5 sizes, rank 32 (what a full-size LoRA build adds before graph building).
 const shapes: Array<[string, number[], number]> = [

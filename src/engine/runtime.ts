@@ -224,3 +224,34 @@ export async function runSession(session: Session, feeds: Record<string, Feed>):
   }
   return out;
 }
+
+/**
+ * `session` with extra inputs added to every run (inputs the caller feeds itself win): `make` computes them once,
+ * on the first run, from the session's declared inputs (the LoRA-branch factors of a view). Everything else is the session itself, so the wrapped
+ * and the plain session share one native session.
+ */
+export function withExtraInputs(
+  session: Session,
+  make: (inputs: ReadonlyArray<{ name: string; shape: ReadonlyArray<number | string> }>) => Record<string, Tensor>,
+): Session {
+  let extra: Promise<Record<string, Ort.Tensor>> | undefined;
+  const tensors = async () => {
+    const ort = await onnxruntime();
+    const inputs = session.inputMetadata.map((m) => ({ name: m.name, shape: m.isTensor ? m.shape : [] }));
+    const out: Record<string, Ort.Tensor> = {};
+    for (const [name, t] of Object.entries(make(inputs))) out[name] = new ort.Tensor('float32', t.data, t.shape);
+    return out;
+  };
+  const run = async (feeds: Ort.InferenceSession.FeedsType, ...rest: unknown[]) => {
+    extra ??= tensors();
+    const all = { ...(await extra), ...feeds }; // the caller's own feeds win
+    return (session.run as (...a: unknown[]) => Promise<Ort.InferenceSession.ReturnType>)(all, ...rest);
+  };
+  return new Proxy(session, {
+    get(target, prop) {
+      if (prop === 'run') return run;
+      const v = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}

@@ -35,7 +35,8 @@ export function detectLoraFamily(metadata: Record<string, string>, keys: string[
       (f.lora.baseModelVersions.some((v) => version.startsWith(v)) || (f.lora.metadataFlag && metadata[f.lora.metadataFlag[0]] === f.lora.metadataFlag[1])),
   );
   if (byMetadata) return byMetadata.name;
-  return FAMILIES.find((f) => f.lora?.keyPattern && keys.some((k) => f.lora!.keyPattern!.test(k)))?.name;
+  const byKeys = FAMILIES.filter((f) => f.lora?.keyPattern && keys.some((k) => f.lora!.keyPattern!.test(k)));
+  return (byKeys.find((f) => byKeys.some((g) => f.lora?.narrows?.includes(g.name))) ?? byKeys[0])?.name;
 }
 
 /** For error messages: where each family keeps its text encoders in single-file checkpoints. */

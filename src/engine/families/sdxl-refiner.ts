@@ -11,7 +11,13 @@ const AESTHETIC_SCORE = { positive: 6.0, negative: 2.5 };
 
 export const sdxlRefiner: ModelFamily = {
   name: 'sdxl-refiner',
-  lora: { baseModelVersions: ['sdxl_refiner'] },
+  // By keys (kohya SGM names): the refiner's up levels 1 and 2 (output blocks 3-8) have 4 transformer blocks; the
+  // base's output blocks 3-5 have 2 and 6-8 none, SD1/SD2's have 1.
+  lora: {
+    baseModelVersions: ['sdxl_refiner'],
+    keyPattern: /^lora_unet_output_blocks_([678]_1_transformer_blocks_[1-3]|[345]_1_transformer_blocks_[23])_/,
+    narrows: ['sdxl'],
+  },
   label: 'Stable Diffusion XL refiner',
   matchesCheckpoint: (keys) => keys.hasPrefix('conditioner.embedders.0.model.'),
   matchesFolder: (facts) => facts.textEncoders.has('text_encoder_2') && !facts.textEncoders.has('text_encoder'),

@@ -143,7 +143,13 @@ export interface ModelFamily {
    * How a LoRA file made for this family says so: kohya `ss_base_model_version` prefixes, a metadata flag
    * (`ss_v2: "True"`), or (no metadata) key names only its LoRAs have.
    */
-  lora?: { baseModelVersions: string[]; metadataFlag?: [string, string]; keyPattern?: RegExp };
+  lora?: {
+    baseModelVersions: string[];
+    metadataFlag?: [string, string];
+    keyPattern?: RegExp;
+    /** This family's keyPattern singles it out among LoRAs that also match these families' patterns (refiner vs SDXL). */
+    narrows?: string[];
+  };
   textEncoders: readonly TextEncoderSpec[];
   /** Prediction of a single-file checkpoint, which does not record it. */
   defaultPrediction(keys: CheckpointKeys): Prediction;

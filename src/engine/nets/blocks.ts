@@ -7,6 +7,7 @@ import { float, type AttentionKind, type GraphBuilder, type Value } from '../onn
 import { OnnxDType } from '../onnx/proto.ts';
 import type { Tensor } from '../tensor.ts';
 import type { WeightSource } from '../weights/types.ts';
+import type { LoraBranchSites } from './lora-branch.ts';
 
 /**
  * How the transformer blocks are expressed. 'contrib': onnxruntime's com.microsoft kernels (MultiHeadAttention,
@@ -21,6 +22,8 @@ export class NetWeights {
     readonly source: WeightSource,
     /** The network's name in error messages ("UNet", "VAE"). */
     readonly net: string,
+    /** Set when the network is built with LoRA branches (graph inputs) at its Linear/Conv sites. */
+    readonly branches?: LoraBranchSites,
   ) {}
 
   has(name: string): boolean {
@@ -47,7 +50,20 @@ export function linear(b: GraphBuilder, w: NetWeights, prefix: string, x: Value,
     weight = scaled(weight, scale);
     bias = bias && scaled(bias, scale);
   }
-  return b.linear(x, weight, bias, prefix);
+  return linearWithBranch(b, w, prefix, x, b.linear(x, weight, bias, prefix), weight.shape, { scale });
+}
+
+/** A linear site's output plus its LoRA branch when the network has branches (weight [out, in, ...1]). */
+function linearWithBranch(
+  b: GraphBuilder,
+  w: NetWeights,
+  prefix: string,
+  x: Value,
+  y: Value,
+  shape: number[],
+  opts: { cols?: [number, number]; scale?: number } = {},
+): Value {
+  return w.branches ? w.branches.linear(b, prefix, x, y, { in: shape[1]!, out: shape[0]!, ...opts }) : y;
 }
 
 function scaled(t: Tensor, s: number): Tensor {
@@ -66,7 +82,7 @@ export function pointwise(b: GraphBuilder, w: NetWeights, prefix: string, x: Val
   if (weight.shape.slice(2).some((d) => d !== 1)) {
     throw new ModelFileError(`${prefix}.weight`, `expected a linear or 1x1 convolution weight, got shape [${weight.shape}]`);
   }
-  return b.linear(x, flat, w.optional(`${prefix}.bias`), prefix);
+  return linearWithBranch(b, w, prefix, x, b.linear(x, flat, w.optional(`${prefix}.bias`), prefix), weight.shape);
 }
 
 /** The axes a tiling wraps: y (rows, axis 2 of NCHW) and x (columns, axis 3). */
@@ -98,9 +114,13 @@ export function conv(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, o
   const weight = w.param(`${prefix}.weight`);
   const bias = w.optional(`${prefix}.bias`);
   const pad = opts.pad ?? 0;
-  if (!opts.tiling || pad === 0) return b.conv(x, weight, bias, prefix, { stride: opts.stride, pad: opts.pad });
+  const withBranch = (input: Value, y: Value, pads: number[]) =>
+    w.branches
+      ? w.branches.conv(b, prefix, input, y, { in: weight.shape[1]!, out: weight.shape[0]!, kernel: weight.shape.slice(2), stride: opts.stride ?? 1, pads })
+      : y;
+  if (!opts.tiling || pad === 0) return withBranch(x, b.conv(x, weight, bias, prefix, { stride: opts.stride, pad: opts.pad }), [pad, pad, pad, pad]);
   const wrapped = wrapForConv(b, x, [pad, pad, pad, pad], opts.tiling);
-  return b.conv(wrapped.x, weight, bias, prefix, { stride: opts.stride, pads: wrapped.pads });
+  return withBranch(wrapped.x, b.conv(wrapped.x, weight, bias, prefix, { stride: opts.stride, pads: wrapped.pads }), wrapped.pads);
 }
 
 export function groupNorm(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, groups: number, eps: number): Value {
@@ -286,7 +306,7 @@ export interface AttentionOptions {
 /** A linear layer's MatMul, with its bias handed back for a later fused op (SkipLayerNormalization). */
 function matmulOnly(b: GraphBuilder, w: NetWeights, prefix: string, x: Value): { y: Value; bias: Tensor | undefined } {
   const weight = w.param(`${prefix}.weight`);
-  return { y: b.linear(x, weight, undefined, prefix), bias: w.optional(`${prefix}.bias`) };
+  return { y: linearWithBranch(b, w, prefix, x, b.linear(x, weight, undefined, prefix), weight.shape), bias: w.optional(`${prefix}.bias`) };
 }
 
 /**
@@ -367,14 +387,19 @@ function gegluFeedForward(b: GraphBuilder, w: NetWeights, prefix: string, x: Val
     shape: rows,
     data: t.data.subarray(i * inner * (t.shape[1] ?? 1), (i + 1) * inner * (t.shape[1] ?? 1)),
   });
-  const hidden = b.linear(x, half(proj, 0, [inner, dim]), half(projBias, 0, [inner]), `${prefix}.net.0.proj.hidden`);
+  const site = `${prefix}.net.0.proj`;
+  const hidden = linearWithBranch(b, w, site, x, b.linear(x, half(proj, 0, [inner, dim]), half(projBias, 0, [inner]), `${site}.hidden`), proj.shape, {
+    cols: [0, inner],
+  });
+  const gateLinear = (weight: Tensor, bias: Tensor | undefined) =>
+    linearWithBranch(b, w, site, x, b.linear(x, weight, bias, `${site}.gate`), proj.shape, { cols: [inner, twoInner] });
   const gateW = half(proj, 1, [inner, dim]);
   const gateB = half(projBias, 1, [inner]);
   let gate: Value;
   if (kind === 'contrib') {
-    gate = b.msOp('BiasGelu', [b.linear(x, gateW, undefined, `${prefix}.net.0.proj.gate`), b.weight(`${prefix}.net.0.proj.gate.bias`, gateB)]);
+    gate = b.msOp('BiasGelu', [gateLinear(gateW, undefined), b.weight(`${prefix}.net.0.proj.gate.bias`, gateB)]);
   } else {
-    gate = b.gelu(b.linear(x, gateW, gateB, `${prefix}.net.0.proj.gate`));
+    gate = b.gelu(gateLinear(gateW, gateB));
   }
   return matmulOnly(b, w, `${prefix}.net.2`, b.mul(hidden, gate));
 }

@@ -2,7 +2,9 @@
 // position embeddings, pre-LN transformer layers with a causal mask, final_layer_norm, argmax pooling and the
 // optional text projection. Only the layers the requested outputs depend on are built.
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
+import { OnnxDType } from '../onnx/proto.ts';
 import type { ClipTextConfig, WeightSource } from '../weights/types.ts';
+import { LORA_BRANCH_SITES_VERSION, LoraBranchSites } from './lora-branch.ts';
 
 /** The config.json fields the graph depends on (hidden_act: "quick_gelu" for SD1's OpenAI CLIP, "gelu" for OpenCLIP). */
 export type ClipTextNetConfig = Pick<
@@ -23,7 +25,7 @@ export interface ClipTextOptions {
   penultimateWithoutNorm?: boolean;
   /** Emit `hidden` [batch, seq, hidden_size] (default true). */
   hidden?: boolean;
-  /** Emit `pooled` [batch, hidden_size] = final_layer_norm(last layer) at argmax(input_ids) (the EOS token). */
+  /** Emit `pooled` [batch, hidden_size] = final_layer_norm(last layer) at the first EOS token. */
   pooled?: boolean;
   /** Emit `text_embeds` [batch, projection_dim] = pooled @ text_projection (CLIPTextModelWithProjection). */
   textEmbeds?: boolean;
@@ -32,6 +34,14 @@ export interface ClipTextOptions {
   /** Token sequence length (default 77); at most max_position_embeddings. */
   sequenceLength?: number;
   attention?: AttentionKind;
+  /**
+   * The end-of-text token id: `pooled` is taken at its first position, as transformers does with eos_token_id
+   * (the pipeline passes its tokenizer's). Without it, at argmax(input_ids) (transformers' legacy rule), which is
+   * the same token only while no id exceeds EOS's; textual-inversion tokens do.
+   */
+  eosTokenId?: number;
+  /** LoRA branches (graph inputs) at the q/k/v/out projections and the MLP of every layer (nets/lora-branch.ts). */
+  loraBranches?: boolean;
 }
 
 /** Graph input/output names. */
@@ -43,7 +53,7 @@ export const CLIP_TEXT_IO = {
   hiddenState: (i: number) => `hidden_states.${i}`,
 } as const;
 
-type Resolved = Required<ClipTextOptions>;
+type Resolved = Required<Omit<ClipTextOptions, 'eosTokenId'>> & Pick<ClipTextOptions, 'eosTokenId'>;
 
 function resolve(opts: ClipTextOptions): Resolved {
   return {
@@ -55,12 +65,21 @@ function resolve(opts: ClipTextOptions): Resolved {
     allHiddenStates: opts.allHiddenStates ?? false,
     sequenceLength: opts.sequenceLength ?? 77,
     attention: opts.attention ?? 'contrib',
+    loraBranches: opts.loraBranches ?? false,
+    eosTokenId: opts.eosTokenId,
   };
 }
 
 /** Every option with its default filled in: the part of a graph-cache key that describes this graph. */
 export function clipTextGraphOptions(opts: ClipTextOptions): Record<string, unknown> {
-  return { ...resolve(opts) };
+  const { loraBranches, eosTokenId, ...rest } = resolve(opts);
+  // Each only present when set, so the key of a graph without them is what it was before they existed.
+  return { ...rest, ...(eosTokenId !== undefined ? { eosTokenId } : {}), ...(loraBranches ? { loraBranches: LORA_BRANCH_SITES_VERSION } : {}) };
+}
+
+/** Which text-encoder layers get LoRA branches in a branch graph (what kohya and PEFT train: attention and MLP linears). */
+export function isClipTextBranchSite(path: string): boolean {
+  return /\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])$/.test(path);
 }
 
 const P = 'text_model';
@@ -106,8 +125,9 @@ export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, con
 
   const states: Value[] = [x];
   const mask = causalMask(b, seq);
+  const branches = o.loraBranches ? new LoraBranchSites(isClipTextBranchSite) : undefined;
   for (let i = 0; i < needed; i++) {
-    x = encoderLayer(b, weights, `${P}.encoder.layers.${i}`, x, { dim, heads, eps: config.layer_norm_eps, act, mask, kind: o.attention });
+    x = encoderLayer(b, weights, `${P}.encoder.layers.${i}`, x, { dim, heads, eps: config.layer_norm_eps, act, mask, kind: o.attention, branches });
     states.push(x);
   }
 
@@ -119,9 +139,10 @@ export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, con
   }
   if (o.allHiddenStates) states.forEach((s, i) => b.output(s, CLIP_TEXT_IO.hiddenState(i), shape));
   if (o.pooled || o.textEmbeds) {
-    // The EOS token is the highest id in CLIP's vocabulary; transformers 4.26 pools at argmax(input_ids),
-    // the first occurrence when padding repeats it (ONNX ArgMax and torch.argmax agree on that).
-    const eos = b.op('ArgMax', [ids], { axis: 1, keepdims: 1 }); // [batch, 1]
+    // The first EOS by position (transformers: (input_ids == eos_token_id).int().argmax(-1)). argmax(input_ids)
+    // finds the same token only while no id exceeds EOS's, which textual-inversion tokens do.
+    const isEos = o.eosTokenId === undefined ? ids : b.cast(b.op('Equal', [ids, b.constInt64([o.eosTokenId])]), OnnxDType.INT32);
+    const eos = b.op('ArgMax', [isEos], { axis: 1, keepdims: 1 }); // [batch, 1], the first maximum
     const pooled = b.op('GatherND', [finalNorm(states[layers]!), eos], { batch_dims: 1 }); // [batch, dim]
     if (o.pooled) b.output(pooled, CLIP_TEXT_IO.pooled, ['batch', dim]);
     if (o.textEmbeds) {
@@ -138,10 +159,15 @@ interface LayerParams {
   act: (x: Value) => Value;
   mask: Value;
   kind: AttentionKind;
+  branches?: LoraBranchSites;
 }
 
 function encoderLayer(b: GraphBuilder, w: WeightSource, p: string, x: Value, lp: LayerParams): Value {
-  const lin = (h: Value, name: string) => b.linear(h, w.get(`${p}.${name}.weight`), w.get(`${p}.${name}.bias`), `${p}.${name}`);
+  const lin = (h: Value, name: string) => {
+    const weight = w.get(`${p}.${name}.weight`);
+    const y = b.linear(h, weight, w.get(`${p}.${name}.bias`), `${p}.${name}`);
+    return lp.branches ? lp.branches.linear(b, `${p}.${name}`, h, y, { in: weight.shape[1]!, out: weight.shape[0]! }) : y;
+  };
   const h = layerNormWith(b, w, `${p}.layer_norm1`, lp.eps)(x);
   const q = lin(h, 'self_attn.q_proj');
   const k = lin(h, 'self_attn.k_proj');

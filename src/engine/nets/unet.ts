@@ -7,6 +7,7 @@ import { KilnInputError, type Tiling } from '../api.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
 import { NetWeights, timestepSinusoids, toCompute, type UnetAttentionKind } from './blocks.ts';
+import { LORA_BRANCH_SITES_VERSION, LoraBranchSites } from './lora-branch.ts';
 import { buildBlock, buildSteps, planFlops, planParameters, type BuildContext, type Step, type TimestepMlpStep } from './plan.ts';
 
 export type { UnetAttentionKind } from './blocks.ts';
@@ -168,6 +169,13 @@ export interface UnetBuildOptions {
   timeIds?: number;
   /** Seamless tiling: a graph variant whose padded convolutions wrap around on these axes. */
   tiling?: Tiling;
+  /** Every Linear/Conv site gets a LoRA branch whose factors are graph inputs (nets/lora-branch.ts). */
+  loraBranches?: boolean;
+}
+
+/** Which UNet layers get LoRA branches in a branch graph: every Linear and Conv (all of them are sites). */
+export function isUnetBranchSite(_path: string): boolean {
+  return true;
 }
 
 /**
@@ -175,7 +183,12 @@ export interface UnetBuildOptions {
  * set, so the key of an untiled graph is what it was before tiling existed.
  */
 export function unetGraphOptions(opts: UnetBuildOptions = {}): Record<string, unknown> {
-  return { attention: opts.attention ?? DEFAULT_ATTENTION, timeIds: opts.timeIds ?? 6, ...(opts.tiling ? { tiling: opts.tiling } : {}) };
+  return {
+    attention: opts.attention ?? DEFAULT_ATTENTION,
+    timeIds: opts.timeIds ?? 6,
+    ...(opts.tiling ? { tiling: opts.tiling } : {}),
+    ...(opts.loraBranches ? { loraBranches: LORA_BRANCH_SITES_VERSION } : {}),
+  };
 }
 
 export const DEFAULT_ATTENTION: UnetAttentionKind = 'contrib';
@@ -287,7 +300,7 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
   const plan = unetPlan(cfg);
   const c: BuildContext = {
     b,
-    w: new NetWeights(weights, 'UNet'),
+    w: new NetWeights(weights, 'UNet', opts.loraBranches ? new LoraBranchSites(isUnetBranchSite) : undefined),
     temb: null,
     context: null,
     attention: opts.attention ?? DEFAULT_ATTENTION,

@@ -2,16 +2,16 @@
 // first use. Each network's graph is keyed by the weights' identity and its build options, so the
 // second start of the same model skips the build, and a VAE-encoder graph is only built for img2img.
 import type { Device, LoadedModelInfo, ModelRef, Tiling } from '../api.ts';
-import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextOptions } from '../nets/clip-text.ts';
+import { buildClipTextEncoder, clipTextGraphOptions, isClipTextBranchSite, type ClipTextOptions } from '../nets/clip-text.ts';
 import { getFamily } from '../families/index.ts';
 import type { ModelFamily, TextEncoders } from '../families/types.ts';
-import { buildUnet, unetGraphOptions } from '../nets/unet.ts';
+import { buildUnet, isUnetBranchSite, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
 import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
-import { openSession, precisionFor, type Session } from '../runtime.ts';
-import { applyLoras, type AppliedLoras } from '../weights/lora/index.ts';
+import { openSession, precisionFor, withExtraInputs, type Session } from '../runtime.ts';
+import { applyLoras, branchFeeds, type AppliedLoras, type BranchPatch } from '../weights/lora/index.ts';
 import { loadModel, type LoadedModel } from '../weights/model.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
@@ -58,11 +58,15 @@ export class ModelSessions implements TextEncoders {
   }
 
   /**
-   * This model with LoRAs merged in: a view sharing this model's sessions, whose graphs are keyed by the
-   * LoRA files' identity and multipliers (one cached graph per combination; untouched components keep theirs).
+   * This model with LoRAs applied: a view sharing this model's sessions. Plain low-rank modules (kohya/LoCon,
+   * diffusers, PEFT) become LoRA branches: the component runs its branch graph (built once per model) with the
+   * factors as inputs, so switching among them builds nothing. Other formats (LoHa, LoKr, (IA)3, full/diff,
+   * DoRA) are merged, and those graphs are keyed by the LoRA files' identity and multipliers (one cached graph
+   * per such combination); untouched components keep their plain graphs. `opts.merge` merges everything (tests).
    */
-  withAdapters(loras: LoraSettings[], embeddings: EmbeddingSettings[] = []): ModelSessions {
-    const applied = loras.length ? applyLoras(this.model, loras) : undefined;
+  withAdapters(loras: LoraSettings[], embeddings: EmbeddingSettings[] = [], opts: { merge?: boolean } = {}): ModelSessions {
+    const branchSites = opts.merge ? undefined : { unet: isUnetBranchSite, textEncoder: isClipTextBranchSite };
+    const applied = loras.length ? applyLoras(this.model, loras, { branchSites }) : undefined;
     const encoders = this.model.textEncoders.map((te, i) => ({ weights: applied?.textEncoders[i] ?? te.weights, tokenizer: this.tokenizer(i) }));
     const ti = embeddings.length ? applyEmbeddings(this.model, encoders, embeddings) : undefined;
     return new ModelSessions(this.ref, this.model, this.tokenizers, this.settings, this.shared, applied, ti);
@@ -112,18 +116,36 @@ export class ModelSessions implements TextEncoders {
     const ti = this.embeddings?.textEncoders[index];
     const lora = [this.loras?.textEncoderKeys[index], ti?.key].filter(Boolean).join('|') || undefined;
     const weights = ti?.weights ?? this.loras?.textEncoders[index] ?? part.weights;
-    const options = lora ? { ...clipTextGraphOptions(opts), lora } : clipTextGraphOptions(opts);
-    return this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, opts));
+    const branches = this.loras?.textEncoderBranches[index];
+    // The tokenizer says which id ends the text (the pooled output's token).
+    const buildOpts = { ...opts, eosTokenId: this.tokenizer(index).eos, ...(branches ? { loraBranches: true } : {}) };
+    const options = lora ? { ...clipTextGraphOptions(buildOpts), lora } : clipTextGraphOptions(buildOpts);
+    const session = this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, buildOpts));
+    return branches ? this.fedOnce(JSON.stringify(['text-encoder', index, options]), session, branches) : session;
+  }
+
+  /** This view's LoRA factors fed to a branch graph's session, made once per view and graph. */
+  private readonly fed = new Map<string, Promise<Session>>();
+  private fedOnce(id: string, session: Promise<Session>, patches: Map<string, BranchPatch[]>): Promise<Session> {
+    let s = this.fed.get(id);
+    if (!s) {
+      s = withBranchFeeds(session, patches);
+      s.catch(() => this.fed.delete(id));
+      this.fed.set(id, s);
+    }
+    return s;
   }
 
   /** The UNet; with a tiling, its seamless variant (a graph and session of its own, built once and cached). */
   unet(tiling?: Tiling): Promise<Session> {
-    const opts = { ...this.family.unet.buildOptions, tiling };
+    const branches = this.loras?.unetBranches;
+    const opts = { ...this.family.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
     const weights = this.loras?.unet ?? this.model.unet;
-    return this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
+    const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
       buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
+    return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
   }
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {
@@ -204,6 +226,11 @@ export class ModelSessions implements TextEncoders {
       }
     }
   }
+}
+
+/** The branch graph's session fed with this view's LoRA factors (rank 0 at the sites they do not patch). */
+async function withBranchFeeds(session: Promise<Session>, patches: Map<string, BranchPatch[]>): Promise<Session> {
+  return withExtraInputs(await session, (inputs) => branchFeeds(inputs, patches));
 }
 
 export function loadedModelInfo(ms: ModelSessions): LoadedModelInfo {

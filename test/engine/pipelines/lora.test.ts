@@ -1,6 +1,6 @@
 // Full pipelines with LoRAs merged (refs/lora/*_txt2img_euler): kohya SD1 with LoCon, LoHa, and kohya SDXL on the
 // single file, at m = 0.7 for UNet and text encoders, against diffusers with the merged weights. Also: the
-// infotext "Lora hashes", a second combination reuses the first's plain text encoder, and weight 0 = base.
+// infotext "Lora hashes", weight 0 = base, and which combinations add graphs (low-rank ones share one branch graph).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -74,25 +74,39 @@ test('kohya SDXL LoRA at 0.7 matches the reference pipeline on the single file',
   );
 });
 
-test('a LoRA at weight 0 gives the base pixels; each combination is one more cached UNet graph', async () => {
-  const req: GenerateRequest = {
-    model: { path: `${FIX}/tiny-sd1` },
-    prompts: ['a red apple'],
-    width: 64,
-    height: 64,
-    steps: 2,
-    cfgScale: 7,
-    sampler: 'Euler',
-    seed: 3,
-  };
-  const graphs = () => readdirSync(cacheDir).filter((f) => f.startsWith('unet-')).length;
-  const plain = await engine.generate(req);
-  const before = graphs();
-  const zero = await engine.generate({ ...req, loras: [lora('tiny-sd1-kohya', 0)] });
-  assert.deepEqual(zero.images[0]!.image.data, plain.images[0]!.image.data);
-  const unetOnly = await engine.generate({ ...req, loras: [{ ...lora('tiny-sd1-kohya', 1), te: 0 }] });
-  assert.notDeepEqual(unetOnly.images[0]!.image.data, plain.images[0]!.image.data);
-  assert.equal(graphs(), before + 1, 'weight 0 adds no graph, the UNet-only LoRA one');
+test('a LoRA at weight 0 gives the base pixels; low-rank LoRAs share one branch UNet graph, merged formats add one per combination', async () => {
+  // Its own cache folder, so the graph count does not depend on the tests before it.
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-lora-graphs-'));
+  const own = createEngine({ cacheDir: dir });
+  try {
+    const req: GenerateRequest = {
+      model: { path: `${FIX}/tiny-sd1` },
+      prompts: ['a red apple'],
+      width: 64,
+      height: 64,
+      steps: 2,
+      cfgScale: 7,
+      sampler: 'Euler',
+      seed: 3,
+    };
+    const graphs = () => readdirSync(dir).filter((f) => f.startsWith('unet-')).length;
+    const plain = await own.generate(req);
+    const before = graphs();
+    const zero = await own.generate({ ...req, loras: [lora('tiny-sd1-kohya', 0)] });
+    assert.deepEqual(zero.images[0]!.image.data, plain.images[0]!.image.data);
+    assert.equal(graphs(), before, 'weight 0 adds no graph');
+    const unetOnly = await own.generate({ ...req, loras: [{ ...lora('tiny-sd1-kohya', 1), te: 0 }] });
+    assert.notDeepEqual(unetOnly.images[0]!.image.data, plain.images[0]!.image.data);
+    assert.equal(graphs(), before + 1, 'the first low-rank LoRA adds the branch graph');
+    const other = await own.generate({ ...req, loras: [lora('tiny-sd1-kohya', -0.5)] });
+    assert.notDeepEqual(other.images[0]!.image.data, unetOnly.images[0]!.image.data);
+    assert.equal(graphs(), before + 1, 'another low-rank combination reuses it');
+    await own.generate({ ...req, loras: [lora('tiny-sd1-loha', 0.7)] });
+    assert.equal(graphs(), before + 2, 'a LoHa combination is merged: one more graph');
+  } finally {
+    await own.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the engine refuses LoRA weights outside [-5, 5] naming the field', async () => {

@@ -8,9 +8,11 @@ export {
   matchLora,
   openLora,
   type AppliedLoras,
+  type BranchSites,
   type LoraRequest,
   type OpenedLora,
 } from './merged-weights.ts';
 export { loraFamilyHint, parseLora, type Algorithm, type LoraModule, type ParsedLora } from './formats.ts';
 export { openTensorDictionary, tensorFileDictionary, type TensorDictionary } from './tensor-dictionary.ts';
 export { loraHashesText, loraShortHash } from './hash.ts';
+export { branchFeeds, type BranchInputInfo, type BranchPatch } from './branch-factors.ts';

@@ -55,6 +55,8 @@ export function buildKeyMap(model: LoadedModel): Map<string, LoraTarget> {
       const target: LoraTarget = { component: index, path };
       for (const p of kohya) add(`${p}${path.replaceAll('.', '_')}`, target);
       add(`${diffusers}${path}`, target);
+      // The refiner's only encoder is diffusers' text_encoder_2; ComfyUI also maps "text_encoder." onto it.
+      if (single) add(`text_encoder.${path}`, target);
     }
   });
   return map;

@@ -74,16 +74,52 @@ function lowRankDelta(dict: TensorDictionary, module: LoraModule, shape: number[
   return product;
 }
 
+/**
+ * LyCORIS Tucker factors: W[p, q, s] = Σ_i Σ_j t[i, j, s] · wa[i, p] · wb[j, q] (einsum "i j k l, j r, i p ->
+ * p r k l"), with t [r, r, kh, kw], wa [r, out], wb [r, in]: the full [out, in, kh, kw] weight.
+ */
+function rebuildTucker(t: Tensor, wa: Tensor, wb: Tensor): { data: Float32Array; rows: number } {
+  const r = rows(t);
+  const kk = numel(t.shape) / (r * r);
+  const out = numel(wa.shape) / rows(wa);
+  const inDim = numel(wb.shape) / rows(wb);
+  // tmp[i, q, s] = Σ_j t[i, j, s] · wb[j, q]
+  const tmp = new Float64Array(r * inDim * kk);
+  for (let i = 0; i < r; i++)
+    for (let j = 0; j < r; j++)
+      for (let s = 0; s < kk; s++) {
+        const v = t.data[(i * r + j) * kk + s]!;
+        if (v === 0) continue;
+        for (let q = 0; q < inDim; q++) tmp[(i * inDim + q) * kk + s]! += v * wb.data[j * inDim + q]!;
+      }
+  const w = new Float32Array(out * inDim * kk);
+  const row = new Float64Array(inDim * kk);
+  for (let p = 0; p < out; p++) {
+    row.fill(0);
+    for (let i = 0; i < r; i++) {
+      const a = wa.data[i * out + p]!;
+      if (a === 0) continue;
+      const off = i * inDim * kk;
+      for (let x = 0; x < row.length; x++) row[x]! += a * tmp[off + x]!;
+    }
+    w.set(row, p * inDim * kk);
+  }
+  return { data: w, rows: out };
+}
+
 function lohaDelta(dict: TensorDictionary, module: LoraModule, shape: number[]): Float32Array {
-  if (module.tensors.has('hada_t1') || module.tensors.has('hada_t2'))
-    throw new ModelFileError(dict.file, `module "${module.key}": LoHa with Tucker factors (hada_t1/t2) is not supported`);
   const [w1a, w1b, w2a, w2b] = ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b'].map((r) => tensorOf(dict, module, r)) as [Tensor, Tensor, Tensor, Tensor];
   const r = rows(w1b);
   const alpha = scalar(dict, module.tensors.get('alpha'));
   const scale = alpha !== undefined ? alpha / r : 1;
   const out = rows(w1a);
-  const w1 = matmul(w1a.data, w1b.data, out, r, numel(w1b.shape) / r);
-  const w2 = matmul(w2a.data, w2b.data, rows(w2a), rows(w2b), numel(w2b.shape) / rows(w2b));
+  const tucker = module.tensors.has('hada_t1') && module.tensors.has('hada_t2');
+  if (!tucker && (module.tensors.has('hada_t1') || module.tensors.has('hada_t2')))
+    throw new ModelFileError(dict.file, `module "${module.key}": LoHa Tucker factors need both hada_t1 and hada_t2`);
+  const w1 = tucker ? rebuildTucker(tensorOf(dict, module, 'hada_t1'), w1a, w1b).data : matmul(w1a.data, w1b.data, out, r, numel(w1b.shape) / r);
+  const w2 = tucker
+    ? rebuildTucker(tensorOf(dict, module, 'hada_t2'), w2a, w2b).data
+    : matmul(w2a.data, w2b.data, rows(w2a), rows(w2b), numel(w2b.shape) / rows(w2b));
   checkSize(dict, module, w1.length, shape);
   for (let i = 0; i < w1.length; i++) w1[i] = scale * Math.fround(w1[i]! * w2[i]!);
   return w1;
@@ -95,10 +131,11 @@ function lokrFactor(dict: TensorDictionary, module: LoraModule, n: 1 | 2): { dat
     const t = dict.get(full);
     return { data: t.data, rows: rows(t) };
   }
-  if (module.tensors.has(`lokr_t${n}`)) throw new ModelFileError(dict.file, `module "${module.key}": LoKr with a Tucker factor (lokr_t${n}) is not supported`);
   const a = tensorOf(dict, module, `lokr_w${n}_a`);
   const b = tensorOf(dict, module, `lokr_w${n}_b`);
   const r = rows(b);
+  // Tucker w2 (conv): lokr_t2 [r, r, kh, kw] with w2_a [r, out_k], w2_b [r, in_k].
+  if (module.tensors.has(`lokr_t${n}`)) return { ...rebuildTucker(tensorOf(dict, module, `lokr_t${n}`), a, b), rank: r };
   return { data: matmul(a.data, b.data, rows(a), r, numel(b.shape) / r), rows: rows(a), rank: r };
 }
 

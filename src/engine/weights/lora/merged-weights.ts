@@ -9,6 +9,7 @@ import type { LoadedModel } from '../model.ts';
 import type { WeightDType, WeightSource } from '../types.ts';
 import { loraFamilyHint, parseLora, type LoraModule, type ParsedLora } from './formats.ts';
 import { applyModule } from './math.ts';
+import { isBranchable, type BranchPatch } from './branch-factors.ts';
 import { buildKeyMap, type LoraTarget } from './key-map.ts';
 import { openTensorDictionary, type TensorDictionary } from './tensor-dictionary.ts';
 
@@ -79,6 +80,18 @@ export interface AppliedLoras {
   textEncoderKeys: (string | undefined)[];
   /** Keys no layer of this model matched, and modules of unknown form, by name. */
   warnings: string[];
+  /**
+   * Low-rank modules left out of the merge, to be fed as LoRA branches (only with `branchSites`): site path ->
+   * patches, per component; undefined where no branch is patched (that component needs no branch graph).
+   */
+  unetBranches?: Map<string, BranchPatch[]>;
+  textEncoderBranches: (Map<string, BranchPatch[]> | undefined)[];
+}
+
+/** Which layers of each component a LoRA-branch graph has branches at (nets/: isUnetBranchSite, isClipTextBranchSite). */
+export interface BranchSites {
+  unet: (path: string) => boolean;
+  textEncoder: (path: string) => boolean;
 }
 
 export interface OpenedLora {
@@ -122,7 +135,10 @@ function fits(model: LoadedModel, dict: TensorDictionary, module: LoraModule, ta
   const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
   const up = dict.shape(module.tensors.get('up')!);
   const down = dict.shape(module.tensors.get('down')!);
-  return up[0] === shape[0] && numel(down) / down[0]! === numel(shape) / shape[0]!;
+  const midName = module.tensors.get('mid');
+  // CP/Tucker: the kernel is in lora_mid [r, r, kh, kw], down is [r, in, 1, 1].
+  const kernel = midName ? numel(dict.shape(midName).slice(2)) : 1;
+  return up[0] === shape[0] && (numel(down) / down[0]!) * kernel === numel(shape) / shape[0]!;
 }
 
 /** How a LoRA's modules land on a model: the matched targets and the keys that matched nothing. */
@@ -138,9 +154,16 @@ export function matchLora(model: LoadedModel, lora: OpenedLora): { matched: Arra
   return { matched, unmatched };
 }
 
-/** The model's components with the LoRAs merged in. A LoRA that matches no layer of this model is an error. */
-export function applyLoras(model: LoadedModel, loras: LoraRequest[]): AppliedLoras {
+/**
+ * The model's components with the LoRAs merged in. With `branchSites`, plain low-rank modules at those sites are
+ * not merged but returned as branch patches (switching them needs no new graph). A LoRA that matches no layer of
+ * this model is an error.
+ */
+export function applyLoras(model: LoadedModel, loras: LoraRequest[], opts: { branchSites?: BranchSites } = {}): AppliedLoras {
   const perComponent = new Map<'unet' | number, Map<string, Patch[]>>();
+  const branches = new Map<'unet' | number, Map<string, BranchPatch[]>>();
+  const isSite = (c: 'unet' | number, path: string) =>
+    opts.branchSites ? (c === 'unet' ? opts.branchSites.unet(path) : opts.branchSites.textEncoder(path)) : false;
   const keyParts = new Map<'unet' | number, string[]>();
   const warnings: string[] = [];
   for (const req of loras) {
@@ -169,6 +192,13 @@ export function applyLoras(model: LoadedModel, loras: LoraRequest[]): AppliedLor
     for (const [module, target] of matched) {
       const multiplier = target.component === 'unet' ? req.unet : req.te;
       if (multiplier === 0) continue;
+      if (isBranchable(module) && isSite(target.component, target.path)) {
+        if (!branches.has(target.component)) branches.set(target.component, new Map());
+        const sites = branches.get(target.component)!;
+        if (!sites.has(target.path)) sites.set(target.path, []);
+        sites.get(target.path)!.push({ dict: lora.dict, module, multiplier });
+        continue;
+      }
       touched.add(target.component);
       if (!perComponent.has(target.component)) perComponent.set(target.component, new Map());
       const patches = perComponent.get(target.component)!;
@@ -194,6 +224,8 @@ export function applyLoras(model: LoadedModel, loras: LoraRequest[]): AppliedLor
     unetKey: keyParts.get('unet')?.join(','),
     textEncoderKeys: model.textEncoders.map((_, i) => keyParts.get(i)?.join(',')),
     warnings,
+    unetBranches: branches.get('unet'),
+    textEncoderBranches: model.textEncoders.map((_, i) => branches.get(i)),
   };
 }
 
