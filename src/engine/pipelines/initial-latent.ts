@@ -3,12 +3,12 @@
 import type { GenerateRequest, Tiling } from '../api.ts';
 import { imageToTensor, resizeImage } from '../image.ts';
 import { createNoise, type BatchNoise } from '../rng.ts';
-import { runSession } from '../runtime.ts';
 import { addNoise, img2imgSigmasDiffusers, type SamplingPlan } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
 import type { ImageBatch } from './batch.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
+import { vaeEncode } from './vae-tiles.ts';
 
 export interface InitialLatent {
   /** [B, C, h, w] at sigmas[0]. */
@@ -84,14 +84,14 @@ function initialNoiseScale(plan: SamplingPlan): number {
 /** img2img: VAE-encode the init image and sample its latent distribution, scaled into latent space. */
 export async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array, tiling?: Tiling): Promise<Float32Array> {
   const encoder = await ms.vaeEncoder(tiling);
-  const { mean, logvar } = await runSession(encoder, { image: pixels });
-  const per = mean!.data.length;
+  const { mean, logvar } = await vaeEncode(encoder, pixels, ms.latentFactor, tiling);
+  const per = mean.data.length;
   const out = new Float32Array(count * per);
   const scale = ms.scalingFactor;
   for (let i = 0; i < count; i++)
     for (let k = 0; k < per; k++) {
-      const std = Math.exp(0.5 * logvar!.data[k]!);
-      out[i * per + k] = scale * (mean!.data[k]! + std * sampleNoise[i * per + k]!);
+      const std = Math.exp(0.5 * logvar.data[k]!);
+      out[i * per + k] = scale * (mean.data[k]! + std * sampleNoise[i * per + k]!);
     }
   return out;
 }
