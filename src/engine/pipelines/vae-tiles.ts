@@ -96,7 +96,8 @@ async function runTiled(
         const t = result[name]!;
         const c = t.shape[1]!;
         channels[name] = c;
-        const sum = (acc[name] ??= new Float32Array(c * outH * outW));
+        acc[name] ??= new Float32Array(c * outH * outW);
+        const sum = acc[name];
         for (let ch = 0; ch < c; ch++)
           for (let y = 0; y < oh; y++) {
             const src = (ch * oh + y) * ow;
