@@ -6,6 +6,7 @@
 //   npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
 //                 [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
 //                 [--vae-upsample phases|resize] [--json] [--help]
+//   npm run bench -- --hires [--steps N] [--hr-steps N] [--upscaler NAME]   (SD1.5 hires 512 -> 1024: bench/hires-bench.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -17,6 +18,7 @@
 //
 // SD1.5 runs by default. SDXL (UNet 2.6B params, 10 GB of fp32 weights, 1024x1024) runs only with --only sdxl
 // or --sdxl; it also reports whether the fp32 pipeline fits in 24 GB.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +56,7 @@ const PARTS = ['text', 'unet', 'vae'];
 const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
               [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
               [--vae-upsample phases|resize] [--json]
+npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -348,6 +351,13 @@ function table(rows: [string, string][]): string {
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (process.argv.includes('--hires')) {
+    // A process of its own, so its peak RSS is the hires run's alone (bench/hires-bench.ts has the options).
+    const rest = process.argv.slice(2).filter((a) => a !== '--hires' && a !== 'bench');
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'hires-bench.ts'), ...rest], { stdio: 'inherit' });
+    process.exitCode = child.status ?? 1;
     return;
   }
   const args = parseArgs(process.argv.slice(2));
