@@ -3,7 +3,7 @@
 import type { RawImage, Tiling } from '../api.ts';
 import { decodedToImages } from '../image.ts';
 import type { ModelSessions } from './model-sessions.ts';
-import { vaeDecode } from './vae-tiles.ts';
+import { vaeDecode, vaeTilesFor } from './vae-tiles.ts';
 
 /** Samplers that stop at sigma_min (DDIM/PLMS as diffusers) leave x in sigma space; the VAE wants VP space. */
 export function toDecoderSpace(latents: Float32Array, lastSigma: number): Float32Array {
@@ -24,7 +24,7 @@ export async function decodeLatents(
   const images: RawImage[] = [];
   for (let i = 0; i < count; i++) {
     const latent = { shape: [1, ...shape], data: latents.slice(i * per, (i + 1) * per) };
-    images.push(decodedToImages(await vaeDecode(decoder, latent, ms.latentFactor, tiling))[0]!);
+    images.push(decodedToImages(await vaeDecode(decoder, latent, ms.latentFactor, tiling, vaeTilesFor(ms)))[0]!);
   }
   return images;
 }

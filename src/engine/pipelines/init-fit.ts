@@ -8,7 +8,7 @@ import { imageToTensor, resizeImage as justResize } from '../image.ts';
 import { resizeImage } from './a1111-resize.ts';
 import { upscaleLatent } from './latent-upscale.ts';
 import type { ModelSessions } from './model-sessions.ts';
-import { vaeEncode } from './vae-tiles.ts';
+import { vaeEncode, vaeTilesFor } from './vae-tiles.ts';
 
 export function checkResizeMode(mode: unknown): asserts mode is InitResizeMode | undefined {
   if (mode !== undefined && mode !== 0 && mode !== 1 && mode !== 2 && mode !== 3) {
@@ -48,7 +48,7 @@ export async function latentResizedInit(
   tiling?: Tiling,
 ): Promise<Float32Array> {
   const encoder = await ms.vaeEncoder(tiling);
-  const { mean } = await vaeEncode(encoder, imageToTensor(rgb(img)), ms.latentFactor, tiling);
+  const { mean } = await vaeEncode(encoder, imageToTensor(rgb(img)), ms.latentFactor, tiling, vaeTilesFor(ms));
   const scaled = { shape: mean.shape, data: mean.data.map((v) => v * ms.scalingFactor) };
   const f = ms.latentFactor;
   const resized = upscaleLatent(scaled, Math.floor(height / f), Math.floor(width / f), 'bilinear', false).data;

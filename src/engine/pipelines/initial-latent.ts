@@ -9,7 +9,7 @@ import type { ImageBatch } from './batch.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import { fitInitImage, latentResizedInit } from './init-fit.ts';
 import type { NoiseOverrides } from './overrides.ts';
-import { vaeEncode } from './vae-tiles.ts';
+import { vaeEncode, vaeTilesFor } from './vae-tiles.ts';
 
 export interface InitialLatent {
   /** [B, C, h, w] at sigmas[0]. */
@@ -93,7 +93,7 @@ function initialNoiseScale(plan: SamplingPlan): number {
 /** img2img: VAE-encode the init image and sample its latent distribution, scaled into latent space. */
 export async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array, tiling?: Tiling): Promise<Float32Array> {
   const encoder = await ms.vaeEncoder(tiling);
-  const { mean, logvar } = await vaeEncode(encoder, pixels, ms.latentFactor, tiling);
+  const { mean, logvar } = await vaeEncode(encoder, pixels, ms.latentFactor, tiling, vaeTilesFor(ms));
   const per = mean.data.length;
   const out = new Float32Array(count * per);
   const scale = ms.scalingFactor;

@@ -24,6 +24,16 @@ export interface VaeTileSettings {
  */
 export const VAE_TILES: VaeTileSettings = { thresholdPixels: 96 * 96, maxTile: 80, overlap: 16 };
 
+/**
+ * The settings for a model: images up to 1.5 times the model's native size per side (and never fewer than 96x96
+ * latent pixels) decode whole, so SDXL at its native 1024 px keeps the exact whole decode; SD1.5 tiles above
+ * 768 px (its 2x hires fix to 1024 px), SDXL above 1536 px.
+ */
+export function vaeTilesFor(model: { nativeSize: number; latentFactor: number }): VaeTileSettings {
+  const side = 1.5 * (model.nativeSize / model.latentFactor);
+  return { ...VAE_TILES, thresholdPixels: Math.max(VAE_TILES.thresholdPixels, Math.floor(side * side)) };
+}
+
 /** One axis's tiles: [start, size] pairs covering `length`, evenly spread, neighbours overlapping by >= overlap - 1. */
 export function tileSpans(length: number, maxTile: number, overlap: number): Array<[number, number]> {
   if (length <= maxTile) return [[0, length]];

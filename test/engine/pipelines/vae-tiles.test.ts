@@ -11,8 +11,11 @@ import { GraphBuilder } from '../../../src/engine/onnx/graph.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions } from '../../../src/engine/nets/vae.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
-import { tileSpans, usesVaeTiles, vaeDecode, vaeEncode, VAE_TILES, type VaeTileSettings } from '../../../src/engine/pipelines/vae-tiles.ts';
+import { tileSpans, usesVaeTiles, vaeDecode, vaeEncode, vaeTilesFor, VAE_TILES, type VaeTileSettings } from '../../../src/engine/pipelines/vae-tiles.ts';
 import { fixtureModel } from '../nets/fixture-io.ts';
+import { decodeLatents } from '../../../src/engine/pipelines/decode.ts';
+import { ModelSessions } from '../../../src/engine/pipelines/model-sessions.ts';
+import { decodedToImages } from '../../../src/engine/image.ts';
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-vae-tiles-'));
 after(() => rmSync(cacheDir, { recursive: true, force: true }));
@@ -73,13 +76,24 @@ test('tile spans cover the axis with the overlap, and small axes are one tile', 
   }
 });
 
-test('the threshold: 512 and 768 px SD images decode whole, 1024 px in tiles; seamless tiling never tiles', () => {
+test('the threshold: 512 and 768 px SD1.5 images decode whole, 1024 px in tiles, SDXL from 1536 px; seamless tiling never tiles', () => {
   assert.equal(usesVaeTiles(64, 64, undefined), false);
   assert.equal(usesVaeTiles(96, 96, undefined), false);
   assert.equal(usesVaeTiles(128, 128, undefined), true);
   assert.equal(usesVaeTiles(64, 160, undefined), true);
   assert.equal(usesVaeTiles(128, 128, 'xy'), false);
   assert.equal(VAE_TILES.thresholdPixels, 96 * 96);
+  // Per model: up to 1.5x the native size decodes whole. SD1.5 (512 px native) tiles its 1024 px hires output;
+  // SDXL keeps the whole decode at its native 1024 px and tiles above 1536 px.
+  const sd15 = vaeTilesFor({ nativeSize: 512, latentFactor: 8 });
+  const sdxl = vaeTilesFor({ nativeSize: 1024, latentFactor: 8 });
+  assert.equal(usesVaeTiles(128, 128, undefined, sd15), true);
+  assert.equal(usesVaeTiles(96, 96, undefined, sd15), false);
+  assert.equal(usesVaeTiles(128, 128, undefined, sdxl), false);
+  assert.equal(usesVaeTiles(192, 192, undefined, sdxl), false);
+  assert.equal(usesVaeTiles(200, 192, undefined, sdxl), true);
+  // The tiny fixtures (64 px native, factor 2) keep the 96x96-latent floor.
+  assert.equal(vaeTilesFor({ nativeSize: 64, latentFactor: 2 }).thresholdPixels, 96 * 96);
 });
 
 test('below the threshold the decode and encode are exactly the whole-image sessions', async () => {
@@ -164,4 +178,24 @@ test('a tiled encode of the tiny VAE with forced 20-latent tiles stays within th
   // Sizes that are not whole latent pixels run whole (a tile must map to whole latent pixels).
   const odd = smooth(3, 81, 72, 0.8);
   assert.deepEqual((await vaeEncode(encoder, odd, FACTOR, undefined, TOLERANCE_TILES)).mean.data, (await runSession(encoder, { image: odd })).mean!.data);
+});
+
+test('the decode stage tiles above the threshold and not at it (tiny SD1 through ModelSessions)', async () => {
+  const ms = await ModelSessions.load({ path: 'test/fixtures/tiny-sd1' }, { device: 'cpu', cacheDir });
+  try {
+    const decoder = await ms.vaeDecoder();
+    for (const [side, tiled] of [
+      [96, false],
+      [100, true],
+    ] as const) {
+      const latent = smooth(4, side, side, 1.5);
+      const [image] = await decodeLatents(ms, latent.data, 1, [4, side, side]);
+      const whole = decodedToImages((await runSession(decoder, { latent })).image!)[0]!;
+      assert.deepEqual([image!.width, image!.height], [side * FACTOR, side * FACTOR]);
+      if (tiled) assert.notDeepEqual(image!.data, whole.data, `${side}: tiled`);
+      else assert.deepEqual(image!.data, whole.data, `${side}: whole`);
+    }
+  } finally {
+    await ms.release();
+  }
 });
