@@ -10,6 +10,7 @@
 // The `lora` part (bench/lora-switch.ts) times LoRA first use, switching and switching back (to the first sampling
 // step), the graph cache's growth per combination, and a no-LoRA step with and without branches. SDXL times only
 // the LoRA file and feed work unless --lora-sessions (its two fp32 UNet sessions need ~21 GB).
+//   npm run bench -- --hires [--steps N] [--hr-steps N] [--upscaler NAME]   (SD1.5 hires 512 -> 1024: bench/hires-bench.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -21,6 +22,7 @@
 //
 // SD1.5 runs by default. SDXL (UNet 2.6B params, 10 GB of fp32 weights, 1024x1024) runs only with --only sdxl
 // or --sdxl; it also reports whether the fp32 pipeline fits in 24 GB.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +63,7 @@ const PARTS = ['text', 'unet', 'vae', 'lora'];
 const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
               [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
               [--vae-upsample phases|resize] [--lora-sessions] [--json]
+npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -380,6 +383,13 @@ function table(rows: [string, string][]): string {
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (process.argv.includes('--hires')) {
+    // A process of its own, so its peak RSS is the hires run's alone (bench/hires-bench.ts has the options).
+    const rest = process.argv.slice(2).filter((a) => a !== '--hires' && a !== 'bench');
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'hires-bench.ts'), ...rest], { stdio: 'inherit' });
+    process.exitCode = child.status ?? 1;
     return;
   }
   const args = parseArgs(process.argv.slice(2));

@@ -169,9 +169,17 @@ export interface SamplerSettings {
   sNoise?: number;
 }
 
+export type InitResizeMode = 0 | 1 | 2 | 3;
+
 export interface InitImage {
-  /** Resized to width x height by the pipeline (A1111 "Just resize"). */
+  /** Fitted to width x height by the pipeline as `resizeMode` says (default A1111 "Just resize"). */
   image: RawImage;
+  /**
+   * A1111 img2img resize_mode: 0 just resize (default), 1 crop and resize (cover, centre crop), 2 resize and fill
+   * (fit, borders stretched from the edges), 3 just resize in latent space (encode at the image's size, then a
+   * bilinear resize of the latent).
+   */
+  resizeMode?: InitResizeMode;
   /** Denoising strength 0..1: the fraction of the schedule that runs. */
   strength: number;
   /** A1111 initial_noise_multiplier: scales the noise added to the init latent (default 1). */

@@ -10,6 +10,7 @@ export {
   type GeneratedImage,
   type HiresRequest,
   type InitImage,
+  type InitResizeMode,
   type LoadedModelInfo,
   type MaskSettings,
   type OutpaintSettings,

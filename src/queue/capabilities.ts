@@ -47,11 +47,6 @@ const FEATURES = {
     field: 'transparent_background',
   },
   mask: { requested: (s) => s.mask !== undefined, describe: () => 'inpainting masks', field: 'mask' },
-  resizeMode: {
-    requested: (s) => nonZero(s.resizeMode),
-    describe: (s) => `resize_mode ${s.resizeMode} (only 0, "just resize", is available)`,
-    field: 'resize_mode',
-  },
   inputImageCount: {
     requested: (s) => (s.inputImageCount ?? 1) > 1,
     describe: () => 'several input images in one request (img2img takes one)',

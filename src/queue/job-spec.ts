@@ -1,7 +1,7 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import { hiresTarget, type GenerateRequest, type MaskSettings, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
+import { hiresTarget, type GenerateRequest, type InitResizeMode, type MaskSettings, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -288,6 +288,9 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   }
   if (!(spec.cfgScale >= 0 && spec.cfgScale <= 30)) throw new SpecError('cfg_scale', `must be from 0 to 30, got ${spec.cfgScale}`);
   if (spec.kind === 'img2img' && !spec.initImage) throw new SpecError('init_image', 'is required for img2img');
+  if (spec.resizeMode !== undefined && ![0, 1, 2, 3].includes(spec.resizeMode)) {
+    throw new SpecError('resize_mode', `must be 0 (just resize), 1 (crop and resize), 2 (resize and fill) or 3 (latent upscale), got ${spec.resizeMode}`);
+  }
   const resize: Array<[string, number | undefined, number]> = [
     ['seed_resize_from_w', spec.seedResizeFromW, limits.maxWidth],
     ['seed_resize_from_h', spec.seedResizeFromH, limits.maxHeight],
@@ -403,7 +406,12 @@ export function toGenerateRequest(
     rng: spec.rng,
     clipSkip: spec.clipSkip,
     init: initImage
-      ? { image: initImage, strength: spec.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength, noiseMultiplier: spec.initialNoiseMultiplier }
+      ? {
+          image: initImage,
+          strength: spec.denoisingStrength ?? SPEC_DEFAULTS.denoisingStrength,
+          noiseMultiplier: spec.initialNoiseMultiplier,
+          resizeMode: spec.resizeMode ? (spec.resizeMode as InitResizeMode) : undefined,
+        }
       : undefined,
     // A refiner without a switch point never runs (as in A1111).
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,

@@ -340,9 +340,15 @@ function attentionCore(b: GraphBuilder, w: NetWeights, prefix: string, rows: Val
       qh = b.cast(qh, OnnxDType.FLOAT);
       kt = b.cast(kt, OnnxDType.FLOAT);
     }
-    let probs = b.softmax(b.matmul(qh, kt), -1);
-    if (upcast) probs = b.cast(probs, OnnxDType.FLOAT16);
-    out = b.transpose(b.matmul(probs, heads(v, [0, 2, 1, 3])), [0, 2, 1, 3]); // [b, s, h, d]
+    const vh = heads(v, [0, 2, 1, 3]);
+    const rows = (qPart: Value) => {
+      let probs = b.softmax(b.matmul(qPart, kt), -1);
+      if (upcast) probs = b.cast(probs, OnnxDType.FLOAT16);
+      return b.matmul(probs, vh);
+    };
+    // Self-attention's scores grow with the square of the tokens: sliced queries past a threshold. Cross-attention
+    // (77 context tokens) stays whole.
+    out = b.transpose(context ? rows(qh) : b.queryChunks(qh, 2, rows), [0, 2, 1, 3]); // [b, s, h, d]
   }
   return b.reshape(out, [-1, innerDim]);
 }

@@ -39,6 +39,10 @@ export interface AttentionOptions {
 }
 
 export const OPSET = 17;
+/** Query tokens up to which plain-ONNX attention computes the whole score matrix (SD at 512 px: 4096). */
+export const CHUNK_THRESHOLD = 4096;
+/** Query slices beyond the threshold. */
+export const QUERY_SLICES = 32;
 const MS_DOMAIN = 'com.microsoft';
 
 /** Tensors smaller than this are stored inline in the protobuf; larger ones go to the external file. */
@@ -349,10 +353,35 @@ export class GraphBuilder {
     const qh = split(q, [0, 2, 1, 3]); // [b, h, s, d]
     const kt = split(k, [0, 2, 3, 1]); // [b, h, d, t]
     const vh = split(v, [0, 2, 1, 3]); // [b, h, t, d]
-    let scores = this.scale(this.matmul(qh, kt), scale);
-    if (opts.bias) scores = this.add(scores, opts.bias);
-    const out = this.matmul(this.softmax(scores, -1), vh); // [b, h, s, d]
+    const rows = (qPart: Value) => {
+      let scores = this.scale(this.matmul(qPart, kt), scale);
+      if (opts.bias) scores = this.add(scores, opts.bias);
+      return this.matmul(this.softmax(scores, -1), vh); // [b, h, s, d]
+    };
+    // A bias is [.., seq, kvSeq] and would need slicing too; the biased callers (text encoders) have 77 tokens.
+    const out = opts.bias ? rows(qh) : this.queryChunks(qh, 2, rows);
     return this.reshape(this.transpose(out, [0, 2, 1, 3]), [0, 0, opts.heads * opts.headDim]);
+  }
+
+  /**
+   * Memory-bounded attention for the plain-ONNX kind: `rows(qPart)` (softmax(qPart K^T) V for some query rows)
+   * applied to query slices along `axis` and concatenated. Up to CHUNK_THRESHOLD queries the first slice is all
+   * of q and the rest are empty (the whole-matrix computation, unchanged); beyond it q is cut into
+   * QUERY_SLICES equal slices, so the score matrix held at once is 1/QUERY_SLICES of the whole (SD1.5 at
+   * 1024 px: 8 heads x 512 x 16384 fp32 = 268 MB instead of 8.6 GB). Each output row is computed exactly as in
+   * the whole product. Sizes are dynamic, so the choice is made in the graph.
+   */
+  queryChunks(q: Value, axis: number, rows: (qPart: Value) => Value): Value {
+    const seq = this.op('Slice', [this.shapeOf(q), this.constInt64([axis]), this.constInt64([axis + 1]), this.constInt64([0])]);
+    const sliced = this.op('Div', [this.add(seq, this.constInt64([QUERY_SLICES - 1])), this.constInt64([QUERY_SLICES])]);
+    const chunk = this.op('Where', [this.op('Greater', [seq, this.constInt64([CHUNK_THRESHOLD])]), sliced, seq]);
+    const parts: Value[] = [];
+    for (let i = 0; i < QUERY_SLICES; i++) {
+      const start = i === 0 ? this.constInt64([0]) : this.mul(chunk, this.constInt64([i]));
+      const part = this.op('Slice', [q, start, this.add(start, chunk), this.constInt64([axis])]);
+      parts.push(rows(part));
+    }
+    return this.concat(parts, axis);
   }
 
   // ---- Serialisation ----------------------------------------------------------------------------

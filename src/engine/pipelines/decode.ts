@@ -1,9 +1,9 @@
-// Stage 4, decoding: final latents to 8-bit images through the VAE decoder, one image at a time so memory
-// stays bounded at large sizes.
+// Stage 4, decoding: final latents to 8-bit images through the VAE decoder, one image at a time (and, above a
+// size threshold, in blended tiles: vae-tiles.ts) so memory stays bounded at large sizes.
 import type { RawImage, Tiling } from '../api.ts';
 import { decodedToImages } from '../image.ts';
-import { runSession } from '../runtime.ts';
 import type { ModelSessions } from './model-sessions.ts';
+import { vaeDecode, vaeTilesFor } from './vae-tiles.ts';
 
 /** Samplers that stop at sigma_min (DDIM/PLMS as diffusers) leave x in sigma space; the VAE wants VP space. */
 export function toDecoderSpace(latents: Float32Array, lastSigma: number): Float32Array {
@@ -24,8 +24,7 @@ export async function decodeLatents(
   const images: RawImage[] = [];
   for (let i = 0; i < count; i++) {
     const latent = { shape: [1, ...shape], data: latents.slice(i * per, (i + 1) * per) };
-    const { image } = await runSession(decoder, { latent });
-    images.push(decodedToImages(image!)[0]!);
+    images.push(decodedToImages(await vaeDecode(decoder, latent, ms.latentFactor, tiling, vaeTilesFor(ms)))[0]!);
   }
   return images;
 }

@@ -94,9 +94,14 @@ export async function runPipeline(
     concat: inpaintUnet ? await inpaintConcat(base, initReq, inpaint, count, shape, noise, overrides) : undefined,
   };
   const pass: DenoisePass = { model: cfgDenoiser(base, baseCond, guidance), sigmas: start.sigmas, wrappers: [] };
-  if (refiner && refinerCond && req.refiner && req.refiner.switchAt < 1) {
+  // With hires fix the refiner joins only the second pass (A1111's default hires_fix_refiner_pass "second pass").
+  const refinerOn =
+    refiner && refinerCond && req.refiner && req.refiner.switchAt < 1 ? { ms: refiner, cond: refinerCond, switchAt: req.refiner.switchAt } : undefined;
+  if (refinerOn && !req.hires) {
     // The refiner is an ordinary UNet: no inpainting channels.
-    pass.wrappers.push(refinerSwitch(cfgDenoiser(refiner, refinerCond, { ...guidance, concat: undefined }), switchSigma(pass.sigmas, req.refiner.switchAt)));
+    pass.wrappers.push(
+      refinerSwitch(cfgDenoiser(refinerOn.ms, refinerOn.cond, { ...guidance, concat: undefined }), switchSigma(pass.sigmas, refinerOn.switchAt)),
+    );
   }
   // Outside the refiner switch, so the blend applies to whichever model denoises.
   if (inpaint && start.init) {
@@ -135,7 +140,7 @@ export async function runPipeline(
   if (inpaint && start.init && (inpaint.mode === 'a1111' || !inpaintUnet)) latents = blendWithInit(latents, start.init, inpaint.repaint);
   let outShape = shape;
   if (req.hires && hires) {
-    const second = await runHiresPass(base, req, batch, latents, shape, hires, guidance, baseCond, opts, firstEvals, totalEvals, progress);
+    const second = await runHiresPass(base, req, batch, latents, shape, hires, guidance, baseCond, opts, firstEvals, totalEvals, progress, refinerOn);
     latents = second.latents;
     outShape = second.shape;
   }

@@ -7,6 +7,7 @@ import { conditionBatch, type BatchConditioning } from './conditioning.ts';
 import { toDecoderSpace } from './decode.ts';
 import { runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
+import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
 import { type hiresSigmas, hiresTarget, upscaleFirstPass } from './hires.ts';
 import { batchNoise } from './initial-latent.ts';
 import type { ModelSessions } from './model-sessions.ts';
@@ -26,6 +27,8 @@ export async function runHiresPass(
   firstEvals: number,
   totalEvals: number,
   progress: (e: ProgressEvent) => void,
+  /** The SDXL refiner, which takes over inside this pass (A1111 hires_fix_refiner_pass "second pass"). */
+  refiner?: { ms: ModelSessions; cond: BatchConditioning; switchAt: number },
 ): Promise<{ latents: Float32Array; shape: [number, number, number] }> {
   const h = req.hires!;
   const { count } = batch;
@@ -40,18 +43,21 @@ export async function runHiresPass(
   const cond = h.prompt !== undefined || h.negativePrompt !== undefined ? await conditionBatch(base, hrBatch, req.clipSkip ?? 1) : baseCond;
   const noise = batchNoise(req, batch, up.shape, base.latentFactor);
   const x = addNoise(up.latents, noise.initial, hires.sigmas[0]!);
-  const pass: DenoisePass = {
-    model: cfgDenoiser(base, cond, {
-      ...guidance,
-      cfgScale: h.cfgScale ?? req.cfgScale,
-      shape: up.shape,
-      timestepMode: hires.plan.timestepMode,
-      // SDXL's size conditioning sees the hires size, as A1111's calculate_hr_conds.
-      extras: { width: target.width, height: target.height },
-    }),
-    sigmas: hires.sigmas,
-    wrappers: [],
+  const hrGuidance: GuidanceSettings = {
+    ...guidance,
+    cfgScale: h.cfgScale ?? req.cfgScale,
+    shape: up.shape,
+    timestepMode: hires.plan.timestepMode,
+    // SDXL's size conditioning sees the hires size, as A1111's calculate_hr_conds.
+    extras: { width: target.width, height: target.height },
   };
+  const pass: DenoisePass = { model: cfgDenoiser(base, cond, hrGuidance), sigmas: hires.sigmas, wrappers: [] };
+  if (refiner) {
+    // A1111 switches by its own rule inside the hires pass; Kiln's rule, as in the first pass: the step index
+    // switchAt of the way through this pass's sigmas. hr prompts are the refiner's prompts too.
+    const refinerCond = cond === baseCond ? refiner.cond : await conditionBatch(refiner.ms, hrBatch, req.clipSkip ?? 1);
+    pass.wrappers.push(refinerSwitch(cfgDenoiser(refiner.ms, refinerCond, { ...hrGuidance, concat: undefined }), switchSigma(hires.sigmas, refiner.switchAt)));
+  }
   const sampled = await runDenoisePasses([pass], x, {
     sampler: hires.plan.sampler,
     noise: () => noise.next(),

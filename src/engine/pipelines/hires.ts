@@ -4,13 +4,13 @@
 // sides were given, noised with fresh noise from the same seeds at the new size, and denoised by a second pass
 // over the last `hr steps + 1` sigmas of an int(steps / strength)-step schedule.
 import { KilnInputError, type GenerateRequest, type HiresRequest, type RawImage } from '../api.ts';
-import { runSession } from '../runtime.ts';
 import { planSampling, type SamplingPlan } from '../samplers/index.ts';
 import { PIL_UPSCALERS, resizeImage, type UpscaleStep } from './a1111-resize.ts';
 import { LATENT_UPSCALE_MODES, upscaleLatent } from './latent-upscale.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import { A1111_TILE, A1111_TILE_OVERLAP, upscaleWithModel } from './upscale-image.ts';
 import { openUpscaler, type UpscalerSettings } from './upscaler-model.ts';
+import { vaeDecode, vaeEncode, vaeTilesFor } from './vae-tiles.ts';
 
 /** The built-in image upscalers (besides model files) A1111 lists. */
 export const BUILTIN_IMAGE_UPSCALERS = ['None', 'Lanczos', 'Nearest'] as const;
@@ -121,13 +121,13 @@ export async function upscaleFirstPass(
     const encoder = await ms.vaeEncoder(req.tiling);
     up = new Float32Array(count * c * fullH * fullW);
     for (let i = 0; i < count; i++) {
-      const { image } = await runSession(decoder, { latent: { shape: [1, ...shape], data: latents.slice(i * per, (i + 1) * per) } });
+      const image = await vaeDecode(decoder, { shape: [1, ...shape], data: latents.slice(i * per, (i + 1) * per) }, f, req.tiling, vaeTilesFor(ms));
       // A1111 resizes to hr_upscale_to; the VAE needs whole latent pixels, so the image is fitted to those.
-      const resized = await resizeImage(0, truncatedImage(image!.data, lh * f, lw * f), fullW * f, fullH * f, step);
-      const { mean } = await runSession(encoder, { image: unitToSigned(resized) });
+      const resized = await resizeImage(0, truncatedImage(image.data, lh * f, lw * f), fullW * f, fullH * f, step);
+      const { mean } = await vaeEncode(encoder, unitToSigned(resized), f, req.tiling, vaeTilesFor(ms));
       // The latent distribution's mean: A1111 samples it from torch's unseeded global generator instead.
       up.set(
-        mean!.data.map((v) => v * ms.scalingFactor),
+        mean.data.map((v) => v * ms.scalingFactor),
         i * c * fullH * fullW,
       );
       onProgress((i + 1) / count);

@@ -1,14 +1,15 @@
 // Stage 2, the initial latent: seeded noise at the first sigma (txt2img), or the VAE-encoded init image noised
 // to the sigma where its shortened schedule starts (img2img).
 import type { GenerateRequest, Tiling } from '../api.ts';
-import { imageToTensor, resizeImage } from '../image.ts';
+import { imageToTensor } from '../image.ts';
 import { createNoise, type BatchNoise } from '../rng.ts';
-import { runSession } from '../runtime.ts';
 import { addNoise, img2imgSigmasDiffusers, type SamplingPlan } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
 import type { ImageBatch } from './batch.ts';
 import type { ModelSessions } from './model-sessions.ts';
+import { fitInitImage, latentResizedInit } from './init-fit.ts';
 import type { NoiseOverrides } from './overrides.ts';
+import { vaeEncode, vaeTilesFor } from './vae-tiles.ts';
 
 export interface InitialLatent {
   /** [B, C, h, w] at sigmas[0]. */
@@ -53,8 +54,16 @@ export async function initialLatent(
   const initialNoise = overrides.initialNoise ?? noise.initial;
   if (req.init) {
     const sigmas = img2imgSigmasDiffusers(plan.sigmas, req.init.strength);
-    const pixels = overrides.initImagePixels ?? imageToTensor(await resizeImage(req.init.image, req.width, req.height));
-    const encoded = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next(), req.tiling);
+    const mode = req.init.resizeMode ?? 0;
+    let encoded: Float32Array;
+    if (mode === 3 && !overrides.initImagePixels) {
+      // The draw a sampled encode would take is still taken, so the sampler's noise is the same in every mode.
+      if (!overrides.vaeSampleNoise) noise.next();
+      encoded = await latentResizedInit(ms, req.init.image, req.width, req.height, count, req.tiling);
+    } else {
+      const pixels = overrides.initImagePixels ?? imageToTensor(await fitInitImage(req.init.image, req.width, req.height, mode === 3 ? 0 : mode));
+      encoded = await encodeInitImage(ms, pixels, count, overrides.vaeSampleNoise ?? noise.next(), req.tiling);
+    }
     const initLatent = options.adjust ? options.adjust(encoded) : encoded;
     if (options.pureNoiseAtFullStrength && req.init.strength >= 1) return { x: scaledNoise(initialNoise, plan), sigmas, init: initLatent };
     // A1111 scales the img2img noise by initial_noise_multiplier before sampling from the init latent.
@@ -84,14 +93,14 @@ function initialNoiseScale(plan: SamplingPlan): number {
 /** img2img: VAE-encode the init image and sample its latent distribution, scaled into latent space. */
 export async function encodeInitImage(ms: ModelSessions, pixels: Tensor, count: number, sampleNoise: Float32Array, tiling?: Tiling): Promise<Float32Array> {
   const encoder = await ms.vaeEncoder(tiling);
-  const { mean, logvar } = await runSession(encoder, { image: pixels });
-  const per = mean!.data.length;
+  const { mean, logvar } = await vaeEncode(encoder, pixels, ms.latentFactor, tiling, vaeTilesFor(ms));
+  const per = mean.data.length;
   const out = new Float32Array(count * per);
   const scale = ms.scalingFactor;
   for (let i = 0; i < count; i++)
     for (let k = 0; k < per; k++) {
-      const std = Math.exp(0.5 * logvar!.data[k]!);
-      out[i * per + k] = scale * (mean!.data[k]! + std * sampleNoise[i * per + k]!);
+      const std = Math.exp(0.5 * logvar.data[k]!);
+      out[i * per + k] = scale * (mean.data[k]! + std * sampleNoise[i * per + k]!);
     }
   return out;
 }

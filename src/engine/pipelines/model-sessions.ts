@@ -82,6 +82,11 @@ export class ModelSessions implements TextEncoders {
     return new ModelSessions(ref, model, tokenizers, settings);
   }
 
+  /** A model already in memory (the benchmark's random-weight models): no files read. */
+  static fromModel(model: LoadedModel, tokenizers: ClipTokenizer[], settings: SessionSettings): ModelSessions {
+    return new ModelSessions({ path: model.path }, model, tokenizers, settings);
+  }
+
   get latentChannels(): number {
     return this.model.vaeConfig.latent_channels;
   }

@@ -1,6 +1,7 @@
 // Engine-side checks of a generation request. The server validates earlier with its own limits; these
 // guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
 import { validateMask } from './inpaint.ts';
+import { checkResizeMode } from './init-fit.ts';
 import { KilnInputError, type GenerateRequest, type Tiling } from '../api.ts';
 
 /**
@@ -48,6 +49,16 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
     if (req.init.noiseMultiplier !== undefined) num(req.init.noiseMultiplier, 'initial_noise_multiplier', 0, 2);
     const { width, height, channels, data } = req.init.image;
     if (data.length !== width * height * channels) throw new KilnInputError('init image data does not match its size', 'init_images');
+    checkResizeMode(req.init.resizeMode);
+    if ((req.init.resizeMode ?? 0) !== 0 && (req.mask || req.outpaint)) {
+      throw new KilnInputError('resize_mode 1-3 apply to plain img2img; inpainting and outpainting fit the image with resize_mode 0', 'resize_mode');
+    }
+    if (req.init.resizeMode === 3 && (width < 2 * latentFactor || height < 2 * latentFactor)) {
+      throw new KilnInputError(
+        `resize_mode 3 encodes the init image at its own size: it must be at least ${2 * latentFactor}x${2 * latentFactor} pixels`,
+        'init_images',
+      );
+    }
   }
   if (req.mask) {
     if (!req.init) throw new KilnInputError('mask: a mask needs an init image to repaint (img2img)', 'mask');

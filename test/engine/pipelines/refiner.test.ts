@@ -76,3 +76,26 @@ test('with tiling the refiner pass tiles too: noise rolled by half the image giv
       for (let c = 0; c < 3; c++) worst = Math.max(worst, Math.abs(b.data[(y * 64 + ((x + 32) % 64)) * 3 + c]! - a.data[(y * 64 + x) * 3 + c]!));
   assert.ok(worst <= 2, `the rolled generation is the rolled image (max difference ${worst} levels)`);
 });
+
+test('with hires fix the refiner joins the second pass only (A1111 hires_fix_refiner_pass "second pass")', async () => {
+  const hires = { scale: 1.5, upscaler: 'Latent', steps: 4, denoisingStrength: 0.6 };
+  const req = request({ steps: 6, hires });
+  const withRefiner = { ...req, refiner: { model: { path: refinerPath }, switchAt: 0.5 } };
+  /** The first pass's previews (sampling phase) and the final image. */
+  const run = async (r: GenerateRequest) => {
+    const previews: Buffer[] = [];
+    const out = await engine.generate(r, {
+      preview: { everyEvals: 1 },
+      onProgress: (e) => e.phase === 'sampling' && e.preview && previews.push(Buffer.from(e.preview.data)),
+    });
+    return { previews, image: Buffer.from(out.images[0]!.image.data), infotext: out.images[0]!.infotext };
+  };
+  const plain = await run(req);
+  const refined = await run(withRefiner);
+  assert.ok(plain.previews.length >= 6);
+  assert.deepEqual(refined.previews, plain.previews, 'the first pass is the base model alone');
+  assert.notDeepEqual(refined.image, plain.image, 'the refiner ran in the hires pass');
+  assert.deepEqual((await run(withRefiner)).image, refined.image, 'deterministic');
+  assert.match(refined.infotext, /Refiner: tiny-refiner, Refiner switch at: 0.5/);
+  assert.match(refined.infotext, /Hires upscale: 1.5/);
+});
