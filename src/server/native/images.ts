@@ -1,6 +1,6 @@
 // Stored result images by name. Names are checked by storage (no path escapes); uploads (input-*) are
 // never served, and a non-admin can only fetch images of their own jobs.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { extname } from 'node:path';
 import { HttpError } from '../errors.ts';
 import { maySeeJob } from '../auth.ts';
@@ -9,7 +9,6 @@ import { checkName } from '../../storage/image-store.ts';
 const TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
 
 export async function imageRoutes(app: FastifyInstance): Promise<void> {
-  const kiln = app.kiln;
   app.get(
     '/v1/images/:name',
     {
@@ -19,19 +18,22 @@ export async function imageRoutes(app: FastifyInstance): Promise<void> {
         params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 255 } } },
       },
     },
-    async (req, reply) => {
-      const { name } = req.params as { name: string };
-      checkName(name); // throws StorageNameError (400) for anything unsafe
-      const notFound = new HttpError(404, 'not_found', `name: no image ${name}`, 'name');
-      const type = TYPES[extname(name)];
-      if (!type || name.startsWith('input-')) throw notFound;
-      const jobId = name.replace(/-\d+\.[a-z]+$/, '');
-      const job = await kiln.queue.get(jobId);
-      const p = req.principal;
-      if (!maySeeJob(p, job?.owner)) throw notFound;
-      const bytes = await kiln.storage.read(name);
-      if (!bytes) throw notFound;
-      return reply.type(type).header('cache-control', 'private, max-age=3600').send(bytes);
-    },
+    async (req, reply) => sendStoredImage(req, reply, (req.params as { name: string }).name),
   );
+}
+
+/** Sends a stored result image by name, to the job's owner or an admin (404 otherwise). Also seed 004's /outputs/{name}. */
+export async function sendStoredImage(req: FastifyRequest, reply: FastifyReply, name: string): Promise<FastifyReply> {
+  const kiln = req.server.kiln;
+  checkName(name); // throws StorageNameError (400) for anything unsafe
+  const notFound = new HttpError(404, 'not_found', `name: no image ${name}`, 'name');
+  const type = TYPES[extname(name)];
+  if (!type || name.startsWith('input-')) throw notFound;
+  const jobId = name.replace(/-\d+\.[a-z]+$/, '');
+  const job = await kiln.queue.get(jobId);
+  const p = req.principal;
+  if (!maySeeJob(p, job?.owner)) throw notFound;
+  const bytes = await kiln.storage.read(name);
+  if (!bytes) throw notFound;
+  return reply.type(type).header('cache-control', 'private, max-age=3600').send(bytes);
 }
