@@ -156,3 +156,23 @@ test('vae: kiln serve --vae / KILN_VAE set the default a request can override wi
     await other.close();
   }
 });
+
+test('vae: seed 000 (RunPod /runsync) input.override_settings.sd_vae', async () => {
+  const runsync = (sdVae: string) =>
+    s.app.inject({
+      method: 'POST',
+      url: '/v2/YOUR_ENDPOINT_ID/runsync',
+      payload: { input: { prompt: 'a red apple, high quality', steps: 3, width: 64, height: 64, seed: 12345, override_settings: { sd_vae: sdVae } } },
+    });
+  const pixelsOf = async (r: Awaited<ReturnType<typeof runsync>>) => {
+    assert.equal(r.statusCode, 200, r.body);
+    assert.equal(r.json().status, 'COMPLETED', r.body.slice(0, 300));
+    return sharp(Buffer.from(r.json().output.image_base64, 'base64')).raw().toBuffer();
+  };
+  const none = await pixelsOf(await runsync('None'));
+  assert.notDeepEqual(await pixelsOf(await runsync('perturbed.safetensors')), none);
+  // RunPod reports rejected input as a FAILED job with the reason (its convention; see runpod.test.ts), naming the field.
+  const unknown = (await runsync('nope')).json();
+  assert.equal(unknown.status, 'FAILED');
+  assert.match(unknown.error, /^override_settings\.sd_vae: unknown VAE "nope"; choose one of: Automatic, None/);
+});
