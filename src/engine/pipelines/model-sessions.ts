@@ -1,6 +1,7 @@
 // A loaded model: its weights (lazy), tokenizers and onnxruntime sessions, built from cached graphs on
 // first use. Each network's graph is keyed by the weights' identity and its build options, so the
 // second start of the same model skips the build, and a VAE-encoder graph is only built for img2img.
+import { existsSync, statSync } from 'node:fs';
 import type { Device, LoadedModelInfo, ModelRef, Tiling } from '../api.ts';
 import { buildClipTextEncoder, clipTextGraphOptions, type ClipTextOptions } from '../nets/clip-text.ts';
 import { getFamily } from '../families/index.ts';
@@ -45,7 +46,7 @@ interface SharedSessions {
   sessions: Map<string, Promise<Session>>;
   loraVariants: Array<{ id: string; sessionIds: Set<string> }>;
   vaeVariants: Array<{ id: string; sessionIds: Set<string> }>;
-  /** Separate VAEs read so far, by path (headers only; the weights stay lazy). */
+  /** Separate VAEs read so far, by path, size and mtime (headers only; the weights stay lazy). */
   vaes: Map<string, VaeOverride>;
   /** The model the views were made from: the one the pool counts users and last use on. */
   root?: ModelSessions;
@@ -88,7 +89,10 @@ export class ModelSessions implements TextEncoders {
    * when the file is not a VAE or its latent channels do not fit this model.
    */
   withVae(path: string): ModelSessions {
-    let v = this.shared.vaes.get(path);
+    // Keyed by the file's size and mtime too, so a VAE file replaced on disk is read again.
+    const st = existsSync(path) ? statSync(path) : undefined;
+    const key = `${path}:${st?.size}:${st?.mtimeMs}`;
+    let v = this.shared.vaes.get(key);
     if (!v) {
       const root = this.root.model;
       const { weights, config } = loadVae(path, root.family, root.vaeConfig);
@@ -101,7 +105,7 @@ export class ModelSessions implements TextEncoders {
           JSON.stringify(config),
         ),
       };
-      this.shared.vaes.set(path, v);
+      this.shared.vaes.set(key, v);
     }
     const model = { ...this.model, vae: v.vae, vaeConfig: v.vaeConfig };
     return new ModelSessions(this.ref, model, this.tokenizers, this.settings, this.shared, this.loras, this.embeddings, v);
