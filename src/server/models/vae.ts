@@ -26,7 +26,7 @@ export async function checkSpecVae(spec: JobSpec, models: ModelRegistry): Promis
   const ref = await models.resolve(spec.model, spec.vae);
   if (!ref.vae) return;
   // A checkpoint that cannot be read is the model's problem, reported as such when the job runs.
-  if ((await describeCheckpoint(ref.path)).family === null) return;
+  if ((await describeCheckpoint(ref.path)).problem !== undefined) return;
   const key = `${fileKey(ref.path)}|${fileKey(ref.vae)}`;
   let problem = verdicts.get(key);
   if (problem === undefined) {
