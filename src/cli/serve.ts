@@ -40,13 +40,22 @@ export async function ensureDefaultModel(config: KilnConfig): Promise<void> {
 
 /** A --model that names nothing is an error at start, not a server without a default model. */
 function assertKnownModel(config: KilnConfig): void {
-  if (!config.model) return;
   const models = new ModelRegistry(config);
-  if (models.default) return;
+  assertKnownVae(models, config);
+  if (!config.model || models.default) return;
   const names = models.list().map((e) => e.name);
   throw new Error(
     `unknown model "${config.model}" (--model): not a file, nor a checkpoint or label in ${join(config.modelsDir, 'checkpoints')} ` +
       `(found: ${names.length ? names.join(', ') : 'none'}); give a path, a name from \`kiln models\`, or a Hugging Face repo id (owner/name)`,
+  );
+}
+
+/** A --vae that names nothing is an error at start too, rather than every job's. */
+function assertKnownVae(models: ModelRegistry, config: KilnConfig): void {
+  if (!config.vae || models.findVae(config.vae) || existsSync(resolve(config.vae))) return;
+  const names = models.list('vae').map((e) => e.name);
+  throw new Error(
+    `unknown VAE "${config.vae}" (--vae): not a file, nor a VAE in ${join(config.modelsDir, 'vae')} (found: ${names.length ? names.join(', ') : 'none'})`,
   );
 }
 

@@ -17,8 +17,10 @@ export interface PoolSettings {
   onChange?: (models: ModelSessions[]) => void;
 }
 
+// A separate VAE is not part of the key: it is a view of the loaded model (ModelSessions.withVae), so a request
+// that picks another VAE shares the model's text encoder and UNet sessions.
 function refKey(ref: ModelRef): string {
-  return JSON.stringify([resolve(ref.path), ref.vae ? resolve(ref.vae) : null, ref.tokenizerDir ? resolve(ref.tokenizerDir) : null]);
+  return JSON.stringify([resolve(ref.path), ref.tokenizerDir ? resolve(ref.tokenizerDir) : null]);
 }
 
 export class ModelPool {
@@ -36,13 +38,13 @@ export class ModelPool {
   /** The model, loaded if needed, marked in use until release(). */
   async acquire(ref: ModelRef): Promise<ModelSessions> {
     const ms = await this.get(ref);
-    ms.users++;
+    ms.root.users++;
     return ms;
   }
 
   release(ms: ModelSessions): void {
-    ms.users--;
-    ms.lastUsed = Date.now();
+    ms.root.users--;
+    ms.root.lastUsed = Date.now();
   }
 
   /** Runs `fn` with the models of `refs` (undefined entries stay undefined), acquired in order and released after. */
@@ -56,13 +58,13 @@ export class ModelPool {
     }
   }
 
-  /** Loads (or finds) the model without marking it in use. */
+  /** Loads (or finds) the model without marking it in use; with `ref.vae`, a view of it with that VAE. */
   async get(ref: ModelRef): Promise<ModelSessions> {
     const key = refKey(ref);
     let p = this.models.get(key);
     if (!p) {
       const { device, cacheDir, threads, spinning } = this.settings;
-      p = ModelSessions.load(ref, { device, cacheDir, threads, spinning });
+      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning });
       p.then(
         (ms) => {
           this.ready.set(key, ms);
@@ -75,7 +77,7 @@ export class ModelPool {
     }
     const ms = await p;
     ms.lastUsed = Date.now();
-    return ms;
+    return ref.vae ? ms.withVae(resolve(ref.vae)) : ms;
   }
 
   loaded(): ModelSessions[] {

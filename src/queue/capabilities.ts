@@ -60,7 +60,7 @@ export type Feature = keyof typeof FEATURES & keyof JobSpec;
 export type Capabilities = ReadonlySet<Feature>;
 
 /** What the built-in engine does today. */
-export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask']);
+export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask', 'vae']);
 
 /** Throws FeatureNotImplemented for the first feature the spec asks for that `supported` lacks. */
 export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGINE_CAPABILITIES): void {

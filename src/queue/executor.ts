@@ -17,8 +17,8 @@ export type JobRunner = (job: Job, ctx: RunContext) => Promise<JobResult>;
 export interface ExecutorDeps {
   engine: Engine;
   storage: ImageStore;
-  /** Model name or label (undefined = default) -> files; throws SpecError('model', ...) when unknown. */
-  resolveModel: (name: string | undefined) => Promise<ModelRef>;
+  /** Model name or label (undefined = default) and the VAE choice -> files; throws SpecError('model'/'vae', ...) when unknown. */
+  resolveModel: (name: string | undefined, vae?: string) => Promise<ModelRef>;
   /** LoRA name -> file path; throws SpecError('loras', ...) when unknown. */
   resolveLora?: (name: string) => string;
   /** The textual-inversion embeddings available (readable files in models/embeddings), by prompt word. */
@@ -34,7 +34,7 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
   return async (job, ctx) => {
     const spec = job.spec;
     if (spec.kind === 'upscale') return runUpscale(job, ctx, deps);
-    const model = await deps.resolveModel(spec.model);
+    const model = await deps.resolveModel(spec.model, spec.vae);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const mask = spec.mask?.image ? await loadMaskImage(spec.mask.image, deps.storage) : undefined;

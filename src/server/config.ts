@@ -26,6 +26,8 @@ export interface KilnConfig {
   model?: string;
   /** Folder with tokenizer/ (and tokenizer_2/) for single-file checkpoints, instead of the Hugging Face cache. */
   tokenizer?: string;
+  /** Default separate VAE (a name in models/vae/ or a path); requests may choose another. */
+  vae?: string;
   /** Friendly label -> model name (file/folder in modelsDir, absolute path, or Hugging Face repo id). */
   modelAliases: Record<string, string>;
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
@@ -142,6 +144,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_MODEL',
     kind: 'string',
     doc: 'Default model: a path, a name or label from the models folder, or a Hugging Face repo id (owner/name).',
+  },
+  {
+    key: 'vae',
+    flag: 'vae',
+    env: 'KILN_VAE',
+    kind: 'string',
+    doc: 'Default separate VAE: a name from models/vae/ (or models/VAE/) or a path. A request picks another with vae (native) or sd_vae (A1111); "None" keeps the checkpoint\'s own.',
   },
   {
     key: 'threads',
@@ -529,6 +538,22 @@ function coerce(opt: OptionSpec, raw: unknown, where: string, cwd: string, fromU
   }
 }
 
+/** KEY=VALUE lines of a dotenv file (comments, `export ` and one level of quotes allowed); {} when absent. */
+function readDotEnv(path: string): Record<string, string> {
+  if (!existsSync(path)) return {};
+  const out: Record<string, string> = {};
+  for (const [i, raw] of readFileSync(path, 'utf8').split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) throw new ConfigError(`${path}:${i + 1}`, 'expected KEY=VALUE');
+    const value = m[2]!;
+    const quoted = /^(['"])(.*)\1$/.exec(value);
+    out[m[1]!] = quoted ? quoted[2]! : value.replace(/\s+#.*$/, '');
+  }
+  return out;
+}
+
 function readConfigFile(path: string): Record<string, unknown> {
   const text = readFileSync(path, 'utf8');
   try {
@@ -546,13 +571,13 @@ function readConfigFile(path: string): Record<string, unknown> {
  * sources never share a name, and with it each other's jobs. Name keys (`name=key`) to keep a name when the
  * list changes: the name is the owner of the key's jobs.
  */
-function keysFromList(list: string | string[], role: Role, source: 'env' | 'cli'): ApiKey[] {
+function keysFromList(list: string | string[], role: Role, source: 'env' | 'cli', namePrefix?: string): ApiKey[] {
   const items = ([] as string[])
     .concat(list)
     .flatMap((s) => s.split(','))
     .map((s) => s.trim())
     .filter(Boolean);
-  const prefix = source === 'cli' ? `cli-${role}` : role;
+  const prefix = namePrefix ?? (source === 'cli' ? `cli-${role}` : role);
   return items.map((item, i) => {
     const eq = item.indexOf('=');
     return eq > 0 ? { name: item.slice(0, eq).trim(), key: item.slice(eq + 1).trim(), role } : { name: `${prefix}-${i + 1}`, key: item, role };
@@ -605,13 +630,15 @@ function checkKeys(keys: ApiKey[]): void {
 export function loadConfig(src: ConfigSources = {}): KilnConfig {
   const cwd = src.cwd ?? process.cwd();
   const flags = src.flags ?? {};
-  const env = src.env ?? process.env;
+  const given = src.env ?? process.env;
   const known = new Set([...OPTIONS.map((o) => o.flag), 'config', 'api-key', 'admin-key', 'help']);
   for (const f of Object.keys(flags)) if (!known.has(f)) throw new ConfigError(`--${f}`, 'unknown option (see kiln serve --help)');
 
   // The data dir decides where the config file lives, so it is resolved from flags/env first.
-  const dataDirRaw = flags['data-dir'] ?? env.KILN_DATA_DIR ?? './kiln-data';
+  const dataDirRaw = flags['data-dir'] ?? given.KILN_DATA_DIR ?? './kiln-data';
   const dataDir = resolve(cwd, String(dataDirRaw));
+  // A .env file in the data dir (seed 003 keeps API_KEY / ADMIN_API_KEY there) fills what the environment lacks.
+  const env = { ...readDotEnv(join(dataDir, '.env')), ...given };
   let file: Record<string, unknown> = {};
   let fileDir = dataDir;
   const explicit = flags.config ?? env.KILN_CONFIG;
@@ -670,6 +697,9 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     ...keysFromFile(file.keys),
     ...(env.KILN_API_KEYS ? keysFromList(env.KILN_API_KEYS, 'user', 'env') : []),
     ...(env.KILN_ADMIN_KEYS ? keysFromList(env.KILN_ADMIN_KEYS, 'admin', 'env') : []),
+    // Seed 003's own names, beside Kiln's.
+    ...(env.API_KEY ? keysFromList(env.API_KEY, 'user', 'env', 'api-key') : []),
+    ...(env.ADMIN_API_KEY ? keysFromList(env.ADMIN_API_KEY, 'admin', 'env', 'admin-api-key') : []),
     ...(flags['api-key'] !== undefined ? keysFromList(flags['api-key'] as string | string[], 'user', 'cli') : []),
     ...(flags['admin-key'] !== undefined ? keysFromList(flags['admin-key'] as string | string[], 'admin', 'cli') : []),
   ];

@@ -24,6 +24,7 @@ import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
+import { checkSpecVae } from './models/vae.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
@@ -124,7 +125,7 @@ export class KilnServices {
       run: createExecutor({
         engine,
         storage: this.storage,
-        resolveModel: (n) => this.models.resolve(n),
+        resolveModel: (n, vae) => this.models.resolve(n, vae),
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
@@ -247,6 +248,7 @@ export class KilnServices {
       const field = spec.sourceFields?.hires === 'enable_hr' ? 'hr_upscaler' : 'hires.upscaler';
       this.upscalers.check(spec.hires.upscaler ?? 'Latent', field, { latent: true });
     }
+    if (spec.vae !== undefined) this.models.resolveVae(spec.vae, spec.model, spec.sourceFields?.vae ?? 'vae');
     if (spec.refiner !== undefined && !this.models.has(spec.refiner)) {
       throw new SpecError('refiner', `unknown model "${spec.refiner}" (GET /v1/models lists the checkpoints)`);
     }
@@ -271,6 +273,7 @@ export class KilnServices {
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
+    await checkSpecVae(spec, this.models);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);
     return this.queue.submit(spec, opts);
   }

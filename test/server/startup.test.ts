@@ -102,6 +102,18 @@ test('an unknown --model: one line naming it and what exists, exit 1', async () 
   }
 });
 
+test('an unknown --vae: one line naming it and the VAEs there are, exit 1', async () => {
+  const t = tempDir('kiln-start-');
+  addFakeModel(t.dir);
+  try {
+    const exit = await serveUntilExit(['--port', '0', '--data-dir', t.dir, '--model', 'fake-model', '--vae', 'no-such-vae']);
+    assert.equal(exit.code, 1);
+    assertOneLine(exit, /unknown VAE "no-such-vae" \(--vae\).*found: none/);
+  } finally {
+    t.remove();
+  }
+});
+
 test('an engine module that fails to start: one line, exit 1, the queue never ran', async () => {
   const t = await dirWithQueuedJob();
   const broken = join(t.dir, 'broken-engine.mjs');

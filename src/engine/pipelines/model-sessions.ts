@@ -1,6 +1,7 @@
 // A loaded model: its weights (lazy), tokenizers and onnxruntime sessions, built from cached graphs on
 // first use. Each network's graph is keyed by the weights' identity and its build options, so the
 // second start of the same model skips the build, and a VAE-encoder graph is only built for img2img.
+import { existsSync, statSync } from 'node:fs';
 import type { Device, LoadedModelInfo, ModelRef, Tiling } from '../api.ts';
 import { buildClipTextEncoder, clipTextGraphOptions, isClipTextBranchSite, type ClipTextOptions } from '../nets/clip-text.ts';
 import { getFamily } from '../families/index.ts';
@@ -12,7 +13,8 @@ import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
 import { openSession, precisionFor, withExtraInputs, type Session } from '../runtime.ts';
 import { applyLoras, branchFeeds, type AppliedLoras, type BranchPatch } from '../weights/lora/index.ts';
-import { loadModel, type LoadedModel } from '../weights/model.ts';
+import { loadModel, loadVae, type LoadedModel } from '../weights/model.ts';
+import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
 
@@ -28,10 +30,26 @@ export interface SessionSettings {
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
 const MAX_LORA_VARIANTS = 2;
 
-/** What a model and its LoRA views share: the sessions, and the LoRA combinations in use, oldest first. */
+/** Separate VAEs whose sessions stay in memory per model (the oldest is freed). */
+const MAX_VAE_VARIANTS = 2;
+
+/** A separate VAE of a view (withVae): its weights, config and graph-key material (the files' identity). */
+interface VaeOverride {
+  path: string;
+  vae: LoadedModel['vae'];
+  vaeConfig: LoadedModel['vaeConfig'];
+  identity: string;
+}
+
+/** What a model and its LoRA/VAE views share: the sessions, and the LoRA and VAE variants in use, oldest first. */
 interface SharedSessions {
   sessions: Map<string, Promise<Session>>;
   loraVariants: Array<{ id: string; sessionIds: Set<string> }>;
+  vaeVariants: Array<{ id: string; sessionIds: Set<string> }>;
+  /** Separate VAEs read so far, by path, size and mtime (headers only; the weights stay lazy). */
+  vaes: Map<string, VaeOverride>;
+  /** The model the views were made from: the one the pool counts users and last use on. */
+  root?: ModelSessions;
 }
 
 export class ModelSessions implements TextEncoders {
@@ -48,13 +66,49 @@ export class ModelSessions implements TextEncoders {
     readonly model: LoadedModel,
     readonly tokenizers: ClipTokenizer[],
     readonly settings: SessionSettings,
-    private readonly shared: SharedSessions = { sessions: new Map(), loraVariants: [] },
+    private readonly shared: SharedSessions = { sessions: new Map(), loraVariants: [], vaeVariants: [], vaes: new Map() },
     /** Set on a LoRA view (withAdapters): the merged weights and their graph-key material. */
     readonly loras?: AppliedLoras,
     /** Set on a view with textual-inversion embeddings: extended token tables and tokenizers. */
     readonly embeddings?: AppliedEmbeddings,
+    /** Set on a view with a separate VAE (withVae): `model` already carries its weights and config. */
+    private readonly vaeOverride?: VaeOverride,
   ) {
     this.family = getFamily(model.family);
+    shared.root ??= this;
+  }
+
+  /** The model this view was made from (itself for a loaded model): the pool counts its users. */
+  get root(): ModelSessions {
+    return this.shared.root ?? this;
+  }
+
+  /**
+   * This model with a separate VAE file (diffusers folder or .safetensors): a view sharing this model's text
+   * encoder and UNet sessions, whose VAE graphs are keyed by the VAE files' identity. Throws ModelFileError
+   * when the file is not a VAE or its latent channels do not fit this model.
+   */
+  withVae(path: string): ModelSessions {
+    // Keyed by the file's size and mtime too, so a VAE file replaced on disk is read again.
+    const st = existsSync(path) ? statSync(path) : undefined;
+    const key = `${path}:${st?.size}:${st?.mtimeMs}`;
+    let v = this.shared.vaes.get(key);
+    if (!v) {
+      const root = this.root.model;
+      const { weights, config } = loadVae(path, root.family, root.vaeConfig);
+      v = {
+        path,
+        vae: weights,
+        vaeConfig: config,
+        identity: filesIdentity(
+          weights.files().map((f) => f.file),
+          JSON.stringify(config),
+        ),
+      };
+      this.shared.vaes.set(key, v);
+    }
+    const model = { ...this.model, vae: v.vae, vaeConfig: v.vaeConfig };
+    return new ModelSessions(this.ref, model, this.tokenizers, this.settings, this.shared, this.loras, this.embeddings, v);
   }
 
   /**
@@ -69,7 +123,7 @@ export class ModelSessions implements TextEncoders {
     const applied = loras.length ? applyLoras(this.model, loras, { branchSites }) : undefined;
     const encoders = this.model.textEncoders.map((te, i) => ({ weights: applied?.textEncoders[i] ?? te.weights, tokenizer: this.tokenizer(i) }));
     const ti = embeddings.length ? applyEmbeddings(this.model, encoders, embeddings) : undefined;
-    return new ModelSessions(this.ref, this.model, this.tokenizers, this.settings, this.shared, applied, ti);
+    return new ModelSessions(this.ref, this.model, this.tokenizers, this.settings, this.shared, applied, ti, this.vaeOverride);
   }
 
   private get sessions(): Map<string, Promise<Session>> {
@@ -155,16 +209,21 @@ export class ModelSessions implements TextEncoders {
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {
     const opts = { scalingFactor: this.scalingFactor, tiling };
-    return this.session('vae-decoder', this.vaePrecision(), vaeDecoderGraphOptions(opts), (b) =>
+    return this.session('vae-decoder', this.vaePrecision(), this.vaeKeyed(vaeDecoderGraphOptions(opts)), (b) =>
       buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
     );
   }
 
   vaeEncoder(tiling?: Tiling): Promise<Session> {
     const opts = { tiling };
-    return this.session('vae-encoder', this.vaePrecision(), vaeEncoderGraphOptions(opts), (b) =>
+    return this.session('vae-encoder', this.vaePrecision(), this.vaeKeyed(vaeEncoderGraphOptions(opts)), (b) =>
       buildVaeEncoder(b, this.model.vae, this.model.vaeConfig, opts),
     );
+  }
+
+  /** A VAE graph's options; on a separate-VAE view, with that VAE's identity (its own cached graph and session). */
+  private vaeKeyed(options: Record<string, unknown>): Record<string, unknown> {
+    return this.vaeOverride ? { ...options, vae: this.vaeOverride.identity } : options;
   }
 
   private precision(): 'fp32' | 'fp16' {
@@ -191,6 +250,7 @@ export class ModelSessions implements TextEncoders {
       this.sessions.set(id, s);
     }
     if (typeof options.lora === 'string') this.trackLoraVariant(id);
+    if (typeof options.vae === 'string') this.trackVariant(this.shared.vaeVariants, options.vae, id, MAX_VAE_VARIANTS);
     return s;
   }
 
@@ -198,7 +258,11 @@ export class ModelSessions implements TextEncoders {
   private trackLoraVariant(sessionId: string): void {
     const l = this.loras;
     const variantId = JSON.stringify([l?.unetKey, l?.textEncoderKeys, this.embeddings?.textEncoders.map((t) => t.key)]);
-    const variants = this.shared.loraVariants;
+    this.trackVariant(this.shared.loraVariants, variantId, sessionId, MAX_LORA_VARIANTS);
+  }
+
+  /** Records a session under its variant (LoRA set or separate VAE) and frees the oldest variants beyond `max`. */
+  private trackVariant(variants: SharedSessions['loraVariants'], variantId: string, sessionId: string, max: number): void {
     let v = variants.find((x) => x.id === variantId);
     if (!v) {
       v = { id: variantId, sessionIds: new Set() };
@@ -208,7 +272,7 @@ export class ModelSessions implements TextEncoders {
     // The newest variant moves to the end; a generation uses one variant at a time, so freeing older ones is safe.
     variants.splice(variants.indexOf(v), 1);
     variants.push(v);
-    while (variants.length > MAX_LORA_VARIANTS) {
+    while (variants.length > max) {
       const old = variants.shift()!;
       for (const id of old.sessionIds) {
         if (variants.some((x) => x.sessionIds.has(id))) continue; // still used by a newer combination

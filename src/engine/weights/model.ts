@@ -349,6 +349,22 @@ function loadFolder(dir: string, opts: LoadOptions): PartialModel {
 
 /** Swaps in a VAE from a diffusers vae/ folder or a .safetensors file (diffusers or LDM layout). */
 function replaceVae(model: PartialModel, vaePath: string): void {
+  const loaded = loadVae(vaePath, model.family, model.vaeConfig);
+  model.vae = loaded.weights;
+  model.vaeConfig = loaded.config;
+}
+
+/** A separate VAE's weights and the config it runs with beside a model of `family` whose own VAE config is `base`. */
+export interface SeparateVae {
+  weights: MappedWeights;
+  config: VaeConfig;
+}
+
+/**
+ * Reads a VAE from a diffusers vae/ folder or a .safetensors file (diffusers or LDM layout). Throws ModelFileError
+ * when it is not a VAE, or when its latent channels differ from the model's (a VAE of another model family).
+ */
+export function loadVae(vaePath: string, family: FamilyName, base: VaeConfig): SeparateVae {
   if (!existsSync(vaePath)) throw new ModelFileError(vaePath, 'VAE not found');
   let weights: MappedWeights;
   let folderConfig: ConfigRecord | undefined;
@@ -370,17 +386,22 @@ function replaceVae(model: PartialModel, vaePath: string): void {
     else if (inner.some((k) => k.startsWith('decoder.up_blocks.'))) weights = new MappedWeights(vaePath, mapDiffusersVae(file, prefix));
     else throw new ModelFileError(vaePath, 'not a VAE: no encoder/decoder weights in LDM (decoder.up.*) or diffusers (decoder.up_blocks.*) layout');
   }
-  const inferred = inferVaeConfig(weights, getFamily(model.family)).config;
+  const inferred = inferVaeConfig(weights, getFamily(family)).config;
+  if (inferred.latent_channels !== base.latent_channels) {
+    throw new ModelFileError(
+      vaePath,
+      `this VAE has ${inferred.latent_channels} latent channels but the ${family} model uses ${base.latent_channels}: it belongs to another model family`,
+    );
+  }
   // Structure comes from the new weights; the latent scaling belongs to the diffusion model it is used with.
-  const config = { ...model.vaeConfig, ...(folderConfig ?? {}) } as VaeConfig;
+  const config = { ...base, ...(folderConfig ?? {}) } as VaeConfig;
   for (const k of VAE_STRUCTURE) (config as ConfigRecord)[k] = (inferred as ConfigRecord)[k];
   config.down_block_types = inferred.down_block_types;
   config.up_block_types = inferred.up_block_types;
-  if (folderConfig && folderConfig.scaling_factor !== model.vaeConfig.scaling_factor) {
-    config.scaling_factor = model.vaeConfig.scaling_factor;
+  if (folderConfig && folderConfig.scaling_factor !== base.scaling_factor) {
+    config.scaling_factor = base.scaling_factor;
   }
-  model.vae = weights;
-  model.vaeConfig = config;
+  return { weights, config };
 }
 
 // ---------------------------------------------------------------- tokenizers

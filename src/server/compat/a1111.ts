@@ -323,7 +323,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     tiling: body.tiling === true || undefined,
     sMinUncond: positive(body.s_min_uncond),
     etaNoiseSeedDelta: Number(optionValue(overrides, 'eta_noise_seed_delta', 0)) || undefined,
-    vae: vae && vae !== 'Automatic' && vae !== 'None' ? String(vae) : undefined,
+    vae: vae ? String(vae) : undefined,
   });
   spec.sourceFields = {
     ...networks.sourceFields,

@@ -13,6 +13,8 @@ import { loraList } from '../models/loras.ts';
 import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
+import { DIFFUSERS_SCHEDULERS, fromDiffusersScheduler } from './diffusers-schedulers.ts';
+import { addPngText } from '../../storage/png-text.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
 import { baseSpec, generateImages, notImplemented, promptNetworks, storeImageBytes, type ResultImage } from './common.ts';
 
@@ -26,14 +28,22 @@ const postConfigQuery = {
     prompt: { type: 'string', minLength: 1 },
     negative_prompt: { type: 'string' },
     model_id: { type: 'string', description: 'A model name or label (GET /get_available_stable_diffs); default: the server model.' },
-    torch_dtype: { type: 'string', description: 'Accepted for compatibility; the engine picks the precision for its device.' },
+    torch_dtype: {
+      type: 'string',
+      description:
+        'float16, bfloat16 or float32 (also as torch.float16, ...). Kiln picks the precision for its device: on CPU every network runs in float32 whatever is asked; on GPUs half precision where the network allows. Anything else is refused (400).',
+    },
     num_inference_steps: { type: 'integer', minimum: 1, maximum: 150, default: SEED003_DEFAULTS.steps },
     guidance_scale: { type: 'number', minimum: 0, maximum: 30, default: SEED003_DEFAULTS.guidance },
-    width: { type: 'integer', minimum: 64, default: SEED003_DEFAULTS.width },
-    height: { type: 'integer', minimum: 64, default: SEED003_DEFAULTS.height },
+    width: { type: 'integer', minimum: 64, description: "Default 512; img2img: the uploaded image's width, rounded down to a multiple of 8." },
+    height: { type: 'integer', minimum: 64, description: "Default 512; img2img: the uploaded image's height, rounded down to a multiple of 8." },
     count_returned: { type: 'integer', minimum: 1, maximum: 16, default: SEED003_DEFAULTS.count },
     seed: { type: 'integer', minimum: -1, maximum: 4294967295 },
-    scheduler: { type: 'string', description: 'A1111 sampler name or diffusers scheduler class (e.g. Euler, EulerDiscreteScheduler).' },
+    scheduler: {
+      type: 'string',
+      description: `A1111 sampler name or diffusers scheduler class (${DIFFUSERS_SCHEDULERS.join(', ')}), mapped to its A1111 sampler; add " Karras" (or use_karras_sigmas=true) for Karras sigmas.`,
+    },
+    use_karras_sigmas: { type: 'boolean', description: "diffusers' flag: Karras sigmas for the scheduler." },
     strength: { type: 'number', minimum: 0, maximum: 1, default: SEED003_DEFAULTS.strength, description: 'img2img: how much to change the uploaded image.' },
     lora: { type: 'string' },
   },
@@ -45,11 +55,13 @@ interface PostConfig {
   model_id?: string;
   num_inference_steps: number;
   guidance_scale: number;
-  width: number;
-  height: number;
+  torch_dtype?: string;
+  width?: number;
+  height?: number;
   count_returned: number;
   seed?: number;
   scheduler?: string;
+  use_karras_sigmas?: boolean;
   strength: number;
   lora?: string;
 }
@@ -60,16 +72,41 @@ async function uploadedImage(req: FastifyRequest): Promise<Buffer | undefined> {
   return form && lastFile(form, 'image');
 }
 
-/** Several results as one PNG grid (columns = ceil(sqrt(n))), in generation order. */
+/**
+ * Several results as one PNG grid (columns = ceil(sqrt(n))), in generation order. The grid keeps every image's
+ * infotext: `parameters` is the first image's (as A1111 labels its grids, so PNG Info tools read it) and
+ * `parameters_1` ... `parameters_<n>` are each cell's, row by row.
+ */
 export async function grid(images: ResultImage[]): Promise<Buffer> {
   if (images.length === 1) return images[0]!.bytes;
   const { width, height } = images[0]!.meta;
   const cols = Math.ceil(Math.sqrt(images.length));
   const rows = Math.ceil(images.length / cols);
-  return sharp({ create: { width: cols * width, height: rows * height, channels: 3, background: '#000' } })
+  let png: Buffer = await sharp({ create: { width: cols * width, height: rows * height, channels: 3, background: '#000' } })
     .composite(images.map((img, i) => ({ input: img.bytes, left: (i % cols) * width, top: Math.floor(i / cols) * height })))
     .png()
     .toBuffer();
+  const texts = images.map((img) => img.meta.infotext);
+  if (texts[0]) png = addPngText(png, 'parameters', texts[0]);
+  for (const [i, text] of texts.entries()) if (text) png = addPngText(png, `parameters_${i + 1}`, text);
+  return png;
+}
+
+/** torch_dtype values the seed's clients send (getattr(torch, name)). */
+const TORCH_DTYPES = ['float16', 'bfloat16', 'float32'];
+
+function checkTorchDtype(value: string | undefined): void {
+  if (value === undefined || TORCH_DTYPES.includes(value.replace(/^torch\./, ''))) return;
+  throw new HttpError(400, 'invalid_request', `torch_dtype: "${value.slice(0, 40)}" is not a dtype Kiln runs; use ${TORCH_DTYPES.join(', ')}`, 'torch_dtype');
+}
+
+/** diffusers' img2img size: the upload's, rounded down to a multiple of 8 (its VAE factor). */
+async function uploadSize(bytes: Buffer): Promise<{ width?: number; height?: number }> {
+  const meta = await sharp(bytes)
+    .metadata()
+    .catch(() => undefined);
+  if (!meta?.width || !meta.height) return {}; // not an image: storeImageBytes answers the 4xx
+  return { width: Math.floor(meta.width / 8) * 8, height: Math.floor(meta.height / 8) * 8 };
 }
 
 function modelFor(kiln: KilnServices, id: string | undefined): string | undefined {
@@ -103,19 +140,23 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
     },
     async (req, reply) => {
       const q = req.query as PostConfig;
+      checkTorchDtype(q.torch_dtype);
       const upload = await uploadedImage(req);
       const tags = promptNetworks([q.prompt]);
+      const size = upload && (q.width === undefined || q.height === undefined) ? await uploadSize(upload) : {};
+      const scheduler = q.scheduler === undefined ? undefined : fromDiffusersScheduler(q.scheduler, q.use_karras_sigmas);
       const spec = baseSpec({
         kind: upload ? 'img2img' : 'txt2img',
         model: modelFor(kiln, q.model_id),
         prompts: [q.prompt],
         negativePrompts: [q.negative_prompt ?? ''],
         imagesPerPrompt: q.count_returned,
-        width: q.width,
-        height: q.height,
+        width: q.width ?? size.width ?? SEED003_DEFAULTS.width,
+        height: q.height ?? size.height ?? SEED003_DEFAULTS.height,
         steps: q.num_inference_steps,
         cfgScale: q.guidance_scale,
-        sampler: q.scheduler ?? 'Euler',
+        sampler: scheduler?.sampler ?? q.scheduler ?? 'Euler',
+        schedule: scheduler?.schedule ?? (q.use_karras_sigmas ? 'Karras' : 'Automatic'),
         seed: resolveSeed(q.seed),
         ...tags,
         ...(q.lora ? { loras: [{ name: q.lora, weight: 1 }, ...(tags.loras ?? [])], sourceFields: { ...tags.sourceFields, loras: 'lora' } } : {}),

@@ -11,6 +11,7 @@ import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { maySeeJob } from '../auth.ts';
 import { baseSpec, ownerOf, promptNetworks, resultImages, sendClassified } from './common.ts';
+import { sendStoredImage } from '../native/images.ts';
 
 /** Seed 004's request defaults. */
 export const SEED004_DEFAULTS = {
@@ -157,6 +158,19 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
     const job = await kiln.submit(spec, { owner: ownerOf(req), extra: { seed004 } });
     return { job_id: job.id, status: 'queued' };
   });
+
+  // output_path ("outputs/<name>") is served here, relative to the server root, as the seed's outputs folder.
+  app.get(
+    '/outputs/:name',
+    {
+      schema: {
+        tags,
+        summary: 'The image a finished job saved (output_path of GET /queue/{job_id}); for its owner or an admin.',
+        params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 255 } } },
+      },
+    },
+    async (req, reply) => sendStoredImage(req, reply, (req.params as { name: string }).name),
+  );
 
   app.get(
     '/queue/:job_id',

@@ -1,10 +1,10 @@
 // The models folder and friendly labels. Layout (created on first start):
 //   models/checkpoints/  *.safetensors single files, or diffusers folders (with model_index.json)
-//   models/loras/  models/vae/  models/embeddings/  models/upscalers/
+//   models/loras/  models/vae/ (A1111's models/VAE/ too)  models/embeddings/  models/upscalers/
 // A checkpoint's name is its file/folder name without extension; labels come from config.modelAliases
 // (seed 004: {"Amanatsu": "John6666__amanatsu-illustrious-v11-sdxl"}). Clients pick models by name or label
 // only, never by path, so a request can never make the server read an arbitrary file.
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import type { ModelRef } from '../../engine/index.ts';
 import { SpecError } from '../../queue/job-spec.ts';
@@ -36,7 +36,12 @@ function isDiffusersFolder(p: string): boolean {
 }
 
 /** Pickled torch files each kind lists (read by the engine's restricted unpickler, never executed). */
-const PICKLED: Partial<Record<ModelKind, string[]>> = { checkpoint: ['.ckpt'], lora: ['.pt', '.ckpt', '.bin'], embedding: ['.pt', '.bin'] };
+const PICKLED: Partial<Record<ModelKind, string[]>> = {
+  checkpoint: ['.ckpt'],
+  lora: ['.pt', '.ckpt', '.bin'],
+  embedding: ['.pt', '.bin'],
+  vae: ['.pt', '.ckpt', '.bin'],
+};
 
 function scanFolder(dir: string, kind: ModelKind): ModelEntry[] {
   if (!existsSync(dir)) return [];
@@ -64,7 +69,7 @@ export class ModelRegistry {
   private entries: ModelEntry[] = [];
   private defaultEntry?: ModelEntry;
 
-  constructor(private readonly config: Pick<KilnConfig, 'modelsDir' | 'cacheDir' | 'model' | 'modelAliases' | 'tokenizer'>) {
+  constructor(private readonly config: Pick<KilnConfig, 'modelsDir' | 'cacheDir' | 'model' | 'modelAliases' | 'tokenizer' | 'vae'>) {
     for (const folder of Object.values(MODEL_FOLDERS)) mkdirSync(join(config.modelsDir, folder), { recursive: true });
     this.refresh();
   }
@@ -74,6 +79,12 @@ export class ModelRegistry {
     const entries: ModelEntry[] = [];
     for (const [kind, folder] of Object.entries(MODEL_FOLDERS) as Array<[ModelKind, string]>)
       entries.push(...scanFolder(join(this.config.modelsDir, folder), kind));
+    // A1111 keeps VAEs in models/VAE/: read it too (on a case-insensitive disk it is the same folder).
+    const a1111Vae = join(this.config.modelsDir, 'VAE');
+    if (existsSync(a1111Vae) && realpathSync(a1111Vae) !== realpathSync(join(this.config.modelsDir, MODEL_FOLDERS.vae))) {
+      const have = new Set(entries.filter((e) => e.kind === 'vae').map((e) => e.name.toLowerCase()));
+      entries.push(...scanFolder(a1111Vae, 'vae').filter((e) => !have.has(e.name.toLowerCase())));
+    }
     // Downloaded Hugging Face models are checkpoints too, named by repo id.
     const hfRoot = join(this.config.cacheDir, 'huggingface');
     if (existsSync(hfRoot)) {
@@ -127,8 +138,48 @@ export class ModelRegistry {
     return name === undefined ? this.defaultEntry !== undefined : this.find(name) !== undefined;
   }
 
-  /** Name or label -> files for the engine. Throws SpecError('model') with what is available. */
-  async resolve(name: string | undefined): Promise<ModelRef> {
+  /** A VAE by name, with or without its file extension (A1111's sd_vae values are file names), any case. */
+  findVae(name: string): ModelEntry | undefined {
+    const vaes = this.list('vae');
+    const lower = name.toLowerCase();
+    return vaes.find((e) => e.name === name) ?? vaes.find((e) => e.name.toLowerCase() === lower || basename(e.path).toLowerCase() === lower);
+  }
+
+  /**
+   * A request's VAE choice -> the VAE file to use (undefined: the checkpoint's own). As A1111: "None" is the
+   * checkpoint's own VAE, "Automatic" a VAE named like the checkpoint (`<name>` or `<name>.vae`) if there is one,
+   * else the server's --vae; no choice means the server's --vae. Throws SpecError(field) for an unknown name.
+   */
+  resolveVae(choice: string | undefined, checkpoint: string | undefined, field = 'vae'): string | undefined {
+    const lower = choice?.toLowerCase();
+    if (lower === 'none') return undefined;
+    if (choice !== undefined && lower !== 'automatic') {
+      const entry = this.findVae(choice);
+      if (entry) return entry.path;
+      const known = this.list('vae').map((e) => e.name);
+      throw new SpecError(
+        field,
+        `unknown VAE "${choice}"; choose one of: ${['Automatic', 'None', ...known].join(', ')} (GET /sdapi/v1/sd-vae; VAE files go in models/vae/)`,
+      );
+    }
+    const ckpt = checkpoint === undefined ? this.defaultEntry : this.find(checkpoint);
+    const named = lower === 'automatic' && ckpt ? (this.findVae(ckpt.name) ?? this.findVae(`${ckpt.name}.vae`)) : undefined;
+    if (named) return named.path;
+    return this.defaultVae();
+  }
+
+  /** The server's --vae as a file path: a name in the models folder or a path; undefined when none is set. */
+  defaultVae(): string | undefined {
+    const def = this.config.vae;
+    if (!def) return undefined;
+    const entry = this.findVae(def);
+    if (entry) return entry.path;
+    if (existsSync(resolve(def))) return resolve(def);
+    throw new SpecError('vae', `the server's default VAE "${def}" (--vae) is neither in models/vae/ nor an existing path; fix --vae or send "None"`);
+  }
+
+  /** Name or label -> files for the engine, with the VAE the request chose. Throws SpecError('model'/'vae') with what is available. */
+  async resolve(name: string | undefined, vae?: string): Promise<ModelRef> {
     const entry = name === undefined ? this.defaultEntry : this.find(name);
     if (!entry) {
       const known = this.list().flatMap((e) => [e.name, ...e.labels]);
@@ -140,8 +191,8 @@ export class ModelRegistry {
       throw new SpecError('model', `unknown model "${name}"${hint}; available: ${known.length ? known.join(', ') : 'none'}`);
     }
     // Single files carry no tokenizer: the configured folder (if any) supplies it; folders bring their own.
-    return (entry.format === 'safetensors' || entry.format === 'pickle') && this.config.tokenizer
-      ? { path: entry.path, tokenizerDir: this.config.tokenizer }
-      : { path: entry.path };
+    const vaePath = this.resolveVae(vae, name);
+    const ref: ModelRef = vaePath ? { path: entry.path, vae: vaePath } : { path: entry.path };
+    return (entry.format === 'safetensors' || entry.format === 'pickle') && this.config.tokenizer ? { ...ref, tokenizerDir: this.config.tokenizer } : ref;
   }
 }

@@ -145,7 +145,13 @@ export function nativeRequestSchema(limits: Limits) {
       initial_noise_multiplier: { type: 'number', minimum: 0, maximum: 2 },
       s_min_uncond: { type: 'number', minimum: 0, maximum: 1000, description: 'Skip the negative prompt below this sigma.' },
       eta_noise_seed_delta: { type: 'integer', minimum: 0, maximum: 4294967295, description: 'A1111 ENSD.' },
-      vae: { type: 'string', minLength: 1, maxLength: 300, description: 'A separate VAE by name (GET /v1/models?kind=vae).' },
+      vae: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 300,
+        description:
+          'A separate VAE by name (GET /v1/models?kind=vae; models/vae/); "None" = the checkpoint VAE, "Automatic" = one named like the checkpoint, else the server --vae. Default: the server --vae.',
+      },
       output: {
         type: 'object',
         additionalProperties: false,

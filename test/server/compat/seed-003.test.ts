@@ -5,7 +5,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { readInfotext } from '../../../src/storage/encode.ts';
+import { readPngText } from '../../../src/storage/png-text.ts';
+import { loadConfig } from '../../../src/server/config.ts';
+import { tempDir } from '../../queue/helpers.ts';
 import { startCompatServer, type CompatServer } from './helpers.ts';
 
 const USER = { 'x-api-key': 'your-api-key' };
@@ -143,4 +148,99 @@ test('errors: FastAPI 422 for missing or mistyped query parameters, 400 for unkn
     assert.match(r.json().detail, url === '/img2prompt' ? /captioning/ : /embeddings/);
   }
   assert.equal((await open.app.inject('/llm_interface?text=hi')).statusCode, 501);
+});
+
+test('scheduler: diffusers class names map to the A1111 samplers (Karras by suffix or use_karras_sigmas); unknown names 400', async () => {
+  const cases: Array<[Record<string, string | number>, RegExp]> = [
+    [{ scheduler: 'EulerDiscreteScheduler' }, /Sampler: Euler,/],
+    [{ scheduler: 'EulerAncestralDiscreteScheduler' }, /Sampler: Euler a,/],
+    [{ scheduler: 'DPMSolverMultistepScheduler' }, /Sampler: DPM\+\+ 2M,(?!.*Schedule type: Karras)/],
+    [{ scheduler: 'DPMSolverMultistepScheduler', use_karras_sigmas: 'true' }, /Sampler: DPM\+\+ 2M,.*Schedule type: Karras/],
+    [{ scheduler: 'DPMSolverMultistepScheduler Karras' }, /Sampler: DPM\+\+ 2M,.*Schedule type: Karras/],
+    [{ scheduler: 'DDIMScheduler' }, /Sampler: DDIM,/],
+    [{ scheduler: 'PNDMScheduler' }, /Sampler: PLMS,/],
+    [{ scheduler: 'LMSDiscreteScheduler' }, /Sampler: LMS,/],
+    [{ scheduler: 'HeunDiscreteScheduler' }, /Sampler: Heun,/],
+    [{ scheduler: 'KDPM2DiscreteScheduler' }, /Sampler: DPM2,/],
+    [{ scheduler: 'KDPM2AncestralDiscreteScheduler' }, /Sampler: DPM2 a,/],
+    [{ scheduler: 'UniPCMultistepScheduler' }, /Sampler: UniPC,/],
+    [{ scheduler: 'LCMScheduler' }, /Sampler: LCM,/],
+    [{ scheduler: 'Euler a' }, /Sampler: Euler a,/],
+  ];
+  for (const [extra, infotext] of cases) {
+    const params = { prompt: 'a red apple', num_inference_steps: 2, width: 64, height: 64, seed: 1, ...extra };
+    const r = await s.app.inject({ method: 'POST', url: `/post_config?${qs(params)}`, headers: USER });
+    assert.equal(r.statusCode, 200, `${JSON.stringify(extra)}: ${r.body.slice(0, 300)}`);
+    assert.match((await readInfotext(r.rawPayload))!.replace(/\n/g, ' '), infotext, JSON.stringify(extra));
+  }
+  const bad = await s.app.inject({
+    method: 'POST',
+    url: `/post_config?${qs({ prompt: 'x', scheduler: 'FancyScheduler', width: 64, height: 64 })}`,
+    headers: USER,
+  });
+  assert.equal(bad.statusCode, 400);
+  assert.match(bad.json().detail, /sampler.*FancyScheduler/);
+});
+
+test('img2img without width/height keeps the upload size, rounded down to a multiple of 8 (as diffusers)', async () => {
+  const input = await sharp({ create: { width: 83, height: 70, channels: 3, background: '#3080d0' } })
+    .png()
+    .toBuffer();
+  const mp = multipart('image', 'input.png', 'image/png', input);
+  const r = await s.app.inject({
+    method: 'POST',
+    url: `/post_config?${qs({ prompt: 'Make it sunset', num_inference_steps: 4 })}`,
+    payload: mp.payload,
+    headers: { ...USER, ...mp.headers },
+  });
+  assert.equal(r.statusCode, 200, r.body.slice(0, 300));
+  const meta = await sharp(r.rawPayload).metadata();
+  assert.deepEqual([meta.width, meta.height], [80, 64]);
+  assert.match((await readInfotext(r.rawPayload))!, /Size: 80x64/);
+});
+
+test('torch_dtype: float16, bfloat16, float32 (and torch.-prefixed) are accepted; anything else is a 400 naming the field', async () => {
+  for (const dtype of ['float16', 'bfloat16', 'torch.float32']) {
+    const r = await s.app.inject({
+      method: 'POST',
+      url: `/post_config?${qs({ prompt: 'x', torch_dtype: dtype, num_inference_steps: 2, width: 64, height: 64 })}`,
+      headers: USER,
+    });
+    assert.equal(r.statusCode, 200, `${dtype}: ${r.body.slice(0, 200)}`);
+  }
+  const bad = await s.app.inject({ method: 'POST', url: `/post_config?${qs({ prompt: 'x', torch_dtype: 'int3', width: 64, height: 64 })}`, headers: USER });
+  assert.equal(bad.statusCode, 400);
+  assert.match(bad.json().detail, /^torch_dtype: "int3" is not a dtype.*float16, bfloat16, float32/);
+});
+
+test("count_returned > 1: the grid keeps every image's parameters (parameters = the first, parameters_N each cell)", async () => {
+  const params = { prompt: 'a red apple', num_inference_steps: 2, width: 64, height: 64, count_returned: 3, seed: 42 };
+  const r = await s.app.inject({ method: 'POST', url: `/post_config?${qs(params)}`, headers: USER });
+  assert.equal(r.statusCode, 200, r.body.slice(0, 300));
+  const text = readPngText(r.rawPayload);
+  assert.match(text.parameters!, /Seed: 42,/);
+  for (const [i, seed] of [42, 43, 44].entries()) assert.match(text[`parameters_${i + 1}`]!, new RegExp(`^a red apple\\n.*Seed: ${seed},`, 's'));
+});
+
+test('API_KEY / ADMIN_API_KEY (environment or a .env file in the data dir) work beside KILN_API_KEYS', async () => {
+  const t = tempDir('kiln-seed003-env-');
+  try {
+    writeFileSync(join(t.dir, '.env'), '# the seed keeps its keys here\nADMIN_API_KEY="seed-admin-key"\nAPI_KEY=overridden-by-env\n');
+    const config = loadConfig({ flags: { 'data-dir': t.dir }, env: { API_KEY: 'seed-user-key', KILN_API_KEYS: 'kiln-user-key' } });
+    const roles = Object.fromEntries(config.keys.map((k) => [k.key, k.role]));
+    assert.deepEqual(roles, { 'kiln-user-key': 'user', 'seed-user-key': 'user', 'seed-admin-key': 'admin' });
+    const srv = await startCompatServer({ keys: config.keys });
+    try {
+      assert.equal((await srv.app.inject({ url: '/buffer_status', headers: { 'x-api-key': 'seed-user-key' } })).statusCode, 200);
+      assert.equal((await srv.app.inject({ url: '/buffer_status', headers: { 'x-api-key': 'kiln-user-key' } })).statusCode, 200);
+      assert.equal((await srv.app.inject({ url: '/buffer_status', headers: { 'x-api-key': 'overridden-by-env' } })).statusCode, 401);
+      assert.equal((await srv.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: { 'x-api-key': 'seed-user-key' } })).statusCode, 403);
+      const admin = await srv.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: { 'x-api-key': 'seed-admin-key' } });
+      assert.ok(![401, 403].includes(admin.statusCode), String(admin.statusCode));
+    } finally {
+      await srv.close();
+    }
+  } finally {
+    t.remove();
+  }
 });

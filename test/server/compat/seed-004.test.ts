@@ -89,6 +89,12 @@ test('README example without LoRA and hires (64x64; the refiner runs): queued ->
   assert.ok(final.output_path.startsWith('outputs/') && final.output_path.endsWith('.jpg'));
   const jpg = Buffer.from(final.image, 'base64');
   assert.equal((await sharp(jpg).metadata()).format, 'jpeg');
+  // output_path is a path the server serves (relative to its root), with the same bytes as `image`.
+  const saved = await s.app.inject(`/${final.output_path}`);
+  assert.equal(saved.statusCode, 200, saved.body.slice(0, 200));
+  assert.equal(saved.headers['content-type'], 'image/jpeg');
+  assert.deepEqual(saved.rawPayload, jpg);
+  assert.equal((await s.app.inject('/outputs/not-a-job-0.jpg')).statusCode, 404);
   assert.match(
     (await readInfotext(jpg))!,
     /Steps: 30, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123456789, Size: 64x64.*Refiner: tiny-sd1, Refiner switch at: 0.8/,

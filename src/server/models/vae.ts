@@ -1,0 +1,44 @@
+// The check a request's VAE choice gets before it is queued, so a bad one answers 4xx rather than a failed job:
+// the file must be a VAE whose latent channels fit the checkpoint (a VAE of another family does not).
+import { statSync } from 'node:fs';
+import { inspectModel, ModelFileError } from '../../engine/index.ts';
+import { SpecError, type JobSpec } from '../../queue/job-spec.ts';
+import { describeCheckpoint } from './family.ts';
+import type { ModelRegistry } from './registry.ts';
+
+/** Verdicts by checkpoint + VAE file (path, size, mtime): a problem message, or null when they fit. Bounded. */
+const verdicts = new Map<string, string | null>();
+const MAX_VERDICTS = 256;
+
+function fileKey(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${path}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return `${path}:missing`;
+  }
+}
+
+/** Throws SpecError (the request's VAE field) when the chosen VAE cannot be used with the chosen checkpoint. */
+export async function checkSpecVae(spec: JobSpec, models: ModelRegistry): Promise<void> {
+  if (spec.vae === undefined) return;
+  const field = spec.sourceFields?.vae ?? 'vae';
+  const ref = await models.resolve(spec.model, spec.vae);
+  if (!ref.vae) return;
+  // A checkpoint that cannot be read is the model's problem, reported as such when the job runs.
+  if ((await describeCheckpoint(ref.path)).problem !== undefined) return;
+  const key = `${fileKey(ref.path)}|${fileKey(ref.vae)}`;
+  let problem = verdicts.get(key);
+  if (problem === undefined) {
+    try {
+      await inspectModel({ path: ref.path, vae: ref.vae });
+      problem = null;
+    } catch (e) {
+      if (!(e instanceof ModelFileError)) throw e;
+      problem = e.file === ref.vae ? e.message.slice(e.file.length + 2) : e.message;
+    }
+    if (verdicts.size >= MAX_VERDICTS) verdicts.delete(verdicts.keys().next().value!);
+    verdicts.set(key, problem);
+  }
+  if (problem !== null) throw new SpecError(field, `VAE "${spec.vae}" cannot be used with this model: ${problem}`);
+}
