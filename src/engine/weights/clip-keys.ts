@@ -41,7 +41,8 @@ export function openClipModelWeights(path: string): ClipModelWeights {
     const weightsFile = WEIGHT_FILES.map((f) => join(path, f)).find((f) => existsSync(f));
     if (!weightsFile) throw new ModelFileError(path, `has no weights file (expected one of ${WEIGHT_FILES.join(', ')})`);
     file = openTensorFile(weightsFile);
-    configJson = readJson(join(path, 'config.json'));
+    // OpenCLIP folders carry open_clip_config.json ({model_cfg: {vision_cfg, quick_gelu, ...}}).
+    configJson = readJson(join(path, 'config.json')) ?? (readJson(join(path, 'open_clip_config.json'))?.model_cfg as Record<string, unknown> | undefined);
     preprocessor = readJson(join(path, 'preprocessor_config.json'));
   } else {
     file = openTensorFile(path);

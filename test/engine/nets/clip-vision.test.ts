@@ -3,7 +3,7 @@
 // (a 64x64 Pillow BICUBIC resize first) giving diffusers' UniDiffuser encode_image_clip_latents.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
@@ -13,6 +13,7 @@ import { pilResize } from '../../../src/engine/pipelines/pil-resize.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import { openClipModelWeights } from '../../../src/engine/weights/clip-keys.ts';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../src/engine/weights/safetensors.ts';
 import { assertClose, FIXTURES, ref } from './fixture-io.ts';
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-clip-vision-'));
@@ -80,4 +81,57 @@ test("seed 003's flow: Image.resize((64, 64)) (BICUBIC) then the processor gives
   const session = await vision({});
   const out = await runSession(session, { pixel_values: clipPreprocess(square, processing) });
   assertClose(out.image_embeds!, r.float('seedflow_image_embeds'), 1e-4, 1e-4, 'seedflow_image_embeds');
+});
+
+test('the same weights in the OpenCLIP layout (fused in_proj, visual.proj [width, embed], open_clip_config.json) give the same image_embeds', async () => {
+  const src = SafetensorsFile.open(join(MODEL, 'model.safetensors'));
+  const tensors: Record<string, TensorToWrite> = {};
+  const f32 = (data: Float32Array, shape: number[]): TensorToWrite => ({
+    dtype: 'F32',
+    shape,
+    bytes: new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)),
+  });
+  const get = (n: string) => src.tensor(`vision_model.${n}`);
+  const put = (name: string, t: Tensor) => {
+    tensors[`visual.${name}`] = f32(t.data, t.shape);
+  };
+  put('conv1.weight', get('embeddings.patch_embedding.weight'));
+  put('class_embedding', get('embeddings.class_embedding'));
+  put('positional_embedding', get('embeddings.position_embedding.weight'));
+  for (const p of ['weight', 'bias']) {
+    put(`ln_pre.${p}`, get(`pre_layrnorm.${p}`));
+    put(`ln_post.${p}`, get(`post_layernorm.${p}`));
+  }
+  for (let i = 0; i < 4; i++) {
+    const l = (n: string) => get(`encoder.layers.${i}.${n}`);
+    const b = `transformer.resblocks.${i}.`;
+    for (const p of ['weight', 'bias']) {
+      const qkv = ['q_proj', 'k_proj', 'v_proj'].map((n) => l(`self_attn.${n}.${p}`));
+      put(`${b}attn.in_proj_${p}`, stack(qkv.map((t) => ({ shape: [1, ...t.shape], data: t.data }))));
+      tensors[`visual.${b}attn.in_proj_${p}`]!.shape = p === 'weight' ? [96, 32] : [96];
+      put(`${b}attn.out_proj.${p}`, l(`self_attn.out_proj.${p}`));
+      put(`${b}ln_1.${p}`, l(`layer_norm1.${p}`));
+      put(`${b}ln_2.${p}`, l(`layer_norm2.${p}`));
+      put(`${b}mlp.c_fc.${p}`, l(`mlp.fc1.${p}`));
+      put(`${b}mlp.c_proj.${p}`, l(`mlp.fc2.${p}`));
+    }
+  }
+  const proj = src.tensor('visual_projection.weight'); // [16, 32] -> OpenCLIP's [32, 16]
+  const t = new Float32Array(32 * 16);
+  for (let o = 0; o < 16; o++) for (let i = 0; i < 32; i++) t[i * 16 + o] = proj.data[o * 32 + i]!;
+  put('proj', { shape: [32, 16], data: t });
+  const dir = join(cacheDir, 'openclip-tiny');
+  mkdirSync(dir);
+  writeSafetensors(join(dir, 'open_clip_model.safetensors'), tensors);
+  writeFileSync(
+    join(dir, 'open_clip_config.json'),
+    JSON.stringify({ model_cfg: { embed_dim: 16, quick_gelu: true, vision_cfg: { width: 32, head_width: 8, layers: 4, patch_size: 4, image_size: 32 } } }),
+  );
+  const m = openClipModelWeights(dir);
+  assert.equal(m.layout, 'openclip');
+  assert.deepEqual({ ...m.config.vision }, { ...openClipModelWeights(MODEL).config.vision });
+  const key = { network: 'tiny-clip-vision-openclip', weightsIdentity: 'fixture', precision: 'fp32' as const, options: clipVisionGraphOptions({}) };
+  const { modelPath } = getOrBuildGraph(cacheDir, key, (b) => buildClipVisionEncoder(b, m.weights.vision, m.config.vision));
+  const out = await runSession(await createSession(modelPath, { device: 'cpu' }), { pixel_values: r.float('pixel_values') });
+  assertClose(out.image_embeds!, r.float('image_embeds'), 1e-4, 1e-4, 'image_embeds (OpenCLIP layout)');
 });
