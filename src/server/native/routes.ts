@@ -4,10 +4,12 @@ import { jobRoutes } from './jobs.ts';
 import { upscaleRoutes } from './upscale.ts';
 import { catalogRoutes } from './catalog.ts';
 import { imageRoutes } from './images.ts';
+import { visionRoutes } from './vision.ts';
 
 export async function nativeRoutes(app: FastifyInstance): Promise<void> {
   await jobRoutes(app);
   await upscaleRoutes(app);
   await catalogRoutes(app);
   await imageRoutes(app);
+  await visionRoutes(app);
 }
