@@ -30,6 +30,7 @@ function checkpointTextTower(ms: ModelSessions, projectionDim: number): TextTowe
   return {
     identity: `${ms.model.identity}:text-encoder-${index}`,
     tokenizer: ms.tokenizer(index),
+    dim: projectionDim,
     embed: async (ids, sequenceLength) => {
       const session = await ms.textEncoder(index, { hidden: false, textEmbeds: true, sequenceLength });
       const flat = BigInt64Array.from(ids.flat().map((i) => BigInt(i)));

@@ -48,6 +48,8 @@ export interface TextTower {
   /** Identifies the weights (for the phrase-embedding cache). */
   identity: string;
   tokenizer: ClipTokenizer;
+  /** Width of the projected text embedding. */
+  dim: number;
   /** Projected text embeddings [ids.length, dim] of CLIP's pooled (EOS) token, not normalised. */
   embed(ids: number[][], sequenceLength: number): Promise<{ data: Float32Array; dim: number }>;
 }
@@ -107,6 +109,7 @@ export class ClipModel {
     return {
       identity: `${this.identity}:text`,
       tokenizer,
+      dim: config.projection_dim,
       embed: async (ids, sequenceLength) => {
         const opts: ClipTextOptions = { hidden: false, textEmbeds: true, sequenceLength };
         const session = await this.session('clip-text', clipTextGraphOptions(opts), (b) => buildClipTextEncoder(b, weights, config, opts));
@@ -159,7 +162,8 @@ export async function phraseEmbeddings(
   if (existsSync(file)) {
     const bytes = readFileSync(file);
     const data = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-    if (data.length % Math.max(1, phrases.length) === 0 && data.length > 0) {
+    // A file of another size (truncated, or written by another version) is recomputed and replaced.
+    if (data.length === phrases.length * tower.dim) {
       memory.set(key, data);
       return data;
     }
