@@ -38,3 +38,7 @@ export { BUILTIN_IMAGE_UPSCALERS, hiresTarget, type HiresTarget } from './pipeli
 export { LATENT_UPSCALE_MODES } from './pipelines/latent-upscale.ts';
 export { inspectUpscaler } from './pipelines/upscaler-model.ts';
 export type { UpscaleRequest, UpscaleResult, UpscalerChoice } from './pipelines/extras-upscale.ts';
+/** Image understanding: CLIP models (models/clip_vision/), image embeddings and the CLIP interrogator. */
+export { inspectClipModel, type ClipModelSummary } from './pipelines/clip-model.ts';
+export type { EmbedImageRequest, EmbedImageResult } from './pipelines/embed-image.ts';
+export { categoryFromFile, INTERROGATE_LIMITS, type InterrogateRequest, type InterrogateResult, type PhraseCategory } from './pipelines/interrogate.ts';

@@ -2,6 +2,7 @@
 // beyond a limit and (optionally) any left idle too long.
 import { resolve } from 'node:path';
 import type { Device, ModelRef } from './api.ts';
+import { ClipModel } from './pipelines/clip-model.ts';
 import { ModelSessions } from './pipelines/model-sessions.ts';
 
 export interface PoolSettings {
@@ -19,6 +20,9 @@ export interface PoolSettings {
 
 // A separate VAE is not part of the key: it is a view of the loaded model (ModelSessions.withVae), so a request
 // that picks another VAE shares the model's text encoder and UNet sessions.
+/** CLIP models kept loaded at once (each is a vision session and, for interrogation, a text session). */
+const MAX_CLIP_MODELS = 2;
+
 function refKey(ref: ModelRef): string {
   return JSON.stringify([resolve(ref.path), ref.tokenizerDir ? resolve(ref.tokenizerDir) : null]);
 }
@@ -28,7 +32,33 @@ export class ModelPool {
   /** The subset of `models` whose load has finished. */
   private readonly ready = new Map<string, ModelSessions>();
 
+  /** CLIP models (models/clip_vision/) by path, most recently used last; at most MAX_CLIP_MODELS stay loaded. */
+  private readonly clipModels = new Map<string, Promise<ClipModel>>();
+
   constructor(private readonly settings: PoolSettings) {}
+
+  /** Where CLIP graphs are cached and how their sessions run: as the models'. */
+  get cacheDir(): string | undefined {
+    return this.settings.cacheDir;
+  }
+
+  /** The CLIP model at `path`, loaded if needed (the least recently used beyond MAX_CLIP_MODELS is freed). */
+  async clipModel(path: string): Promise<ClipModel> {
+    const key = resolve(path);
+    let p = this.clipModels.get(key);
+    if (p) this.clipModels.delete(key);
+    else {
+      p = ClipModel.open(key, this.upscalerSettings);
+      p.catch(() => this.clipModels.delete(key));
+    }
+    this.clipModels.set(key, p);
+    while (this.clipModels.size > MAX_CLIP_MODELS) {
+      const [oldKey, old] = this.clipModels.entries().next().value!;
+      this.clipModels.delete(oldKey);
+      void old.then((m) => m.release()).catch(() => undefined);
+    }
+    return p;
+  }
 
   /** Where upscaler graphs are cached and how their sessions run: as the models'. */
   get upscalerSettings(): { device: PoolSettings['device']; cacheDir?: string; threads?: number } {
@@ -126,6 +156,8 @@ export class ModelPool {
   }
 
   async close(): Promise<void> {
+    for (const p of this.clipModels.values()) await (await p.catch(() => undefined))?.release();
+    this.clipModels.clear();
     for (const p of this.models.values()) {
       const ms = await p.catch(() => undefined);
       await ms?.release();

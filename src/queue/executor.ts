@@ -6,6 +6,7 @@ import type { Engine } from './engine.ts';
 import type { Job, JobResult, StoredImage } from './job.ts';
 import { toGenerateRequest } from './job-spec.ts';
 import { loadInputImage, loadMaskImage } from './inputs.ts';
+import { runVisionJob, type VisionDeps } from './vision-jobs.ts';
 
 export interface RunContext {
   signal: AbortSignal;
@@ -14,7 +15,7 @@ export interface RunContext {
 
 export type JobRunner = (job: Job, ctx: RunContext) => Promise<JobResult>;
 
-export interface ExecutorDeps {
+export interface ExecutorDeps extends Pick<VisionDeps, 'resolveClipModel' | 'interrogateCategories' | 'hasModel'> {
   engine: Engine;
   storage: ImageStore;
   /** Model name or label (undefined = default) and the VAE choice -> files; throws SpecError('model'/'vae', ...) when unknown. */
@@ -34,6 +35,7 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
   return async (job, ctx) => {
     const spec = job.spec;
     if (spec.kind === 'upscale') return runUpscale(job, ctx, deps);
+    if (spec.kind === 'embed-image' || spec.kind === 'interrogate') return runVisionJob(job, ctx, deps);
     const model = await deps.resolveModel(spec.model, spec.vae);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;

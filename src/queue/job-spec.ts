@@ -5,8 +5,11 @@ import { hiresTarget, type GenerateRequest, type InitResizeMode, type MaskSettin
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
-/** 'upscale': A1111 Extras, the stored input image through `upscale` (the generation fields are unused). */
-export type JobKind = 'txt2img' | 'img2img' | 'upscale';
+/**
+ * 'upscale': A1111 Extras, the stored input image through `upscale` (the generation fields are unused).
+ * 'embed-image' / 'interrogate': image understanding of the stored input (`vision`); the result is data, not images.
+ */
+export type JobKind = 'txt2img' | 'img2img' | 'upscale' | 'embed-image' | 'interrogate';
 export type ResponseKind = 'base64' | 'url';
 
 export interface OutputSpec {
@@ -64,6 +67,8 @@ export interface JobSpec {
   hires?: HiresSpec;
   /** kind 'upscale': how the input image (initImage) is upscaled. */
   upscale?: UpscaleSpec;
+  /** kinds 'embed-image' and 'interrogate': the CLIP model and options (the image is initImage). */
+  vision?: VisionSpec;
   loras?: NetworkSpec[];
   hypernetworks?: NetworkSpec[];
   /** Seamless tiling (circular padding): true on both axes (A1111 `tiling`), 'x' or 'y' on one; false/absent: none. */
@@ -127,6 +132,33 @@ export interface UpscaleSpec {
   upscaler1: string;
   upscaler2?: string;
   upscaler2Visibility?: number;
+}
+
+/** Image understanding (kinds 'embed-image', 'interrogate'); `model` names the checkpoint whose VAE encodes. */
+export interface VisionSpec {
+  /** A model in models/clip_vision/ by name; undefined = the server's choice (see server/models/clip-vision.ts). */
+  clipModel?: string;
+  /** embed-image: also the checkpoint VAE's latent (default true). */
+  vae?: boolean;
+  /** embed-image: the VAE input size (square); undefined = the checkpoint's native size. */
+  vaeSize?: number;
+  /** Seed 003: resize the image to this square (Pillow BICUBIC) first, as its server did (512). */
+  squareResize?: number;
+  /** interrogate: "(phrase:probability)" instead of bare phrases (A1111 interrogate_return_ranks). */
+  returnRanks?: boolean;
+}
+
+/** Largest VAE input side of an image embedding (the VAE's memory grows with it as for img2img). */
+export const MAX_VISION_VAE_SIZE = 2048;
+
+function checkVisionSpec(spec: JobSpec, limits: Limits): void {
+  const v = spec.vision ?? {};
+  if (!spec.initImage) throw new SpecError('image', `is required for ${spec.kind === 'interrogate' ? 'interrogation' : 'an image embedding'}`);
+  const max = Math.min(MAX_VISION_VAE_SIZE, limits.maxWidth, limits.maxHeight);
+  if (v.vaeSize !== undefined && !(Number.isInteger(v.vaeSize) && v.vaeSize >= 8 && v.vaeSize <= max && v.vaeSize % 8 === 0))
+    throw new SpecError('vae_size', `must be a multiple of 8 from 8 to ${max}, got ${v.vaeSize}`);
+  if (v.squareResize !== undefined && !(Number.isInteger(v.squareResize) && v.squareResize >= 1 && v.squareResize <= max))
+    throw new SpecError('square_resize', `must be an integer from 1 to ${max}, got ${v.squareResize}`);
 }
 
 /** Largest upscale factor (A1111's slider goes to 8). */
@@ -258,6 +290,10 @@ export class SpecError extends Error {
 export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
   if (spec.kind === 'upscale') {
     checkUpscaleSpec(spec, limits);
+    return;
+  }
+  if (spec.kind === 'embed-image' || spec.kind === 'interrogate') {
+    checkVisionSpec(spec, limits);
     return;
   }
   const dims: Array<['width' | 'height', number]> = [

@@ -29,8 +29,25 @@ export interface StoredImage {
   infotext: string;
 }
 
+/** What an image-understanding job (embed-image, interrogate) produced; floats as JSON numbers. */
+export interface VisionOutput {
+  clipModel: string;
+  /** embed-image: CLIP image_embeds (not normalised). */
+  clipEmbedding?: number[];
+  /** embed-image: VAE latent mean x scaling factor, [channels][h][w] flattened, and its shape. */
+  vaeLatent?: number[];
+  vaeShape?: number[];
+  /** interrogate: the composed prompt and each category's best phrases. */
+  prompt?: string;
+  categories?: Array<{ name: string; matches: Array<{ phrase: string; probability: number; similarity: number }> }>;
+  /** interrogate: which text tower ranked ('clip-model' or 'checkpoint'). */
+  textTower?: string;
+}
+
 export interface JobResult {
   images: StoredImage[];
+  /** Image understanding jobs: their answer (images is then empty). */
+  vision?: VisionOutput;
   timings: GenerateResult['timings'];
   /** What did not stop the job but the client should know (LoRA keys that matched no layer). */
   warnings?: string[];

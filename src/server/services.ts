@@ -28,6 +28,7 @@ import { checkSpecVae } from './models/vae.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
+import { ClipVisionCatalog } from './models/clip-vision.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -62,6 +63,8 @@ export class KilnServices {
   readonly models: ModelRegistry;
   /** Upscalers requests may name (latent modes, built-ins, readable files in models/upscalers/). */
   readonly upscalers: UpscalerCatalog;
+  /** CLIP models (models/clip_vision/) and interrogator phrase lists (models/interrogate/). */
+  readonly clipVision: ClipVisionCatalog;
   readonly engine: Engine;
   /** The engine process (absent when a test injects an in-process engine). */
   readonly engineProcess?: ProcessEngine;
@@ -99,6 +102,7 @@ export class KilnServices {
     }
     this.models = new ModelRegistry(config);
     this.upscalers = new UpscalerCatalog(this.models, config.modelsDir);
+    this.clipVision = new ClipVisionCatalog(this.models, config.modelsDir);
     // An API node runs no jobs: no engine process, only the engine's static lists (samplers, schedules).
     const child =
       opts.engine || !config.worker
@@ -129,6 +133,9 @@ export class KilnServices {
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
+        resolveClipModel: (n, kind) => this.clipVision.resolve(n, kind),
+        interrogateCategories: () => this.clipVision.categories(),
+        hasModel: (n) => this.models.has(n),
         device: config.device,
         previewEvery: config.previewEvery,
       }),
@@ -233,6 +240,20 @@ export class KilnServices {
     checkSpecLimits(spec, this.config.limits);
     checkLoraWeights(spec);
     if (spec.webhook) webhookSpecError(() => this.webhooks.policy.checkLiteral(new URL(spec.webhook!.url)));
+    if (spec.kind === 'embed-image' || spec.kind === 'interrogate') {
+      // The CLIP model, and a checkpoint only where its VAE is wanted (embed-image) or one was named.
+      this.clipVision.resolve(spec.vision?.clipModel, spec.kind, spec.sourceFields?.vision ?? 'clip_model');
+      const needsCheckpoint = spec.kind === 'embed-image' ? spec.vision?.vae !== false : spec.model !== undefined;
+      if (needsCheckpoint && !this.models.has(spec.model)) {
+        if (spec.model === undefined)
+          throw new SpecError(
+            'model',
+            'the VAE latent needs a checkpoint and the server has no default model (start it with --model, or ask for no VAE latent)',
+          );
+        throw new SpecError('model', `unknown model "${spec.model}" (GET /v1/models lists the checkpoints)`);
+      }
+      return;
+    }
     if (spec.kind === 'upscale') {
       // No model, sampler or schedule: only the upscaler names matter.
       this.upscalers.check(spec.upscale!.upscaler1, spec.sourceFields?.upscale ?? 'upscaler_1', { latent: false });

@@ -152,17 +152,20 @@ export function buildClipTextEncoder(b: GraphBuilder, weights: WeightSource, con
   }
 }
 
-interface LayerParams {
+/** What one CLIP encoder layer needs besides its weights (shared with the vision tower, nets/clip-vision.ts). */
+export interface LayerParams {
   dim: number;
   heads: number;
   eps: number;
   act: (x: Value) => Value;
-  mask: Value;
+  /** The text tower's causal mask; the vision tower attends everywhere (none). */
+  mask?: Value;
   kind: AttentionKind;
   branches?: LoraBranchSites;
 }
 
-function encoderLayer(b: GraphBuilder, w: WeightSource, p: string, x: Value, lp: LayerParams): Value {
+/** One pre-LN transformer layer with transformers' CLIPEncoderLayer names under `p`. */
+export function encoderLayer(b: GraphBuilder, w: WeightSource, p: string, x: Value, lp: LayerParams): Value {
   const lin = (h: Value, name: string) => {
     const weight = w.get(`${p}.${name}.weight`);
     const y = b.linear(h, weight, w.get(`${p}.${name}.bias`), `${p}.${name}`);
@@ -179,7 +182,7 @@ function encoderLayer(b: GraphBuilder, w: WeightSource, p: string, x: Value, lp:
 }
 
 /** A LayerNormalization whose weights are added once however often it is applied. */
-function layerNormWith(b: GraphBuilder, w: WeightSource, p: string, eps: number): (x: Value) => Value {
+export function layerNormWith(b: GraphBuilder, w: WeightSource, p: string, eps: number): (x: Value) => Value {
   let params: [Value, Value] | undefined;
   return (x) => {
     params ??= [b.weight(`${p}.weight`, w.get(`${p}.weight`)), b.weight(`${p}.bias`, w.get(`${p}.bias`))];
@@ -187,14 +190,14 @@ function layerNormWith(b: GraphBuilder, w: WeightSource, p: string, eps: number)
   };
 }
 
-function activation(b: GraphBuilder, name: string): (x: Value) => Value {
+export function activation(b: GraphBuilder, name: string): (x: Value) => Value {
   switch (name) {
     case 'quick_gelu':
       return (x) => b.quickGelu(x);
     case 'gelu':
       return (x) => b.gelu(x);
     default:
-      throw new RangeError(`text encoder hidden_act "${name}" is not supported (expected quick_gelu or gelu)`);
+      throw new RangeError(`CLIP hidden_act "${name}" is not supported (expected quick_gelu or gelu)`);
   }
 }
 

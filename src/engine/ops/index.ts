@@ -1,10 +1,12 @@
 // The engine's operations by name. Adding one: a file in this folder exporting an EngineOp, and its entry here.
+import { embedImageOp } from './embed-image.ts';
 import { generate } from './generate.ts';
+import { interrogateOp } from './interrogate.ts';
 import { load } from './load.ts';
 import type { EngineOp } from './types.ts';
 import { upscale } from './upscale.ts';
 
-export const OPS = { generate, load, upscale } as const;
+export const OPS = { generate, load, upscale, 'embed-image': embedImageOp, interrogate: interrogateOp } as const;
 
 export type Ops = typeof OPS;
 export type OpName = keyof Ops;

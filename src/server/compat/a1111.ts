@@ -27,6 +27,7 @@ import { fastApiErrorHandlerWith } from './fastapi.ts';
 import { isPoorMansOutpainting, poorMansOutpaint } from './a1111-outpaint.ts';
 import { OptionsError, parseOptions } from './a1111-options.ts';
 import { KeySettings } from '../key-settings.ts';
+import { understandImage } from '../vision.ts';
 import { seesAllJobs } from '../auth.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -666,7 +667,23 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => a1111Embeddings(kiln.models));
   app.get('/sdapi/v1/prompt-styles', { schema: { tags: ['a1111'] } }, async () => []);
   app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
-  app.post('/sdapi/v1/interrogate', { schema: { tags: ['a1111'] } }, async () => notImplemented('image captioning (interrogate)', 'image'));
+  // A1111's InterrogateRequest {image, model}: "clip" is its CLIP interrogator (Kiln's has no BLIP caption in
+  // front); DeepDanbooru is not available. Unknown models and a missing image are 404s, as A1111 answers them.
+  app.post(
+    '/sdapi/v1/interrogate',
+    { schema: { tags: ['a1111'], summary: 'A prompt for an image (CLIP interrogator).', body: { type: 'object' } } },
+    async (req, reply) => {
+      const body = req.body as { image?: unknown; model?: unknown };
+      const model = body.model === undefined ? 'clip' : String(body.model);
+      if (typeof body.image !== 'string' || body.image === '')
+        throw new HttpError(404, 'not_found', 'Image not found: send the image as base64 in "image"', 'image');
+      if (model === 'deepdanbooru') notImplemented('DeepDanbooru tagging (interrogate model "deepdanbooru"; use "clip")', 'model');
+      if (model !== 'clip') throw new HttpError(404, 'not_found', `Model not found: "${model}"; Kiln interrogates with "clip"`, 'model');
+      const image = decodeBase64Field(body.image, 'image', kiln.config.limits);
+      const { output } = await understandImage(kiln, req, reply, { kind: 'interrogate', image, field: 'image', vision: {} });
+      return { caption: output.prompt ?? '' };
+    },
+  );
 
   // Settings, per key (a1111-options.ts): only the ones Kiln acts on are stored; others are ignored.
   const options = async (req: FastifyRequest) => {

@@ -3,7 +3,7 @@
 // grid, so a client's Image.open(BytesIO(content)) still works). Model ids are names or labels in the models
 // registry (an operator maps Hugging Face ids such as stabilityai/stable-diffusion-2-1 to local models with
 // modelAliases). Also /get_available_stable_diffs, /get_available_loras, /buffer_status, admin-only
-// /add_new_lora, and the UniDiffuser routes (/prompt2img; captioning and embeddings answer 501).
+// /add_new_lora, and the UniDiffuser routes (/prompt2img, /img2prompt through the CLIP interrogator, /img2embed).
 // Errors use FastAPI's shapes.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
@@ -17,6 +17,15 @@ import { DIFFUSERS_SCHEDULERS, fromDiffusersScheduler } from './diffusers-schedu
 import { addPngText } from '../../storage/png-text.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
 import { baseSpec, generateImages, notImplemented, promptNetworks, storeImageBytes, type ResultImage } from './common.ts';
+import { understandImage } from '../vision.ts';
+
+/** The square the seed's UniDiffuser server resized every input image to. */
+const SEED003_IMAGE_SIZE = 512;
+
+/** A flat [c*h*w] latent as the nested [c][h][w] lists of the seed's `.tolist()`. */
+function nested(flat: number[], [c, h, w]: number[]): number[][][] {
+  return Array.from({ length: c! }, (_, k) => Array.from({ length: h! }, (_, y) => flat.slice((k * h! + y) * w!, (k * h! + y + 1) * w!)));
+}
 
 /** diffusers' pipeline defaults, which the seed's server passes through. */
 export const SEED003_DEFAULTS = { steps: 50, guidance: 7.5, width: 512, height: 512, count: 1, strength: 0.75 };
@@ -239,6 +248,26 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
       return imageReply(reply, spec, req);
     },
   );
-  app.post('/img2prompt', { schema: { tags } }, async () => notImplemented('image captioning (img2prompt)', 'image'));
-  app.post('/img2embed', { schema: { tags } }, async () => notImplemented('image embeddings (img2embed)', 'image'));
+  // UniDiffuser's image routes. Its server resized every image to 512x512 (Pillow's default BICUBIC) first; Kiln
+  // does the same, so CLIP_embeddings match its ViT-B/32 numbers. The caption is A1111's CLIP interrogator's
+  // prompt (Kiln has no captioning model), JSON-encoded as FastAPI returns a str.
+  const seedImage = async (req: FastifyRequest) => {
+    const image = await uploadedImage(req);
+    if (!image) throw new HttpError(400, 'invalid_request', 'image: No image was passed! Send the image as the multipart file field "image"', 'image');
+    return image;
+  };
+  app.post('/img2prompt', { schema: { tags, summary: 'A prompt (caption) for the uploaded image, as a JSON string.' } }, async (req, reply) => {
+    const image = await seedImage(req);
+    const { output } = await understandImage(kiln, req, reply, { kind: 'interrogate', image, field: 'image', vision: { squareResize: SEED003_IMAGE_SIZE } });
+    return reply.type('application/json').send(JSON.stringify(output.prompt ?? ''));
+  });
+  app.post(
+    '/img2embed',
+    { schema: { tags, summary: 'CLIP image embedding and the VAE latent of the uploaded image ({CLIP_embeddings, vae_emb}).' } },
+    async (req, reply) => {
+      const image = await seedImage(req);
+      const { output } = await understandImage(kiln, req, reply, { kind: 'embed-image', image, field: 'image', vision: { squareResize: SEED003_IMAGE_SIZE } });
+      return { CLIP_embeddings: output.clipEmbedding, vae_emb: nested(output.vaeLatent ?? [], output.vaeShape ?? [0, 0, 0]) };
+    },
+  );
 }

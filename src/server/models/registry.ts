@@ -1,6 +1,7 @@
 // The models folder and friendly labels. Layout (created on first start):
 //   models/checkpoints/  *.safetensors single files, or diffusers folders (with model_index.json)
 //   models/loras/  models/vae/ (A1111's models/VAE/ too)  models/embeddings/  models/upscalers/
+//   models/clip_vision/  CLIP models (folders or .safetensors) for image embeddings and interrogation (ComfyUI's name)
 // A checkpoint's name is its file/folder name without extension; labels come from config.modelAliases
 // (seed 004: {"Amanatsu": "John6666__amanatsu-illustrious-v11-sdxl"}). Clients pick models by name or label
 // only, never by path, so a request can never make the server read an arbitrary file.
@@ -11,13 +12,14 @@ import { SpecError } from '../../queue/job-spec.ts';
 import type { KilnConfig } from '../config.ts';
 import { hfCachePath, isHfRepoId } from './hf.ts';
 
-export type ModelKind = 'checkpoint' | 'lora' | 'vae' | 'embedding' | 'upscaler';
+export type ModelKind = 'checkpoint' | 'lora' | 'vae' | 'embedding' | 'upscaler' | 'clip_vision';
 export const MODEL_FOLDERS: Record<ModelKind, string> = {
   checkpoint: 'checkpoints',
   lora: 'loras',
   vae: 'vae',
   embedding: 'embeddings',
   upscaler: 'upscalers',
+  clip_vision: 'clip_vision',
 };
 
 export interface ModelEntry {

@@ -6,6 +6,7 @@ import { catalogRoutes } from './catalog.ts';
 import { imageRoutes } from './images.ts';
 import { capabilityRoutes } from './capabilities.ts';
 import { workerRoutes } from './workers.ts';
+import { visionRoutes } from './vision.ts';
 
 export async function nativeRoutes(app: FastifyInstance): Promise<void> {
   await jobRoutes(app);
@@ -14,4 +15,5 @@ export async function nativeRoutes(app: FastifyInstance): Promise<void> {
   await imageRoutes(app);
   await capabilityRoutes(app);
   await workerRoutes(app);
+  await visionRoutes(app);
 }

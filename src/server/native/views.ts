@@ -100,5 +100,14 @@ export async function imageView(kiln: KilnServices, img: StoredImage, base: stri
 export async function jobView(kiln: KilnServices, job: Job, base: string, response?: ResponseKind) {
   const kind = response ?? job.spec.output.response;
   const images = job.result ? await Promise.all(job.result.images.map((i) => imageView(kiln, i, base, kind))) : [];
-  return { ...(await jobSummary(kiln, job)), images };
+  const vision = job.result?.vision;
+  // Image-understanding jobs answer data instead of images (the same fields their own routes return).
+  const result = vision && {
+    clip_model: vision.clipModel,
+    ...(vision.clipEmbedding
+      ? { clip_embedding: vision.clipEmbedding, vae_latent: vision.vaeLatent ? { shape: vision.vaeShape, data: vision.vaeLatent } : null }
+      : {}),
+    ...(vision.prompt !== undefined ? { prompt: vision.prompt, text_tower: vision.textTower, categories: vision.categories } : {}),
+  };
+  return { ...(await jobSummary(kiln, job)), images, ...(result ? { result } : {}) };
 }

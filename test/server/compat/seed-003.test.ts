@@ -11,6 +11,7 @@ import { readInfotext } from '../../../src/storage/encode.ts';
 import { readPngText } from '../../../src/storage/png-text.ts';
 import { loadConfig } from '../../../src/server/config.ts';
 import { tempDir } from '../../queue/helpers.ts';
+import { writeTinyClipModel } from '../../engine/tiny-clip-model.ts';
 import { startCompatServer, type CompatServer } from './helpers.ts';
 
 const USER = { 'x-api-key': 'your-api-key' };
@@ -142,10 +143,11 @@ test('errors: FastAPI 422 for missing or mistyped query parameters, 400 for unkn
   const p2i = await open.app.inject({ method: 'POST', url: '/prompt2img?prompt=a%20red%20apple&width=64&height=64&steps=4' });
   assert.equal(p2i.statusCode, 200);
   assert.equal(p2i.headers['content-type'], 'image/png');
+  // Built since (issue 15): without a CLIP model in models/clip_vision/ they answer 400 saying what to put where.
   for (const url of ['/img2prompt', '/img2embed']) {
     const r = await open.app.inject({ method: 'POST', url, ...multipart('image', 'photo.jpg', 'image/jpeg', Buffer.from('x')) });
-    assert.equal(r.statusCode, 501, url);
-    assert.match(r.json().detail, url === '/img2prompt' ? /captioning/ : /embeddings/);
+    assert.equal(r.statusCode, 400, url);
+    assert.match(r.json().detail, /clip_model: no usable CLIP model is installed.*clip_vision\//);
   }
   assert.equal((await open.app.inject('/llm_interface?text=hi')).statusCode, 501);
 });
@@ -243,4 +245,37 @@ test('API_KEY / ADMIN_API_KEY (environment or a .env file in the data dir) work 
   } finally {
     t.remove();
   }
+});
+
+test('README image captioning and embeddings (/img2prompt, /img2embed) with a CLIP model in models/clip_vision/', async () => {
+  writeTinyClipModel(join(open.config.modelsDir, 'clip_vision', 'tiny-clip'));
+  open.app.kiln.models.refresh();
+  const photo = await sharp({ create: { width: 96, height: 64, channels: 3, background: '#3a7' } })
+    .jpeg()
+    .toBuffer();
+  // files = {'image': ('photo.jpg', open('photo.jpg', 'rb'), 'image/jpeg')}; requests.post(url, files=files)
+  const caption = await open.app.inject({ method: 'POST', url: '/img2prompt', ...multipart('image', 'photo.jpg', 'image/jpeg', photo) });
+  assert.equal(caption.statusCode, 200, caption.body);
+  assert.match(caption.headers['content-type'] as string, /application\/json/);
+  // caption = response.text: FastAPI's JSON-encoded str, quotes included, as the seed's server answered.
+  assert.match(caption.body, /^"[^"]+, [^"]+, [^"]+"$/);
+  assert.equal(typeof caption.json(), 'string');
+
+  const r = await open.app.inject({ method: 'POST', url: '/img2embed', ...multipart('image', 'photo.jpg', 'image/jpeg', photo) });
+  assert.equal(r.statusCode, 200, r.body);
+  const embeddings = r.json();
+  // print(len(embeddings['CLIP_embeddings'])): the CLIP projection width (512 for the seed's ViT-B/32; 16 here).
+  assert.equal(embeddings.CLIP_embeddings.length, 16);
+  // print(len(embeddings['vae_emb'])): 4 latent channels, each [h][w] at the checkpoint's native size / 8 (64x64 for SD1.5; 32x32 here).
+  assert.equal(embeddings.vae_emb.length, 4);
+  assert.equal(embeddings.vae_emb[0].length, 32);
+  assert.equal(embeddings.vae_emb[0][0].length, 32);
+  assert.ok(embeddings.vae_emb.flat(2).every(Number.isFinite));
+
+  const none = await open.app.inject({ method: 'POST', url: '/img2embed', ...multipart('other', 'photo.jpg', 'image/jpeg', photo) });
+  assert.equal(none.statusCode, 400);
+  assert.match(none.json().detail, /image: No image was passed!/);
+  const notImage = await open.app.inject({ method: 'POST', url: '/img2prompt', ...multipart('image', 'photo.jpg', 'image/jpeg', Buffer.from('x')) });
+  assert.equal(notImage.statusCode, 400);
+  assert.match(notImage.json().detail, /image: is not a readable image/);
 });
