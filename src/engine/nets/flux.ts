@@ -7,7 +7,7 @@
 import { ModelFileError } from '../api.ts';
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
-import { constFloat32, linear, NetWeights, timestepSinusoids, toCompute } from './blocks.ts';
+import { constFloat32, geluTanh, linear, NetWeights, rmsNormalize, timestepSinusoids, toCompute } from './blocks.ts';
 
 /** What the graph depends on; everything but the RoPE axes is read off the weights' shapes. */
 export interface FluxConfig {
@@ -160,13 +160,6 @@ function modulate(ctx: BlockContext, x: Value, shift: Value, scale: Value): Valu
   return b.add(b.mul(normed, b.add(scale, b.constFloat(1))), shift);
 }
 
-/** GELU with the tanh approximation (torch approximate="tanh"). */
-function geluTanh(b: GraphBuilder, x: Value): Value {
-  const cube = b.mul(b.mul(x, x), x);
-  const inner = b.scale(b.add(x, b.scale(cube, 0.044715)), Math.sqrt(2 / Math.PI));
-  return b.mul(b.scale(x, 0.5), b.add(b.op('Tanh', [inner]), b.constFloat(1)));
-}
-
 /**
  * cos/sin of the RoPE angles, [B, L, headDim/2, 1] each: for rotation pair d on axis a, angle = ids[a] * theta^(-2j/dim_a).
  * Written as ids @ M with one non-zero per column, so each angle is a single float32 product.
@@ -188,9 +181,7 @@ function ropeTables(b: GraphBuilder, ids: Value, c: FluxConfig): { cos: Value; s
 function headNorm(ctx: BlockContext, x: Value, scaleName: string): Value {
   const { b, c } = ctx;
   const heads = b.reshape(x, [0, 0, c.heads, c.headDim]);
-  const ms = b.op('ReduceMean', [b.mul(heads, heads)], { axes: [-1], keepdims: 1 });
-  const rrms = b.op('Reciprocal', [b.op('Sqrt', [b.add(ms, b.constFloat(EPS))])]);
-  return b.mul(b.mul(heads, rrms), b.weight(scaleName, ctx.w.param(scaleName)));
+  return b.mul(rmsNormalize(b, heads, EPS), b.weight(scaleName, ctx.w.param(scaleName)));
 }
 
 /** [B, L, H, D] over the joint [txt, img] sequence -> RoPE on interleaved pairs -> [B, L, H*D]. */
