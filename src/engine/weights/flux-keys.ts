@@ -3,11 +3,8 @@
 // inverse of diffusers' convert_flux_to_diffusers.py: its split q/k/v (and single-block q/k/v/mlp) are stacked back
 // along dim 0, and norm_out's (scale, shift) halves are swapped back to final_layer's (shift, scale).
 import { ModelFileError } from '../api.ts';
-import type { Tensor } from '../tensor.ts';
-import type { WeightDType, WeightSource } from './types.ts';
-
-/** How one BFL name is made from diffusers tensors. */
-type Source = { kind: 'same'; key: string } | { kind: 'stack'; keys: string[] } | { kind: 'swapHalves'; key: string };
+import { RenamedWeights, type RenameSource as Source } from './renamed.ts';
+import type { WeightSource } from './types.ts';
 
 export type FluxLayout = 'bfl' | 'diffusers';
 
@@ -22,7 +19,7 @@ export function fluxLayoutOf(source: WeightSource): FluxLayout | undefined {
 export function fluxWeightsAsBfl(source: WeightSource): WeightSource {
   const layout = fluxLayoutOf(source);
   if (layout === 'bfl') return source;
-  if (layout === 'diffusers') return new DiffusersFluxAsBfl(source);
+  if (layout === 'diffusers') return new RenamedWeights(source, diffusersTable(source), 'Flux transformer');
   throw new ModelFileError('transformer', 'is not a Flux transformer (neither double_blocks.0.img_attn.qkv nor transformer_blocks.0.attn.to_q)');
 }
 
@@ -89,59 +86,4 @@ function diffusersTable(source: WeightSource): Map<string, Source> {
     scale(`${p}.norm.key_norm`, `${d}.attn.norm_k`);
   }
   return table;
-}
-
-class DiffusersFluxAsBfl implements WeightSource {
-  private readonly table: Map<string, Source>;
-
-  constructor(private readonly source: WeightSource) {
-    this.table = diffusersTable(source);
-  }
-
-  names(): string[] {
-    return [...this.table.keys()];
-  }
-
-  has(name: string): boolean {
-    return this.table.has(name);
-  }
-
-  private entry(name: string): Source {
-    const s = this.table.get(name);
-    if (!s) throw new ModelFileError(name, 'missing Flux transformer weight (no diffusers tensor maps onto it)');
-    return s;
-  }
-
-  shape(name: string): number[] {
-    const s = this.entry(name);
-    if (s.kind !== 'stack') return this.source.shape(s.key);
-    const shapes = s.keys.map((k) => this.source.shape(k));
-    return [shapes.reduce((a, sh) => a + sh[0]!, 0), ...shapes[0]!.slice(1)];
-  }
-
-  dtype(name: string): WeightDType {
-    const s = this.entry(name);
-    return this.source.dtype(s.kind === 'stack' ? s.keys[0]! : s.key);
-  }
-
-  get(name: string): Tensor {
-    const s = this.entry(name);
-    if (s.kind === 'same') return this.source.get(s.key);
-    if (s.kind === 'swapHalves') {
-      const t = this.source.get(s.key);
-      const half = t.data.length / 2;
-      const data = new Float32Array(t.data.length);
-      data.set(t.data.subarray(half), 0);
-      data.set(t.data.subarray(0, half), half);
-      return { shape: t.shape, data };
-    }
-    const parts = s.keys.map((k) => this.source.get(k).data);
-    const data = new Float32Array(parts.reduce((a, d) => a + d.length, 0));
-    let at = 0;
-    for (const d of parts) {
-      data.set(d, at);
-      at += d.length;
-    }
-    return { shape: this.shape(name), data };
-  }
 }
