@@ -4,7 +4,18 @@
 // along dim 0, and norm_out's (scale, shift) halves are swapped back to final_layer's (shift, scale).
 import { ModelFileError } from '../api.ts';
 import { RenamedWeights, type RenameSource as Source } from './renamed.ts';
+import { storedWeights } from './sources.ts';
+import type { TensorFile } from './tensor-file.ts';
 import type { WeightSource } from './types.ts';
+
+/** ComfyUI/Forge single files keep the diffusion network under this prefix (SD3 all-in-one files too). */
+export const DIFFUSION_MODEL_PREFIX = 'model.diffusion_model.';
+
+/** A transformer's tensors from its file(s), with the single-file prefix stripped when the names carry it. */
+export function transformerTensors(label: string, files: TensorFile[]): WeightSource {
+  const prefixed = files.some((f) => f.names().some((n) => n.startsWith(DIFFUSION_MODEL_PREFIX)));
+  return storedWeights(label, files, prefixed ? DIFFUSION_MODEL_PREFIX : '');
+}
 
 export type FluxLayout = 'bfl' | 'diffusers';
 

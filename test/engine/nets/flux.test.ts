@@ -7,7 +7,8 @@ import { buildFluxTransformer, fluxConfigFromWeights, FLUX_IO } from '../../../s
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
 import type { AttentionKind } from '../../../src/engine/onnx/graph.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
-import { fluxLayoutOf, fluxWeightsAsBfl } from '../../../src/engine/weights/flux-keys.ts';
+import { DIFFUSION_MODEL_PREFIX, fluxLayoutOf, fluxWeightsAsBfl, transformerTensors } from '../../../src/engine/weights/flux-keys.ts';
+import { type TensorToWrite, writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
 import { openTensorFile } from '../../../src/engine/weights/tensor-file.ts';
 import { storedWeights } from '../../../src/engine/weights/sources.ts';
 import { assertClose, FIXTURES, ref } from './fixture-io.ts';
@@ -76,4 +77,54 @@ test('a Flux transformer without RoPE axes for its head dim is refused by name',
   const w = storedWeights('bfl', [openTensorFile(layouts.bfl)]);
   assert.throws(() => fluxConfigFromWeights(w), /axes_dims_rope/);
   assert.throws(() => fluxConfigFromWeights(w, [4, 6, 4]), /sum to the head dim 16/);
+});
+
+test('a ComfyUI-style single file (model.diffusion_model. prefix) reads as the BFL layout', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-flux-prefixed-'));
+  try {
+    const bfl = openTensorFile(layouts.bfl);
+    const file = join(dir, 'flux-comfy.safetensors');
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const n of bfl.names()) tensors[`${DIFFUSION_MODEL_PREFIX}${n}`] = { dtype: 'F32', shape: bfl.entry(n).shape, bytes: bfl.readBytes(n) };
+    tensors['vae.decoder.conv_in.weight'] = { dtype: 'F32', shape: [1], bytes: new Uint8Array(4) };
+    writeSafetensors(file, tensors);
+    const w = fluxWeightsAsBfl(transformerTensors('comfy', [openTensorFile(file)]));
+    assert.deepEqual(w.get('single_blocks.0.linear1.weight'), bfl.tensor('single_blocks.0.linear1.weight'));
+    assert.equal(fluxConfigFromWeights(w, AXES).doubleBlocks, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('schnell-style weights (no guidance_in) build a graph without a guidance input', async () => {
+  const full = storedWeights('bfl', [openTensorFile(layouts.bfl)]);
+  const names = full.names().filter((n) => !n.startsWith('guidance_in.'));
+  const schnell = {
+    ...full,
+    names: () => names,
+    has: (n: string) => names.includes(n),
+    shape: (n: string) => full.shape(n),
+    dtype: (n: string) => full.dtype(n),
+    get: (n: string) => full.get(n),
+  };
+  const config = fluxConfigFromWeights(schnell, AXES);
+  assert.equal(config.guidanceEmbed, false);
+  const { modelPath } = getOrBuildGraph(cacheDir, { network: 'flux-schnell', weightsIdentity: 'schnell', precision: 'fp32' }, (b) =>
+    buildFluxTransformer(b, schnell, config, { textTokens: 10 }),
+  );
+  const session = await createSession(modelPath, { device: 'cpu' });
+  assert.ok(!session.inputNames.includes(FLUX_IO.guidance));
+  const r = ref('flux/transformer');
+  const out = await runSession(session, {
+    [FLUX_IO.img]: r.float('img'),
+    [FLUX_IO.imgIds]: r.float('img_ids'),
+    [FLUX_IO.txt]: r.float('txt'),
+    [FLUX_IO.txtIds]: r.float('txt_ids'),
+    [FLUX_IO.timesteps]: r.float('timestep'),
+    [FLUX_IO.y]: r.float('y'),
+  });
+  // Without the guidance term the conditioning vector, and so the output, differs from the dev reference.
+  assert.equal(out[FLUX_IO.output]!.data.length, 16 * 64);
+  assert.ok(out[FLUX_IO.output]!.data.every(Number.isFinite));
+  assert.throws(() => assertClose(out[FLUX_IO.output]!, r.float('output_bfl'), ATOL, RTOL, 'schnell'));
 });
