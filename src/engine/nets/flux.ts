@@ -234,3 +234,61 @@ function singleBlock(ctx: BlockContext, p: string, x: Value): Value {
   const out = linear(b, w, `${p}.linear2`, b.concat([attend(ctx, q, k, v), geluTanh(b, mlp)], 2));
   return b.add(x, b.mul(gate!, out));
 }
+
+/** Every BFL weight a Flux transformer of `c` has, with its shape (parameter counts, memory estimates, benches). */
+export function fluxParameterShapes(c: FluxConfig): Map<string, number[]> {
+  const shapes = new Map<string, number[]>();
+  const lin = (name: string, out: number, inn: number) => {
+    shapes.set(`${name}.weight`, [out, inn]);
+    shapes.set(`${name}.bias`, [out]);
+  };
+  const mlpEmbedder = (name: string, inn: number) => {
+    lin(`${name}.in_layer`, c.hidden, inn);
+    lin(`${name}.out_layer`, c.hidden, c.hidden);
+  };
+  const h = c.hidden;
+  lin('img_in', h, c.inChannels);
+  mlpEmbedder('time_in', 256);
+  mlpEmbedder('vector_in', c.vecInDim);
+  if (c.guidanceEmbed) mlpEmbedder('guidance_in', 256);
+  lin('txt_in', h, c.contextInDim);
+  for (let i = 0; i < c.doubleBlocks; i++) {
+    for (const s of ['img', 'txt']) {
+      const p = `double_blocks.${i}.${s}`;
+      lin(`${p}_mod.lin`, 6 * h, h);
+      lin(`${p}_attn.qkv`, 3 * h, h);
+      shapes.set(`${p}_attn.norm.query_norm.scale`, [c.headDim]);
+      shapes.set(`${p}_attn.norm.key_norm.scale`, [c.headDim]);
+      lin(`${p}_attn.proj`, h, h);
+      lin(`${p}_mlp.0`, c.mlpHidden, h);
+      lin(`${p}_mlp.2`, h, c.mlpHidden);
+    }
+  }
+  for (let i = 0; i < c.singleBlocks; i++) {
+    const p = `single_blocks.${i}`;
+    lin(`${p}.linear1`, 3 * h + c.mlpHidden, h);
+    lin(`${p}.linear2`, h, h + c.mlpHidden);
+    shapes.set(`${p}.norm.query_norm.scale`, [c.headDim]);
+    shapes.set(`${p}.norm.key_norm.scale`, [c.headDim]);
+    lin(`${p}.modulation.lin`, 3 * h, h);
+  }
+  lin('final_layer.linear', c.inChannels, h);
+  lin('final_layer.adaLN_modulation.1', 2 * h, h);
+  return shapes;
+}
+
+/** FLUX.1-dev's config (schnell: guidanceEmbed false). */
+export const FLUX1_DEV: FluxConfig = {
+  inChannels: 64,
+  hidden: 3072,
+  heads: 24,
+  headDim: 128,
+  mlpHidden: 12288,
+  vecInDim: 768,
+  contextInDim: 4096,
+  doubleBlocks: 19,
+  singleBlocks: 38,
+  guidanceEmbed: true,
+  axesDim: [16, 56, 56],
+  theta: 10000,
+};

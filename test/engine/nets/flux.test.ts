@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildFluxTransformer, fluxConfigFromWeights, FLUX_IO } from '../../../src/engine/nets/flux.ts';
+import { buildFluxTransformer, FLUX_IO, FLUX1_DEV, fluxConfigFromWeights, fluxParameterShapes } from '../../../src/engine/nets/flux.ts';
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
 import type { AttentionKind } from '../../../src/engine/onnx/graph.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
@@ -127,4 +127,15 @@ test('schnell-style weights (no guidance_in) build a graph without a guidance in
   assert.equal(out[FLUX_IO.output]!.data.length, 16 * 64);
   assert.ok(out[FLUX_IO.output]!.data.every(Number.isFinite));
   assert.throws(() => assertClose(out[FLUX_IO.output]!, r.float('output_bfl'), ATOL, RTOL, 'schnell'));
+});
+
+test('the parameter table matches the tiny checkpoint exactly and puts FLUX.1-dev at 11.9 B parameters', () => {
+  const bfl = storedWeights('bfl', [openTensorFile(layouts.bfl)]);
+  const table = fluxParameterShapes(fluxConfigFromWeights(bfl, AXES));
+  assert.deepEqual([...table.keys()].sort(), bfl.names().sort());
+  for (const [n, shape] of table) assert.deepEqual(shape, bfl.shape(n), n);
+  const count = (c: typeof FLUX1_DEV) => [...fluxParameterShapes(c).values()].reduce((a, s) => a + s.reduce((x, d) => x * d, 1), 0);
+  const dev = count(FLUX1_DEV);
+  assert.ok(Math.abs(dev - 11.9e9) < 0.05e9, `FLUX.1-dev has ${dev} parameters`);
+  assert.ok(count({ ...FLUX1_DEV, guidanceEmbed: false }) < dev);
 });
