@@ -451,3 +451,16 @@ export function transformer2d(b: GraphBuilder, w: NetWeights, prefix: string, x:
   const back = b.transpose(b.reshape(h, b.shapeOf(nhwc)), [0, 3, 1, 2]);
   return b.add(back, x);
 }
+
+/** GELU with the tanh approximation (torch approximate="tanh", transformers "gelu_new"). */
+export function geluTanh(b: GraphBuilder, x: Value): Value {
+  const cube = b.mul(b.mul(x, x), x);
+  const inner = b.scale(b.add(x, b.scale(cube, 0.044715)), Math.sqrt(2 / Math.PI));
+  return b.mul(b.scale(x, 0.5), b.add(b.op('Tanh', [inner]), b.constFloat(1)));
+}
+
+/** RMS norm over the last axis without the scale: x / sqrt(mean(x^2) + eps) (T5LayerNorm, Flux's QK norm). */
+export function rmsNormalize(b: GraphBuilder, x: Value, eps: number): Value {
+  const ms = b.op('ReduceMean', [b.mul(x, x)], { axes: [-1], keepdims: 1 });
+  return b.mul(x, b.op('Reciprocal', [b.op('Sqrt', [b.add(ms, b.constFloat(eps))])]));
+}
