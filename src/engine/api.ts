@@ -56,6 +56,18 @@ export interface GenerateRequest {
   /** A1111 "seed resize from": the noise is made at this size, then fitted to width x height. */
   seedResizeFrom?: { width: number; height: number };
   rng?: RngSource;
+  /**
+   * Whose numerical conventions sampling follows where the reference tools differ: 'diffusers' (default) or
+   * 'a1111' (k-diffusion as A1111 drives it: LDM's float64 noise schedule, float32 Karras/exponential sigmas,
+   * x = noise * sigma0, fractional timesteps, the discarded penultimate sigma of DPM2 / DPM++ 3M SDE, Brownian-tree
+   * SDE noise, pixels truncated to 8 bits). A1111-style API surfaces ask for 'a1111'.
+   */
+  flavour?: SamplingFlavour;
+  /**
+   * Noise of DPM++ SDE / 2M SDE / 2M SDE Heun / 3M SDE: 'brownian' (A1111's Brownian tree, seeded per image) or
+   * 'gaussian' (fresh draws from the image generators, as diffusers). Default: brownian with the 'a1111' flavour.
+   */
+  sdeNoise?: SdeNoise;
   /** A1111 clip skip: 1 = last layer, 2 = penultimate, ... */
   clipSkip?: number;
   /** img2img: start from this image. */
@@ -159,6 +171,9 @@ export interface MaskSettings {
  * Every spatially padded convolution of the UNet and VAE pads circularly on these axes and with zeros on the other.
  */
 export type Tiling = 'xy' | 'x' | 'y';
+
+export type SamplingFlavour = 'diffusers' | 'a1111';
+export type SdeNoise = 'brownian' | 'gaussian';
 
 /** k-diffusion's stochastic sampling knobs (A1111 eta, s_churn, s_tmin, s_tmax, s_noise). */
 export interface SamplerSettings {

@@ -18,6 +18,7 @@ export async function decodeLatents(
   count: number,
   shape: [number, number, number],
   tiling?: Tiling,
+  toByte: 'round' | 'truncate' = 'round',
 ): Promise<RawImage[]> {
   const decoder = await ms.vaeDecoder(tiling);
   const per = shape[0] * shape[1] * shape[2];
@@ -25,7 +26,7 @@ export async function decodeLatents(
   for (let i = 0; i < count; i++) {
     const latent = { shape: [1, ...shape], data: latents.slice(i * per, (i + 1) * per) };
     const { image } = await runSession(decoder, { latent });
-    images.push(decodedToImages(image!)[0]!);
+    images.push(decodedToImages(image!, toByte)[0]!);
   }
   return images;
 }

@@ -15,6 +15,7 @@ import { isInpaintingUnet } from '../families/unet-feeds.ts';
 import { finishInpaint, inpaintConcat, prepareInpaint } from './inpaint.ts';
 import { runHiresPass } from './hires-pass.ts';
 import { batchNoise, initialLatent } from './initial-latent.ts';
+import { samplerNoise } from './sampler-noise.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
@@ -113,7 +114,7 @@ export async function runPipeline(
   const totalEvals = firstEvals + (hires ? plannedEvals(hires.plan.sampler, [{ ...pass, sigmas: hires.sigmas }]) : 0);
   const sampled = await runDenoisePasses(passes, start.x, {
     sampler: plan.sampler,
-    noise: () => noise.next(),
+    noise: samplerNoise(req, plan, plan.sigmas, batch.seeds, shape, noise),
     options: req.samplerOptions ?? {},
     signal: opts.signal,
     onEval: (done, total) => {
@@ -146,7 +147,7 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling);
+  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling, req.flavour === 'a1111' ? 'truncate' : 'round');
   const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
 
   // 5. Post-process.

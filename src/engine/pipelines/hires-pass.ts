@@ -9,6 +9,7 @@ import { runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { type hiresSigmas, hiresTarget, upscaleFirstPass } from './hires.ts';
 import { batchNoise } from './initial-latent.ts';
+import { samplerNoise } from './sampler-noise.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import { abortError } from './progress.ts';
 
@@ -54,7 +55,7 @@ export async function runHiresPass(
   };
   const sampled = await runDenoisePasses([pass], x, {
     sampler: hires.plan.sampler,
-    noise: () => noise.next(),
+    noise: samplerNoise(req, hires.plan, hires.plan.sigmas, batch.seeds, up.shape, noise),
     options: req.samplerOptions ?? {},
     signal: opts.signal,
     onEval: (done, total) => {
