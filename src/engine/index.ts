@@ -21,6 +21,8 @@ export {
   type RngSource,
   type RunOptions,
   type SamplerSettings,
+  type SamplingFlavour,
+  type SdeNoise,
   type Tiling,
 } from './api.ts';
 export type { OpInput, OpName, OpOutput } from './ops/index.ts';
