@@ -13,9 +13,13 @@ import { generateState, seedSequencePool } from './seed-sequence.ts';
 
 const f = Math.fround;
 const POOL_SIZE = 24;
-const DECIMALS = 1e6;
-/** Increments kept per tree (torchsde's cache_size); recomputing an evicted node gives the same values. */
-const CACHE_SIZE = 45;
+/**
+ * Increments kept per tree: torchsde keeps 45, which makes deep queries recompute their ancestors; Kiln keeps up to
+ * CACHE_BYTES over the whole batch (at least 45 and at most 1000 nodes per tree). Values never depend on it.
+ */
+const CACHE_BYTES = 128 * 1024 * 1024;
+const MIN_CACHE_NODES = 45;
+const MAX_CACHE_NODES = 1000;
 
 /**
  * Python's round(x, 6): the exact binary value rounded to 6 decimals with ties to even. toFixed rounds exact ties
@@ -64,10 +68,13 @@ export class BrownianTree {
   private readonly root: TreeNode;
   private readonly rootW: Float32Array;
   private readonly cache = new Map<TreeNode, Float32Array>();
+  private readonly cacheSize: number;
   private readonly pool = (spawnKey: readonly number[]) => seedSequencePool(this.seed, spawnKey, POOL_SIZE);
 
   /** Nodes split so far (each split costs one SeedSequence); for tests and diagnostics. */
   splitCount = 0;
+  /** Increments computed so far (each costs one randn), recomputations after eviction included. */
+  computeCount = 0;
 
   constructor(
     private readonly seed: number | bigint,
@@ -75,7 +82,11 @@ export class BrownianTree {
     t1: number,
     private readonly size: number,
     private readonly source: RngSource = 'cpu',
+    /** How many trees share the cache budget (the batch size). */
+    treesSharingCache = 1,
   ) {
+    const perTree = CACHE_BYTES / Math.max(treesSharingCache, 1) / (4 * size);
+    this.cacheSize = Math.min(MAX_CACHE_NODES, Math.max(MIN_CACHE_NODES, Math.floor(perTree)));
     if (!(t0 < t1)) throw new Error(`BrownianTree: t0 (${t0}) must be below t1 (${t1})`);
     this.root = { start: round6(t0), end: round6(t1), key: 0, depth: 0, parent: null, isLeft: false };
     const [wSeed] = generateState(this.pool([]), 3);
@@ -135,7 +146,10 @@ export class BrownianTree {
     return out;
   }
 
-  /** A node's increment W(end) - W(start), from its parent's by the Brownian bridge. */
+  /**
+   * A node's increment W(end) - W(start), from its parent's by the Brownian bridge. Both children come from the
+   * same draw, so both are computed (and cached) at once, one randn per parent instead of torchsde's two.
+   */
   private increment(node: TreeNode): Float32Array {
     if (!node.parent) return this.rootW;
     const hit = this.cache.get(node);
@@ -153,14 +167,25 @@ export class BrownianTree {
     const hf = f(h);
     const sd = f(Math.sqrt(l * r * h));
     const z = this.randn(p.wSeed!);
-    const out = new Float32Array(this.size);
+    this.computeCount++;
+    const left = new Float32Array(this.size);
+    const right = new Float32Array(this.size);
     for (let i = 0; i < this.size; i++) {
-      const left = f(f(f(lf * wp[i]!) * hf) + f(sd * z[i]!));
-      out[i] = node.isLeft ? left : f(wp[i]! - left);
+      const v = f(f(f(lf * wp[i]!) * hf) + f(sd * z[i]!));
+      left[i] = v;
+      right[i] = f(wp[i]! - v);
     }
-    this.cache.set(node, out);
-    if (this.cache.size > CACHE_SIZE) this.cache.delete(this.cache.keys().next().value!);
+    const sibling = node.isLeft ? p.right! : p.left!;
+    this.remember(sibling, node.isLeft ? right : left);
+    const out = node.isLeft ? left : right;
+    this.remember(node, out);
     return out;
+  }
+
+  private remember(node: TreeNode, w: Float32Array): void {
+    this.cache.delete(node);
+    this.cache.set(node, w);
+    while (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
   }
 
   /** W(tb) - W(ta) for ta <= tb, clamped into the tree's bounds as torchsde does. */
@@ -220,7 +245,7 @@ export function brownianTreeNoise(opts: BrownianNoiseOptions): BrownianNoise {
   // BatchedBrownianTree sorts its bounds and remembers the sign.
   const [t0, t1, treeSign] = a < b ? [a, b, 1] : [b, a, -1];
   // One tree per image; with a single sigma_min == sigma_max there is no interval and the noise is zero.
-  const trees = t0 < t1 ? opts.seeds.map((s) => new BrownianTree(s, t0, t1, opts.size, opts.source)) : null;
+  const trees = t0 < t1 ? opts.seeds.map((s) => new BrownianTree(s, t0, t1, opts.size, opts.source, opts.seeds.length)) : null;
   return {
     noise(sigma, sigmaNext) {
       const ta = f(transform(f(sigma)));

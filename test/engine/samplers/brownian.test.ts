@@ -110,3 +110,20 @@ test('Brownian noise: image k of a batch equals a batch of one with its seed; th
   // The increments over adjacent intervals add up (a Brownian motion, not independent draws).
   assert.notDeepEqual(forward[0]!.subarray(0, size), forward[0]!.subarray(size));
 });
+
+test('Brownian noise with a transform (k-diffusion BrownianTreeNoiseSampler): the tree runs over the transformed bounds', () => {
+  const sigmas = [14.614643096923828, 3.168609380722046, 0.44692087173461914, 0.02916753850877285, 0];
+  const size = 16;
+  const logT = (s: number) => -Math.log(s);
+  const withTransform = brownianTreeNoise({ seeds: [3], size, sigmas, transform: logT });
+  // The same tree built by hand over [t(sigma_max), t(sigma_min)] (sorted), queried over [t(next), t(sigma)] sorted.
+  const f = Math.fround;
+  const tree = new BrownianTree(3, f(logT(f(sigmas[0]!))), f(logT(f(sigmas[3]!))), size);
+  const ta = f(logT(f(sigmas[0]!)));
+  const tb = f(logT(f(sigmas[1]!)));
+  const w = tree.query(ta, tb);
+  const denom = f(Math.sqrt(Math.abs(f(tb - ta))));
+  // BatchedBrownianTree's signs: the tree's bounds were given reversed (-1), the query in order (+1): negated.
+  const expected = w.map((v) => f(-v / denom));
+  assert.deepEqual(withTransform.noise(sigmas[0]!, sigmas[1]!), expected);
+});
