@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
 import { decodeBoxes, detectionsFromRaw, faceLandmarks, priorBoxes } from '../../../src/engine/pipelines/faces/detect.ts';
 import { FACE_TEMPLATE_512, invertAffine, similarityTransform, warpAffine8 } from '../../../src/engine/pipelines/faces/align.ts';
+import { pasteFaces } from '../../../src/engine/pipelines/faces/paste.ts';
 
 const dir = 'test/fixtures/refs/faces';
 const open = (name: string) => ({
@@ -76,4 +77,42 @@ test('alignment: the similarity to the 512 template, its inverse, and the warped
     for (let i = 0; i < ref.length; i++) if (Math.abs(own.data[i]! - ref[i]!) > 1) ownOff++;
     assert.ok(ownOff <= ref.length * 0.01, `crop ${n} with the fitted matrix: ${ownOff} values off by more than 1`);
   }
+});
+
+test('paste-back through the parse mask: warped faces, soft masks and the blended image as facexlib + OpenCV', () => {
+  const { json, file } = open('helper_align_paste');
+  const image = file.readBytes('image_rgb');
+  const bgr = new Uint8Array(image.length);
+  for (let p = 0; p < image.length; p += 3) bgr.set([image[p + 2]!, image[p + 1]!, image[p]!], p);
+  // The reference's stand-in "restored" faces: the crops shifted per BGR channel.
+  const shifts = [
+    [20, -12, 6],
+    [-16, 10, -4],
+  ];
+  const faces = [0, 1].map((n) => {
+    const crop = file.readBytes(`cropped_bgr.${n}`);
+    const face = crop.map((v, i) => Math.min(255, Math.max(0, v + shifts[n]![i % 3]!)));
+    return { face: { data: face, width: 512, height: 512, channels: 3 }, affine: json.affine_matrices[n], classes: file.readBytes(`parse_argmax.${n}`) };
+  });
+  const { image: pasted, masks } = pasteFaces({ data: bgr, width: 200, height: 160, channels: 3 }, faces);
+  masks.forEach((mask, n) => {
+    const ref = file.tensor(`inv_soft_mask_parse.${n}`).data;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(mask[i]! - ref[i]!));
+    assert.ok(worst <= 1e-3, `mask ${n}: worst ${worst}`);
+  });
+  const back = warpAffine8(faces[0]!.face, invertAffine(json.affine_matrices[0]), 200, 160, [0, 0, 0]);
+  const refBack = file.readBytes('inv_restored_bgr.0');
+  let backOff = 0;
+  for (let i = 0; i < refBack.length; i++) if (Math.abs(back.data[i]! - refBack[i]!) > 1) backOff++;
+  assert.equal(backOff, 0, 'the face warped back');
+  const ref = file.readBytes('pasted_parse_bgr');
+  let over1 = 0;
+  let worst = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs(pasted.data[i]! - ref[i]!);
+    if (d > 1) over1++;
+    worst = Math.max(worst, d);
+  }
+  assert.ok(worst <= 2 && over1 <= ref.length * 0.005, `pasted: worst ${worst}, ${over1} values off by 2`);
 });
