@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { getOrBuildGraph } from '../../../src/engine/onnx/cache.ts';
 import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import { buildParseNet } from '../../../src/engine/nets/parsenet.ts';
+import { buildGfpgan } from '../../../src/engine/nets/gfpgan.ts';
 import type { TensorSource } from '../../../src/engine/nets/upscaler-weights.ts';
 import { openTensorFile } from '../../../src/engine/weights/tensor-file.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
@@ -29,4 +30,15 @@ test('ParseNet: out_mask and out_img match facexlib (atol 1e-4, rtol 1e-3)', asy
   assert.deepEqual(out.mask!.shape, [1, 19, 64, 64]);
   assertClose(out.mask!.data, ref.tensor('out_mask').data, 1e-4, 1e-3, 'out_mask');
   assertClose(out.image_out!.data, ref.tensor('out_img').data, 1e-4, 1e-3, 'out_img');
+});
+
+test('GFPGAN v1.4 (GFPGANv1Clean, stored noise) from the released .pth layout matches GFPGAN (atol 1e-4, rtol 1e-3)', async () => {
+  // The .pth is {'params_ema': state_dict}, read by the restricted unpickler.
+  const src = source('test/fixtures/tiny-faces/gfpgan-v1.4-tiny.pth');
+  const g = getOrBuildGraph(cache, { network: 'gfpgan-test', weightsIdentity: 'tiny-gfpgan', precision: 'fp32' }, (b) => buildGfpgan(b, src));
+  const session = await createSession(g.modelPath, { device: 'cpu', intraOpThreads: 1 });
+  const ref = SafetensorsFile.open('test/fixtures/refs/faces/gfpgan.safetensors');
+  const out = await runSession(session, { image: ref.tensor('input') });
+  assert.deepEqual(out.restored!.shape, [1, 3, 512, 512]);
+  assertClose(out.restored!.data, ref.tensor('output').data, 1e-4, 1e-3, 'GFPGAN output');
 });
