@@ -68,6 +68,8 @@ export interface GenerateRequest {
    * 'gaussian' (fresh draws from the image generators, as diffusers). Default: brownian with the 'a1111' flavour.
    */
   sdeNoise?: SdeNoise;
+  /** A1111 "Restore faces": every decoded image is replaced by its face-restored version. */
+  restoreFaces?: FaceRestoreSettings;
   /** A1111 clip skip: 1 = last layer, 2 = penultimate, ... */
   clipSkip?: number;
   /** img2img: start from this image. */
@@ -171,6 +173,21 @@ export interface MaskSettings {
  * Every spatially padded convolution of the UNet and VAE pads circularly on these axes and with zeros on the other.
  */
 export type Tiling = 'xy' | 'x' | 'y';
+
+/** A1111 "Restore faces": the restorer and the weight files the caller resolved (models folder). */
+export interface FaceRestoreSettings {
+  /** A1111's names: 'CodeFormer' (its default) or 'GFPGAN' (v1.3/v1.4, GFPGANv1Clean). */
+  model: 'CodeFormer' | 'GFPGAN';
+  /** CodeFormer's fidelity (A1111 code_former_weight: 0 = strongest effect, 1 = weakest); default 0.5. */
+  weight?: number;
+  /** Extras only: blend of the restored image over the original; 1 (default) replaces it. */
+  visibility?: number;
+  /** The restorer's weights (codeformer.pth / GFPGANv1.4.pth or .safetensors). */
+  restorerPath: string;
+  /** RetinaFace (detection_Resnet50_Final.pth) and ParseNet (parsing_parsenet.pth). */
+  detectorPath: string;
+  parserPath: string;
+}
 
 export type SamplingFlavour = 'diffusers' | 'a1111';
 export type SdeNoise = 'brownian' | 'gaussian';

@@ -22,6 +22,7 @@ export {
   type RunOptions,
   type SamplerSettings,
   type SamplingFlavour,
+  type FaceRestoreSettings,
   type SdeNoise,
   type Tiling,
 } from './api.ts';

@@ -3,8 +3,9 @@ import { generate } from './generate.ts';
 import { load } from './load.ts';
 import type { EngineOp } from './types.ts';
 import { upscale } from './upscale.ts';
+import { restoreFacesOp } from './restore-faces.ts';
 
-export const OPS = { generate, load, upscale } as const;
+export const OPS = { generate, load, upscale, 'restore-faces': restoreFacesOp } as const;
 
 export type Ops = typeof OPS;
 export type OpName = keyof Ops;
