@@ -54,7 +54,7 @@ test('restore faces: missing weights and bad settings are input errors naming th
 });
 
 test('the restore-faces operation (Extras) with GFPGAN returns the image and the number of faces', async () => {
-  const image = { data: new Uint8Array(48 * 40 * 3).map((_, i) => (i * 7) % 256), width: 48, height: 40, channels: 3 };
+  const image = { data: new Uint8Array(48 * 40 * 3).map((_, i) => (i * 7) % 256), width: 48, height: 40, channels: 3 as const };
   const out = await engine.run('restore-faces', {
     image,
     settings: { ...settings, model: 'GFPGAN', restorerPath: `${FACES}/gfpgan-v1.4-tiny.pth`, visibility: 0.5 },
