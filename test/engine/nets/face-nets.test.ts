@@ -91,3 +91,75 @@ test('RetinaFace (MobileNet x0.25 backbone): loc, conf and landms match facexlib
   for (let i = 0; i < hwc.length; i++) worst = Math.max(worst, Math.abs(resized.data[i]! - hwc[i]!));
   assert.ok(worst <= 1, `Lanczos-4 resize: worst difference ${worst}`);
 });
+
+test('RetinaFace with a ResNet-50-layout backbone (A1111 retinaface_resnet50, narrowed): builds from module.-prefixed keys and gives one row per prior', async () => {
+  // torchvision ResNet key layout (conv1/bn1, layer1-4 Bottlenecks with downsample) at small widths, random values.
+  let seed = 1;
+  const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.2;
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const put = (name: string, shape: number[], fill?: number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    tensors.set(`module.${name}`, { shape, data: Float32Array.from({ length: n }, () => fill ?? rand()) });
+  };
+  const bn = (name: string, c: number) => {
+    put(`${name}.weight`, [c], 1);
+    put(`${name}.bias`, [c], 0);
+    put(`${name}.running_mean`, [c], 0);
+    put(`${name}.running_var`, [c], 1);
+  };
+  put('body.conv1.weight', [4, 3, 7, 7]);
+  bn('body.bn1', 4);
+  let inC = 4;
+  const widths = [2, 4, 8, 16];
+  widths.forEach((w, l) => {
+    const p = `body.layer${l + 1}.0`;
+    put(`${p}.conv1.weight`, [w, inC, 1, 1]);
+    bn(`${p}.bn1`, w);
+    put(`${p}.conv2.weight`, [w, w, 3, 3]);
+    bn(`${p}.bn2`, w);
+    put(`${p}.conv3.weight`, [4 * w, w, 1, 1]);
+    bn(`${p}.bn3`, 4 * w);
+    put(`${p}.downsample.0.weight`, [4 * w, inC, 1, 1]);
+    bn(`${p}.downsample.1`, 4 * w);
+    inC = 4 * w;
+  });
+  const out = 8;
+  [16, 32, 64].forEach((c, i) => {
+    put(`fpn.output${i + 1}.0.weight`, [out, c, 1, 1]);
+    bn(`fpn.output${i + 1}.1`, out);
+  });
+  for (const m of ['merge1', 'merge2']) {
+    put(`fpn.${m}.0.weight`, [out, out, 3, 3]);
+    bn(`fpn.${m}.1`, out);
+  }
+  for (const s of ['ssh1', 'ssh2', 'ssh3']) {
+    for (const [name, o, i] of [
+      ['conv3X3', out / 2, out],
+      ['conv5X5_1', out / 4, out],
+      ['conv5X5_2', out / 4, out / 4],
+      ['conv7X7_2', out / 4, out / 4],
+      ['conv7x7_3', out / 4, out / 4],
+    ] as const) {
+      put(`${s}.${name}.0.weight`, [o, i, 3, 3]);
+      bn(`${s}.${name}.1`, o);
+    }
+  }
+  for (const [headName, k] of [
+    ['ClassHead', 2],
+    ['BboxHead', 4],
+    ['LandmarkHead', 10],
+  ] as const) {
+    for (let i = 0; i < 3; i++) {
+      put(`${headName}.${i}.conv1x1.weight`, [2 * k, out, 1, 1]);
+      put(`${headName}.${i}.conv1x1.bias`, [2 * k]);
+    }
+  }
+  const src: TensorSource = { names: () => [...tensors.keys()], shape: (n) => tensors.get(n)!.shape, get: (n) => tensors.get(n)! };
+  const g = getOrBuildGraph(cache, { network: 'retinaface-r50-layout', weightsIdentity: 'synthetic', precision: 'fp32' }, (b) => buildRetinaFace(b, src));
+  const session = await createSession(g.modelPath, { device: 'cpu', intraOpThreads: 1 });
+  const [h, w] = [640, 800];
+  const res = await runSession(session, { image: { shape: [1, 3, h, w], data: new Float32Array(3 * h * w).fill(100) } });
+  assert.deepEqual(res.loc!.shape, [1, 21000, 4], 'strides 8/16/32 with 2 anchors: the same 21000 priors as PriorBox');
+  assert.deepEqual(res.landms!.shape, [1, 21000, 10]);
+  for (let i = 0; i < 100; i++) assert.ok(Math.abs(res.conf!.data[2 * i]! + res.conf!.data[2 * i + 1]! - 1) < 1e-5, 'softmax scores');
+});
