@@ -95,7 +95,10 @@ test('RetinaFace (MobileNet x0.25 backbone): loc, conf and landms match facexlib
 test('RetinaFace with a ResNet-50-layout backbone (A1111 retinaface_resnet50, narrowed): builds from module.-prefixed keys and gives one row per prior', async () => {
   // torchvision ResNet key layout (conv1/bn1, layer1-4 Bottlenecks with downsample) at small widths, random values.
   let seed = 1;
-  const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.2;
+  const rand = () => {
+    seed = (seed * 16807) % 2147483647;
+    return (seed / 2147483647 - 0.5) * 0.2;
+  };
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   const put = (name: string, shape: number[], fill?: number) => {
     const n = shape.reduce((a, b) => a * b, 1);
