@@ -56,6 +56,20 @@ export interface GenerateRequest {
   /** A1111 "seed resize from": the noise is made at this size, then fitted to width x height. */
   seedResizeFrom?: { width: number; height: number };
   rng?: RngSource;
+  /**
+   * Whose numerical conventions sampling follows where the reference tools differ: 'diffusers' (default) or
+   * 'a1111' (k-diffusion as A1111 drives it: LDM's float64 noise schedule, float32 Karras/exponential sigmas,
+   * x = noise * sigma0, fractional timesteps, the discarded penultimate sigma of DPM2 / DPM++ 3M SDE, Brownian-tree
+   * SDE noise, pixels truncated to 8 bits). A1111-style API surfaces ask for 'a1111'.
+   */
+  flavour?: SamplingFlavour;
+  /**
+   * Noise of DPM++ SDE / 2M SDE / 2M SDE Heun / 3M SDE: 'brownian' (A1111's Brownian tree, seeded per image) or
+   * 'gaussian' (fresh draws from the image generators, as diffusers). Default: brownian with the 'a1111' flavour.
+   */
+  sdeNoise?: SdeNoise;
+  /** A1111 "Restore faces": every decoded image is replaced by its face-restored version. */
+  restoreFaces?: FaceRestoreSettings;
   /** A1111 clip skip: 1 = last layer, 2 = penultimate, ... */
   clipSkip?: number;
   /** img2img: start from this image. */
@@ -159,6 +173,24 @@ export interface MaskSettings {
  * Every spatially padded convolution of the UNet and VAE pads circularly on these axes and with zeros on the other.
  */
 export type Tiling = 'xy' | 'x' | 'y';
+
+/** A1111 "Restore faces": the restorer and the weight files the caller resolved (models folder). */
+export interface FaceRestoreSettings {
+  /** A1111's names: 'CodeFormer' (its default) or 'GFPGAN' (v1.3/v1.4, GFPGANv1Clean). */
+  model: 'CodeFormer' | 'GFPGAN';
+  /** CodeFormer's fidelity (A1111 code_former_weight: 0 = strongest effect, 1 = weakest); default 0.5. */
+  weight?: number;
+  /** Extras only: blend of the restored image over the original; 1 (default) replaces it. */
+  visibility?: number;
+  /** The restorer's weights (codeformer.pth / GFPGANv1.4.pth or .safetensors). */
+  restorerPath: string;
+  /** RetinaFace (detection_Resnet50_Final.pth) and ParseNet (parsing_parsenet.pth). */
+  detectorPath: string;
+  parserPath: string;
+}
+
+export type SamplingFlavour = 'diffusers' | 'a1111';
+export type SdeNoise = 'brownian' | 'gaussian';
 
 /** k-diffusion's stochastic sampling knobs (A1111 eta, s_churn, s_tmin, s_tmax, s_noise). */
 export interface SamplerSettings {

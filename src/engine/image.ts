@@ -5,9 +5,10 @@ import type { Tensor } from './tensor.ts';
 
 /**
  * VAE output [B,3,H,W] in about [-1,1] -> one RGB image per batch item, as diffusers does:
- * clamp(x/2 + 0.5, 0, 1) * 255, rounded.
+ * clamp(x/2 + 0.5, 0, 1) * 255, rounded; or truncated, as A1111 does (`astype(np.uint8)`).
  */
-export function decodedToImages(decoded: Tensor): RawImage[] {
+export function decodedToImages(decoded: Tensor, toByte: 'round' | 'truncate' = 'round'): RawImage[] {
+  const quantize = toByte === 'truncate' ? Math.trunc : Math.round;
   const [batch, channels, height, width] = decoded.shape as [number, number, number, number];
   const plane = height * width;
   const images: RawImage[] = [];
@@ -18,7 +19,7 @@ export function decodedToImages(decoded: Tensor): RawImage[] {
       const src = base + c * plane;
       for (let p = 0; p < plane; p++) {
         const v = decoded.data[src + p]! * 0.5 + 0.5;
-        data[p * 3 + c] = Math.round(Math.min(1, Math.max(0, v)) * 255);
+        data[p * 3 + c] = quantize(Math.min(1, Math.max(0, v)) * 255);
       }
     }
     images.push({ data, width, height, channels: 3 });

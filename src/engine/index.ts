@@ -22,6 +22,9 @@ export {
   type RngSource,
   type RunOptions,
   type SamplerSettings,
+  type SamplingFlavour,
+  type FaceRestoreSettings,
+  type SdeNoise,
   type Tiling,
 } from './api.ts';
 export type { OpInput, OpName, OpOutput } from './ops/index.ts';

@@ -10,6 +10,8 @@ export interface InfotextFields {
   scheduleType?: string;
   cfgScale: number;
   seed: number;
+  /** A1111 "Face restoration": the restorer's name when faces were restored. */
+  faceRestoration?: string;
   width: number;
   height: number;
   modelHash?: string;
@@ -63,6 +65,7 @@ export function buildInfotext(f: InfotextFields): string {
     ['Schedule type', f.scheduleType],
     ['CFG scale', num(f.cfgScale)],
     ['Seed', f.seed],
+    ['Face restoration', f.faceRestoration],
     ['Size', `${f.width}x${f.height}`],
     ['Model hash', f.modelHash],
     ['Model', f.modelName],

@@ -1,7 +1,17 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import { hiresTarget, type GenerateRequest, type InitResizeMode, type MaskSettings, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
+import {
+  hiresTarget,
+  type GenerateRequest,
+  type InitResizeMode,
+  type MaskSettings,
+  type ModelRef,
+  type RawImage,
+  type RngSource,
+  type SamplingFlavour,
+  type SdeNoise,
+} from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -49,6 +59,10 @@ export interface JobSpec {
   seedResizeFromW?: number;
   seedResizeFromH?: number;
   rng?: RngSource;
+  /** Sampling conventions (engine GenerateRequest.flavour): A1111-style surfaces ask for 'a1111'. */
+  flavour?: SamplingFlavour;
+  /** SDE samplers' noise: 'brownian' (A1111's Brownian tree) or 'gaussian'; absent: brownian with the a1111 flavour. */
+  sdeNoise?: SdeNoise;
   /** img2img: the stored, already-validated input image (see inputs.ts) and how much to change it. */
   initImage?: string;
   denoisingStrength?: number;
@@ -440,6 +454,8 @@ export function toGenerateRequest(
     variation: { seed: spec.subseed, strength: spec.subseedStrength },
     seedResizeFrom: spec.seedResizeFromW && spec.seedResizeFromH ? { width: spec.seedResizeFromW, height: spec.seedResizeFromH } : undefined,
     rng: spec.rng,
+    flavour: spec.flavour,
+    sdeNoise: spec.sdeNoise,
     clipSkip: spec.clipSkip,
     init: initImage
       ? {

@@ -163,8 +163,8 @@ export interface ModelFamily {
   latentSpace: LatentSpace;
   conditioning: ConditioningScheme;
   diffusion: DiffusionFeeds;
-  /** The training noise schedule as sigmas over timesteps. */
-  modelSchedule(config: SchedulerConfig): ModelSchedule;
+  /** The training noise schedule as sigmas over timesteps ('a1111': as LDM/SGM compute it, see ModelScheduleConfig). */
+  modelSchedule(config: SchedulerConfig, flavour?: 'diffusers' | 'a1111'): ModelSchedule;
   /** The network as a k-diffusion denoiser D(x, sigma) -> x0 (eps/v here; flow families differ). */
   denoiser(net: ModelFn, opts: DenoiserOptions): Denoiser;
   /** Which published tuned schedule tables fit (Align Your Steps has SD1 and SDXL tables). */

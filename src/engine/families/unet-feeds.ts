@@ -74,13 +74,14 @@ export function addedConditionUnetFeeds(timeIds: (negative: boolean, extras: Dif
 
 /** The discrete-time (1000 training steps) schedule and eps/v denoiser every SD family uses. */
 export const discreteTime: Pick<ModelFamily, 'modelSchedule' | 'denoiser'> = {
-  modelSchedule: (sc: SchedulerConfig) =>
+  modelSchedule: (sc: SchedulerConfig, flavour?: 'diffusers' | 'a1111') =>
     createModelSchedule({
       betaStart: sc.beta_start,
       betaEnd: sc.beta_end,
       betaSchedule: sc.beta_schedule as BetaSchedule,
       numTrainTimesteps: sc.num_train_timesteps,
       trainedBetas: sc.trained_betas ?? undefined,
+      float64Cumprod: flavour === 'a1111',
     }),
   denoiser: makeDenoiser,
 };

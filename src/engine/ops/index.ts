@@ -5,8 +5,9 @@ import { interrogateOp } from './interrogate.ts';
 import { load } from './load.ts';
 import type { EngineOp } from './types.ts';
 import { upscale } from './upscale.ts';
+import { restoreFacesOp } from './restore-faces.ts';
 
-export const OPS = { generate, load, upscale, 'embed-image': embedImageOp, interrogate: interrogateOp } as const;
+export const OPS = { generate, load, upscale, 'embed-image': embedImageOp, interrogate: interrogateOp, 'restore-faces': restoreFacesOp } as const;
 
 export type Ops = typeof OPS;
 export type OpName = keyof Ops;

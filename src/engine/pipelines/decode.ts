@@ -18,13 +18,14 @@ export async function decodeLatents(
   count: number,
   shape: [number, number, number],
   tiling?: Tiling,
+  toByte: 'round' | 'truncate' = 'round',
 ): Promise<RawImage[]> {
   const decoder = await ms.vaeDecoder(tiling);
   const per = shape[0] * shape[1] * shape[2];
   const images: RawImage[] = [];
   for (let i = 0; i < count; i++) {
     const latent = { shape: [1, ...shape], data: latents.slice(i * per, (i + 1) * per) };
-    images.push(decodedToImages(await vaeDecode(decoder, latent, ms.latentFactor, tiling, vaeTilesFor(ms)))[0]!);
+    images.push(decodedToImages(await vaeDecode(decoder, latent, ms.latentFactor, tiling, vaeTilesFor(ms)), toByte)[0]!);
   }
   return images;
 }

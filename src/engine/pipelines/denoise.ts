@@ -1,7 +1,7 @@
 // Stage 3, denoising: one or more passes of the sampler. A pass is a guided model (as a k-diffusion denoiser),
 // the sigmas it walks, and the wrappers around it (refiner switch, preview tap; later inpaint blending,
 // ControlNet residuals). A hires fix is a second pass after an upscale of the first pass's latents.
-import { countEvals, runSampler, type Denoiser, type SamplerId, type SamplerOptions } from '../samplers/index.ts';
+import { countEvals, runSampler, type Denoiser, type NoiseSource, type SamplerId, type SamplerOptions } from '../samplers/index.ts';
 
 /** Wraps a denoiser in a behaviour that sees every evaluation: (inner) => denoiser. */
 export type DenoiserWrapper = (inner: Denoiser) => Denoiser;
@@ -17,8 +17,8 @@ export interface DenoisePass {
 
 export interface SamplingRun {
   sampler: SamplerId;
-  /** Fresh unit noise shaped like x, for stochastic samplers. */
-  noise: () => Float32Array;
+  /** Fresh unit noise shaped like x, for stochastic samplers (sampler-noise.ts). */
+  noise: NoiseSource;
   options: SamplerOptions;
   signal?: AbortSignal;
   /** After every model evaluation: evaluations done and planned, over all passes. */

@@ -15,6 +15,8 @@ import { isInpaintingUnet } from '../families/unet-feeds.ts';
 import { finishInpaint, inpaintConcat, prepareInpaint } from './inpaint.ts';
 import { runHiresPass } from './hires-pass.ts';
 import { batchNoise, initialLatent } from './initial-latent.ts';
+import { samplerNoise } from './sampler-noise.ts';
+import { restoreImageFaces, validateFaceRestore } from './face-restore.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
@@ -46,6 +48,7 @@ export async function runPipeline(
   const encoderLayers = [base, refiner].flatMap((m) => m?.model.textEncoders.map((t) => t.config.num_hidden_layers) ?? []);
   validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
   validateHires(req, base.latentFactor);
+  if (req.restoreFaces) validateFaceRestore(req.restoreFaces);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
   const batch = expandBatch(req);
@@ -118,7 +121,7 @@ export async function runPipeline(
   const totalEvals = firstEvals + (hires ? plannedEvals(hires.plan.sampler, [{ ...pass, sigmas: hires.sigmas }]) : 0);
   const sampled = await runDenoisePasses(passes, start.x, {
     sampler: plan.sampler,
-    noise: () => noise.next(),
+    noise: samplerNoise(req, plan, plan.sigmas, batch.seeds, shape, noise),
     options: req.samplerOptions ?? {},
     signal: opts.signal,
     onEval: (done, total) => {
@@ -151,12 +154,15 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling);
+  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling, req.flavour === 'a1111' ? 'truncate' : 'round');
   const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
+  // A1111 restores faces on the 8-bit sample, before anything else sees it.
+  const faces = req.restoreFaces;
+  const restored = faces ? await Promise.all(pasted.map(async (img) => (await restoreImageFaces(img, faces, base.settings)).image)) : pasted;
 
   // 5. Post-process.
   const loraHashes = await loraHashesText(req.loras ?? []);
-  const images = finishImages(pasted, req, batch, {
+  const images = finishImages(restored, req, batch, {
     plan,
     modelName: base.model.name,
     modelHash: await base.model.hash(),

@@ -10,6 +10,7 @@ import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
 import { type hiresSigmas, hiresTarget, upscaleFirstPass } from './hires.ts';
 import { batchNoise } from './initial-latent.ts';
+import { samplerNoise } from './sampler-noise.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import { abortError } from './progress.ts';
 
@@ -60,7 +61,7 @@ export async function runHiresPass(
   }
   const sampled = await runDenoisePasses([pass], x, {
     sampler: hires.plan.sampler,
-    noise: () => noise.next(),
+    noise: samplerNoise(req, hires.plan, hires.plan.sigmas, batch.seeds, up.shape, noise),
     options: req.samplerOptions ?? {},
     signal: opts.signal,
     onEval: (done, total) => {

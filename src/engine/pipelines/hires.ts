@@ -84,7 +84,8 @@ export function hiresSigmas(ms: ModelSessions, req: GenerateRequest): { plan: Sa
     sampler: h.sampler ?? req.sampler,
     schedule: h.schedule ?? req.schedule,
     steps: Math.max(total, 1),
-    model: ms.family.modelSchedule(ms.model.schedulerConfig),
+    model: ms.family.modelSchedule(ms.model.schedulerConfig, req.flavour),
+    flavour: req.flavour,
     scheduleTables: ms.family.scheduleTables,
   });
   const tEnc = steps - 1;

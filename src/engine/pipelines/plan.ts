@@ -8,12 +8,14 @@ export interface Plan extends SamplingPlan {
 }
 
 export function planRequest(ms: ModelSessions, req: GenerateRequest): Plan {
-  const modelSchedule = ms.family.modelSchedule(ms.model.schedulerConfig);
+  const flavour = req.flavour ?? 'diffusers';
+  const modelSchedule = ms.family.modelSchedule(ms.model.schedulerConfig, flavour);
   const plan = planSampling({
     sampler: req.sampler,
     schedule: req.schedule,
     steps: req.steps,
     model: modelSchedule,
+    flavour,
     scheduleTables: ms.family.scheduleTables,
   });
   return { ...plan, modelSchedule };

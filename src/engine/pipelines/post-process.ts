@@ -27,6 +27,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       scheduleType: req.schedule && req.schedule.toLowerCase() !== 'automatic' ? p.plan.scheduleLabel : undefined,
       cfgScale: req.cfgScale,
       seed: batch.seeds[i]!,
+      faceRestoration: req.restoreFaces?.model,
       width: req.width,
       height: req.height,
       modelHash: p.modelHash,

@@ -2,7 +2,7 @@
 // guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
 import { validateMask } from './inpaint.ts';
 import { checkResizeMode } from './init-fit.ts';
-import { KilnInputError, type GenerateRequest, type Tiling } from '../api.ts';
+import { KilnInputError, type GenerateRequest, type SamplingFlavour, type SdeNoise, type Tiling } from '../api.ts';
 
 /**
  * `textEncoderLayers`: the fewest layers among the loaded models' text encoders, the deepest clip skip they
@@ -70,9 +70,17 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
     num(l.te, `loras[${i}].te`, -5, 5);
     num(l.unet, `loras[${i}].unet`, -5, 5);
   }
+  if (req.flavour !== undefined && !FLAVOURS.includes(req.flavour)) {
+    throw new KilnInputError(`flavour must be "diffusers" or "a1111", got ${JSON.stringify(req.flavour)}`, 'flavour');
+  }
+  if (req.sdeNoise !== undefined && !SDE_NOISES.includes(req.sdeNoise)) {
+    throw new KilnInputError(`noise must be "brownian" or "gaussian", got ${JSON.stringify(req.sdeNoise)}`, 'noise');
+  }
   if (req.tiling !== undefined && !TILINGS.includes(req.tiling)) {
     throw new KilnInputError(`tiling must be one of ${TILINGS.map((t) => JSON.stringify(t)).join(', ')}, got ${JSON.stringify(req.tiling)}`, 'tiling');
   }
 }
 
 const TILINGS: readonly unknown[] = ['xy', 'x', 'y'] satisfies Tiling[];
+const FLAVOURS: readonly unknown[] = ['diffusers', 'a1111'] satisfies SamplingFlavour[];
+const SDE_NOISES: readonly unknown[] = ['brownian', 'gaussian'] satisfies SdeNoise[];

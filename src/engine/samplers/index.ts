@@ -3,7 +3,7 @@ export type { Denoiser, ModelFn, Prediction, TimestepMode, DenoiserOptions } fro
 export { makeDenoiser } from './denoiser.ts';
 export type { ModelSchedule, ModelScheduleConfig, BetaSchedule } from './model-schedule.ts';
 export { createModelSchedule, scheduleFromAlphasCumprod, sigmaToT, tToSigma, tToSigmaLinear } from './model-schedule.ts';
-export type { SamplerOptions, SamplerFn, SamplerContext } from './types.ts';
+export type { SamplerOptions, SamplerFn, SamplerContext, NoiseSource } from './types.ts';
 export type { ScheduleId, ScheduleInfo, ScheduleOptions } from './schedules.ts';
 export { SCHEDULES, buildSigmas, parseScheduleName } from './schedules.ts';
 export type { SamplerId, SamplerInfo, ParsedSampler } from './names.ts';

@@ -196,7 +196,21 @@ export const dpmpp2m: SamplerFn = async (denoise, x, sigmas) => {
   return x;
 };
 
-/** DPM++ SDE (k-diffusion dpmpp_sde, r = 1/2). A1111 feeds it Brownian-tree noise; we use the job's generator. */
+/**
+ * The sigmas k-diffusion's dpmpp_sde hands its noise sampler: sigma_fn(t), sigma_fn(s) and sigma_fn(t_next),
+ * recomputed through t = -log(sigma) in float32 tensors, so they can differ from the schedule by an ulp (a
+ * Brownian tree sees that difference).
+ */
+function dpmppSdeQuerySigmas(sigma: number, sigmaNext: number, r: number): { atT: number; atS: number; atNext: number } {
+  const f = Math.fround;
+  const t = -f(Math.log(f(sigma)));
+  const tNext = -f(Math.log(f(sigmaNext)));
+  const h = f(tNext - t);
+  const s = f(t + f(h * r));
+  return { atT: f(Math.exp(-t)), atS: f(Math.exp(-s)), atNext: f(Math.exp(-tNext)) };
+}
+
+/** DPM++ SDE (k-diffusion dpmpp_sde, r = 1/2); A1111 feeds it Brownian-tree noise (ctx.noise gets the step). */
 export const dpmppSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
   const { eta, sNoise } = ctx.options;
   const r = 1 / 2;
@@ -215,14 +229,15 @@ export const dpmppSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
     const a1 = ancestralStep(sigmaOf(t), sigmaOf(s), eta);
     const s1 = tOf(a1.down);
     let x2 = lincomb([sigmaOf(s1) / sigmaOf(t), x], [-Math.expm1(t - s1), denoised]);
-    if (a1.up > 0 || eta) x2 = lincomb([1, x2], [sNoise * a1.up, ctx.noise()]);
+    const q = dpmppSdeQuerySigmas(sigmas[i]!, sigmas[i + 1]!, r);
+    if (a1.up > 0 || eta) x2 = lincomb([1, x2], [sNoise * a1.up, ctx.noise(q.atT, q.atS)]);
     const denoised2 = await denoise(x2, sigmaOf(s));
     // Step 2
     const a2 = ancestralStep(sigmaOf(t), sigmaOf(tNext), eta);
     const tNext2 = tOf(a2.down);
     const k = -Math.expm1(t - tNext2);
     x = lincomb([sigmaOf(tNext2) / sigmaOf(t), x], [k * (1 - fac), denoised], [k * fac, denoised2]);
-    if (a2.up > 0 || eta) x = lincomb([1, x], [sNoise * a2.up, ctx.noise()]);
+    if (a2.up > 0 || eta) x = lincomb([1, x], [sNoise * a2.up, ctx.noise(q.atT, q.atNext)]);
   }
   return x;
 };
@@ -251,7 +266,7 @@ function dpmpp2mSdeWith(solver: 'midpoint' | 'heun'): SamplerFn {
           terms.push([-c, oldDenoised]);
         }
         x = lincomb(...terms);
-        if (eta) x = lincomb([1, x], [sigmas[i + 1]! * Math.sqrt(-Math.expm1(-2 * etaH)) * sNoise, ctx.noise()]);
+        if (eta) x = lincomb([1, x], [sigmas[i + 1]! * Math.sqrt(-Math.expm1(-2 * etaH)) * sNoise, ctx.noise(sigmas[i]!, sigmas[i + 1]!)]);
         hLast = h;
       }
       oldDenoised = denoised;
@@ -297,7 +312,7 @@ export const dpmpp3mSde: SamplerFn = async (denoise, x, sigmas, ctx) => {
         const r = h1 / h;
         x = lincomb([1, x], [phi2 / r, denoised], [-phi2 / r, d1]);
       }
-      if (eta) x = lincomb([1, x], [sigmas[i + 1]! * Math.sqrt(-Math.expm1(-2 * h * eta)) * sNoise, ctx.noise()]);
+      if (eta) x = lincomb([1, x], [sigmas[i + 1]! * Math.sqrt(-Math.expm1(-2 * h * eta)) * sNoise, ctx.noise(sigmas[i]!, sigmas[i + 1]!)]);
     }
     d2 = d1;
     d1 = denoised;

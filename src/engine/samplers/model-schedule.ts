@@ -13,6 +13,12 @@ export interface ModelScheduleConfig {
   numTrainTimesteps?: number;
   /** Explicit betas (overrides the three fields above). */
   trainedBetas?: ArrayLike<number>;
+  /**
+   * alphas_cumprod as LDM/SGM compute it (what A1111 and k-diffusion see): betas and their cumulative product in
+   * float64, stored as float32. diffusers (the default) computes them in float32. SD1's sigma_max is 14.614642
+   * one way and 14.614647 the other.
+   */
+  float64Cumprod?: boolean;
 }
 
 export interface ModelSchedule {
@@ -49,11 +55,28 @@ export function createModelSchedule(config: ModelScheduleConfig = {}): ModelSche
     const start = config.betaStart ?? 0.00085;
     const end = config.betaEnd ?? 0.012;
     const kind = config.betaSchedule ?? 'scaled_linear';
+    if (kind !== 'scaled_linear' && kind !== 'linear')
+      throw new KilnInputError(`unknown beta_schedule "${kind}"; valid: scaled_linear, linear`, 'beta_schedule');
+    if (config.float64Cumprod) return scheduleFromAlphasCumprod(ldmAlphasCumprod(start, end, n, kind));
     if (kind === 'scaled_linear') betas = linspaceF32(Math.sqrt(start), Math.sqrt(end), n).map((b) => f(b * b));
     else if (kind === 'linear') betas = linspaceF32(start, end, n);
     else throw new KilnInputError(`unknown beta_schedule "${kind}"; valid: scaled_linear, linear`, 'beta_schedule');
   }
   return scheduleFromAlphasCumprod(cumprodAlphas(betas));
+}
+
+/** LDM make_beta_schedule + register_schedule: float64 linspace, betas, cumprod; the buffer is float32. */
+function ldmAlphasCumprod(start: number, end: number, n: number, kind: BetaSchedule): Float64Array {
+  const a = kind === 'scaled_linear' ? Math.sqrt(start) : start;
+  const b = kind === 'scaled_linear' ? Math.sqrt(end) : end;
+  const out = new Float64Array(n);
+  let acc = 1;
+  for (let i = 0; i < n; i++) {
+    const v = n === 1 ? a : a + ((b - a) * i) / (n - 1);
+    acc *= 1 - (kind === 'scaled_linear' ? v * v : v);
+    out[i] = f(acc);
+  }
+  return out;
 }
 
 function cumprodAlphas(betas: Float64Array): Float64Array {

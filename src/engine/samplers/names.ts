@@ -42,6 +42,8 @@ export interface SamplerInfo {
   secondOrder: boolean;
   /** Draws fresh noise during sampling (ancestral/SDE; A1111 uses_ensd / brownian_noise). */
   stochastic: boolean;
+  /** A1111 (k-diffusion) draws this sampler's noise from a Brownian tree (brownian.ts) rather than the generators. */
+  brownianNoise: boolean;
   /** Ends at the model's sigma_min instead of 0 (diffusers/A1111 DDIM, PLMS, UniPC with set_alpha_to_one=false,
    * and k-diffusion's DPM fast/adaptive). */
   endsAtSigmaMin: boolean;
@@ -58,11 +60,15 @@ export interface SamplerInfo {
 }
 
 const S = (
-  info: Omit<SamplerInfo, 'secondOrder' | 'stochastic' | 'endsAtSigmaMin' | 'discardPenultimateSigma' | 'vpInitialNoise' | 'roundsTimesteps' | 'defaultEta'> &
+  info: Omit<
+    SamplerInfo,
+    'secondOrder' | 'stochastic' | 'brownianNoise' | 'endsAtSigmaMin' | 'discardPenultimateSigma' | 'vpInitialNoise' | 'roundsTimesteps' | 'defaultEta'
+  > &
     Partial<SamplerInfo>,
 ): SamplerInfo => ({
   secondOrder: false,
   stochastic: false,
+  brownianNoise: false,
   endsAtSigmaMin: false,
   discardPenultimateSigma: false,
   vpInitialNoise: { diffusers: false, a1111: false },
@@ -93,6 +99,7 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     automaticSchedule: 'karras',
     secondOrder: true,
     stochastic: true,
+    brownianNoise: true,
     diffusers: null,
   }),
   S({
@@ -102,6 +109,7 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     fn: kd.dpmpp2mSde,
     automaticSchedule: 'exponential',
     stochastic: true,
+    brownianNoise: true,
     vpInitialNoise: VP_DIFFUSERS,
     roundsTimesteps: true,
     diffusers: 'DPMSolverMultistepScheduler(algorithm_type=sde-dpmsolver++)',
@@ -113,6 +121,7 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     fn: kd.dpmpp2mSdeHeun,
     automaticSchedule: 'exponential',
     stochastic: true,
+    brownianNoise: true,
     vpInitialNoise: VP_DIFFUSERS,
     roundsTimesteps: true,
     diffusers: 'DPMSolverMultistepScheduler(algorithm_type=sde-dpmsolver++, solver_type=heun)',
@@ -134,6 +143,7 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     fn: kd.dpmpp3mSde,
     automaticSchedule: 'exponential',
     stochastic: true,
+    brownianNoise: true,
     discardPenultimateSigma: true,
     diffusers: null,
   }),

@@ -3,7 +3,7 @@
 
 import type { Denoiser, TimestepMode } from './denoiser.ts';
 import type { ModelSchedule } from './model-schedule.ts';
-import type { SamplerOptions } from './types.ts';
+import type { NoiseSource, SamplerOptions } from './types.ts';
 import { resolveOptions } from './types.ts';
 import type { ScheduleId, ScheduleOptions } from './schedules.ts';
 import { buildSigmas, SCHEDULES } from './schedules.ts';
@@ -14,8 +14,10 @@ import { getSampler, parseSamplerName, resolveSchedule } from './names.ts';
  * Where two reference tools disagree on small numerical details, which one to follow:
  * - `diffusers` (default): what the fixtures prove. Samplers whose diffusers scheduler starts from unit VP noise
  *   start at sqrt(1 + sigma0^2); DPM-Solver/UniPC see integer timesteps; uniform timesteps interpolate sigma.
- * - `a1111`: k-diffusion conventions (x = noise * sigma0, fractional timesteps over log sigma) and A1111's
- *   discard of the next-to-last sigma for DPM2 / DPM2 a / DPM++ 3M SDE.
+ * - `a1111`: k-diffusion conventions (x = noise * sigma0, fractional timesteps over log sigma, Karras/exponential
+ *   sigmas in torch's float32) and A1111's discard of the next-to-last sigma for DPM2 / DPM2 a / DPM++ 3M SDE. The
+ *   model schedule should then be LDM's (createModelSchedule's float64Cumprod), and the SDE samplers' noise A1111's
+ *   Brownian tree (brownian.ts).
  */
 export type Flavour = 'diffusers' | 'a1111';
 
@@ -53,6 +55,7 @@ export function planSampling(req: PlanRequest): SamplingPlan {
   const schedule = resolveSchedule(parsed.sampler, parsed.schedule);
   const discard = flavour === 'a1111' && info.discardPenultimateSigma;
   const opts: ScheduleOptions = { scheduleTables: req.scheduleTables };
+  if (flavour === 'a1111') opts.float32 = true;
   if (flavour === 'diffusers') {
     opts.linearSigmaInterpolation = true;
     // diffusers' DPM-Solver/UniPC/DEIS round their linspace timesteps.
@@ -104,8 +107,8 @@ export interface RunOptions {
   /** The starting latent at noise level sigmas[0] (not modified). */
   x: Float32Array;
   sigmas: readonly number[];
-  /** Fresh unit noise shaped like x (BatchNoise.next from rng.ts). Required for stochastic samplers. */
-  noise?: () => Float32Array;
+  /** Fresh unit noise shaped like x (BatchNoise.next from rng.ts, or brownian.ts). Required for stochastic samplers. */
+  noise?: NoiseSource;
   options?: SamplerOptions;
   signal?: AbortSignal;
   /** After every model evaluation: evaluations done and planned. */

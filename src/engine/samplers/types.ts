@@ -28,10 +28,17 @@ export interface ResolvedOptions {
 }
 
 export interface SamplerContext {
-  /** Next unit-normal draw shaped like x, from the job's generator(s). */
-  noise: () => Float32Array;
+  /**
+   * Next unit-normal draw shaped like x. The SDE samplers pass the step they draw for, (sigma, sigmaNext), as
+   * k-diffusion's noise_sampler(sigma, sigma_next) takes it: a Brownian-tree source (brownian.ts) needs it; the
+   * job's generators (one fresh draw per call) ignore it.
+   */
+  noise: NoiseSource;
   options: ResolvedOptions;
 }
+
+/** Unit noise for a sampler step; see SamplerContext.noise. */
+export type NoiseSource = (sigma?: number, sigmaNext?: number) => Float32Array;
 
 export type SamplerFn = (denoise: Denoiser, x: Float32Array, sigmas: readonly number[], ctx: SamplerContext) => Promise<Float32Array>;
 

@@ -302,6 +302,8 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     cfgScale: body.cfg_scale,
     sampler: body.sampler_name || body.sampler_index || 'Euler',
     schedule: body.scheduler || 'Automatic',
+    // A1111's own sampling conventions, Brownian-tree noise for the SDE samplers included (seed 000 too).
+    flavour: 'a1111',
     seed: resolveSeed(body.seed),
     subseed: resolveSeed(body.subseed, Math.random, 'subseed'),
     subseedStrength: body.subseed_strength ?? 0,

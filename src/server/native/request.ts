@@ -1,6 +1,6 @@
 // The native /v1 request: its JSON schema (the single source for validation, types and /docs) and the
 // mapping onto the job model. Bounds come from the server's limits, so /docs shows the real ones.
-import type { RngSource } from '../../engine/index.ts';
+import type { RngSource, SamplingFlavour, SdeNoise } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import type { Limits } from '../../queue/config.ts';
 import { resolveSeed } from '../../engine/index.ts';
@@ -54,6 +54,18 @@ export function nativeRequestSchema(limits: Limits) {
       clip_skip: { type: 'integer', minimum: 1, maximum: 12 },
       eta: { type: 'number', minimum: 0, maximum: 1 },
       rng: { type: 'string', enum: ['cpu', 'philox'] },
+      noise: {
+        type: 'string',
+        enum: ['brownian', 'gaussian'],
+        description:
+          'Noise of the SDE samplers (DPM++ SDE, 2M SDE, 2M SDE Heun, 3M SDE): "brownian" = A1111\'s Brownian tree, "gaussian" = fresh draws per step (diffusers). Default: brownian with flavour "a1111", else gaussian.',
+      },
+      flavour: {
+        type: 'string',
+        enum: ['diffusers', 'a1111'],
+        description:
+          'Sampling conventions where diffusers and A1111 differ (schedule arithmetic, starting noise scale, timesteps, SDE noise, pixel rounding). Default "diffusers"; "a1111" gives A1111\'s image for the same seed.',
+      },
       init_image: { type: 'string', minLength: 1, description: 'img2img input: base64 or a data: URI (or a multipart file field).' },
       denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: SPEC_DEFAULTS.denoisingStrength },
       refiner: { type: 'string', minLength: 1, maxLength: 500, description: 'SDXL refiner model (name or label); runs the last steps.' },
@@ -185,6 +197,8 @@ export interface NativeRequest {
   clip_skip?: number;
   eta?: number;
   rng?: RngSource;
+  noise?: SdeNoise;
+  flavour?: SamplingFlavour;
   init_image?: string;
   denoising_strength?: number;
   refiner?: string;
@@ -257,6 +271,8 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     clipSkip: body.clip_skip,
     eta: body.eta,
     rng: body.rng,
+    sdeNoise: body.noise,
+    flavour: body.flavour,
     initImage,
     denoisingStrength: kind === 'img2img' ? (body.denoising_strength ?? SPEC_DEFAULTS.denoisingStrength) : undefined,
     refiner: body.refiner,
