@@ -12,6 +12,7 @@ import type { KilnConfig } from '../server/config.ts';
 import { assertSafeBinding, buildApp } from '../server/app.ts';
 import { ensureHfModel, isHfRepoId } from '../server/models/hf.ts';
 import { ModelRegistry } from '../server/models/registry.ts';
+import { ProgressBar } from './progress-bar.ts';
 import { CorruptDatabaseError } from '../queue/sqlite-backend.ts';
 import { diskFullMessage, isDiskFull } from '../storage/faults.ts';
 
@@ -33,9 +34,11 @@ const USAGE = `Usage: kiln serve [--model M] [--port 7860] [--host 127.0.0.1] [-
 async function ensureDefaultModel(config: KilnConfig): Promise<void> {
   const m = config.model;
   if (!m || !isHfRepoId(m) || existsSync(resolve(m))) return;
-  const local = ['', '.safetensors'].some((ext) => existsSync(join(config.modelsDir, 'checkpoints', `${m}${ext}`)));
-  if (local || Object.keys(config.modelAliases).includes(m)) return;
-  await ensureHfModel(m, config.cacheDir, { offline: config.offline });
+  // Found in a models folder, a label, or already in the Hugging Face cache: nothing to fetch.
+  if (new ModelRegistry(config).default) return;
+  const bar = new ProgressBar(`downloading ${m}`);
+  const dir = await ensureHfModel(m, config.hfCacheDir, { offline: config.offline, endpoint: config.hfEndpoint, onProgress: (p) => bar.download(p) });
+  bar.done(`${m} is in the Hugging Face cache: ${dir}`);
 }
 
 /** A --model that names nothing is an error at start, not a server without a default model. */

@@ -4,6 +4,7 @@
 // units (seconds, hours, MiB); config-file keys are the dotted names below in their own unit (…Ms, …Bytes).
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { getHFHubCachePath } from '@huggingface/hub';
 import { parse as parseYaml } from 'yaml';
 import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
@@ -22,6 +23,13 @@ export interface KilnConfig {
   dataDir: string;
   modelsDir: string;
   cacheDir: string;
+  /** More models folders (A1111 or ComfyUI `models/`, other Kiln roots), scanned after modelsDir. */
+  modelRoots: string[];
+  /** The standard Hugging Face hub cache (shared with diffusers, ComfyUI, InvokeAI). */
+  hfCacheDir: string;
+  /** Hub endpoints (tests and mirrors point these elsewhere). */
+  hfEndpoint: string;
+  civitaiEndpoint: string;
   model?: string;
   /** Folder with tokenizer/ (and tokenizer_2/) for single-file checkpoints, instead of the Hugging Face cache. */
   tokenizer?: string;
@@ -116,6 +124,37 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_CACHE_DIR',
     kind: 'path',
     doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).',
+  },
+  {
+    key: 'modelRoots',
+    flag: 'models-root',
+    env: 'KILN_MODEL_ROOTS',
+    kind: 'list',
+    default: [],
+    doc: 'More models folders to scan after --models-dir: an AUTOMATIC1111 or ComfyUI models/ folder, another Kiln models folder (comma-separated; config file: a list). Kiln never creates folders in them.',
+  },
+  {
+    key: 'hfCacheDir',
+    flag: 'hf-cache',
+    env: 'HF_HUB_CACHE',
+    kind: 'path',
+    doc: 'The standard Hugging Face hub cache, where repo ids are found and downloaded (default: $HF_HOME/hub, else ~/.cache/huggingface/hub).',
+  },
+  {
+    key: 'hfEndpoint',
+    flag: 'hf-endpoint',
+    env: 'HF_ENDPOINT',
+    kind: 'string',
+    default: 'https://huggingface.co',
+    doc: 'Hugging Face Hub address (a mirror).',
+  },
+  {
+    key: 'civitaiEndpoint',
+    flag: 'civitai-endpoint',
+    env: 'KILN_CIVITAI_ENDPOINT',
+    kind: 'string',
+    default: 'https://civitai.com',
+    doc: 'Civitai address for /add_new_lora and kiln pull (the key comes from CIVIT_KEY).',
   },
   {
     key: 'tokenizer',
@@ -584,6 +623,7 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
   out.dataDir = dataDir;
   out.modelsDir ??= join(dataDir, 'models');
   out.cacheDir ??= join(dataDir, 'cache');
+  out.hfCacheDir ??= getHFHubCachePath();
 
   const aliases = (file.modelAliases ?? {}) as Record<string, unknown>;
   if (typeof aliases !== 'object' || Array.isArray(aliases) || Object.values(aliases).some((v) => typeof v !== 'string')) {
@@ -623,7 +663,8 @@ export function testConfig(
     http?: Partial<HttpBounds>;
   } = {},
 ): KilnConfig {
-  const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
+  // The HF cache is the test's own, never the machine's.
+  const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent', 'hf-cache': join(dataDir, 'hf-cache') }, env: {} });
   return {
     ...base,
     ...overrides,
