@@ -122,8 +122,8 @@ export interface PullOptions {
   hfEndpoint?: string;
   civitaiEndpoint?: string;
   onProgress?: (p: DownloadProgress) => void;
-  /** Refuse a Civitai model before downloading (e.g. the wrong base model); throw to refuse. */
-  checkCivitai?: (resolved: CivitaiResolved, kind: PullKind) => void;
+  /** Refuse a Civitai model before downloading (e.g. the wrong base model) by throwing; may return the name to store it under. */
+  checkCivitai?: (resolved: CivitaiResolved, kind: PullKind) => string | undefined;
   /** File name (without extension) to store a Civitai/URL download under. */
   name?: string;
   fetchImpl?: typeof fetch;
@@ -181,9 +181,9 @@ async function pullOne(source: PullSource, kind: PullKind | undefined, opts: Pul
     });
     const k = kind ?? civitaiKind(resolved.model.type ?? resolved.version.model?.type) ?? 'checkpoint';
     const family = civitaiBaseModelFamily(resolved.version.baseModel);
-    opts.checkCivitai?.(resolved, k);
+    const chosen = opts.checkCivitai?.(resolved, k);
     const folder = opts.folderFor(k);
-    const fileName = withName(resolved.file.name, opts.name);
+    const fileName = withName(resolved.file.name, chosen ?? opts.name);
     const got = await downloadCivitaiFile(resolved, folder, { ...(opts.civitaiEndpoint ? { endpoint: opts.civitaiEndpoint } : {}), fileName, ...common(opts) });
     return { kind: k, path: got.path, name: fileName.replace(/\.[^.]+$/, ''), source, sha256: got.sha256, civitai: resolved, ...(family ? { family } : {}) };
   }
