@@ -7,7 +7,8 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { parseFlags, loadConfig, optionsHelp } from '../server/config.ts';
+import { loadConfig, printableConfig } from '../server/config.ts';
+import type { Flags } from './options.ts';
 import type { KilnConfig } from '../server/config.ts';
 import { assertSafeBinding, buildApp } from '../server/app.ts';
 import { ensureHfModel, isHfRepoId } from '../server/models/hf.ts';
@@ -25,10 +26,6 @@ const ENGINE_START_WAIT_MS = 120_000;
 
 /** What closing connections, the engine process and the database may take after the job is stopped. */
 const SHUTDOWN_MARGIN_MS = 10_000;
-
-const USAGE = `Usage: kiln serve [--model M] [--port 7860] [--host 127.0.0.1] [--data-dir DIR] [options]
-
-`;
 
 /** A default model named by Hugging Face repo id (and not found locally) is downloaded into the cache. */
 async function ensureDefaultModel(config: KilnConfig): Promise<void> {
@@ -103,15 +100,14 @@ async function start(config: KilnConfig): Promise<{ app: FastifyInstance; addres
   }
 }
 
-export async function runServe(argv: string[]): Promise<number> {
-  const { flags } = parseFlags(argv);
-  if (flags.help) {
-    process.stdout.write(`${USAGE + optionsHelp()}\n`);
-    return 0;
-  }
+export async function runServe(flags: Flags, opts: { printConfig?: boolean } = {}): Promise<number> {
   let started: { app: FastifyInstance; address: string; config: KilnConfig };
   try {
     const config = loadConfig({ flags });
+    if (opts.printConfig) {
+      process.stdout.write(`${JSON.stringify(printableConfig(config), null, 2)}\n`);
+      return 0;
+    }
     started = { ...(await start(config)), config };
   } catch (e) {
     return startupFailed(e);

@@ -17,6 +17,7 @@ import { errorHandler, HttpError } from './errors.ts';
 import { AuthFailureLimiter, clientBucket, KeyRing, presentedKey } from './auth.ts';
 import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
+import { requestSurface, surfaceOf } from './metrics.ts';
 import { nativeRoutes } from './native/routes.ts';
 import { registerCompat } from './compat/index.ts';
 import { closeAllStreams } from './native/sse.ts';
@@ -136,6 +137,8 @@ async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: Kil
   // below cannot see them (each wrong key would get a fresh bucket), and valid keys are never held back.
   const authFailures = new AuthFailureLimiter(config.authFailuresPerMinute);
   app.decorateRequest('principal', null as unknown as Principal);
+  // The API surface of the request, for the job counters of /metrics (read where the job is submitted).
+  app.addHook('preHandler', (req, _reply, done) => requestSurface.run(surfaceOf(req.routeOptions.url ?? req.url), done));
   app.addHook('onRequest', async (req) => {
     const level = req.routeOptions.config?.auth ?? 'user';
     if (level === 'public') {

@@ -428,6 +428,47 @@ export interface ConfigSources {
   file?: Record<string, unknown>;
 }
 
+/** Top-level config-file keys that are not option rows. */
+const FILE_ONLY_KEYS = ['modelAliases', 'keys'];
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** Every key a config file may hold: dotted option names (their own unit), flag names (the flag's unit), and the rest. */
+export function validFileKeys(): string[] {
+  return [...OPTIONS.map((o) => o.key), ...OPTIONS.map((o) => o.flag), ...FILE_ONLY_KEYS];
+}
+
+/** An unknown key in the config file is an error naming it and the closest valid key (a typo must not be ignored). */
+function checkFileKeys(file: Record<string, unknown>): void {
+  const valid = validFileKeys();
+  const groups = new Set(OPTIONS.filter((o) => o.key.includes('.')).map((o) => o.key.split('.')[0]!));
+  const walk = (obj: Record<string, unknown>, prefix: string) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const key = prefix + k;
+      if (!prefix && groups.has(k) && v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        walk(v as Record<string, unknown>, `${k}.`);
+        continue;
+      }
+      if (valid.includes(key)) continue;
+      const closest = valid.map((c) => ({ c, d: editDistance(key.toLowerCase(), c.toLowerCase()) })).sort((a, b) => a.d - b.d)[0]!;
+      throw new ConfigError(`${key} (config file)`, `unknown key; did you mean "${closest.c}"? (kiln serve --help lists the options)`);
+    }
+  };
+  walk(file, '');
+}
+
 /** Parses `--name value`, `--name=value` and bare boolean `--name` (repeated flags collect into a list). */
 export function parseFlags(argv: readonly string[]): { flags: Record<string, string | boolean | string[]>; rest: string[] } {
   const flags: Record<string, string | boolean | string[]> = {};
@@ -603,20 +644,32 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     if (found) file = readConfigFile(found);
   }
   if (src.file) file = { ...file, ...src.file };
+  checkFileKeys(file);
 
   const out: Record<string, unknown> = {};
   for (const opt of OPTIONS) {
     const flag = flags[opt.flag];
     const envValue = env[opt.env];
-    const fileValue = getPath(file, opt.key);
+    // A key written as its flag name (when that differs from the dotted name) takes the flag's unit.
+    const byFlag = opt.flag === opt.key ? undefined : file[opt.flag];
+    if (byFlag !== undefined && getPath(file, opt.key) !== undefined)
+      throw new ConfigError(`${opt.flag} (config file)`, `given twice, also as ${opt.key}; keep one`);
+    const fileValue = byFlag ?? getPath(file, opt.key);
+    if (byFlag === undefined && fileValue !== undefined && opt.key.endsWith('Ms') && typeof fileValue === 'number' && fileValue > 0 && fileValue < 1000)
+      throw new ConfigError(
+        `${opt.key} (config file)`,
+        `${fileValue} ms is under a second; did you mean seconds? Write "${opt.flag}: ${fileValue}" (flag names take seconds) or ${opt.key}: ${fileValue * 1000}`,
+      );
     let value: unknown;
     if (flag !== undefined) {
       // A repeated list flag adds up; any other repeated flag: the last one wins.
       const given = Array.isArray(flag) ? (opt.kind === 'list' ? flag.join(',') : flag[flag.length - 1]) : flag;
       value = coerce(opt, given, `--${opt.flag}`, cwd, true);
     } else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
+    else if (byFlag !== undefined)
+      value = coerce(opt, byFlag, 'config file', fileDir, true); // flag names: the flag's unit
     else if (fileValue !== undefined)
-      value = coerce(opt, fileValue, 'config file', fileDir, false); // file values use the key's own unit (ms, bytes)
+      value = coerce(opt, fileValue, 'config file', fileDir, false); // dotted names: the unit their suffix names (ms, bytes)
     else value = opt.default;
     if (value !== undefined) setPath(out, opt.key, value);
   }
@@ -663,14 +716,33 @@ export function testConfig(
     http?: Partial<HttpBounds>;
   } = {},
 ): KilnConfig {
-  // The HF cache is the test's own, never the machine's.
-  const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent', 'hf-cache': join(dataDir, 'hf-cache') }, env: {} });
+  // The HF cache is the test's own, never the machine's, and the hubs are a closed local port: a test never
+  // reaches the internet unless it starts its own hub server and says so.
+  const closed = 'http://127.0.0.1:9';
+  const base = loadConfig({
+    flags: { 'data-dir': dataDir, 'log-level': 'silent', 'hf-cache': join(dataDir, 'hf-cache'), 'hf-endpoint': closed, 'civitai-endpoint': closed },
+    env: {},
+  });
   return {
     ...base,
     ...overrides,
     limits: { ...base.limits, ...overrides.limits },
     queue: { ...base.queue, ...overrides.queue },
     http: { ...base.http, ...overrides.http },
+  };
+}
+
+/** The graph cache, one folder for `kiln serve` and `kiln generate` alike. */
+export function graphCacheDir(config: Pick<KilnConfig, 'cacheDir'>): string {
+  return join(config.cacheDir, 'graphs');
+}
+
+/** The resolved configuration for `kiln serve --print-config`: every value, with API keys and TLS key masked. */
+export function printableConfig(config: KilnConfig): Record<string, unknown> {
+  return {
+    ...config,
+    keys: config.keys.map((k) => ({ name: k.name, role: k.role, key: `${k.key.slice(0, 2)}…(${k.key.length} chars)` })),
+    ...(config.tlsKey ? { tlsKey: config.tlsKey } : {}),
   };
 }
 

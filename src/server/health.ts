@@ -61,6 +61,6 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
   app.get(
     '/metrics',
     { config: { auth: kiln.config.metricsPublic ? 'public' : 'user', rateLimit: false }, schema: { tags: ['health'], summary: 'Prometheus metrics.' } },
-    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await kiln.metrics.render()),
+    async (_req, reply) => reply.type(kiln.metrics.contentType).send(await kiln.metrics.render()),
   );
 }

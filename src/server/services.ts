@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import type { KilnConfig } from './config.ts';
+import { graphCacheDir, type KilnConfig } from './config.ts';
 import { LocalImageStore } from '../storage/local.ts';
 import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
@@ -88,7 +88,7 @@ export class KilnServices {
       ? undefined
       : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
           device: config.device,
-          cacheDir: join(config.cacheDir, 'graphs'),
+          cacheDir: graphCacheDir(config),
           // Leave one core to the server process so status, SSE and /health answer during a generation.
           threads: config.threads ?? Math.max(1, availableParallelism() - 1),
           spinning: false,
@@ -121,7 +121,7 @@ export class KilnServices {
       abortGraceMs: config.queue.abortGraceMs,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
-    this.metrics = new Metrics(this.queue);
+    this.metrics = new Metrics(this.queue, () => this.loadedModels());
     if (child) {
       // A replaced engine process starts empty: load the default model again (from the graph cache) so the next
       // job does not pay for it and /v1/models tells the truth.
@@ -137,6 +137,8 @@ export class KilnServices {
           if (!existsSync(module)) throw new Error(`engine module not found: ${module}`);
           await child.start();
         }
+        // A GPU device must really start (provider libraries, CUDA/cuDNN), or the start fails with the reason.
+        if (config.device !== 'cpu') await engine.run('device-check', { device: config.device });
         this.samplerList = normalizeOptions(await engine.listSamplers());
         this.scheduleList = normalizeOptions(await engine.listSchedules());
         this.engineStatus.state = 'ready';
@@ -159,7 +161,9 @@ export class KilnServices {
       return;
     }
     try {
+      const started = Date.now();
       await this.engine.load(await this.models.resolve(undefined));
+      this.metrics.modelLoad.observe((Date.now() - started) / 1000);
       this.engineStatus.loadedModel = def.name;
       this.engineStatus.loadError = undefined;
     } catch (e) {
@@ -250,7 +254,9 @@ export class KilnServices {
     this.checkSpec(spec);
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);
-    return this.queue.submit(spec, opts);
+    const job = await this.queue.submit(spec, opts);
+    this.metrics.jobSubmitted(job);
+    return job;
   }
 
   /** A webhook URL a client gave: an http(s) URL whose target the webhook policy allows. Throws SpecError('webhook'). */

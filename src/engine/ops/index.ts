@@ -1,10 +1,11 @@
 // The engine's operations by name. Adding one: a file in this folder exporting an EngineOp, and its entry here.
+import { deviceCheck } from './device-check.ts';
 import { generate } from './generate.ts';
 import { load } from './load.ts';
 import type { EngineOp } from './types.ts';
 import { upscale } from './upscale.ts';
 
-export const OPS = { generate, load, upscale } as const;
+export const OPS = { generate, load, upscale, 'device-check': deviceCheck } as const;
 
 export type Ops = typeof OPS;
 export type OpName = keyof Ops;
