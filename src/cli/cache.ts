@@ -3,7 +3,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { graphCacheDir, loadConfig } from '../server/config.ts';
-import { sizeOf } from './models.ts';
+import { sizeOf } from '../server/models/size.ts';
 import type { Flags } from './options.ts';
 import { formatBytes } from './progress-bar.ts';
 

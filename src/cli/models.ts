@@ -1,26 +1,11 @@
 // `kiln models`: what the server would see — every models root (Kiln, A1111 or ComfyUI layout) and the Hugging
 // Face cache — with each model's kind, family (from its headers/keys; --no-inspect skips opening files) and size.
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { inspectLora, inspectModel } from '../engine/index.ts';
 import { loadConfig } from '../server/config.ts';
+import { sizeOf } from '../server/models/size.ts';
 import { KIND_FOLDERS, ModelRegistry, type ModelEntry, type ModelKind } from '../server/models/registry.ts';
 import type { Flags } from './options.ts';
 import { formatBytes } from './progress-bar.ts';
-
-/** Bytes of a file, or of a folder's files (links followed: HF snapshots point at blobs). Bounded depth. */
-export function sizeOf(path: string, depth = 0): number {
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.size;
-  if (depth > 4) return 0;
-  return readdirSync(path).reduce((sum, f) => {
-    try {
-      return sum + sizeOf(join(path, f), depth + 1);
-    } catch {
-      return sum;
-    }
-  }, 0);
-}
 
 async function familyOf(e: ModelEntry): Promise<string> {
   try {

@@ -150,7 +150,7 @@ export async function runServe(flags: Flags, opts: { printConfig?: boolean } = {
     // gets a clean shutdown, not the default signal death.
     const ready = app.kiln.readiness();
     process.stderr.write(
-      `kiln: listening on ${address} (docs at ${address}/docs)` +
+      `kiln: listening on ${address} (docs at ${address}/docs, playground at ${address}/)` +
         `${config.keys.length ? `, ${config.keys.length} API key(s)` : ', no API keys'}` +
         `${ready.ready ? '' : `; not ready yet: ${ready.reason}`}\n`,
     );

@@ -94,11 +94,14 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
   }
 }
 
+const PRETTY_LOGS = { colorize: true, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,reqId' };
+
 async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: KilnServices) => void): Promise<FastifyInstance> {
   const logger: FastifyServerOptions['logger'] = {
     level: config.logLevel,
     redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'headers.authorization', 'headers["x-api-key"]'], censor: '[redacted]' },
-    ...(opts.logStream ? { stream: opts.logStream } : {}),
+    // Human-readable lines on a terminal, JSON (one object a line) otherwise, for log collectors.
+    ...(opts.logStream ? { stream: opts.logStream } : process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: PRETTY_LOGS } } : {}),
   };
   const timeouts = serverTimeouts(config.http);
   const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey), ...timeouts.node } : null;

@@ -1,7 +1,7 @@
 // Everything behind the HTTP routes, wired once: image store, job backend, queue, webhooks, engine
 // (in its own process), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
 // queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,12 @@ import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
+import { sizeOf } from './models/size.ts';
+
+/** Graph build rate for the first-start estimate (SD1.5, ~4 GiB of fp32 weights, builds in ~40 s on a CPU). */
+const BUILD_SECONDS_PER_GIB = 10;
+/** While a model loads, a line this often says it is still working. */
+const LOAD_TICK_MS = 10_000;
 
 export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/index.ts', import.meta.url));
 
@@ -160,15 +166,39 @@ export class KilnServices {
       this.engineStatus.loadedModel = def.name;
       return;
     }
+    const log = this.opts.log;
+    const started = Date.now();
+    // A first start builds the graphs (tens of seconds for a real model); say so, and keep saying it is working.
+    const firstStart = !existsSync(graphCacheDir(this.config)) || readdirSync(graphCacheDir(this.config)).length === 0;
+    let estimate = '';
     try {
-      const started = Date.now();
+      estimate = `, ~${Math.max(1, Math.round((sizeOf(def.path) / 1024 ** 3) * BUILD_SECONDS_PER_GIB))} s`;
+    } catch {
+      // size unknown: no estimate
+    }
+    log?.info(
+      { model: def.name },
+      firstStart
+        ? `loading model ${def.name}; its graphs are built by the first job (first start only${estimate}), then read from the graph cache`
+        : `loading model ${def.name}…`,
+    );
+    const ticker = setInterval(
+      () => log?.info({ model: def.name }, `still loading model ${def.name} (${Math.round((Date.now() - started) / 1000)} s)…`),
+      LOAD_TICK_MS,
+    );
+    ticker.unref();
+    try {
       await this.engine.load(await this.models.resolve(undefined));
-      this.metrics.modelLoad.observe((Date.now() - started) / 1000);
+      const seconds = (Date.now() - started) / 1000;
+      this.metrics.modelLoad.observe(seconds);
+      log?.info({ model: def.name, seconds: Math.round(seconds * 10) / 10 }, `model ${def.name} ready in ${seconds.toFixed(1)} s`);
       this.engineStatus.loadedModel = def.name;
       this.engineStatus.loadError = undefined;
     } catch (e) {
       this.engineStatus.loadError = (e as Error).message;
       this.opts.log?.error({ err: e, model: def.name }, 'default model failed to load');
+    } finally {
+      clearInterval(ticker);
     }
   }
 

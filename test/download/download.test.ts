@@ -205,3 +205,35 @@ async function startLoopServer() {
   const port = (server.address() as import('node:net').AddressInfo).port;
   return { url: `http://127.0.0.1:${port}/start`, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
+
+test('kiln pull (the command): an interrupted download exits 1 saying how to resume; the rerun resumes; a bad checksum exits 1', async () => {
+  const { spawn } = await import('node:child_process');
+  const bin = new URL('../../bin/kiln.js', import.meta.url).pathname;
+  const dataDir = join(tmp.dir, 'cli');
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, [bin, 'pull', ...args, '--data-dir', dataDir, '--hf-cache', join(dataDir, 'hf'), '--hf-endpoint', hub.url], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.once('exit', (code) => resolve({ code, out }));
+    });
+  hub.cutAfter = 150_000;
+  const first = await run(['acme/loras:big.safetensors', '--kind', 'lora']);
+  assert.equal(first.code, 1, first.out);
+  assert.match(first.out, /the partial file is kept; run the same command again to resume/);
+  const before = hub.requests.length;
+  const second = await run(['acme/loras:big.safetensors', '--kind', 'lora']);
+  assert.equal(second.code, 0, second.out);
+  assert.match(second.out, /lora big: .*big\.safetensors/);
+  assert.ok(
+    hub.requests.slice(before).some((r) => r.range !== undefined && /^bytes=\d+-$/.test(r.range)),
+    'the rerun asked for the rest only',
+  );
+  assert.deepEqual(readFileSync(join(dataDir, 'models', 'loras', 'big.safetensors')), BIG);
+  const bad = await run(['acme/loras:liar.safetensors', '--kind', 'lora']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.out, /sha256 [0-9a-f]{64} does not match the published c{64}/);
+});
