@@ -17,6 +17,7 @@ import { errorHandler, HttpError } from './errors.ts';
 import { AuthFailureLimiter, clientBucket, KeyRing, presentedKey } from './auth.ts';
 import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
+import { registerCors } from './cors.ts';
 import { requestSurface, surfaceOf } from './metrics.ts';
 import { nativeRoutes } from './native/routes.ts';
 import { registerCompat } from './compat/index.ts';
@@ -135,6 +136,7 @@ async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: Kil
   app.addHook('preClose', async () => kiln.queue.stop());
   app.addHook('onClose', async () => kiln.close());
 
+  registerCors(app, config.corsOrigins); // before authentication: preflights carry no key
   const keys = new KeyRing(config.keys);
   // Wrong and missing keys are counted per client address in their own, stricter bucket: the per-key limit
   // below cannot see them (each wrong key would get a fresh bucket), and valid keys are never held back.

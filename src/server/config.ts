@@ -48,6 +48,8 @@ export interface KilnConfig {
   rateLimitPerMinute: number;
   /** Requests with a missing or wrong API key allowed per client address per minute before 429; 0 = no limit. */
   authFailuresPerMinute: number;
+  /** Browser origins allowed to call the API cross-origin (CORS); '*' for any. */
+  corsOrigins: string[];
   /** Webhook targets opened despite being loopback/private/link-local: host names, IPs or CIDR blocks. */
   webhookAllow: string[];
   metricsPublic: boolean;
@@ -220,6 +222,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'list',
     default: [],
     doc: 'Webhook targets allowed although they are loopback, private, link-local or otherwise non-public: host names, IP addresses or CIDR blocks, comma-separated (config file: a list). By default webhooks go to public addresses only.',
+  },
+  {
+    key: 'corsOrigins',
+    flag: 'cors-origins',
+    env: 'KILN_CORS_ORIGINS',
+    kind: 'list',
+    default: [],
+    doc: 'Browser origins allowed to call the API from their pages (CORS), e.g. http://localhost:3000, comma-separated; * allows any. Requests still need their API key.',
   },
   { key: 'metricsPublic', flag: 'metrics-public', env: 'KILN_METRICS_PUBLIC', kind: 'bool', default: true, doc: 'Serve /metrics without an API key.' },
   {
