@@ -27,17 +27,9 @@ function a1111(webui: string): string {
   put(models, 'Lora/styles/kohya.safetensors', 'loras/tiny-sd1-kohya.safetensors');
   put(models, 'LyCORIS/loha.safetensors', 'loras/tiny-sd1-loha.safetensors');
   put(models, 'VAE/tiny-vae.safetensors', 'tiny-sd1/vae/diffusion_pytorch_model.safetensors');
-  put(
-    models,
-    'ESRGAN/4x-tiny.pth',
-    'tiny-upscalers/' + readdirSync(join(FIX, 'tiny-upscalers')).find((f) => f.endsWith('.pth') && !/malicious|evil/i.test(f))!,
-  );
+  put(models, 'ESRGAN/4x-tiny.pth', 'tiny-upscalers/realesrgan-x2.pth');
   mkdirSync(join(models, 'RealESRGAN'), { recursive: true });
-  put(
-    webui,
-    'embeddings/' + readdirSync(join(FIX, 'embeddings')).find((f) => f.endsWith('.safetensors'))!,
-    'embeddings/' + readdirSync(join(FIX, 'embeddings')).find((f) => f.endsWith('.safetensors'))!,
-  );
+  put(webui, 'embeddings/tiny-ti.safetensors', 'embeddings/tiny-ti.safetensors');
   return models;
 }
 

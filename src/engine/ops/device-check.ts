@@ -24,7 +24,7 @@ export const deviceCheck: EngineOp<{ device: Device }, { device: Device; provide
       try {
         const out = await runSession(session, { x: tensor([1, 4], new Float32Array([0, 1, 2, 3])) });
         const y = Object.values(out)[0];
-        if (!y || y.data[3] !== 4) throw new Error(`the ${device} provider computed a wrong result`);
+        if (y?.data[3] !== 4) throw new Error(`the ${device} provider computed a wrong result`);
       } finally {
         await session.release();
       }
