@@ -56,6 +56,8 @@ test('layers point one way: server -> queue -> storage -> engine, never back', (
   assert.deepEqual(arrowsInto('engine', ['queue', 'server', 'storage', 'cli']), []);
   // Storage encodes the engine's images, so it may name the engine's image type (through its door).
   assert.deepEqual(arrowsInto('storage', ['queue', 'server', 'cli']), []);
+  // The downloader is a leaf: servers and the CLI use it; it knows nothing of them.
+  assert.deepEqual(arrowsInto('download', ['engine', 'queue', 'server', 'storage', 'cli']), []);
 });
 
 test('compatibility adapters keep no job state and no timers of their own', () => {

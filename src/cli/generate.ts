@@ -1,70 +1,43 @@
 // `kiln generate`: one generation from the command line, written to image files with metadata embedded.
 import { writeFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { createEngine, type Device, type GenerateRequest, type RawImage, type RngSource, type Tiling } from '../engine/index.ts';
+import { graphCacheDir, loadConfig } from '../server/config.ts';
 import { encodeImage, type ImageFormat } from '../storage/encode.ts';
 import { ProgressBar } from './progress-bar.ts';
 
-const HELP = `Usage: kiln generate --model PATH [options] PROMPT
+/** Option values as the CLI parser (src/cli/main.ts) hands them over: strings, defaults filled in. */
+export interface GenerateValues {
+  model?: string;
+  output: string;
+  negative: string;
+  steps: string;
+  cfg: string;
+  seed: string;
+  sampler: string;
+  schedule: string;
+  width?: string;
+  height?: string;
+  batch: string;
+  initImage?: string;
+  strength: string;
+  clipSkip: string;
+  tiling?: string;
+  rng: string;
+  device: string;
+  tokenizer?: string;
+  vae?: string;
+  quality: string;
+  cacheDir?: string;
+  dataDir?: string;
+}
 
-  --model, -m PATH      diffusers folder or single-file .safetensors checkpoint (or KILN_MODEL)
-  --output, -o FILE     output file (.png, .jpg, .webp); several images get -1, -2... suffixes [kiln.png]
-  --negative, -n TEXT   negative prompt
-  --steps N             sampling steps [20]
-  --cfg X               classifier-free guidance scale [7]
-  --seed N              seed; -1 or absent = random (the seed used is printed)
-  --sampler NAME        A1111 sampler name, e.g. "Euler a", "DPM++ 2M Karras" [Euler a]
-  --schedule NAME       Automatic, Karras, Exponential, ... [Automatic]
-  --width N, --height N image size, multiples of 8 [512, or the model's native size]
-  --batch N             images to generate (seeds seed, seed+1, ...) [1]
-  --init-image FILE     img2img: start from this image
-  --strength X          img2img denoising strength 0..1 [0.75]
-  --clip-skip N         A1111 clip skip (1 = last layer) [1; SD2 uses its penultimate layer anyway]
-  --tiling xy|x|y       seamless tiling on both axes (A1111 tiling), or left-right / top-bottom only
-  --rng cpu|philox      noise generator: PyTorch CPU (default) or CUDA-compatible Philox
-  --device cpu|cuda|tensorrt|webgpu  execution provider [cpu]
-  --tokenizer DIR       folder with tokenizer/ (and tokenizer_2/) for single-file checkpoints
-  --vae PATH            separate VAE file or folder
-  --quality N           JPEG/WebP quality 1-100 [90]
-`;
-
-export async function runGenerate(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      model: { type: 'string', short: 'm' },
-      output: { type: 'string', short: 'o', default: 'kiln.png' },
-      negative: { type: 'string', short: 'n', default: '' },
-      steps: { type: 'string', default: '20' },
-      cfg: { type: 'string', default: '7' },
-      seed: { type: 'string', default: '-1' },
-      sampler: { type: 'string', default: 'Euler a' },
-      schedule: { type: 'string', default: 'Automatic' },
-      width: { type: 'string' },
-      height: { type: 'string' },
-      batch: { type: 'string', default: '1' },
-      'init-image': { type: 'string' },
-      strength: { type: 'string', default: '0.75' },
-      'clip-skip': { type: 'string', default: '1' },
-      tiling: { type: 'string' },
-      rng: { type: 'string', default: 'cpu' },
-      device: { type: 'string', default: 'cpu' },
-      tokenizer: { type: 'string' },
-      vae: { type: 'string' },
-      quality: { type: 'string', default: '90' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+export async function runGenerate(v: GenerateValues, positionals: string[]): Promise<number> {
+  const values = { ...v, 'init-image': v.initImage, 'clip-skip': v.clipSkip };
   const prompt = positionals.join(' ');
   const modelPath = values.model ?? process.env.KILN_MODEL;
-  if (!modelPath) throw new Error(`--model is required (a diffusers folder or a .safetensors file)\n\n${HELP}`);
+  if (!modelPath) throw new Error('--model is required (a diffusers folder or a .safetensors file); see kiln generate --help');
   if (!prompt) throw new Error('a prompt is required, e.g. kiln generate -m MODEL "a red apple"');
 
   const format = formatFromExtension(values.output!);
@@ -107,7 +80,12 @@ export async function runGenerate(argv: string[]): Promise<number> {
     device: values.device as Device,
   };
 
-  const engine = createEngine({ device: values.device as Device });
+  // The graph cache kiln serve uses (same --cache-dir / KILN_CACHE_DIR / data-dir resolution), so a model built
+  // by one is not built again by the other.
+  const cacheDir = graphCacheDir(
+    loadConfig({ flags: { ...(v.cacheDir ? { 'cache-dir': v.cacheDir } : {}), ...(v.dataDir ? { 'data-dir': v.dataDir } : {}) } }),
+  );
+  const engine = createEngine({ device: values.device as Device, cacheDir });
   const bar = new ProgressBar('generating');
   const started = Date.now();
   try {

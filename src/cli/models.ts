@@ -1,37 +1,42 @@
-// `kiln models`: what the server would see in the models folder, with each checkpoint's detected family.
-import { parseArgs } from 'node:util';
-import { inspectModel } from '../engine/index.ts';
-import { loadConfig, parseFlags } from '../server/config.ts';
-import { ModelRegistry, MODEL_FOLDERS, type ModelKind } from '../server/models/registry.ts';
+// `kiln models`: what the server would see — every models root (Kiln, A1111 or ComfyUI layout) and the Hugging
+// Face cache — with each model's kind, family (from its headers/keys; --no-inspect skips opening files) and size.
+import { inspectLora, inspectModel } from '../engine/index.ts';
+import { loadConfig } from '../server/config.ts';
+import { sizeOf } from '../server/models/size.ts';
+import { KIND_FOLDERS, ModelRegistry, type ModelEntry, type ModelKind } from '../server/models/registry.ts';
+import type { Flags } from './options.ts';
+import { formatBytes } from './progress-bar.ts';
 
-export async function runModels(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { inspect: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: false });
-  if (values.help) {
-    process.stdout.write(
-      'Usage: kiln models [--models-dir DIR] [--data-dir DIR] [--inspect]\n  --inspect  open each checkpoint to report its family and prediction type\n',
-    );
-    return 0;
+async function familyOf(e: ModelEntry): Promise<string> {
+  try {
+    if (e.kind === 'checkpoint') return (await inspectModel({ path: e.path })).family;
+    if (e.kind === 'lora') return inspectLora(e.path).family ?? '?';
+  } catch (err) {
+    return `unreadable: ${(err as Error).message.split('\n')[0]}`;
   }
-  const { flags } = parseFlags(argv.filter((a) => a !== '--inspect'));
+  return '-';
+}
+
+export async function runModels(flags: Flags, opts: { inspect?: boolean } = {}): Promise<number> {
   const config = loadConfig({ flags });
   const registry = new ModelRegistry(config);
-  process.stdout.write(`models folder: ${config.modelsDir}\n`);
-  for (const kind of Object.keys(MODEL_FOLDERS) as ModelKind[]) {
-    const entries = registry.list(kind);
-    process.stdout.write(`\n${kind}s (${entries.length}):\n`);
-    for (const e of entries) {
-      let detail: string = e.format;
-      if (kind === 'checkpoint' && values.inspect) {
-        try {
-          const m = await inspectModel({ path: e.path });
-          detail = `${m.family}, ${m.prediction}, ${e.format}`;
-        } catch (err) {
-          detail = `unreadable: ${(err as Error).message}`;
-        }
+  for (const r of registry.roots) process.stdout.write(`models root: ${r.path} (${r.layout} layout)\n`);
+  process.stdout.write(`Hugging Face cache: ${config.hfCacheDir}\n`);
+  const rows: string[][] = [['KIND', 'NAME', 'FAMILY', 'SIZE', 'FORMAT', 'PATH']];
+  for (const kind of Object.keys(KIND_FOLDERS) as ModelKind[]) {
+    for (const e of registry.list(kind)) {
+      let size = '?';
+      try {
+        size = formatBytes(sizeOf(e.path));
+      } catch {
+        // a dangling link: shown with '?'
       }
       const labels = e.labels.length ? ` [${e.labels.join(', ')}]` : '';
-      process.stdout.write(`  ${e.name}${labels}  (${detail})  ${e.path}\n`);
+      rows.push([kind, `${e.name}${labels}`, opts.inspect === false ? '-' : await familyOf(e), size, e.format, e.path]);
     }
   }
+  const widths = rows[0]!.map((_, i) => Math.min(60, Math.max(...rows.map((r) => r[i]!.length))));
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
+  if (rows.length === 1) process.stdout.write('(no models found; kiln pull sd15, or --models-dir / --models-root an A1111 or ComfyUI models folder)\n');
   return 0;
 }

@@ -7,11 +7,13 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { parseFlags, loadConfig, optionsHelp } from '../server/config.ts';
+import { loadConfig, printableConfig } from '../server/config.ts';
+import type { Flags } from './options.ts';
 import type { KilnConfig } from '../server/config.ts';
 import { assertSafeBinding, buildApp } from '../server/app.ts';
 import { ensureHfModel, isHfRepoId } from '../server/models/hf.ts';
 import { ModelRegistry } from '../server/models/registry.ts';
+import { ProgressBar } from './progress-bar.ts';
 import { CorruptDatabaseError } from '../queue/sqlite-backend.ts';
 import { diskFullMessage, isDiskFull } from '../storage/faults.ts';
 
@@ -25,17 +27,15 @@ const ENGINE_START_WAIT_MS = 120_000;
 /** What closing connections, the engine process and the database may take after the job is stopped. */
 const SHUTDOWN_MARGIN_MS = 10_000;
 
-const USAGE = `Usage: kiln serve [--model M] [--port 7860] [--host 127.0.0.1] [--data-dir DIR] [options]
-
-`;
-
 /** A default model named by Hugging Face repo id (and not found locally) is downloaded into the cache. */
 export async function ensureDefaultModel(config: KilnConfig): Promise<void> {
   const m = config.model;
   if (!m || !isHfRepoId(m) || existsSync(resolve(m))) return;
-  const local = ['', '.safetensors'].some((ext) => existsSync(join(config.modelsDir, 'checkpoints', `${m}${ext}`)));
-  if (local || Object.keys(config.modelAliases).includes(m)) return;
-  await ensureHfModel(m, config.cacheDir, { offline: config.offline });
+  // Found in a models folder, a label, or already in the Hugging Face cache: nothing to fetch.
+  if (new ModelRegistry(config).default) return;
+  const bar = new ProgressBar(`downloading ${m}`);
+  const dir = await ensureHfModel(m, config.hfCacheDir, { offline: config.offline, endpoint: config.hfEndpoint, onProgress: (p) => bar.download(p) });
+  bar.done(`${m} is in the Hugging Face cache: ${dir}`);
 }
 
 /** A --model that names nothing is an error at start, not a server without a default model. */
@@ -109,15 +109,14 @@ async function start(config: KilnConfig): Promise<{ app: FastifyInstance; addres
   }
 }
 
-export async function runServe(argv: string[]): Promise<number> {
-  const { flags } = parseFlags(argv);
-  if (flags.help) {
-    process.stdout.write(`${USAGE + optionsHelp()}\n`);
-    return 0;
-  }
+export async function runServe(flags: Flags, opts: { printConfig?: boolean } = {}): Promise<number> {
   let started: { app: FastifyInstance; address: string; config: KilnConfig };
   try {
     const config = loadConfig({ flags });
+    if (opts.printConfig) {
+      process.stdout.write(`${JSON.stringify(printableConfig(config), null, 2)}\n`);
+      return 0;
+    }
     started = { ...(await start(config)), config };
   } catch (e) {
     return startupFailed(e);
@@ -160,7 +159,7 @@ export async function runServe(argv: string[]): Promise<number> {
     // gets a clean shutdown, not the default signal death.
     const ready = app.kiln.readiness();
     process.stderr.write(
-      `kiln: listening on ${address} (docs at ${address}/docs)` +
+      `kiln: listening on ${address} (docs at ${address}/docs, playground at ${address}/)` +
         `${config.keys.length ? `, ${config.keys.length} API key(s)` : ', no API keys'}` +
         `${ready.ready ? '' : `; not ready yet: ${ready.reason}`}\n`,
     );

@@ -4,21 +4,12 @@
 // SIGINT/SIGTERM: stop taking jobs, let the running one finish within the grace or hand it back to the queue.
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
-import { loadConfig, optionsHelp, parseFlags } from '../server/config.ts';
+import { loadConfig } from '../server/config.ts';
 import { KilnServices } from '../server/services.ts';
+import type { Flags } from './options.ts';
 import { ensureDefaultModel } from './serve.ts';
 
-const USAGE = `Usage: kiln worker --queue redis://host:port [--model M] [--device cpu|cuda] [--data-dir DIR] [--storage s3://…] [options]
-
-Takes jobs from the shared queue and runs them here. Give each worker on one machine its own --data-dir.
-`;
-
-export async function runWorker(argv: string[]): Promise<number> {
-  const { flags } = parseFlags(argv);
-  if (flags.help) {
-    process.stdout.write(`${USAGE}\n${optionsHelp()}\n`);
-    return 0;
-  }
+export async function runWorker(flags: Flags): Promise<number> {
   let kiln: KilnServices;
   try {
     const config = { ...loadConfig({ flags }), worker: true };

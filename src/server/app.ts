@@ -17,6 +17,8 @@ import { errorHandler, HttpError } from './errors.ts';
 import { AuthFailureLimiter, clientBucket, KeyRing, presentedKey } from './auth.ts';
 import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
+import { registerCors } from './cors.ts';
+import { requestSurface, surfaceOf } from './metrics.ts';
 import { nativeRoutes } from './native/routes.ts';
 import { registerCompat } from './compat/index.ts';
 import { playgroundRoutes } from './playground/routes.ts';
@@ -94,11 +96,14 @@ export async function buildApp(config: KilnConfig, opts: BuildOptions = {}): Pro
   }
 }
 
+const PRETTY_LOGS = { colorize: true, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,reqId' };
+
 async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: KilnServices) => void): Promise<FastifyInstance> {
   const logger: FastifyServerOptions['logger'] = {
     level: config.logLevel,
     redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'headers.authorization', 'headers["x-api-key"]'], censor: '[redacted]' },
-    ...(opts.logStream ? { stream: opts.logStream } : {}),
+    // Human-readable lines on a terminal, JSON (one object a line) otherwise, for log collectors.
+    ...(opts.logStream ? { stream: opts.logStream } : process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: PRETTY_LOGS } } : {}),
   };
   const timeouts = serverTimeouts(config.http);
   const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey), ...timeouts.node } : null;
@@ -132,11 +137,14 @@ async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: Kil
   app.addHook('preClose', async () => kiln.queue.stop());
   app.addHook('onClose', async () => kiln.close());
 
+  registerCors(app, config.corsOrigins); // before authentication: preflights carry no key
   const keys = new KeyRing(config.keys);
   // Wrong and missing keys are counted per client address in their own, stricter bucket: the per-key limit
   // below cannot see them (each wrong key would get a fresh bucket), and valid keys are never held back.
   const authFailures = new AuthFailureLimiter(config.authFailuresPerMinute);
   app.decorateRequest('principal', null as unknown as Principal);
+  // The API surface of the request, for the job counters of /metrics (read where the job is submitted).
+  app.addHook('preHandler', (req, _reply, done) => requestSurface.run(surfaceOf(req.routeOptions.url ?? req.url), done));
   app.addHook('onRequest', async (req) => {
     const level = req.routeOptions.config?.auth ?? 'user';
     if (level === 'public') {

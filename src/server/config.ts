@@ -4,6 +4,7 @@
 // units (seconds, hours, MiB); config-file keys are the dotted names below in their own unit (…Ms, …Bytes).
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { getHFHubCachePath } from '@huggingface/hub';
 import { parse as parseYaml } from 'yaml';
 import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
@@ -23,6 +24,13 @@ export interface KilnConfig {
   dataDir: string;
   modelsDir: string;
   cacheDir: string;
+  /** More models folders (A1111 or ComfyUI `models/`, other Kiln roots), scanned after modelsDir. */
+  modelRoots: string[];
+  /** The standard Hugging Face hub cache (shared with diffusers, ComfyUI, InvokeAI). */
+  hfCacheDir: string;
+  /** Hub endpoints (tests and mirrors point these elsewhere). */
+  hfEndpoint: string;
+  civitaiEndpoint: string;
   model?: string;
   /** Folder with tokenizer/ (and tokenizer_2/) for single-file checkpoints, instead of the Hugging Face cache. */
   tokenizer?: string;
@@ -54,6 +62,8 @@ export interface KilnConfig {
   rateLimitPerMinute: number;
   /** Requests with a missing or wrong API key allowed per client address per minute before 429; 0 = no limit. */
   authFailuresPerMinute: number;
+  /** Browser origins allowed to call the API cross-origin (CORS); '*' for any. */
+  corsOrigins: string[];
   /** Webhook targets opened despite being loopback/private/link-local: host names, IPs or CIDR blocks. */
   webhookAllow: string[];
   metricsPublic: boolean;
@@ -130,6 +140,37 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_CACHE_DIR',
     kind: 'path',
     doc: 'Downloaded Hugging Face models and compiled graphs (default: <data-dir>/cache).',
+  },
+  {
+    key: 'modelRoots',
+    flag: 'models-root',
+    env: 'KILN_MODEL_ROOTS',
+    kind: 'list',
+    default: [],
+    doc: 'More models folders to scan after --models-dir: an AUTOMATIC1111 or ComfyUI models/ folder, another Kiln models folder (comma-separated; config file: a list). Kiln never creates folders in them.',
+  },
+  {
+    key: 'hfCacheDir',
+    flag: 'hf-cache',
+    env: 'HF_HUB_CACHE',
+    kind: 'path',
+    doc: 'The standard Hugging Face hub cache, where repo ids are found and downloaded (default: $HF_HOME/hub, else ~/.cache/huggingface/hub).',
+  },
+  {
+    key: 'hfEndpoint',
+    flag: 'hf-endpoint',
+    env: 'HF_ENDPOINT',
+    kind: 'string',
+    default: 'https://huggingface.co',
+    doc: 'Hugging Face Hub address (a mirror).',
+  },
+  {
+    key: 'civitaiEndpoint',
+    flag: 'civitai-endpoint',
+    env: 'KILN_CIVITAI_ENDPOINT',
+    kind: 'string',
+    default: 'https://civitai.com',
+    doc: 'Civitai address for /add_new_lora and kiln pull (the key comes from CIVIT_KEY).',
   },
   {
     key: 'tokenizer',
@@ -251,6 +292,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'list',
     default: [],
     doc: 'Webhook targets allowed although they are loopback, private, link-local or otherwise non-public: host names, IP addresses or CIDR blocks, comma-separated (config file: a list). By default webhooks go to public addresses only.',
+  },
+  {
+    key: 'corsOrigins',
+    flag: 'cors-origins',
+    env: 'KILN_CORS_ORIGINS',
+    kind: 'list',
+    default: [],
+    doc: 'Browser origins allowed to call the API from their pages (CORS), e.g. http://localhost:3000, comma-separated; * allows any. Requests still need their API key.',
   },
   { key: 'metricsPublic', flag: 'metrics-public', env: 'KILN_METRICS_PUBLIC', kind: 'bool', default: true, doc: 'Serve /metrics without an API key.' },
   {
@@ -459,6 +508,47 @@ export interface ConfigSources {
   file?: Record<string, unknown>;
 }
 
+/** Top-level config-file keys that are not option rows. */
+const FILE_ONLY_KEYS = ['modelAliases', 'keys'];
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** Every key a config file may hold: dotted option names (their own unit), flag names (the flag's unit), and the rest. */
+export function validFileKeys(): string[] {
+  return [...OPTIONS.map((o) => o.key), ...OPTIONS.map((o) => o.flag), ...FILE_ONLY_KEYS];
+}
+
+/** An unknown key in the config file is an error naming it and the closest valid key (a typo must not be ignored). */
+function checkFileKeys(file: Record<string, unknown>): void {
+  const valid = validFileKeys();
+  const groups = new Set(OPTIONS.filter((o) => o.key.includes('.')).map((o) => o.key.split('.')[0]!));
+  const walk = (obj: Record<string, unknown>, prefix: string) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const key = prefix + k;
+      if (!prefix && groups.has(k) && v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        walk(v as Record<string, unknown>, `${k}.`);
+        continue;
+      }
+      if (valid.includes(key)) continue;
+      const closest = valid.map((c) => ({ c, d: editDistance(key.toLowerCase(), c.toLowerCase()) })).sort((a, b) => a.d - b.d)[0]!;
+      throw new ConfigError(`${key} (config file)`, `unknown key; did you mean "${closest.c}"? (kiln serve --help lists the options)`);
+    }
+  };
+  walk(file, '');
+}
+
 /** Parses `--name value`, `--name=value` and bare boolean `--name` (repeated flags collect into a list). */
 export function parseFlags(argv: readonly string[]): { flags: Record<string, string | boolean | string[]>; rest: string[] } {
   const flags: Record<string, string | boolean | string[]> = {};
@@ -652,26 +742,39 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     if (found) file = readConfigFile(found);
   }
   if (src.file) file = { ...file, ...src.file };
+  checkFileKeys(file);
 
   const out: Record<string, unknown> = {};
   for (const opt of OPTIONS) {
     const flag = flags[opt.flag];
     const envValue = env[opt.env];
-    const fileValue = getPath(file, opt.key);
+    // A key written as its flag name (when that differs from the dotted name) takes the flag's unit.
+    const byFlag = opt.flag === opt.key ? undefined : file[opt.flag];
+    if (byFlag !== undefined && getPath(file, opt.key) !== undefined)
+      throw new ConfigError(`${opt.flag} (config file)`, `given twice, also as ${opt.key}; keep one`);
+    const fileValue = byFlag ?? getPath(file, opt.key);
+    if (byFlag === undefined && fileValue !== undefined && opt.key.endsWith('Ms') && typeof fileValue === 'number' && fileValue > 0 && fileValue < 1000)
+      throw new ConfigError(
+        `${opt.key} (config file)`,
+        `${fileValue} ms is under a second; did you mean seconds? Write "${opt.flag}: ${fileValue}" (flag names take seconds) or ${opt.key}: ${fileValue * 1000}`,
+      );
     let value: unknown;
     if (flag !== undefined) {
       // A repeated list flag adds up; any other repeated flag: the last one wins.
       const given = Array.isArray(flag) ? (opt.kind === 'list' ? flag.join(',') : flag[flag.length - 1]) : flag;
       value = coerce(opt, given, `--${opt.flag}`, cwd, true);
     } else if (envValue !== undefined && envValue !== '') value = coerce(opt, envValue, opt.env, cwd, true);
+    else if (byFlag !== undefined)
+      value = coerce(opt, byFlag, 'config file', fileDir, true); // flag names: the flag's unit
     else if (fileValue !== undefined)
-      value = coerce(opt, fileValue, 'config file', fileDir, false); // file values use the key's own unit (ms, bytes)
+      value = coerce(opt, fileValue, 'config file', fileDir, false); // dotted names: the unit their suffix names (ms, bytes)
     else value = opt.default;
     if (value !== undefined) setPath(out, opt.key, value);
   }
   out.dataDir = dataDir;
   out.modelsDir ??= join(dataDir, 'models');
   out.cacheDir ??= join(dataDir, 'cache');
+  out.hfCacheDir ??= getHFHubCachePath();
   if (typeof out.storage === 'string') {
     if (out.storage.startsWith('s3://')) {
       try {
@@ -728,9 +831,15 @@ export function testConfig(
     http?: Partial<HttpBounds>;
   } = {},
 ): KilnConfig {
-  const base = loadConfig({ flags: { 'data-dir': dataDir, 'log-level': 'silent' }, env: {} });
+  // The HF cache is the test's own, never the machine's, and the hubs are a closed local port: a test never
+  // reaches the internet unless it starts its own hub server and says so.
+  const closed = 'http://127.0.0.1:9';
+  const base = loadConfig({
+    flags: { 'data-dir': dataDir, 'log-level': 'silent', 'hf-cache': join(dataDir, 'hf-cache'), 'hf-endpoint': closed, 'civitai-endpoint': closed },
+    env: {},
+  });
   // KILN_TEST_REDIS_URL runs test servers on a Redis queue (a key prefix per data dir), so the same server tests
-  // check both backends (test/server/redis-backend-suite.test.ts).
+  // check both backends (test/scale/redis-backend-suite.test.ts).
   const redis = process.env.KILN_TEST_REDIS_URL;
   if (redis) base.queueUrl = `${redis}?prefix=${encodeURIComponent(dataDir)}:`; // per data dir: a restart finds its jobs
   return {
@@ -739,6 +848,20 @@ export function testConfig(
     limits: { ...base.limits, ...overrides.limits },
     queue: { ...base.queue, ...overrides.queue },
     http: { ...base.http, ...overrides.http },
+  };
+}
+
+/** The graph cache, one folder for `kiln serve` and `kiln generate` alike. */
+export function graphCacheDir(config: Pick<KilnConfig, 'cacheDir'>): string {
+  return join(config.cacheDir, 'graphs');
+}
+
+/** The resolved configuration for `kiln serve --print-config`: every value, with API keys and TLS key masked. */
+export function printableConfig(config: KilnConfig): Record<string, unknown> {
+  return {
+    ...config,
+    keys: config.keys.map((k) => ({ name: k.name, role: k.role, key: `${k.key.slice(0, 2)}…(${k.key.length} chars)` })),
+    ...(config.tlsKey ? { tlsKey: config.tlsKey } : {}),
   };
 }
 

@@ -23,12 +23,15 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
   const kiln = app.kiln;
   const started = Date.now();
   const cuda = kiln.config.device === 'cuda' || kiln.config.device === 'tensorrt';
+  // Probes come every few seconds: their request lines show at --log-level debug (or trace) only.
+  const probeLogLevel = (['debug', 'trace'].includes(kiln.config.logLevel) ? kiln.config.logLevel : 'warn') as 'debug' | 'trace' | 'warn';
   if (cuda) detectGpu();
 
   app.get(
     '/health',
     {
       config: { auth: 'public', rateLimit: false },
+      logLevel: probeLogLevel,
       schema: { tags: ['health'], summary: 'Liveness and device info (seed 001 shape: status, cuda_available, cuda_device).' },
     },
     async () => {
@@ -64,6 +67,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
     '/ready',
     {
       config: { auth: 'public', rateLimit: false },
+      logLevel: probeLogLevel,
       schema: { tags: ['health'], summary: 'Ready to generate: engine started and a default model known (503 otherwise).' },
     },
     async (_req, reply) => {
@@ -81,7 +85,11 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
 
   app.get(
     '/metrics',
-    { config: { auth: kiln.config.metricsPublic ? 'public' : 'user', rateLimit: false }, schema: { tags: ['health'], summary: 'Prometheus metrics.' } },
-    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await kiln.metrics.render()),
+    {
+      config: { auth: kiln.config.metricsPublic ? 'public' : 'user', rateLimit: false },
+      logLevel: probeLogLevel,
+      schema: { tags: ['health'], summary: 'Prometheus metrics.' },
+    },
+    async (_req, reply) => reply.type(kiln.metrics.contentType).send(await kiln.metrics.render()),
   );
 }

@@ -1,12 +1,12 @@
 // Everything behind the HTTP routes, wired once: image store, job backend, queue, webhooks, engine
 // (in its own process), models. Compat adapters reach this as `app.kiln` and use submit() / queue.get / queue.waitFor /
 // queue.cancel / queue.events / storage.read / storeUpload, exactly like the native routes do.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import type { KilnConfig } from './config.ts';
+import { graphCacheDir, type KilnConfig } from './config.ts';
 import { openImageStore } from './image-store-config.ts';
 import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
@@ -35,6 +35,12 @@ import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { Metrics } from './metrics.ts';
+import { sizeOf } from './models/size.ts';
+
+/** Graph build rate for the first-start estimate (SD1.5, ~4 GiB of fp32 weights, builds in ~40 s on a CPU). */
+const BUILD_SECONDS_PER_GIB = 10;
+/** While a model loads, a line this often says it is still working. */
+const LOAD_TICK_MS = 10_000;
 
 /** How often a worker on a shared queue announces itself; one silent for 3 beats is shown as gone. */
 export const WORKER_HEARTBEAT_MS = 2000;
@@ -109,7 +115,7 @@ export class KilnServices {
         ? undefined
         : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
             device: config.device,
-            cacheDir: join(config.cacheDir, 'graphs'),
+            cacheDir: graphCacheDir(config),
             // Leave one core to the server process so status, SSE and /health answer during a generation.
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
@@ -146,7 +152,7 @@ export class KilnServices {
       runsJobs: config.worker,
       log: log ? { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) } : undefined,
     });
-    this.metrics = new Metrics(this.queue);
+    this.metrics = new Metrics(this.queue, () => this.loadedModels());
     if (child) {
       // A replaced engine process starts empty: load the default model again (from the graph cache) so the next
       // job does not pay for it and /v1/models tells the truth.
@@ -162,6 +168,8 @@ export class KilnServices {
           if (!existsSync(module)) throw new Error(`engine module not found: ${module}`);
           await child.start();
         }
+        // A GPU device must really start (provider libraries, CUDA/cuDNN), or the start fails with the reason.
+        if (config.device !== 'cpu') await engine.run('device-check', { device: config.device });
         this.samplerList = normalizeOptions(await engine.listSamplers());
         this.scheduleList = normalizeOptions(await engine.listSchedules());
         this.engineStatus.state = 'ready';
@@ -183,13 +191,39 @@ export class KilnServices {
       this.engineStatus.loadedModel = def.name;
       return;
     }
+    const log = this.opts.log;
+    const started = Date.now();
+    // A first start builds the graphs (tens of seconds for a real model); say so, and keep saying it is working.
+    const firstStart = !existsSync(graphCacheDir(this.config)) || readdirSync(graphCacheDir(this.config)).length === 0;
+    let estimate = '';
+    try {
+      estimate = `, ~${Math.max(1, Math.round((sizeOf(def.path) / 1024 ** 3) * BUILD_SECONDS_PER_GIB))} s`;
+    } catch {
+      // size unknown: no estimate
+    }
+    log?.info(
+      { model: def.name },
+      firstStart
+        ? `loading model ${def.name}; its graphs are built by the first job (first start only${estimate}), then read from the graph cache`
+        : `loading model ${def.name}…`,
+    );
+    const ticker = setInterval(
+      () => log?.info({ model: def.name }, `still loading model ${def.name} (${Math.round((Date.now() - started) / 1000)} s)…`),
+      LOAD_TICK_MS,
+    );
+    ticker.unref();
     try {
       await this.engine.load(await this.models.resolve(undefined));
+      const seconds = (Date.now() - started) / 1000;
+      this.metrics.modelLoad.observe(seconds);
+      log?.info({ model: def.name, seconds: Math.round(seconds * 10) / 10 }, `model ${def.name} ready in ${seconds.toFixed(1)} s`);
       this.engineStatus.loadedModel = def.name;
       this.engineStatus.loadError = undefined;
     } catch (e) {
       this.engineStatus.loadError = (e as Error).message;
       this.opts.log?.error({ err: e, model: def.name }, 'default model failed to load');
+    } finally {
+      clearInterval(ticker);
     }
   }
 
@@ -296,7 +330,9 @@ export class KilnServices {
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     await checkSpecVae(spec, this.models);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);
-    return this.queue.submit(spec, opts);
+    const job = await this.queue.submit(spec, opts);
+    this.metrics.jobSubmitted(job);
+    return job;
   }
 
   /** A webhook URL a client gave: an http(s) URL whose target the webhook policy allows. Throws SpecError('webhook'). */

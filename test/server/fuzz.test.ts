@@ -22,6 +22,9 @@ const SEED = 10;
  */
 const DOCUMENTED_5XX: Array<{ route: RegExp; status: number; body: RegExp; why: string }> = [
   { route: /./, status: 501, body: /not implemented|not available/i, why: 'feature not implemented in Kiln yet (capability check)' },
+  // Seed 003's admin download reaches Civitai; when Civitai cannot be reached (here: a closed local port) the
+  // answer is 502, the upstream's failure (docs/compat.md "Seed 003 /add_new_lora").
+  { route: /^(GET|POST) \/add_new_lora$/, status: 502, body: /Civitai download failed/, why: 'seed 003: Civitai unreachable' },
   // A1111's decode_base64_to_image raises HTTPException(500) for an image it cannot decode; clients match on it.
   { route: /^POST \/sdapi\/v1\/png-info$/, status: 500, body: /"detail":"image: /, why: 'A1111: png-info of an undecodable image' },
 ];

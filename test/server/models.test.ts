@@ -6,6 +6,7 @@ import { ModelRegistry } from '../../src/server/models/registry.ts';
 import { ensureHfModel, isHfRepoId, selectDiffusersFiles } from '../../src/server/models/hf.ts';
 import { loadConfig } from '../../src/server/config.ts';
 import { tempDir } from '../queue/helpers.ts';
+import { startHubServer } from '../download/hub-server.ts';
 
 test('registry: scans the models folders, applies labels, resolves names and labels only (never paths)', async () => {
   const t = tempDir();
@@ -86,7 +87,8 @@ test('Hugging Face: repo ids, file selection, and an offline error that says wha
     const err = await ensureHfModel('owner/some-model', t.dir, { offline: true }).catch((e: Error) => e);
     assert.ok(err instanceof Error);
     assert.match(err.message, /cannot download Hugging Face model owner\/some-model: the server is offline/);
-    assert.ok(err.message.includes(join(t.dir, 'huggingface', 'owner--some-model')), 'says where to put it');
+    // Where to put it: the standard Hugging Face cache (models--owner--name), shared with diffusers and ComfyUI.
+    assert.ok(err.message.includes(join(t.dir, 'models--owner--some-model')), 'says where to put it');
     assert.match(err.message, /huggingface-cli download owner\/some-model/);
     // A failing network says the same, with the reason.
     const netErr = await ensureHfModel('owner/other', t.dir, {
@@ -100,26 +102,27 @@ test('Hugging Face: repo ids, file selection, and an offline error that says wha
   }
 });
 
-test('Hugging Face download: fetches the selected files once into the cache', async () => {
+test('Hugging Face download: fetches the selected files once into the HF cache, where the registry finds the repo id', async () => {
   const t = tempDir();
+  const hub = await startHubServer({
+    'o/m': {
+      commit: 'e'.repeat(40),
+      files: { 'model_index.json': Buffer.from('{}'), 'unet/config.json': Buffer.from('{"a":1}'), 'README.md': Buffer.from('x') },
+    },
+  });
   try {
-    const served: string[] = [];
-    const fake = (async (url: string) => {
-      served.push(url);
-      if (url.endsWith('/api/models/o/m'))
-        return new Response(JSON.stringify({ siblings: [{ rfilename: 'model_index.json' }, { rfilename: 'unet/config.json' }, { rfilename: 'README.md' }] }));
-      return new Response(`content of ${url.split('/resolve/main/')[1]}`, { headers: { 'content-length': '20' } });
-    }) as unknown as typeof fetch;
-    const quiet = { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream;
-    const dir = await ensureHfModel('o/m', t.dir, { fetchImpl: fake, out: quiet, endpoint: 'https://hub.test' });
-    assert.equal(dir, join(t.dir, 'huggingface', 'o--m'));
-    assert.deepEqual(served.slice(1).sort(), ['https://hub.test/o/m/resolve/main/model_index.json', 'https://hub.test/o/m/resolve/main/unet/config.json']);
-    served.length = 0;
-    await ensureHfModel('o/m', t.dir, { fetchImpl: fake, out: quiet });
-    assert.equal(served.length, 0, 'cached: no second download');
-    const reg = new ModelRegistry({ modelsDir: join(t.dir, 'models'), cacheDir: t.dir, model: 'o/m', modelAliases: {} });
+    const hfCache = join(t.dir, 'hf');
+    const dir = await ensureHfModel('o/m', hfCache, { endpoint: hub.url });
+    assert.equal(dir, join(hfCache, 'models--o--m', 'snapshots', 'e'.repeat(40)));
+    const served = hub.requests.filter((r) => r.url.includes('/resolve/')).map((r) => r.url);
+    assert.deepEqual([...new Set(served)].sort(), ['/o/m/resolve/main/model_index.json', '/o/m/resolve/main/unet/config.json']);
+    const before = hub.requests.length;
+    await ensureHfModel('o/m', hfCache, { endpoint: hub.url });
+    assert.equal(hub.requests.length, before, 'cached: no second download');
+    const reg = new ModelRegistry({ modelsDir: join(t.dir, 'models'), cacheDir: t.dir, hfCacheDir: hfCache, model: 'o/m', modelAliases: {} });
     assert.equal(reg.default?.source, 'huggingface');
   } finally {
+    await hub.close();
     t.remove();
   }
 });

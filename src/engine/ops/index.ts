@@ -1,5 +1,6 @@
 // The engine's operations by name. Adding one: a file in this folder exporting an EngineOp, and its entry here.
 import { embedImageOp } from './embed-image.ts';
+import { deviceCheck } from './device-check.ts';
 import { generate } from './generate.ts';
 import { interrogateOp } from './interrogate.ts';
 import { load } from './load.ts';
@@ -7,7 +8,15 @@ import type { EngineOp } from './types.ts';
 import { upscale } from './upscale.ts';
 import { restoreFacesOp } from './restore-faces.ts';
 
-export const OPS = { generate, load, upscale, 'embed-image': embedImageOp, interrogate: interrogateOp, 'restore-faces': restoreFacesOp } as const;
+export const OPS = {
+  generate,
+  load,
+  upscale,
+  'embed-image': embedImageOp,
+  interrogate: interrogateOp,
+  'restore-faces': restoreFacesOp,
+  'device-check': deviceCheck,
+} as const;
 
 export type Ops = typeof OPS;
 export type OpName = keyof Ops;

@@ -10,6 +10,7 @@ import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
 import type { JobSpec } from '../../queue/job-spec.ts';
 import { loraList } from '../models/loras.ts';
+import { addLoraFromCivitai } from '../models/lora-download.ts';
 import { resolveSeed } from '../../engine/index.ts';
 import { HttpError } from '../errors.ts';
 import { fastApiErrorHandler } from './fastapi.ts';
@@ -203,11 +204,26 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
     };
   });
 
-  const addLora = async () => notImplemented('LoRA (and downloading LoRAs from Civitai)', 'name');
+  const addLora = async (req: FastifyRequest) => {
+    const q = req.query as { name: string; model_id?: string };
+    const added = await addLoraFromCivitai(
+      { models: kiln.models, modelsDir: kiln.config.modelsDir, civitaiEndpoint: kiln.config.civitaiEndpoint, log: req.log },
+      q.name,
+      q.model_id,
+    );
+    return { status: 'ok', name: added.name, ...added.entry };
+  };
   const addLoraSchema = {
     tags,
-    summary: 'Admin: add a LoRA from Civitai (not available yet).',
-    querystring: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } },
+    summary: 'Admin: download a LoRA from Civitai (CIVIT_KEY) and record it in lora_list.json.',
+    description:
+      'name: a Civitai model id, a model/version URL, an AIR (urn:air:...:civitai:ID@VERSION) or a LoRA name to search for. ' +
+      "The LoRA's base model must be the family of model_id (default: the server model), else 400.",
+    querystring: {
+      type: 'object',
+      required: ['name'],
+      properties: { name: { type: 'string', minLength: 1, maxLength: 300 }, model_id: { type: 'string', maxLength: 300 } },
+    },
   };
   app.post('/add_new_lora', { config: { auth: 'admin' }, schema: addLoraSchema }, addLora);
   // The seed's own example calls it with GET.

@@ -5,13 +5,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readInfotext } from '../../../src/storage/encode.ts';
 import { readPngText } from '../../../src/storage/png-text.ts';
 import { loadConfig } from '../../../src/server/config.ts';
 import { tempDir } from '../../queue/helpers.ts';
 import { writeTinyClipModel } from '../../engine/tiny-clip-model.ts';
+import { createHash } from 'node:crypto';
+import { startHubServer, type HubServer } from '../../download/hub-server.ts';
 import { startCompatServer, type CompatServer } from './helpers.ts';
 
 const USER = { 'x-api-key': 'your-api-key' };
@@ -20,8 +22,34 @@ const aliases = { 'stabilityai/stable-diffusion-2-1': 'tiny-sd1', 'stabilityai/s
 
 let s: CompatServer;
 let open: CompatServer;
+let civitai: HubServer;
 before(async () => {
+  // A local server speaking Civitai's API for /add_new_lora (no hub is reachable here).
+  const lora = readFileSync(new URL('../../fixtures/loras/tiny-sd1-kohya.safetensors', import.meta.url));
+  civitai = await startHubServer({}, [
+    {
+      id: 123456,
+      name: 'pixel_art_style',
+      type: 'LORA',
+      allowNoCredit: true,
+      allowCommercialUse: ['Image', 'Rent'],
+      versions: [{ id: 654321, name: 'v1.0', baseModel: 'SD 1.5', trainedWords: ['pixel_art_style'], fileName: 'pixelArt_v10.safetensors', bytes: lora }],
+    },
+    {
+      id: 222,
+      name: 'XL Only Style',
+      type: 'LORA',
+      versions: [{ id: 333, name: 'v1', baseModel: 'SDXL 1.0', trainedWords: ['xl style'], fileName: 'xl.safetensors', bytes: lora }],
+    },
+    {
+      id: 444,
+      name: 'Some Checkpoint',
+      type: 'Checkpoint',
+      versions: [{ id: 555, name: 'v1', baseModel: 'SD 1.5', trainedWords: [], fileName: 'ckpt.safetensors', bytes: lora }],
+    },
+  ]);
   s = await startCompatServer({
+    civitaiEndpoint: civitai.url,
     modelAliases: aliases,
     keys: [
       { name: 'user', key: 'your-api-key', role: 'user' },
@@ -29,11 +57,12 @@ before(async () => {
     ],
   });
   // The README's img2img and LoRA examples send no X-API-Key; they run against a server without keys.
-  open = await startCompatServer({ modelAliases: aliases });
+  open = await startCompatServer({ modelAliases: aliases, civitaiEndpoint: civitai.url });
 });
 after(async () => {
   await s.close();
   await open.close();
+  await civitai.close();
 });
 
 const qs = (params: Record<string, string | number>) => new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
@@ -93,10 +122,38 @@ test('README image-to-image: multipart `image` upload with query parameters -> i
   assert.match((await readInfotext(r.rawPayload))!, /Steps: 20, .*Size: 64x64.*Denoising strength: 0.75/);
 });
 
-test('README LoRA example: /add_new_lora answers 501 (no Civitai download yet); an unknown lora parameter is a 4xx naming it; Flux 501', async () => {
+test('README LoRA example: /add_new_lora downloads from Civitai into lora_list.json and the LoRA runs; an unknown lora parameter is a 4xx naming it; Flux 501', async () => {
   const add = await open.app.inject({ method: 'GET', url: '/add_new_lora?name=pixel_art_style' });
-  assert.equal(add.statusCode, 501);
-  assert.match(add.json().detail, /LoRA/);
+  assert.equal(add.statusCode, 200, add.body);
+  assert.equal(add.json().name, 'pixel_art_style');
+  const listed = (await open.app.inject('/get_available_loras')).json().pixel_art_style;
+  assert.equal(listed.model_id, 123456);
+  assert.deepEqual(listed['trigger words'], ['pixel_art_style']);
+  assert.equal(listed.usage_rights, 'Image,Rent');
+  assert.equal(listed.allow_no_mention, true);
+  const lora = readFileSync(join(open.config.modelsDir, 'loras', 'pixel_art_style.safetensors'));
+  assert.equal(
+    createHash('sha256').update(lora).digest('hex'),
+    JSON.parse(readFileSync(join(open.config.modelsDir, 'lora_list.json'), 'utf8')).pixel_art_style.sha256,
+  );
+  const run = await open.app.inject({
+    method: 'POST',
+    url: `/post_config?${qs({ prompt: 'pixel_art_style, a cat wearing sunglasses', lora: 'pixel_art_style', model_id: 'stabilityai/stable-diffusion-xl-base-1.0', num_inference_steps: 2, width: 64, height: 64 })}`,
+  });
+  assert.equal(run.statusCode, 200, run.body.slice(0, 300));
+  assert.match((await readInfotext(run.rawPayload))!, /Lora hashes: "pixel_art_style: /);
+  // A LoRA for another family is refused before anything is downloaded, naming both.
+  const before = civitai.requests.length;
+  const xl = await open.app.inject({ method: 'POST', url: '/add_new_lora?name=222' });
+  assert.equal(xl.statusCode, 400);
+  assert.match(xl.json().detail, /^name: Civitai LoRA "XL Only Style" is for SDXL 1\.0 \(sdxl\), but tiny-sd1 is sd1/);
+  assert.ok(!civitai.requests.slice(before).some((r) => r.url.startsWith('/storage/') || r.url.startsWith('/api/download/')));
+  const ckpt = await open.app.inject({ method: 'POST', url: '/add_new_lora?name=https://civitai.com/models/444' });
+  assert.equal(ckpt.statusCode, 400);
+  assert.match(ckpt.json().detail, /is a Checkpoint, not a LoRA/);
+  const missing = await open.app.inject({ method: 'POST', url: '/add_new_lora?name=no_such_lora_anywhere' });
+  assert.equal(missing.statusCode, 404);
+  assert.match(missing.json().detail, /^name: no Civitai model is named "no_such_lora_anywhere"/);
   const use = await open.app.inject({
     method: 'POST',
     url: `/post_config?${qs({ prompt: 'pixel_art_style, a cat wearing sunglasses', lora: 'no_such_style', model_id: 'stabilityai/stable-diffusion-xl-base-1.0' })}`,
@@ -118,7 +175,8 @@ test('auth: every route needs X-API-Key; /add_new_lora needs the admin key', asy
   const asUser = await s.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: USER });
   assert.equal(asUser.statusCode, 403);
   assert.match(asUser.json().detail, /admin/);
-  assert.equal((await s.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: ADMIN })).statusCode, 501);
+  // The admin gets past auth to Civitai's answer (no such model there).
+  assert.equal((await s.app.inject({ method: 'POST', url: '/add_new_lora?name=x', headers: ADMIN })).statusCode, 404);
 });
 
 test('listings and status: stable diffs (names and labels), loras, buffer status', async () => {
