@@ -376,6 +376,12 @@ export class RedisJobBackend implements JobBackend {
         maxStalledCount: 1_000_000,
       });
       this.worker.on('error', () => undefined);
+      // A dead worker's job back in line wakes every idle worker (they otherwise wait for a 'queued' event).
+      this.worker.on('stalled', (jobId: string) => {
+        void this.read(jobId)
+          .then((job) => (job ? this.publish({ type: 'queued', job }) : undefined))
+          .catch(() => undefined);
+      });
       void this.worker.startStalledCheckTimer().catch(() => undefined);
       // Queued records whose BullMQ job was never added (a producer died between the two writes) get one now.
       void this.reconcile().catch(() => undefined);

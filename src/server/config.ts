@@ -749,7 +749,9 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     const flag = flags[opt.flag];
     const envValue = env[opt.env];
     // A key written as its flag name (when that differs from the dotted name) takes the flag's unit.
-    const byFlag = opt.flag === opt.key ? undefined : file[opt.flag];
+    // (`queue` is both the --queue flag and the section of queue.* keys: a section is never a flag value.)
+    const rawByFlag = opt.flag === opt.key ? undefined : file[opt.flag];
+    const byFlag = rawByFlag !== null && typeof rawByFlag === 'object' && !Array.isArray(rawByFlag) ? undefined : rawByFlag;
     if (byFlag !== undefined && getPath(file, opt.key) !== undefined)
       throw new ConfigError(`${opt.flag} (config file)`, `given twice, also as ${opt.key}; keep one`);
     const fileValue = byFlag ?? getPath(file, opt.key);

@@ -96,14 +96,21 @@ async function submit(body: object): Promise<string> {
 }
 
 async function finished(ids: string[], timeoutMs: number) {
-  return waitUntil(
-    async () => {
-      const jobs = await Promise.all(ids.map(async (id) => (await json(`${api.url}/v1/jobs/${id}`)).body));
-      return jobs.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.state)) ? jobs : undefined;
-    },
-    timeoutMs,
-    'jobs to finish',
-  );
+  let last: { state: string; attempts: number }[] = [];
+  try {
+    return await waitUntil(
+      async () => {
+        const jobs = await Promise.all(ids.map(async (id) => (await json(`${api.url}/v1/jobs/${id}`)).body));
+        last = jobs;
+        return jobs.every((j) => ['succeeded', 'failed', 'cancelled'].includes(j.state)) ? jobs : undefined;
+      },
+      timeoutMs,
+      'jobs to finish',
+    );
+  } catch (e) {
+    const states = last.map((j) => `${j.state}/${j.attempts}`).join(' ');
+    throw new Error(`${(e as Error).message} (states: ${states}); workers:\n${workers.map((w) => w.output().slice(-1200)).join('\n---\n')}`);
+  }
 }
 
 test('one API node, two workers: 30 jobs complete, both workers work, results served by the API node', async () => {
