@@ -91,9 +91,18 @@ test('tta off is one clipped pass', async () => {
   const r = pipelineRef('layerdiffuse', 'decoder_64x64');
   const m = await decoder();
   let passes = 0;
-  const out = await transparentDecode(async (p, l) => (passes++, m.run(p, l)), planes(r.t('pixel')), planes(r.t('latent')), TRANSPARENT_DECODER_MULTIPLE, {
-    tta: false,
-  });
+  const out = await transparentDecode(
+    async (p, l) => {
+      passes++;
+      return m.run(p, l);
+    },
+    planes(r.t('pixel')),
+    planes(r.t('latent')),
+    TRANSPARENT_DECODER_MULTIPLE,
+    {
+      tta: false,
+    },
+  );
   assert.equal(passes, 1);
   const expected = r.t('single_pass').data.map((v) => Math.min(1, Math.max(0, v)));
   assertClose(out.data, expected, 1e-4, 1e-3, 'tta off');
@@ -107,7 +116,10 @@ test('sizes that are not multiples of 64 are edge-padded, decoded and cropped', 
   const latent = cropPlanes(planes(r.t('latent')), 5, 11);
   const seen: number[][] = [];
   const out = await transparentDecode(
-    async (p, l) => (seen.push([...p.shape.slice(2), ...l.shape.slice(2)]), m.run(p, l)),
+    async (p, l) => {
+      seen.push([...p.shape.slice(2), ...l.shape.slice(2)]);
+      return m.run(p, l);
+    },
     pixel,
     latent,
     TRANSPARENT_DECODER_MULTIPLE,
