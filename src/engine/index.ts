@@ -22,6 +22,7 @@ export {
   type RunOptions,
   type SamplerSettings,
   type Tiling,
+  type TransparentSettings,
 } from './api.ts';
 export type { OpInput, OpName, OpOutput } from './ops/index.ts';
 export { listSamplers, listSchedules } from './samplers/index.ts';

@@ -20,6 +20,7 @@ import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
 import { hiresSigmas, validateHires } from './hires.ts';
 import { finishImages } from './post-process.ts';
+import { decodeTransparent, validateTransparent } from './transparent.ts';
 import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
 import { loraHashesText } from '../weights/lora/index.ts';
@@ -46,6 +47,7 @@ export async function runPipeline(
   const encoderLayers = [base, refiner].flatMap((m) => m?.model.textEncoders.map((t) => t.config.num_hidden_layers) ?? []);
   validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
   validateHires(req, base.latentFactor);
+  validateTransparent(base, req);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
   const batch = expandBatch(req);
@@ -146,7 +148,13 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling);
+  const decoded = req.transparent
+    ? await decodeTransparent(base, latents, count, outShape, req.transparent, req.tiling, {
+        signal: opts.signal,
+        onProgress: (f) => progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 + 0.07 * f }),
+        onFloat: overrides.onTransparentFloat,
+      })
+    : await decodeLatents(base, latents, count, outShape, req.tiling);
   const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
 
   // 5. Post-process.
