@@ -1,7 +1,7 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import { hiresTarget, type GenerateRequest, type MaskSettings, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
+import { hiresTarget, type GenerateRequest, type MaskSettings, type ModelRef, type RawImage, type RngSource, type TransparentSettings } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -71,6 +71,8 @@ export interface JobSpec {
   restoreFaces?: boolean;
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
   transparentBackground?: boolean;
+  /** How the transparent image is made: LayerDiffuse's UNet patch ('attention' default, or 'conv') and the decoder TTA (default on). */
+  transparentOptions?: { tta?: boolean; method?: 'attention' | 'conv' };
   /** img2img inpainting. */
   mask?: MaskSpec;
   /** img2img outpainting: grow the init image by these margins (pixels) and paint the new area. */
@@ -383,7 +385,7 @@ export function toGenerateRequest(
   initImage?: RawImage,
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
-  inputs: { loraPaths?: ReadonlyMap<string, string>; hiresUpscalerPath?: string; mask?: RawImage } = {},
+  inputs: { loraPaths?: ReadonlyMap<string, string>; hiresUpscalerPath?: string; mask?: RawImage; transparent?: TransparentSettings } = {},
 ): GenerateRequest {
   return {
     model,
@@ -427,6 +429,7 @@ export function toGenerateRequest(
     },
     mask: inputs.mask && spec.mask ? maskSettings(spec.mask, inputs.mask) : undefined,
     outpaint: spec.outpaint && { ...spec.outpaint, fill: spec.outpaint.fill as 0 | 1 | 2 | 3 | undefined },
+    transparent: inputs.transparent,
     device,
   };
 }

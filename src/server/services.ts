@@ -22,6 +22,7 @@ import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
+import { checkTransparentSpec, transparentSettings } from './models/layerdiffuse.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
@@ -112,6 +113,7 @@ export class KilnServices {
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
+        transparent: (spec) => transparentSettings(spec, config.modelsDir),
         device: config.device,
         previewEvery: config.previewEvery,
       }),
@@ -249,6 +251,8 @@ export class KilnServices {
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
+    if (spec.transparentBackground)
+      checkTransparentSpec(spec, this.config.modelsDir, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);
     return this.queue.submit(spec, opts);
   }
