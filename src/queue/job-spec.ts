@@ -1,7 +1,15 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import { hiresTarget, type GenerateRequest, type MaskSettings, type ModelRef, type RawImage, type RngSource, type TransparentSettings } from '../engine/index.ts';
+import {
+  hiresTarget,
+  type GenerateRequest,
+  type MaskSettings,
+  type ModelRef,
+  type RawImage,
+  type RngSource,
+  type TransparentSettings,
+} from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 

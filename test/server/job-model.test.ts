@@ -138,7 +138,10 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
     const transparent = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, transparent_background: true });
     assert.equal(transparent.statusCode, 422, transparent.body);
     assert.equal(transparent.json().error.field, 'transparent_background');
-    assert.match(transparent.json().error.message, /layer_xl_transparent_attn\.safetensors and vae_transparent_decoder\.safetensors, not found in .*models\/layerdiffuse/);
+    assert.match(
+      transparent.json().error.message,
+      /layer_xl_transparent_attn\.safetensors and vae_transparent_decoder\.safetensors, not found in .*models\/layerdiffuse/,
+    );
     // Inpainting exists now: a mask that is not an image is a 400 naming the field.
     const mask = await post(s.app, '/v1/jobs', {
       prompt: 'x',

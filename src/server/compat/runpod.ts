@@ -104,7 +104,9 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
     return;
   }
   // Seed 000's client reads `status` before anything else: it prints a FAILED body instead of a KeyError.
-  sendClassified(err, req, reply, 'runpod request failed', (c) => (err instanceof LayerDiffuseFilesMissing ? { status: 'FAILED', error: c.message } : { error: c.message }));
+  sendClassified(err, req, reply, 'runpod request failed', (c) =>
+    err instanceof LayerDiffuseFilesMissing ? { status: 'FAILED', error: c.message } : { error: c.message },
+  );
 }
 
 /** The input validators: A1111 txt2img / img2img bodies with seed 000's defaults filled in. */
@@ -149,7 +151,9 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
     const spec = await specFromA1111(kiln, body, kind);
     // Seed 000 is "PNG images with transparent backgrounds": always, unless the server turned it off.
-    const transparent = kiln.config.seed000Transparent ? { transparentBackground: true, sourceFields: { ...spec.sourceFields, transparentBackground: 'input' } } : {};
+    const transparent = kiln.config.seed000Transparent
+      ? { transparentBackground: true, sourceFields: { ...spec.sourceFields, transparentBackground: 'input' } }
+      : {};
     return { ...spec, ...job, ...transparent, output: { format: 'png', quality: 90, response: 'base64' } };
   }
 

@@ -115,8 +115,14 @@ export function nativeRequestSchema(limits: Limits) {
             type: 'object',
             additionalProperties: false,
             properties: {
-              tta: { type: 'boolean', description: 'The decoder\'s 8-pass test-time augmentation (default true); false: 1 pass, about 8x faster, rougher edges.' },
-              method: { enum: ['attention', 'conv'], description: 'LayerDiffuse UNet patch: attention (default, layer_xl_transparent_attn) or conv (layer_xl_transparent_conv).' },
+              tta: {
+                type: 'boolean',
+                description: "The decoder's 8-pass test-time augmentation (default true); false: 1 pass, about 8x faster, rougher edges.",
+              },
+              method: {
+                enum: ['attention', 'conv'],
+                description: 'LayerDiffuse UNet patch: attention (default, layer_xl_transparent_attn) or conv (layer_xl_transparent_conv).',
+              },
             },
           },
         ],
