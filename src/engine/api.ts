@@ -90,6 +90,8 @@ export interface TransparentSettings {
   patch: string;
   /** The model family the files are for ('sdxl'); another family's model is refused. */
   family: string;
+  /** The patch's multiplier (Forge's "Weight", default 1). */
+  weight?: number;
   /** 8 augmented decoder passes and their median (default true); false: 1 pass, about 8x faster, rougher edges. */
   tta?: boolean;
 }

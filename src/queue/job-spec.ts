@@ -1,15 +1,8 @@
 // The one job model every API surface maps onto: a validated, fully-defaulted native request. Native routes
 // build it from the JSON below; compat adapters (A1111, OpenAI, RunPod, seeds) build it from their own
 // shapes and call jobs.submit(). toGenerateRequest() is the single bridge to the engine contract.
-import {
-  hiresTarget,
-  type GenerateRequest,
-  type MaskSettings,
-  type ModelRef,
-  type RawImage,
-  type RngSource,
-  type TransparentSettings,
-} from '../engine/index.ts';
+import { hiresTarget, type GenerateRequest, type MaskSettings, type ModelRef, type RawImage, type RngSource } from '../engine/index.ts';
+import type { TransparentSettings } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -79,8 +72,8 @@ export interface JobSpec {
   restoreFaces?: boolean;
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
   transparentBackground?: boolean;
-  /** How the transparent image is made: LayerDiffuse's UNet patch ('attention' default, or 'conv') and the decoder TTA (default on). */
-  transparentOptions?: { tta?: boolean; method?: 'attention' | 'conv' };
+  /** How the transparent image is made: LayerDiffuse's UNet patch ('attention' default, or 'conv') at `weight` (default 1), the decoder TTA (default on). */
+  transparentOptions?: { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
   /** img2img inpainting. */
   mask?: MaskSpec;
   /** img2img outpainting: grow the init image by these margins (pixels) and paint the new area. */

@@ -95,6 +95,23 @@ test('seed 000 routes are always transparent; OpenAI background "transparent" is
   assert.match(oaJpeg.body, /output_format/);
 });
 
+test('A1111 alwayson_scripts in the Forge LayerDiffuse shape: enabled -> RGBA, disabled -> RGB, unsupported method and missing conv file -> 4xx', async () => {
+  const args = (enabled: boolean, method: string | number) => [enabled, method, 1, 1, null, null, null, 'Crop and Resize', false, '', '', ''];
+  const a1111 = (script: object) => post('/sdapi/v1/txt2img', { ...small, sampler_name: 'Euler a', alwayson_scripts: script });
+  const on = await a1111({ LayerDiffuse: { args: args(true, '(SDXL) Only Generate Transparent Image (Attention Injection)') } });
+  assert.equal(on.statusCode, 200, on.body.slice(0, 400));
+  await assertRealMatte(Buffer.from(on.json().images[0], 'base64'), 'a1111');
+  const off = await a1111({ layerdiffuse: { args: args(false, 4) } });
+  assert.equal(off.statusCode, 200, off.body.slice(0, 400));
+  assert.equal((await sharp(Buffer.from(off.json().images[0], 'base64')).metadata()).channels, 3);
+  const sd15 = await a1111({ LayerDiffuse: { args: args(true, 0) } });
+  assert.equal(sd15.statusCode, 422, sd15.body);
+  assert.match(sd15.body, /alwayson_scripts\.LayerDiffuse\.args\[1\]: method 0 is not available/);
+  const conv = await a1111({ LayerDiffuse: { args: args(true, 5) } });
+  assert.equal(conv.statusCode, 422, conv.body);
+  assert.match(conv.body, /alwayson_scripts\.LayerDiffuse: transparent images need LayerDiffuse's layer_xl_transparent_conv\.safetensors, not found/);
+});
+
 test('missing LayerDiffuse files: a 4xx before queueing that names them and the folder, on every surface', async () => {
   const aside = `${ldFolder}-aside`;
   renameSync(ldFolder, aside);

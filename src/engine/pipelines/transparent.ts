@@ -13,9 +13,9 @@ import { transparentDecode, type Planes } from './transparent-tta.ts';
 /** UNet1024 adds the latent at 1/8 of the image size. */
 const DECODER_LATENT_FACTOR = 8;
 
-/** The patch as an adapter for withAdapters: UNet only, weight 1, no alpha (what ComfyUI/Forge apply). */
+/** The patch as an adapter for withAdapters: UNet only, no alpha, at weight 1 unless asked (what ComfyUI/Forge apply). */
 export function transparentPatch(t: TransparentSettings | undefined): LoraSettings[] {
-  return t ? [{ name: 'layerdiffuse', path: t.patch, te: 0, unet: 1 }] : [];
+  return t ? [{ name: 'layerdiffuse', path: t.patch, te: 0, unet: t.weight ?? 1 }] : [];
 }
 
 /** Refuses what the files cannot do, before any sampling: another family, a VAE that is not 8x, inpainting. */

@@ -61,7 +61,7 @@ export function layerDiffuseFiles(modelsDir: string, method: TransparentMethod, 
 export function transparentSettings(spec: JobSpec, modelsDir: string): TransparentSettings | undefined {
   if (!spec.transparentBackground) return undefined;
   const files = layerDiffuseFiles(modelsDir, spec.transparentOptions?.method ?? 'attention', transparentField(spec));
-  return { ...files, family: FAMILY, tta: spec.transparentOptions?.tta };
+  return { ...files, family: FAMILY, tta: spec.transparentOptions?.tta, weight: spec.transparentOptions?.weight };
 }
 
 /** Everything a transparent spec needs before queueing; `modelFamily` is the checkpoint's (null when unknown). */

@@ -123,6 +123,7 @@ export function nativeRequestSchema(limits: Limits) {
                 enum: ['attention', 'conv'],
                 description: 'LayerDiffuse UNet patch: attention (default, layer_xl_transparent_attn) or conv (layer_xl_transparent_conv).',
               },
+              weight: { type: 'number', minimum: 0, maximum: 2, description: 'The patch multiplier (default 1).' },
             },
           },
         ],
@@ -227,7 +228,7 @@ export interface NativeRequest {
   hypernetworks?: Array<{ name: string; weight?: number }>;
   tiling?: boolean | 'x' | 'y';
   restore_faces?: boolean;
-  transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv' };
+  transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
   transparent_background?: boolean;
   mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number; mode?: 'a1111' | 'diffusers' };
   outpaint?: { left?: number; right?: number; top?: number; bottom?: number; fill?: number; blur?: number };
