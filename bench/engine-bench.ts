@@ -370,7 +370,9 @@ async function main(): Promise<void> {
   try {
     setDefaultThreads(physicalCores());
     const loadBefore = loadavg()[0]!;
-    log(`kiln engine bench: ${args.models.map((m) => m.name).join(', ')}, random weights, fp32 CPU, ${args.threads} threads, cache ${cacheDir}`);
+    log(
+      `kiln engine bench: ${[...args.models.map((m) => m.name), ...(args.transparent ? ['transparent decoder'] : [])].join(', ')}, random weights, fp32 CPU, ${args.threads} threads, cache ${cacheDir}`,
+    );
     log(`load average before: ${loadBefore.toFixed(2)} (other processes on these cores lower the wall-clock rates)`);
     const peak = await measurePeak(args.threads, args.spinning);
     const r1 = (x: number) => x.toFixed(1);

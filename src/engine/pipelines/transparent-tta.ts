@@ -5,6 +5,7 @@
 // repeating the last row and column (the latent by the same amount / 8), decoded, and cropped back.
 import { KilnInputError } from '../api.ts';
 import type { Tensor } from '../tensor.ts';
+import { abortError } from './progress.ts';
 
 /** A [channels, height, width] image plane stack. */
 export interface Planes {
@@ -133,7 +134,7 @@ export async function transparentDecode(
   const passes = opts.tta === false ? [{ flip: false, k: 0 }] : TTA_PASSES;
   const outputs: Float32Array[] = [];
   for (const { flip, k } of passes) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
+    if (opts.signal?.aborted) throw abortError();
     const p = rot90(flip ? flipWidth(p0) : p0, k);
     const l = rot90(flip ? flipWidth(l0) : l0, k);
     const y = await run(asTensor(p), asTensor(l));

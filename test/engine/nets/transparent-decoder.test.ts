@@ -140,3 +140,18 @@ test('rot90 follows torch: out[i][j] = in[j][W-1-i]', () => {
   assert.deepEqual([...r.data], [3, 6, 2, 5, 1, 4]);
   assert.deepEqual([...rot90(r, -1).data], [...p.data]);
 });
+
+test('a cancelled generation stops between TTA passes', async () => {
+  const r = pipelineRef('layerdiffuse', 'decoder_64x64');
+  const m = await decoder();
+  const ac = new AbortController();
+  let passes = 0;
+  const run = async (p: Tensor, l: Tensor) => {
+    if (++passes === 2) ac.abort();
+    return m.run(p, l);
+  };
+  await assert.rejects(transparentDecode(run, planes(r.t('pixel')), planes(r.t('latent')), TRANSPARENT_DECODER_MULTIPLE, { signal: ac.signal }), {
+    name: 'AbortError',
+  });
+  assert.equal(passes, 2);
+});
