@@ -8,14 +8,18 @@ import { TRANSPARENT_DECODER_MULTIPLE } from '../nets/transparent-decoder.ts';
 import { runSession } from '../runtime.ts';
 import type { ModelSessions } from './model-sessions.ts';
 import { openTransparentDecoder } from './transparent-decoder-model.ts';
+import { transparentPatchFile } from './transparent-patch.ts';
 import { transparentDecode, type Planes } from './transparent-tta.ts';
 
 /** UNet1024 adds the latent at 1/8 of the image size. */
 const DECODER_LATENT_FACTOR = 8;
 
-/** The patch as an adapter for withAdapters: UNet only, no alpha, at weight 1 unless asked (what ComfyUI/Forge apply). */
-export function transparentPatch(t: TransparentSettings | undefined): LoraSettings[] {
-  return t ? [{ name: 'layerdiffuse', path: t.patch, te: 0, unet: t.weight ?? 1 }] : [];
+/**
+ * The patch as an adapter for withAdapters: UNet only, no alpha, at weight 1 unless asked (what ComfyUI/Forge
+ * apply). `cacheDir` holds the rewritten copy of a diffusers-format offset (transparent-patch.ts).
+ */
+export function transparentPatch(t: TransparentSettings | undefined, cacheDir: string): LoraSettings[] {
+  return t ? [{ name: 'layerdiffuse', path: transparentPatchFile(t.patch, cacheDir), te: 0, unet: t.weight ?? 1 }] : [];
 }
 
 /** Refuses what the files cannot do, before any sampling: another family, a VAE that is not 8x, inpainting. */

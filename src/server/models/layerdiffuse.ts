@@ -20,6 +20,12 @@ export const LAYERDIFFUSE_FILES = {
   decoder: 'vae_transparent_decoder.safetensors',
 } as const;
 
+/** The diffusers release (lllyasviel/LayerDiffuse_Diffusers), used when the forge-format file is absent. */
+export const LAYERDIFFUSE_DIFFUSERS_FILES: Partial<Record<keyof typeof LAYERDIFFUSE_FILES, string>> = {
+  attention: 'ld_diffusers_sdxl_attn.safetensors',
+  decoder: 'ld_diffusers_sdxl_vae_transparent_decoder.safetensors',
+};
+
 /** The families the files are for (only SDXL's are released as plain patches). */
 const FAMILY = 'sdxl';
 
@@ -50,9 +56,15 @@ export function transparentField(spec: JobSpec): string {
 /** The files for `method`, or LayerDiffuseFilesMissing. */
 export function layerDiffuseFiles(modelsDir: string, method: TransparentMethod, field = 'transparent'): { patch: string; decoder: string } {
   const folder = join(modelsDir, LAYERDIFFUSE_FOLDER);
-  const patch = join(folder, LAYERDIFFUSE_FILES[method]);
-  const decoder = join(folder, LAYERDIFFUSE_FILES.decoder);
-  const missing = [patch, decoder].filter((f) => !existsSync(f)).map((f) => f.slice(folder.length + 1));
+  const missing: string[] = [];
+  const find = (role: keyof typeof LAYERDIFFUSE_FILES) => {
+    const names = [LAYERDIFFUSE_FILES[role], LAYERDIFFUSE_DIFFUSERS_FILES[role]].filter((n): n is string => n !== undefined);
+    const found = names.map((n) => join(folder, n)).find((f) => existsSync(f));
+    if (!found) missing.push(LAYERDIFFUSE_FILES[role]);
+    return found ?? '';
+  };
+  const patch = find(method);
+  const decoder = find('decoder');
   if (missing.length) throw new LayerDiffuseFilesMissing(missing, folder, field);
   return { patch, decoder };
 }

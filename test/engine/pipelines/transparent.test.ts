@@ -13,6 +13,8 @@ import { checkerboardPreview } from '../../../src/engine/pipelines/transparent.t
 import type { Planes } from '../../../src/engine/pipelines/transparent-tta.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import { SafetensorsFile, writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
+import { loadModel } from '../../../src/engine/weights/model.ts';
+import type { MappedWeights } from '../../../src/engine/weights/sources.ts';
 import { assertClose } from './tolerance.ts';
 
 const FIX = 'test/fixtures';
@@ -88,26 +90,55 @@ test('tiny SDXL with the LayerDiffuse attention patch gives the reference RGBA (
   assert.ok(worst <= 1, `checkerboard preview differs by ${worst} levels`);
 });
 
-test('the same patch as `::diff::0` offsets (the conv file spelling) gives the same reference', async () => {
+/** The tiny patch's up @ down per module ("diffusion_model.<SGM path>.weight" -> its offset). */
+function patchProducts(): Map<string, Tensor> {
   const patch = SafetensorsFile.open(transparent.patch);
-  const tensors: Record<string, { dtype: 'F32'; shape: number[]; bytes: Uint8Array }> = {};
+  const out = new Map<string, Tensor>();
   for (const name of patch.names()) {
     if (!name.endsWith('::lora::0')) continue;
-    const module = name.slice(0, -'::lora::0'.length);
+    const module = name.slice(0, -'.weight::lora::0'.length);
     const up = patch.tensor(name);
-    const down = patch.tensor(`${module}::lora::1`);
-    const [out, rank] = up.shape as [number, number];
-    const inn = down.shape[1]!;
-    const diff = new Float32Array(out * inn);
-    for (let o = 0; o < out; o++)
-      for (let i = 0; i < inn; i++) {
+    const down = patch.tensor(`${module}.weight::lora::1`);
+    const [rows, rank] = up.shape as [number, number];
+    const cols = down.shape[1]!;
+    const diff = new Float32Array(rows * cols);
+    for (let o = 0; o < rows; o++)
+      for (let i = 0; i < cols; i++) {
         let s = 0;
-        for (let r = 0; r < rank; r++) s += up.data[o * rank + r]! * down.data[r * inn + i]!;
-        diff[o * inn + i] = s;
+        for (let r = 0; r < rank; r++) s += up.data[o * rank + r]! * down.data[r * cols + i]!;
+        diff[o * cols + i] = s;
       }
-    tensors[`${module}::diff::0`] = { dtype: 'F32', shape: [out, inn], bytes: new Uint8Array(diff.buffer) };
+    out.set(module, { shape: [rows, cols], data: diff });
+  }
+  return out;
+}
+
+test('the same patch as `::diff::0` offsets (the conv file spelling) gives the same reference', async () => {
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; bytes: Uint8Array }> = {};
+  for (const [module, diff] of patchProducts()) {
+    tensors[`${module}.weight::diff::0`] = { dtype: 'F32', shape: diff.shape, bytes: new Uint8Array(diff.data.buffer) };
   }
   const file = join(cacheDir, 'tiny-layer-xl-transparent-diff.safetensors');
+  writeSafetensors(file, tensors);
+  await runReference({ ...transparent, patch: file });
+});
+
+test('the diffusers release spelling (a full offset under diffusers UNet names) gives the same reference', async () => {
+  // The SGM key -> diffusers name of every UNet weight, as the single-file loader maps them.
+  const model = await loadModel({ path: `${FIX}/tiny-sdxl.safetensors`, tokenizerDir: `${FIX}/tiny-sdxl` }, { hashCacheFile: null });
+  const unet = model.unet as MappedWeights;
+  const diffusersName = new Map<string, string>();
+  for (const name of unet.names()) {
+    const r = unet.recipe(name);
+    if (r.kind === 'tensor') diffusersName.set(r.key.replace(/^model\./, ''), name);
+  }
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; bytes: Uint8Array }> = {};
+  for (const [module, diff] of patchProducts()) {
+    const name = diffusersName.get(`${module}.weight`);
+    assert.ok(name, `${module} has a diffusers name`);
+    tensors[name] = { dtype: 'F32', shape: diff.shape, bytes: new Uint8Array(diff.data.buffer) };
+  }
+  const file = join(cacheDir, 'ld_diffusers_tiny_sdxl_attn.safetensors');
   writeSafetensors(file, tensors);
   await runReference({ ...transparent, patch: file });
 });
