@@ -22,7 +22,7 @@ import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
-import { checkTransparentSpec, transparentSettings } from './models/layerdiffuse.ts';
+import { checkTransparentSpec, jobTransparentSettings } from './models/layerdiffuse.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
@@ -113,7 +113,7 @@ export class KilnServices {
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
-        transparent: (spec) => transparentSettings(spec, config.modelsDir),
+        transparent: (spec) => jobTransparentSettings(spec, config.modelsDir),
         device: config.device,
         previewEvery: config.previewEvery,
       }),

@@ -133,6 +133,23 @@ test('missing LayerDiffuse files: a 4xx before queueing that names them and the 
   }
 });
 
+test('files that vanish after submission fail the job as a model-file error naming them', async () => {
+  const blocker = (await post('/v1/jobs', { ...small, steps: 150 })).json().id as string;
+  const queued = await post('/v1/jobs', { ...small, transparent: true });
+  assert.equal(queued.statusCode, 202, queued.body);
+  const aside = `${ldFolder}-aside`;
+  renameSync(ldFolder, aside);
+  try {
+    await app.inject({ method: 'POST', url: `/v1/jobs/${blocker}/cancel` });
+    const done = await app.kiln.queue.waitFor(queued.json().id, 120_000);
+    assert.equal(done?.state, 'failed');
+    assert.equal(done?.error?.code, 'model');
+    assert.match(done?.error?.message ?? '', /layer_xl_transparent_attn\.safetensors and vae_transparent_decoder\.safetensors, not found/);
+  } finally {
+    renameSync(aside, ldFolder);
+  }
+});
+
 /** Seed 000's "Test 5: Python Script" (a verbatim copy), changed only in API_URL's host and the size (1024 -> 64). */
 function seedTest5(url: string): string {
   const script = readFileSync(join(FIX, 'seeds', 'seed000-test5.py'), 'utf8');

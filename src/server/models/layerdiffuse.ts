@@ -4,7 +4,7 @@
 // its family is named), and the output format can hold alpha (JPEG cannot).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TransparentSettings } from '../../engine/index.ts';
+import { ModelFileError, type TransparentSettings } from '../../engine/index.ts';
 import { SpecError, type JobSpec } from '../../queue/job-spec.ts';
 import { HttpError } from '../errors.ts';
 
@@ -74,6 +74,19 @@ export function transparentSettings(spec: JobSpec, modelsDir: string): Transpare
   if (!spec.transparentBackground) return undefined;
   const files = layerDiffuseFiles(modelsDir, spec.transparentOptions?.method ?? 'attention', transparentField(spec));
   return { ...files, family: FAMILY, tta: spec.transparentOptions?.tta, weight: spec.transparentOptions?.weight };
+}
+
+/**
+ * The executor's resolver: as transparentSettings, but files that vanished after submission fail the job as a
+ * model-file error (422 "model"), like any unusable model file, rather than an internal one.
+ */
+export function jobTransparentSettings(spec: JobSpec, modelsDir: string): TransparentSettings | undefined {
+  try {
+    return transparentSettings(spec, modelsDir);
+  } catch (e) {
+    if (e instanceof LayerDiffuseFilesMissing) throw new ModelFileError(join(modelsDir, LAYERDIFFUSE_FOLDER), e.message);
+    throw e;
+  }
 }
 
 /** Everything a transparent spec needs before queueing; `modelFamily` is the checkpoint's (null when unknown). */
