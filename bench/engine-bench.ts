@@ -5,7 +5,7 @@
 //
 //   npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
 //                 [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
-//                 [--vae-upsample phases|resize] [--lora-sessions] [--json] [--help]
+//                 [--vae-upsample phases|resize] [--lora-sessions] [--transparent] [--json] [--help]
 //
 // The `lora` part (bench/lora-switch.ts) times LoRA first use, switching and switching back (to the first sampling
 // step), the graph cache's growth per combination, and a no-LoRA step with and without branches. SDXL times only
@@ -19,6 +19,9 @@
 // Rates are reported against wall time and against CPU time (FLOPs / (process CPU seconds / threads)). The
 // sessions do not spin between ops unless --spin, so CPU time is work done: on a machine shared with other
 // processes the wall rates drop with the load, while the CPU-time ratio to peak stays meaningful.
+//
+// --transparent (or --only transparent) adds LayerDiffuse's transparent decoder at the released shapes: one
+// whole decode at --size (default 1024) with TTA off (1 pass) and on (8 passes + median).
 //
 // SD1.5 runs by default. SDXL (UNet 2.6B params, 10 GB of fp32 weights, 1024x1024) runs only with --only sdxl
 // or --sdxl; it also reports whether the fp32 pipeline fits in 24 GB.
@@ -37,6 +40,7 @@ import { measurePeak, setDefaultThreads, threadCount, timedRun, type PeakResult 
 import { clipTextParameterShapes, parameterCount, RandomWeights } from './random-weights.ts';
 import { SD15, SDXL, type ModelSpec } from './specs.ts';
 import { benchLoraSwitch, type LoraSwitchReport } from './lora-switch.ts';
+import { benchTransparentDecoder, type TransparentReport } from './transparent-bench.ts';
 
 interface Args {
   models: ModelSpec[];
@@ -56,13 +60,15 @@ interface Args {
   size?: number;
   /** LoRA part: run the sessions for SDXL too (SD1.5 always does). */
   loraSessions: boolean;
+  /** Also time LayerDiffuse's transparent decoder. */
+  transparent: boolean;
 }
 
 const PARTS = ['text', 'unet', 'vae', 'lora'];
 
 const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--threads N] [--attention contrib|onnx]
               [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
-              [--vae-upsample phases|resize] [--lora-sessions] [--json]
+              [--vae-upsample phases|resize] [--lora-sessions] [--transparent] [--json]
 npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
 (details in the header of bench/engine-bench.ts)`;
 
@@ -78,6 +84,7 @@ function parseArgs(argv: string[]): Args {
     parts: new Set(PARTS),
     vaeUpsample: 'phases',
     loraSessions: false,
+    transparent: false,
   };
   let only: string | undefined;
   let sdxl = false;
@@ -92,6 +99,7 @@ function parseArgs(argv: string[]): Args {
     if (a.startsWith('--only')) only = value();
     else if (a === '--sdxl') sdxl = true;
     else if (a === '--skip-sdxl') skipSdxl = true;
+    else if (a === '--transparent') out.transparent = true;
     else if (a.startsWith('--runs')) out.runs = Math.max(1, Number(value()));
     else if (a.startsWith('--threads')) out.threads = Number(value());
     else if (a.startsWith('--attention')) {
@@ -118,6 +126,10 @@ function parseArgs(argv: string[]): Args {
   const all = { sd15: SD15, sdxl: SDXL } as Record<string, ModelSpec>;
   if (only) {
     for (const name of only.split(',')) {
+      if (name === 'transparent') {
+        out.transparent = true;
+        continue;
+      }
       const m = all[name.replace(/[^a-z0-9]/g, '')];
       if (!m) throw new Error(`--only: unknown model ${name} (sd15, sdxl)`);
       out.models.push(m);
@@ -400,7 +412,9 @@ async function main(): Promise<void> {
   try {
     setDefaultThreads(physicalCores());
     const loadBefore = loadavg()[0]!;
-    log(`kiln engine bench: ${args.models.map((m) => m.name).join(', ')}, random weights, fp32 CPU, ${args.threads} threads, cache ${cacheDir}`);
+    log(
+      `kiln engine bench: ${[...args.models.map((m) => m.name), ...(args.transparent ? ['transparent decoder'] : [])].join(', ')}, random weights, fp32 CPU, ${args.threads} threads, cache ${cacheDir}`,
+    );
     log(`load average before: ${loadBefore.toFixed(2)} (other processes on these cores lower the wall-clock rates)`);
     const peak = await measurePeak(args.threads, args.spinning);
     const r1 = (x: number) => x.toFixed(1);
@@ -435,7 +449,29 @@ async function main(): Promise<void> {
       ]);
       log(table(rows));
     }
-    const result = { peak, threads: args.threads, spinning: args.spinning, loadAverage: { before: loadBefore, after: loadavg()[0]! }, reports };
+    let transparent: TransparentReport | undefined;
+    if (args.transparent) {
+      const size = args.size ?? 1024;
+      log(`\n[layerdiffuse] transparent decoder (UNet1024, released shapes, random weights) at ${size}x${size}...`);
+      transparent = await benchTransparentDecoder(size, {
+        cacheDir,
+        threads: args.threads,
+        spinning: args.spinning,
+        cacheOptimized: args.cacheOptimized,
+        runs: args.runs,
+      });
+      const t = transparent;
+      log(
+        table([
+          ['params / one pass', `${(t.params / 1e6).toFixed(1)} M / ${t.passGflop.toFixed(0)} GFLOP`],
+          ['build + session', `${t.buildS.toFixed(1)} s (graph ${t.cached ? 'cached' : 'built'}) + ${t.sessionS.toFixed(1)} s`],
+          ['decode, tta off (1 pass)', `${t.ttaOffS.toFixed(2)} s (${t.passGflops.toFixed(1)} GFLOP/s)`],
+          ['decode, tta on (8 passes)', `${t.ttaOnS.toFixed(2)} s`],
+          ['peak RSS (process)', `${t.maxRssGB.toFixed(2)} GiB`],
+        ]),
+      );
+    }
+    const result = { peak, threads: args.threads, spinning: args.spinning, loadAverage: { before: loadBefore, after: loadavg()[0]! }, reports, transparent };
     log(`load average after: ${result.loadAverage.after.toFixed(2)}`);
     log('\nJSON:');
     process.stdout.write(`${JSON.stringify(result, null, args.jsonOnly ? undefined : 1)}\n`);

@@ -91,7 +91,23 @@ export interface GenerateRequest {
    * inpaint path. The output is (width + left + right) x (height + top + bottom), each rounded up to the latent factor.
    */
   outpaint?: OutpaintSettings;
+  /** LayerDiffuse transparency: the UNet patched into the transparent latent space, RGBA out (pipelines/transparent.ts). */
+  transparent?: TransparentSettings;
   device?: Device;
+}
+
+/** LayerDiffuse's files (resolved by the caller) and how the alpha is decoded. */
+export interface TransparentSettings {
+  /** The transparent VAE decoder (vae_transparent_decoder.safetensors, "UNet1024"). */
+  decoder: string;
+  /** The UNet patch (layer_xl_transparent_attn / _conv.safetensors, frozen-patcher format), applied at weight 1. */
+  patch: string;
+  /** The model family the files are for ('sdxl'); another family's model is refused. */
+  family: string;
+  /** The patch's multiplier (Forge's "Weight", default 1). */
+  weight?: number;
+  /** 8 augmented decoder passes and their median (default true); false: 1 pass, about 8x faster, rougher edges. */
+  tta?: boolean;
 }
 
 /** A textual-inversion embedding: the word that stands for it in prompts, and its file. */

@@ -26,6 +26,7 @@ export {
   type FaceRestoreSettings,
   type SdeNoise,
   type Tiling,
+  type TransparentSettings,
 } from './api.ts';
 export type { OpInput, OpName, OpOutput } from './ops/index.ts';
 export { listSamplers, listSchedules } from './samplers/index.ts';

@@ -43,8 +43,8 @@ const FEATURES = {
   vae: { requested: (s) => s.vae !== undefined, describe: () => 'choosing a separate VAE', field: 'vae' },
   transparentBackground: {
     requested: (s) => s.transparentBackground === true,
-    describe: () => 'transparent backgrounds (needs an alpha-capable model such as LayerDiffuse)',
-    field: 'transparent_background',
+    describe: () => 'transparent backgrounds (LayerDiffuse)',
+    field: 'transparent',
   },
   mask: { requested: (s) => s.mask !== undefined, describe: () => 'inpainting masks', field: 'mask' },
   inputImageCount: {
@@ -60,7 +60,7 @@ export type Feature = keyof typeof FEATURES & keyof JobSpec;
 export type Capabilities = ReadonlySet<Feature>;
 
 /** What the built-in engine does today. */
-export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask', 'vae']);
+export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask', 'vae', 'transparentBackground']);
 
 /** Throws FeatureNotImplemented for the first feature the spec asks for that `supported` lacks. */
 export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGINE_CAPABILITIES): void {

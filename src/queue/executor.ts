@@ -1,5 +1,5 @@
 // Runs one job: resolve the model and input, call the engine, encode and store the images.
-import type { Device, ModelRef, ProgressEvent } from '../engine/index.ts';
+import type { Device, ModelRef, ProgressEvent, TransparentSettings } from '../engine/index.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
 import type { Engine } from './engine.ts';
@@ -27,6 +27,8 @@ export interface ExecutorDeps extends Pick<VisionDeps, 'resolveClipModel' | 'int
   device?: Device;
   /** A model upscaler's name -> its weights file; undefined for the built-in and latent ones (checked at submission). */
   resolveUpscaler?: (name: string) => string | undefined;
+  /** A transparent spec's LayerDiffuse files (throws when they are missing; checked at submission too). */
+  transparent?: (spec: Job['spec']) => TransparentSettings | undefined;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
 }
@@ -44,7 +46,8 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
     const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
-    const request = toGenerateRequest(spec, model, init, deps.device, refiner, { loraPaths, hiresUpscalerPath: upscalerPath, mask });
+    const transparent = deps.transparent?.(spec);
+    const request = toGenerateRequest(spec, model, init, deps.device, refiner, { loraPaths, hiresUpscalerPath: upscalerPath, mask, transparent });
     // Only the embeddings a prompt names travel (each one used is a text-encoder graph variant).
     const texts = [...spec.prompts, ...spec.negativePrompts];
     const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));

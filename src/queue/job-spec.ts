@@ -12,6 +12,7 @@ import {
   type SamplingFlavour,
   type SdeNoise,
 } from '../engine/index.ts';
+import type { TransparentSettings } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
 
@@ -90,6 +91,8 @@ export interface JobSpec {
   restoreFaces?: boolean;
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
   transparentBackground?: boolean;
+  /** How the transparent image is made: LayerDiffuse's UNet patch ('attention' default, or 'conv') at `weight` (default 1), the decoder TTA (default on). */
+  transparentOptions?: { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
   /** img2img inpainting. */
   mask?: MaskSpec;
   /** img2img outpainting: grow the init image by these margins (pixels) and paint the new area. */
@@ -436,7 +439,7 @@ export function toGenerateRequest(
   initImage?: RawImage,
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
-  inputs: { loraPaths?: ReadonlyMap<string, string>; hiresUpscalerPath?: string; mask?: RawImage } = {},
+  inputs: { loraPaths?: ReadonlyMap<string, string>; hiresUpscalerPath?: string; mask?: RawImage; transparent?: TransparentSettings } = {},
 ): GenerateRequest {
   return {
     model,
@@ -487,6 +490,7 @@ export function toGenerateRequest(
     },
     mask: inputs.mask && spec.mask ? maskSettings(spec.mask, inputs.mask) : undefined,
     outpaint: spec.outpaint && { ...spec.outpaint, fill: spec.outpaint.fill as 0 | 1 | 2 | 3 | undefined },
+    transparent: inputs.transparent,
     device,
   };
 }

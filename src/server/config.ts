@@ -74,6 +74,8 @@ export interface KilnConfig {
   idleUnloadMs: number;
   /** Most models held in memory at once; the least recently used is freed first. */
   maxLoadedModels: number;
+  /** Seed 000's routes (/run, /runsync, /alpha/v1/txt2img) make transparent images (LayerDiffuse), as that seed promises. */
+  seed000Transparent: boolean;
   limits: Limits;
   queue: QueueConfig;
   http: HttpBounds;
@@ -325,6 +327,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'int',
     default: 2,
     doc: 'Most models held in memory at once; loading another frees the least recently used.',
+  },
+  {
+    key: 'seed000Transparent',
+    flag: 'seed000-transparent',
+    env: 'KILN_SEED000_TRANSPARENT',
+    kind: 'bool',
+    default: true,
+    doc: 'Seed 000 routes (/run, /runsync, /alpha/v1/txt2img) always make transparent PNGs, as that seed promises (SDXL + LayerDiffuse files in models/layerdiffuse/; a 4xx names what is missing). false: ordinary RGB images.',
   },
   {
     key: 'previewEvery',
@@ -846,6 +856,8 @@ export function testConfig(
   if (redis) base.queueUrl = `${redis}?prefix=${encodeURIComponent(dataDir)}:`; // per data dir: a restart finds its jobs
   return {
     ...base,
+    // Test servers run tiny SD1, which cannot be transparent; the LayerDiffuse tests turn seed 000's transparency on.
+    seed000Transparent: false,
     ...overrides,
     limits: { ...base.limits, ...overrides.limits },
     queue: { ...base.queue, ...overrides.queue },

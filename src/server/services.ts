@@ -25,6 +25,7 @@ import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
 import { checkSpecVae } from './models/vae.ts';
+import { checkTransparentSpec, jobTransparentSettings } from './models/layerdiffuse.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
@@ -142,6 +143,7 @@ export class KilnServices {
         resolveClipModel: (n, kind) => this.clipVision.resolve(n, kind),
         interrogateCategories: () => this.clipVision.categories(),
         hasModel: (n) => this.models.has(n),
+        transparent: (spec) => jobTransparentSettings(spec, config.modelsDir),
         device: config.device,
         previewEvery: config.previewEvery,
       }),
@@ -329,6 +331,8 @@ export class KilnServices {
     this.checkSpec(spec);
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     await checkSpecVae(spec, this.models);
+    if (spec.transparentBackground)
+      checkTransparentSpec(spec, this.config.modelsDir, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);
     const job = await this.queue.submit(spec, opts);
     this.metrics.jobSubmitted(job);

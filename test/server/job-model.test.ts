@@ -125,16 +125,23 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
   try {
     for (const [field, extra, feature] of [
       ['hypernetworks', { hypernetworks: [{ name: 'pixel-art', weight: 0.8 }] }, /hypernetworks/],
-      // (loras and hires used to be here; both run now: see the LoRA and hires tests.)
+      // (loras, hires and transparent_background used to be here; they run now: see the LoRA, hires and LayerDiffuse tests.)
       ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
       ['restore_faces', { restore_faces: true }, /face restoration/],
-      ['transparent_background', { transparent_background: true }, /transparent backgrounds/],
     ] as const) {
       const r = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, ...extra });
       assert.equal(r.statusCode, 501, `${field}: ${r.body}`);
       assert.deepEqual([r.json().error.code, r.json().error.field], ['not_implemented', field]);
       assert.match(r.json().error.message, feature);
     }
+    // Transparency exists now: without LayerDiffuse's files it is a 4xx naming the field, the files and the folder.
+    const transparent = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, transparent_background: true });
+    assert.equal(transparent.statusCode, 422, transparent.body);
+    assert.equal(transparent.json().error.field, 'transparent_background');
+    assert.match(
+      transparent.json().error.message,
+      /layer_xl_transparent_attn\.safetensors and vae_transparent_decoder\.safetensors, not found in .*models\/layerdiffuse/,
+    );
     // Inpainting exists now: a mask that is not an image is a 400 naming the field.
     const mask = await post(s.app, '/v1/jobs', {
       prompt: 'x',

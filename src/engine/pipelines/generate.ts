@@ -22,6 +22,7 @@ import type { NoiseOverrides } from './overrides.ts';
 import { planRequest } from './plan.ts';
 import { hiresSigmas, validateHires } from './hires.ts';
 import { finishImages } from './post-process.ts';
+import { decodeTransparent, validateTransparent } from './transparent.ts';
 import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
 import { loraHashesText } from '../weights/lora/index.ts';
@@ -49,6 +50,7 @@ export async function runPipeline(
   validateRequest(req, base.latentFactor, Math.min(...encoderLayers));
   validateHires(req, base.latentFactor);
   if (req.restoreFaces) validateFaceRestore(req.restoreFaces);
+  validateTransparent(base, req);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
   const batch = expandBatch(req);
@@ -154,7 +156,13 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling, req.flavour === 'a1111' ? 'truncate' : 'round');
+  const decoded = req.transparent
+    ? await decodeTransparent(base, latents, count, outShape, req.transparent, req.tiling, {
+        signal: opts.signal,
+        onProgress: (f) => progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 + 0.07 * f }),
+        onFloat: overrides.onTransparentFloat,
+      })
+    : await decodeLatents(base, latents, count, outShape, req.tiling, req.flavour === 'a1111' ? 'truncate' : 'round');
   const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
   // A1111 restores faces on the 8-bit sample, before anything else sees it.
   const faces = req.restoreFaces;

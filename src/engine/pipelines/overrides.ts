@@ -13,4 +13,6 @@ export interface NoiseOverrides {
   maskedImageSampleNoise?: Float32Array;
   /** Receives the final latents (before decode) for comparisons. */
   onFinalLatents?: (latents: Tensor) => void;
+  /** Transparent output: each image's [4,H,W] alpha,R,G,B in [0,1] before the 8-bit conversion. */
+  onTransparentFloat?: (index: number, rgba: { channels: number; height: number; width: number; data: Float32Array }) => void;
 }

@@ -26,6 +26,7 @@ import { baseSpec, floor8, jobFailure, notImplemented, ownerOf, promptNetworks, 
 import { fastApiErrorHandlerWith } from './fastapi.ts';
 import { isPoorMansOutpainting, poorMansOutpaint } from './a1111-outpaint.ts';
 import { OptionsError, parseOptions } from './a1111-options.ts';
+import { layerDiffuseFields, layerDiffuseScriptName } from './a1111-layerdiffuse.ts';
 import { KeySettings } from '../key-settings.ts';
 import { understandImage } from '../vision.ts';
 import { seesAllJobs } from '../auth.ts';
@@ -248,7 +249,10 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   const overrides = (body.override_settings ?? {}) as Record<string, unknown>;
   const outpaint = kind === 'img2img' && isPoorMansOutpainting(body.script_name) ? poorMansOutpaint(body.script_args) : undefined;
   if (body.script_name && !outpaint) throw new HttpError(422, 'invalid_request', 'Script not found');
-  for (const name of Object.keys(body.alwayson_scripts ?? {})) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
+  const layerDiffuse = layerDiffuseScriptName(body.alwayson_scripts);
+  for (const name of Object.keys(body.alwayson_scripts ?? {}))
+    if (name !== layerDiffuse) throw new HttpError(422, 'invalid_request', `always on script ${name} not found`);
+  const transparency = layerDiffuse ? layerDiffuseFields(body.alwayson_scripts!, layerDiffuse) : {};
   const vae = optionValue(overrides, 'sd_vae', 'Automatic');
 
   const count = body.batch_size * body.n_iter;
@@ -327,8 +331,11 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     sMinUncond: positive(body.s_min_uncond),
     etaNoiseSeedDelta: Number(optionValue(overrides, 'eta_noise_seed_delta', 0)) || undefined,
     vae: vae ? String(vae) : undefined,
+    transparentBackground: transparency.transparentBackground,
+    transparentOptions: transparency.transparentOptions,
   });
   spec.sourceFields = {
+    ...transparency.sourceFields,
     ...networks.sourceFields,
     ...hires?.sourceFields,
     etaNoiseSeedDelta: 'override_settings.eta_noise_seed_delta',

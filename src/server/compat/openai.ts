@@ -210,7 +210,7 @@ function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2
     output: { format, quality: Math.max(1, body.output_compression ?? 100), response: body.response_format === 'url' ? 'url' : 'base64' },
     ...tags,
     transparentBackground: body.background === 'transparent' || undefined,
-    sourceFields: { ...tags.sourceFields, transparentBackground: 'background' },
+    sourceFields: { ...tags.sourceFields, transparentBackground: 'background', output: 'output_format' },
   });
   if (kind === 'img2img') spec.denoisingStrength = body.strength ?? num(extra.strength) ?? 0.75;
   return spec;
@@ -237,8 +237,8 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     const base = baseUrl(kiln, req);
     const size = `${spec.width}x${spec.height}`;
     const quality = body.quality ?? 'auto';
-    // Every image Kiln makes is opaque until an alpha-capable model exists (transparent is refused above).
-    const background = 'opaque';
+    // background "transparent" makes RGBA through LayerDiffuse (checked before queueing); "auto" stays opaque.
+    const background = spec.transparentBackground ? 'transparent' : 'opaque';
     const data = images.map((img) => (spec.output.response === 'url' ? { url: imageUrl(base, img.meta.name) } : { b64_json: img.bytes.toString('base64') }));
     if (body.stream) {
       // No partial previews exist yet, so the stream carries each finished image as its completed event.

@@ -15,6 +15,7 @@ import { QueueClosedError, QueueFullError } from '../../queue/queue.ts';
 import { BackendUnavailableError } from '../../queue/backend.ts';
 import { HttpError } from '../errors.ts';
 import { ajvPath, type SchemaValidationError } from '../validation-errors.ts';
+import { LayerDiffuseFilesMissing } from '../models/layerdiffuse.ts';
 import { maySeeJob, seesAllJobs } from '../auth.ts';
 import { failureStatus } from '../job-failure.ts';
 import { baseUrl } from '../native/views.ts';
@@ -107,7 +108,10 @@ function errorHandler(err: SchemaValidationError, req: FastifyRequest, reply: Fa
     void reply.status(400).send({ error: `${field}: ${e.keyword === 'required' ? 'is required' : (e.message ?? 'is invalid')}` });
     return;
   }
-  sendClassified(err, req, reply, 'runpod request failed', (c) => ({ error: c.message }));
+  // Seed 000's client reads `status` before anything else: it prints a FAILED body instead of a KeyError.
+  sendClassified(err, req, reply, 'runpod request failed', (c) =>
+    err instanceof LayerDiffuseFilesMissing ? { status: 'FAILED', error: c.message } : { error: c.message },
+  );
 }
 
 /** The input validators: A1111 txt2img / img2img bodies with seed 000's defaults filled in. */
@@ -151,13 +155,19 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     const validate = validators[kind];
     if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
     const spec = await specFromA1111(kiln, body, kind);
-    return { ...spec, ...job, output: { format: 'png', quality: 90, response: 'base64' } };
+    // Seed 000 is "PNG images with transparent backgrounds": always, unless the server turned it off.
+    const transparent = kiln.config.seed000Transparent
+      ? { transparentBackground: true, sourceFields: { ...spec.sourceFields, transparentBackground: 'input' } }
+      : {};
+    return { ...spec, ...job, ...transparent, output: { format: 'png', quality: 90, response: 'base64' } };
   }
 
   /** Why a RunPod worker would report the request as a FAILED job; undefined for errors of the platform itself. */
   function rejection(e: unknown): string | undefined {
     // A full queue or shutdown is the platform refusing the request, not a failed job.
     if (e instanceof QueueFullError || e instanceof QueueClosedError || e instanceof BackendUnavailableError) return undefined;
+    // Missing LayerDiffuse files are the server's setup, not the input: a 4xx naming them, never a job.
+    if (e instanceof LayerDiffuseFilesMissing) return undefined;
     const c = classify(e);
     return c.status >= 500 && c.status !== 501 ? undefined : c.message;
   }

@@ -120,7 +120,28 @@ export function nativeRequestSchema(limits: Limits) {
         description: 'Seamless tiling: true wraps both axes (a texture that tiles in every direction), "x" left-right only, "y" top-bottom only.',
       },
       restore_faces: { type: 'boolean' },
-      transparent_background: { type: 'boolean', description: 'An alpha channel in the result (LayerDiffuse-style).' },
+      transparent: {
+        anyOf: [
+          { type: 'boolean' },
+          {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              tta: {
+                type: 'boolean',
+                description: "The decoder's 8-pass test-time augmentation (default true); false: 1 pass, about 8x faster, rougher edges.",
+              },
+              method: {
+                enum: ['attention', 'conv'],
+                description: 'LayerDiffuse UNet patch: attention (default, layer_xl_transparent_attn) or conv (layer_xl_transparent_conv).',
+              },
+              weight: { type: 'number', minimum: 0, maximum: 2, description: 'The patch multiplier (default 1).' },
+            },
+          },
+        ],
+        description: 'A transparent RGBA PNG/WebP (SDXL + LayerDiffuse files in models/layerdiffuse/): true, or {tta, method}.',
+      },
+      transparent_background: { type: 'boolean', description: 'The same as transparent: true.' },
       mask: {
         type: 'object',
         additionalProperties: false,
@@ -227,6 +248,7 @@ export interface NativeRequest {
   hypernetworks?: Array<{ name: string; weight?: number }>;
   tiling?: boolean | 'x' | 'y';
   restore_faces?: boolean;
+  transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
   transparent_background?: boolean;
   mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number; mode?: 'a1111' | 'diffusers' };
   outpaint?: { left?: number; right?: number; top?: number; bottom?: number; fill?: number; blur?: number };
@@ -301,7 +323,9 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     hypernetworks: body.hypernetworks?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
     tiling: body.tiling,
     restoreFaces: body.restore_faces,
-    transparentBackground: body.transparent_background,
+    transparentBackground: body.transparent !== undefined && body.transparent !== false ? true : body.transparent_background,
+    transparentOptions: typeof body.transparent === 'object' ? body.transparent : undefined,
+    sourceFields: body.transparent_background !== undefined && body.transparent === undefined ? { transparentBackground: 'transparent_background' } : undefined,
     // The mask image itself is decoded and stored by the route (mask.image or a multipart `mask` file).
     mask: body.mask && {
       blur: body.mask.blur,

@@ -101,7 +101,8 @@ test('openai client: errors arrive as APIError with OpenAI error objects', async
   );
   await assert.rejects(
     client.images.generate({ prompt: 'x', size: '64x64' as never, background: 'transparent' }),
-    (e: any) => e.status === 501 && e.error?.param === 'background' && /transparent backgrounds/.test(e.message),
+    // Transparency exists now (LayerDiffuse); the test server's model is SD1, which cannot make it.
+    (e: any) => e.status === 400 && e.error?.param === 'background' && /transparent images \(LayerDiffuse\) need an SDXL checkpoint/.test(e.message),
   );
   const mask = await png('#000');
   await assert.rejects(
