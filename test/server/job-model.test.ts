@@ -127,7 +127,6 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
       ['hypernetworks', { hypernetworks: [{ name: 'pixel-art', weight: 0.8 }] }, /hypernetworks/],
       // (loras and hires used to be here; both run now: see the LoRA and hires tests.)
       ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
-      ['restore_faces', { restore_faces: true }, /face restoration/],
       ['transparent_background', { transparent_background: true }, /transparent backgrounds/],
     ] as const) {
       const r = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, ...extra });
@@ -135,6 +134,11 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
       assert.deepEqual([r.json().error.code, r.json().error.field], ['not_implemented', field]);
       assert.match(r.json().error.message, feature);
     }
+    // Face restoration exists now: without its weight files it is a 400 naming them and where they go.
+    const faces = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, restore_faces: true });
+    assert.equal(faces.statusCode, 400, faces.body);
+    assert.equal(faces.json().error.field, 'restore_faces');
+    assert.match(faces.json().error.message, /detection_Resnet50_Final\.pth\) in models\/facedetect\//);
     // Inpainting exists now: a mask that is not an image is a 400 naming the field.
     const mask = await post(s.app, '/v1/jobs', {
       prompt: 'x',
