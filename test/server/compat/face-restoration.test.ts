@@ -73,6 +73,22 @@ test('A1111 txt2img restore_faces runs the stage: infotext "Face restoration: Co
   assert.equal(await pixels(r.json().images[0]), await pixels(plain.json().images[0]), 'no face found: the sample is unchanged');
 });
 
+test('A1111 options face_restoration_model / code_former_weight choose the restorer; seed 000 restore_faces runs it', async () => {
+  const set = await post('/sdapi/v1/options', { face_restoration_model: 'GFPGAN', code_former_weight: 0.7 });
+  assert.equal(set.statusCode, 200, set.body);
+  const bad = await post('/sdapi/v1/options', { code_former_weight: 3 });
+  assert.equal(bad.statusCode, 422, bad.body);
+  assert.match(bad.body, /code_former_weight: must be a number from 0 to 1/);
+  const r = await post('/sdapi/v1/txt2img', { ...TXT2IMG, restore_faces: true });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.match(JSON.parse(r.json().info).infotexts[0], /Face restoration: GFPGAN/);
+  await post('/sdapi/v1/options', { face_restoration_model: 'CodeFormer' });
+  const runpod = await post('/v2/YOUR_ENDPOINT_ID/runsync', { input: { ...TXT2IMG, restore_faces: true } });
+  assert.equal(runpod.statusCode, 200, runpod.body);
+  assert.equal(runpod.json().status, 'COMPLETED', runpod.body.slice(0, 300));
+  assert.match(runpod.json().output.info, /Face restoration: CodeFormer/);
+});
+
 test('native restore_faces {model: "GFPGAN"} runs the GFPGAN restorer', async () => {
   const r = await post('/v1/generate', { prompt: 'a portrait', width: 64, height: 64, steps: 2, seed: 5, restore_faces: { model: 'GFPGAN' } });
   assert.equal(r.statusCode, 200, r.body);
