@@ -104,11 +104,11 @@ async function runUpscale(job: Job, ctx: RunContext, deps: ExecutorDeps): Promis
     ctx,
   );
   // Extras face restoration after the upscale, each pass blended over its input by its visibility (A1111's order).
-  let image1 = result.image;
+  let restored = result.image;
   const info: Record<string, string | number> = { ...result.info };
   for (const faces of u.restoreFaces ?? []) {
     const settings = { ...faces, ...faceRestorerFiles(deps, faces) };
-    image1 = (await deps.engine.run('restore-faces', { image: image1, settings }, ctx)).image;
+    restored = (await deps.engine.run('restore-faces', { image: restored, settings }, ctx)).image;
     info[`${faces.model} visibility`] = round3(faces.visibility ?? 1);
     if (faces.model === 'CodeFormer') info['CodeFormer weight'] = round3(faces.weight ?? 0.5);
   }
@@ -117,12 +117,12 @@ async function runUpscale(job: Job, ctx: RunContext, deps: ExecutorDeps): Promis
     .map(([k, v]) => `${k}: ${v}`)
     .join(', ');
   const name = `${job.id}-0.${EXTENSIONS[spec.output.format]}`;
-  await deps.storage.write(name, await encodeImage(image1, { format: spec.output.format, quality: spec.output.quality, infotext }));
+  await deps.storage.write(name, await encodeImage(restored, { format: spec.output.format, quality: spec.output.quality, infotext }));
   const image0: StoredImage = {
     name,
     format: spec.output.format,
-    width: image1.width,
-    height: image1.height,
+    width: restored.width,
+    height: restored.height,
     seed: 0,
     subseed: 0,
     prompt: '',
