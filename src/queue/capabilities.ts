@@ -36,7 +36,7 @@ const FEATURES = {
   },
   hypernetworks: { requested: (s) => (s.hypernetworks?.length ?? 0) > 0, describe: () => 'hypernetworks', field: 'hypernetworks' },
   hires: { requested: (s) => s.hires !== undefined, describe: () => 'hires fix', field: 'hires' },
-  restoreFaces: { requested: (s) => s.restoreFaces === true, describe: () => 'face restoration', field: 'restore_faces' },
+  restoreFaces: { requested: (s) => s.restoreFaces !== undefined, describe: () => 'face restoration', field: 'restore_faces' },
   tiling: { requested: (s) => s.tiling !== undefined && s.tiling !== false, describe: () => 'tiling', field: 'tiling' },
   sMinUncond: { requested: (s) => nonZero(s.sMinUncond), describe: () => 'negative guidance minimum sigma (s_min_uncond)', field: 's_min_uncond' },
   etaNoiseSeedDelta: { requested: (s) => nonZero(s.etaNoiseSeedDelta), describe: () => 'eta noise seed delta (ENSD)', field: 'eta_noise_seed_delta' },
@@ -60,7 +60,7 @@ export type Feature = keyof typeof FEATURES & keyof JobSpec;
 export type Capabilities = ReadonlySet<Feature>;
 
 /** What the built-in engine does today. */
-export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask', 'vae', 'transparentBackground']);
+export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask', 'vae', 'transparentBackground', 'restoreFaces']);
 
 /** Throws FeatureNotImplemented for the first feature the spec asks for that `supported` lacks. */
 export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGINE_CAPABILITIES): void {

@@ -4,7 +4,7 @@ import type { ImageStore } from '../storage/image-store.ts';
 import { encodeImage, EXTENSIONS } from '../storage/encode.ts';
 import type { Engine } from './engine.ts';
 import type { Job, JobResult, StoredImage } from './job.ts';
-import { toGenerateRequest } from './job-spec.ts';
+import { type FaceRestoreFiles, type RestoreFacesSpec, SpecError, toGenerateRequest } from './job-spec.ts';
 import { loadInputImage, loadMaskImage } from './inputs.ts';
 import { runVisionJob, type VisionDeps } from './vision-jobs.ts';
 
@@ -29,6 +29,8 @@ export interface ExecutorDeps extends Pick<VisionDeps, 'resolveClipModel' | 'int
   resolveUpscaler?: (name: string) => string | undefined;
   /** A transparent spec's LayerDiffuse files (throws when they are missing; checked at submission too). */
   transparent?: (spec: Job['spec']) => TransparentSettings | undefined;
+  /** A face restorer ('CodeFormer' | 'GFPGAN') -> its weight files; throws SpecError('restore_faces', ...) naming missing files. */
+  resolveFaceRestorer?: (model: RestoreFacesSpec['model']) => FaceRestoreFiles;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
 }
@@ -46,8 +48,9 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
     const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
+    const faceFiles = spec.restoreFaces ? faceRestorerFiles(deps, spec.restoreFaces) : undefined;
     const transparent = deps.transparent?.(spec);
-    const request = toGenerateRequest(spec, model, init, deps.device, refiner, { loraPaths, hiresUpscalerPath: upscalerPath, mask, transparent });
+    const request = toGenerateRequest(spec, model, init, deps.device, refiner, { loraPaths, hiresUpscalerPath: upscalerPath, mask, transparent, faceFiles });
     // Only the embeddings a prompt names travel (each one used is a text-encoder graph variant).
     const texts = [...spec.prompts, ...spec.negativePrompts];
     const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));
@@ -103,17 +106,26 @@ async function runUpscale(job: Job, ctx: RunContext, deps: ExecutorDeps): Promis
     },
     ctx,
   );
+  // Extras face restoration after the upscale, each pass blended over its input by its visibility (A1111's order).
+  let restored = result.image;
+  const info: Record<string, string | number> = { ...result.info };
+  for (const faces of u.restoreFaces ?? []) {
+    const settings = { ...faces, ...faceRestorerFiles(deps, faces) };
+    restored = (await deps.engine.run('restore-faces', { image: restored, settings }, ctx)).image;
+    info[`${faces.model} visibility`] = round3(faces.visibility ?? 1);
+    if (faces.model === 'CodeFormer') info['CodeFormer weight'] = round3(faces.weight ?? 0.5);
+  }
   // A1111 writes the postprocessing parameters as the image's text ("Postprocess upscale by: 4, ...").
-  const infotext = Object.entries(result.info)
+  const infotext = Object.entries(info)
     .map(([k, v]) => `${k}: ${v}`)
     .join(', ');
   const name = `${job.id}-0.${EXTENSIONS[spec.output.format]}`;
-  await deps.storage.write(name, await encodeImage(result.image, { format: spec.output.format, quality: spec.output.quality, infotext }));
+  await deps.storage.write(name, await encodeImage(restored, { format: spec.output.format, quality: spec.output.quality, infotext }));
   const image0: StoredImage = {
     name,
     format: spec.output.format,
-    width: result.image.width,
-    height: result.image.height,
+    width: restored.width,
+    height: restored.height,
     seed: 0,
     subseed: 0,
     prompt: '',
@@ -122,4 +134,11 @@ async function runUpscale(job: Job, ctx: RunContext, deps: ExecutorDeps): Promis
   };
   const totalMs = Date.now() - started;
   return { images: [image0], timings: { loadMs: 0, encodeMs: 0, sampleMs: totalMs, decodeMs: 0, totalMs } };
+}
+
+const round3 = (v: number) => Math.round(v * 1000) / 1000;
+
+function faceRestorerFiles(deps: ExecutorDeps, spec: RestoreFacesSpec): FaceRestoreFiles {
+  if (!deps.resolveFaceRestorer) throw new SpecError('restore_faces', 'this server has no face-restoration models folder');
+  return deps.resolveFaceRestorer(spec.model);
 }

@@ -88,7 +88,8 @@ export interface JobSpec {
   hypernetworks?: NetworkSpec[];
   /** Seamless tiling (circular padding): true on both axes (A1111 `tiling`), 'x' or 'y' on one; false/absent: none. */
   tiling?: boolean | 'x' | 'y';
-  restoreFaces?: boolean;
+  /** A1111 "Restore faces" after decoding (the executor resolves the weight files). */
+  restoreFaces?: RestoreFacesSpec;
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
   transparentBackground?: boolean;
   /** How the transparent image is made: LayerDiffuse's UNet patch ('attention' default, or 'conv') at `weight` (default 1), the decoder TTA (default on). */
@@ -138,6 +139,13 @@ export interface HiresSpec {
   negativePrompt?: string;
 }
 
+/** Face restoration: the restorer, CodeFormer's fidelity weight (0..1, default 0.5), Extras' visibility (0..1). */
+export interface RestoreFacesSpec {
+  model: 'CodeFormer' | 'GFPGAN';
+  weight?: number;
+  visibility?: number;
+}
+
 /** A1111 Extras upscale settings (upscaling_resize, upscaling_resize_w/h, upscaling_crop, upscaler_1/2, ...). */
 export interface UpscaleSpec {
   /** 0 = by `scale`, 1 = to width x height. */
@@ -149,6 +157,8 @@ export interface UpscaleSpec {
   upscaler1: string;
   upscaler2?: string;
   upscaler2Visibility?: number;
+  /** Extras face restoration after the upscale, in A1111's order (GFPGAN, then CodeFormer), each blended by visibility. */
+  restoreFaces?: RestoreFacesSpec[];
 }
 
 /** Image understanding (kinds 'embed-image', 'interrogate'); `model` names the checkpoint whose VAE encodes. */
@@ -432,6 +442,24 @@ export function imageCount(spec: JobSpec): number {
   return spec.prompts.length * spec.imagesPerPrompt;
 }
 
+/** The three weight files of a face restorer (resolved from the models folder by the server). */
+export interface FaceRestoreFiles {
+  restorerPath: string;
+  detectorPath: string;
+  parserPath: string;
+}
+
+/** Throws SpecError(field) unless a face-restoration spec is a known model with weight/visibility in 0..1. */
+export function checkRestoreFaces(r: RestoreFacesSpec, field = 'restore_faces'): void {
+  if (r.model !== 'CodeFormer' && r.model !== 'GFPGAN')
+    throw new SpecError(`${field}.model`, `must be "CodeFormer" or "GFPGAN", got ${JSON.stringify(r.model)}`);
+  for (const key of ['weight', 'visibility'] as const) {
+    const v = r[key];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 1))
+      throw new SpecError(`${field}.${key}`, `must be a number from 0 to 1, got ${JSON.stringify(v)}`);
+  }
+}
+
 /** JobSpec -> the engine's request. The model and init image are resolved by the caller (executor). */
 export function toGenerateRequest(
   spec: JobSpec,
@@ -439,7 +467,13 @@ export function toGenerateRequest(
   initImage?: RawImage,
   device?: GenerateRequest['device'],
   refiner?: ModelRef,
-  inputs: { loraPaths?: ReadonlyMap<string, string>; hiresUpscalerPath?: string; mask?: RawImage; transparent?: TransparentSettings } = {},
+  inputs: {
+    loraPaths?: ReadonlyMap<string, string>;
+    hiresUpscalerPath?: string;
+    mask?: RawImage;
+    transparent?: TransparentSettings;
+    faceFiles?: FaceRestoreFiles;
+  } = {},
 ): GenerateRequest {
   return {
     model,
@@ -491,6 +525,7 @@ export function toGenerateRequest(
     mask: inputs.mask && spec.mask ? maskSettings(spec.mask, inputs.mask) : undefined,
     outpaint: spec.outpaint && { ...spec.outpaint, fill: spec.outpaint.fill as 0 | 1 | 2 | 3 | undefined },
     transparent: inputs.transparent,
+    restoreFaces: spec.restoreFaces && inputs.faceFiles ? { ...spec.restoreFaces, ...inputs.faceFiles } : undefined,
     device,
   };
 }

@@ -22,7 +22,7 @@ import { createExecutor } from '../queue/executor.ts';
 import { ProcessEngine } from '../queue/engine-process.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
-import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
+import { checkLoraWeights, checkRestoreFaces, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
 import { checkSpecVae } from './models/vae.ts';
 import { checkTransparentSpec, jobTransparentSettings } from './models/layerdiffuse.ts';
@@ -30,6 +30,7 @@ import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
 import { ClipVisionCatalog } from './models/clip-vision.ts';
+import { FaceRestorerCatalog } from './models/face-restorers.ts';
 import { checkCapabilities } from '../queue/capabilities.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -72,6 +73,8 @@ export class KilnServices {
   readonly upscalers: UpscalerCatalog;
   /** CLIP models (models/clip_vision/) and interrogator phrase lists (models/interrogate/). */
   readonly clipVision: ClipVisionCatalog;
+  /** Face restorers' weight files (models/codeformer/, gfpgan/, facedetect/, A1111's Codeformer/, GFPGAN/). */
+  readonly faceRestorers: FaceRestorerCatalog;
   readonly engine: Engine;
   /** The engine process (absent when a test injects an in-process engine). */
   readonly engineProcess?: ProcessEngine;
@@ -110,6 +113,7 @@ export class KilnServices {
     this.models = new ModelRegistry(config);
     this.upscalers = new UpscalerCatalog(this.models, config.modelsDir);
     this.clipVision = new ClipVisionCatalog(this.models, config.modelsDir);
+    this.faceRestorers = new FaceRestorerCatalog(config.modelsDir);
     // An API node runs no jobs: no engine process, only the engine's static lists (samplers, schedules).
     const child =
       opts.engine || !config.worker
@@ -141,6 +145,7 @@ export class KilnServices {
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
         resolveClipModel: (n, kind) => this.clipVision.resolve(n, kind),
+        resolveFaceRestorer: (m) => this.faceRestorers.resolve(m),
         interrogateCategories: () => this.clipVision.categories(),
         hasModel: (n) => this.models.has(n),
         transparent: (spec) => jobTransparentSettings(spec, config.modelsDir),
@@ -291,10 +296,20 @@ export class KilnServices {
       return;
     }
     if (spec.kind === 'upscale') {
-      // No model, sampler or schedule: only the upscaler names matter.
+      // No model, sampler or schedule: only the upscaler names and face restorers' files matter.
       this.upscalers.check(spec.upscale!.upscaler1, spec.sourceFields?.upscale ?? 'upscaler_1', { latent: false });
       if (spec.upscale!.upscaler2) this.upscalers.check(spec.upscale!.upscaler2, 'upscaler_2', { latent: false });
+      for (const faces of spec.upscale!.restoreFaces ?? []) {
+        const field = `${faces.model.toLowerCase()}_visibility`;
+        checkRestoreFaces(faces, field);
+        this.faceRestorers.resolve(faces.model, field);
+      }
       return;
+    }
+    if (spec.restoreFaces) {
+      const field = spec.sourceFields?.restoreFaces ?? 'restore_faces';
+      checkRestoreFaces(spec.restoreFaces, field);
+      this.faceRestorers.resolve(spec.restoreFaces.model, field);
     }
     if (!this.models.has(spec.model)) {
       if (spec.model === undefined) throw new SpecError('model', 'no model was given and the server has no default model (start it with --model)');

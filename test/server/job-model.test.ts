@@ -125,9 +125,8 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
   try {
     for (const [field, extra, feature] of [
       ['hypernetworks', { hypernetworks: [{ name: 'pixel-art', weight: 0.8 }] }, /hypernetworks/],
-      // (loras, hires and transparent_background used to be here; they run now: see the LoRA, hires and LayerDiffuse tests.)
+      // (loras, hires, transparent_background and restore_faces used to be here; they run now: see their own tests.)
       ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
-      ['restore_faces', { restore_faces: true }, /face restoration/],
     ] as const) {
       const r = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, ...extra });
       assert.equal(r.statusCode, 501, `${field}: ${r.body}`);
@@ -142,6 +141,11 @@ test('native /v1: features Kiln lacks answer 501 naming the feature and field, b
       transparent.json().error.message,
       /layer_xl_transparent_attn\.safetensors and vae_transparent_decoder\.safetensors, not found in .*models\/layerdiffuse/,
     );
+    // Face restoration exists now: without its weight files it is a 400 naming them and where they go.
+    const faces = await post(s.app, '/v1/jobs', { prompt: 'x', width: 64, height: 64, restore_faces: true });
+    assert.equal(faces.statusCode, 400, faces.body);
+    assert.equal(faces.json().error.field, 'restore_faces');
+    assert.match(faces.json().error.message, /detection_Resnet50_Final\.pth\) in models\/facedetect\//);
     // Inpainting exists now: a mask that is not an image is a 400 naming the field.
     const mask = await post(s.app, '/v1/jobs', {
       prompt: 'x',

@@ -25,6 +25,8 @@ export const SETTABLE_OPTIONS: Readonly<Record<string, Check>> = {
   CLIP_stop_at_last_layers: intIn(1, 12),
   eta_noise_seed_delta: intIn(0, 4_294_967_295),
   sd_vae: shortString(256),
+  face_restoration_model: (v) => (v === 'CodeFormer' || v === 'GFPGAN' ? { value: v } : { error: 'must be "CodeFormer" or "GFPGAN"' }),
+  code_former_weight: (v) => (typeof v === 'number' && v >= 0 && v <= 1 ? { value: v } : { error: 'must be a number from 0 to 1' }),
 };
 
 /** Longest checkpoint name accepted (titles are "file.safetensors [hash]"). */

@@ -11,7 +11,7 @@ import { a1111Embeddings } from '../models/embeddings.ts';
 import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
 import type { Job } from '../../queue/job.ts';
-import { SPEC_DEFAULTS, type JobSpec } from '../../queue/job-spec.ts';
+import { SPEC_DEFAULTS, type JobSpec, type RestoreFacesSpec } from '../../queue/job-spec.ts';
 import { resolveSeed } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import { readInfotext } from '../../storage/encode.ts';
@@ -238,6 +238,22 @@ export interface A1111Context {
   options: Record<string, unknown>;
 }
 
+/** A1111 "Restore faces" from the settings face_restoration_model (default CodeFormer) and code_former_weight (0.5). */
+function facesFromOptions(value: (key: string, fallback: unknown) => unknown, overridden: (key: string) => boolean): RestoreFacesSpec {
+  const fieldOf = (key: string) => (overridden(key) ? `override_settings.${key}` : key);
+  const model = value('face_restoration_model', 'CodeFormer');
+  if (model !== 'CodeFormer' && model !== 'GFPGAN') {
+    const field = fieldOf('face_restoration_model');
+    throw new HttpError(400, 'invalid_request', `${field}: must be "CodeFormer" or "GFPGAN", got ${JSON.stringify(model)}`, field);
+  }
+  const weight = value('code_former_weight', 0.5);
+  if (typeof weight !== 'number' || !(weight >= 0 && weight <= 1)) {
+    const field = fieldOf('code_former_weight');
+    throw new HttpError(400, 'invalid_request', `${field}: must be a number from 0 to 1, got ${JSON.stringify(weight)}`, field);
+  }
+  return model === 'CodeFormer' ? { model, weight } : { model };
+}
+
 /**
  * An A1111 txt2img/img2img body (schema defaults filled) -> JobSpec. Every feature the body asks for is
  * mapped onto the job model (hires, LoRA tags, masks, ...); the capability check at submission answers 501
@@ -293,6 +309,13 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
   const positive = (n: number | null | undefined) => (typeof n === 'number' && n > 0 ? n : undefined);
   const networks = body.disable_extra_networks ? {} : promptNetworks(prompts);
   const hires = hiresOf(body, kind);
+  const restoreFaces =
+    body.restore_faces === true
+      ? facesFromOptions(
+          (k, d) => optionValue(overrides, k, d),
+          (k) => k in overrides,
+        )
+      : undefined;
 
   const spec = baseSpec({
     kind,
@@ -326,7 +349,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     loras: networks.loras,
     hypernetworks: networks.hypernetworks,
     hires: hires?.hires,
-    restoreFaces: body.restore_faces === true || undefined,
+    restoreFaces,
     tiling: body.tiling === true || undefined,
     sMinUncond: positive(body.s_min_uncond),
     etaNoiseSeedDelta: Number(optionValue(overrides, 'eta_noise_seed_delta', 0)) || undefined,
@@ -460,7 +483,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       steps: spec.steps,
       batch_size: body.batch_size,
       restore_faces: body.restore_faces ?? false,
-      face_restoration_model: null,
+      face_restoration_model: spec.restoreFaces?.model ?? null,
       sd_model_name: params.Model ?? spec.model ?? kiln.models.default?.name ?? null,
       sd_model_hash: params['Model hash'] ?? null,
       sd_vae_name: null,
@@ -675,7 +698,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
   app.get('/sdapi/v1/latent-upscale-modes', { schema: { tags: ['a1111'] } }, async () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
   app.get('/sdapi/v1/embeddings', { schema: { tags: ['a1111'] } }, async () => a1111Embeddings(kiln.models));
   app.get('/sdapi/v1/prompt-styles', { schema: { tags: ['a1111'] } }, async () => []);
-  app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => []);
+  app.get('/sdapi/v1/face-restorers', { schema: { tags: ['a1111'] } }, async () => kiln.faceRestorers.list());
   // A1111's InterrogateRequest {image, model}: "clip" is its CLIP interrogator (Kiln's has no BLIP caption in
   // front); DeepDanbooru is not available. Unknown models and a missing image are 404s, as A1111 answers them.
   app.post(
@@ -784,9 +807,6 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
 
   /** One image through A1111 Extras as an upscale job; resolves to the stored result and its parameters text. */
   async function extrasUpscale(req: FastifyRequest, reply: FastifyReply, body: Body, image: string, field: string) {
-    for (const face of ['gfpgan_visibility', 'codeformer_visibility'] as const) {
-      if (typeof body[face] === 'number' && body[face] > 0) notImplemented('face restoration', face);
-    }
     const mode = body.resize_mode === 1 ? 1 : 0;
     const spec = baseSpec({
       kind: 'upscale',
@@ -800,6 +820,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
         upscaler1: String(body.upscaler_1 ?? 'None'),
         upscaler2: body.upscaler_2 && body.upscaler_2 !== 'None' ? String(body.upscaler_2) : undefined,
         upscaler2Visibility: typeof body.extras_upscaler_2_visibility === 'number' ? body.extras_upscaler_2_visibility : undefined,
+        restoreFaces: extrasFaces(body),
       },
       output: { ...SPEC_DEFAULTS.output, format: 'png' },
     });
@@ -810,6 +831,21 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     if (done.state !== 'succeeded') throw jobFailure(done);
     const [result] = await resultImages(kiln, done);
     return result!;
+  }
+  /** Extras' GFPGAN and CodeFormer passes (A1111 runs them in this order, each only at a visibility above 0). */
+  function extrasFaces(body: Body): RestoreFacesSpec[] | undefined {
+    const number = (field: string, fallback: number) => {
+      const v = body[field] ?? fallback;
+      if (typeof v !== 'number' || !(v >= 0 && v <= 1))
+        throw new HttpError(400, 'invalid_request', `${field}: must be a number from 0 to 1, got ${JSON.stringify(v)}`, field);
+      return v;
+    };
+    const out: RestoreFacesSpec[] = [];
+    const gfpgan = number('gfpgan_visibility', 0);
+    if (gfpgan > 0) out.push({ model: 'GFPGAN', visibility: gfpgan });
+    const codeformer = number('codeformer_visibility', 0);
+    if (codeformer > 0) out.push({ model: 'CodeFormer', visibility: codeformer, weight: number('codeformer_weight', 0) });
+    return out.length ? out : undefined;
   }
   const html = (text: string) => `<p>${text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')}</p>`;
 

@@ -119,7 +119,23 @@ export function nativeRequestSchema(limits: Limits) {
         enum: [true, false, 'x', 'y'],
         description: 'Seamless tiling: true wraps both axes (a texture that tiles in every direction), "x" left-right only, "y" top-bottom only.',
       },
-      restore_faces: { type: 'boolean' },
+      restore_faces: {
+        oneOf: [
+          { type: 'boolean' },
+          {
+            type: 'object',
+            additionalProperties: false,
+            required: ['model'],
+            properties: {
+              model: { enum: ['CodeFormer', 'GFPGAN'] },
+              weight: { type: 'number', minimum: 0, maximum: 1, description: "CodeFormer's fidelity: 0 strongest effect, 1 weakest (default 0.5)." },
+              visibility: { type: 'number', minimum: 0, maximum: 1 },
+            },
+          },
+        ],
+        description:
+          'Face restoration after decoding (A1111 "Restore faces"): true = CodeFormer, or {model, weight, visibility}. Needs the weight files in models/codeformer/ or gfpgan/ and models/facedetect/.',
+      },
       transparent: {
         anyOf: [
           { type: 'boolean' },
@@ -247,7 +263,7 @@ export interface NativeRequest {
   loras?: Array<{ name: string; weight?: number }>;
   hypernetworks?: Array<{ name: string; weight?: number }>;
   tiling?: boolean | 'x' | 'y';
-  restore_faces?: boolean;
+  restore_faces?: boolean | { model: 'CodeFormer' | 'GFPGAN'; weight?: number; visibility?: number };
   transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
   transparent_background?: boolean;
   mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number; mode?: 'a1111' | 'diffusers' };
@@ -322,7 +338,7 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     loras: body.loras?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
     hypernetworks: body.hypernetworks?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
     tiling: body.tiling,
-    restoreFaces: body.restore_faces,
+    restoreFaces: body.restore_faces === true ? { model: 'CodeFormer' } : body.restore_faces || undefined,
     transparentBackground: body.transparent !== undefined && body.transparent !== false ? true : body.transparent_background,
     transparentOptions: typeof body.transparent === 'object' ? body.transparent : undefined,
     sourceFields: body.transparent_background !== undefined && body.transparent === undefined ? { transparentBackground: 'transparent_background' } : undefined,

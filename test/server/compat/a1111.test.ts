@@ -202,7 +202,6 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   for (const [field, payload, feature] of [
     // (enable_hr used to be here; hires fix runs now: test/server/compat/hires.test.ts.)
     ['s_min_uncond', { s_min_uncond: 1 }, /s_min_uncond/],
-    ['restore_faces', { restore_faces: true }, /face restoration/],
     ['prompt', { prompt: 'a cat <hypernet:pixel:0.8>' }, /hypernetworks/],
   ] as const) {
     const r = await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 64, height: 64, ...payload });
@@ -215,10 +214,13 @@ test('errors: A1111 shapes for schema errors (422), unknown samplers (400), unkn
   const mask = await post('/sdapi/v1/img2img', { prompt: 'x', init_images: ['aGk='], mask: 'aGk=' });
   assert.ok(mask.statusCode >= 400 && mask.statusCode < 500, mask.body);
   assert.match(mask.body, /mask: is not a readable image/);
-  // Extras upscaling runs now (test/server/compat/hires.test.ts); its face restoration part does not.
+  // Face restoration runs now (test/server/compat/face-restoration.test.ts): without its files it is a 400 naming them.
+  const faces = await post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 64, height: 64, restore_faces: true });
+  assert.equal(faces.statusCode, 400, faces.body);
+  assert.match(faces.json().detail, /^restore_faces: .*codeformer-v0\.1\.0\.pth\) in models\/codeformer\//);
   const extras = await post('/sdapi/v1/extra-single-image', { image: 'aGk=', upscaler_1: 'Lanczos', gfpgan_visibility: 1 });
-  assert.equal(extras.statusCode, 501);
-  assert.match(extras.json().detail, /face restoration/);
+  assert.equal(extras.statusCode, 400, extras.body);
+  assert.match(extras.json().detail, /gfpgan_visibility: .*GFPGANv1\.4\.pth\) in models\/gfpgan\//);
 });
 
 test('refiner_checkpoint runs the refiner for the last steps (infotext names it); an unknown one is a 400', async () => {

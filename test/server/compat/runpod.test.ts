@@ -223,7 +223,7 @@ test('failures: rejected input is a FAILED job with the reason; retry re-runs a 
   assert.equal((await get(`${EP}/status/${missing.id}`)).json().status, 'FAILED');
 
   for (const [input, why] of [
-    [{ prompt: 'x', restore_faces: true }, /restore_faces: face restoration is not implemented/],
+    [{ prompt: 'x', restore_faces: true }, /restore_faces: face restoration with CodeFormer needs files that are not installed/],
     [{ prompt: 'x', refiner_checkpoint: 'sd_xl_refiner_1.0' }, /Could not find checkpoint with name sd_xl_refiner_1.0/],
     [{ prompt: 'x', sampler_name: 'Bogus' }, /unknown sampler "Bogus"/],
     [{ prompt: 'x', steps: 'thirty' }, /input.steps: must be integer/],
