@@ -58,6 +58,8 @@ try {
   children.push(single.child);
   await runBatch(single.url, 2, 1); // warm-up
   const sqliteMs = await runBatch(single.url, jobs, 100);
+  console.log(`jobs: ${jobs} x (64x64, ${steps} steps, tiny-sd1), 1 engine thread per worker, ${process.env.BENCH_NOTE ?? 'this machine'}`);
+  console.log(`embedded SQLite, one process: ${(sqliteMs / jobs).toFixed(0)} ms/job`);
   single.child.kill('SIGTERM');
   await single.exited;
 
@@ -79,9 +81,11 @@ try {
     const w1 = await worker(redis.url, 'w1');
     await runBatch(api.url, 2, 1);
     const oneMs = await runBatch(api.url, jobs, 100);
+    console.log(`Redis, API node + 1 worker:   ${(oneMs / jobs).toFixed(0)} ms/job (queue overhead vs SQLite: ${((oneMs - sqliteMs) / jobs).toFixed(0)} ms/job)`);
     const w2 = await worker(redis.url, 'w2');
     await runBatch(api.url, 2, 1);
     const twoMs = await runBatch(api.url, jobs, 100);
+    console.log(`Redis, API node + 2 workers:  ${(twoMs / jobs).toFixed(0)} ms/job; throughput 2 vs 1 worker: ${(oneMs / twoMs).toFixed(2)}x`);
 
     // Recovery: long jobs, kill a worker holding one, time until that job runs again elsewhere.
     const ids: string[] = [];
