@@ -235,7 +235,11 @@ export interface RunOptions {
    * Live previews in progress events: every `everyEvals` model evaluations (and after the last one).
    * Absent or everyEvals <= 0: no previews and no extra work.
    */
-  preview?: { everyEvals: number };
+  preview?: {
+    everyEvals: number;
+    /** TAESD decoder files by latent space name ("sd", "sdxl"): previews decoded at full size instead of "Approx cheap". */
+    taesd?: Partial<Record<string, string>>;
+  };
 }
 
 export type GenerateOptions = RunOptions;

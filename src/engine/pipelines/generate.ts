@@ -9,6 +9,7 @@ import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { PreviewTap } from './denoisers/preview-tap.ts';
+import { openTaesdDecoder } from './taesd-model.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
 import { x0Blend, noisedReinjection, blendWithInit } from './denoisers/inpaint-blend.ts';
 import { isInpaintingUnet } from '../families/unet-feeds.ts';
@@ -110,7 +111,9 @@ export async function runPipeline(
   }
 
   const everyEvals = opts.onProgress && opts.preview && opts.preview.everyEvals > 0 ? Math.floor(opts.preview.everyEvals) || 1 : 0;
-  const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape) : undefined;
+  const taesdFile = everyEvals > 0 ? opts.preview?.taesd?.[base.family.latentSpace.name] : undefined;
+  const taesd = taesdFile ? await openTaesdDecoder(taesdFile, base.settings) : undefined;
+  const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape, taesd) : undefined;
   if (tap) pass.wrappers.push(tap.wrapper);
   const passes = [pass];
   const hires = req.hires ? hiresSigmas(base, req) : undefined;
@@ -133,6 +136,8 @@ export async function runPipeline(
       });
     },
   });
+  const finalPreview = await tap?.finalPreview();
+  if (finalPreview) progress({ phase: 'sampling', step: firstEvals, totalSteps: firstEvals, fraction: hires ? 0.5 : 0.9, preview: finalPreview });
   tap?.clear();
   const lastPass = passes[passes.length - 1]!;
   let latents = toDecoderSpace(sampled, lastPass.sigmas[lastPass.sigmas.length - 1]!);
