@@ -29,6 +29,8 @@ export interface ExecutorDeps extends Pick<VisionDeps, 'resolveClipModel' | 'int
   resolveUpscaler?: (name: string) => string | undefined;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
+  /** TAESD decoder files by latent space name, for full-size previews (absent or empty: "Approx cheap"). */
+  previewDecoders?: () => Partial<Record<string, string>>;
 }
 
 export function createExecutor(deps: ExecutorDeps): JobRunner {
@@ -41,7 +43,8 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const mask = spec.mask?.image ? await loadMaskImage(spec.mask.image, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
-    const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
+    const taesd = everyEvals > 0 ? deps.previewDecoders?.() : undefined;
+    const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals, ...(taesd && Object.keys(taesd).length ? { taesd } : {}) } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
     const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
     const request = toGenerateRequest(spec, model, init, deps.device, refiner, { loraPaths, hiresUpscalerPath: upscalerPath, mask });

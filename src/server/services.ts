@@ -25,6 +25,7 @@ import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
 import { checkSpecVae } from './models/vae.ts';
+import { findTaesdDecoders } from './models/taesd.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
@@ -138,6 +139,7 @@ export class KilnServices {
         hasModel: (n) => this.models.has(n),
         device: config.device,
         previewEvery: config.previewEvery,
+        previewDecoders: () => findTaesdDecoders(config.modelsDir),
       }),
       // An evaluation that ignores abort past the grace is inside a native call: only killing its process stops it.
       // While shutting down the killed process is not replaced: the server is about to close it anyway.

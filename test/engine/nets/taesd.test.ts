@@ -11,7 +11,7 @@ import { createEngine } from '../../../src/engine/engine.ts';
 import { ModelFileError, type GenerateRequest, type ProgressEvent } from '../../../src/engine/api.ts';
 import { memoryTensors, taesdDecoderPlan } from '../../../src/engine/nets/taesd.ts';
 import { openFromSource, openTaesdDecoder } from '../../../src/engine/pipelines/taesd-model.ts';
-import { writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
+import { random, tinyTaesd, writeTaesd } from './taesd-fixture.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-taesd-'));
@@ -21,46 +21,6 @@ after(async () => {
   await engine.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Deterministic uniform(-a, a) values (mulberry32). */
-function random(seed: number): (a: number) => number {
-  let s = seed >>> 0;
-  return (a) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * a;
-  };
-}
-
-/**
- * The published decoder with C channels in original (Sequential index) names: 1 conv(4->C), 3..5 blocks, 7 conv
- * no bias, 8..10, 12, 13..15, 17, 18 block, 19 conv(->3). `lastBlockOut` != C gives block 18 a 1x1 skip conv.
- */
-function tinyTaesd(c: number, lastBlockOut = c, seed = 1): Record<string, Tensor> {
-  const r = random(seed);
-  const t: Record<string, Tensor> = {};
-  const conv = (name: string, out: number, inC: number, k: number, bias: boolean) => {
-    const fan = inC * k * k;
-    t[`${name}.weight`] = { shape: [out, inC, k, k], data: Float32Array.from({ length: out * fan }, () => r(1.5 / Math.sqrt(fan))) };
-    if (bias) t[`${name}.bias`] = { shape: [out], data: Float32Array.from({ length: out }, () => r(0.1)) };
-  };
-  const block = (i: number, inC: number, out: number) => {
-    conv(`${i}.conv.0`, out, inC, 3, true);
-    conv(`${i}.conv.2`, out, out, 3, true);
-    conv(`${i}.conv.4`, out, out, 3, true);
-    if (inC !== out) conv(`${i}.skip`, out, inC, 1, false);
-  };
-  conv('1', c, 4, 3, true);
-  for (const g of [3, 8, 13]) {
-    for (let i = g; i < g + 3; i++) block(i, c, c);
-    conv(String(g + 4), c, c, 3, false);
-  }
-  block(18, c, lastBlockOut);
-  conv('19', 3, lastBlockOut, 3, true);
-  return t;
-}
 
 /** Straightforward reference of taesd.py's Decoder forward, output clamped to [0, 1]. */
 function referenceDecode(
@@ -115,12 +75,6 @@ function referenceDecode(
   }
   x = conv(block(x, 18), '19');
   return { ...x, data: x.data.map((v) => Math.min(1, Math.max(0, v))) };
-}
-
-function writeTaesd(file: string, tensors: Record<string, Tensor>, rename: (n: string) => string = (n) => n): void {
-  const out: Parameters<typeof writeSafetensors>[1] = {};
-  for (const [n, t] of Object.entries(tensors)) out[rename(n)] = { dtype: 'F32', shape: t.shape, bytes: new Uint8Array(t.data.buffer.slice(0)) };
-  writeSafetensors(file, out);
 }
 
 /** diffusers AutoencoderTiny names: decoder.layers.(i - 1) (no Clamp in its Sequential). */
