@@ -64,6 +64,11 @@ export interface GenerateRequest {
   refiner?: RefinerSettings;
   /** Seamless tiling: the image wraps around on these axes (every padded convolution pads circularly there). */
   tiling?: Tiling;
+  /**
+   * Final decode with a TAESD decoder instead of the VAE (the request's `vae: "taesd"`): decoder files by latent
+   * space name ("sd", "sdxl"); the model's space must have one. Faster and rougher than the full VAE.
+   */
+  taesdDecode?: Partial<Record<string, string>>;
   /** LoRA / LyCORIS files merged into the base model, in order (see weights/lora/). */
   loras?: LoraSettings[];
   /** Textual-inversion embeddings whose names the prompts may use (A1111: every file in models/embeddings). */

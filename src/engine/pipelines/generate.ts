@@ -9,7 +9,7 @@ import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { PreviewTap } from './denoisers/preview-tap.ts';
-import { openTaesdDecoder } from './taesd-model.ts';
+import { openTaesdDecoder, taesdImages, type TaesdDecoder } from './taesd-model.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
 import { x0Blend, noisedReinjection, blendWithInit } from './denoisers/inpaint-blend.ts';
 import { isInpaintingUnet } from '../families/unet-feeds.ts';
@@ -59,6 +59,9 @@ export async function runPipeline(
   const baseCond = await conditionBatch(base, batch, clipSkip);
   const refinerCond = refiner ? await conditionBatch(refiner, batch, clipSkip) : undefined;
   timings.encodeMs = Date.now() - t0;
+
+  // A TAESD final decode must fit this model: checked before any work.
+  const taesdFinal = req.taesdDecode ? await openFinalTaesd(base, req.taesdDecode) : undefined;
 
   // 2. Initial latent.
   const plan = planRequest(base, req);
@@ -156,7 +159,7 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
-  const decoded = await decodeLatents(base, latents, count, outShape, req.tiling);
+  const decoded = taesdFinal ? await taesdImages(taesdFinal, latents, count, outShape) : await decodeLatents(base, latents, count, outShape, req.tiling);
   const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
 
   // 5. Post-process.
@@ -175,4 +178,21 @@ export async function runPipeline(
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });
   const warnings = [...(base.loras?.warnings ?? []), ...(base.embeddings?.warnings ?? [])];
   return { images, timings, ...(warnings.length ? { warnings } : {}) };
+}
+
+/** The TAESD decoder for this model's latent space, or a KilnInputError('vae') saying what is missing or unfit. */
+async function openFinalTaesd(base: ModelSessions, files: Partial<Record<string, string>>): Promise<TaesdDecoder> {
+  const space = base.family.latentSpace.name;
+  const file = files[space];
+  if (!file) {
+    const name = space === 'sdxl' ? 'taesdxl_decoder' : 'taesd_decoder';
+    throw new KilnInputError(`vae: "taesd" needs ${name}.safetensors (or .pth) in models/vae-approx/ or models/taesd/ for this ${space} model`, 'vae');
+  }
+  const decoder = await openTaesdDecoder(file, base.settings);
+  if (decoder.plan.latentChannels !== base.latentChannels || decoder.plan.scale !== base.latentFactor)
+    throw new KilnInputError(
+      `vae: the TAESD decoder ${file} (${decoder.plan.latentChannels} channels, x${decoder.plan.scale}) does not fit this model (${base.latentChannels} channels, x${base.latentFactor})`,
+      'vae',
+    );
+  return decoder;
 }

@@ -71,10 +71,19 @@ export async function openFromSource(
   };
 }
 
+/** Decodes each image of a latent batch [count, C, h, w] with TAESD to 8-bit RGB (the final-decode path). */
+export async function taesdImages(decoder: TaesdDecoder, latents: Float32Array, count: number, shape: [number, number, number]): Promise<RawImage[]> {
+  const per = shape[0] * shape[1] * shape[2];
+  const images: RawImage[] = [];
+  for (let i = 0; i < count; i++) images.push((await taesdPreview(decoder, latents.subarray(i * per, (i + 1) * per), shape))!);
+  return images;
+}
+
 /** The first image of a latent batch [B, C, h, w] decoded to an 8-bit RGB preview at full size. */
 export async function taesdPreview(decoder: TaesdDecoder, latents: Float32Array, shape: [number, number, number]): Promise<RawImage | undefined> {
   const [c, h, w] = shape;
   if (c !== decoder.plan.latentChannels) return undefined;
+  // slice (a copy): onnxruntime wants a tensor of exactly the shape's size.
   const rgb = await decoder.decode(latents.slice(0, c * h * w), [1, c, h, w]);
   const height = h * decoder.plan.scale;
   const width = w * decoder.plan.scale;

@@ -18,8 +18,9 @@ export function random(seed: number): (a: number) => number {
 /**
  * The published decoder with C channels in original (Sequential index) names: 1 conv(4->C), 3..5 blocks, 7 conv
  * no bias, 8..10, 12, 13..15, 17, 18 block, 19 conv(->3). `lastBlockOut` != C gives block 18 a 1x1 skip conv.
+ * `groups` < 3 keeps only the first upsampling groups (x2 per group): a TAESD that fits the tiny models' x2 VAE.
  */
-export function tinyTaesd(c: number, lastBlockOut = c, seed = 1): Record<string, Tensor> {
+export function tinyTaesd(c: number, lastBlockOut = c, seed = 1, groups = 3): Record<string, Tensor> {
   const r = random(seed);
   const t: Record<string, Tensor> = {};
   const conv = (name: string, out: number, inC: number, k: number, bias: boolean) => {
@@ -34,12 +35,13 @@ export function tinyTaesd(c: number, lastBlockOut = c, seed = 1): Record<string,
     if (inC !== out) conv(`${i}.skip`, out, inC, 1, false);
   };
   conv('1', c, 4, 3, true);
-  for (const g of [3, 8, 13]) {
+  for (const g of groupStarts(groups)) {
     for (let i = g; i < g + 3; i++) block(i, c, c);
     conv(String(g + 4), c, c, 3, false);
   }
-  block(18, c, lastBlockOut);
-  conv('19', 3, lastBlockOut, 3, true);
+  const end = 3 + 5 * groups;
+  block(end, c, lastBlockOut);
+  conv(String(end + 1), 3, lastBlockOut, 3, true);
   return t;
 }
 
@@ -47,4 +49,9 @@ export function writeTaesd(file: string, tensors: Record<string, Tensor>, rename
   const out: Parameters<typeof writeSafetensors>[1] = {};
   for (const [n, t] of Object.entries(tensors)) out[rename(n)] = { dtype: 'F32', shape: t.shape, bytes: new Uint8Array(t.data.buffer.slice(0)) };
   writeSafetensors(file, out);
+}
+
+/** Sequential indices where each upsampling group's first block sits (3, 8, 13 in the published decoder). */
+export function groupStarts(groups: number): number[] {
+  return Array.from({ length: groups }, (_, k) => 3 + 5 * k);
 }

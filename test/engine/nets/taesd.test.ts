@@ -8,10 +8,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../../src/engine/engine.ts';
-import { ModelFileError, type GenerateRequest, type ProgressEvent } from '../../../src/engine/api.ts';
+import { KilnInputError, ModelFileError, type GenerateRequest, type ProgressEvent } from '../../../src/engine/api.ts';
 import { memoryTensors, taesdDecoderPlan } from '../../../src/engine/nets/taesd.ts';
 import { openFromSource, openTaesdDecoder } from '../../../src/engine/pipelines/taesd-model.ts';
-import { random, tinyTaesd, writeTaesd } from './taesd-fixture.ts';
+import { groupStarts, random, tinyTaesd, writeTaesd } from './taesd-fixture.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-taesd-'));
@@ -69,11 +69,13 @@ function referenceDecode(
   };
   let x: Act = { data: latent.map((v) => Math.tanh(v / 3) * 3), c: c0, h: h0, w: w0 };
   x = relu(conv(x, '1'));
-  for (const g of [3, 8, 13]) {
+  const groups = w['18.conv.0.weight'] ? 3 : w['13.conv.0.weight'] ? 2 : 1;
+  for (const g of groupStarts(groups)) {
     for (let i = g; i < g + 3; i++) x = block(x, i);
     x = conv(up(x), String(g + 4));
   }
-  x = conv(block(x, 18), '19');
+  const end = 3 + 5 * groups;
+  x = conv(block(x, end), String(end + 1));
   return { ...x, data: x.data.map((v) => Math.min(1, Math.max(0, v))) };
 }
 
@@ -194,4 +196,45 @@ test('openFromSource builds from in-memory weights (the bench path)', async () =
   const out = await dec.decode(new Float32Array(4 * 2 * 2), [1, 4, 2, 2]);
   assert.equal(out.length, 3 * 16 * 16);
   await dec.release();
+});
+
+test('final decode with TAESD (taesdDecode): the image is the TAESD decode of the final latent; unfit or missing decoders are input errors', async () => {
+  // One upsampling group: x2, as the tiny model's VAE.
+  const file = join(dir, 'taesd-final-x2.safetensors');
+  const weights = tinyTaesd(8, 8, 4, 1);
+  writeTaesd(file, weights);
+  const req: GenerateRequest = {
+    model: { path: 'test/fixtures/tiny-sd1' },
+    prompts: ['a red apple'],
+    width: 64,
+    height: 48,
+    steps: 4,
+    cfgScale: 7,
+    sampler: 'Euler',
+    seed: 5,
+  };
+  let final: Float32Array | undefined;
+  const res = await engine.generate({ ...req, taesdDecode: { sd: file } }, {}, { onFinalLatents: (t) => (final = t.data) });
+  const img = res.images[0]!.image;
+  assert.deepEqual([img.width, img.height, img.channels], [64, 48, 3]);
+  const ref = referenceDecode(weights, final!, 4, 24, 32);
+  let maxDiff = 0;
+  for (let p = 0; p < 64 * 48; p++)
+    for (let k = 0; k < 3; k++) maxDiff = Math.max(maxDiff, Math.abs(img.data[p * 3 + k]! - Math.round(ref.data[k * 64 * 48 + p]! * 255)));
+  assert.ok(maxDiff <= 1, `image = TAESD(final latent) to within rounding (max diff ${maxDiff})`);
+  const plain = await engine.generate(req);
+  assert.notDeepEqual(Buffer.from(plain.images[0]!.image.data), Buffer.from(img.data), 'the VAE decode differs');
+  const again = await engine.generate({ ...req, taesdDecode: { sd: file } });
+  assert.deepEqual(Buffer.from(again.images[0]!.image.data), Buffer.from(img.data), 'deterministic');
+
+  await assert.rejects(
+    engine.generate({ ...req, taesdDecode: {} }),
+    (e: Error) => e instanceof KilnInputError && e.field === 'vae' && /taesd_decoder/.test(e.message),
+  );
+  const x8 = join(dir, 'taesd-final-x8.safetensors');
+  writeTaesd(x8, tinyTaesd(4));
+  await assert.rejects(
+    engine.generate({ ...req, taesdDecode: { sd: x8 } }),
+    (e: Error) => e instanceof KilnInputError && e.field === 'vae' && /does not fit this model/.test(e.message),
+  );
 });
