@@ -1,8 +1,9 @@
-// TAESD live previews end to end: a decoder file in models/vae-approx/ (A1111's folder, published name) makes
-// the running job's native preview a full-size image instead of the latent-size "Approx cheap" one.
+// TAESD end to end: a decoder file in models/vae-approx/ (A1111's folder, published name) makes the running
+// job's native preview a full-size image instead of the latent-size "Approx cheap" one, and `vae: "taesd"`
+// decodes the final image with it. The decoder has one upsampling group (x2), the tiny model's VAE factor.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
@@ -16,10 +17,12 @@ import { tinyTaesd, writeTaesd } from '../engine/nets/taesd-fixture.ts';
 const TINY = fileURLToPath(new URL('../fixtures/tiny-sd1', import.meta.url));
 const t = tempDir('kiln-taesd-preview-');
 let app: FastifyInstance;
+let decoderFile = '';
 before(async () => {
   const config = testConfig(t.dir, { model: TINY, previewEvery: 2 });
   mkdirSync(join(config.modelsDir, 'vae-approx'), { recursive: true });
-  writeTaesd(join(config.modelsDir, 'vae-approx', 'taesd_decoder.safetensors'), tinyTaesd(8));
+  decoderFile = join(config.modelsDir, 'vae-approx', 'taesd_decoder.safetensors');
+  writeTaesd(decoderFile, tinyTaesd(8, 8, 1, 1));
   app = await buildApp(config);
   await app.ready();
   await app.kiln.engineReady;
@@ -39,7 +42,7 @@ test('findTaesdDecoders: the published names in the A1111/ComfyUI/taesd folders,
   assert.deepEqual(findTaesdDecoders(dir), { sdxl: join(dir, 'taesd', 'taesdxl_decoder.safetensors') });
 });
 
-test('native preview of a running job is the TAESD decode: 8x the latent size', async () => {
+test('native preview of a running job is the TAESD decode: full size, not the latent size', async () => {
   const sub = await app.inject({
     method: 'POST',
     url: '/v1/jobs',
@@ -54,7 +57,31 @@ test('native preview of a running job is the TAESD decode: 8x the latent size', 
   }
   assert.ok(png, 'a preview while the job runs');
   const meta = await sharp(png).metadata();
-  assert.deepEqual([meta.format, meta.width, meta.height], ['png', 256, 320], 'latent 32x40 (tiny VAE halves) decoded x8 by TAESD');
+  assert.deepEqual([meta.format, meta.width, meta.height], ['png', 64, 80], 'latent 32x40 decoded x2 by this TAESD (Approx cheap: 32x40)');
   const sse = (await app.inject(`/v1/jobs/${id}/events`)).body;
   assert.ok(sse.includes('event: succeeded'));
+});
+
+test('vae "taesd": the final image is decoded by TAESD; without the decoder file the request is a 400 on vae', async () => {
+  const job = { prompt: 'a red apple', width: 64, height: 64, steps: 3, seed: 11, sampler: 'Euler' };
+  const pixels = async (extra: Record<string, unknown>) => {
+    const r = await app.inject({ method: 'POST', url: '/v1/generate', payload: { ...job, ...extra } });
+    assert.equal(r.statusCode, 200, r.body);
+    return sharp(Buffer.from(r.json().images[0].base64, 'base64')).raw().toBuffer({ resolveWithObject: true });
+  };
+  const full = await pixels({});
+  const tiny = await pixels({ vae: 'TAESD' });
+  assert.deepEqual([tiny.info.width, tiny.info.height], [64, 64]);
+  assert.notDeepEqual(tiny.data, full.data, 'another decoder, other pixels');
+  assert.deepEqual((await pixels({ vae: 'taesd' })).data, tiny.data, 'deterministic, any case');
+
+  renameSync(decoderFile, `${decoderFile}.off`);
+  try {
+    const r = await app.inject({ method: 'POST', url: '/v1/generate', payload: { ...job, vae: 'taesd' } });
+    assert.equal(r.statusCode, 400, r.body);
+    assert.equal(r.json().error.field, 'vae');
+    assert.match(r.json().error.message, /taesd_decoder\.safetensors.*models\/vae-approx/);
+  } finally {
+    renameSync(`${decoderFile}.off`, decoderFile);
+  }
 });
