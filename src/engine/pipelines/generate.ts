@@ -185,8 +185,10 @@ async function openFinalTaesd(base: ModelSessions, files: Partial<Record<string,
   const space = base.family.latentSpace.name;
   const file = files[space];
   if (!file) {
-    const name = space === 'sdxl' ? 'taesdxl_decoder' : 'taesd_decoder';
-    throw new KilnInputError(`vae: "taesd" needs ${name}.safetensors (or .pth) in models/vae-approx/ or models/taesd/ for this ${space} model`, 'vae');
+    throw new KilnInputError(
+      `vae: "taesd" needs a TAESD decoder for the "${space}" latent space (taesd_decoder for SD1/SD2, taesdxl_decoder for SDXL; .safetensors or .pth) in models/vae-approx/ or models/taesd/`,
+      'vae',
+    );
   }
   const decoder = await openTaesdDecoder(file, base.settings);
   if (decoder.plan.latentChannels !== base.latentChannels || decoder.plan.scale !== base.latentFactor)

@@ -10,6 +10,11 @@ export const TAESD_FOLDERS = ['vae-approx', 'VAE-approx', 'vae_approx', 'taesd']
 const STEMS: Record<string, string> = { sd: 'taesd_decoder', sdxl: 'taesdxl_decoder' };
 const EXTENSIONS = ['.safetensors', '.pth'];
 
+/** The published decoder file name (no extension) for a latent space name. */
+export function taesdStem(space: string): string {
+  return STEMS[space] ?? `taesd_${space}_decoder`;
+}
+
 /** The decoder file per latent space that is present (checked per call, so files added later are used). */
 export function findTaesdDecoders(modelsDir: string): Partial<Record<string, string>> {
   const found: Partial<Record<string, string>> = {};

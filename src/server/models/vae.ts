@@ -1,9 +1,10 @@
 // The check a request's VAE choice gets before it is queued, so a bad one answers 4xx rather than a failed job:
 // the file must be a VAE whose latent channels fit the checkpoint (a VAE of another family does not).
 import { statSync } from 'node:fs';
-import { inspectModel, ModelFileError } from '../../engine/index.ts';
+import { inspectModel, latentSpaceOf, ModelFileError } from '../../engine/index.ts';
 import { SpecError, type JobSpec } from '../../queue/job-spec.ts';
 import { describeCheckpoint } from './family.ts';
+import { taesdStem } from './taesd.ts';
 import type { ModelRegistry } from './registry.ts';
 
 /** Verdicts by checkpoint + VAE file (path, size, mtime): a problem message, or null when they fit. Bounded. */
@@ -28,12 +29,9 @@ export async function checkSpecVae(spec: JobSpec, models: ModelRegistry, taesd: 
   const field = spec.sourceFields?.vae ?? 'vae';
   if (isTaesdChoice(spec.vae)) {
     const { family } = await describeCheckpoint((await models.resolve(spec.model)).path);
-    const space = family?.startsWith('sdxl') ? 'sdxl' : 'sd';
-    if (family !== null && !taesd[space])
-      throw new SpecError(
-        field,
-        `"taesd" needs ${space === 'sdxl' ? 'taesdxl_decoder' : 'taesd_decoder'}.safetensors (or .pth) in models/vae-approx/ or models/taesd/ for this ${family} model`,
-      );
+    const space = family ? latentSpaceOf(family) : undefined;
+    if (space !== undefined && !taesd[space])
+      throw new SpecError(field, `"taesd" needs ${taesdStem(space)}.safetensors (or .pth) in models/vae-approx/ or models/taesd/ for this ${family} model`);
     return;
   }
   const ref = await models.resolve(spec.model, spec.vae);
