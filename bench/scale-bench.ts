@@ -81,7 +81,9 @@ try {
     const w1 = await worker(redis.url, 'w1');
     await runBatch(api.url, 2, 1);
     const oneMs = await runBatch(api.url, jobs, 100);
-    console.log(`Redis, API node + 1 worker:   ${(oneMs / jobs).toFixed(0)} ms/job (queue overhead vs SQLite: ${((oneMs - sqliteMs) / jobs).toFixed(0)} ms/job)`);
+    console.log(
+      `Redis, API node + 1 worker:   ${(oneMs / jobs).toFixed(0)} ms/job (queue overhead vs SQLite: ${((oneMs - sqliteMs) / jobs).toFixed(0)} ms/job)`,
+    );
     const w2 = await worker(redis.url, 'w2');
     await runBatch(api.url, 2, 1);
     const twoMs = await runBatch(api.url, jobs, 100);

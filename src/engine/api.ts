@@ -78,6 +78,11 @@ export interface GenerateRequest {
   refiner?: RefinerSettings;
   /** Seamless tiling: the image wraps around on these axes (every padded convolution pads circularly there). */
   tiling?: Tiling;
+  /**
+   * Final decode with a TAESD decoder instead of the VAE (the request's `vae: "taesd"`): decoder files by latent
+   * space name ("sd", "sdxl"); the model's space must have one. Faster and rougher than the full VAE.
+   */
+  taesdDecode?: Partial<Record<string, string>>;
   /** LoRA / LyCORIS files merged into the base model, in order (see weights/lora/). */
   loras?: LoraSettings[];
   /** Textual-inversion embeddings whose names the prompts may use (A1111: every file in models/embeddings). */
@@ -283,7 +288,11 @@ export interface RunOptions {
    * Live previews in progress events: every `everyEvals` model evaluations (and after the last one).
    * Absent or everyEvals <= 0: no previews and no extra work.
    */
-  preview?: { everyEvals: number };
+  preview?: {
+    everyEvals: number;
+    /** TAESD decoder files by latent space name ("sd", "sdxl"): previews decoded at full size instead of "Approx cheap". */
+    taesd?: Partial<Record<string, string>>;
+  };
 }
 
 export type GenerateOptions = RunOptions;

@@ -2,7 +2,7 @@
 // process over Node's IPC channel with 'advanced' serialisation, next a remote worker) and its client.
 // Operations are named, not enumerated here: a new engine operation needs no change in this file or in the
 // code on either side.
-import { KilnInputError, ModelFileError, type ProgressEvent } from '../engine/index.ts';
+import { KilnInputError, ModelFileError, type ProgressEvent, type RunOptions } from '../engine/index.ts';
 import type { EngineOptions, LoadedModelSummary } from './engine.ts';
 
 /** What an engine process is started with (in its environment, as JSON). */
@@ -26,7 +26,7 @@ export interface WorkerError {
 
 export type ToWorker =
   /** Runs operation `op` on `input`; `preview` asks for live previews in its progress events. */
-  { type: 'run'; id: number; op: string; input: unknown; preview?: { everyEvals: number } } | { type: 'abort'; id: number } | { type: 'close' };
+  { type: 'run'; id: number; op: string; input: unknown; preview?: RunOptions['preview'] } | { type: 'abort'; id: number } | { type: 'close' };
 
 export type FromWorker =
   | { type: 'ready'; samplers: unknown; schedules: unknown }

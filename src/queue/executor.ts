@@ -33,6 +33,8 @@ export interface ExecutorDeps extends Pick<VisionDeps, 'resolveClipModel' | 'int
   resolveFaceRestorer?: (model: RestoreFacesSpec['model']) => FaceRestoreFiles;
   /** Ask the engine for a live preview every this many model evaluations (0 or absent: none). */
   previewEvery?: number;
+  /** TAESD decoder files by latent space name: full-size previews (absent or empty: "Approx cheap"), and `vae: "taesd"`. */
+  taesdDecoders?: () => Partial<Record<string, string>>;
 }
 
 export function createExecutor(deps: ExecutorDeps): JobRunner {
@@ -40,12 +42,15 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const spec = job.spec;
     if (spec.kind === 'upscale') return runUpscale(job, ctx, deps);
     if (spec.kind === 'embed-image' || spec.kind === 'interrogate') return runVisionJob(job, ctx, deps);
-    const model = await deps.resolveModel(spec.model, spec.vae);
+    // vae "taesd" replaces only the final decode; the model keeps the VAE it would have without a choice (img2img, hires).
+    const taesdFinal = spec.vae?.toLowerCase() === 'taesd';
+    const model = await deps.resolveModel(spec.model, taesdFinal ? undefined : spec.vae);
     const refiner = spec.refiner ? await deps.resolveModel(spec.refiner) : undefined;
     const init = spec.initImage ? await loadInputImage(spec.initImage, deps.storage) : undefined;
     const mask = spec.mask?.image ? await loadMaskImage(spec.mask.image, deps.storage) : undefined;
     const everyEvals = deps.previewEvery ?? 0;
-    const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals } } : ctx;
+    const taesd = everyEvals > 0 ? deps.taesdDecoders?.() : undefined;
+    const opts = everyEvals > 0 ? { ...ctx, preview: { everyEvals, ...(taesd && Object.keys(taesd).length ? { taesd } : {}) } } : ctx;
     const loraPaths = new Map((spec.loras ?? []).map((l) => [l.name, deps.resolveLora ? deps.resolveLora(l.name) : l.name]));
     const upscalerPath = spec.hires?.upscaler ? deps.resolveUpscaler?.(spec.hires.upscaler) : undefined;
     const faceFiles = spec.restoreFaces ? faceRestorerFiles(deps, spec.restoreFaces) : undefined;
@@ -55,6 +60,7 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
     const texts = [...spec.prompts, ...spec.negativePrompts];
     const embeddings = deps.embeddings?.().filter((e) => texts.some((t) => t.includes(e.name)));
     if (embeddings?.length) request.embeddings = embeddings;
+    if (taesdFinal) request.taesdDecode = deps.taesdDecoders?.() ?? {};
     const result = await deps.engine.generate(request, opts);
     const images: StoredImage[] = [];
     try {

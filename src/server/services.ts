@@ -24,7 +24,8 @@ import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
 import { checkLoraWeights, checkRestoreFaces, checkSpecLimits, checkWebhookUrl, SpecError } from '../queue/job-spec.ts';
 import { checkSpecLoras, resolveLora } from './models/loras.ts';
-import { checkSpecVae } from './models/vae.ts';
+import { checkSpecVae, isTaesdChoice } from './models/vae.ts';
+import { findTaesdDecoders } from './models/taesd.ts';
 import { checkTransparentSpec, jobTransparentSettings } from './models/layerdiffuse.ts';
 import { usableEmbeddings } from './models/embeddings.ts';
 import { describeCheckpoint } from './models/family.ts';
@@ -151,6 +152,7 @@ export class KilnServices {
         transparent: (spec) => jobTransparentSettings(spec, config.modelsDir),
         device: config.device,
         previewEvery: config.previewEvery,
+        taesdDecoders: () => findTaesdDecoders(config.modelsDir),
       }),
       // An evaluation that ignores abort past the grace is inside a native call: only killing its process stops it.
       // While shutting down the killed process is not replaced: the server is about to close it anyway.
@@ -320,7 +322,7 @@ export class KilnServices {
       const field = spec.sourceFields?.hires === 'enable_hr' ? 'hr_upscaler' : 'hires.upscaler';
       this.upscalers.check(spec.hires.upscaler ?? 'Latent', field, { latent: true });
     }
-    if (spec.vae !== undefined) this.models.resolveVae(spec.vae, spec.model, spec.sourceFields?.vae ?? 'vae');
+    if (spec.vae !== undefined && !isTaesdChoice(spec.vae)) this.models.resolveVae(spec.vae, spec.model, spec.sourceFields?.vae ?? 'vae');
     if (spec.refiner !== undefined && !this.models.has(spec.refiner)) {
       throw new SpecError('refiner', `unknown model "${spec.refiner}" (GET /v1/models lists the checkpoints)`);
     }
@@ -345,7 +347,7 @@ export class KilnServices {
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
-    await checkSpecVae(spec, this.models);
+    await checkSpecVae(spec, this.models, findTaesdDecoders(this.config.modelsDir));
     if (spec.transparentBackground)
       checkTransparentSpec(spec, this.config.modelsDir, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     if (spec.webhook) await this.checkWebhook(spec.webhook.url);

@@ -16,6 +16,11 @@ export function getFamily(name: FamilyName | string): ModelFamily {
   return f;
 }
 
+/** The latent space name ("sd", "sdxl") of a family, undefined for an unknown family name. */
+export function latentSpaceOf(family: string): string | undefined {
+  return FAMILIES.find((x) => x.name === family)?.latentSpace.name;
+}
+
 export function detectCheckpointFamily(keys: CheckpointKeys): ModelFamily | undefined {
   return FAMILIES.find((f) => f.matchesCheckpoint(keys));
 }

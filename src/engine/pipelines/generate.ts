@@ -9,6 +9,7 @@ import { decodeLatents, toDecoderSpace } from './decode.ts';
 import { plannedEvals, runDenoisePasses, type DenoisePass } from './denoise.ts';
 import { cfgDenoiser, type GuidanceSettings } from './denoisers/cfg.ts';
 import { PreviewTap } from './denoisers/preview-tap.ts';
+import { openTaesdDecoder, taesdImages, type TaesdDecoder } from './taesd-model.ts';
 import { refinerSwitch, switchSigma } from './denoisers/refiner-switch.ts';
 import { x0Blend, noisedReinjection, blendWithInit } from './denoisers/inpaint-blend.ts';
 import { isInpaintingUnet } from '../families/unet-feeds.ts';
@@ -64,6 +65,9 @@ export async function runPipeline(
   const refinerCond = refiner ? await conditionBatch(refiner, batch, clipSkip) : undefined;
   timings.encodeMs = Date.now() - t0;
 
+  // A TAESD final decode must fit this model: checked before any work.
+  const taesdFinal = req.taesdDecode ? await openFinalTaesd(base, req.taesdDecode) : undefined;
+
   // 2. Initial latent.
   const plan = planRequest(base, req);
   const shape: [number, number, number] = [base.latentChannels, req.height / base.latentFactor, req.width / base.latentFactor];
@@ -115,7 +119,9 @@ export async function runPipeline(
   }
 
   const everyEvals = opts.onProgress && opts.preview && opts.preview.everyEvals > 0 ? Math.floor(opts.preview.everyEvals) || 1 : 0;
-  const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape) : undefined;
+  const taesdFile = everyEvals > 0 ? opts.preview?.taesd?.[base.family.latentSpace.name] : undefined;
+  const taesd = taesdFile ? await openTaesdDecoder(taesdFile, base.settings) : undefined;
+  const tap = everyEvals > 0 ? new PreviewTap(everyEvals, base.family.latentSpace, shape, taesd) : undefined;
   if (tap) pass.wrappers.push(tap.wrapper);
   const passes = [pass];
   const hires = req.hires ? hiresSigmas(base, req) : undefined;
@@ -138,6 +144,8 @@ export async function runPipeline(
       });
     },
   });
+  const finalPreview = await tap?.finalPreview();
+  if (finalPreview) progress({ phase: 'sampling', step: firstEvals, totalSteps: firstEvals, fraction: hires ? 0.5 : 0.9, preview: finalPreview });
   tap?.clear();
   const lastPass = passes[passes.length - 1]!;
   let latents = toDecoderSpace(sampled, lastPass.sigmas[lastPass.sigmas.length - 1]!);
@@ -162,7 +170,9 @@ export async function runPipeline(
         onProgress: (f) => progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 + 0.07 * f }),
         onFloat: overrides.onTransparentFloat,
       })
-    : await decodeLatents(base, latents, count, outShape, req.tiling, req.flavour === 'a1111' ? 'truncate' : 'round');
+    : taesdFinal
+      ? await taesdImages(taesdFinal, latents, count, outShape)
+      : await decodeLatents(base, latents, count, outShape, req.tiling, req.flavour === 'a1111' ? 'truncate' : 'round');
   const pasted = inpaint ? await finishInpaint(decoded, inpaint) : decoded;
   // A1111 restores faces on the 8-bit sample, before anything else sees it.
   const faces = req.restoreFaces;
@@ -184,4 +194,23 @@ export async function runPipeline(
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });
   const warnings = [...(base.loras?.warnings ?? []), ...(base.embeddings?.warnings ?? [])];
   return { images, timings, ...(warnings.length ? { warnings } : {}) };
+}
+
+/** The TAESD decoder for this model's latent space, or a KilnInputError('vae') saying what is missing or unfit. */
+async function openFinalTaesd(base: ModelSessions, files: Partial<Record<string, string>>): Promise<TaesdDecoder> {
+  const space = base.family.latentSpace.name;
+  const file = files[space];
+  if (!file) {
+    throw new KilnInputError(
+      `vae: "taesd" needs a TAESD decoder for the "${space}" latent space (taesd_decoder for SD1/SD2, taesdxl_decoder for SDXL; .safetensors or .pth) in models/vae-approx/ or models/taesd/`,
+      'vae',
+    );
+  }
+  const decoder = await openTaesdDecoder(file, base.settings);
+  if (decoder.plan.latentChannels !== base.latentChannels || decoder.plan.scale !== base.latentFactor)
+    throw new KilnInputError(
+      `vae: the TAESD decoder ${file} (${decoder.plan.latentChannels} channels, x${decoder.plan.scale}) does not fit this model (${base.latentChannels} channels, x${base.latentFactor})`,
+      'vae',
+    );
+  return decoder;
 }

@@ -7,6 +7,7 @@
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { loraMetadata } from '../models/loras.ts';
+import { findTaesdDecoders } from '../models/taesd.ts';
 import { a1111Embeddings } from '../models/embeddings.ts';
 import { basename } from 'node:path';
 import type { KilnServices } from '../services.ts';
@@ -729,7 +730,7 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       sd_vae: 'Automatic',
       live_previews_enable: kiln.config.previewEvery > 0,
       show_progress_every_n_steps: kiln.config.previewEvery > 0 ? kiln.config.previewEvery : -1,
-      show_progress_type: 'Approx cheap',
+      show_progress_type: Object.keys(findTaesdDecoders(kiln.config.modelsDir)).length > 0 ? 'TAESD' : 'Approx cheap',
       sd_checkpoint_hash: title?.match(/\[([0-9a-f]+)\]$/)?.[1] ?? null,
       ...mine.options,
       sd_model_checkpoint: title,

@@ -138,7 +138,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         tags: ['jobs'],
         summary:
-          "The running job's latest live preview: a PNG of the first image at 1/8 size (cheap latent-to-RGB approximation), updated every previewEvery steps; 404 until the first one and after the job ends.",
+          "The running job's latest live preview: a PNG of the first image: full size when a TAESD decoder is in models/vae-approx/, else at 1/8 size (cheap latent-to-RGB approximation), updated every previewEvery steps; 404 until the first one and after the job ends.",
         params: idParams,
       },
     },
