@@ -32,9 +32,7 @@ import { FAMILIES, checkpointLayouts, detectCheckpointFamily, detectFolderFamily
 import type { FamilyName, FolderFacts, TextEncoderComponent } from '../families/types.ts';
 import { fileSha256, filesIdentity } from './hash.ts';
 import { mapDiffusersVae, mapLdmUnet, mapLdmVae } from './ldm-keys.ts';
-import { pickledFileError } from './pickle-guard.ts';
-import { SafetensorsFile } from './safetensors.ts';
-import { openTensorFile } from './tensor-file.ts';
+import { openTensorFile, type TensorFile } from './tensor-file.ts';
 import { MappedWeights, storedWeights } from './sources.ts';
 import { hasTokenizerFiles, standardTokenizerDir, type TokenizerLookupOptions, type TokenizerRole } from './tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
@@ -224,29 +222,48 @@ function readJson(file: string): ConfigRecord {
 }
 
 /**
- * The files of a component's weights: `<base>.safetensors`, else the fp16 variant, else a sharded set listed in
- * `<base>.safetensors.index.json` (shards in index order). Pickled `.bin` weights are refused.
+ * The files of a component's weights, safetensors first: `<base>.safetensors`, its fp16 variant, or a sharded set
+ * listed in `<base>[.fp16].safetensors.index.json` (shards in index order). Failing those, PyTorch pickles (older
+ * diffusers/transformers saves): `<stem>.bin`, `<stem>.fp16.bin` or a sharded `<stem>[.fp16].bin.index.json`,
+ * where the stem is `pytorch_model` for transformers' `model` (text encoders) and the base itself otherwise. They
+ * are read by the restricted reader (openTensorFile), never by a plain unpickle.
  */
 export function componentWeightPaths(dir: string, base: string): string[] {
-  for (const variant of [`${base}.safetensors`, `${base}.fp16.safetensors`]) {
-    const f = join(dir, variant);
+  const pickledStem = base === 'model' ? 'pytorch_model' : base;
+  const candidates = [`${base}.safetensors`, `${base}.fp16.safetensors`, `${pickledStem}.bin`, `${pickledStem}.fp16.bin`];
+  for (const name of candidates) {
+    const f = join(dir, name);
     if (existsSync(f)) return [f];
     const index = `${f}.index.json`;
-    if (existsSync(index)) {
-      const weightMap = readJson(index).weight_map as Record<string, string> | undefined;
-      if (!weightMap || typeof weightMap !== 'object') throw new ModelFileError(index, 'has no weight_map');
-      return [...new Set(Object.values(weightMap))].map((shard) => join(dir, shard));
-    }
+    if (existsSync(index)) return shardPaths(dir, index);
   }
-  for (const pickled of [`${base}.bin`, `${base}.fp16.bin`, `${base}.bin.index.json`]) {
-    if (existsSync(join(dir, pickled))) throw pickledFileError(join(dir, pickled), 'only pickled PyTorch weights are present');
-  }
-  throw new ModelFileError(dir, `no weights: expected ${base}.safetensors (or ${base}.fp16.safetensors, or a sharded .index.json)`);
+  throw new ModelFileError(
+    dir,
+    `no weights: expected ${base}.safetensors (or ${base}.fp16.safetensors, or a sharded .index.json; or PyTorch's ${pickledStem}.bin)`,
+  );
 }
 
-/** Opens a component's weights (see componentWeightPaths). */
-export function openComponentFiles(dir: string, base: string): SafetensorsFile[] {
-  return componentWeightPaths(dir, base).map((f) => SafetensorsFile.open(f));
+/** Most shards one index may list (the largest real checkpoints use a few dozen). */
+const MAX_SHARDS = 1000;
+
+/** The distinct shard files an `*.index.json` weight_map names, in index order; each must be a file in `dir`. */
+function shardPaths(dir: string, index: string): string[] {
+  const weightMap = readJson(index).weight_map;
+  if (!weightMap || typeof weightMap !== 'object' || Array.isArray(weightMap)) throw new ModelFileError(index, 'has no weight_map');
+  const shards = [...new Set(Object.values(weightMap as Record<string, unknown>))];
+  if (shards.length > MAX_SHARDS) throw new ModelFileError(index, `lists ${shards.length} shard files, more than the ${MAX_SHARDS} allowed`);
+  return shards.map((shard) => {
+    // A shard sits beside its index: a path elsewhere would read files the folder does not own.
+    if (typeof shard !== 'string' || !/^[^/\\]+$/.test(shard) || shard === '.' || shard === '..') {
+      throw new ModelFileError(index, `weight_map names ${JSON.stringify(shard)}, expected a file name in the same folder`);
+    }
+    return join(dir, shard);
+  });
+}
+
+/** Opens a component's weights (see componentWeightPaths): safetensors, or pickles through the restricted reader. */
+export function openComponentFiles(dir: string, base: string): TensorFile[] {
+  return componentWeightPaths(dir, base).map((f) => openTensorFile(f));
 }
 
 /**

@@ -8,6 +8,7 @@ import { f16ToF32, bf16ToF32, f32ToF16Bits, f32ToBf16Bits } from '../../../src/e
 import { loadModel, type LoadOptions } from '../../../src/engine/weights/model.ts';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../src/engine/weights/safetensors.ts';
 import { assertSameWeights, bytesOf, copyTensors, FIXTURES, tempDir } from './helpers.ts';
+import { writePickledFolder } from './pickle-helpers.ts';
 
 const dir = tempDir();
 const emptyConfigDir = join(dir, 'no-configs');
@@ -455,9 +456,62 @@ test('model errors: missing path, pickled file, folder without model_index, pick
   cpSync(fx('tiny-sd1'), pickledFolder, { recursive: true });
   rmSync(join(pickledFolder, 'unet', 'diffusion_pytorch_model.safetensors'));
   writeFileSync(join(pickledFolder, 'unet', 'diffusion_pytorch_model.bin'), Uint8Array.of(0x80, 2));
-  await assert.rejects(loadModel({ path: pickledFolder }, opts), /diffusion_pytorch_model\.bin: only pickled PyTorch weights are present.*arbitrary code/s);
+  // .bin-only folders are now read by the restricted pickle reader (they used to be refused outright): this cut-off
+  // pickle stream is refused as such, and a .bin naming a forbidden global is refused by that global's name.
+  await assert.rejects(loadModel({ path: pickledFolder }, opts), /diffusion_pytorch_model\.bin: truncated file: 2 bytes/);
+  copyFileSync(fx('tiny-upscalers/malicious-system.pth'), join(pickledFolder, 'unet', 'diffusion_pytorch_model.bin'));
+  await assert.rejects(
+    loadModel({ path: pickledFolder }, opts),
+    /diffusion_pytorch_model\.bin: refused: the pickle names the global "posix system".*nothing was executed/s,
+  );
 
   const vaeOnly = join(dir, 'vae-only.safetensors');
   copyTensors(vaeOnly, [{ file: SafetensorsFile.open(fx('tiny-sd1.safetensors')), rename: (k) => (k.startsWith('first_stage_model.') ? k : undefined) }]);
   await assert.rejects(loadModel({ path: vaeOnly }, opts), /no UNet weights \(model\.diffusion_model\.\*\): this is not a full Stable Diffusion checkpoint/);
+});
+
+// ---------------------------------------------------------------- pickled (.bin) diffusers folders
+
+test("a diffusers folder of .bin weights (zip, legacy, sharded) loads the safetensors folder's weights exactly", async () => {
+  const binFolder = join(dir, 'tiny-sd1-bin');
+  writePickledFolder(fx('tiny-sd1'), binFolder);
+  const [bin, ref] = [await loadModel({ path: binFolder }, opts), await loadModel({ path: fx('tiny-sd1') }, opts)];
+  assert.equal(bin.format, 'diffusers');
+  assert.equal(bin.family, 'sd1');
+  assert.deepEqual([bin.unetConfig, bin.vaeConfig, bin.textEncoders[0]!.config], [ref.unetConfig, ref.vaeConfig, ref.textEncoders[0]!.config]);
+  assert.deepEqual(bin.warnings, ref.warnings);
+  assertSameWeights(bin.unet, ref.unet, 'unet');
+  assertSameWeights(bin.vae, ref.vae, 'vae');
+  assertSameWeights(bin.textEncoders[0]!.weights, ref.textEncoders[0]!.weights, 'text_encoder');
+  // The A1111 hash of a folder is its UNet file's sha256, whatever format that file is.
+  const unetBin = readFileSync(join(binFolder, 'unet', 'diffusion_pytorch_model.bin'));
+  assert.equal(await bin.hash(), createHash('sha256').update(unetBin).digest('hex').slice(0, 10));
+});
+
+test('safetensors wins over .bin when both exist; broken shard indexes are refused naming the index', async () => {
+  const both = join(dir, 'tiny-sd1-both');
+  cpSync(fx('tiny-sd1'), both, { recursive: true });
+  // A .bin beside the safetensors is never opened: not even a forbidden global in it is seen.
+  copyFileSync(fx('tiny-upscalers/malicious-system.pth'), join(both, 'unet', 'diffusion_pytorch_model.bin'));
+  copyFileSync(fx('tiny-upscalers/malicious-system.pth'), join(both, 'text_encoder', 'pytorch_model.bin'));
+  const m = await loadModel({ path: both }, opts);
+  assertSameWeights(m.unet, (await loadModel({ path: fx('tiny-sd1') }, opts)).unet, 'unet');
+
+  const sharded = join(dir, 'tiny-sd1-bad-index');
+  writePickledFolder(fx('tiny-sd1'), sharded);
+  const index = join(sharded, 'text_encoder', 'pytorch_model.bin.index.json');
+  for (const [weightMap, pattern] of [
+    [
+      { 'text_model.final_layer_norm.weight': '../../tiny-sd1-both/unet/diffusion_pytorch_model.bin' },
+      /weight_map names "\.\.\/\.\.\/tiny-sd1-both.*expected a file name in the same folder/,
+    ],
+    [{ 'text_model.final_layer_norm.weight': 7 }, /weight_map names 7, expected a file name/],
+    [null, /pytorch_model\.bin\.index\.json: has no weight_map/],
+    [{ 'text_model.final_layer_norm.weight': 'pytorch_model-00009-of-00009.bin' }, /pytorch_model-00009-of-00009\.bin: file not found/],
+  ] as const) {
+    writeFileSync(index, JSON.stringify({ weight_map: weightMap }));
+    await assert.rejects(loadModel({ path: sharded }, opts), pattern);
+  }
+  rmSync(index);
+  await assert.rejects(loadModel({ path: sharded }, opts), /text_encoder: no weights: expected model\.safetensors .*PyTorch's pytorch_model\.bin/);
 });

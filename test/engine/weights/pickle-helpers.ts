@@ -1,7 +1,9 @@
 // Builders for hand-made torch files in tests: a tiny pickle assembler and a zip writer (stored or deflated),
 // so hostile and unusual inputs can be produced without Python.
-import { writeFileSync } from 'node:fs';
+import { cpSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
+import { SafetensorsFile } from '../../../src/engine/weights/index.ts';
 
 /** Pickle assembler: chain ops, then bytes(). */
 export class PickleBuilder {
@@ -161,4 +163,64 @@ export function writeTorchLegacy(file: string, object: Uint8Array, storages: [st
     parts.push(count, data);
   }
   writeFileSync(file, Buffer.concat(parts));
+}
+
+/** Storage class torch.save names for each dtype a copied tensor may have. */
+const STORAGE_OF: Record<string, string> = { F32: 'FloatStorage', F16: 'HalfStorage', BF16: 'BFloat16Storage', I64: 'LongStorage' };
+
+/**
+ * Writes `names` (default: all) of a tensor file as torch.save would: a flat state dict, one storage per tensor,
+ * in the zip layout (torch >= 1.6) or the legacy one. The bytes are copied unchanged, so the result is a bit-exact
+ * pickled twin, as `torch.save(safetensors.torch.load_file(src), dst)` makes it.
+ */
+export function writeTorchCopy(
+  file: string,
+  src: { names(): string[]; entry(n: string): { dtype: string; shape: number[] }; readBytes(n: string): Uint8Array },
+  opts: { names?: string[]; layout?: 'zip' | 'legacy' } = {},
+): void {
+  const tensors = (opts.names ?? src.names()).map((name, i) => {
+    const { dtype, shape } = src.entry(name);
+    const type = STORAGE_OF[dtype];
+    if (!type) throw new Error(`writeTorchCopy: no storage type for ${dtype}`);
+    return { name, type, key: String(i), numel: shape.reduce((a, d) => a * d, 1), shape, bytes: src.readBytes(name) };
+  });
+  const pickle = stateDictPickle(tensors);
+  if (opts.layout === 'legacy')
+    writeTorchLegacy(
+      file,
+      pickle,
+      tensors.map((t) => [t.key, t.numel, t.bytes]),
+    );
+  else writeTorchZip(file, pickle, Object.fromEntries(tensors.map((t) => [t.key, t.bytes])));
+}
+
+/**
+ * Copies a diffusers SD1 folder (unet/, vae/, text_encoder/ with safetensors) to `dst` with every component's
+ * weights as PyTorch pickles instead, covering each shape older saves come in: unet a zip
+ * `diffusion_pytorch_model.bin`, vae a legacy-layout one, text_encoder transformers' sharded
+ * `pytorch_model-0000N-of-00002.bin` with `pytorch_model.bin.index.json`. No .safetensors is left.
+ */
+export function writePickledFolder(src: string, dst: string): void {
+  cpSync(src, dst, { recursive: true });
+  for (const [component, layout] of [
+    ['unet', 'zip'],
+    ['vae', 'legacy'],
+  ] as const) {
+    const st = join(dst, component, 'diffusion_pytorch_model.safetensors');
+    writeTorchCopy(join(dst, component, 'diffusion_pytorch_model.bin'), SafetensorsFile.open(st), { layout });
+    rmSync(st);
+  }
+  const te = join(dst, 'text_encoder', 'model.safetensors');
+  const teFile = SafetensorsFile.open(te);
+  const names = teFile.names();
+  const half = Math.ceil(names.length / 2);
+  const shards = [names.slice(0, half), names.slice(half)];
+  const weightMap: Record<string, string> = {};
+  shards.forEach((shardNames, i) => {
+    const shard = `pytorch_model-0000${i + 1}-of-00002.bin`;
+    writeTorchCopy(join(dst, 'text_encoder', shard), teFile, { names: shardNames });
+    for (const n of shardNames) weightMap[n] = shard;
+  });
+  writeFileSync(join(dst, 'text_encoder', 'pytorch_model.bin.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  rmSync(te);
 }
