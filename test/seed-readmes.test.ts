@@ -25,7 +25,9 @@ before(async () => {
   t = tempDir('kiln-readmes-');
   const data = join(t.dir, 'data');
   writeFileSync(join(t.dir, 'kiln.config.json'), JSON.stringify({ modelAliases: { 'stabilityai/stable-diffusion-2-1': 'tiny-sd1', Amanatsu: 'tiny-sd1' } }));
-  server = await spawnServer(['--data-dir', data, '--model', TINY, '--config', join(t.dir, 'kiln.config.json')]);
+  // The tiny model is SD1, and LayerDiffuse is SDXL-only: seed 000's routes run opaque here (its transparent
+  // output is tested with the tiny SDXL and the LayerDiffuse fixtures in test/server/layerdiffuse.test.ts).
+  server = await spawnServer(['--data-dir', data, '--model', TINY, '--config', join(t.dir, 'kiln.config.json'), '--seed000-transparent', 'false']);
 });
 after(async () => {
   server.child.kill('SIGTERM');
