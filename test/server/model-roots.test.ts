@@ -122,7 +122,7 @@ test('ComfyUI models/ folder and a second root: checkpoints (files and diffusers
     assert.deepEqual(listing(reg, 'vae'), ['v']);
     assert.deepEqual(tree(models), before);
     // Kiln's own root (created by Kiln, so laid out by it) gets its folders.
-    assert.deepEqual(readdirSync(own).sort(), ['checkpoints', 'embeddings', 'loras', 'upscalers', 'vae']);
+    assert.deepEqual(readdirSync(own).sort(), ['checkpoints', 'clip_vision', 'embeddings', 'loras', 'upscalers', 'vae']);
     const fresh = new ModelRegistry({ modelsDir: join(t.dir, 'not-yet-there'), cacheDir: join(t.dir, 'c2'), modelAliases: {} });
     assert.ok(fresh.roots[0]!.ownedByKiln);
   } finally {

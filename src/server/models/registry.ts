@@ -39,8 +39,9 @@ export type RootLayout = 'kiln' | 'a1111' | 'comfyui' | 'other';
 
 export function detectLayout(root: string): RootLayout {
   if (existsSync(join(root, 'Stable-diffusion')) || existsSync(join(root, 'Lora'))) return 'a1111';
-  if (existsSync(join(root, 'upscale_models')) || existsSync(join(root, 'clip_vision')) || existsSync(join(root, 'diffusion_models'))) return 'comfyui';
+  // Kiln's own layout first: it has a clip_vision/ folder too (ComfyUI's name), but upscalers/ is Kiln's alone.
   if (existsSync(join(root, 'upscalers')) && existsSync(join(root, 'checkpoints'))) return 'kiln';
+  if (existsSync(join(root, 'upscale_models')) || existsSync(join(root, 'clip_vision')) || existsSync(join(root, 'diffusion_models'))) return 'comfyui';
   return 'other';
 }
 
