@@ -112,12 +112,6 @@ try {
       120_000,
       'the re-run',
     );
-    console.log(`jobs: ${jobs} x (64x64, ${steps} steps, tiny-sd1), 1 engine thread per worker, ${process.env.BENCH_NOTE ?? 'this machine'}`);
-    console.log(`embedded SQLite, one process: ${(sqliteMs / jobs).toFixed(0)} ms/job`);
-    console.log(
-      `Redis, API node + 1 worker:   ${(oneMs / jobs).toFixed(0)} ms/job (queue overhead vs SQLite: ${((oneMs - sqliteMs) / jobs).toFixed(0)} ms/job)`,
-    );
-    console.log(`Redis, API node + 2 workers:  ${(twoMs / jobs).toFixed(0)} ms/job; throughput 2 vs 1 worker: ${(oneMs / twoMs).toFixed(2)}x`);
     console.log(`recovery after kill -9 (worker lock 2 s): the job ran again after ${(rerunMs / 1000).toFixed(1)} s`);
     void w2;
   } finally {
