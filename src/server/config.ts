@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
 import { parseS3Url } from '../storage/s3.ts';
+import { editDistance } from './edit-distance.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -520,20 +521,6 @@ export interface ConfigSources {
 
 /** Top-level config-file keys that are not option rows. */
 const FILE_ONLY_KEYS = ['modelAliases', 'keys'];
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length]!;
-}
 
 /** Every key a config file may hold: dotted option names (their own unit), flag names (the flag's unit), and the rest. */
 export function validFileKeys(): string[] {

@@ -6,27 +6,13 @@ import { join } from 'node:path';
 import { inspectLora, type LoraSummary } from '../../engine/index.ts';
 import { SpecError, type JobSpec } from '../../queue/job-spec.ts';
 import type { ModelEntry, ModelRegistry } from './registry.ts';
-
-/** Edit distance (small strings only: names are bounded by the request limits). */
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length]!;
-}
+import { editDistance } from '../edit-distance.ts';
 
 /** Up to five known names closest to `name` (substring matches first). */
 export function closeMatches(name: string, known: string[]): string[] {
   const lower = name.toLowerCase();
   return known
-    .map((k) => ({ k, d: k.toLowerCase().includes(lower) || lower.includes(k.toLowerCase()) ? 0 : distance(lower, k.toLowerCase()) }))
+    .map((k) => ({ k, d: k.toLowerCase().includes(lower) || lower.includes(k.toLowerCase()) ? 0 : editDistance(lower, k.toLowerCase()) }))
     .filter((x) => x.d <= Math.max(2, Math.floor(lower.length / 2)))
     .sort((a, b) => a.d - b.d || a.k.localeCompare(b.k))
     .slice(0, 5)
