@@ -1,11 +1,10 @@
 // The upscalers a request may name: A1111's latent modes and built-in resizes, and the model files in
 // models/upscalers/ that the engine can actually read (a 0-byte, corrupt or not-yet-supported file is left out
 // of every listing, and naming it is a 400 that says why). Listings show paths relative to the models folder.
-import { statSync } from 'node:fs';
-import { relative } from 'node:path';
 import { BUILTIN_IMAGE_UPSCALERS, inspectUpscaler, LATENT_UPSCALE_MODES } from '../engine/index.ts';
 import { SpecError } from '../queue/job-spec.ts';
 import type { ModelRegistry } from './models/registry.ts';
+import { InspectedFiles } from './models/inspected-files.ts';
 
 export interface UpscalerFile {
   name: string;
@@ -17,47 +16,25 @@ export interface UpscalerFile {
   scale: number;
 }
 
-type Inspected = { ok: true; file: UpscalerFile } | { ok: false; name: string; reason: string };
-
 export const LATENT_UPSCALER_NAMES: readonly string[] = Object.keys(LATENT_UPSCALE_MODES);
 
 export class UpscalerCatalog {
   /** Header inspections by path, size and mtime: a file is read once until it changes. */
-  private readonly cache = new Map<string, Inspected>();
+  private readonly inspected: InspectedFiles<UpscalerFile>;
 
-  constructor(
-    private readonly models: ModelRegistry,
-    private readonly modelsDir: string,
-  ) {}
-
-  private inspectAll(): Inspected[] {
-    return this.models.list('upscaler').map((e) => {
-      let key: string;
-      try {
-        const st = statSync(e.path);
-        if (!st.isFile()) return { ok: false, name: e.name, reason: 'is not a file' };
-        if (st.size === 0) return { ok: false, name: e.name, reason: 'is empty (0 bytes)' };
-        key = `${e.path}\0${st.size}\0${st.mtimeMs}`;
-      } catch (err) {
-        return { ok: false, name: e.name, reason: (err as Error).message };
-      }
-      let hit = this.cache.get(key);
-      if (!hit) {
-        try {
-          const { arch, scale } = inspectUpscaler(e.path);
-          hit = { ok: true, file: { name: e.name, path: e.path, relativePath: relative(this.modelsDir, e.path), arch, scale } };
-        } catch (err) {
-          hit = { ok: false, name: e.name, reason: (err as Error).message.replace(e.path, relative(this.modelsDir, e.path)) };
-        }
-        this.cache.set(key, hit);
-      }
-      return hit;
-    });
+  constructor(models: ModelRegistry, modelsDir: string) {
+    this.inspected = new InspectedFiles(
+      models,
+      modelsDir,
+      'upscaler',
+      (e, relativePath) => ({ name: e.name, path: e.path, relativePath, ...inspectUpscaler(e.path) }),
+      (st) => (!st.isFile() ? 'is not a file' : st.size === 0 ? 'is empty (0 bytes)' : undefined),
+    );
   }
 
   /** Model upscalers the engine can run. */
   files(): UpscalerFile[] {
-    return this.inspectAll().flatMap((i) => (i.ok ? [i.file] : []));
+    return this.inspected.readable();
   }
 
   /** Every name a hires/extras request may use. */
@@ -74,7 +51,7 @@ export class UpscalerCatalog {
   check(name: string, field: string, opts: { latent: boolean }): void {
     if (opts.latent && LATENT_UPSCALER_NAMES.includes(name)) return;
     if ((BUILTIN_IMAGE_UPSCALERS as readonly string[]).includes(name)) return;
-    const found = this.inspectAll().find((i) => (i.ok ? i.file.name : i.name) === name);
+    const found = this.inspected.all().find((i) => (i.ok ? i.file.name : i.name) === name);
     if (found?.ok) return;
     if (found) throw new SpecError(field, `the upscaler file "${name}" cannot be used: ${found.reason}`);
     throw new SpecError(field, `unknown upscaler "${name}"; available: ${this.names(opts).join(', ')}`);

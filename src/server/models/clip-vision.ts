@@ -2,10 +2,11 @@
 // as ComfyUI keeps them) and the interrogator's phrase lists in models/interrogate/*.txt (as A1111's interrogate/
 // folder). Files the engine cannot read are left out of every listing, and naming one is a 400 that says why.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { categoryFromFile, inspectClipModel, INTERROGATE_LIMITS, type ClipModelSummary, type PhraseCategory } from '../../engine/index.ts';
 import { SpecError } from '../../queue/job-spec.ts';
 import type { ModelRegistry } from './registry.ts';
+import { InspectedFiles } from './inspected-files.ts';
 
 export interface ClipVisionFile extends ClipModelSummary {
   name: string;
@@ -14,45 +15,28 @@ export interface ClipVisionFile extends ClipModelSummary {
   relativePath: string;
 }
 
-type Inspected = { ok: true; file: ClipVisionFile } | { ok: false; name: string; reason: string };
-
 /** What to do when there is no CLIP model: the message of every "missing" 400. */
 export const CLIP_VISION_HINT =
   "put a CLIP model in the models folder's clip_vision/ subfolder: a transformers folder (config.json + model.safetensors, e.g. openai/clip-vit-base-patch32 as seed 003 used, or openai/clip-vit-large-patch14 as A1111's interrogator uses) or a single .safetensors (ComfyUI clip_vision files)";
 
 export class ClipVisionCatalog {
-  private readonly cache = new Map<string, Inspected>();
+  private readonly inspected: InspectedFiles<ClipVisionFile>;
 
   constructor(
-    private readonly models: ModelRegistry,
+    models: ModelRegistry,
     private readonly modelsDir: string,
-  ) {}
-
-  private inspectAll(): Inspected[] {
-    return this.models.list('clip_vision').map((e) => {
-      let key: string;
-      try {
-        const st = statSync(e.path);
-        key = `${e.path}\0${st.size}\0${st.mtimeMs}`;
-      } catch (err) {
-        return { ok: false, name: e.name, reason: (err as Error).message };
-      }
-      let hit = this.cache.get(key);
-      if (!hit) {
-        try {
-          hit = { ok: true, file: { name: e.name, path: e.path, relativePath: relative(this.modelsDir, e.path), ...inspectClipModel(e.path) } };
-        } catch (err) {
-          hit = { ok: false, name: e.name, reason: (err as Error).message.replace(e.path, relative(this.modelsDir, e.path)) };
-        }
-        this.cache.set(key, hit);
-      }
-      return hit;
-    });
+  ) {
+    this.inspected = new InspectedFiles(models, modelsDir, 'clip_vision', (e, relativePath) => ({
+      name: e.name,
+      path: e.path,
+      relativePath,
+      ...inspectClipModel(e.path),
+    }));
   }
 
   /** CLIP models the engine can read. */
   files(): ClipVisionFile[] {
-    return this.inspectAll().flatMap((i) => (i.ok ? [i.file] : []));
+    return this.inspected.readable();
   }
 
   /**
@@ -60,7 +44,7 @@ export class ClipVisionCatalog {
    * tower, else the first. Throws SpecError(field) naming what is available, or what to put where.
    */
   resolve(name: string | undefined, kind: 'embed-image' | 'interrogate', field = 'clip_model'): ClipVisionFile {
-    const all = this.inspectAll();
+    const all = this.inspected.all();
     if (name !== undefined) {
       const found = all.find((i) => (i.ok ? i.file.name : i.name) === name);
       if (found?.ok) return found.file;
