@@ -100,31 +100,82 @@ function bilinearWeights(fx: number, fy: number): [number, number, number, numbe
   return iw as [number, number, number, number];
 }
 
+/** The whole table, as OpenCV builds it once: 4 weights per (fy * 32 + fx). */
+const BILINEAR_TABLE = (() => {
+  const t = new Int32Array(INTER_TAB_SIZE * INTER_TAB_SIZE * 4);
+  for (let fy = 0; fy < INTER_TAB_SIZE; fy++) for (let fx = 0; fx < INTER_TAB_SIZE; fx++) t.set(bilinearWeights(fx, fy), (fy * INTER_TAB_SIZE + fx) * 4);
+  return t;
+})();
+
+/** Output rectangle [x0, x1) x [y0, y1) that a warp computes; pixels outside stay 0. */
+export interface WarpRegion {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+}
+
+/**
+ * OpenCV's warpAffine source positions for one output row, in 1/32 pixel (X, Y per column): X0 = round(b*y + c) and
+ * per column round(a*x) in 1/1024 units (saturate_cast<int>), summed and shifted down to 1/32.
+ */
+export function warpColumnOffsets(inv: Affine, width: number): { ax: Int32Array; dx: Int32Array } {
+  const ax = new Int32Array(width);
+  const dx = new Int32Array(width);
+  for (let x = 0; x < width; x++) {
+    ax[x] = Math.round(inv[0][0] * x * AB_SCALE);
+    dx[x] = Math.round(inv[1][0] * x * AB_SCALE);
+  }
+  return { ax, dx };
+}
+
+export function warpRowOrigin(inv: Affine, y: number): [number, number] {
+  return [Math.round((inv[0][1] * y + inv[0][2]) * AB_SCALE) + ROUND_DELTA, Math.round((inv[1][1] * y + inv[1][2]) * AB_SCALE) + ROUND_DELTA];
+}
+
+export const WARP_SHIFT = AB_BITS - INTER_BITS;
+
 /**
  * cv2.warpAffine(src, m, (width, height)) with INTER_LINEAR and a constant border (`border` per channel): each output
  * pixel samples the source at m applied to its coordinates (m maps source -> destination; OpenCV inverts it).
+ * `region` limits the work to a rectangle of the output (the rest is left 0; callers use it where 0 is the border).
  */
-export function warpAffine8(src: Image8, m: Affine, width: number, height: number, border: readonly number[]): Image8 {
+export function warpAffine8(src: Image8, m: Affine, width: number, height: number, border: readonly number[], region?: WarpRegion): Image8 {
   const inv = invertAffine(m);
-  const [[a, b, c], [d, e, f]] = inv;
   const ch = src.channels;
+  const sw = src.width;
+  const sh = src.height;
+  const data = src.data;
   const out = new Uint8Array(width * height * ch);
-  const pixel = (x: number, y: number, k: number) =>
-    x >= 0 && y >= 0 && x < src.width && y < src.height ? src.data[(y * src.width + x) * ch + k]! : (border[k] ?? 0);
-  for (let dy = 0; dy < height; dy++) {
-    // OpenCV precomputes X0 = round(b*y + c) and per column round(a*x) in 1/1024 units (saturate_cast<int>).
-    const x0 = Math.round((b * dy + c) * AB_SCALE) + ROUND_DELTA;
-    const y0 = Math.round((e * dy + f) * AB_SCALE) + ROUND_DELTA;
-    for (let dx = 0; dx < width; dx++) {
-      const X = (Math.round(a * dx * AB_SCALE) + x0) >> (AB_BITS - INTER_BITS);
-      const Y = (Math.round(d * dx * AB_SCALE) + y0) >> (AB_BITS - INTER_BITS);
+  const { ax, dx } = warpColumnOffsets(inv, width);
+  const { x0: rx0, y0: ry0, x1: rx1, y1: ry1 } = region ?? { x0: 0, y0: 0, x1: width, y1: height };
+  const pixel = (x: number, y: number, k: number) => (x >= 0 && y >= 0 && x < sw && y < sh ? data[(y * sw + x) * ch + k]! : (border[k] ?? 0));
+  const half = 1 << (COEF_BITS - 1);
+  for (let oy = ry0; oy < ry1; oy++) {
+    const [x0, y0] = warpRowOrigin(inv, oy);
+    for (let ox = rx0; ox < rx1; ox++) {
+      const X = (ax[ox]! + x0) >> WARP_SHIFT;
+      const Y = (dx[ox]! + y0) >> WARP_SHIFT;
       const sx = X >> INTER_BITS;
       const sy = Y >> INTER_BITS;
-      const [w00, w01, w10, w11] = bilinearWeights(X & (INTER_TAB_SIZE - 1), Y & (INTER_TAB_SIZE - 1));
-      const o = (dy * width + dx) * ch;
+      const t = ((Y & (INTER_TAB_SIZE - 1)) * INTER_TAB_SIZE + (X & (INTER_TAB_SIZE - 1))) * 4;
+      const w00 = BILINEAR_TABLE[t]!;
+      const w01 = BILINEAR_TABLE[t + 1]!;
+      const w10 = BILINEAR_TABLE[t + 2]!;
+      const w11 = BILINEAR_TABLE[t + 3]!;
+      const o = (oy * width + ox) * ch;
+      if (sx >= 0 && sy >= 0 && sx + 1 < sw && sy + 1 < sh) {
+        const p = (sy * sw + sx) * ch;
+        const q = p + sw * ch;
+        for (let k = 0; k < ch; k++) {
+          const v = data[p + k]! * w00 + data[p + ch + k]! * w01 + data[q + k]! * w10 + data[q + ch + k]! * w11;
+          out[o + k] = (v + half) >> COEF_BITS; // weights sum to 2^15 and values are 0..255: no saturation needed
+        }
+        continue;
+      }
       for (let k = 0; k < ch; k++) {
         const v = pixel(sx, sy, k) * w00 + pixel(sx + 1, sy, k) * w01 + pixel(sx, sy + 1, k) * w10 + pixel(sx + 1, sy + 1, k) * w11;
-        out[o + k] = Math.min(255, Math.max(0, (v + (1 << (COEF_BITS - 1))) >> COEF_BITS));
+        out[o + k] = Math.min(255, Math.max(0, (v + half) >> COEF_BITS));
       }
     }
   }

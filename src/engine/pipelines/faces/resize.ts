@@ -32,18 +32,18 @@ function lanczos4(x: number): number[] {
   return k.map((v) => v / sum);
 }
 
-/** Per output index: the first source tap and the 8 weights (edges replicated). */
-function axisTaps(src: number, dst: number): { start: number[]; weights: number[][] } {
+/** Per output index: its 8 source indices (edges replicated) and weights, flat. */
+function axisTaps(src: number, dst: number): { index: Int32Array; weights: Float64Array } {
   const scale = src / dst;
-  const start: number[] = [];
-  const weights: number[][] = [];
+  const index = new Int32Array(dst * 8);
+  const weights = new Float64Array(dst * 8);
   for (let d = 0; d < dst; d++) {
     const f = (d + 0.5) * scale - 0.5;
     const s = Math.floor(f);
-    start.push(s - 3);
-    weights.push(lanczos4(f - s));
+    weights.set(lanczos4(f - s), d * 8);
+    for (let i = 0; i < 8; i++) index[d * 8 + i] = Math.min(src - 1, Math.max(0, s - 3 + i));
   }
-  return { start, weights };
+  return { index, weights };
 }
 
 export function resizeLanczos4(src: Image8, width: number, height: number): Image8 {
@@ -51,32 +51,33 @@ export function resizeLanczos4(src: Image8, width: number, height: number): Imag
   const ch = src.channels;
   const xs = axisTaps(src.width, width);
   const ys = axisTaps(src.height, height);
-  const clampX = (x: number) => Math.min(src.width - 1, Math.max(0, x));
-  const clampY = (y: number) => Math.min(src.height - 1, Math.max(0, y));
-  // Horizontal pass into float rows, then vertical.
-  const rows = new Float64Array(src.height * width * ch);
+  const data = src.data;
+  // Horizontal pass into float rows, then vertical (the taps summed in the same order as before).
+  const rowLen = width * ch;
+  const rows = new Float64Array(src.height * rowLen);
   for (let y = 0; y < src.height; y++) {
+    const srcRow = y * src.width * ch;
     for (let x = 0; x < width; x++) {
-      const w = xs.weights[x]!;
-      const s = xs.start[x]!;
+      const t = x * 8;
       for (let k = 0; k < ch; k++) {
         let acc = 0;
-        for (let i = 0; i < 8; i++) acc += w[i]! * src.data[(y * src.width + clampX(s + i)) * ch + k]!;
-        rows[(y * width + x) * ch + k] = acc;
+        for (let i = 0; i < 8; i++) acc += xs.weights[t + i]! * data[srcRow + xs.index[t + i]! * ch + k]!;
+        rows[y * rowLen + x * ch + k] = acc;
       }
     }
   }
-  const out = new Uint8Array(width * height * ch);
+  const out = new Uint8Array(height * rowLen);
+  const acc = new Float64Array(rowLen);
   for (let y = 0; y < height; y++) {
-    const w = ys.weights[y]!;
-    const s = ys.start[y]!;
-    for (let x = 0; x < width; x++) {
-      for (let k = 0; k < ch; k++) {
-        let acc = 0;
-        for (let i = 0; i < 8; i++) acc += w[i]! * rows[(clampY(s + i) * width + x) * ch + k]!;
-        out[(y * width + x) * ch + k] = Math.min(255, Math.max(0, Math.round(acc)));
-      }
+    const t = y * 8;
+    acc.fill(0);
+    for (let i = 0; i < 8; i++) {
+      const w = ys.weights[t + i]!;
+      const r = ys.index[t + i]! * rowLen;
+      for (let j = 0; j < rowLen; j++) acc[j]! += w * rows[r + j]!;
     }
+    const o = y * rowLen;
+    for (let j = 0; j < rowLen; j++) out[o + j] = Math.min(255, Math.max(0, Math.round(acc[j]!)));
   }
   return { data: out, width, height, channels: ch };
 }

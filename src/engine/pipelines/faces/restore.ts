@@ -7,6 +7,7 @@ import { FACE_TEMPLATE_512, type Image8, similarityTransform, warpAffine8 } from
 import { detectionsFromRaw, faceLandmarks, type RawDetections } from './detect.ts';
 import { pasteFaces, type RestoredFace } from './paste.ts';
 import { resizeLanczos4 } from './resize.ts';
+import { type FacePhaseTimings, timed } from './timings.ts';
 
 const DETECT_SHORT_SIDE = 640;
 const FACE_SIZE = 512;
@@ -71,25 +72,32 @@ function argmaxClasses(logits: Float32Array, classes: number): Uint8Array {
   return out;
 }
 
-/** Restores every face of an RGB image. */
-export async function restoreFaces(rgb: Image8, nets: FaceNets): Promise<FaceRestoreResult> {
+/** Restores every face of an RGB image; `timings`, when given, receives the milliseconds of each phase. */
+export async function restoreFaces(rgb: Image8, nets: FaceNets, timings?: FacePhaseTimings): Promise<FaceRestoreResult> {
   if (rgb.channels !== 3) throw new Error(`face restoration needs an RGB image, got ${rgb.channels} channels`);
   const bgr = flipChannels(rgb);
   // get_face_landmarks_5(resize=640): scale = short side / 640, detection at int(size / scale), boxes * scale.
   const scale = Math.min(rgb.width, rgb.height) / DETECT_SHORT_SIDE;
   const dw = Math.trunc(rgb.width / scale);
   const dh = Math.trunc(rgb.height / scale);
-  const raw = await nets.detect(resizeLanczos4(bgr, dw, dh));
-  const faces = faceLandmarks(detectionsFromRaw(raw, dw, dh), scale);
+  const resized = await timed(timings, 'resize', () => resizeLanczos4(bgr, dw, dh));
+  const raw = await timed(timings, 'detect', () => nets.detect(resized));
+  const faces = await timed(timings, 'decode', () => faceLandmarks(detectionsFromRaw(raw, dw, dh), scale));
   if (faces.length === 0) return { image: rgb, faces: 0, restoredFaces: [] };
   const restored: RestoredFace[] = [];
   for (const { landmarks } of faces) {
-    const affine = similarityTransform(landmarks, FACE_TEMPLATE_512);
-    const crop = warpAffine8(bgr, affine, FACE_SIZE, FACE_SIZE, CROP_BORDER);
-    const face = fromNetworkOutput(await nets.restore(toNetworkInput(crop)));
-    const logits = await nets.parse(toNetworkInput(face));
-    restored.push({ face, affine, classes: argmaxClasses(logits, logits.length / (FACE_SIZE * FACE_SIZE)) });
+    const { affine, crop } = await timed(timings, 'align', () => {
+      const affine = similarityTransform(landmarks, FACE_TEMPLATE_512);
+      return { affine, crop: warpAffine8(bgr, affine, FACE_SIZE, FACE_SIZE, CROP_BORDER) };
+    });
+    const input = await timed(timings, 'convert', () => toNetworkInput(crop));
+    const output = await timed(timings, 'restore', () => nets.restore(input));
+    const face = await timed(timings, 'convert', () => fromNetworkOutput(output));
+    const parseInput = await timed(timings, 'convert', () => toNetworkInput(face));
+    const logits = await timed(timings, 'parse', () => nets.parse(parseInput));
+    const classes = await timed(timings, 'convert', () => argmaxClasses(logits, logits.length / (FACE_SIZE * FACE_SIZE)));
+    restored.push({ face, affine, classes });
   }
-  const pasted = pasteFaces(bgr, restored).image;
+  const pasted = pasteFaces(bgr, restored, timings).image;
   return { image: flipChannels(pasted), faces: restored.length, restoredFaces: restored.map((r) => r.face) };
 }
