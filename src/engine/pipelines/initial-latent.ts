@@ -3,7 +3,7 @@
 import type { GenerateRequest, Tiling } from '../api.ts';
 import { imageToTensor } from '../image.ts';
 import { createNoise, type BatchNoise } from '../rng.ts';
-import { addNoise, img2imgSigmasDiffusers, type SamplingPlan } from '../samplers/index.ts';
+import { addNoise, img2imgSigmas, type SamplingPlan } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
 import type { ImageBatch } from './batch.ts';
 import type { ModelSessions } from './model-sessions.ts';
@@ -53,7 +53,7 @@ export async function initialLatent(
 ): Promise<InitialLatent> {
   const initialNoise = overrides.initialNoise ?? noise.initial;
   if (req.init) {
-    const sigmas = img2imgSigmasDiffusers(plan.sigmas, req.init.strength);
+    const sigmas = img2imgSigmas(plan.sigmas, req.init.strength, req.flavour, plan.sampler);
     const mode = req.init.resizeMode ?? 0;
     let encoded: Float32Array;
     if (mode === 3 && !overrides.initImagePixels) {

@@ -16,6 +16,7 @@ export {
   endAtSigmaMin,
   img2imgSigmasDiffusers,
   img2imgSigmasA1111,
+  img2imgSigmas,
   addNoise,
   SamplingAbortedError,
 } from './run.ts';

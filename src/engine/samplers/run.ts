@@ -161,6 +161,20 @@ export function img2imgSigmasA1111(sigmas: readonly number[], strength: number):
   return sigmas.slice(Math.max(steps - tEnc - 1, 0));
 }
 
+/**
+ * img2img's tail of the schedule for a request: A1111's rule under the 'a1111' flavour for its k-diffusion samplers
+ * (sd_samplers_kdiffusion sample_img2img: one step more than diffusers at most strengths, e.g. 16 of 20 steps at
+ * 0.75, and never zero steps); diffusers' rule otherwise. A1111 runs DDIM, PLMS and UniPC through its own timestep
+ * samplers (sd_samplers_timesteps), whose img2img noises one timestep above the first it evaluates; Kiln runs
+ * those three in sigma space and keeps diffusers' rule for them.
+ */
+export function img2imgSigmas(sigmas: readonly number[], strength: number, flavour: Flavour | undefined, sampler: SamplerId): number[] {
+  if (flavour === 'a1111' && !TIMESTEP_SAMPLERS.has(sampler)) return img2imgSigmasA1111(sigmas, strength);
+  return img2imgSigmasDiffusers(sigmas, strength);
+}
+
+const TIMESTEP_SAMPLERS = new Set<SamplerId>(['ddim', 'plms', 'unipc']);
+
 /** The noised init latent for img2img at noise level sigma (sigma space: x0 + sigma * noise). */
 export function addNoise(x0: Float32Array, noise: Float32Array, sigma: number): Float32Array {
   const out = new Float32Array(x0.length);
