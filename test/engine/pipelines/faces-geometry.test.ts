@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { SafetensorsFile } from '../../../src/engine/weights/safetensors.ts';
 import { decodeBoxes, detectionsFromRaw, faceLandmarks, priorBoxes } from '../../../src/engine/pipelines/faces/detect.ts';
 import { FACE_TEMPLATE_512, invertAffine, similarityTransform, warpAffine8 } from '../../../src/engine/pipelines/faces/align.ts';
-import { pasteFaces } from '../../../src/engine/pipelines/faces/paste.ts';
+import { gaussianBlur64, pasteFaces } from '../../../src/engine/pipelines/faces/paste.ts';
 
 const dir = 'test/fixtures/refs/faces';
 const open = (name: string) => ({
@@ -115,4 +115,35 @@ test('paste-back through the parse mask: warped faces, soft masks and the blende
     worst = Math.max(worst, d);
   }
   assert.ok(worst <= 2 && over1 <= ref.length * 0.005, `pasted: worst ${worst}, ${over1} values off by 2`);
+});
+
+test('the fast Gaussian blur (zero-row and zero-span skips, symmetric taps) equals a plain separable cv2.GaussianBlur', () => {
+  const reflect = (i: number, n: number) => (i < 0 ? -i : i >= n ? 2 * n - 2 - i : i);
+  const plain = (src: Float64Array, w: number, h: number) => {
+    const k = Array.from({ length: 101 }, (_, i) => Math.exp((-0.5 * (i - 50) ** 2) / 121));
+    const sum = k.reduce((a, b) => a + b, 0);
+    const tmp = new Float64Array(src.length);
+    const out = new Float64Array(src.length);
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) for (let i = -50; i <= 50; i++) tmp[y * w + x]! += (k[i + 50]! / sum) * src[y * w + reflect(x + i, w)]!;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) for (let i = -50; i <= 50; i++) out[y * w + x]! += (k[i + 50]! / sum) * tmp[reflect(y + i, h) * w + x]!;
+    return out;
+  };
+  const [w, h] = [180, 150];
+  // A mask like a face's: zero rows at the top and bottom, a zero band at the left, a hole, and an edge-touching blob.
+  const mask = new Float64Array(w * h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const face = y > 60 && y < 120 && x > 70 && x < 170 && (x - 120) ** 2 + (y - 90) ** 2 > 64;
+      mask[y * w + x] = face || (y < 4 && x > 150) ? 255 : 0;
+    }
+  }
+  for (const src of [mask, gaussianBlur64(mask, w, h)]) {
+    const fast = gaussianBlur64(src, w, h);
+    const ref = plain(src, w, h);
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(fast[i]! - ref[i]!));
+    assert.ok(worst < 1e-9, `worst difference ${worst}`);
+  }
 });

@@ -43,10 +43,24 @@ export function gaussianBlur64(src: Float64Array, width: number, height: number,
   const centre = k[r]!;
   const tmp = new Float64Array(src.length);
   const padded = new Float64Array(width + 2 * r);
+  // Rows of tmp holding a nonzero value, counted cumulatively: a window of all-zero rows sums to exactly 0.
+  const nonzeroRows = new Int32Array(height + 1);
   for (let y = 0; y < height; y++) {
     const row = y * width;
-    for (let x = -r; x < width + r; x++) padded[x + r] = src[row + reflect101(x, width)]!;
-    for (let x = 0; x < width; x++) {
+    let first = -1;
+    let last = -1;
+    for (let x = -r; x < width + r; x++) {
+      const v = src[row + reflect101(x, width)]!;
+      padded[x + r] = v;
+      if (v !== 0) {
+        if (first < 0) first = x + r;
+        last = x + r;
+      }
+    }
+    nonzeroRows[y + 1] = nonzeroRows[y]! + (first >= 0 ? 1 : 0);
+    if (first < 0) continue; // all zero: the row stays 0
+    // Only outputs whose window [x, x + 2r] (padded) reaches [first, last] can be nonzero.
+    for (let x = Math.max(0, first - 2 * r), end = Math.min(width, last + 1); x < end; x++) {
       const c = x + r;
       let s = centre * padded[c]!;
       for (let i = 1; i <= r; i++) s += k[r + i]! * (padded[c - i]! + padded[c + i]!);
@@ -56,9 +70,9 @@ export function gaussianBlur64(src: Float64Array, width: number, height: number,
   const out = new Float64Array(src.length);
   const rowOf = (y: number) => reflect101(y, height) * width;
   for (let y = 0; y < height; y++) {
+    if (y - r >= 0 && y + r < height && nonzeroRows[y + r + 1] === nonzeroRows[y - r]) continue; // window all zero
     const o = y * width;
-    const mid = y * width;
-    for (let x = 0; x < width; x++) out[o + x] = centre * tmp[mid + x]!;
+    for (let x = 0; x < width; x++) out[o + x] = centre * tmp[o + x]!;
     for (let i = 1; i <= r; i++) {
       const w = k[r + i]!;
       const up = rowOf(y - i);
