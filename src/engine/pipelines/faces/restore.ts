@@ -72,7 +72,7 @@ function argmaxClasses(logits: Float32Array, classes: number): Uint8Array {
   return out;
 }
 
-/** Restores every face of an RGB image; `timings`, when given, receives the milliseconds of each phase. */
+/** Restores every face of an RGB image; `timings`, when given, receives each phase's wall and CPU milliseconds. */
 export async function restoreFaces(rgb: Image8, nets: FaceNets, timings?: FacePhaseTimings): Promise<FaceRestoreResult> {
   if (rgb.channels !== 3) throw new Error(`face restoration needs an RGB image, got ${rgb.channels} channels`);
   const bgr = flipChannels(rgb);
