@@ -40,6 +40,11 @@ export interface GenerateRequest {
   height: number;
   steps: number;
   cfgScale: number;
+  /**
+   * FLUX.1 dev's distilled guidance (Forge's "Distilled CFG Scale"), fed to the transformer instead of a CFG batch;
+   * default 3.5. Only for models whose transformer takes it (a 4xx elsewhere).
+   */
+  guidance?: number;
   /** A1111 sampler name ("Euler a", "DPM++ 2M") or legacy combined name ("DPM++ 2M Karras"). */
   sampler: string;
   /** A1111 schedule name ("Automatic", "Karras", ...); "Automatic" when absent. */
