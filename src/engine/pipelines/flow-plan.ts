@@ -56,16 +56,9 @@ export function validateFlowRequest(ms: ModelSessions, req: GenerateRequest): vo
       if (v > max) refuse(`${field} must be at most ${max} for this SD3 model (its position table covers ${max}px), got ${v}`, field);
     }
   }
-  if (req.guidance !== undefined) {
-    if (!ms.hasGuidanceInput) {
-      refuse(
-        `guidance: this ${label} model has no distilled-guidance input (${ms.flowFamily.flow.guidance === 'cfg' ? 'use cfg_scale' : 'FLUX.1 schnell takes none'})`,
-        'guidance',
-      );
-    }
-    if (typeof req.guidance !== 'number' || !Number.isFinite(req.guidance) || req.guidance < 0 || req.guidance > 100) {
-      refuse(`guidance must be a number from 0 to 100, got ${JSON.stringify(req.guidance)}`, 'guidance');
-    }
+  // Models without a guidance input ignore it (Forge sends its default with every model).
+  if (req.guidance !== undefined && (typeof req.guidance !== 'number' || !Number.isFinite(req.guidance) || req.guidance < 0 || req.guidance > 100)) {
+    refuse(`guidance must be a number from 0 to 100, got ${JSON.stringify(req.guidance)}`, 'guidance');
   }
 }
 
@@ -98,7 +91,7 @@ export function planFlow(ms: ModelSessions, req: GenerateRequest, imageSeqLen: n
       ? flowSchedule(req.steps, config, { spacing: family.flow.spacing, imageSeqLen }).sigmas
       : flowTableSigmas(schedule as 'simple' | 'beta', req.steps, config, { imageSeqLen, betaPpf });
   const info = getSampler(parsed.sampler);
-  const distilled = ms.hasGuidanceInput ? (req.guidance ?? DEFAULT_FLUX_GUIDANCE) : undefined;
+  const distilled = ms.hasGuidanceInput ? (req.guidance ?? (req.guidanceFromCfg ? req.cfgScale : DEFAULT_FLUX_GUIDANCE)) : undefined;
   return {
     sampler: parsed.sampler,
     samplerName: info.name,

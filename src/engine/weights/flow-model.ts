@@ -4,10 +4,10 @@
 // flux1-dev.safetensors) whose other parts come from a companion diffusers folder (LoadOptions.configDir or
 // ModelRef.tokenizerDir: text_encoder*/, vae/, tokenizer*/) and ModelRef.vae. The transformer is always read under
 // BFL (Flux) or original SD3 names (flux-keys.ts, sd3-keys.ts).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ModelFileError } from '../api.ts';
-import { FLOW_FAMILIES } from '../families/index.ts';
+import { detectCheckpointFamily, FLOW_FAMILIES } from '../families/index.ts';
 import type { FlowFamily, TextEncoderComponent } from '../families/types.ts';
 import { fluxConfigFromWeights, type FluxConfig } from '../nets/flux.ts';
 import { mmditConfigFromWeights, type MmditConfig } from '../nets/mmdit.ts';
@@ -18,7 +18,7 @@ import { DIFFUSION_MODEL_PREFIX, fluxLayoutOf, fluxWeightsAsBfl, transformerTens
 import { mapDiffusersVae, mapLdmVae } from './ldm-keys.ts';
 import { sd3LayoutOf, sd3WeightsAsOriginal } from './sd3-keys.ts';
 import { MappedWeights, storedWeights } from './sources.ts';
-import type { TensorFile } from './tensor-file.ts';
+import { openTensorFile, type TensorFile } from './tensor-file.ts';
 import type { ClipTextConfig, VaeConfig, WeightSource } from './types.ts';
 
 /** The flow transformer's kind and config. */
@@ -303,4 +303,17 @@ export function findT5Tokenizer(flow: FlowModelParts, label: string): string {
 /** The model's name from its path (file stem or folder name). */
 export function flowModelName(path: string): string {
   return basename(path.replace(/[\\/]+$/, '')).replace(/\.(safetensors|ckpt|pt|pth|bin|gguf)$/i, '');
+}
+
+/** The flow family ('flux' / 'sd3') a single file's keys show, or undefined (not a file, or not a flow model). */
+export function flowFamilyOfFile(path: string): string | undefined {
+  try {
+    if (!statSync(path).isFile()) return undefined;
+    const names = openTensorFile(path).names();
+    const set = new Set(names);
+    const family = detectCheckpointFamily({ hasPrefix: (p) => names.some((k) => k.startsWith(p)), has: (n) => set.has(n) });
+    return family?.kind === 'flow' ? family.name : undefined;
+  } catch {
+    return undefined;
+  }
 }
