@@ -284,7 +284,9 @@ export function loadFlowSingleFile(path: string, file: TensorFile, companion: st
       transformer,
       t5,
       t5TokenizerDirs: companion ? [join(companion, family.flow.t5.tokenizerFolder), companion] : [],
-      schedule: flowSchedule(companion ? join(companion, 'scheduler', 'scheduler_config.json') : undefined, family, hasGuidance),
+      // From the transformer, not the companion's scheduler/: a schnell file beside FLUX.1-dev's encoders (they are the
+      // same) must not take dev's shifted schedule.
+      schedule: family.flow.defaultSchedule(hasGuidance),
     },
     warnings,
   };

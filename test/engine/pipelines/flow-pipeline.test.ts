@@ -18,7 +18,9 @@ import { ClipTokenizer, encodePromptIds } from '../../../src/engine/prompt/index
 import { T5Tokenizer } from '../../../src/engine/prompt/t5-tokenizer.ts';
 import { createRng } from '../../../src/engine/rng.ts';
 import { createSession, runSession, type Feed } from '../../../src/engine/runtime.ts';
-import { FLUX_DEV_SCHEDULE, flowSchedule, sampleFlowEuler } from '../../../src/engine/samplers/flow.ts';
+import { FLUX_DEV_SCHEDULE, FLUX_SCHNELL_SCHEDULE, flowSchedule, flowTableSigmas, SD3_SCHEDULE, sampleFlowEuler } from '../../../src/engine/samplers/flow.ts';
+import { betaPpf } from '../../../src/engine/samplers/schedules.ts';
+import { type TensorToWrite, writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
 import type { Tensor } from '../../../src/engine/tensor.ts';
 import { inspectModel } from '../../../src/engine/inspect.ts';
 import { storedWeights } from '../../../src/engine/weights/sources.ts';
@@ -65,18 +67,19 @@ async function session(name: string, build: Parameters<typeof getOrBuildGraph>[2
 
 const ids = (list: number[]): Feed => ({ int64: BigInt64Array.from(list.map((i) => BigInt(i))), shape: [1, list.length] });
 
-test('tiny Flux txt2img: the pipeline latents equal T5 -> transformer -> flow Euler chained from the verified pieces, and repeat exactly', async () => {
-  const { latents, result } = await latentsOf(base({ path: fluxDir }));
-
-  // The same run by hand. T5 over 512 tokens (FluxPipeline's max_sequence_length for dev).
+/**
+ * A Flux txt2img run chained by hand from the pieces: T5 over `t5Tokens` (FluxPipeline's max_sequence_length: 512 dev,
+ * 256 schnell), CLIP-L pooled (the folder's tiny one), the transformer of `transformerFile`, flow Euler over `sigmas`
+ * from seed 42's noise.
+ */
+async function chainedFlux(transformerFile: string, t5Tokens: number, sigmas: number[], guidance?: number): Promise<Float32Array> {
   const t5Dir = join(FIXTURES, 'tiny-flux', 'text_encoder_2');
   const t5Config = JSON.parse(readFileSync(join(t5Dir, 'config.json'), 'utf8')) as T5EncoderConfig;
-  const t5 = await session('t5', (b) =>
-    buildT5Encoder(b, storedWeights('t5', [openTensorFile(join(t5Dir, 'model.safetensors'))]), t5Config, { sequenceLength: 512 }),
+  const t5 = await session(`t5-${t5Tokens}`, (b) =>
+    buildT5Encoder(b, storedWeights('t5', [openTensorFile(join(t5Dir, 'model.safetensors'))]), t5Config, { sequenceLength: t5Tokens }),
   );
-  const t5Ids = T5Tokenizer.fromTokenizerJson(join(fluxDir, 'tokenizer_2', 'tokenizer.json')).encode(PROMPT, 512).ids;
+  const t5Ids = T5Tokenizer.fromTokenizerJson(join(fluxDir, 'tokenizer_2', 'tokenizer.json')).encode(PROMPT, t5Tokens).ids;
   const txt = (await t5({ [T5_IO.inputIds]: ids(t5Ids) }))[T5_IO.hidden]!;
-  // CLIP-L pooled (the tiny one of the folder).
   const clipConfig = JSON.parse(readFileSync(join(fluxDir, 'text_encoder', 'config.json'), 'utf8')) as ClipTextConfig;
   const tok = await ClipTokenizer.fromDir(join(fluxDir, 'tokenizer'));
   const clipOpts = { hidden: false, pooled: true, eosTokenId: tok.eos };
@@ -84,15 +87,29 @@ test('tiny Flux txt2img: the pipeline latents equal T5 -> transformer -> flow Eu
     buildClipTextEncoder(b, storedWeights('clip', [openTensorFile(join(fluxDir, 'text_encoder', 'model.safetensors'))]), clipConfig, clipOpts),
   );
   const y = (await clip({ [CLIP_TEXT_IO.inputIds]: ids(encodePromptIds(tok, PROMPT)) }))[CLIP_TEXT_IO.pooled]!;
-  const w = storedWeights('flux', [openTensorFile(join(FIXTURES, 'tiny-flux', 'flux-bfl.safetensors'))]);
-  const transformer = await session('flux', (b) => buildFluxTransformer(b, w, fluxConfigFromWeights(w, [4, 6, 6]), { textTokens: 512 }));
-  const velocity = fluxVelocity(transformer, { txt, y, guidance: 3.5, height: 8, width: 8 });
-  const { sigmas } = flowSchedule(3, FLUX_DEV_SCHEDULE, { spacing: 'flux', imageSeqLen: 16 });
-  const chained = await sampleFlowEuler(velocity, createRng('cpu', 42).randn(16 * 8 * 8), sigmas);
+  const w = storedWeights('flux', [openTensorFile(transformerFile)]);
+  const transformer = await session(`flux-${t5Tokens}-${guidance}`, (b) =>
+    buildFluxTransformer(b, w, fluxConfigFromWeights(w, [4, 6, 6]), { textTokens: t5Tokens }),
+  );
+  const velocity = fluxVelocity(transformer, { txt, y, guidance, height: 8, width: 8 });
+  return sampleFlowEuler(velocity, createRng('cpu', 42).randn(16 * 8 * 8), sigmas);
+}
 
-  assert.deepEqual(latents.shape, [1, 16, 8, 8]);
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
   let worst = 0;
-  chained.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - latents.data[i]!))));
+  a.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - b[i]!))));
+  return worst;
+}
+
+test('tiny Flux txt2img: the pipeline latents equal T5 -> transformer -> flow Euler chained from the verified pieces, and repeat exactly', async (t) => {
+  const { latents, result } = await latentsOf(base({ path: fluxDir }));
+  // FLUX.1-dev's schedule, dynamically shifted at the image's 16 tokens; guidance 3.5 as an input.
+  const { sigmas } = flowSchedule(3, FLUX_DEV_SCHEDULE, { spacing: 'flux', imageSeqLen: 16 });
+  const chained = await chainedFlux(join(FIXTURES, 'tiny-flux', 'flux-bfl.safetensors'), 512, sigmas, 3.5);
+  assert.deepEqual(latents.shape, [1, 16, 8, 8]);
+  const worst = maxDiff(chained, latents.data);
+  t.diagnostic(`pipeline vs chained pieces: max abs difference ${worst}`);
   assert.ok(worst <= 1e-6, `pipeline vs chained pieces: max difference ${worst}`);
   assert.ok(latents.data.every(Number.isFinite));
 
@@ -172,4 +189,39 @@ test('Flux img2img: the init image latents are noised along the straight path an
   const b = await latentsOf(base({ path: fluxDir }, { steps: 4, init }));
   assert.deepEqual(a.latents.data, b.latents.data);
   assert.match(a.result.images[0]!.infotext, /Denoising strength: 0\.5/);
+});
+
+test('FLUX.1 schnell (a transformer without guidance_in): no guidance input, no shift, 256 T5 tokens', async () => {
+  const src = openTensorFile(join(FIXTURES, 'tiny-flux', 'flux-bfl.safetensors'));
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const n of src.names()) {
+    if (!n.startsWith('guidance_in.')) tensors[n] = { dtype: src.entry(n).dtype, shape: [...src.entry(n).shape], bytes: src.readBytes(n) };
+  }
+  const file = join(work, 'tiny-schnell.safetensors');
+  writeSafetensors(file, tensors);
+  // The companion is the dev folder (the encoders and VAE are the same): the schedule still follows the transformer.
+  const companion = writeFluxCompanion(join(work, 'schnell-companion'));
+  const { latents, result } = await latentsOf(base({ path: file, tokenizerDir: companion }, { steps: 4, guidance: 9 }));
+  // No "Distilled CFG Scale": schnell takes none (the request's guidance is ignored, as Forge does).
+  assert.doesNotMatch(result.images[0]!.infotext, /Distilled/);
+  // The unshifted grid linspace(1, 1/4, 4) (FluxPipeline with schnell's scheduler, shift 1), T5 over 256 tokens.
+  const { sigmas } = flowSchedule(4, FLUX_SCHNELL_SCHEDULE, { spacing: 'flux' });
+  assert.deepEqual(sigmas, [1, 0.75, 0.5, 0.25, 0]);
+  const worst = maxDiff(await chainedFlux(file, 256, sigmas), latents.data);
+  assert.ok(worst <= 1e-6, `schnell pipeline vs chained pieces: max difference ${worst}`);
+});
+
+test('flow schedules: Simple equals the FluxPipeline grid when the steps divide 1000; Beta starts at 1, falls and ends at 0', () => {
+  for (const steps of [4, 8, 20]) {
+    const simple = flowTableSigmas('simple', steps, FLUX_DEV_SCHEDULE, { imageSeqLen: 1024, betaPpf });
+    const pipeline = flowSchedule(steps, FLUX_DEV_SCHEDULE, { spacing: 'flux', imageSeqLen: 1024 }).sigmas;
+    simple.forEach((s, i) => assert.ok(Math.abs(s - pipeline[i]!) < 1e-6, `${steps} steps, sigma ${i}: ${s} vs ${pipeline[i]}`));
+  }
+  const beta = flowTableSigmas('beta', 10, SD3_SCHEDULE, { betaPpf });
+  assert.equal(beta[0], 1);
+  assert.equal(beta[beta.length - 1], 0);
+  assert.ok(beta.length <= 11);
+  for (let i = 1; i < beta.length; i++) assert.ok(beta[i]! < beta[i - 1]!, `beta sigmas fall: ${beta}`);
+  // Beta(0.6, 0.6) spends more steps near both ends than the middle.
+  assert.ok(beta[0]! - beta[1]! < beta[4]! - beta[5]!);
 });
