@@ -76,7 +76,11 @@ test('A1111 txt2img on Flux: Forge distilled_cfg_scale, Simple schedule; bad sid
   assert.match(wide.body, /width.*multiple of 16/);
   const ancestral = await a1111({ ...small, sampler_name: 'Euler a', override_settings: { sd_model_checkpoint: 'tiny-flux' } });
   assert.equal(ancestral.statusCode, 400, ancestral.body);
-  assert.match(ancestral.body, /sampler_name: Euler a does not apply to FLUX\.1/);
+  assert.match(ancestral.body, /sampler: Euler a does not apply to FLUX\.1/);
+  // Refused at submission, not after queueing: an async job is never created.
+  const job = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { ...small, model: 'tiny-sd3', sampler: 'DPM++ 2M', schedule: 'Karras' } });
+  assert.equal(job.statusCode, 400, job.body);
+  assert.match(job.body, /does not apply to SD3/);
 });
 
 test('what FLUX.1 / SD3 cannot do yet is a 501 naming the field: hires fix, LoRA, inpainting masks, tiling', async () => {

@@ -35,6 +35,12 @@ export async function runFlowPipeline(
   const family = ms.flowFamily;
   validateRequest(req, ms.latentFactor);
   validateFlowRequest(ms, req);
+  if (ms.model.vae.names().length === 0) {
+    throw new KilnInputError(
+      `vae: ${ms.model.name} holds no VAE and none was chosen: pass one (native vae, A1111 sd_vae) or keep vae/ in its companion folder`,
+      'vae',
+    );
+  }
   if (req.restoreFaces) validateFaceRestore(req.restoreFaces);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: ms.buildMs, encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };

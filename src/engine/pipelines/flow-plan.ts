@@ -16,8 +16,7 @@ import type { ModelSessions } from './model-sessions.ts';
  */
 const FLOW_SAMPLERS: ReadonlySet<SamplerId> = new Set(['euler', 'heun', 'dpm2', 'lms']);
 
-/** Automatic: the reference pipeline's schedule (diffusers); Simple and Beta: ComfyUI's schedulers on the flow sigma table. */
-const FLOW_SCHEDULES = new Set(['automatic', 'simple', 'beta']);
+// Schedules: Automatic (the reference pipeline's, diffusers), Simple and Beta (ComfyUI's on the flow sigma table).
 
 /** Flux dev's default distilled guidance (diffusers' FluxPipeline guidance_scale; Forge's Distilled CFG Scale). */
 export const DEFAULT_FLUX_GUIDANCE = 3.5;
@@ -69,38 +68,52 @@ export interface FlowPlan extends SamplingPlan {
   useCfg: boolean;
 }
 
-/** The sampler, schedule and sigmas of a flow generation; `imageSeqLen` is the packed image token count. */
-export function planFlow(ms: ModelSessions, req: GenerateRequest, imageSeqLen: number): FlowPlan {
-  const family = ms.flowFamily;
-  const parsed = parseSamplerName(req.sampler, req.schedule);
+/**
+ * The sampler and schedule a flow model runs for these names (legacy "<sampler> <schedule>" names included), or a
+ * KilnInputError naming `sampler_name` / `scheduler`. `label`: the family's, for the message.
+ */
+export function resolveFlowSampling(
+  sampler: string,
+  scheduleName: string | undefined,
+  label: string,
+): { sampler: SamplerId; schedule: 'automatic' | 'simple' | 'beta' } {
+  const parsed = parseSamplerName(sampler, scheduleName);
   if (!FLOW_SAMPLERS.has(parsed.sampler)) {
     const names = [...FLOW_SAMPLERS].map((id) => getSampler(id).name).join(', ');
-    refuse(`sampler_name: ${getSampler(parsed.sampler).name} does not apply to ${family.label} (a flow model); use ${names}`, 'sampler_name');
+    refuse(`sampler_name: ${getSampler(parsed.sampler).name} does not apply to ${label} (a flow model); use ${names}`, 'sampler_name');
   }
   // "Automatic" means the reference pipeline's own schedule here, not the sampler's preferred UNet schedule.
   const schedule = parsed.schedule === 'automatic' ? 'automatic' : resolveSchedule(parsed.sampler, parsed.schedule);
-  if (!FLOW_SCHEDULES.has(schedule)) {
+  if (schedule !== 'automatic' && schedule !== 'simple' && schedule !== 'beta') {
     refuse(
-      `scheduler: the ${SCHEDULES.find((s) => s.name === schedule)?.label ?? schedule} schedule does not apply to ${family.label}; use Automatic, Simple or Beta`,
+      `scheduler: the ${SCHEDULES.find((s) => s.name === schedule)?.label ?? schedule} schedule does not apply to ${label}; use Automatic, Simple or Beta`,
       'scheduler',
     );
   }
+  return { sampler: parsed.sampler, schedule };
+}
+
+/** The sampler, schedule and sigmas of a flow generation; `imageSeqLen` is the packed image token count. */
+export function planFlow(ms: ModelSessions, req: GenerateRequest, imageSeqLen: number): FlowPlan {
+  const family = ms.flowFamily;
+  const { sampler, schedule } = resolveFlowSampling(req.sampler, req.schedule, family.label);
   const config = ms.model.flow!.schedule;
   const sigmas =
     schedule === 'automatic'
       ? flowSchedule(req.steps, config, { spacing: family.flow.spacing, imageSeqLen }).sigmas
-      : flowTableSigmas(schedule as 'simple' | 'beta', req.steps, config, { imageSeqLen, betaPpf });
-  const info = getSampler(parsed.sampler);
+      : flowTableSigmas(schedule, req.steps, config, { imageSeqLen, betaPpf });
   const distilled = ms.hasGuidanceInput ? (req.guidance ?? (req.guidanceFromCfg ? req.cfgScale : DEFAULT_FLUX_GUIDANCE)) : undefined;
+  // Infotext: "Automatic" is the reference grid, which ComfyUI calls Simple.
+  const named = schedule === 'automatic' ? 'simple' : schedule;
   return {
-    sampler: parsed.sampler,
-    samplerName: info.name,
-    schedule: schedule === 'automatic' ? 'simple' : (schedule as SamplingPlan['schedule']),
-    scheduleLabel: SCHEDULES.find((s) => s.name === (schedule === 'automatic' ? 'simple' : schedule))!.label,
+    sampler,
+    samplerName: getSampler(sampler).name,
+    schedule: named,
+    scheduleLabel: SCHEDULES.find((s) => s.name === named)!.label,
     sigmas,
     initialNoiseScale: sigmas[0]!,
     timestepMode: 'interpolate',
-    totalEvals: countEvals(parsed.sampler, sigmas),
+    totalEvals: countEvals(sampler, sigmas),
     guidance: distilled,
     useCfg: family.flow.guidance === 'cfg' && req.cfgScale > 1,
   };

@@ -218,7 +218,7 @@ export function loadFlowFolder(dir: string, open: Opener): LoadedFlowParts {
  * A flow model from a single file: everything it holds, the rest from `companion` (a diffusers folder with the missing
  * text encoder and vae folders) or, for the VAE, `separateVae` (checked by the caller's replaceVae).
  */
-export function loadFlowSingleFile(path: string, file: TensorFile, companion: string | undefined, hasSeparateVae: boolean, open: Opener): LoadedFlowParts {
+export function loadFlowSingleFile(path: string, file: TensorFile, companion: string | undefined, open: Opener): LoadedFlowParts {
   const warnings: string[] = [];
   const keys = file.names();
   const has = (prefix: string) => keys.some((k) => k.startsWith(prefix));
@@ -261,8 +261,9 @@ export function loadFlowSingleFile(path: string, file: TensorFile, companion: st
     vae = new MappedWeights(`${path} (vae)`, ldm ? mapLdmVae(file, vaePrefix) : mapDiffusersVae(file, vaePrefix));
     vaeConfig = withLatentScale(inferVaeConfig(vae, family).config, family);
   } else if (companion && existsSync(join(companion, 'vae'))) ({ vae, vaeConfig } = vaeFolder(join(companion, 'vae'), family, open, warnings));
-  else if (hasSeparateVae) {
-    // Replaced by the caller (ModelRef.vae); this stands for its shape until then.
+  else {
+    // No VAE here: one chosen with the request (ModelRef.vae, a view of the loaded model) takes its place; without one
+    // the pipeline refuses before any work (flow-generate.ts). This stands for its shape until then.
     vae = new MappedWeights(`${path} (no vae)`, new Map());
     vaeConfig = {
       ...VAE_DEFAULTS,
@@ -270,7 +271,7 @@ export function loadFlowSingleFile(path: string, file: TensorFile, companion: st
       scaling_factor: family.latentSpace.scalingFactor,
       shift_factor: family.latentSpace.shiftFactor ?? 0,
     };
-  } else throw missing("VAE (pass one with the request or keep it in the companion folder's vae/)");
+  }
 
   const hasGuidance = transformer.kind === 'flux' && transformer.config.guidanceEmbed;
   return {

@@ -137,7 +137,7 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
   const family = detectCheckpointFamily(keys);
   if (family?.kind === 'flow') {
     const companion = opts.configDir ?? ref.tokenizerDir;
-    return flowPartial(path, 'single-file', loadFlowSingleFile(path, file, companion, ref.vae !== undefined, openComponentFiles));
+    return flowPartial(path, 'single-file', loadFlowSingleFile(path, file, companion, openComponentFiles));
   }
   const unetPrefixes = family ? [family.checkpoint.unetPrefix] : [...new Set(FAMILIES.map((f) => f.checkpoint.unetPrefix))];
   if (!unetPrefixes.some((p) => keys.hasPrefix(p))) {

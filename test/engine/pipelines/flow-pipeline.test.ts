@@ -4,7 +4,7 @@
 // samplers/flow.test.ts), the run is deterministic, and every layout loads to the same model.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../../src/engine/engine.ts';
@@ -134,6 +134,14 @@ test('Flux: the BFL single file with a companion folder gives the diffusers fold
   const g = await latentsOf(base({ path: fluxDir }, { steps: 2, guidance: 1.5 }));
   assert.notDeepEqual(g.latents.data, b.latents.data, 'the distilled guidance changes the result');
   assert.match(g.result.images[0]!.infotext, /Distilled CFG Scale: 1\.5/);
+  // The VAE may come as a separate file instead of the companion's vae/ (BFL's ae.safetensors is one).
+  const noVae = join(work, 'flux-companion-no-vae');
+  cpSync(companion, noVae, { recursive: true });
+  rmSync(join(noVae, 'vae'), { recursive: true });
+  const withVae = await latentsOf(base({ path: single.path, tokenizerDir: noVae, vae: join(companion, 'vae') }, { steps: 2 }));
+  assert.deepEqual(withVae.latents.data, b.latents.data);
+  assert.deepEqual(withVae.result.images[0]!.image.data, b.result.images[0]!.image.data);
+  await assert.rejects(engine.generate(base({ path: single.path, tokenizerDir: noVae }, { steps: 1 })), /^KilnInputError: vae: flux-bfl holds no VAE/);
   // Without the encoders beside it the single file says what it lacks.
   const bare = join(work, 'flux-axes-only');
   mkdirSync(join(bare, 'transformer'), { recursive: true });
