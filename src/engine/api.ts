@@ -40,6 +40,14 @@ export interface GenerateRequest {
   height: number;
   steps: number;
   cfgScale: number;
+  /**
+   * FLUX.1 dev's distilled guidance (Forge's "Distilled CFG Scale"), fed to the transformer instead of a CFG batch;
+   * default 3.5 (or cfgScale with guidanceFromCfg). Used by models whose transformer takes it, ignored by the others
+   * (as Forge does with its default).
+   */
+  guidance?: number;
+  /** diffusers-style callers: cfgScale is the distilled guidance on guidance-distilled models (FluxPipeline's guidance_scale). */
+  guidanceFromCfg?: boolean;
   /** A1111 sampler name ("Euler a", "DPM++ 2M") or legacy combined name ("DPM++ 2M Karras"). */
   sampler: string;
   /** A1111 schedule name ("Automatic", "Karras", ...); "Automatic" when absent. */

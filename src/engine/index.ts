@@ -35,6 +35,7 @@ export { resolveSeed } from './rng.ts';
 export { inspectModel, type ModelSummary } from './inspect.ts';
 /** A family's latent space name: which TAESD decoder (taesd / taesdxl) fits it. */
 export { latentSpaceOf } from './families/index.ts';
+export { resolveFlowSampling } from './pipelines/flow-plan.ts';
 /** A1111's checkpoint hash (the same file the infotext's "Model hash" comes from). */
 export { modelHashes } from './weights/model.ts';
 export { inspectLora, type LoraSummary } from './weights/lora/index.ts';

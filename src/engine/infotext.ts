@@ -9,6 +9,8 @@ export interface InfotextFields {
   /** Omitted when the schedule is the sampler's automatic one. */
   scheduleType?: string;
   cfgScale: number;
+  /** FLUX.1 dev's distilled guidance, written as Forge does ("Distilled CFG Scale", after "CFG scale"). */
+  distilledCfgScale?: number;
   seed: number;
   /** A1111 "Face restoration": the restorer's name when faces were restored. */
   faceRestoration?: string;
@@ -64,6 +66,7 @@ export function buildInfotext(f: InfotextFields): string {
     ['Sampler', f.sampler],
     ['Schedule type', f.scheduleType],
     ['CFG scale', num(f.cfgScale)],
+    ['Distilled CFG Scale', f.distilledCfgScale !== undefined ? num(f.distilledCfgScale) : undefined],
     ['Seed', f.seed],
     ['Face restoration', f.faceRestoration],
     ['Size', `${f.width}x${f.height}`],

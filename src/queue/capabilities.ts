@@ -69,6 +69,25 @@ export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGIN
   }
 }
 
+/**
+ * What the flow-transformer families (FLUX.1, SD3) cannot do yet, once a request's model is known to be one: their
+ * pipeline has no LoRA, hires fix, inpainting, LayerDiffuse or seamless tiling. Everything else they share.
+ */
+const FAMILY_GAPS: Readonly<Record<string, { label: string; missing: readonly Feature[] }>> = {
+  flux: { label: 'FLUX.1', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling'] },
+  sd3: { label: 'SD3', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling'] },
+};
+
+/** Throws FeatureNotImplemented for the first feature the spec asks for that its model's family cannot do yet. */
+export function checkFamilyCapabilities(spec: JobSpec, family: string | null | undefined): void {
+  const gaps = family ? FAMILY_GAPS[family] : undefined;
+  if (!gaps) return;
+  for (const name of gaps.missing) {
+    const rule: FeatureRule = FEATURES[name];
+    if (rule.requested(spec)) throw new FeatureNotImplemented(`${rule.describe(spec)} on ${gaps.label} models`, spec.sourceFields?.[name] ?? rule.field);
+  }
+}
+
 /** Every optional feature by name, true when `supported` has it (GET /v1/capabilities shows this to clients). */
 export function featureTable(supported: Capabilities = ENGINE_CAPABILITIES): Record<Feature, boolean> {
   return Object.fromEntries((Object.keys(FEATURES) as Feature[]).map((f) => [f, supported.has(f)])) as Record<Feature, boolean>;

@@ -43,6 +43,13 @@ export interface JobSpec {
   height: number;
   steps: number;
   cfgScale: number;
+  /**
+   * FLUX.1 dev's distilled guidance (native `guidance`, Forge's `distilled_cfg_scale`); used by models whose
+   * transformer takes it and ignored by the others, as Forge does. Undefined: 3.5, or cfgScale with cfgAsGuidance.
+   */
+  guidance?: number;
+  /** diffusers-style surfaces (seed 003): `guidance_scale` is the distilled guidance on guidance-distilled models. */
+  cfgAsGuidance?: boolean;
   sampler: string;
   schedule: string;
   /** Resolved at submission (never -1), so it can be returned before the job runs. */
@@ -350,6 +357,9 @@ export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
     for (const p of list) if (p.length > limits.maxPromptChars) throw new SpecError(field, `is ${p.length} characters; the limit is ${limits.maxPromptChars}`);
   }
   if (!(spec.cfgScale >= 0 && spec.cfgScale <= 30)) throw new SpecError('cfg_scale', `must be from 0 to 30, got ${spec.cfgScale}`);
+  if (spec.guidance !== undefined && !(spec.guidance >= 0 && spec.guidance <= 30)) {
+    throw new SpecError(spec.sourceFields?.guidance ?? 'guidance', `must be from 0 to 30, got ${spec.guidance}`);
+  }
   if (spec.kind === 'img2img' && !spec.initImage) throw new SpecError('init_image', 'is required for img2img');
   if (spec.resizeMode !== undefined && ![0, 1, 2, 3].includes(spec.resizeMode)) {
     throw new SpecError('resize_mode', `must be 0 (just resize), 1 (crop and resize), 2 (resize and fill) or 3 (latent upscale), got ${spec.resizeMode}`);
@@ -484,6 +494,8 @@ export function toGenerateRequest(
     height: spec.height,
     steps: spec.steps,
     cfgScale: spec.cfgScale,
+    ...(spec.guidance !== undefined ? { guidance: spec.guidance } : {}),
+    ...(spec.cfgAsGuidance ? { guidanceFromCfg: true } : {}),
     sampler: spec.sampler,
     schedule: spec.schedule,
     samplerOptions: { eta: spec.eta, sChurn: spec.sChurn, sTmin: spec.sTmin, sTmax: spec.sTmax, sNoise: spec.sNoise },

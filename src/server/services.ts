@@ -32,7 +32,8 @@ import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
 import { ClipVisionCatalog } from './models/clip-vision.ts';
 import { FaceRestorerCatalog } from './models/face-restorers.ts';
-import { checkCapabilities } from '../queue/capabilities.ts';
+import { checkCapabilities, checkFamilyCapabilities } from '../queue/capabilities.ts';
+import { checkFamilySpec } from '../queue/family-rules.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
@@ -346,6 +347,12 @@ export class KilnServices {
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
     this.checkSpec(spec);
+    if (spec.kind === 'txt2img' || spec.kind === 'img2img') {
+      // Family-dependent rules (FLUX.1 / SD3: what their pipeline cannot do yet -> 501; sides multiple of 16 -> 400).
+      const family = (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family;
+      checkFamilyCapabilities(spec, family);
+      checkFamilySpec(spec, family);
+    }
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     await checkSpecVae(spec, this.models, findTaesdDecoders(this.config.modelsDir));
     if (spec.transparentBackground)

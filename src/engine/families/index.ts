@@ -1,14 +1,19 @@
 // The model families the engine knows, and detection over them. A new family is one file beside this one
 // and one entry here.
 import { ModelFileError } from '../api.ts';
+import { flux } from './flux.ts';
 import { sd1 } from './sd1.ts';
+import { sd3 } from './sd3.ts';
 import { sd2 } from './sd2.ts';
 import { sdxl } from './sdxl.ts';
 import { sdxlRefiner } from './sdxl-refiner.ts';
-import type { CheckpointKeys, FamilyName, FolderFacts, ModelFamily } from './types.ts';
+import type { CheckpointKeys, FamilyName, FlowFamily, FolderFacts, ModelFamily, UnetFamily } from './types.ts';
 
 /** Detection order: the first family that matches wins (their rules do not overlap today). */
-export const FAMILIES: readonly ModelFamily[] = [sdxl, sdxlRefiner, sd2, sd1];
+export const FAMILIES: readonly ModelFamily[] = [flux, sd3, sdxl, sdxlRefiner, sd2, sd1];
+
+/** The flow-transformer families (Flux, SD3): their diffusers folders have a transformer/ instead of a unet/. */
+export const FLOW_FAMILIES: readonly FlowFamily[] = FAMILIES.filter((f): f is FlowFamily => f.kind === 'flow');
 
 export function getFamily(name: FamilyName | string): ModelFamily {
   const f = FAMILIES.find((x) => x.name === name);
@@ -25,8 +30,8 @@ export function detectCheckpointFamily(keys: CheckpointKeys): ModelFamily | unde
   return FAMILIES.find((f) => f.matchesCheckpoint(keys));
 }
 
-export function detectFolderFamily(dir: string, facts: FolderFacts): ModelFamily {
-  const f = FAMILIES.find((x) => x.matchesFolder(facts));
+export function detectFolderFamily(dir: string, facts: FolderFacts): UnetFamily {
+  const f = FAMILIES.find((x): x is UnetFamily => x.kind !== 'flow' && x.matchesFolder(facts));
   if (!f) throw new ModelFileError(dir, `no known model family has text encoders ${JSON.stringify([...facts.textEncoders])}`);
   return f;
 }
@@ -50,4 +55,5 @@ export function checkpointLayouts(): string {
 }
 
 export type * from './types.ts';
-export { SD_LATENTS, SDXL_LATENTS } from './latent-spaces.ts';
+export { unetFamily } from './types.ts';
+export { SD_LATENTS, SDXL_LATENTS, FLUX_LATENTS, SD3_LATENTS } from './latent-spaces.ts';

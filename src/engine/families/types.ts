@@ -11,13 +11,17 @@ import type { Tensor } from '../tensor.ts';
 import type { TensorFile } from '../weights/tensor-file.ts';
 import type { Recipe } from '../weights/sources.ts';
 import type { TokenizerRole } from '../weights/tokenizers.ts';
+import type { FlowConventions } from './flow-types.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig } from '../weights/types.ts';
 
 /** The registered families (families/index.ts); a new family adds its name here and its file beside this one. */
-export type FamilyName = 'sd1' | 'sd2' | 'sdxl' | 'sdxl-refiner';
+export type FamilyName = 'sd1' | 'sd2' | 'sdxl' | 'sdxl-refiner' | 'flux' | 'sd3';
 
-/** What the network predicts. Flow-matching families (SD3, Flux) will add 'flow' with their own denoiser. */
+/** What a UNet predicts (the discrete-time families). */
 export type Prediction = 'epsilon' | 'v_prediction';
+
+/** What a model's network predicts: a UNet's eps/v, or a flow transformer's velocity (Flux, SD3). */
+export type ModelPrediction = Prediction | 'flow';
 
 /** The key names of a single-file checkpoint, for detection. */
 export interface CheckpointKeys {
@@ -61,6 +65,8 @@ export interface LatentSpace {
   channels: number;
   /** The VAE's scaling_factor when a checkpoint has no config to say it. */
   scalingFactor: number;
+  /** Flow VAEs (Flux, SD3): network latents = scalingFactor * (vae latents - shiftFactor); 0 or absent elsewhere. */
+  shiftFactor?: number;
   previewCoefficients: PreviewCoefficients;
 }
 
@@ -130,14 +136,13 @@ export interface UnetConventions {
   buildOptions: UnetBuildOptions;
 }
 
-export interface ModelFamily {
+/** What every family says: its name, how its files look, its CLIP text encoders, VAE and latent space. */
+export interface FamilyBase {
   name: FamilyName;
   label: string;
-  /** Recognises a single-file checkpoint by its text encoders' key prefixes. */
+  /** Recognises a single-file checkpoint by its key names. */
   matchesCheckpoint(keys: CheckpointKeys): boolean;
-  /** Recognises a diffusers folder by its components and configs. */
-  matchesFolder(facts: FolderFacts): boolean;
-  /** Key prefixes of the diffusion network and VAE in single-file checkpoints (LDM layout). */
+  /** Key prefixes of the diffusion network and VAE in single-file checkpoints. */
   checkpoint: { unetPrefix: string; vaePrefix: string };
   /**
    * How a LoRA file made for this family says so: kohya `ss_base_model_version` prefixes, a metadata flag
@@ -150,10 +155,8 @@ export interface ModelFamily {
     /** This family's keyPattern singles it out among LoRAs that also match these families' patterns (refiner vs SDXL). */
     narrows?: string[];
   };
+  /** The CLIP text encoders (a flow family's T5 is described in its `flow` part). */
   textEncoders: readonly TextEncoderSpec[];
-  /** Prediction of a single-file checkpoint, which does not record it. */
-  defaultPrediction(keys: CheckpointKeys): Prediction;
-  unet: UnetConventions;
   vae: {
     /** VAE sample_size (pixels) when no config says. */
     sampleSize: number;
@@ -161,12 +164,36 @@ export interface ModelFamily {
     needsFp32(config: VaeConfig): boolean;
   };
   latentSpace: LatentSpace;
+}
+
+/** A discrete-time UNet family (SD1, SD2, SDXL, the refiner). */
+export interface UnetFamily extends FamilyBase {
+  kind?: 'unet';
+  /** Recognises a diffusers folder by its components and configs. */
+  matchesFolder(facts: FolderFacts): boolean;
+  /** Prediction of a single-file checkpoint, which does not record it. */
+  defaultPrediction(keys: CheckpointKeys): Prediction;
+  unet: UnetConventions;
   conditioning: ConditioningScheme;
   diffusion: DiffusionFeeds;
   /** The training noise schedule as sigmas over timesteps ('a1111': as LDM/SGM compute it, see ModelScheduleConfig). */
   modelSchedule(config: SchedulerConfig, flavour?: 'diffusers' | 'a1111'): ModelSchedule;
-  /** The network as a k-diffusion denoiser D(x, sigma) -> x0 (eps/v here; flow families differ). */
+  /** The network as a k-diffusion denoiser D(x, sigma) -> x0. */
   denoiser(net: ModelFn, opts: DenoiserOptions): Denoiser;
   /** Which published tuned schedule tables fit (Align Your Steps has SD1 and SDXL tables). */
   scheduleTables: 'sd1' | 'sdxl';
+}
+
+/** A rectified-flow transformer family (Flux.1, SD3): see families/flow-types.ts. */
+export interface FlowFamily extends FamilyBase {
+  kind: 'flow';
+  flow: FlowConventions;
+}
+
+export type ModelFamily = UnetFamily | FlowFamily;
+
+/** The family as a UNet family; flow families never reach UNet code (the pipeline branches on `kind` first). */
+export function unetFamily(f: ModelFamily): UnetFamily {
+  if (f.kind === 'flow') throw new Error(`internal error: ${f.label} has no UNet`);
+  return f;
 }

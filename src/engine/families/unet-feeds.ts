@@ -4,7 +4,7 @@ import { createModelSchedule, makeDenoiser, type BetaSchedule } from '../sampler
 import type { Feed } from '../runtime.ts';
 import type { Tensor } from '../tensor.ts';
 import type { SchedulerConfig } from '../weights/types.ts';
-import type { ConditionRows, DiffusionExtras, DiffusionFeeds, ModelFamily } from './types.ts';
+import type { ConditionRows, DiffusionExtras, DiffusionFeeds, UnetFamily } from './types.ts';
 
 const stepFeeds: DiffusionFeeds['stepFeeds'] = (x, at, condition) => ({
   sample: x,
@@ -73,7 +73,7 @@ export function addedConditionUnetFeeds(timeIds: (negative: boolean, extras: Dif
 }
 
 /** The discrete-time (1000 training steps) schedule and eps/v denoiser every SD family uses. */
-export const discreteTime: Pick<ModelFamily, 'modelSchedule' | 'denoiser'> = {
+export const discreteTime: Pick<UnetFamily, 'modelSchedule' | 'denoiser'> = {
   modelSchedule: (sc: SchedulerConfig, flavour?: 'diffusers' | 'a1111') =>
     createModelSchedule({
       betaStart: sc.beta_start,

@@ -17,7 +17,7 @@ export interface BatchConditioning {
 const LORA_TAG = /<(?:lora|lyco):[^>]+>/gi;
 
 export async function conditionBatch(ms: ModelSessions, batch: ImageBatch, clipSkip: number): Promise<BatchConditioning> {
-  const scheme = ms.family.conditioning;
+  const scheme = ms.unetFamily.conditioning;
   const cache = new Map<string, Conditioning>();
   // Only a request with LoRAs strips tags (the infotext keeps them, as A1111's does, so it can be pasted back).
   const encode = async (prompt: string, field: string) => {

@@ -15,6 +15,7 @@ import { x0Blend, noisedReinjection, blendWithInit } from './denoisers/inpaint-b
 import { isInpaintingUnet } from '../families/unet-feeds.ts';
 import { finishInpaint, inpaintConcat, prepareInpaint } from './inpaint.ts';
 import { runHiresPass } from './hires-pass.ts';
+import { runFlowPipeline } from './flow-generate.ts';
 import { batchNoise, initialLatent } from './initial-latent.ts';
 import { samplerNoise } from './sampler-noise.ts';
 import { restoreImageFaces, validateFaceRestore } from './face-restore.ts';
@@ -27,6 +28,7 @@ import { decodeTransparent, validateTransparent } from './transparent.ts';
 import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
 import { loraHashesText } from '../weights/lora/index.ts';
+import { requireUnetConfig } from '../weights/model.ts';
 
 export type { NoiseOverrides } from './overrides.ts';
 
@@ -43,6 +45,10 @@ export async function runPipeline(
 ): Promise<GenerateResult> {
   const started = Date.now();
   const { base, refiner } = models;
+  if (base.family.kind === 'flow') {
+    if (refiner) throw new KilnInputError(`refiner: ${base.family.label} models take no refiner`, 'refiner');
+    return runFlowPipeline(base, req, opts, overrides);
+  }
   if (req.outpaint) {
     if (req.mask) throw new KilnInputError('outpaint: send either a mask or outpaint margins, not both', 'outpaint');
     req = await outpaintRequest(req, base.latentFactor);
@@ -84,7 +90,7 @@ export async function runPipeline(
         : undefined,
     pureNoiseAtFullStrength: inpaint?.mode === 'diffusers',
   });
-  const inpaintUnet = isInpaintingUnet(base.model.unetConfig.in_channels, base.latentChannels);
+  const inpaintUnet = isInpaintingUnet(requireUnetConfig(base.model).in_channels, base.latentChannels);
   // The hires pass would need the 9 channels rebuilt at its size; refuse before any work rather than fail after it.
   if (inpaintUnet && req.hires)
     throw new KilnInputError('hires: hires fix on an inpainting (9-channel) model is not supported yet; use an ordinary checkpoint', 'hires');

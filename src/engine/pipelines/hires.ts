@@ -84,9 +84,9 @@ export function hiresSigmas(ms: ModelSessions, req: GenerateRequest): { plan: Sa
     sampler: h.sampler ?? req.sampler,
     schedule: h.schedule ?? req.schedule,
     steps: Math.max(total, 1),
-    model: ms.family.modelSchedule(ms.model.schedulerConfig, req.flavour),
+    model: ms.unetFamily.modelSchedule(ms.model.schedulerConfig, req.flavour),
     flavour: req.flavour,
-    scheduleTables: ms.family.scheduleTables,
+    scheduleTables: ms.unetFamily.scheduleTables,
   });
   const tEnc = steps - 1;
   return { plan, sigmas: plan.sigmas.slice(Math.max(plan.sigmas.length - 1 - tEnc - 1, 0)) };

@@ -4,8 +4,13 @@
 import { existsSync, statSync } from 'node:fs';
 import type { Device, LoadedModelInfo, ModelRef, Tiling } from '../api.ts';
 import { buildClipTextEncoder, clipTextGraphOptions, isClipTextBranchSite, type ClipTextOptions } from '../nets/clip-text.ts';
-import { getFamily } from '../families/index.ts';
-import type { ModelFamily, TextEncoders } from '../families/types.ts';
+import { getFamily, unetFamily } from '../families/index.ts';
+import type { FlowFamily, ModelFamily, TextEncoders, UnetFamily } from '../families/types.ts';
+import type { FlowTextEncoders } from '../families/flow-types.ts';
+import { buildFluxTransformer } from '../nets/flux.ts';
+import { buildMmdit } from '../nets/mmdit.ts';
+import { buildT5Encoder } from '../nets/t5.ts';
+import { T5Tokenizer } from '../prompt/t5-tokenizer.ts';
 import { buildUnet, isUnetBranchSite, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
 import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
@@ -13,7 +18,7 @@ import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
 import { openSession, precisionFor, withExtraInputs, type Session } from '../runtime.ts';
 import { applyLoras, branchFeeds, type AppliedLoras, type BranchPatch } from '../weights/lora/index.ts';
-import { loadModel, loadVae, type LoadedModel } from '../weights/model.ts';
+import { loadModel, loadVae, requireUnetConfig, type LoadedModel } from '../weights/model.ts';
 import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
@@ -52,7 +57,7 @@ interface SharedSessions {
   root?: ModelSessions;
 }
 
-export class ModelSessions implements TextEncoders {
+export class ModelSessions implements TextEncoders, FlowTextEncoders {
   /** Milliseconds spent building graphs and creating sessions, for timings. */
   buildMs = 0;
   lastUsed = Date.now();
@@ -76,6 +81,11 @@ export class ModelSessions implements TextEncoders {
   ) {
     this.family = getFamily(model.family);
     shared.root ??= this;
+  }
+
+  /** The family as a UNet family (throws for a flow family: UNet stages never run for those). */
+  get unetFamily(): UnetFamily {
+    return unetFamily(this.family);
   }
 
   /** The model this view was made from (itself for a loaded model): the pool counts its users. */
@@ -150,9 +160,10 @@ export class ModelSessions implements TextEncoders {
   get scalingFactor(): number {
     return this.model.vaeConfig.scaling_factor;
   }
-  /** Default image size in pixels: the UNet's sample size times the latent factor. */
+  /** Default image size in pixels: the UNet's sample size times the latent factor (a flow family's own default). */
   get nativeSize(): number {
-    return this.model.unetConfig.sample_size * this.latentFactor;
+    if (this.family.kind === 'flow') return this.family.flow.nativeSize;
+    return requireUnetConfig(this.model).sample_size * this.latentFactor;
   }
 
   private vaePrecision(): 'fp32' | 'fp16' {
@@ -183,6 +194,61 @@ export class ModelSessions implements TextEncoders {
     return branches ? this.fedOnce(JSON.stringify(['text-encoder', index, options]), session, branches) : session;
   }
 
+  // ---------------------------------------------------------------- flow models (Flux, SD3)
+
+  /** The family as a flow family (throws for a UNet family). */
+  get flowFamily(): FlowFamily {
+    if (this.family.kind !== 'flow') throw new Error(`internal error: ${this.family.label} is not a flow model`);
+    return this.family;
+  }
+
+  private get flowParts(): NonNullable<LoadedModel['flow']> {
+    const f = this.model.flow;
+    if (!f) throw new Error(`internal error: ${this.model.name} has no flow transformer`);
+    return f;
+  }
+
+  /** The transformer's text token width. */
+  get contextDim(): number {
+    const t = this.flowParts.transformer;
+    return t.config.contextInDim;
+  }
+
+  /** Whether the transformer takes a distilled-guidance input (Flux dev). */
+  get hasGuidanceInput(): boolean {
+    const t = this.flowParts.transformer;
+    return t.kind === 'flux' && t.config.guidanceEmbed;
+  }
+
+  get t5Tokens(): number {
+    return this.flowFamily.flow.t5Tokens(this.hasGuidanceInput);
+  }
+
+  private t5Tok?: T5Tokenizer;
+  t5Tokenizer(): T5Tokenizer {
+    const file = this.flowParts.t5TokenizerFile;
+    if (!file) throw new Error(`internal error: ${this.model.name} was loaded without its T5 tokenizer`);
+    this.t5Tok ??= T5Tokenizer.fromTokenizerJson(file);
+    return this.t5Tok;
+  }
+
+  t5Encoder(): Promise<Session> | undefined {
+    const t5 = this.flowParts.t5;
+    if (!t5) return undefined;
+    const opts = { sequenceLength: this.t5Tokens };
+    return this.session('t5-encoder', this.precision(), opts, (b) => buildT5Encoder(b, t5.weights, t5.config, opts));
+  }
+
+  /** The flow transformer (Flux or MMDiT), its text length fixed at the family's token count. */
+  transformer(): Promise<Session> {
+    const t = this.flowParts.transformer;
+    if (t.kind === 'flux') {
+      const opts = { textTokens: this.t5Tokens };
+      return this.session('flux-transformer', this.precision(), opts, (b) => buildFluxTransformer(b, this.model.unet, t.config, opts));
+    }
+    return this.session('mmdit', this.precision(), {}, (b) => buildMmdit(b, this.model.unet, t.config));
+  }
+
   /** This view's LoRA factors fed to a branch graph's session, made once per view and graph. */
   private readonly fed = new Map<string, Promise<Session>>();
   private fedOnce(id: string, session: Promise<Session>, patches: Map<string, BranchPatch[]>): Promise<Session> {
@@ -198,11 +264,11 @@ export class ModelSessions implements TextEncoders {
   /** The UNet; with a tiling, its seamless variant (a graph and session of its own, built once and cached). */
   unet(tiling?: Tiling): Promise<Session> {
     const branches = this.loras?.unetBranches;
-    const opts = { ...this.family.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
+    const opts = { ...this.unetFamily.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
     const weights = this.loras?.unet ?? this.model.unet;
     const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
-      buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
+      buildUnet(b, weights, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
     );
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
   }

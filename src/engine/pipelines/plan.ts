@@ -9,14 +9,14 @@ export interface Plan extends SamplingPlan {
 
 export function planRequest(ms: ModelSessions, req: GenerateRequest): Plan {
   const flavour = req.flavour ?? 'diffusers';
-  const modelSchedule = ms.family.modelSchedule(ms.model.schedulerConfig, flavour);
+  const modelSchedule = ms.unetFamily.modelSchedule(ms.model.schedulerConfig, flavour);
   const plan = planSampling({
     sampler: req.sampler,
     schedule: req.schedule,
     steps: req.steps,
     model: modelSchedule,
     flavour,
-    scheduleTables: ms.family.scheduleTables,
+    scheduleTables: ms.unetFamily.scheduleTables,
   });
   return { ...plan, modelSchedule };
 }

@@ -15,6 +15,9 @@ export interface ImageProvenance {
   hiresSamplerName?: string;
   /** Stage-specific infotext entries (inpainting). */
   extra?: [string, string | number][];
+  /** Flow models: the CFG scale actually used (Flux: 1, no CFG batch) and Flux dev's distilled guidance. */
+  cfgScale?: number;
+  distilledGuidance?: number;
 }
 
 export function finishImages(images: RawImage[], req: GenerateRequest, batch: ImageBatch, p: ImageProvenance): GeneratedImage[] {
@@ -25,7 +28,8 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       steps: req.steps,
       sampler: p.plan.samplerName,
       scheduleType: req.schedule && req.schedule.toLowerCase() !== 'automatic' ? p.plan.scheduleLabel : undefined,
-      cfgScale: req.cfgScale,
+      cfgScale: p.cfgScale ?? req.cfgScale,
+      distilledCfgScale: p.distilledGuidance,
       seed: batch.seeds[i]!,
       faceRestoration: req.restoreFaces?.model,
       width: req.width,

@@ -136,3 +136,43 @@ export function flowAddNoise(x0: Float32Array, noise: Float32Array, sigma: numbe
   for (let i = 0; i < x0.length; i++) out[i] = sigma * noise[i]! + (1 - sigma) * x0[i]!;
   return out;
 }
+
+/** Training timesteps of a flow model's discrete sigma table (ComfyUI's ModelSamplingDiscreteFlow: 1000 entries). */
+const FLOW_TABLE_SIZE = 1000;
+
+/** numpy.rint: round half to even. */
+function rint(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * ComfyUI's "simple" and "beta" schedulers on a flow model: both pick entries of its sigma table, sigma_k =
+ * shift((k + 1) / 1000) for k = 0..999 (the shift of `c`, with the image's mu when it is dynamic). simple: every
+ * (1000 / N)-th entry from the top. beta: Beta(0.6, 0.6) quantiles of 1 - i/N rounded to the table, repeats dropped
+ * (so it may give fewer steps). Both end with 0.
+ */
+export function flowTableSigmas(
+  kind: 'simple' | 'beta',
+  steps: number,
+  c: FlowScheduleConfig,
+  opts: { imageSeqLen?: number; betaPpf: (p: number, a: number, b: number) => number },
+): number[] {
+  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
+  const mu = c.use_dynamic_shifting ? flowShiftMu(opts.imageSeqLen ?? Number.NaN, c) : undefined;
+  if (mu !== undefined && !Number.isFinite(mu)) throw new RangeError('a dynamically shifted flow schedule needs the image token count');
+  const table = (k: number) => Math.fround(shifted((k + 1) / FLOW_TABLE_SIZE, c, mu));
+  const out: number[] = [];
+  if (kind === 'simple') {
+    const ss = FLOW_TABLE_SIZE / steps;
+    for (let x = 0; x < steps; x++) out.push(table(FLOW_TABLE_SIZE - 1 - Math.floor(x * ss)));
+  } else {
+    let last = -1;
+    for (let i = 0; i < steps; i++) {
+      const t = rint(opts.betaPpf(1 - i / steps, 0.6, 0.6) * (FLOW_TABLE_SIZE - 1));
+      if (t !== last) out.push(table(t));
+      last = t;
+    }
+  }
+  return [...out, 0];
+}

@@ -1,7 +1,7 @@
 // Component configs: diffusers/transformers defaults, inference from weight shapes (for single-file
 // checkpoints, which carry no config), and checks that a config agrees with the weights it comes with.
 // What the weights cannot tell comes from the family's conventions (families/<name>.ts).
-import type { ModelFamily, Prediction } from '../families/types.ts';
+import type { ModelFamily, Prediction, UnetFamily } from '../families/types.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
 
 export type { Prediction } from '../families/types.ts';
@@ -155,7 +155,7 @@ export interface Inferred<T> {
 }
 
 export interface UnetInferenceHints {
-  family: ModelFamily;
+  family: UnetFamily;
   prediction: Prediction;
   /** Output width of the pooled text embedding (bigG projection) for SDXL's added-condition input. */
   pooledTextDim?: number;
@@ -248,7 +248,8 @@ export function inferVaeConfig(w: WeightSource, family: ModelFamily): Inferred<V
     ...VAE_DEFAULTS,
     in_channels: w.shape('encoder.conv_in.weight')[1]!,
     out_channels: w.shape('decoder.conv_out.weight')[0]!,
-    latent_channels: w.shape('post_quant_conv.weight')[0]!,
+    // The Flux VAE has no post_quant_conv: the decoder's input conv says the latent width.
+    latent_channels: w.has('post_quant_conv.weight') ? w.shape('post_quant_conv.weight')[0]! : w.shape('decoder.conv_in.weight')[1]!,
     block_out_channels: blockOut,
     layers_per_block: countIndexed(w, 'encoder.down_blocks.0.resnets.'),
     down_block_types: blockOut.map(() => 'DownEncoderBlock2D'),

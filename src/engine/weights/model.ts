@@ -29,7 +29,8 @@ import {
   type Prediction,
 } from './configs.ts';
 import { FAMILIES, checkpointLayouts, detectCheckpointFamily, detectFolderFamily, getFamily } from '../families/index.ts';
-import type { FamilyName, FolderFacts, TextEncoderComponent } from '../families/types.ts';
+import type { FamilyName, FolderFacts, ModelPrediction, TextEncoderComponent } from '../families/types.ts';
+import { findT5Tokenizer, flowModelName, isFlowFolder, loadFlowFolder, loadFlowSingleFile, type FlowModelParts, type LoadedFlowParts } from './flow-model.ts';
 import { fileSha256, filesIdentity } from './hash.ts';
 import { mapDiffusersVae, mapLdmUnet, mapLdmVae } from './ldm-keys.ts';
 import { openTensorFile, type TensorFile } from './tensor-file.ts';
@@ -54,10 +55,13 @@ export interface LoadedModel {
   format: 'diffusers' | 'single-file';
   /** The family's name; getFamily() (families/index.ts) gives its definition. */
   family: FamilyName;
-  prediction: Prediction;
-  unetConfig: UnetConfig;
+  /** eps / v for UNets; 'flow' for the flow transformers (Flux, SD3). */
+  prediction: ModelPrediction;
+  /** The UNet's config; absent for flow models (their transformer's config is in `flow`). */
+  unetConfig?: UnetConfig;
   vaeConfig: VaeConfig;
   schedulerConfig: SchedulerConfig;
+  /** The diffusion network's weights: the UNet, or a flow model's transformer (under BFL / original SD3 names). */
   unet: WeightSource;
   vae: WeightSource;
   /** SD1/SD2: [text_encoder]; SDXL: [CLIP-L, bigG with projection]; refiner: [bigG with projection]. */
@@ -70,6 +74,14 @@ export interface LoadedModel {
   hash(): Promise<string>;
   /** Config fields that had to be guessed, and config/weight disagreements worth knowing about. */
   warnings: string[];
+  /** Flux / SD3: the transformer's config, the T5 encoder and tokenizer, the flow schedule. */
+  flow?: FlowModelParts;
+}
+
+/** A UNet model's config (UNet code never runs on a flow model: the pipeline branches on the family first). */
+export function requireUnetConfig(model: LoadedModel): UnetConfig {
+  if (!model.unetConfig) throw new Error(`internal error: ${model.name} (${model.family}) has no UNet`);
+  return model.unetConfig;
 }
 
 export interface LoadOptions extends TokenizerLookupOptions {
@@ -87,12 +99,15 @@ export async function loadModel(ref: ModelRef, opts: LoadOptions = {}): Promise<
   if (!existsSync(ref.path)) throw new ModelFileError(ref.path, 'model not found (expected a diffusers folder or a .safetensors file)');
   const base = statSync(ref.path).isDirectory() ? loadFolder(ref.path, opts) : loadSingleFile(ref.path, ref, opts);
   if (ref.vae) replaceVae(base, ref.vae);
+  if (base.flow && !opts.skipTokenizers) base.flow.t5TokenizerFile = findT5Tokenizer(base.flow, ref.path);
 
   const tokenizerDirs = opts.skipTokenizers ? [] : await resolveTokenizers(base, ref, opts);
-  const weightFiles = [...new Set([base.unet, base.vae, ...base.textEncoders.map((t) => t.weights)].flatMap((w) => sourceFiles(w)))];
+  const t5Weights = base.flow?.t5 ? [base.flow.t5.weights] : [];
+  const weightFiles = [...new Set([base.unet, base.vae, ...base.textEncoders.map((t) => t.weights), ...t5Weights].flatMap((w) => sourceFiles(w)))];
+  const flowKey = base.flow ? [[base.flow.transformer, base.flow.t5?.config ?? null]] : [];
   const identity = filesIdentity(
     weightFiles,
-    JSON.stringify([base.family, base.prediction, base.unetConfig, base.vaeConfig, base.textEncoders.map((t) => t.config)]),
+    JSON.stringify([base.family, base.prediction, base.unetConfig, base.vaeConfig, base.textEncoders.map((t) => t.config), ...flowKey]),
   );
   const { ownTokenizerDirs: _own, ...model } = base;
   return {
@@ -120,6 +135,10 @@ function loadSingleFile(path: string, ref: ModelRef, opts: LoadOptions): Partial
   const keyNames = file.names();
   const keys = { hasPrefix: (p: string) => keyNames.some((k) => k.startsWith(p)), has: (n: string) => file.has(n) };
   const family = detectCheckpointFamily(keys);
+  if (family?.kind === 'flow') {
+    const companion = opts.configDir ?? ref.tokenizerDir;
+    return flowPartial(path, 'single-file', loadFlowSingleFile(path, file, companion, openComponentFiles));
+  }
   const unetPrefixes = family ? [family.checkpoint.unetPrefix] : [...new Set(FAMILIES.map((f) => f.checkpoint.unetPrefix))];
   if (!unetPrefixes.some((p) => keys.hasPrefix(p))) {
     throw new ModelFileError(
@@ -272,7 +291,9 @@ export function openComponentFiles(dir: string, base: string): TensorFile[] {
  */
 export function modelHashFile(path: string): string {
   if (!existsSync(path)) throw new ModelFileError(path, 'model not found (expected a diffusers folder or a .safetensors file)');
-  return statSync(path).isDirectory() ? componentWeightPaths(join(path, 'unet'), 'diffusion_pytorch_model')[0]! : path;
+  // A flow model's (Flux, SD3) diffusion network is its transformer/.
+  const network = statSync(path).isDirectory() && isFlowFolder(path) ? 'transformer' : 'unet';
+  return statSync(path).isDirectory() ? componentWeightPaths(join(path, network), 'diffusion_pytorch_model')[0]! : path;
 }
 
 /** A model's full sha256 and A1111's short "Model hash" (its first 10 hex digits): what infotext and /sd-models show. */
@@ -286,11 +307,32 @@ function componentPresent(index: ConfigRecord, dir: string, component: string): 
   return Array.isArray(entry) && entry[0] !== null && existsSync(join(dir, component));
 }
 
+/** A flow model's parts as the common model shape. */
+function flowPartial(path: string, format: 'diffusers' | 'single-file', p: LoadedFlowParts): PartialModel {
+  return {
+    name: flowModelName(path),
+    path,
+    format,
+    family: p.family.name,
+    prediction: 'flow',
+    vaeConfig: p.vaeConfig,
+    // Not used by the flow pipeline (its schedule is flow.schedule); kept for the common shape.
+    schedulerConfig: standardSchedulerConfig('epsilon'),
+    unet: p.transformer,
+    vae: p.vae,
+    textEncoders: p.textEncoders.map((t, i) => ({ ...t, tokenizerRole: p.family.textEncoders[i]!.tokenizerRole })),
+    warnings: p.warnings,
+    ownTokenizerDirs: p.ownTokenizerDirs,
+    flow: p.flow,
+  };
+}
+
 function loadFolder(dir: string, opts: LoadOptions): PartialModel {
   const indexFile = join(dir, 'model_index.json');
   if (!existsSync(indexFile)) {
     throw new ModelFileError(dir, 'not a diffusers model folder: model_index.json is missing');
   }
+  if (isFlowFolder(dir)) return flowPartial(dir, 'diffusers', loadFlowFolder(dir, openComponentFiles));
   const index = readJson(indexFile);
   const warnings: string[] = [];
   const check = (component: string, config: ConfigRecord, inferred: ConfigRecord, structure: readonly string[]) => {

@@ -58,6 +58,8 @@ const SHARED: Record<string, Prop> = {
   n_iter: { type: 'integer', minimum: 1, default: 1 },
   steps: { type: 'integer', minimum: 1, default: 50 },
   cfg_scale: num(7.0),
+  // Forge: FLUX.1 dev's distilled guidance ("Distilled CFG Scale"); ignored by models without a guidance input.
+  distilled_cfg_scale: num(null),
   width: { type: 'integer', minimum: 1, default: 512 },
   height: { type: 'integer', minimum: 1, default: 512 },
   restore_faces: bool(null),
@@ -194,6 +196,7 @@ function applyInfotext(body: Body, explicit: Set<string>): void {
   set('sampler_name', params.Sampler);
   set('scheduler', params['Schedule type']);
   set('cfg_scale', n('CFG scale'));
+  set('distilled_cfg_scale', n('Distilled CFG Scale'));
   set('seed', n('Seed'));
   set('subseed', n('Variation seed'));
   set('subseed_strength', n('Variation seed strength'));
@@ -328,6 +331,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     height: floor8(body.height),
     steps: body.steps,
     cfgScale: body.cfg_scale,
+    ...(typeof body.distilled_cfg_scale === 'number' ? { guidance: body.distilled_cfg_scale } : {}),
     sampler: body.sampler_name || body.sampler_index || 'Euler',
     schedule: body.scheduler || 'Automatic',
     // A1111's own sampling conventions, Brownian-tree noise for the SDE samplers included (seed 000 too).

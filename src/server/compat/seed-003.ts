@@ -121,9 +121,19 @@ async function uploadSize(bytes: Buffer): Promise<{ width?: number; height?: num
 
 function modelFor(kiln: KilnServices, id: string | undefined): string | undefined {
   if (id === undefined || id === '') return undefined;
-  if (kiln.models.has(id)) return id;
-  if (/flux/i.test(id)) notImplemented('Flux models', 'model_id');
-  return id; // unknown: checkSpec answers 400 with the available models
+  // Names and labels (config modelAliases: "black-forest-labs/FLUX.1-dev" -> a Flux model); an HF cache repo is
+  // named by its repo id. A Flux id with no such model here stays a 501 saying how to make it work; other unknown
+  // ids: checkSpec answers 400 with the available models.
+  if (/flux/i.test(id) && !kiln.models.has(id)) {
+    const shown = JSON.stringify(id.slice(0, 100));
+    throw new HttpError(
+      501,
+      'not_implemented',
+      `model_id: no Flux model ${shown} on this server; Kiln runs FLUX.1 once one is installed under that name or label (modelAliases)`,
+      'model_id',
+    );
+  }
+  return id;
 }
 
 export async function seed003Routes(app: FastifyInstance): Promise<void> {
@@ -165,6 +175,8 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
         height: q.height ?? size.height ?? SEED003_DEFAULTS.height,
         steps: q.num_inference_steps,
         cfgScale: q.guidance_scale,
+        // diffusers' FluxPipeline takes guidance_scale as the distilled guidance (there is no CFG batch).
+        cfgAsGuidance: true,
         sampler: scheduler?.sampler ?? q.scheduler ?? 'Euler',
         schedule: scheduler?.schedule ?? (q.use_karras_sigmas ? 'Karras' : 'Automatic'),
         seed: resolveSeed(q.seed),

@@ -34,6 +34,12 @@ export function nativeRequestSchema(limits: Limits) {
       height: { ...dim(limits.maxHeight), default: SPEC_DEFAULTS.height },
       steps: { type: 'integer', minimum: 1, maximum: limits.maxSteps, default: SPEC_DEFAULTS.steps },
       cfg_scale: { type: 'number', minimum: 0, maximum: 30, default: SPEC_DEFAULTS.cfgScale },
+      guidance: {
+        type: 'number',
+        minimum: 0,
+        maximum: 30,
+        description: "FLUX.1 dev's distilled guidance (default 3.5); ignored by models without a guidance input (SD, SD3, FLUX.1 schnell).",
+      },
       sampler: {
         type: 'string',
         minLength: 1,
@@ -226,6 +232,7 @@ export interface NativeRequest {
   height?: number;
   steps?: number;
   cfg_scale?: number;
+  guidance?: number;
   sampler?: string;
   schedule?: string;
   seed?: number;
@@ -301,6 +308,7 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     height: body.height ?? SPEC_DEFAULTS.height,
     steps: body.steps ?? SPEC_DEFAULTS.steps,
     cfgScale: body.cfg_scale ?? SPEC_DEFAULTS.cfgScale,
+    ...(body.guidance !== undefined ? { guidance: body.guidance } : {}),
     sampler: body.sampler ?? SPEC_DEFAULTS.sampler,
     schedule: body.schedule ?? SPEC_DEFAULTS.schedule,
     seed: resolveSeed(body.seed),

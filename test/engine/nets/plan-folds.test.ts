@@ -43,8 +43,8 @@ for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) {
     const m = await fixtureModel(model);
     for (const attention of ['contrib', 'onnx'] as const) {
       const unet = recordingWeights(m.unet);
-      withBuilder(false, (b) => buildUnet(b, unet.source, m.unetConfig, { attention }));
-      assertSameTable(unet.read, unetParameterShapes(m.unetConfig), `${model} UNet (${attention})`);
+      withBuilder(false, (b) => buildUnet(b, unet.source, m.unetConfig!, { attention }));
+      assertSameTable(unet.read, unetParameterShapes(m.unetConfig!), `${model} UNet (${attention})`);
     }
     for (const upsample of ['phases', 'resize'] as const) {
       const vae = recordingWeights(m.vae);
@@ -189,7 +189,7 @@ test("the UNet FLOP fold gives the hand count's numbers (fixtures and full-size 
     ['sd15', SD15.unet],
     ['sdxl', SDXL.unet],
   ];
-  for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) configs.push([model, (await fixtureModel(model)).unetConfig]);
+  for (const model of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl'] as const) configs.push([model, (await fixtureModel(model)).unetConfig!]);
   for (const [name, config] of configs) {
     for (const dims of [
       { batch: 1, height: 64, width: 64, tokens: 77 },

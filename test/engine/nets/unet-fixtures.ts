@@ -37,7 +37,7 @@ export async function loadUnetFixture(
 ): Promise<{ weights: WeightSource; config: UnetConfig }> {
   const tokenizerDir = model.endsWith('.safetensors') ? join(FIXTURES, model.replace('.safetensors', '')) : undefined;
   const m = await loadModel({ path: join(FIXTURES, model), tokenizerDir }, { allowDownload: false });
-  return { weights: m.unet, config: m.unetConfig };
+  return { weights: m.unet, config: m.unetConfig! };
 }
 
 /** Asserts |a-b| <= atol + rtol*|b| everywhere; returns the worst excess for the message. */

@@ -59,7 +59,7 @@ test('family, prediction, encoders and tokenizers of every fixture', async () =>
 test('folder configs are the folder config.json files (with diffusers defaults for omitted fields)', async () => {
   for (const name of ['tiny-sd1', 'tiny-sd2', 'tiny-sdxl']) {
     const m = await loadModel({ path: fx(name) }, opts);
-    assert.deepEqual(configDiff(m.unetConfig, readConfig(fx(`${name}/unet/config.json`))), []);
+    assert.deepEqual(configDiff(m.unetConfig!, readConfig(fx(`${name}/unet/config.json`))), []);
     assert.deepEqual(configDiff(m.vaeConfig, readConfig(fx(`${name}/vae/config.json`))), []);
     m.textEncoders.forEach((t) => assert.deepEqual(configDiff(t.config, readConfig(fx(`${name}/${t.component}/config.json`))), []));
     const sched = readConfig(fx(`${name}/scheduler/scheduler_config.json`));
@@ -72,7 +72,7 @@ test('folder configs are the folder config.json files (with diffusers defaults f
 test('tiny-sd1.safetensors: configs inferred from the weights alone equal the folder configs', async () => {
   const m = await loadModel({ path: fx('tiny-sd1.safetensors'), tokenizerDir: fx('tiny-sd1') }, { ...opts, configDir: emptyConfigDir });
   // sample_size is only the default resolution, not part of the network
-  assert.deepEqual(configDiff(m.unetConfig, readConfig(fx('tiny-sd1/unet/config.json')), ['sample_size']), []);
+  assert.deepEqual(configDiff(m.unetConfig!, readConfig(fx('tiny-sd1/unet/config.json')), ['sample_size']), []);
   assert.deepEqual(configDiff(m.vaeConfig, readConfig(fx('tiny-sd1/vae/config.json')), ['sample_size']), []);
   // The head count is not stored in CLIP weights; real encoders use 64-dim heads, this toy one 8-dim.
   assert.deepEqual(configDiff(m.textEncoders[0]!.config, readConfig(fx('tiny-sd1/text_encoder/config.json'))), ['num_attention_heads: 1 != 4']);
@@ -94,12 +94,12 @@ test('tiny-sd1.safetensors: configs inferred from the weights alone equal the fo
 
 test('tiny-sdxl.safetensors: inferred structure matches; unknowable fields are reported as guesses', async () => {
   const m = await loadModel({ path: fx('tiny-sdxl.safetensors'), tokenizerDir: fx('tiny-sdxl') }, { ...opts, configDir: emptyConfigDir });
-  assert.deepEqual(configDiff(m.unetConfig, readConfig(fx('tiny-sdxl/unet/config.json')), ['sample_size']), [
+  assert.deepEqual(configDiff(m.unetConfig!, readConfig(fx('tiny-sdxl/unet/config.json')), ['sample_size']), [
     'attention_head_dim: [1,1] != [2,4]',
     'norm_num_groups: 8 != 4',
   ]);
-  assert.equal(m.unetConfig.addition_time_embed_dim, 8); // (80 - 32 pooled) / 6 time ids
-  assert.deepEqual(m.unetConfig.transformer_layers_per_block, [1, 2]);
+  assert.equal(m.unetConfig!.addition_time_embed_dim, 8); // (80 - 32 pooled) / 6 time ids
+  assert.deepEqual(m.unetConfig!.transformer_layers_per_block, [1, 2]);
   assert.deepEqual(configDiff(m.vaeConfig, readConfig(fx('tiny-sdxl/vae/config.json')), ['sample_size']), ['norm_num_groups: 8 != 4']);
   assert.equal(m.vaeConfig.scaling_factor, 0.13025);
   assert.deepEqual(configDiff(m.textEncoders[0]!.config, readConfig(fx('tiny-sdxl/text_encoder/config.json'))), [
@@ -130,7 +130,7 @@ test('with a companion diffusers folder, single-file configs equal the folder co
   }
   // A companion whose structure does not match is ignored, with a warning.
   const m = await loadModel({ path: fx('tiny-sd1.safetensors'), tokenizerDir: fx('tiny-sd1') }, { ...opts, configDir: fx('tiny-sdxl') });
-  assert.deepEqual(m.unetConfig.block_out_channels, [32, 64]);
+  assert.deepEqual(m.unetConfig!.block_out_channels, [32, 64]);
   assert.ok(m.warnings.some((w) => /^unet: ignored the companion config\.json, it disagrees with the weights on .*block_out_channels/.test(w)));
 });
 
@@ -232,8 +232,8 @@ test('SD2 single file (OpenCLIP text encoder): detected, v-prediction by default
   const inferred = await loadModel({ path: file, tokenizerDir: fx('tiny-sd2') }, { ...opts, configDir: emptyConfigDir });
   assert.equal(inferred.textEncoders[0]!.config.num_hidden_layers, 5);
   assert.equal(inferred.textEncoders[0]!.config.hidden_act, 'gelu');
-  assert.equal(inferred.unetConfig.upcast_attention, true);
-  assert.equal(inferred.unetConfig.sample_size, 96);
+  assert.equal(inferred.unetConfig!.upcast_attention, true);
+  assert.equal(inferred.unetConfig!.sample_size, 96);
   const eps = await loadModel({ path: file, tokenizerDir: fx('tiny-sd2') }, { ...opts, prediction: 'epsilon' });
   assert.equal(eps.prediction, 'epsilon');
 });
@@ -268,7 +268,7 @@ test('F16 and BF16 copies of a checkpoint load, widened exactly', async () => {
     const file = join(dir, `tiny-sd1-${dtype}.safetensors`);
     copyTensors(file, [{ file: src, rename: (k) => k }], dtype);
     const m = await loadModel({ path: file, tokenizerDir: fx('tiny-sd1') }, opts);
-    assert.deepEqual(m.unetConfig, original.unetConfig);
+    assert.deepEqual(m.unetConfig!, original.unetConfig);
     for (const [a, b] of [
       [m.unet, original.unet],
       [m.vae, original.vae],

@@ -30,7 +30,7 @@ export interface GuidanceSettings {
 
 export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: GuidanceSettings): Denoiser {
   const { count, shape } = s;
-  const feeds = ms.family.diffusion;
+  const feeds = ms.unetFamily.diffusion;
   const per = shape[0] * shape[1] * shape[2];
   const [, tokens, dim] = cond.hidden.shape as [number, number, number];
   // As diffusers: guidance only above 1. Distilled models (SDXL Turbo/Lightning, LCM) run with cfg 0 or 1 and
@@ -88,5 +88,7 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
     }
     return out;
   };
-  return ms.family.denoiser(network, { prediction: ms.model.prediction, schedule: s.schedule, timestep: s.timestepMode });
+  const prediction = ms.model.prediction;
+  if (prediction === 'flow') throw new Error('internal error: a flow model runs through pipelines/flow-generate.ts');
+  return ms.unetFamily.denoiser(network, { prediction, schedule: s.schedule, timestep: s.timestepMode });
 }

@@ -5,7 +5,7 @@
 // kohya files and LayerDiffuse patches use SGM paths). Text encoders are read under HF CLIP names even from
 // OpenCLIP single files (fused q/k/v split on read), so q/k/v LoRAs patch their own slices and the graph is
 // built from the patched parts.
-import type { LoadedModel } from '../model.ts';
+import { requireUnetConfig, type LoadedModel } from '../model.ts';
 import { MappedWeights } from '../sources.ts';
 import type { WeightSource } from '../types.ts';
 
@@ -30,7 +30,8 @@ export function buildKeyMap(model: LoadedModel): Map<string, LoraTarget> {
   const add = (key: string, target: LoraTarget) => {
     if (!map.has(key)) map.set(key, target);
   };
-  const upHasAttention = (i: number) => /CrossAttn/.test(model.unetConfig.up_block_types[i] ?? '');
+  const unetConfig = requireUnetConfig(model);
+  const upHasAttention = (i: number) => /CrossAttn/.test(unetConfig.up_block_types[i] ?? '');
   for (const path of layerPaths(model.unet)) {
     const target: LoraTarget = { component: 'unet', path };
     add(`lora_unet_${path.replaceAll('.', '_')}`, target);
@@ -40,7 +41,7 @@ export function buildKeyMap(model: LoadedModel): Map<string, LoraTarget> {
       recipe?.kind === 'tensor' && recipe.key.startsWith(LDM_UNET_PREFIX) && recipe.key.endsWith('.weight')
         ? recipe.key.slice(LDM_UNET_PREFIX.length, -'.weight'.length)
         : model.format === 'diffusers'
-          ? diffusersToLdmUnetPath(path, model.unetConfig.layers_per_block, upHasAttention)
+          ? diffusersToLdmUnetPath(path, unetConfig.layers_per_block, upHasAttention)
           : undefined;
     if (ldm) {
       add(`lora_unet_${ldm.replaceAll('.', '_')}`, target);
