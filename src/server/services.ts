@@ -37,6 +37,7 @@ import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
+import { checkChunkImages } from '../queue/batch-split.ts';
 import { Metrics } from './metrics.ts';
 import { sizeOf } from './models/size.ts';
 
@@ -47,6 +48,8 @@ const LOAD_TICK_MS = 10_000;
 
 /** How often a worker on a shared queue announces itself; one silent for 3 beats is shown as gone. */
 export const WORKER_HEARTBEAT_MS = 2000;
+/** Images per chunk of a split batch on a shared queue, unless --split-batch says otherwise. */
+const DEFAULT_SPLIT_IMAGES = 8;
 
 export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/index.ts', import.meta.url));
 
@@ -133,10 +136,13 @@ export class KilnServices {
     this.engine = engine;
     const log = opts.log;
     this.webhooks = new WebhookSender({ log, policy: new WebhookPolicy(config.webhookAllow) });
+    // Splitting a batch pays only where several workers share the queue; on one machine its chunks would run in turn.
+    const splitImages = config.queue.splitImages ?? (config.queueUrl === 'sqlite' ? 0 : DEFAULT_SPLIT_IMAGES);
+    checkChunkImages(splitImages);
     this.queue = new JobQueue({
       backend: this.backend,
       webhooks: this.webhooks,
-      config: config.queue,
+      config: { ...config.queue, splitImages },
       storage: this.storage,
       run: createExecutor({
         engine,
