@@ -38,6 +38,7 @@ import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { checkChunkImages } from '../queue/batch-split.ts';
+import { modelRouting, type ModelRouting } from './model-routes.ts';
 import { Metrics } from './metrics.ts';
 import { sizeOf } from './models/size.ts';
 
@@ -65,6 +66,8 @@ export interface ServiceOptions {
   /** An in-process engine (tests). Without it the engine module runs in a supervised child process. */
   engine?: Engine;
   log?: FastifyBaseLogger;
+  /** A shared-queue worker that runs jobs for its default model only (`kiln worker --model X`; model-routes.ts). */
+  onlyDefaultModel?: boolean;
 }
 
 export class KilnServices {
@@ -90,6 +93,12 @@ export class KilnServices {
   readonly engineReady: Promise<void>;
   private samplerList: NamedOption[] = [];
   private heartbeat?: NodeJS.Timeout;
+  /** Which model queue a job goes to and which ones this worker serves (shared queue only; model-routes.ts). */
+  readonly routing: ModelRouting = modelRouting(
+    () => this.models,
+    () => this.loadedModels().map((m) => m.name),
+    () => (this.opts.onlyDefaultModel ? this.models.default?.name : undefined),
+  );
   private scheduleList: NamedOption[] = [];
 
   constructor(
@@ -109,6 +118,7 @@ export class KilnServices {
               lockMs: config.queue.workerLockMs,
               stalledCheckMs: config.queue.workerLockMs,
               maxAttempts: config.queue.maxAttempts,
+              routing: this.routing,
             });
     } catch (e) {
       this.lock.release();
@@ -383,6 +393,7 @@ export class KilnServices {
           pid: process.pid,
           device: this.config.device,
           loadedModels: this.loadedModels().map((m) => m.name),
+          models: this.routing.servedModels(),
           job: this.queue.runningJobId,
           startedAt,
         })

@@ -70,7 +70,10 @@ test('a 40-image batch split over two workers equals the single-worker result by
     Array.from({ length: 40 }, (_, i) => 4242 + i),
   );
   // The chunks ran on both workers, each exactly once (8 images per chunk: 5 chunks).
-  const chunks = workers.map((w) => completions(w).filter((id) => /-part\d+$/.test(id)));
+  const chunkIds = () => workers.map((w) => completions(w).filter((id) => /-part\d+$/.test(id)));
+  // A worker logs a completion just after recording it: give the log lines a moment.
+  await waitUntil(async () => (chunkIds().flat().length >= 5 ? true : undefined), 10_000, 'chunk completion log lines');
+  const chunks = chunkIds();
   assert.ok(
     chunks.every((c) => c.length >= 1),
     `chunks per worker: ${chunks.map((c) => c.length)}`,
