@@ -411,31 +411,33 @@ export class JobQueue {
       }, this.opts.abortGraceMs ?? 10_000);
     });
 
-    const run = split ? (j: Job, ctx: Parameters<JobRunner>[1]) => runSplit(j, split, ctx, this.splitDeps()) : this.opts.run;
-    running.done = run(job, {
-      signal: controller.signal,
-      onProgress: (e) => {
-        const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase: e.phase, step: e.step, totalSteps: e.totalSteps };
-        running.live = live;
-        const preview: JobPreview | undefined = e.preview ? { image: e.preview, step: e.step, seq: ++running.previewSeq } : undefined;
-        const snapshot: Job = { ...job, ...live };
-        running.reporting = running.reporting
-          .then(async () => {
-            await this.backend.setProgress(job.id, live);
-            if (preview) await this.backend.setPreview(job.id, preview);
-            await this.backend.publish({
-              type: 'progress',
-              job: snapshot,
-              phase: e.phase,
-              step: e.step,
-              totalSteps: e.totalSteps,
-              progress: live.progress,
-              ...(preview ? { preview } : {}),
-            });
-          })
-          .catch((err) => this.opts.log?.warn({ err, jobId: job.id }, 'progress report failed'));
-      },
-    })
+    // A split parent's runner coordinates its chunks (batch-split.ts); any other job runs on the engine.
+    const runner: { run: JobRunner } = split ? { run: (j, ctx) => runSplit(j, split, ctx, this.splitDeps()) } : this.opts;
+    running.done = runner
+      .run(job, {
+        signal: controller.signal,
+        onProgress: (e) => {
+          const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase: e.phase, step: e.step, totalSteps: e.totalSteps };
+          running.live = live;
+          const preview: JobPreview | undefined = e.preview ? { image: e.preview, step: e.step, seq: ++running.previewSeq } : undefined;
+          const snapshot: Job = { ...job, ...live };
+          running.reporting = running.reporting
+            .then(async () => {
+              await this.backend.setProgress(job.id, live);
+              if (preview) await this.backend.setPreview(job.id, preview);
+              await this.backend.publish({
+                type: 'progress',
+                job: snapshot,
+                phase: e.phase,
+                step: e.step,
+                totalSteps: e.totalSteps,
+                progress: live.progress,
+                ...(preview ? { preview } : {}),
+              });
+            })
+            .catch((err) => this.opts.log?.warn({ err, jobId: job.id }, 'progress report failed'));
+        },
+      })
       .then(
         async (result) => {
           await running.reporting;

@@ -523,8 +523,15 @@ export class RedisJobBackend implements JobBackend {
       'cancelRequested',
     ]);
     if (!prev) return undefined;
+    // A new spec may name another model: the job goes to that model's queue.
+    if (spec) await this.setRoute(id, this.opts.routing?.routeOf(spec) ?? ANY_ROUTE);
     await this.enqueue(id);
     return this.read(id);
+  }
+
+  private async setRoute(id: string, route: string): Promise<void> {
+    if (route === ANY_ROUTE) await this.io(() => this.cmd.hdel(this.key(id), 'route'));
+    else await this.io(() => this.cmd.multi().hset(this.key(id), 'route', route).sadd(`${this.prefix}routes`, route).exec());
   }
 
   /** Empty: BullMQ's stalled-job check re-delivers a dead worker's job to a live one (see claimNext). */

@@ -58,6 +58,8 @@ export class RouteQueues {
 
   /** The next job of the first of `routes` that has one, taken under `token`. */
   async next(routes: readonly string[], token: string): Promise<BullJob | undefined> {
+    // Every served route gets its Worker (and so its stalled-job check) at once, not only those looked at.
+    for (const route of routes) this.worker(route);
     for (const route of routes) {
       const job = (await this.worker(route).getNextJob(token, { block: false })) as BullJob | undefined;
       if (job?.id) return job;

@@ -110,3 +110,17 @@ async function fetchBytes(base: string, url: string): Promise<Buffer> {
   assert.equal(r.status, 200);
   return Buffer.from(await r.arrayBuffer());
 }
+
+test('cancel on the API node stops the chunks running on the workers', { timeout: 120_000 }, async () => {
+  const body = { prompt: 'a lighthouse', images_per_prompt: 40, width: 64, height: 64, steps: 30, seed: 5 };
+  const id = (await json(`${api.url}/v1/jobs`, { method: 'POST', body: JSON.stringify(body) })).body.id as string;
+  const runningChunks = async () =>
+    ((await json(`${api.url}/v1/workers`)).body.workers as { job: string | null }[]).filter((w) => w.job?.startsWith(`${id}-part`)).length;
+  await waitUntil(async () => ((await runningChunks()) >= 1 ? true : undefined), 60_000, 'a chunk running');
+  const r = await json(`${api.url}/v1/jobs/${id}/cancel`, { method: 'POST' });
+  assert.equal(r.body.state, 'cancelled', JSON.stringify(r.body));
+  // Every worker stops its chunk within a step or so, and the chunks are removed with the batch.
+  await waitUntil(async () => ((await runningChunks()) === 0 ? true : undefined), 30_000, 'the chunks to stop');
+  await waitUntil(async () => ((await json(`${api.url}/v1/jobs/${id}-part1`)).status === 404 ? true : undefined), 15_000, 'the chunks removed');
+  assert.equal((await json(`${api.url}/v1/jobs/${id}`)).body.state, 'cancelled');
+});
