@@ -124,3 +124,36 @@ test('cancel on the API node stops the chunks running on the workers', { timeout
   await waitUntil(async () => ((await json(`${api.url}/v1/jobs/${id}-part1`)).status === 404 ? true : undefined), 15_000, 'the chunks removed');
   assert.equal((await json(`${api.url}/v1/jobs/${id}`)).body.state, 'cancelled');
 });
+
+/** Jobs a worker's log says it started that are not chunks (batches it coordinated, or whole jobs). */
+const parentsStarted = (w: WorkerProcess) =>
+  w
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('"job started"'))
+    .map((l) => JSON.parse(l).jobId as string)
+    .filter((id) => !/-part\d+$/.test(id));
+
+// Last: it kills a worker.
+test('the coordinating worker killed mid-batch: the other worker takes the batch over, still byte-identical', { timeout: 180_000 }, async () => {
+  const body = { ...BATCH, steps: 6, seed: 777, n_iter: 6 }; // 24 images: 3 chunks of 8
+  const reference = (await json(`${single.url}/sdapi/v1/txt2img`, { method: 'POST', body: JSON.stringify(body) })).body;
+  const seen = new Set(workers.flatMap(parentsStarted));
+  const pending = json(`${api.url}/sdapi/v1/txt2img`, { method: 'POST', body: JSON.stringify(body) });
+  const coordinator = await waitUntil(
+    async () => workers.find((w) => parentsStarted(w).some((id) => !seen.has(id))),
+    60_000,
+    'a worker to coordinate the batch',
+  );
+  coordinator.child.kill('SIGKILL');
+  await coordinator.exited;
+  const split = await pending;
+  assert.equal(split.status, 200, JSON.stringify(split.body).slice(0, 500));
+  assert.equal(split.body.images.length, 24);
+  split.body.images.forEach((b64: string, i: number) => assert.ok(b64 === reference.images[i], `image ${i} differs`));
+  const survivor = workers.find((w) => w !== coordinator)!;
+  assert.ok(
+    parentsStarted(survivor).some((id) => !seen.has(id)),
+    'the surviving worker coordinated the batch after the kill',
+  );
+});
