@@ -106,6 +106,11 @@ export interface GenerateRequest {
   outpaint?: OutpaintSettings;
   /** LayerDiffuse transparency: the UNet patched into the transparent latent space, RGBA out (pipelines/transparent.ts). */
   transparent?: TransparentSettings;
+  /**
+   * Generate only images start..start+count-1 of the batch, each exactly as in the whole batch (a chunk of a job
+   * split over workers; pipelines/batch-window.ts). `start` is a multiple of BATCH_WINDOW_ALIGN.
+   */
+  batchWindow?: { start: number; count: number };
   device?: Device;
 }
 

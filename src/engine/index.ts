@@ -43,6 +43,8 @@ export { inspectEmbedding } from './weights/embeddings.ts';
 /** Hires fix and upscalers: A1111's target-size rule and the upscaler names every server lists. */
 export { BUILTIN_IMAGE_UPSCALERS, hiresTarget, type HiresTarget } from './pipelines/hires.ts';
 export { LATENT_UPSCALE_MODES } from './pipelines/latent-upscale.ts';
+/** Splitting a batch over workers: windows start on a multiple of BATCH_WINDOW_ALIGN; some samplers refuse. */
+export { BATCH_WINDOW_ALIGN, batchSplitRefusal } from './pipelines/batch-window.ts';
 export { inspectUpscaler } from './pipelines/upscaler-model.ts';
 export type { UpscaleRequest, UpscaleResult, UpscalerChoice } from './pipelines/extras-upscale.ts';
 /** Image understanding: CLIP models (models/clip_vision/), image embeddings and the CLIP interrogator. */

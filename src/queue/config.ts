@@ -28,4 +28,6 @@ export interface QueueConfig {
    * renewing, and after about this long (plus one check interval) another worker takes the job.
    */
   workerLockMs: number;
+  /** Batches of more images than this are split into chunks of this many for several workers (batch-split.ts); 0: never. */
+  splitImages?: number;
 }

@@ -121,6 +121,8 @@ export interface JobSpec {
    * (A1111 asks for hires with enable_hr). Absent: the native field name.
    */
   sourceFields?: Partial<Record<keyof JobSpec, string>>;
+  /** A chunk of a batch split over workers (batch-split.ts): only these images of the batch, each as in the whole batch. */
+  batchWindow?: { start: number; count: number };
 }
 
 export interface WebhookSpec {
@@ -538,6 +540,7 @@ export function toGenerateRequest(
     outpaint: spec.outpaint && { ...spec.outpaint, fill: spec.outpaint.fill as 0 | 1 | 2 | 3 | undefined },
     transparent: inputs.transparent,
     restoreFaces: spec.restoreFaces && inputs.faceFiles ? { ...spec.restoreFaces, ...inputs.faceFiles } : undefined,
+    batchWindow: spec.batchWindow,
     device,
   };
 }

@@ -17,6 +17,7 @@ import type { JobSpec } from './job-spec.ts';
 import type { JobRunner } from './executor.ts';
 import type { WebhookSender } from './webhooks.ts';
 import { EngineCrashError } from './engine-process.ts';
+import { BatchChunkError, chunkLink, planSplit, removeChunks, runSplit, type SplitPlan } from './batch-split.ts';
 
 export class QueueFullError extends Error {
   constructor(
@@ -96,6 +97,8 @@ const STORAGE_RETRY_MS = 1000;
 
 export class JobQueue {
   private running?: Running;
+  /** Split parents this process coordinates (batch-split.ts): they hold no engine slot, so chunks still run here. */
+  private readonly coordinating = new Map<string, Running>();
   /** Set while this process is claiming its next job (stop() waits for it). */
   private claiming?: Promise<void>;
   /** Work arrived while a claim was in flight (which may have missed it): look again afterwards. */
@@ -126,7 +129,8 @@ export class JobQueue {
     this.unsubscribe.push(this.backend.subscribe('*', (e) => e.type === 'queued' && setImmediate(() => this.pump())));
     this.unsubscribe.push(
       this.backend.onCancelRequest((id) => {
-        if (this.running?.job.id === id) this.abortRunning(this.running, 'cancel');
+        const r = this.localRun(id);
+        if (r) this.abortRunning(r, 'cancel');
       }),
     );
     const interval = this.opts.config.cleanupIntervalMs;
@@ -202,8 +206,9 @@ export class JobQueue {
     return this.backend.getPreview(id);
   }
 
-  list(opts: Partial<JobFilter> = {}): Promise<Job[]> {
-    return this.backend.list({ ...opts, limit: opts.limit ?? 50 });
+  /** Jobs, newest first; the chunks of split batches are not listed (their parent is). */
+  async list(opts: Partial<JobFilter> = {}): Promise<Job[]> {
+    return (await this.backend.list({ ...opts, limit: opts.limit ?? 50 })).filter((j) => !chunkLink(j));
   }
 
   counts(): Promise<Record<JobState, number>> {
@@ -271,8 +276,8 @@ export class JobQueue {
         return done;
       }
       if (job.state !== 'running') return job;
-      const r = this.running;
-      if (r?.job.id === id) {
+      const r = this.localRun(id);
+      if (r) {
         this.abortRunning(r, 'cancel');
         await r.done;
         return this.get(id);
@@ -371,6 +376,8 @@ export class JobQueue {
   private async claimAndRun(): Promise<void> {
     const job = await this.backend.claimNext(this.now());
     if (!job) return;
+    if (await this.orphanChunk(job)) return;
+    const split = this.opts.config.splitImages && this.opts.storage ? planSplit(job, this.opts.config.splitImages) : undefined;
     const controller = new AbortController();
     const running: Running = {
       job,
@@ -381,10 +388,12 @@ export class JobQueue {
       previewSeq: 0,
       reporting: Promise.resolve(),
     };
-    this.running = running;
+    if (split) this.coordinating.set(job.id, running);
+    else this.running = running;
     if (this.stopping) {
       // stop() began while the job was being claimed: put it back untouched.
-      this.running = undefined;
+      if (split) this.coordinating.delete(job.id);
+      else this.running = undefined;
       await this.backend.requeue(job.id, true);
       return;
     }
@@ -394,14 +403,17 @@ export class JobQueue {
 
     let hardStopTimer: NodeJS.Timeout | undefined;
     controller.signal.addEventListener('abort', () => {
-      if (!this.opts.hardStop) return;
+      // A coordinator runs nothing on the engine: killing the engine would stop another job.
+      if (!this.opts.hardStop || split) return;
       hardStopTimer = setTimeout(() => {
         this.opts.log?.warn({ jobId: job.id }, 'engine ignored abort; stopping it');
         void this.opts.hardStop!();
       }, this.opts.abortGraceMs ?? 10_000);
     });
 
-    running.done = this.opts
+    // A split parent's runner coordinates its chunks (batch-split.ts); any other job runs on the engine.
+    const runner: { run: JobRunner } = split ? { run: (j, ctx) => runSplit(j, split, ctx, this.splitDeps()) } : this.opts;
+    running.done = runner
       .run(job, {
         signal: controller.signal,
         onProgress: (e) => {
@@ -441,8 +453,49 @@ export class JobQueue {
         clearTimeout(timer);
         clearTimeout(hardStopTimer);
         if (this.running === running) this.running = undefined;
+        if (split) {
+          if (this.coordinating.get(job.id) === running) this.coordinating.delete(job.id);
+          if (running.reason !== 'shutdown') void this.afterSplit(job.id, split);
+        }
         setImmediate(() => this.pump());
       });
+  }
+
+  /** The job this process runs or coordinates, by id. */
+  private localRun(id: string): Running | undefined {
+    return this.running?.job.id === id ? this.running : this.coordinating.get(id);
+  }
+
+  private splitDeps() {
+    return {
+      backend: this.backend,
+      storage: this.opts.storage!,
+      now: this.now,
+      cancel: (id: string) => this.cancel(id),
+      wake: () => setImmediate(() => this.pump()),
+    };
+  }
+
+  /** A split parent ended (not handed back): once it is final, its chunks and their files go. */
+  private async afterSplit(id: string, plan: SplitPlan): Promise<void> {
+    const parent = await this.backend.get(id).catch(() => undefined);
+    if (!parent || !FINAL_STATES.has(parent.state)) return;
+    await removeChunks(plan, this.backend, this.opts.storage).catch((e) =>
+      this.opts.log?.warn({ err: e, jobId: id }, 'could not remove the chunks of a split batch'),
+    );
+  }
+
+  /** A chunk whose batch already ended (cancelled or failed while its coordinator was gone) is not run: it is cancelled. */
+  private async orphanChunk(job: Job): Promise<boolean> {
+    const link = chunkLink(job);
+    if (!link) return false;
+    const parent = await this.backend.get(link.parent);
+    if (parent && !FINAL_STATES.has(parent.state)) return false;
+    const done = await this.backend.finish(job.id, ['running'], 'cancelled', this.now(), {
+      error: { code: 'input', message: `its batch (job ${link.parent}) ended before this chunk ran` },
+    });
+    if (done) await this.finalized(done);
+    return true;
   }
 
   /**
@@ -481,6 +534,7 @@ export class JobQueue {
       this.stats.finished[job.state]++;
       // Cleared before the final event goes out, so listeners that call get() see the stored final state.
       if (this.running?.job.id === job.id) this.running = undefined;
+      this.coordinating.delete(job.id);
       this.opts.webhooks?.deliver(job);
       await this.backend.publish({ type: job.state, job });
     }
@@ -609,6 +663,10 @@ export class JobQueue {
     clearInterval(this.cleanupTimer);
     for (const off of this.unsubscribe.splice(0)) off();
     await this.claiming;
+    // Coordinators hand their parents back at once (their chunks run on; the next coordinator picks them up).
+    const coordinators = [...this.coordinating.values()];
+    for (const c of coordinators) this.abortRunning(c, 'shutdown');
+    await Promise.all(coordinators.map((c) => c.done));
     const r = this.running;
     if (r) {
       await Promise.race([r.done, sleep(graceMs)]);
@@ -623,6 +681,7 @@ export class JobQueue {
 
 /** Engine / executor errors -> what the client is told. */
 export function classifyError(err: unknown): JobError {
+  if (err instanceof BatchChunkError) return err.jobError;
   if (err instanceof SpecError) return { code: 'input', message: err.message, field: err.field };
   if (err instanceof KilnInputError) return { code: 'input', message: err.message, field: err.field };
   if (err instanceof ModelFileError) return { code: 'model', message: err.message };

@@ -12,13 +12,14 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { Queue, Worker } from 'bullmq';
 import type { Job as BullJob } from 'bullmq';
 import type { FinalState, FinishData, JobBackend, JobFilter, NewJob } from './backend.ts';
 import { BackendUnavailableError } from './backend.ts';
 import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
 import { JOB_STATES } from './job.ts';
 import type { JobSpec } from './job-spec.ts';
+import { RouteQueues } from './redis-routes.ts';
+import { ANY_ROUTE, routeOrder, type JobRouting } from './routing.ts';
 
 export interface RedisBackendOptions {
   /** redis://[user:password@]host:port[/db][?prefix=name:] or rediss:// */
@@ -33,6 +34,8 @@ export interface RedisBackendOptions {
   maxAttempts?: number;
   /** A command that cannot reach Redis fails after this long (the HTTP layer answers 503). */
   commandTimeoutMs?: number;
+  /** Model-aware routing (routing.ts): which model queue a job goes to, and which ones this worker takes from. */
+  routing?: JobRouting;
 }
 
 /** What a worker announces about itself (GET /v1/workers, /health). */
@@ -43,6 +46,8 @@ export interface WorkerAnnouncement {
   device: string;
   /** Models its engine holds in memory now. */
   loadedModels: string[];
+  /** Models it runs jobs for (routing.ts): `--model X` gives [X]; otherwise every checkpoint it has. */
+  models?: string[];
   /** The job it is running, if any. */
   job?: string;
   startedAt: number;
@@ -56,7 +61,6 @@ interface Held {
   renew: NodeJS.Timeout;
 }
 
-const QUEUE_NAME = 'jobs';
 const PREVIEW_TTL_S = 3600;
 
 /**
@@ -160,11 +164,12 @@ function isConnectionError(e: unknown): boolean {
 export class RedisJobBackend implements JobBackend {
   readonly prefix: string;
   private readonly cmd: Redis;
-  private readonly producer: Queue;
+  /** BullMQ queues per route (redis-routes.ts); workers are made on the first claim (API nodes never make one). */
+  private readonly queues: RouteQueues;
   /** BullMQ does not close a connection it was given: closed here. */
   private readonly producerConn: Redis;
   private sub?: Redis;
-  private worker?: Worker;
+  private reconciled = false;
   private readonly held = new Map<string, Held>();
   private readonly emitter = new EventEmitter();
   private readonly workerId = randomUUID().slice(0, 8);
@@ -202,8 +207,26 @@ export class RedisJobBackend implements JobBackend {
     this.cmd.defineCommand('kilnSetProgress', { numberOfKeys: 1, lua: SET_PROGRESS });
     this.producerConn = new Redis(failFast);
     this.producerConn.on('error', () => undefined);
-    this.producer = new Queue(QUEUE_NAME, { connection: this.producerConn, prefix: `${this.prefix}bull` });
-    this.producer.on('error', () => undefined);
+    this.queues = new RouteQueues({
+      prefix: `${this.prefix}bull`,
+      producerConnection: this.producerConn,
+      workerConnection: {
+        host: this.connection.host,
+        port: this.connection.port,
+        username: this.connection.username,
+        password: this.connection.password,
+        db: this.connection.db,
+        tls: this.connection.tls,
+        maxRetriesPerRequest: null,
+      },
+      lockMs: this.lockMs,
+      stalledCheckMs: opts.stalledCheckMs ?? 30_000,
+      // A dead worker's job back in line wakes every idle worker (they otherwise wait for a 'queued' event).
+      onStalled: (jobId) =>
+        void this.read(jobId)
+          .then((job) => (job ? this.publish({ type: 'queued', job }) : undefined))
+          .catch(() => undefined),
+    });
   }
 
   /** Resolves once Redis answers (start-up); rejects with BackendUnavailableError after `timeoutMs`. */
@@ -285,8 +308,14 @@ export class RedisJobBackend implements JobBackend {
     return prev ? (prev as JobState) : undefined;
   }
 
-  private async enqueue(id: string, front = false): Promise<void> {
-    await this.io(() => this.producer.add('job', { id }, { jobId: id, removeOnComplete: true, removeOnFail: true, lifo: front }));
+  /** The route stored with a job (ANY_ROUTE for jobs queued without routing). */
+  private async routeOf(id: string): Promise<string> {
+    return (await this.io(() => this.cmd.hget(this.key(id), 'route'))) ?? ANY_ROUTE;
+  }
+
+  private async enqueue(id: string, front = false, route?: string): Promise<void> {
+    const r = route ?? (await this.routeOf(id));
+    await this.io(() => this.queues.producer(r).add('job', { id }, { jobId: id, removeOnComplete: true, removeOnFail: true, lifo: front }));
   }
 
   async insert(job: NewJob): Promise<Job> {
@@ -306,14 +335,17 @@ export class RedisJobBackend implements JobBackend {
       fields.error = encode(job.failed);
     }
     if (job.externalId) fields.externalId = job.externalId;
+    const route = this.opts.routing?.routeOf(job.spec) ?? ANY_ROUTE;
+    if (route !== ANY_ROUTE) fields.route = route;
     const m = this.cmd.multi().hset(this.key(job.id), fields);
+    if (route !== ANY_ROUTE) m.sadd(`${this.prefix}routes`, route);
     const extra = Object.entries(job.extra ?? {});
     if (extra.length) m.hset(`${this.prefix}extra:${job.id}`, Object.fromEntries(extra.map(([k, v]) => [k, encode(v)])));
     m.zadd(`${this.prefix}all`, seq, job.id).zadd(`${this.prefix}state:${state}`, seq, job.id).zadd(`${this.prefix}owner:${job.owner}`, seq, job.id);
     if (job.externalId) m.zadd(`${this.prefix}ext:${job.externalId}`, seq, job.id);
     if (job.failed) m.zadd(`${this.prefix}finished`, job.createdAt, job.id);
     await this.io(() => m.exec());
-    if (!job.failed) await this.enqueue(job.id);
+    if (!job.failed) await this.enqueue(job.id, false, route);
     return (await this.read(job.id))!;
   }
 
@@ -355,50 +387,21 @@ export class RedisJobBackend implements JobBackend {
     return this.io(() => this.cmd.zcount(`${this.prefix}state:queued`, '-inf', `(${seq}`));
   }
 
-  /** The BullMQ worker of this process, made on the first claim (API nodes never make one). */
-  private bullWorker(): Worker {
-    if (!this.worker) {
-      this.worker = new Worker(QUEUE_NAME, null, {
-        connection: {
-          host: this.connection.host,
-          port: this.connection.port,
-          username: this.connection.username,
-          password: this.connection.password,
-          db: this.connection.db,
-          tls: this.connection.tls,
-          maxRetriesPerRequest: null,
-        },
-        prefix: `${this.prefix}bull`,
-        autorun: false,
-        lockDuration: this.lockMs,
-        stalledInterval: this.opts.stalledCheckMs ?? 30_000,
-        // Kiln counts attempts itself (maxAttempts); BullMQ only puts stalled jobs back in line.
-        maxStalledCount: 1_000_000,
-      });
-      this.worker.on('error', () => undefined);
-      // A dead worker's job back in line wakes every idle worker (they otherwise wait for a 'queued' event).
-      this.worker.on('stalled', (jobId: string) => {
-        void this.read(jobId)
-          .then((job) => (job ? this.publish({ type: 'queued', job }) : undefined))
-          .catch(() => undefined);
-      });
-      void this.worker.startStalledCheckTimer().catch(() => undefined);
-      // Queued records whose BullMQ job was never added (a producer died between the two writes) get one now.
-      void this.reconcile().catch(() => undefined);
-    }
-    return this.worker;
-  }
-
   private async reconcile(): Promise<void> {
     const queued = await this.cmd.zrange(`${this.prefix}state:queued`, '0', '-1');
     for (const id of queued) await this.enqueue(id); // same jobId: a no-op when BullMQ has it
   }
 
   async claimNext(now: number): Promise<Job | undefined> {
-    const worker = this.bullWorker();
+    if (!this.reconciled) {
+      this.reconciled = true;
+      // Queued records whose BullMQ job was never added (a producer died between the two writes) get one now.
+      void this.reconcile().catch(() => undefined);
+    }
     for (;;) {
       const token = `${this.workerId}:${++this.claims}`;
-      const bull = (await this.io(() => worker.getNextJob(token, { block: false }))) as BullJob | undefined;
+      const known = await this.io(() => this.cmd.smembers(`${this.prefix}routes`));
+      const bull = await this.io(() => this.queues.next(routeOrder(known, this.opts.routing, this.claims), token));
       if (!bull?.id) return undefined;
       const id = bull.id;
       const before = await this.read(id);
@@ -432,7 +435,10 @@ export class RedisJobBackend implements JobBackend {
       renew.unref();
       this.held.set(id, { bull, token, renew });
       await this.io(() => this.cmd.del(`${this.prefix}preview:${id}`));
-      return (await this.read(id))!;
+      const job = (await this.read(id))!;
+      // A job for the API node's default model was routed by that model's name: run that model here too.
+      const route = await this.routeOf(id);
+      return route !== ANY_ROUTE && job.spec.model === undefined && job.spec.kind !== 'upscale' ? { ...job, spec: { ...job.spec, model: route } } : job;
     }
   }
 
@@ -495,7 +501,11 @@ export class RedisJobBackend implements JobBackend {
     if (!prev) return undefined;
     await this.io(() => this.cmd.del(`${this.prefix}preview:${id}`));
     if (this.held.has(id)) await this.letGo(id);
-    else if (prev === 'queued') await this.producer.remove(id).catch(() => undefined); // still waiting in BullMQ
+    else if (prev === 'queued')
+      await this.queues
+        .producer(await this.routeOf(id))
+        .remove(id)
+        .catch(() => undefined); // still waiting in BullMQ
     return this.read(id);
   }
 
@@ -513,8 +523,15 @@ export class RedisJobBackend implements JobBackend {
       'cancelRequested',
     ]);
     if (!prev) return undefined;
+    // A new spec may name another model: the job goes to that model's queue.
+    if (spec) await this.setRoute(id, this.opts.routing?.routeOf(spec) ?? ANY_ROUTE);
     await this.enqueue(id);
     return this.read(id);
+  }
+
+  private async setRoute(id: string, route: string): Promise<void> {
+    if (route === ANY_ROUTE) await this.io(() => this.cmd.hdel(this.key(id), 'route'));
+    else await this.io(() => this.cmd.multi().hset(this.key(id), 'route', route).sadd(`${this.prefix}routes`, route).exec());
   }
 
   /** Empty: BullMQ's stalled-job check re-delivers a dead worker's job to a live one (see claimNext). */
@@ -578,6 +595,17 @@ export class RedisJobBackend implements JobBackend {
       else out.push(w);
     }
     return out.sort((a, b) => b.heartbeatAt - a.heartbeatAt);
+  }
+
+  /** Jobs waiting per model route (routing.ts), for the routes that have any. */
+  async routeBacklog(): Promise<Array<{ route: string; queued: number }>> {
+    const routes = await this.io(() => this.cmd.smembers(`${this.prefix}routes`));
+    const out: Array<{ route: string; queued: number }> = [];
+    for (const route of routes.sort()) {
+      const queued = await this.io(() => this.queues.waiting(route));
+      if (queued > 0) out.push({ route, queued });
+    }
+    return out;
   }
 
   private subscriber(): Redis {
@@ -645,8 +673,7 @@ export class RedisJobBackend implements JobBackend {
     this.closed = true;
     for (const h of this.held.values()) clearInterval(h.renew);
     this.held.clear();
-    await this.worker?.close(true).catch(() => undefined);
-    await this.producer.close().catch(() => undefined);
+    await this.queues.close();
     this.producerConn.disconnect();
     this.sub?.disconnect();
     this.cmd.disconnect();

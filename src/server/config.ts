@@ -241,6 +241,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: "Redis queue: a dead worker's job goes to another worker after about this many seconds (its lock, renewed while it runs).",
   },
   {
+    key: 'queue.splitImages',
+    flag: 'split-batch',
+    env: 'KILN_SPLIT_BATCH',
+    kind: 'int',
+    doc: 'Batches of more images than this run as chunks of this many on several workers (a multiple of 4; 0: never). Default: 8 on a Redis queue, 0 on the embedded one.',
+  },
+  {
     key: 'storage',
     flag: 'storage',
     env: 'KILN_STORAGE',

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { VERSION } from '../version.ts';
 import { BackendUnavailableError } from '../queue/backend.ts';
 import { RedisJobBackend } from '../queue/redis-backend.ts';
-import { listWorkers } from './workers.ts';
+import { listWorkers, unservedModels } from './workers.ts';
 import type { WorkerView } from './workers.ts';
 
 let gpuName: string | null | undefined;
@@ -37,8 +37,10 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
     async () => {
       let counts: Awaited<ReturnType<typeof kiln.queue.counts>>;
       let workers: WorkerView[];
+      let unserved: Awaited<ReturnType<typeof unservedModels>>;
       try {
         [counts, workers] = await Promise.all([kiln.queue.counts(), listWorkers(kiln)]);
+        unserved = await unservedModels(kiln, workers);
       } catch (e) {
         // The process lives but the shared queue is away: say so (200, so a supervisor does not restart us for it).
         if (!(e instanceof BackendUnavailableError)) throw e;
@@ -59,6 +61,8 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         jobs: { completed: counts.succeeded, failed: counts.failed, inProgress: counts.running, inQueue: counts.queued, retried: kiln.queue.stats.retried },
         workers: { idle: alive.filter((w) => w.state === 'idle').length, running: alive.filter((w) => w.state === 'running').length },
         worker_list: workers,
+        // Shared queue: jobs waiting for a model no live worker runs (they stay queued until one does).
+        ...(unserved.length ? { unserved_models: unserved } : {}),
       };
     },
   );

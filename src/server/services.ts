@@ -38,6 +38,8 @@ import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
+import { checkChunkImages } from '../queue/batch-split.ts';
+import { modelRouting, type ModelRouting } from './model-routes.ts';
 import { Metrics } from './metrics.ts';
 import { sizeOf } from './models/size.ts';
 
@@ -48,6 +50,8 @@ const LOAD_TICK_MS = 10_000;
 
 /** How often a worker on a shared queue announces itself; one silent for 3 beats is shown as gone. */
 export const WORKER_HEARTBEAT_MS = 2000;
+/** Images per chunk of a split batch on a shared queue, unless --split-batch says otherwise. */
+const DEFAULT_SPLIT_IMAGES = 8;
 
 export const DEFAULT_ENGINE_MODULE = fileURLToPath(new URL('../engine/index.ts', import.meta.url));
 
@@ -63,6 +67,8 @@ export interface ServiceOptions {
   /** An in-process engine (tests). Without it the engine module runs in a supervised child process. */
   engine?: Engine;
   log?: FastifyBaseLogger;
+  /** A shared-queue worker that runs jobs for its default model only (`kiln worker --model X`; model-routes.ts). */
+  onlyDefaultModel?: boolean;
 }
 
 export class KilnServices {
@@ -88,6 +94,12 @@ export class KilnServices {
   readonly engineReady: Promise<void>;
   private samplerList: NamedOption[] = [];
   private heartbeat?: NodeJS.Timeout;
+  /** Which model queue a job goes to and which ones this worker serves (shared queue only; model-routes.ts). */
+  readonly routing: ModelRouting = modelRouting(
+    () => this.models,
+    () => this.loadedModels().map((m) => m.name),
+    () => (this.opts.onlyDefaultModel ? this.models.default?.name : undefined),
+  );
   private scheduleList: NamedOption[] = [];
 
   constructor(
@@ -107,6 +119,7 @@ export class KilnServices {
               lockMs: config.queue.workerLockMs,
               stalledCheckMs: config.queue.workerLockMs,
               maxAttempts: config.queue.maxAttempts,
+              routing: this.routing,
             });
     } catch (e) {
       this.lock.release();
@@ -134,10 +147,13 @@ export class KilnServices {
     this.engine = engine;
     const log = opts.log;
     this.webhooks = new WebhookSender({ log, policy: new WebhookPolicy(config.webhookAllow) });
+    // Splitting a batch pays only where several workers share the queue; on one machine its chunks would run in turn.
+    const splitImages = config.queue.splitImages ?? (config.queueUrl === 'sqlite' ? 0 : DEFAULT_SPLIT_IMAGES);
+    checkChunkImages(splitImages);
     this.queue = new JobQueue({
       backend: this.backend,
       webhooks: this.webhooks,
-      config: config.queue,
+      config: { ...config.queue, splitImages },
       storage: this.storage,
       run: createExecutor({
         engine,
@@ -384,6 +400,7 @@ export class KilnServices {
           pid: process.pid,
           device: this.config.device,
           loadedModels: this.loadedModels().map((m) => m.name),
+          models: this.routing.servedModels(),
           job: this.queue.runningJobId,
           startedAt,
         })

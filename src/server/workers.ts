@@ -14,6 +14,8 @@ export interface WorkerView {
   device: string;
   state: 'idle' | 'running' | 'gone';
   loaded_models: string[];
+  /** The models it runs jobs for (model-aware routing; `kiln worker --model X` gives [X]). */
+  models: string[];
   job: string | null;
   started_at: string;
   last_heartbeat: string;
@@ -28,6 +30,7 @@ export async function listWorkers(kiln: KilnServices, now = Date.now()): Promise
       device: w.device,
       state: now - w.heartbeatAt > 3 * WORKER_HEARTBEAT_MS ? 'gone' : w.job ? 'running' : 'idle',
       loaded_models: w.loadedModels,
+      models: w.models ?? [],
       job: w.job ?? null,
       started_at: new Date(w.startedAt).toISOString(),
       last_heartbeat: new Date(w.heartbeatAt).toISOString(),
@@ -42,9 +45,30 @@ export async function listWorkers(kiln: KilnServices, now = Date.now()): Promise
       device: kiln.config.device,
       state: job ? 'running' : 'idle',
       loaded_models: kiln.loadedModels().map((m) => m.name),
+      models: kiln.models.list().map((e) => e.name),
       job: job ?? null,
       started_at: new Date(now - process.uptime() * 1000).toISOString(),
       last_heartbeat: new Date(now).toISOString(),
     },
   ];
+}
+
+/** Jobs waiting for a model that no live worker runs: they stay queued until such a worker starts. */
+export interface UnservedModel {
+  model: string;
+  queued: number;
+  note: string;
+}
+
+/** Model queues with waiting jobs that no live worker serves (shared queue only; empty on the embedded one). */
+export async function unservedModels(kiln: KilnServices, workers: WorkerView[]): Promise<UnservedModel[]> {
+  if (!(kiln.backend instanceof RedisJobBackend)) return [];
+  const alive = workers.filter((w) => w.state !== 'gone');
+  return (await kiln.backend.routeBacklog())
+    .filter(({ route }) => !alive.some((w) => w.models.includes(route)))
+    .map(({ route, queued }) => ({
+      model: route,
+      queued,
+      note: `${queued} job(s) wait for model "${route}", which no live worker runs; start one with \`kiln worker --model ${route}\` (or with it in its models folder)`,
+    }));
 }

@@ -86,7 +86,10 @@ export function createEngine(_opts: { device?: string; cacheDir?: string } = {})
           });
         }
       });
-      return { images, timings: { loadMs: 0, encodeMs: 0, sampleMs, decodeMs: 0, totalMs: sampleMs } };
+      // A split batch's chunk: only its window, as the real engine (pipelines/batch-window.ts).
+      const w = req.batchWindow;
+      const out = w ? images.slice(w.start, w.start + w.count) : images;
+      return { images: out, timings: { loadMs: 0, encodeMs: 0, sampleMs, decodeMs: 0, totalMs: sampleMs } };
     },
     listSamplers: () => FAKE_SAMPLERS,
     listSchedules: () => FAKE_SCHEDULES,

@@ -9,6 +9,8 @@ export interface ImageBatch {
   seeds: number[];
   subseeds: number[];
   subseedStrength: number;
+  /** Set when this is a window of a larger batch (batch-window.ts): its first image there, and the whole batch. */
+  window?: { start: number; whole: ImageBatch };
 }
 
 export function expandBatch(req: GenerateRequest): ImageBatch {

@@ -17,6 +17,8 @@ export interface BatchConditioning {
 const LORA_TAG = /<(?:lora|lyco):[^>]+>/gi;
 
 export async function conditionBatch(ms: ModelSessions, batch: ImageBatch, clipSkip: number): Promise<BatchConditioning> {
+  // A window of a larger batch: padded as in the whole batch (batch-window.ts), then its own rows.
+  if (batch.window) return windowRows(await conditionBatch(ms, batch.window.whole, clipSkip), batch.window.whole.count, batch.window.start, batch.count);
   const scheme = ms.unetFamily.conditioning;
   const cache = new Map<string, Conditioning>();
   // Only a request with LoRAs strips tags (the infotext keeps them, as A1111's does, so it can be pasted back).
@@ -67,4 +69,16 @@ export function stackConditionings(conds: Conditioning[], filler: Tensor): Batch
   const pooled = new Float32Array(conds.length * pdim);
   conds.forEach((c, i) => pooled.set(c.pooled!.data, i * pdim));
   return { hidden, pooled: { shape: [conds.length, pdim], data: pooled } };
+}
+
+/** Rows start..start+count-1 of each half (negatives, positives) of a whole batch's conditioning. */
+function windowRows(c: BatchConditioning, wholeCount: number, start: number, count: number): BatchConditioning {
+  const pick = (t: Tensor): Tensor => {
+    const per = t.data.length / t.shape[0]!;
+    const data = new Float32Array(2 * count * per);
+    data.set(t.data.subarray(start * per, (start + count) * per), 0);
+    data.set(t.data.subarray((wholeCount + start) * per, (wholeCount + start + count) * per), count * per);
+    return { shape: [2 * count, ...t.shape.slice(1)], data };
+  };
+  return { hidden: pick(c.hidden), ...(c.pooled ? { pooled: pick(c.pooled) } : {}) };
 }

@@ -3,6 +3,7 @@
 import type { GenerateOptions, GenerateRequest, GenerateResult } from '../api.ts';
 import { KilnInputError } from '../api.ts';
 import { expandBatch } from './batch.ts';
+import { windowBatch } from './batch-window.ts';
 import { outpaintRequest } from './outpaint.ts';
 import { conditionBatch } from './conditioning.ts';
 import { decodeLatents, toDecoderSpace } from './decode.ts';
@@ -60,7 +61,8 @@ export async function runPipeline(
   validateTransparent(base, req);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
-  const batch = expandBatch(req);
+  // A split job's chunk generates only its window of the batch, each image as in the whole batch.
+  const batch = windowBatch(expandBatch(req), req.batchWindow);
   const { count } = batch;
 
   // 1. Conditioning.

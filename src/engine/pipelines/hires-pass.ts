@@ -40,7 +40,13 @@ export async function runHiresPass(
   const up = await upscaleFirstPass(base, req, firstPass, count, shape, settings, upscaleProgress);
   const target = hiresTarget(req.width, req.height, h, base.latentFactor);
   // hr_prompt / hr_negative_prompt: the first pass's conditioning unless they differ.
-  const hrBatch = { ...batch, prompts: batch.prompts.map((p) => h.prompt ?? p), negatives: batch.negatives.map((n) => h.negativePrompt ?? n) };
+  const hrPrompts = (b: ImageBatch): ImageBatch => ({
+    ...b,
+    prompts: b.prompts.map((p) => h.prompt ?? p),
+    negatives: b.negatives.map((n) => h.negativePrompt ?? n),
+  });
+  // A window of a larger batch (batch-window.ts) is conditioned through its whole batch: map that one too.
+  const hrBatch = { ...hrPrompts(batch), ...(batch.window ? { window: { ...batch.window, whole: hrPrompts(batch.window.whole) } } : {}) };
   const cond = h.prompt !== undefined || h.negativePrompt !== undefined ? await conditionBatch(base, hrBatch, req.clipSkip ?? 1) : baseCond;
   const noise = batchNoise(req, batch, up.shape, base.latentFactor);
   const x = addNoise(up.latents, noise.initial, hires.sigmas[0]!);

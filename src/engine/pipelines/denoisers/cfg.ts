@@ -11,7 +11,7 @@ import type { BatchConditioning } from '../conditioning.ts';
 import type { ModelSessions } from '../model-sessions.ts';
 
 /** How many images share one network call (x2 for CFG); larger batches are split so memory stays bounded. */
-const MAX_NET_BATCH_IMAGES = 4;
+export const MAX_NET_BATCH_IMAGES = 4;
 
 export interface GuidanceSettings {
   cfgScale: number;
