@@ -10,6 +10,7 @@ import { flowAddNoise, makeFlowDenoiser, sampleFlowEuler, type VelocityFn } from
 import { countEvals, img2imgSigmasDiffusers, runSampler, type Denoiser } from '../samplers/index.ts';
 import type { Tensor } from '../tensor.ts';
 import { expandBatch } from './batch.ts';
+import { windowBatch } from './batch-window.ts';
 import { decodeLatents } from './decode.ts';
 import { PreviewTap } from './denoisers/preview-tap.ts';
 import { planFlow, validateFlowRequest, type FlowPlan } from './flow-plan.ts';
@@ -44,7 +45,8 @@ export async function runFlowPipeline(
   if (req.restoreFaces) validateFaceRestore(req.restoreFaces);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: ms.buildMs, encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
-  const batch = expandBatch(req);
+  // A split job's chunk generates only its window of the batch (batch-window.ts), each image as in the whole batch.
+  const batch = windowBatch(expandBatch(req), req.batchWindow);
   const { count } = batch;
   const shape: [number, number, number] = [ms.latentChannels, req.height / ms.latentFactor, req.width / ms.latentFactor];
   const plan = planFlow(ms, req, (shape[1] / 2) * (shape[2] / 2));

@@ -233,3 +233,17 @@ test('flow schedules: Simple equals the FluxPipeline grid when the steps divide 
   // Beta(0.6, 0.6) spends more steps near both ends than the middle.
   assert.ok(beta[0]! - beta[1]! < beta[4]! - beta[5]!);
 });
+
+test('Flux batch window (a split job chunk): images 4.. of a 6-image batch equal the whole batch run image for image', async () => {
+  const req = base({ path: fluxDir }, { steps: 2, prompts: ['a red fox', 'a blue bird'], imagesPerPrompt: 3 });
+  const whole = await engine.generate(req);
+  assert.equal(whole.images.length, 6);
+  const part = await engine.generate({ ...req, batchWindow: { start: 4, count: 2 } });
+  assert.equal(part.images.length, 2);
+  part.images.forEach((img, i) => {
+    const ref = whole.images[4 + i]!;
+    assert.equal(img.seed, ref.seed);
+    assert.equal(img.prompt, ref.prompt);
+    assert.ok(Buffer.from(img.image.data).equals(Buffer.from(ref.image.data)), `image ${4 + i}: pixels differ`);
+  });
+});
