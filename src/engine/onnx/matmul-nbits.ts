@@ -234,5 +234,5 @@ function halfBytes(a: Float32Array): Uint8Array {
 }
 
 function clamp(x: number, lo: number, hi: number): number {
-  return x < lo ? lo : x > hi ? hi : x;
+  return Math.max(lo, Math.min(hi, x));
 }

@@ -241,7 +241,7 @@ export class GgufFile {
    */
   nbits(name: string): NBitsWeight | undefined {
     const e = this.entries.get(name);
-    if (!e || e.shape.length !== 2 || e.ggmlType === 'F32' || e.ggmlType === 'F16' || e.ggmlType === 'BF16') return undefined;
+    if (e?.shape.length !== 2 || e.ggmlType === 'F32' || e.ggmlType === 'F16' || e.ggmlType === 'BF16') return undefined;
     const [n, k] = e.shape as [number, number];
     return blocksToNBits(e.ggmlType, this.rawBytes(name), n, k);
   }

@@ -11,7 +11,7 @@ export interface GgufTensorToWrite {
   /** torch order (outermost first); written as ne[] innermost first. */
   shape: number[];
   type: GgufWriteType;
-  /** Float values to encode, or already-encoded bytes of `type` (Q4_K: hand-built blocks). */
+  /** Float values to encode, or already-encoded bytes of `type` (hand-built blocks). */
   data: Float32Array | Uint8Array;
 }
 
@@ -93,6 +93,62 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
   return out;
 }
 
+/**
+ * The 12 scale bytes of a Q4_K super-block from eight 6-bit scales and mins, per the documented packing: bytes
+ * 0-3 hold sc0..3 in their low 6 bits and the top 2 bits of sc4..7 above; bytes 4-7 the same for the mins;
+ * bytes 8-11 hold the low 4 bits of sc4..7 (low nibble) and of m4..7 (high nibble).
+ */
+export function packQ4kScales(sc: number[], m: number[]): Uint8Array {
+  const out = new Uint8Array(12);
+  for (let j = 0; j < 4; j++) {
+    out[j] = sc[j]! | ((sc[j + 4]! >> 4) << 6);
+    out[j + 4] = m[j]! | ((m[j + 4]! >> 4) << 6);
+    out[j + 8] = (sc[j + 4]! & 0x0f) | ((m[j + 4]! & 0x0f) << 4);
+  }
+  return out;
+}
+
+/**
+ * A simple Q4_K quantiser (not ggml's search, which only picks better scales): per sub-block of 32 the range
+ * [min(0, lo), hi] in 15 steps; sub-scales and mins as 6-bit multiples of the super-block's d and dmin (fp16).
+ */
+export function quantizeQ4K(x: Float32Array): Uint8Array {
+  const out = new Uint8Array((x.length / 256) * 144);
+  for (let sb = 0; sb < x.length / 256; sb++) {
+    const scales: number[] = [];
+    const mins: number[] = [];
+    for (let j = 0; j < 8; j++) {
+      let lo = 0,
+        hi = 0;
+      for (let l = 0; l < 32; l++) {
+        const v = x[sb * 256 + j * 32 + l]!;
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+      scales.push((hi - lo) / 15);
+      mins.push(-lo);
+    }
+    const d = f16ToF32(Uint16Array.of(f32ToF16Bits(Math.max(...scales) / 63)))[0]!;
+    const dmin = f16ToF32(Uint16Array.of(f32ToF16Bits(Math.max(...mins) / 63)))[0]!;
+    const sc = scales.map((s) => (d ? Math.min(63, Math.ceil(s / d)) : 0));
+    const m = mins.map((v) => (dmin ? Math.min(63, Math.ceil(v / dmin)) : 0));
+    const o = sb * 144;
+    out.set(f16(d), o);
+    out.set(f16(dmin), o + 2);
+    out.set(packQ4kScales(sc, m), o + 4);
+    for (let j = 0; j < 8; j++) {
+      const step = d * sc[j]!;
+      for (let l = 0; l < 32; l++) {
+        const v = x[sb * 256 + j * 32 + l]!;
+        const q = step ? Math.max(0, Math.min(15, Math.round((v + dmin * m[j]!) / step))) : 0;
+        const at = o + 16 + 32 * (j >> 1) + l;
+        out[at] = j & 1 ? out[at]! | (q << 4) : q;
+      }
+    }
+  }
+  return out;
+}
+
 /** The d of each block as the reader sees it (fp16-rounded), for error bounds. */
 export function blockScales(bytes: Uint8Array, blockBytes: number): Float32Array {
   const n = bytes.byteLength / blockBytes;
@@ -116,7 +172,7 @@ function encode(t: GgufTensorToWrite): Uint8Array {
     case 'Q4_0':
       return quantizeQ4_0(x);
     case 'Q4_K':
-      throw new Error('Q4_K tensors are written from hand-built blocks');
+      return quantizeQ4K(x);
   }
 }
 
