@@ -17,6 +17,7 @@ import { loadModel, loadVae, type LoadedModel } from '../weights/model.ts';
 import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
+import { type QuantizeMode, withQuantize } from '../weights/quantize.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -25,6 +26,11 @@ export interface SessionSettings {
   spinning?: boolean;
   /** Cache onnxruntime's optimised models beside the graphs for faster later starts (CPU; default true). */
   cacheOptimized?: boolean;
+  /**
+   * Weight-only quantisation (--quantize q8|q4): the UNet's Linear layers (attention projections, feed-forward,
+   * proj_in/out, embeddings) become MatMulNBits with 8- or 4-bit weights; convolutions stay float. A graph of its own.
+   */
+  quantize?: QuantizeMode;
 }
 
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
@@ -200,8 +206,10 @@ export class ModelSessions implements TextEncoders {
     const branches = this.loras?.unetBranches;
     const opts = { ...this.family.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
-    const weights = this.loras?.unet ?? this.model.unet;
-    const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
+    const quantize = this.settings.quantize;
+    const weights = withQuantize(this.loras?.unet ?? this.model.unet, { mode: quantize });
+    const graphOptions = { ...unetGraphOptions(opts), ...(quantize ? { quantize } : {}) };
+    const session = this.session('unet', this.precision(), lora ? { ...graphOptions, lora } : graphOptions, (b) =>
       buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
