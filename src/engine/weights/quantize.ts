@@ -15,7 +15,7 @@ export function isQuantizeMode(v: unknown): v is QuantizeMode {
 export interface QuantizeOptions {
   /** q8 / q4; undefined keeps float weights (stored-quantised GGUF blocks are still used as they are). */
   mode?: QuantizeMode;
-  /** onnxruntime's accuracy_level for the emitted ops: 0 exact weights-only (default), 4 int8 activations. */
+  /** onnxruntime's accuracy_level for the emitted ops: 4 int8 activations (default), 0 exact weights-only. */
   accuracyLevel?: AccuracyLevel;
 }
 

@@ -29,7 +29,8 @@ async function runNBits(w: NBitsWeight, x: Float32Array, m: number, bias: Float3
   mkdirSync(gdir);
   const b = new GraphBuilder('nbits', gdir);
   const input = b.input('x', [m, w.k]);
-  b.output(emitMatMulNBits(b, input, w, { shape: [w.n], data: bias }, 'lin'), 'y', [m, w.n]);
+  // accuracy_level 0: fp32 activations, so the result is exactly x · dequant(W)^T up to float rounding.
+  b.output(emitMatMulNBits(b, input, w, { shape: [w.n], data: bias }, 'lin', 0), 'y', [m, w.n]);
   const session = await createSession(b.finish(), { device: 'cpu', intraOpThreads: 1 });
   return (await runSession(session, { x: { shape: [m, w.k], data: x } })).y!.data;
 }
