@@ -18,6 +18,7 @@ import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
 import { type QuantizeMode, withQuantize } from '../weights/quantize.ts';
+import type { WeightSource } from '../weights/types.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -206,9 +207,8 @@ export class ModelSessions implements TextEncoders {
     const branches = this.loras?.unetBranches;
     const opts = { ...this.family.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
-    const quantize = this.settings.quantize;
-    const weights = withQuantize(this.loras?.unet ?? this.model.unet, { mode: quantize });
-    const graphOptions = { ...unetGraphOptions(opts), ...(quantize ? { quantize } : {}) };
+    const { weights, options: quantized } = this.quantized(this.loras?.unet ?? this.model.unet);
+    const graphOptions = { ...unetGraphOptions(opts), ...quantized };
     const session = this.session('unet', this.precision(), lora ? { ...graphOptions, lora } : graphOptions, (b) =>
       buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
@@ -232,6 +232,15 @@ export class ModelSessions implements TextEncoders {
   /** A VAE graph's options; on a separate-VAE view, with that VAE's identity (its own cached graph and session). */
   private vaeKeyed(options: Record<string, unknown>): Record<string, unknown> {
     return this.vaeOverride ? { ...options, vae: this.vaeOverride.identity } : options;
+  }
+
+  /**
+   * `weights` with --quantize applied (Linear layers as MatMulNBits), and the graph-option entry that keys the
+   * quantised graph apart from the float one (empty when not quantising, so float graph keys are unchanged).
+   */
+  private quantized(weights: WeightSource): { weights: WeightSource; options: Record<string, unknown> } {
+    const mode = this.settings.quantize;
+    return { weights: withQuantize(weights, { mode }), options: mode ? { quantize: mode } : {} };
   }
 
   private precision(): 'fp32' | 'fp16' {
