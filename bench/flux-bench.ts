@@ -14,7 +14,7 @@
 // --blocks 1,1 builds a 2-block model at full width (smoke runs). The graph and its multi-GB weight file go to a
 // temporary folder deleted at the end unless --cache-dir is given.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildFluxTransformer, FLUX_IO, FLUX1_DEV, type FluxConfig, fluxParameterShapes } from '../src/engine/nets/flux.ts';
@@ -63,6 +63,9 @@ export interface FluxLevelReport {
   sessionS: number;
   /** Process RSS after the session is created (weights resident, before the first run). */
   rssAfterSessionBytes: number;
+  /** RSS split after the step (Linux /proc/self/status): anonymous memory vs pages mapped from files. */
+  rssAnonBytes?: number;
+  rssFileBytes?: number;
   /** Wall and CPU seconds of each transformer evaluation (the first includes onnxruntime's warm-up). */
   stepsWallS: number[];
   stepsCpuS: number[];
@@ -221,8 +224,11 @@ async function runLevel(args: Args, quant: QuantizeMode): Promise<FluxLevelRepor
       stepsWallS.push(r.wallS);
       stepsCpuS.push(r.cpuS);
     }
+    const status = procStatus();
     await session.release();
     return {
+      rssAnonBytes: status.RssAnon,
+      rssFileBytes: status.RssFile,
       quant,
       accuracyLevel: args.accuracy,
       weights: args.weights,
@@ -246,6 +252,20 @@ async function runLevel(args: Args, quant: QuantizeMode): Promise<FluxLevelRepor
   }
 }
 
+/** RssAnon / RssFile of this process in bytes (Linux; empty elsewhere). */
+function procStatus(): { RssAnon?: number; RssFile?: number } {
+  try {
+    const text = readFileSync('/proc/self/status', 'utf8');
+    const kb = (key: string) => {
+      const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
+      return m ? Number(m[1]) * 1024 : undefined;
+    };
+    return { RssAnon: kb('RssAnon'), RssFile: kb('RssFile') };
+  } catch {
+    return {};
+  }
+}
+
 const GiB = 1024 ** 3;
 
 function describe(r: FluxLevelReport): string {
@@ -255,6 +275,7 @@ function describe(r: FluxLevelReport): string {
     `  weight file           ${(r.weightFileBytes / GiB).toFixed(2)} GiB`,
     `  build (gen+quantise)  ${r.buildS.toFixed(0)} s; session ${r.sessionS.toFixed(0)} s; RSS after session ${(r.rssAfterSessionBytes / GiB).toFixed(2)} GiB`,
     `  one step (wall)       ${r.stepsWallS.map((s) => s.toFixed(1)).join(', ')} s (CPU ${r.stepsCpuS.map((s) => s.toFixed(1)).join(', ')} s), ${r.gflop.toFixed(0)} GFLOP -> ${(r.gflop / best).toFixed(1)} GFLOP/s`,
+    `  RSS after the step    ${((r.rssAnonBytes ?? 0) / GiB).toFixed(2)} GiB anonymous + ${((r.rssFileBytes ?? 0) / GiB).toFixed(2)} GiB mapped from files`,
     `  peak RSS              ${(r.peakRssBytes / GiB).toFixed(2)} GiB${r.peakRssBytes < 24 * 1e9 ? ' (fits in 24 GB)' : ' (does NOT fit in 24 GB)'}`,
     `  4 steps (transformer) ${(4 * best).toFixed(0)} s; load average ${r.loadAverage.map((x) => x.toFixed(1)).join(' -> ')}`,
   ];
