@@ -11,6 +11,7 @@
 // step), the graph cache's growth per combination, and a no-LoRA step with and without branches. SDXL times only
 // the LoRA file and feed work unless --lora-sessions (its two fp32 UNet sessions need ~21 GB).
 //   npm run bench -- --hires [--steps N] [--hr-steps N] [--upscaler NAME]   (SD1.5 hires 512 -> 1024: bench/hires-bench.ts)
+//   npm run bench -- --flux [--quant q8,q4] [--size 512] [--blocks D,S]   (Flux-schnell, quantised: bench/flux-bench.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -70,6 +71,7 @@ const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--t
               [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
               [--vae-upsample phases|resize] [--lora-sessions] [--transparent] [--json]
 npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
+npm run bench -- --flux [--quant q8,q4] [--size 512] [--runs N] [--threads N] [--accuracy 0|4] [--blocks D,S] [--json]
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -401,6 +403,13 @@ async function main(): Promise<void> {
     // A process of its own, so its peak RSS is the hires run's alone (bench/hires-bench.ts has the options).
     const rest = process.argv.slice(2).filter((a) => a !== '--hires' && a !== 'bench');
     const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'hires-bench.ts'), ...rest], { stdio: 'inherit' });
+    process.exitCode = child.status ?? 1;
+    return;
+  }
+  if (process.argv.includes('--flux')) {
+    // Flux-schnell at released shapes with quantised random weights, one process per level (bench/flux-bench.ts).
+    const rest = process.argv.slice(2).filter((a) => a !== '--flux' && a !== 'bench');
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'flux-bench.ts'), ...rest], { stdio: 'inherit' });
     process.exitCode = child.status ?? 1;
     return;
   }

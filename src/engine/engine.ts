@@ -6,6 +6,7 @@ import { isOpName, OPS, type EngineOp, type OpInput, type OpName, type OpOutput 
 import { loadedModelInfo } from './pipelines/model-sessions.ts';
 import type { NoiseOverrides } from './pipelines/overrides.ts';
 import { listSamplers, listSchedules } from './samplers/index.ts';
+import type { QuantizeMode } from './weights/quantize.ts';
 
 export interface EngineOptions {
   device?: Device;
@@ -19,6 +20,8 @@ export interface EngineOptions {
   threads?: number;
   /** Whether onnxruntime's idle threads spin between ops (its default); false yields the cores. */
   spinning?: boolean;
+  /** Weight-only quantisation of the big Linear layers at graph build time (--quantize); undefined = float. */
+  quantize?: QuantizeMode;
   /** Called with the loaded models whenever that list changes (load, eviction, idle unload, close). */
   onModelsChanged?: (models: LoadedModelInfo[]) => void;
 }
@@ -50,6 +53,7 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     cacheDir: opts.cacheDir,
     threads: opts.threads,
     spinning: opts.spinning,
+    quantize: opts.quantize,
     maxLoaded: opts.maxLoadedModels ?? 2,
     idleUnloadMs,
     onChange: opts.onModelsChanged ? (models) => opts.onModelsChanged!(models.map(loadedModelInfo)) : undefined,

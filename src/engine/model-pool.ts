@@ -4,12 +4,15 @@ import { resolve } from 'node:path';
 import type { Device, ModelRef } from './api.ts';
 import { ClipModel } from './pipelines/clip-model.ts';
 import { ModelSessions } from './pipelines/model-sessions.ts';
+import type { QuantizeMode } from './weights/quantize.ts';
 
 export interface PoolSettings {
   device: Device;
   cacheDir?: string;
   threads?: number;
   spinning?: boolean;
+  /** Weight-only quantisation of Linear layers (SessionSettings.quantize). */
+  quantize?: QuantizeMode;
   /** Most models kept loaded at once; the least recently used is freed first. */
   maxLoaded: number;
   /** Free a model's sessions after this long unused (0 = never). */
@@ -93,8 +96,8 @@ export class ModelPool {
     const key = refKey(ref);
     let p = this.models.get(key);
     if (!p) {
-      const { device, cacheDir, threads, spinning } = this.settings;
-      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning });
+      const { device, cacheDir, threads, spinning, quantize } = this.settings;
+      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning, quantize });
       p.then(
         (ms) => {
           this.ready.set(key, ms);

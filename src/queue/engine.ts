@@ -32,6 +32,8 @@ export interface EngineOptions {
   idleUnloadMs?: number;
   /** Most models kept loaded at once (least recently used freed first). */
   maxLoadedModels?: number;
+  /** Weight-only quantisation of Linear layers at graph build time (--quantize). */
+  quantize?: 'q8' | 'q4';
   /** Set by the engine process, not by callers: reports the loaded models whenever they change. */
   onModelsChanged?: (models: LoadedModelSummary[]) => void;
 }

@@ -42,6 +42,8 @@ export interface KilnConfig {
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
   /** onnxruntime threads per op; undefined = all cores but one. */
   threads?: number;
+  /** Weight-only quantisation of the networks' Linear layers at graph build time; undefined = float weights. */
+  quantize?: 'q8' | 'q4';
   offline: boolean;
   insecure: boolean;
   keys: ApiKey[];
@@ -202,6 +204,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_THREADS',
     kind: 'int',
     doc: 'onnxruntime threads per op (default: every core but one, which stays with the HTTP server).',
+  },
+  {
+    key: 'quantize',
+    flag: 'quantize',
+    env: 'KILN_QUANTIZE',
+    kind: { oneOf: ['q8', 'q4'] },
+    doc: 'Weight-only quantisation of the Linear layers (UNet attention/feed-forward; Flux/SD3 transformers, T5) as 8- or 4-bit blocks of 32 (onnxruntime MatMulNBits): q8 about halves, q4 about quarters their memory, at a small quality cost (docs/quantization.md). Default: float weights. GGUF files keep their own quantisation either way.',
   },
   { key: 'device', flag: 'device', env: 'KILN_DEVICE', kind: { oneOf: ['cpu', 'cuda', 'tensorrt', 'webgpu'] }, default: 'cpu', doc: 'Where the networks run.' },
   { key: 'offline', flag: 'offline', env: 'KILN_OFFLINE', kind: 'bool', default: false, doc: 'Never download models; say what to download instead.' },

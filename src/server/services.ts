@@ -139,6 +139,7 @@ export class KilnServices {
             // Leave one core to the server process so status, SSE and /health answer during a generation.
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
+            quantize: config.quantize,
             idleUnloadMs: config.idleUnloadMs,
             maxLoadedModels: config.maxLoadedModels,
           });

@@ -173,3 +173,20 @@ test('registry: pickled LoRAs and embeddings are listed (read later by the restr
     t.remove();
   }
 });
+
+test('registry: GGUF checkpoints (quantised Flux transformers) are listed with their format', () => {
+  const t = tempDir();
+  try {
+    const models = join(t.dir, 'models');
+    mkdirSync(join(models, 'checkpoints'), { recursive: true });
+    writeFileSync(join(models, 'checkpoints', 'flux1-schnell-Q4_0.gguf'), '');
+    writeFileSync(join(models, 'checkpoints', 'notes.txt'), '');
+    const reg = new ModelRegistry({ modelsDir: models, cacheDir: join(t.dir, 'cache'), modelAliases: {} });
+    assert.deepEqual(
+      reg.list().map((m) => [m.name, m.format]),
+      [['flux1-schnell-Q4_0', 'gguf']],
+    );
+  } finally {
+    t.remove();
+  }
+});

@@ -8,6 +8,7 @@ import { OnnxDType } from '../onnx/proto.ts';
 import type { Tensor } from '../tensor.ts';
 import type { WeightSource } from '../weights/types.ts';
 import type { LoraBranchSites } from './lora-branch.ts';
+import { quantizedLinear } from './quantized-linear.ts';
 
 /**
  * How the transformer blocks are expressed. 'contrib': onnxruntime's com.microsoft kernels (MultiHeadAttention,
@@ -44,6 +45,8 @@ export class NetWeights {
 
 /** torch.nn.Linear under `prefix` (weight [out, in], optional bias). */
 export function linear(b: GraphBuilder, w: NetWeights, prefix: string, x: Value, scale = 1): Value {
+  const q = quantizedLinear(b, w, prefix, x, { scale });
+  if (q) return linearWithBranch(b, w, prefix, x, q.y, q.shape, { scale });
   let weight = w.param(`${prefix}.weight`);
   let bias = w.optional(`${prefix}.bias`);
   if (scale !== 1) {
@@ -77,6 +80,8 @@ function scaled(t: Tensor, s: number): Tensor {
  * projections so), applied as a linear layer on channels-last data.
  */
 export function pointwise(b: GraphBuilder, w: NetWeights, prefix: string, x: Value): Value {
+  const q = quantizedLinear(b, w, prefix, x);
+  if (q) return linearWithBranch(b, w, prefix, x, q.y, q.shape);
   const weight = w.param(`${prefix}.weight`);
   const flat: Tensor = { shape: weight.shape.slice(0, 2), data: weight.data };
   if (weight.shape.slice(2).some((d) => d !== 1)) {
@@ -305,6 +310,8 @@ export interface AttentionOptions {
 
 /** A linear layer's MatMul, with its bias handed back for a later fused op (SkipLayerNormalization). */
 function matmulOnly(b: GraphBuilder, w: NetWeights, prefix: string, x: Value): { y: Value; bias: Tensor | undefined } {
+  const q = quantizedLinear(b, w, prefix, x, { bias: false });
+  if (q) return { y: linearWithBranch(b, w, prefix, x, q.y, q.shape), bias: w.optional(`${prefix}.bias`) };
   const weight = w.param(`${prefix}.weight`);
   return { y: linearWithBranch(b, w, prefix, x, b.linear(x, weight, undefined, prefix), weight.shape), bias: w.optional(`${prefix}.bias`) };
 }
@@ -394,6 +401,16 @@ function gegluFeedForward(b: GraphBuilder, w: NetWeights, prefix: string, x: Val
     data: t.data.subarray(i * inner * (t.shape[1] ?? 1), (i + 1) * inner * (t.shape[1] ?? 1)),
   });
   const site = `${prefix}.net.0.proj`;
+  const q = (rows: [number, number], name: string, bias: boolean) => quantizedLinear(b, w, site, x, { rows, bias, name: `${site}.${name}` });
+  const qHidden = q([0, inner], 'hidden', true);
+  if (qHidden) {
+    // Quantised: the same two halves as MatMulNBits ops (the gate's bias stays with its GELU).
+    const hiddenQ = linearWithBranch(b, w, site, x, qHidden.y, qHidden.shape, { cols: [0, inner] });
+    const gateQ = q([inner, twoInner], 'gate', kind !== 'contrib')!;
+    const gateY = linearWithBranch(b, w, site, x, gateQ.y, gateQ.shape, { cols: [inner, twoInner] });
+    const gated = kind === 'contrib' ? b.msOp('BiasGelu', [gateY, b.weight(`${prefix}.net.0.proj.gate.bias`, half(projBias, 1, [inner]))]) : b.gelu(gateY);
+    return matmulOnly(b, w, `${prefix}.net.2`, b.mul(hiddenQ, gated));
+  }
   const hidden = linearWithBranch(b, w, site, x, b.linear(x, half(proj, 0, [inner, dim]), half(projBias, 0, [inner]), `${site}.hidden`), proj.shape, {
     cols: [0, inner],
   });

@@ -6,6 +6,7 @@ import { ModelFileError } from '../api.ts';
 import type { AttentionKind, GraphBuilder, Value } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
 import { geluTanh, NetWeights, rmsNormalize } from './blocks.ts';
+import { quantizedLinear } from './quantized-linear.ts';
 
 /** The transformers T5Config fields the encoder graph depends on. */
 export interface T5EncoderConfig {
@@ -89,7 +90,7 @@ export function buildT5Encoder(b: GraphBuilder, weights: WeightSource, config: T
   }
 
   const norm = (h: Value, name: string) => b.mul(rmsNormalize(b, h, eps), b.weight(name, w.param(name)));
-  const lin = (h: Value, name: string) => b.linear(h, w.param(`${name}.weight`), undefined, name);
+  const lin = (h: Value, name: string) => quantizedLinear(b, w, name, h)?.y ?? b.linear(h, w.param(`${name}.weight`), undefined, name);
   const states: Value[] = [x];
   for (let i = 0; i < config.num_layers; i++) {
     const p = `${E}.block.${i}.layer`;

@@ -123,6 +123,11 @@ export class GraphBuilder {
     return this.addInitializer(name, dims, this.computeType, bytes);
   }
 
+  /** A tensor stored as given (any element type, raw little-endian bytes): quantised weights and their scales. */
+  initializer(name: string, dims: number[], dataType: number, bytes: Uint8Array): Value {
+    return this.addInitializer(name, dims, dataType, bytes);
+  }
+
   /** A constant in the compute type (scalars and small vectors used by the math). */
   constFloat(values: number | number[], dims?: number[]): Value {
     const arr = typeof values === 'number' ? [values] : values;

@@ -22,6 +22,8 @@ import { loadModel, loadVae, requireUnetConfig, type LoadedModel } from '../weig
 import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
+import { type QuantizeMode, withQuantize } from '../weights/quantize.ts';
+import type { WeightSource } from '../weights/types.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -30,6 +32,11 @@ export interface SessionSettings {
   spinning?: boolean;
   /** Cache onnxruntime's optimised models beside the graphs for faster later starts (CPU; default true). */
   cacheOptimized?: boolean;
+  /**
+   * Weight-only quantisation (--quantize q8|q4): the UNet's Linear layers (attention projections, feed-forward,
+   * proj_in/out, embeddings) become MatMulNBits with 8- or 4-bit weights; convolutions stay float. A graph of its own.
+   */
+  quantize?: QuantizeMode;
 }
 
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
@@ -236,17 +243,19 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     const t5 = this.flowParts.t5;
     if (!t5) return undefined;
     const opts = { sequenceLength: this.t5Tokens };
-    return this.session('t5-encoder', this.precision(), opts, (b) => buildT5Encoder(b, t5.weights, t5.config, opts));
+    const { weights, options: quantized } = this.quantized(t5.weights);
+    return this.session('t5-encoder', this.precision(), { ...opts, ...quantized }, (b) => buildT5Encoder(b, weights, t5.config, opts));
   }
 
   /** The flow transformer (Flux or MMDiT), its text length fixed at the family's token count. */
   transformer(): Promise<Session> {
     const t = this.flowParts.transformer;
+    const { weights, options: quantized } = this.quantized(this.model.unet);
     if (t.kind === 'flux') {
       const opts = { textTokens: this.t5Tokens };
-      return this.session('flux-transformer', this.precision(), opts, (b) => buildFluxTransformer(b, this.model.unet, t.config, opts));
+      return this.session('flux-transformer', this.precision(), { ...opts, ...quantized }, (b) => buildFluxTransformer(b, weights, t.config, opts));
     }
-    return this.session('mmdit', this.precision(), {}, (b) => buildMmdit(b, this.model.unet, t.config));
+    return this.session('mmdit', this.precision(), quantized, (b) => buildMmdit(b, weights, t.config));
   }
 
   /** This view's LoRA factors fed to a branch graph's session, made once per view and graph. */
@@ -266,8 +275,9 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     const branches = this.loras?.unetBranches;
     const opts = { ...this.unetFamily.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
-    const weights = this.loras?.unet ?? this.model.unet;
-    const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
+    const { weights, options: quantized } = this.quantized(this.loras?.unet ?? this.model.unet);
+    const graphOptions = { ...unetGraphOptions(opts), ...quantized };
+    const session = this.session('unet', this.precision(), lora ? { ...graphOptions, lora } : graphOptions, (b) =>
       buildUnet(b, weights, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
     );
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
@@ -290,6 +300,15 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   /** A VAE graph's options; on a separate-VAE view, with that VAE's identity (its own cached graph and session). */
   private vaeKeyed(options: Record<string, unknown>): Record<string, unknown> {
     return this.vaeOverride ? { ...options, vae: this.vaeOverride.identity } : options;
+  }
+
+  /**
+   * `weights` with --quantize applied (Linear layers as MatMulNBits), and the graph-option entry that keys the
+   * quantised graph apart from the float one (empty when not quantising, so float graph keys are unchanged).
+   */
+  private quantized(weights: WeightSource): { weights: WeightSource; options: Record<string, unknown> } {
+    const mode = this.settings.quantize;
+    return { weights: withQuantize(weights, { mode }), options: mode ? { quantize: mode } : {} };
   }
 
   private precision(): 'fp32' | 'fp16' {

@@ -1,11 +1,12 @@
-// Raw little-endian tensor bytes -> typed arrays, the same for every tensor file format (safetensors, torch
+// Raw little-endian tensor bytes -> typed arrays (fp8 widened on load: weights/fp8.ts), the same for every tensor file format (safetensors, torch
 // pickles). The bytes must be a fresh buffer of their own (offset 0), as the readers' readBytes return them.
 import { bf16ToF32, f16ToF32 } from './float.ts';
+import { f8e4m3ToF32, f8e5m2ToF32 } from './fp8.ts';
 import type { WeightDType } from './types.ts';
 
 export type IntArray = BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
 
-const WIDTH: Record<WeightDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+const WIDTH: Record<WeightDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 /** Bytes per element of a stored dtype. */
 export function dtypeBytes(dtype: WeightDType): number {
@@ -29,6 +30,10 @@ export function decodeFloat32(dtype: WeightDType, bytes: Uint8Array): Float32Arr
       return f16ToF32(new Uint16Array(bytes.buffer, 0, n));
     case 'BF16':
       return bf16ToF32(new Uint16Array(bytes.buffer, 0, n));
+    case 'F8_E4M3':
+      return f8e4m3ToF32(bytes);
+    case 'F8_E5M2':
+      return f8e5m2ToF32(bytes);
     case 'F64':
       return Float32Array.from(new Float64Array(bytes.buffer, 0, n));
     case 'I64': {

@@ -1,6 +1,7 @@
 // WeightSource implementations: a table from diffusers names to "recipes" that say which stored tensor to read
 // and how to reshape it (split fused q/k/v, transpose, squeeze 1x1 convs). Nothing is read until get().
 import { ModelFileError } from '../api.ts';
+import type { NBitsWeight } from '../onnx/matmul-nbits.ts';
 import type { Tensor } from '../tensor.ts';
 import type { TensorFile } from './tensor-file.ts';
 import type { WeightDType, WeightSource } from './types.ts';
@@ -84,6 +85,13 @@ export class MappedWeights implements WeightSource {
         return { shape, data };
       }
     }
+  }
+
+  /** A stored tensor's quantised blocks as they are (GGUF), for a plain 'tensor' recipe of the stored shape. */
+  nbits(name: string): NBitsWeight | undefined {
+    const r = this.recipes.get(name);
+    if (r?.kind !== 'tensor' || r.shape || !r.file.nbits) return undefined;
+    return r.file.nbits(r.key);
   }
 
   /** The distinct files this source reads from. */

@@ -2,7 +2,9 @@
 // through the restricted reader), and the one door to open them: openTensorFile picks the reader by magic bytes.
 import { closeSync, readSync } from 'node:fs';
 import { ModelFileError } from '../api.ts';
+import type { NBitsWeight } from '../onnx/matmul-nbits.ts';
 import type { Tensor } from '../tensor.ts';
+import { GGUF_MAGIC, GgufFile } from './gguf.ts';
 import { openWeightsFile } from './open-file.ts';
 import { TorchPickleFile, isTorchPickleHead } from './pickle/torch-file.ts';
 import { type IntArray, SafetensorsFile } from './safetensors.ts';
@@ -30,6 +32,8 @@ export interface TensorFile {
   /** Integer tensors in their own width (I64 as BigInt64Array; BOOL as Uint8Array of 0/1). */
   readInt(name: string, start?: number, count?: number): IntArray;
   tensor(name: string): Tensor;
+  /** A 2-D tensor stored block-quantised (GGUF Q8_0/Q4_0/Q4_K) as MatMulNBits blocks; undefined otherwise. */
+  nbits?(name: string): NBitsWeight | undefined;
 }
 
 /**
@@ -40,18 +44,19 @@ export interface TensorFile {
 export function openTensorFile(file: string): TensorFile {
   const head = readHead(file);
   if (isTorchPickleHead(head)) return TorchPickleFile.open(file);
+  if (new TextDecoder().decode(head.subarray(0, 4)) === GGUF_MAGIC) return GgufFile.open(file);
   return SafetensorsFile.open(file, { allowPickleName: true });
 }
 
 function readHead(file: string): Uint8Array {
-  const fd = openWeightsFile(file, 'tensor file (.safetensors, .ckpt, .pt, .pth, .bin)');
+  const fd = openWeightsFile(file, 'tensor file (.safetensors, .gguf, .ckpt, .pt, .pth, .bin)');
   try {
     const head = new Uint8Array(8);
     const got = readSync(fd, head, 0, 8, 0);
     return head.subarray(0, got);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EISDIR') throw new ModelFileError(file, 'is a folder, expected a tensor file (.safetensors, .ckpt, .pt, .pth, .bin)');
+    if (code === 'EISDIR') throw new ModelFileError(file, 'is a folder, expected a tensor file (.safetensors, .gguf, .ckpt, .pt, .pth, .bin)');
     throw new ModelFileError(file, `cannot read: ${(e as Error).message}`);
   } finally {
     closeSync(fd);

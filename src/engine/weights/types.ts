@@ -1,7 +1,8 @@
 // How networks see weights: by their diffusers/transformers parameter name, whatever file layout they came from.
+import type { NBitsWeight } from '../onnx/matmul-nbits.ts';
 import type { Tensor } from '../tensor.ts';
 
-export type WeightDType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+export type WeightDType = 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 export interface WeightSource {
   /** Diffusers-style names ("down_blocks.0.resnets.0.conv1.weight", "text_model.encoder.layers.0..."). */
@@ -12,6 +13,11 @@ export interface WeightSource {
   dtype(name: string): WeightDType;
   /** The tensor converted to float32 (F16/BF16 widened exactly). Throws ModelFileError naming the file if missing. */
   get(name: string): Tensor;
+  /**
+   * A Linear weight [out, in] in block-quantised MatMulNBits form, when this source has one (a GGUF file's
+   * quantised blocks, or --quantize); undefined: use get(). Networks ask before reading a Linear's weight.
+   */
+  nbits?(name: string): NBitsWeight | undefined;
 }
 
 /** A diffusers UNet2DConditionModel config (fields the networks use; a folder's config.json may carry more). */

@@ -52,7 +52,7 @@ export interface ModelEntry {
   labels: string[];
   path: string;
   /** 'pickle': a .ckpt single file, read by the engine's restricted (no-code) torch reader. */
-  format: 'diffusers' | 'safetensors' | 'pickle' | 'other';
+  format: 'diffusers' | 'safetensors' | 'pickle' | 'gguf' | 'other';
   source: 'models-dir' | 'config' | 'huggingface';
 }
 
@@ -106,6 +106,9 @@ function scanFolder(dir: string, kind: ModelKind, prefix = '', depth = 0, out: M
     } else if (PICKLED[kind]?.includes(ext)) {
       // A .safetensors twin of the same name wins; the .ckpt is then not listed twice.
       if (!existsSync(join(dir, `${basename(file, extname(file))}.safetensors`))) add(basename(file, extname(file)), p, 'pickle');
+    } else if (kind === 'checkpoint' && ext === '.gguf') {
+      // GGUF transformers (city96's Flux files): quantised weights the engine runs as MatMulNBits.
+      add(basename(file, extname(file)), p, 'gguf');
     } else if (kind === 'upscaler' && ['.onnx', '.pth'].includes(ext)) {
       add(basename(file, extname(file)), p, 'other');
     }

@@ -28,6 +28,7 @@ import { openTensorFile } from '../../../src/engine/weights/tensor-file.ts';
 import type { ClipTextConfig } from '../../../src/engine/weights/types.ts';
 import { readFileSync } from 'node:fs';
 import { FIXTURES } from '../nets/fixture-io.ts';
+import { writeGguf } from '../weights/gguf-writer.ts';
 import { writeFluxCompanion, writeTinyFluxFolder, writeTinySd3Folder, writeTinySd3SingleFile } from '../tiny-flow-models.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-flow-pipe-'));
@@ -246,4 +247,49 @@ test('Flux batch window (a split job chunk): images 4.. of a 6-image batch equal
     assert.equal(img.prompt, ref.prompt);
     assert.ok(Buffer.from(img.image.data).equals(Buffer.from(ref.image.data)), `image ${4 + i}: pixels differ`);
   });
+});
+
+function relativeRms(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+test('Flux from a GGUF Q8_0 transformer file and with --quantize q8: end to end, deterministic, close to the float run', async () => {
+  const companion = writeFluxCompanion(join(work, 'flux-companion-gguf'));
+  const bflPath = join(FIXTURES, 'tiny-flux', 'flux-bfl.safetensors');
+  const bfl = openTensorFile(bflPath);
+  const ggufPath = join(work, 'flux-q8.gguf');
+  writeGguf(
+    ggufPath,
+    bfl.names().map((name) => {
+      const shape = bfl.entry(name).shape;
+      return { name, shape, type: shape.length === 2 && shape[1]! % 32 === 0 ? 'Q8_0' : 'F32', data: bfl.readFloat32(name) };
+    }),
+    { 'general.architecture': 'flux' },
+  );
+  const float = await latentsOf(base({ path: bflPath, tokenizerDir: companion }, { steps: 2 }));
+  const gguf = await latentsOf(base({ path: ggufPath, tokenizerDir: companion }, { steps: 2 }));
+  const again = await latentsOf(base({ path: ggufPath, tokenizerDir: companion }, { steps: 2 }));
+  assert.deepEqual(gguf.latents.data, again.latents.data, 'deterministic');
+  assert.notDeepEqual(gguf.latents.data, float.latents.data, 'the Q8_0 weights really run');
+  const ggufError = relativeRms(gguf.latents.data as Float32Array, float.latents.data as Float32Array);
+  assert.ok(ggufError < 0.05, `Q8_0 latents within 5% RMS of float, got ${ggufError}`);
+
+  const quantEngine = createEngine({ cacheDir, quantize: 'q8' });
+  try {
+    const q = await quantEngine.generate(base({ path: fluxDir }, { steps: 2 }), {}, {});
+    const f = await latentsOf(base({ path: fluxDir }, { steps: 2 }));
+    let qLatents: Tensor | undefined;
+    await quantEngine.generate(base({ path: fluxDir }, { steps: 2 }), {}, { onFinalLatents: (l) => (qLatents = l) });
+    assert.equal(q.images.length, 1);
+    const qError = relativeRms(qLatents!.data as Float32Array, f.latents.data as Float32Array);
+    assert.ok(qError > 0 && qError < 0.05, `--quantize q8 latents within 5% RMS of float and not equal, got ${qError}`);
+  } finally {
+    await quantEngine.close();
+  }
 });

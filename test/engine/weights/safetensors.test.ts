@@ -112,7 +112,8 @@ test('error: not a safetensors file', () => {
 
 test('error: bad entries (dtype, shape, offsets, overlap)', () => {
   const cases: [string, unknown, number, RegExp][] = [
-    ['dtype', { a: { dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] } }, 1, /tensor "a": unknown or unsupported dtype "F8_E4M3"/],
+    // F8_E4M3 was the example here until fp8 became a supported dtype (issue 16); C64 is still unsupported.
+    ['dtype', { a: { dtype: 'C64', shape: [1], data_offsets: [0, 8] } }, 8, /tensor "a": unknown or unsupported dtype "C64"/],
     ['shape', { a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4, /tensor "a": shape \[-1\] is not a list/],
     ['offsets-size', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 8, /span 4 bytes but F32 \[2\] needs 8/],
     ['offsets-reversed', { a: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }, 8, /end before they begin/],
