@@ -227,3 +227,22 @@ test("seed 000's own Python client (Test 5) gets a PNG with a real alpha matte, 
     await server.exited;
   }
 });
+
+test("cleanup deletes a transparent image's preview file with the job", async () => {
+  const res = await post('/v1/generate', { ...small, transparent: { preview: true, tta: false } });
+  assert.equal(res.statusCode, 200, res.body);
+  const { name, preview } = res.json().images[0];
+  const storage = app.kiln.storage;
+  assert.ok((await storage.exists(name)) && (await storage.exists(preview.name)));
+  // Every finished job is past its retention a year from now.
+  const queue = app.kiln.queue as unknown as { now: () => number };
+  const realNow = queue.now;
+  queue.now = () => Date.now() + 365 * 24 * 3600_000;
+  try {
+    assert.ok((await app.kiln.queue.cleanup()) >= 1);
+  } finally {
+    queue.now = realNow;
+  }
+  assert.equal(await storage.exists(name), false);
+  assert.equal(await storage.exists(preview.name), false, 'the preview went with it');
+});
