@@ -479,7 +479,7 @@ async function main(): Promise<void> {
           ['build + session', `${t.buildS.toFixed(1)} s (graph ${t.cached ? 'cached' : 'built'}) + ${t.sessionS.toFixed(1)} s`],
           ['decode, tta off (1 pass)', `${t.ttaOffS.toFixed(2)} s (${t.passGflops.toFixed(1)} GFLOP/s)`],
           ['decode, tta on (8 passes)', `${t.ttaOnS.toFixed(2)} s`],
-          ['peak RSS (process)', `${t.maxRssGB.toFixed(2)} GiB`],
+          ['peak RSS (process)', `${t.maxRssGB.toFixed(2)} GiB (this bench so far, not a job's: --transparent-job measures that)`],
         ]),
       );
     }
