@@ -12,6 +12,8 @@
 // the LoRA file and feed work unless --lora-sessions (its two fp32 UNet sessions need ~21 GB).
 //   npm run bench -- --hires [--steps N] [--hr-steps N] [--upscaler NAME]   (SD1.5 hires 512 -> 1024: bench/hires-bench.ts)
 //   npm run bench -- --flux [--quant q8,q4] [--size 512] [--blocks D,S]   (Flux-schnell, quantised: bench/flux-bench.ts)
+//   npm run bench -- --transparent-job [--steps N] [--size PX] [--tta on|off]   (a whole 1024² transparent SDXL job in
+//   its own process, patch + UNet + VAE + transparent decoder: peak RSS and phases, bench/transparent-job-bench.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -22,7 +24,9 @@
 // processes the wall rates drop with the load, while the CPU-time ratio to peak stays meaningful.
 //
 // --transparent (or --only transparent) adds LayerDiffuse's transparent decoder at the released shapes: one
-// whole decode at --size (default 1024) with TTA off (1 pass) and on (8 passes + median).
+// whole decode at --size (default 1024) with TTA off (1 pass) and on (8 passes + median). Its time only: the
+// networks run one after another, each released before the next, with no patch and no sampling, so the peak RSS
+// printed is not a transparent job's; --transparent-job measures that.
 //
 // SD1.5 runs by default. SDXL (UNet 2.6B params, 10 GB of fp32 weights, 1024x1024) runs only with --only sdxl
 // or --sdxl; it also reports whether the fp32 pipeline fits in 24 GB.
@@ -72,6 +76,7 @@ const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--t
               [--vae-upsample phases|resize] [--lora-sessions] [--transparent] [--json]
 npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
 npm run bench -- --flux [--quant q8,q4] [--size 512] [--runs N] [--threads N] [--accuracy 0|4] [--blocks D,S] [--json]
+npm run bench -- --transparent-job [--steps N] [--size PX] [--tta on|off] [--threads N] [--cache-dir DIR] [--plumbing] [--json]
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -413,6 +418,13 @@ async function main(): Promise<void> {
     process.exitCode = child.status ?? 1;
     return;
   }
+  if (process.argv.includes('--transparent-job')) {
+    // A process of its own too: the figure is the whole job's peak RSS (bench/transparent-job-bench.ts).
+    const rest = process.argv.slice(2).filter((a) => a !== '--transparent-job' && a !== 'bench');
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'transparent-job-bench.ts'), ...rest], { stdio: 'inherit' });
+    process.exitCode = child.status ?? 1;
+    return;
+  }
   const args = parseArgs(process.argv.slice(2));
   const cacheDir = args.cacheDir ?? mkdtempSync(join(tmpdir(), 'kiln-bench-'));
   const log = (s: string) => {
@@ -476,7 +488,7 @@ async function main(): Promise<void> {
           ['build + session', `${t.buildS.toFixed(1)} s (graph ${t.cached ? 'cached' : 'built'}) + ${t.sessionS.toFixed(1)} s`],
           ['decode, tta off (1 pass)', `${t.ttaOffS.toFixed(2)} s (${t.passGflops.toFixed(1)} GFLOP/s)`],
           ['decode, tta on (8 passes)', `${t.ttaOnS.toFixed(2)} s`],
-          ['peak RSS (process)', `${t.maxRssGB.toFixed(2)} GiB`],
+          ['peak RSS (process)', `${t.maxRssGB.toFixed(2)} GiB (this bench so far, not a job's: --transparent-job measures that)`],
         ]),
       );
     }

@@ -126,6 +126,8 @@ export interface TransparentSettings {
   weight?: number;
   /** 8 augmented decoder passes and their median (default true); false: 1 pass, about 8x faster, rougher edges. */
   tta?: boolean;
+  /** Also return each image's checkerboard preview (GeneratedImage.preview), as the reference tools show it. */
+  preview?: boolean;
 }
 
 /** A textual-inversion embedding: the word that stands for it in prompts, and its file. */
@@ -266,6 +268,8 @@ export interface GeneratedImage {
   negativePrompt: string;
   /** A1111 "parameters" text, embedded in PNG/JPEG/WebP metadata. */
   infotext: string;
+  /** Transparent images with `transparent.preview`: the RGBA over a grey checkerboard, as RGB. */
+  preview?: RawImage;
 }
 
 export interface GenerateResult {

@@ -80,10 +80,16 @@ export function createExecutor(deps: ExecutorDeps): JobRunner {
           negativePrompt: g.negativePrompt,
           infotext: g.infotext,
         });
+        if (g.preview) {
+          // The transparent image's checkerboard preview: always an RGB PNG, beside the image.
+          const preview = `${job.id}-${i}-preview.png`;
+          await deps.storage.write(preview, await encodeImage(g.preview, { format: 'png', infotext: g.infotext }));
+          images[images.length - 1]!.preview = preview;
+        }
       }
     } catch (e) {
       // A job that fails part-way (disk full on image 2 of 4) leaves no orphan files behind.
-      for (const img of images) await deps.storage.remove(img.name).catch(() => undefined);
+      for (const img of images) for (const n of [img.name, img.preview]) if (n) await deps.storage.remove(n).catch(() => undefined);
       throw e;
     }
     return { images, timings: result.timings, ...(result.warnings ? { warnings: result.warnings } : {}) };

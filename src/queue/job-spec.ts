@@ -100,7 +100,7 @@ export interface JobSpec {
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
   transparentBackground?: boolean;
   /** How the transparent image is made: LayerDiffuse's UNet patch ('attention' default, or 'conv') at `weight` (default 1), the decoder TTA (default on). */
-  transparentOptions?: { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
+  transparentOptions?: { tta?: boolean; method?: 'attention' | 'conv'; weight?: number; preview?: boolean };
   /** img2img inpainting. */
   mask?: MaskSpec;
   /** img2img outpainting: grow the init image by these margins (pixels) and paint the new area. */

@@ -27,6 +27,8 @@ export interface StoredImage {
   prompt: string;
   negativePrompt: string;
   infotext: string;
+  /** Transparent jobs with `transparentOptions.preview`: the checkerboard preview's file name (RGB PNG). */
+  preview?: string;
 }
 
 /** What an image-understanding job (embed-image, interrogate) produced; floats as JSON numbers. */

@@ -627,7 +627,7 @@ export class JobQueue {
       if (expired.length === 0) return total;
       for (const job of expired) {
         const names = [
-          ...(job.result?.images.map((i) => i.name) ?? []),
+          ...(job.result?.images.flatMap((i) => (i.preview ? [i.name, i.preview] : [i.name])) ?? []),
           ...(job.spec.initImage ? [job.spec.initImage] : []),
           ...(job.spec.mask?.image ? [job.spec.mask.image] : []),
         ];

@@ -78,6 +78,36 @@ test('native transparent: an RGBA PNG with its parameters text; WebP keeps the a
   assert.match(jpeg.json().error.message, /JPEG has no alpha channel/);
 });
 
+test('native transparent {preview: true}: each image also gets its checkerboard preview, an RGB PNG served like the image', async () => {
+  const res = await post('/v1/generate', { ...small, transparent: { preview: true, tta: false } });
+  assert.equal(res.statusCode, 200, res.body);
+  const image = res.json().images[0];
+  await assertRealMatte(Buffer.from(image.base64, 'base64'), 'image'); // so the composite check below means something
+  const rgba = await sharp(Buffer.from(image.base64, 'base64')).raw().toBuffer();
+  const { preview } = image;
+  assert.equal(preview.format, 'png');
+  assert.match(preview.name, /-0-preview\.png$/);
+  const served = await app.inject(new URL(preview.url).pathname);
+  assert.equal(served.statusCode, 200);
+  assert.equal(served.headers['content-type'], 'image/png');
+  assert.deepEqual(served.rawPayload, Buffer.from(preview.base64, 'base64'));
+  const { data, info } = await sharp(served.rawPayload).raw().toBuffer({ resolveWithObject: true });
+  assert.deepEqual([info.channels, info.width, info.height], [3, 64, 64]);
+  // The reference's vis = fg*alpha + checker*(1-alpha), 64-px cells of grey 0.45 / 0.55 (one cell at 64 px: 0.45),
+  // here from the 8-bit RGBA, so within the two roundings.
+  let worst = 0;
+  for (let i = 0; i < 64 * 64; i++) {
+    const a = rgba[i * 4 + 3]! / 255;
+    for (let c = 0; c < 3; c++) worst = Math.max(worst, Math.abs(data[i * 3 + c]! - ((rgba[i * 4 + c]! / 255) * a + 0.45 * (1 - a)) * 255));
+  }
+  assert.ok(worst <= 2, `preview differs from the composite by ${worst.toFixed(2)} levels`);
+  assert.match((await readInfotext(served.rawPayload)) ?? '', /^a glass bottle\n/);
+  const job = (await app.inject(`/v1/jobs/${res.json().id}`)).json();
+  assert.equal(job.images[0].preview.name, preview.name, 'the job view carries it too');
+  const plain = await post('/v1/generate', { ...small, transparent: { tta: false } });
+  assert.equal(plain.json().images[0].preview, undefined, 'no preview unless asked');
+});
+
 test('seed 000 routes are always transparent; OpenAI background "transparent" is too', async () => {
   const rp = await post('/runsync', { input: small });
   assert.equal(rp.json().status, 'COMPLETED', rp.body.slice(0, 400));
@@ -196,4 +226,23 @@ test("seed 000's own Python client (Test 5) gets a PNG with a real alpha matte, 
     server.child.kill('SIGTERM');
     await server.exited;
   }
+});
+
+test("cleanup deletes a transparent image's preview file with the job", async () => {
+  const res = await post('/v1/generate', { ...small, transparent: { preview: true, tta: false } });
+  assert.equal(res.statusCode, 200, res.body);
+  const { name, preview } = res.json().images[0];
+  const storage = app.kiln.storage;
+  assert.ok((await storage.exists(name)) && (await storage.exists(preview.name)));
+  // Every finished job is past its retention a year from now.
+  const queue = app.kiln.queue as unknown as { now: () => number };
+  const realNow = queue.now;
+  queue.now = () => Date.now() + 365 * 24 * 3600_000;
+  try {
+    assert.ok((await app.kiln.queue.cleanup()) >= 1);
+  } finally {
+    queue.now = realNow;
+  }
+  assert.equal(await storage.exists(name), false);
+  assert.equal(await storage.exists(preview.name), false, 'the preview went with it');
 });

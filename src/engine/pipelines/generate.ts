@@ -1,6 +1,6 @@
 // txt2img and img2img as five stages: conditioning -> initial latent -> denoise passes -> decode ->
 // post-process. New features are a stage or a denoiser wrapper in their own file (see denoise.ts).
-import type { GenerateOptions, GenerateRequest, GenerateResult } from '../api.ts';
+import type { GenerateOptions, GenerateRequest, GenerateResult, RawImage } from '../api.ts';
 import { KilnInputError } from '../api.ts';
 import { expandBatch } from './batch.ts';
 import { windowBatch } from './batch-window.ts';
@@ -172,11 +172,13 @@ export async function runPipeline(
   if (opts.signal?.aborted) throw abortError();
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 });
   const t2 = Date.now();
+  const previews: RawImage[] = [];
   const decoded = req.transparent
     ? await decodeTransparent(base, latents, count, outShape, req.transparent, req.tiling, {
         signal: opts.signal,
         onProgress: (f) => progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 0.92 + 0.07 * f }),
         onFloat: overrides.onTransparentFloat,
+        onPreview: (i, preview) => (previews[i] = preview),
       })
     : taesdFinal
       ? await taesdImages(taesdFinal, latents, count, outShape)
@@ -188,7 +190,7 @@ export async function runPipeline(
 
   // 5. Post-process.
   const loraHashes = await loraHashesText(req.loras ?? []);
-  const images = finishImages(restored, req, batch, {
+  const finished = finishImages(restored, req, batch, {
     plan,
     modelName: base.model.name,
     modelHash: await base.model.hash(),
@@ -197,6 +199,7 @@ export async function runPipeline(
     hiresSamplerName: hires?.plan.samplerName,
     extra: inpaint?.extra,
   });
+  const images = finished.map((g, i) => (previews[i] ? { ...g, preview: previews[i] } : g));
   timings.decodeMs = Date.now() - t2;
   timings.totalMs = Date.now() - started;
   progress({ phase: 'decoding', step: totalEvals, totalSteps: totalEvals, fraction: 1 });

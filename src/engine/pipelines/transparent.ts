@@ -58,6 +58,8 @@ export interface TransparentDecodeProgress {
   onProgress?: (fraction: number) => void;
   /** Each image's [4,H,W] float RGBA before 8-bit conversion (tests compare it with the reference). */
   onFloat?: (index: number, rgba: Planes) => void;
+  /** With `t.preview`: each image's checkerboard preview. */
+  onPreview?: (index: number, preview: RawImage) => void;
 }
 
 /** Final latents [count, c, h, w] (sampler space) -> one straight-alpha RGBA image each. */
@@ -90,6 +92,7 @@ export async function decodeTransparent(
         onPass: (done, total) => opts.onProgress?.((i + done / total) / count),
       });
       opts.onFloat?.(i, rgba);
+      if (t.preview) opts.onPreview?.(i, checkerboardPreview(rgba));
       images.push(rgbaImage(rgba));
     }
     return images;

@@ -73,7 +73,7 @@ export function layerDiffuseFiles(modelsDir: string, method: TransparentMethod, 
 export function transparentSettings(spec: JobSpec, modelsDir: string): TransparentSettings | undefined {
   if (!spec.transparentBackground) return undefined;
   const files = layerDiffuseFiles(modelsDir, spec.transparentOptions?.method ?? 'attention', transparentField(spec));
-  return { ...files, family: FAMILY, tta: spec.transparentOptions?.tta, weight: spec.transparentOptions?.weight };
+  return { ...files, family: FAMILY, tta: spec.transparentOptions?.tta, weight: spec.transparentOptions?.weight, preview: spec.transparentOptions?.preview };
 }
 
 /**

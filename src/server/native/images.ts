@@ -30,7 +30,7 @@ export async function sendStoredImage(req: FastifyRequest, reply: FastifyReply, 
   const notFound = new HttpError(404, 'not_found', `name: no image ${name}`, 'name');
   const type = TYPES[extname(name)];
   if (!type || name.startsWith('input-')) throw notFound;
-  const jobId = name.replace(/-\d+\.[a-z]+$/, '');
+  const jobId = name.replace(/-\d+(-preview)?\.[a-z]+$/, '');
   const job = await kiln.queue.get(jobId);
   const p = req.principal;
   if (!maySeeJob(p, job?.owner)) throw notFound;

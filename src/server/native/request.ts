@@ -158,10 +158,14 @@ export function nativeRequestSchema(limits: Limits) {
                 description: 'LayerDiffuse UNet patch: attention (default, layer_xl_transparent_attn) or conv (layer_xl_transparent_conv).',
               },
               weight: { type: 'number', minimum: 0, maximum: 2, description: 'The patch multiplier (default 1).' },
+              preview: {
+                type: 'boolean',
+                description: "Also store each image's checkerboard preview (RGB PNG, 64-px grey cells) and return it as the image's `preview`.",
+              },
             },
           },
         ],
-        description: 'A transparent RGBA PNG/WebP (SDXL + LayerDiffuse files in models/layerdiffuse/): true, or {tta, method}.',
+        description: 'A transparent RGBA PNG/WebP (SDXL + LayerDiffuse files in models/layerdiffuse/): true, or {tta, method, weight, preview}.',
       },
       transparent_background: { type: 'boolean', description: 'The same as transparent: true.' },
       mask: {
@@ -271,7 +275,7 @@ export interface NativeRequest {
   hypernetworks?: Array<{ name: string; weight?: number }>;
   tiling?: boolean | 'x' | 'y';
   restore_faces?: boolean | { model: 'CodeFormer' | 'GFPGAN'; weight?: number; visibility?: number };
-  transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv'; weight?: number };
+  transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv'; weight?: number; preview?: boolean };
   transparent_background?: boolean;
   mask?: { image: string; blur?: number; invert?: boolean; fill?: number; full_resolution?: boolean; padding?: number; mode?: 'a1111' | 'diffusers' };
   outpaint?: { left?: number; right?: number; top?: number; bottom?: number; fill?: number; blur?: number };

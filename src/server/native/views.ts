@@ -93,6 +93,11 @@ export async function imageView(kiln: KilnServices, img: StoredImage, base: stri
     const bytes = await kiln.storage.read(img.name);
     out.base64 = bytes ? bytes.toString('base64') : null;
   }
+  if (img.preview) {
+    const preview: Record<string, unknown> = { name: img.preview, url: imageUrl(base, img.preview), format: 'png', width: img.width, height: img.height };
+    if (response === 'base64') preview.base64 = (await kiln.storage.read(img.preview))?.toString('base64') ?? null;
+    out.preview = preview;
+  }
   return out;
 }
 
