@@ -11,6 +11,7 @@
 // step), the graph cache's growth per combination, and a no-LoRA step with and without branches. SDXL times only
 // the LoRA file and feed work unless --lora-sessions (its two fp32 UNet sessions need ~21 GB).
 //   npm run bench -- --hires [--steps N] [--hr-steps N] [--upscaler NAME]   (SD1.5 hires 512 -> 1024: bench/hires-bench.ts)
+//   npm run bench -- --precision [--steps N] [--rounds N] [--peer "<cmd>"]  (fp32 vs int8 20-step 512² images: bench/precision-bench.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -70,6 +71,7 @@ const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--t
               [--spin] [--cache-dir DIR] [--no-optimized-cache] [--size PX] [--parts text,unet,vae]
               [--vae-upsample phases|resize] [--lora-sessions] [--transparent] [--json]
 npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
+npm run bench -- --precision [--size PX] [--steps N] [--rounds N] [--peer "<command>"] [--json]   (fp32 vs int8 images)
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -395,6 +397,13 @@ function table(rows: [string, string][]): string {
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (process.argv.includes('--precision')) {
+    // fp32 vs int8 full images in a process of their own (bench/precision-bench.ts has the options).
+    const rest = process.argv.slice(2).filter((a) => a !== '--precision' && a !== 'bench');
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'precision-bench.ts'), ...rest], { stdio: 'inherit' });
+    process.exitCode = child.status ?? 1;
     return;
   }
   if (process.argv.includes('--hires')) {

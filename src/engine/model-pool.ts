@@ -3,13 +3,16 @@
 import { resolve } from 'node:path';
 import type { Device, ModelRef } from './api.ts';
 import { ClipModel } from './pipelines/clip-model.ts';
-import { ModelSessions } from './pipelines/model-sessions.ts';
+import { ModelSessions, type SessionSettings } from './pipelines/model-sessions.ts';
 
 export interface PoolSettings {
   device: Device;
   cacheDir?: string;
   threads?: number;
   spinning?: boolean;
+  /** UNet precision and int8 calibration (SessionSettings). */
+  precision?: SessionSettings['precision'];
+  int8?: SessionSettings['int8'];
   /** Most models kept loaded at once; the least recently used is freed first. */
   maxLoaded: number;
   /** Free a model's sessions after this long unused (0 = never). */
@@ -93,8 +96,8 @@ export class ModelPool {
     const key = refKey(ref);
     let p = this.models.get(key);
     if (!p) {
-      const { device, cacheDir, threads, spinning } = this.settings;
-      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning });
+      const { device, cacheDir, threads, spinning, precision, int8 } = this.settings;
+      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning, precision, int8 });
       p.then(
         (ms) => {
           this.ready.set(key, ms);

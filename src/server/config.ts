@@ -42,6 +42,8 @@ export interface KilnConfig {
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
   /** onnxruntime threads per op; undefined = all cores but one. */
   threads?: number;
+  /** UNet precision on the CPU: 'int8' after calibration within a checked bound (docs/int8.md). */
+  precision: 'fp32' | 'int8';
   offline: boolean;
   insecure: boolean;
   keys: ApiKey[];
@@ -204,6 +206,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'onnxruntime threads per op (default: every core but one, which stays with the HTTP server).',
   },
   { key: 'device', flag: 'device', env: 'KILN_DEVICE', kind: { oneOf: ['cpu', 'cuda', 'tensorrt', 'webgpu'] }, default: 'cpu', doc: 'Where the networks run.' },
+  {
+    key: 'precision',
+    flag: 'precision',
+    env: 'KILN_PRECISION',
+    kind: { oneOf: ['fp32', 'int8'] },
+    default: 'fp32',
+    doc: "CPU UNet precision. int8: each model's first generation runs fp32 and calibrates, then the int8 UNet (about 2x faster) is used if it stays within the quality bound, else fp32 with a log line (docs/int8.md). bf16 is not offered: onnxruntime's CPU provider has no bf16 MatMul/Conv kernels.",
+  },
   { key: 'offline', flag: 'offline', env: 'KILN_OFFLINE', kind: 'bool', default: false, doc: 'Never download models; say what to download instead.' },
   { key: 'insecure', flag: 'insecure', env: 'KILN_INSECURE', kind: 'bool', default: false, doc: 'Allow binding a non-loopback address without API keys.' },
   { key: 'tlsCert', flag: 'tls-cert', env: 'KILN_TLS_CERT', kind: 'path', doc: 'PEM certificate; with --tls-key the server speaks HTTPS.' },

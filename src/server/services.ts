@@ -125,6 +125,7 @@ export class KilnServices {
             // Leave one core to the server process so status, SSE and /health answer during a generation.
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
+            precision: config.precision,
             idleUnloadMs: config.idleUnloadMs,
             maxLoadedModels: config.maxLoadedModels,
           });

@@ -8,7 +8,7 @@ import { getFamily } from '../families/index.ts';
 import type { ModelFamily, TextEncoders } from '../families/types.ts';
 import { buildUnet, isUnetBranchSite, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
-import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
+import { defaultCacheDir, getOrBuildGraph, graphKeyHash, type GraphKey } from '../onnx/cache.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
 import { openSession, precisionFor, withExtraInputs, type Session } from '../runtime.ts';
@@ -17,6 +17,8 @@ import { loadModel, loadVae, type LoadedModel } from '../weights/model.ts';
 import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
+import { Int8Unet, type Int8Bound } from '../precision/int8-unet.ts';
+import type { Int8Layers } from '../precision/int8-graph.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -25,6 +27,13 @@ export interface SessionSettings {
   spinning?: boolean;
   /** Cache onnxruntime's optimised models beside the graphs for faster later starts (CPU; default true). */
   cacheOptimized?: boolean;
+  /**
+   * UNet precision on the CPU: 'int8' calibrates from the first generations, then runs the int8 graph if it stays
+   * within the bound (src/engine/precision/, docs/int8.md). Default 'fp32'. LoRA and tiled UNets stay fp32.
+   */
+  precision?: 'fp32' | 'int8';
+  /** int8 only: UNet calls recorded before the int8 graph is built and checked, and the bound it must meet. */
+  int8?: { calibrationEvaluations?: number; bound?: Int8Bound; layers?: Int8Layers };
 }
 
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
@@ -50,6 +59,8 @@ interface SharedSessions {
   vaes: Map<string, VaeOverride>;
   /** The model the views were made from: the one the pool counts users and last use on. */
   root?: ModelSessions;
+  /** The int8 UNet (calibration, then the int8 session), with settings.precision 'int8'. */
+  int8?: Int8Unet;
 }
 
 export class ModelSessions implements TextEncoders {
@@ -201,10 +212,38 @@ export class ModelSessions implements TextEncoders {
     const opts = { ...this.family.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
     const weights = this.loras?.unet ?? this.model.unet;
+    if (this.settings.precision === 'int8' && this.settings.device === 'cpu' && !branches && !lora && !tiling) return this.int8Unet().session();
     const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
       buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
     );
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
+  }
+
+  /** The int8 state of the plain UNet (no LoRA, no tiling), shared by this model's views. */
+  int8Unet(): Int8Unet {
+    if (this.shared.int8) return this.shared.int8;
+    const opts = { ...this.family.unet.buildOptions };
+    const options = unetGraphOptions(opts);
+    const build = (b: GraphBuilder) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts);
+    const cacheDir = this.settings.cacheDir ?? defaultCacheDir();
+    const key: GraphKey = { network: 'unet', weightsIdentity: this.model.identity, precision: 'fp32', options };
+    this.shared.int8 = new Int8Unet(
+      {
+        open: (extra, makeBuilder) => this.openGraph({ ...key, options: { ...options, ...extra } }, build, makeBuilder),
+        fp32: () => this.unetFp32(),
+        log: (line) => process.emitWarning(`${this.model.name}: ${line}`, 'KilnPrecision'),
+      },
+      { stateFile: `${cacheDir}/unet-int8-${graphKeyHash(key)}.json`, ...this.settings.int8 },
+    );
+    return this.shared.int8;
+  }
+
+  /** The plain fp32 UNet session (int8's fallback). */
+  private unetFp32(): Promise<Session> {
+    const opts = { ...this.family.unet.buildOptions };
+    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
+      buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts),
+    );
   }
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {
@@ -236,22 +275,25 @@ export class ModelSessions implements TextEncoders {
     const id = JSON.stringify(key);
     let s = this.sessions.get(id);
     if (!s) {
-      s = (async () => {
-        const started = Date.now();
-        const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build);
-        const { device, threads, spinning, cacheOptimized } = this.settings;
-        const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
-        // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
-        if (rejected) process.emitWarning(`${network}: cached optimised model refused and rebuilt (${rejected})`, 'KilnCacheWarning');
-        this.buildMs += Date.now() - started;
-        return session;
-      })();
+      s = this.openGraph(key, build);
       s.catch(() => this.sessions.delete(id));
       this.sessions.set(id, s);
     }
     if (typeof options.lora === 'string') this.trackLoraVariant(id);
     if (typeof options.vae === 'string') this.trackVariant(this.shared.vaeVariants, options.vae, id, MAX_VAE_VARIANTS);
     return s;
+  }
+
+  /** Builds (or finds in the cache) the graph for `key` and opens a session on it; not remembered here. */
+  private async openGraph(key: GraphKey, build: (b: GraphBuilder) => void, makeBuilder?: (network: string, dir: string) => GraphBuilder): Promise<Session> {
+    const started = Date.now();
+    const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build, makeBuilder);
+    const { device, threads, spinning, cacheOptimized } = this.settings;
+    const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
+    // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
+    if (rejected) process.emitWarning(`${key.network}: cached optimised model refused and rebuilt (${rejected})`, 'KilnCacheWarning');
+    this.buildMs += Date.now() - started;
+    return session;
   }
 
   /** Records a LoRA graph's session under its combination and frees the oldest combinations beyond the cap. */
@@ -287,6 +329,9 @@ export class ModelSessions implements TextEncoders {
   async release(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
+    const int8 = this.shared.int8;
+    this.shared.int8 = undefined;
+    await int8?.release();
     for (const p of all) {
       try {
         await (await p).release();
