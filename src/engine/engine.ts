@@ -23,6 +23,8 @@ export interface EngineOptions {
   onModelsChanged?: (models: LoadedModelInfo[]) => void;
   /** UNet precision on the CPU ('int8': calibrated from the first generations, within a checked bound; docs/int8.md). */
   precision?: 'fp32' | 'int8';
+  /** Models `precision` applies to: file or folder names (with or without extension) or paths; empty = every model. */
+  precisionModels?: string[];
   /** int8 calibration settings (tests and benchmarks shorten the calibration). */
   int8?: SessionSettings['int8'];
 }
@@ -55,6 +57,7 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     threads: opts.threads,
     spinning: opts.spinning,
     precision: opts.precision,
+    precisionModels: opts.precisionModels,
     int8: opts.int8,
     maxLoaded: opts.maxLoadedModels ?? 2,
     idleUnloadMs,

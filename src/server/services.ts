@@ -126,6 +126,7 @@ export class KilnServices {
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
             precision: config.precision,
+            precisionModels: config.precisionModels,
             idleUnloadMs: config.idleUnloadMs,
             maxLoadedModels: config.maxLoadedModels,
           });

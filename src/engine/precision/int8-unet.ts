@@ -21,7 +21,7 @@ export interface Int8Bound {
   maxRelativeError: number;
 }
 
-export const DEFAULT_INT8_BOUND: Int8Bound = { minCosine: 0.99, maxRelativeError: 0.15 };
+export const DEFAULT_INT8_BOUND: Int8Bound = { minCosine: 0.995, maxRelativeError: 0.1 };
 /** UNet evaluations recorded before the int8 graph is built: one 20-step generation. */
 export const DEFAULT_CALIBRATION_EVALUATIONS = 20;
 /** Evaluations kept to check the int8 graph against (spread over the calibration). */
@@ -101,7 +101,14 @@ export class Int8Unet {
     }
     const v = this.verdict;
     if (!v) {
-      this.calibrating ??= this.hooks.open({ calibration: 'int8-ranges' }, (n, d) => new CalibratingGraphBuilder(n, d)).then((s) => this.recording(s));
+      if (!this.calibrating) {
+        const opening = this.hooks.open({ calibration: 'int8-ranges' }, (n, d) => new CalibratingGraphBuilder(n, d)).then((s) => this.recording(s));
+        // A session that failed to open is tried again by the next generation, not remembered.
+        opening.catch(() => {
+          if (this.calibrating === opening) this.calibrating = undefined;
+        });
+        this.calibrating = opening;
+      }
       return this.calibrating;
     }
     if (v.status === 'refused') {
@@ -114,7 +121,13 @@ export class Int8Unet {
 
   private openInt8(ranges: ConvRanges): Promise<Session> {
     const layers = this.opts.layers ?? 'all';
-    this.int8 ??= this.hooks.open({ quantized: 'int8', layers, ranges: rangesHash(ranges) }, (n, d) => new Int8GraphBuilder(n, d, ranges, layers));
+    if (!this.int8) {
+      const opening = this.hooks.open({ quantized: 'int8', layers, ranges: rangesHash(ranges) }, (n, d) => new Int8GraphBuilder(n, d, ranges, layers));
+      opening.catch(() => {
+        if (this.int8 === opening) this.int8 = undefined;
+      });
+      this.int8 = opening;
+    }
     return this.int8;
   }
 
@@ -156,6 +169,7 @@ export class Int8Unet {
     let minCosine = 1;
     let maxRelativeError = 0;
     let reason: string | undefined;
+    let failed = false;
     try {
       const session = await this.openInt8(ranges);
       for (const s of this.samples) {
@@ -171,6 +185,7 @@ export class Int8Unet {
       }
     } catch (e) {
       reason = `the int8 graph failed: ${(e as Error).message}`;
+      failed = true;
     }
     if (reason) {
       const s = this.int8;
@@ -192,7 +207,8 @@ export class Int8Unet {
       this.hooks.log(
         `UNet int8 ready: cosine >= ${minCosine.toFixed(4)}, relative error <= ${maxRelativeError.toFixed(4)} over ${this.evaluations} calibration evaluations`,
       );
-    writeVerdict(this.opts.stateFile, this.verdict);
+    // A measured verdict is kept; a failure (out of memory, say) holds for this process only.
+    if (!failed) writeVerdict(this.opts.stateFile, this.verdict);
   }
 
   /** Frees the sessions this object opened (the fp32 one belongs to the caller). */
