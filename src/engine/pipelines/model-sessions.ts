@@ -17,7 +17,7 @@ import { loadModel, loadVae, type LoadedModel } from '../weights/model.ts';
 import { filesIdentity } from '../weights/hash.ts';
 import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
-import { Int8Unet, type Int8Bound } from '../precision/int8-unet.ts';
+import { Int8Network, VAE_CALIBRATION_DECODES, VAE_INT8_BOUND, type Int8Bound } from '../precision/int8-network.ts';
 import type { Int8Layers } from '../precision/int8-graph.ts';
 
 export interface SessionSettings {
@@ -32,8 +32,8 @@ export interface SessionSettings {
    * within the bound (src/engine/precision/, docs/int8.md). Default 'fp32'. LoRA and tiled UNets stay fp32.
    */
   precision?: 'fp32' | 'int8';
-  /** int8 only: UNet calls recorded before the int8 graph is built and checked, and the bound it must meet. */
-  int8?: { calibrationEvaluations?: number; bound?: Int8Bound; layers?: Int8Layers };
+  /** int8 only: UNet calls recorded before the int8 graph is built and checked, and the bounds the UNet and VAE decoder must meet. */
+  int8?: { calibrationEvaluations?: number; bound?: Int8Bound; vaeBound?: Int8Bound; layers?: Int8Layers };
 }
 
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
@@ -59,8 +59,9 @@ interface SharedSessions {
   vaes: Map<string, VaeOverride>;
   /** The model the views were made from: the one the pool counts users and last use on. */
   root?: ModelSessions;
-  /** The int8 UNet (calibration, then the int8 session), with settings.precision 'int8'. */
-  int8?: Int8Unet;
+  /** The int8 UNet and VAE decoder (calibration, then the int8 session), with settings.precision 'int8'. */
+  int8?: Int8Network;
+  int8Vae?: Int8Network;
 }
 
 export class ModelSessions implements TextEncoders {
@@ -220,22 +221,47 @@ export class ModelSessions implements TextEncoders {
   }
 
   /** The int8 state of the plain UNet (no LoRA, no tiling), shared by this model's views. */
-  int8Unet(): Int8Unet {
+  int8Unet(): Int8Network {
     if (this.shared.int8) return this.shared.int8;
     const opts = { ...this.family.unet.buildOptions };
     const options = unetGraphOptions(opts);
     const build = (b: GraphBuilder) => buildUnet(b, this.model.unet, this.model.unetConfig as unknown as Record<string, unknown>, opts);
     const cacheDir = this.settings.cacheDir ?? defaultCacheDir();
     const key: GraphKey = { network: 'unet', weightsIdentity: this.model.identity, precision: 'fp32', options };
-    this.shared.int8 = new Int8Unet(
+    this.shared.int8 = new Int8Network(
       {
         open: (extra, makeBuilder) => this.openGraph({ ...key, options: { ...options, ...extra } }, build, makeBuilder),
         fp32: () => this.unetFp32(),
         log: (line) => process.emitWarning(`${this.model.name}: ${line}`, 'KilnPrecision'),
       },
-      { stateFile: `${cacheDir}/unet-int8-${graphKeyHash(key)}.json`, ...this.settings.int8 },
+      { label: 'UNet', stateFile: `${cacheDir}/unet-int8-${graphKeyHash(key)}.json`, ...this.settings.int8 },
     );
     return this.shared.int8;
+  }
+
+  /** The int8 state of the model's own VAE decoder (untiled), shared by this model's views. */
+  int8VaeDecoder(): Int8Network {
+    if (this.shared.int8Vae) return this.shared.int8Vae;
+    const opts = { scalingFactor: this.scalingFactor };
+    const options = vaeDecoderGraphOptions(opts);
+    const build = (b: GraphBuilder) => buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts);
+    const cacheDir = this.settings.cacheDir ?? defaultCacheDir();
+    const key: GraphKey = { network: 'vae-decoder', weightsIdentity: this.model.identity, precision: 'fp32', options };
+    this.shared.int8Vae = new Int8Network(
+      {
+        open: (extra, makeBuilder) => this.openGraph({ ...key, options: { ...options, ...extra } }, build, makeBuilder),
+        fp32: () => this.session('vae-decoder', 'fp32', options, build),
+        log: (line) => process.emitWarning(`${this.model.name}: ${line}`, 'KilnPrecision'),
+      },
+      {
+        label: 'VAE decoder',
+        stateFile: `${cacheDir}/vae-decoder-int8-${graphKeyHash(key)}.json`,
+        calibrationEvaluations: VAE_CALIBRATION_DECODES,
+        bound: this.settings.int8?.vaeBound ?? VAE_INT8_BOUND,
+        layers: this.settings.int8?.layers,
+      },
+    );
+    return this.shared.int8Vae;
   }
 
   /** The plain fp32 UNet session (int8's fallback). */
@@ -248,6 +274,7 @@ export class ModelSessions implements TextEncoders {
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {
     const opts = { scalingFactor: this.scalingFactor, tiling };
+    if (this.settings.precision === 'int8' && this.settings.device === 'cpu' && !tiling && !this.vaeOverride) return this.int8VaeDecoder().session();
     return this.session('vae-decoder', this.vaePrecision(), this.vaeKeyed(vaeDecoderGraphOptions(opts)), (b) =>
       buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
     );
@@ -329,9 +356,10 @@ export class ModelSessions implements TextEncoders {
   async release(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
-    const int8 = this.shared.int8;
+    const int8 = [this.shared.int8, this.shared.int8Vae];
     this.shared.int8 = undefined;
-    await int8?.release();
+    this.shared.int8Vae = undefined;
+    for (const n of int8) await n?.release();
     for (const p of all) {
       try {
         await (await p).release();

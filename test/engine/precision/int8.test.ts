@@ -1,5 +1,5 @@
-// int8 UNets on the tiny fixtures: the int8 graph (calibrated from the engine's first generation) stays within the
-// bound documented in docs/int8.md of its fp32 twin — final image PSNR, largest pixel difference, latent cosine per
+// int8 UNets and VAE decoders on the tiny fixtures: the int8 graphs (calibrated from the engine's first generation)
+// stay within the bound documented in docs/int8.md of their fp32 twins — final image PSNR, largest pixel difference, latent cosine per
 // step — for a fixed seed and prompt set; a model whose calibration error exceeds the bound stays fp32 (same pixels
 // as fp32) with a log line; the verdict survives a restart; the graph cache keys int8 graphs apart.
 import { test, after } from 'node:test';
@@ -12,7 +12,7 @@ import type { GenerateRequest } from '../../../src/engine/api.ts';
 import { precisionApplies } from '../../../src/engine/model-pool.ts';
 import { cosineSimilarity, imageDifference, relativeError } from '../../../src/engine/precision/quality.ts';
 import { quantizeRowsInt8, uint8Range } from '../../../src/engine/precision/quantize-int8.ts';
-import { DEFAULT_INT8_BOUND } from '../../../src/engine/precision/int8-unet.ts';
+import { DEFAULT_INT8_BOUND } from '../../../src/engine/precision/int8-network.ts';
 
 /** The tiny-fixture bound of docs/int8.md (measured: PSNR 45-49 dB, max diff 4-11, latent cosine >= 0.9995). */
 const TINY_BOUND = { minPsnr: 38, maxPixelDiff: 24, minStepCosine: 0.998 };
@@ -124,7 +124,7 @@ for (const model of ['tiny-sd1', 'tiny-sdxl']) {
     }
     log.stop();
     assert.ok(
-      log.lines.some((l) => l.includes(`${model}: UNet int8 ready`)),
+      log.lines.some((l) => l.includes(`${model}: UNet int8 ready`)) && log.lines.some((l) => l.includes(`${model}: VAE decoder int8 ready`)),
       log.lines.join('\n'),
     );
     // The verdict and ranges are stored beside the graph cache; the int8 graph has a cache entry of its own.
@@ -152,7 +152,10 @@ for (const model of ['tiny-sd1', 'tiny-sdxl']) {
 test('fail closed: beyond the bound the model stays fp32 (fp32 pixels) with a log line saying why', async () => {
   const log = warnings();
   const fp32 = engine('closed-fp32');
-  const strict = engine('closed-int8', { precision: 'int8', int8: { calibrationEvaluations: 2, bound: { minCosine: 1.1, maxRelativeError: 0 } } });
+  const strict = engine('closed-int8', {
+    precision: 'int8',
+    int8: { calibrationEvaluations: 2, bound: { minCosine: 1.1, maxRelativeError: 0 }, vaeBound: { minCosine: 1.1, maxRelativeError: 0 } },
+  });
   await strict.generate(request('tiny-sd1', 'a photograph of a cat', 100));
   const a = await generate(fp32, request('tiny-sd1', 'a red apple', 5));
   const b = await generate(strict, request('tiny-sd1', 'a red apple', 5));
@@ -161,4 +164,8 @@ test('fail closed: beyond the bound the model stays fp32 (fp32 pixels) with a lo
   const line = log.lines.find((l) => l.includes('UNet int8 refused, running fp32'));
   assert.ok(line, log.lines.join('\n'));
   assert.match(line, /calibration error beyond the bound: cosine 0\.9\d+ \(needs >= 1\.1\)/);
+  assert.ok(
+    log.lines.some((l) => l.includes('VAE decoder int8 refused, running fp32')),
+    log.lines.join('\n'),
+  );
 });

@@ -1,9 +1,9 @@
-// An int8 UNet for one model, made from its first generations: while calibrating, the UNet runs in fp32 with every
-// quantisable convolution's output range as extra outputs (recorded, then dropped from the results), and a few of
-// those evaluations' inputs and outputs are kept. Once `calibrationEvaluations` UNet calls are recorded, the next
-// generation builds the int8 graph, runs the kept inputs through it and compares with the fp32 outputs. Within the
-// bound it is used from then on; otherwise the model stays fp32 and a log line says why (fail closed). The ranges
-// and the verdict are stored beside the graph cache, so both survive restarts.
+// An int8 network (the UNet, the VAE decoder) of one model, made from its first generations: while calibrating, the
+// network runs in fp32 with every quantisable convolution's output range as extra outputs (recorded, then dropped
+// from the results), and a few of those calls' inputs and outputs are kept. Once `calibrationEvaluations` calls are
+// recorded, the next generation builds the int8 graph, runs the kept inputs through it and compares with the fp32
+// outputs. Within the bound it is used from then on; otherwise the model keeps the fp32 network and a log line says
+// why (fail closed). The ranges and the verdict are stored beside the graph cache, so both survive restarts.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -13,17 +13,21 @@ import type { Session } from '../runtime.ts';
 import { CalibratingGraphBuilder, Int8GraphBuilder, isRangeOutput, recordRanges, type ConvRanges, type Int8Layers } from './int8-graph.ts';
 import { cosineSimilarity, relativeError } from './quality.ts';
 
-/** The int8 UNet's error bound per evaluation against fp32 on the calibration inputs (docs/int8.md). */
+/** An int8 network's error bound per call against fp32 on the calibration inputs (docs/int8.md). */
 export interface Int8Bound {
-  /** Lowest cosine similarity of the noise prediction accepted. */
+  /** Lowest cosine similarity of the output (the UNet's noise prediction, the decoded image) accepted. */
   minCosine: number;
-  /** Largest relative RMS error of the noise prediction accepted. */
+  /** Largest relative RMS error of the output accepted. */
   maxRelativeError: number;
 }
 
 export const DEFAULT_INT8_BOUND: Int8Bound = { minCosine: 0.995, maxRelativeError: 0.1 };
 /** UNet evaluations recorded before the int8 graph is built: one 20-step generation. */
 export const DEFAULT_CALIBRATION_EVALUATIONS = 20;
+/** The VAE decoder's bound on the decoded image (values in [-1, 1]), checked on the calibration decodes. */
+export const VAE_INT8_BOUND: Int8Bound = { minCosine: 0.999, maxRelativeError: 0.05 };
+/** Decodes recorded before the int8 VAE decoder is built: the first generation's. */
+export const VAE_CALIBRATION_DECODES = 1;
 /** Evaluations kept to check the int8 graph against (spread over the calibration). */
 const VALIDATION_SAMPLES = 4;
 const STATE_VERSION = 1;
@@ -40,15 +44,17 @@ export interface Int8Verdict {
   reason?: string;
 }
 
-export interface Int8UnetHooks {
-  /** Opens the UNet session whose graph is keyed by the fp32 options plus `options`, built with `makeBuilder`. */
+export interface Int8NetworkHooks {
+  /** Opens the session whose graph is keyed by the fp32 network's options plus `options`, built with `makeBuilder`. */
   open(options: Record<string, unknown>, makeBuilder: (network: string, dir: string) => GraphBuilder): Promise<Session>;
-  /** The plain fp32 UNet. */
+  /** The plain fp32 network. */
   fp32(): Promise<Session>;
   log(line: string): void;
 }
 
-export interface Int8UnetOptions {
+export interface Int8NetworkOptions {
+  /** Names the network in log lines ("UNet", "VAE decoder"). */
+  label: string;
   /** JSON file holding the ranges and verdict (beside the graph cache). */
   stateFile: string;
   calibrationEvaluations?: number;
@@ -62,7 +68,7 @@ interface Sample {
   output: Float32Array;
 }
 
-export class Int8Unet {
+export class Int8Network {
   private verdict: Int8Verdict | undefined;
   private readonly ranges: ConvRanges = {};
   private evaluations = 0;
@@ -75,8 +81,8 @@ export class Int8Unet {
   private readonly bound: Int8Bound;
 
   constructor(
-    private readonly hooks: Int8UnetHooks,
-    private readonly opts: Int8UnetOptions,
+    private readonly hooks: Int8NetworkHooks,
+    private readonly opts: Int8NetworkOptions,
   ) {
     this.wanted = Math.max(1, opts.calibrationEvaluations ?? DEFAULT_CALIBRATION_EVALUATIONS);
     this.bound = opts.bound ?? DEFAULT_INT8_BOUND;
@@ -93,7 +99,7 @@ export class Int8Unet {
     return this.verdict;
   }
 
-  /** The session for the next generation's UNet calls (call once per generation, not per step). */
+  /** The session for the next generation's calls (ask once per generation, not per step). */
   async session(): Promise<Session> {
     if (!this.verdict && this.evaluations >= this.wanted) {
       this.finishing ??= this.finish();
@@ -112,7 +118,7 @@ export class Int8Unet {
       return this.calibrating;
     }
     if (v.status === 'refused') {
-      if (!this.refusalLogged) this.hooks.log(`UNet int8 refused, running fp32: ${v.reason}`);
+      if (!this.refusalLogged) this.hooks.log(`${this.opts.label} int8 refused, running fp32: ${v.reason}`);
       this.refusalLogged = true;
       return this.hooks.fp32();
     }
@@ -205,7 +211,7 @@ export class Int8Unet {
     this.samples.length = 0;
     if (!reason)
       this.hooks.log(
-        `UNet int8 ready: cosine >= ${minCosine.toFixed(4)}, relative error <= ${maxRelativeError.toFixed(4)} over ${this.evaluations} calibration evaluations`,
+        `${this.opts.label} int8 ready: cosine >= ${minCosine.toFixed(4)}, relative error <= ${maxRelativeError.toFixed(4)} over ${this.evaluations} calibration evaluations`,
       );
     // A measured verdict is kept; a failure (out of memory, say) holds for this process only.
     if (!failed) writeVerdict(this.opts.stateFile, this.verdict);
