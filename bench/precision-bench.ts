@@ -69,6 +69,8 @@ interface Timing {
   totalS: number;
   unetPerStepS: number;
   decodeS: number;
+  /** Process CPU seconds for the image (every onnxruntime thread): on a loaded machine, cpuS / threads is what an idle one would take. */
+  cpuS: number;
   rssGB: number;
 }
 
@@ -86,13 +88,16 @@ async function timeImage(ms: ModelSessions, req: GenerateRequest): Promise<Timin
     phaseStart = now;
   };
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   await runPipeline({ base: ms }, req, { onProgress });
+  const cpu = process.cpuUsage(cpu0);
   const end = performance.now();
   if (phase) phases[phase] = (phases[phase] ?? 0) + (end - phaseStart) / 1000;
   return {
     totalS: (end - t0) / 1000,
     unetPerStepS: (phases.sampling ?? 0) / req.steps!,
     decodeS: phases.decoding ?? 0,
+    cpuS: (cpu.user + cpu.system) / 1e6,
     rssGB: gb(process.memoryUsage.rss()),
   };
 }
@@ -146,6 +151,7 @@ async function main(): Promise<void> {
     const runs: Record<'fp32' | 'int8' | 'peer', number[]> & {
       perStep: Record<string, number[]>;
       decode: Record<string, number[]>;
+      cpu: Record<string, number[]>;
       rss: Record<string, number>;
     } = {
       fp32: [],
@@ -153,6 +159,7 @@ async function main(): Promise<void> {
       peer: [],
       perStep: { fp32: [], int8: [] },
       decode: { fp32: [], int8: [] },
+      cpu: { fp32: [], int8: [] },
       rss: {},
     };
     for (let r = 0; r < args.rounds; r++) {
@@ -164,10 +171,11 @@ async function main(): Promise<void> {
         runs[name].push(t.totalS);
         runs.perStep[name]!.push(t.unetPerStepS);
         runs.decode[name]!.push(t.decodeS);
+        runs.cpu[name]!.push(t.cpuS);
         runs.rss[name] = t.rssGB;
         if (!args.json)
           console.log(
-            `  round ${r + 1} ${name}: image ${f(t.totalS, 1)} s, UNet ${f(t.unetPerStepS)} s/step, decode ${f(t.decodeS)} s (load ${f(loadavg()[0]!)})`,
+            `  round ${r + 1} ${name}: image ${f(t.totalS, 1)} s (CPU ${f(t.cpuS, 1)} s), UNet ${f(t.unetPerStepS)} s/step, decode ${f(t.decodeS)} s (load ${f(loadavg()[0]!)})`,
           );
       }
       if (args.peer) {
@@ -184,8 +192,20 @@ async function main(): Promise<void> {
       loadAverage: { before: loadBefore.map((x) => Number(f(x))), after: loadavg().map((x) => Number(f(x))) },
       warmupS: { fp32: Number(f(fp32WarmS, 1)), int8IncludingCalibration: Number(f(int8WarmS, 1)) },
       calibration: verdict && { evaluations: verdict.evaluations, minCosine: verdict.minCosine, maxRelativeError: verdict.maxRelativeError },
-      fp32: { imageS: median(runs.fp32), unetPerStepS: median(runs.perStep.fp32!), decodeS: median(runs.decode.fp32!), rssGB: runs.rss.fp32 },
-      int8: { imageS: median(runs.int8), unetPerStepS: median(runs.perStep.int8!), decodeS: median(runs.decode.int8!), rssGB: runs.rss.int8 },
+      fp32: {
+        imageS: median(runs.fp32),
+        imageCpuS: median(runs.cpu.fp32!),
+        unetPerStepS: median(runs.perStep.fp32!),
+        decodeS: median(runs.decode.fp32!),
+        rssGB: runs.rss.fp32,
+      },
+      int8: {
+        imageS: median(runs.int8),
+        imageCpuS: median(runs.cpu.int8!),
+        unetPerStepS: median(runs.perStep.int8!),
+        decodeS: median(runs.decode.int8!),
+        rssGB: runs.rss.int8,
+      },
       peakRssGB: gb(process.resourceUsage().maxRSS * 1024),
       peer: args.peer
         ? runs.peer.length
@@ -196,6 +216,7 @@ async function main(): Promise<void> {
     const ratios = {
       int8VsFp32Image: report.fp32.imageS / report.int8.imageS,
       int8VsFp32UnetStep: report.fp32.unetPerStepS / report.int8.unetPerStepS,
+      int8VsFp32ImageCpu: report.fp32.imageCpuS / report.int8.imageCpuS,
       ...(runs.peer.length ? { peerVsFp32: median(runs.peer) / report.fp32.imageS, peerVsInt8: median(runs.peer) / report.int8.imageS } : {}),
     };
     if (args.json) console.log(JSON.stringify({ ...report, ratios }));
@@ -205,10 +226,12 @@ async function main(): Promise<void> {
       );
       for (const p of ['fp32', 'int8'] as const) {
         const x = report[p];
-        console.log(`  ${p}: image ${f(x.imageS, 1)} s, UNet ${f(x.unetPerStepS)} s per CFG step, VAE decode ${f(x.decodeS)} s, RSS ${x.rssGB} GB`);
+        console.log(
+          `  ${p}: image ${f(x.imageS, 1)} s (process CPU ${f(x.imageCpuS, 1)} s), UNet ${f(x.unetPerStepS)} s per CFG step, VAE decode ${f(x.decodeS)} s, RSS ${x.rssGB} GB`,
+        );
       }
       console.log(
-        `  int8 speed-up: image x${f(ratios.int8VsFp32Image)}, UNet step x${f(ratios.int8VsFp32UnetStep)}; peak RSS (both loaded) ${report.peakRssGB} GB`,
+        `  int8 speed-up: image x${f(ratios.int8VsFp32Image)} (CPU time x${f(ratios.int8VsFp32ImageCpu)}), UNet step x${f(ratios.int8VsFp32UnetStep)}; peak RSS (both loaded) ${report.peakRssGB} GB`,
       );
       console.log(
         `  warm-up: fp32 ${report.warmupS.fp32} s, int8 incl. calibration ${report.warmupS.int8IncludingCalibration} s; calibration error ${JSON.stringify(report.calibration)}`,
