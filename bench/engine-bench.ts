@@ -14,6 +14,7 @@
 //   npm run bench -- --flux [--quant q8,q4] [--size 512] [--blocks D,S]   (Flux-schnell, quantised: bench/flux-bench.ts)
 //   npm run bench -- --transparent-job [--steps N] [--size PX] [--tta on|off]   (a whole 1024² transparent SDXL job in
 //   its own process, patch + UNet + VAE + transparent decoder: peak RSS and phases, bench/transparent-job-bench.ts)
+//   npm run bench -- --precision [--steps N] [--rounds N] [--peer "<cmd>"]  (fp32 vs int8 20-step 512² images: bench/precision-bench.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -77,6 +78,7 @@ const USAGE = `npm run bench [-- --only sd15|sdxl] [--skip-sdxl] [--runs N] [--t
 npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NAME] [--json]
 npm run bench -- --flux [--quant q8,q4] [--size 512] [--runs N] [--threads N] [--accuracy 0|4] [--blocks D,S] [--json]
 npm run bench -- --transparent-job [--steps N] [--size PX] [--tta on|off] [--threads N] [--cache-dir DIR] [--plumbing] [--json]
+npm run bench -- --precision [--size PX] [--steps N] [--rounds N] [--peer "<command>"] [--json]   (fp32 vs int8 images)
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -402,6 +404,13 @@ function table(rows: [string, string][]): string {
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (process.argv.includes('--precision')) {
+    // fp32 vs int8 full images in a process of their own (bench/precision-bench.ts has the options).
+    const rest = process.argv.slice(2).filter((a) => a !== '--precision' && a !== 'bench');
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'precision-bench.ts'), ...rest], { stdio: 'inherit' });
+    process.exitCode = child.status ?? 1;
     return;
   }
   if (process.argv.includes('--hires')) {

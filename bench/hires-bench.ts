@@ -12,15 +12,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GenerateRequest, ProgressEvent } from '../src/engine/api.ts';
-import { unetParameterShapes } from '../src/engine/nets/unet.ts';
-import { vaeParameterShapes } from '../src/engine/nets/vae.ts';
 import { runPipeline } from '../src/engine/pipelines/generate.ts';
 import { ModelSessions } from '../src/engine/pipelines/model-sessions.ts';
 import { ClipTokenizer } from '../src/engine/prompt/index.ts';
-import { loadModel, type LoadedModel } from '../src/engine/weights/model.ts';
-import type { UnetConfig, VaeConfig } from '../src/engine/weights/types.ts';
-import { clipTextParameterShapes, RandomWeights } from './random-weights.ts';
-import { SD15 } from './specs.ts';
+import { randomSd15 } from './random-sd15.ts';
 
 const LIMIT_BYTES = 8 * 1024 ** 3;
 
@@ -58,28 +53,6 @@ function parseArgs(argv: string[]): Args {
     else throw new Error(`unknown argument ${a} (see the header of bench/hires-bench.ts)`);
   }
   return out;
-}
-
-/** SD1.5's real configs and random weights, on the tiny fixture's tokenizer and scheduler (they do not change the shapes). */
-async function randomSd15(): Promise<LoadedModel> {
-  const tiny = await loadModel({ path: 'test/fixtures/tiny-sd1' }, { hashCacheFile: null });
-  const unetConfig = { ...tiny.unetConfig, ...SD15.unet, sample_size: 64 } as UnetConfig;
-  const vaeConfig = { ...tiny.vaeConfig, ...SD15.vae, block_out_channels: SD15.vae.block_out_channels } as VaeConfig;
-  const te = SD15.textEncoders[0]!.config;
-  const part = tiny.textEncoders[0]!;
-  return {
-    ...tiny,
-    name: 'random-sd15',
-    path: 'random-sd15',
-    unetConfig,
-    vaeConfig: { ...vaeConfig, down_block_types: Array(4).fill('DownEncoderBlock2D'), up_block_types: Array(4).fill('UpDecoderBlock2D') },
-    unet: new RandomWeights('UNet', unetParameterShapes(SD15.unet)),
-    vae: new RandomWeights('VAE', vaeParameterShapes(SD15.vae)),
-    textEncoders: [{ ...part, config: { ...part.config, ...te }, weights: new RandomWeights('CLIP', clipTextParameterShapes(te)) }],
-    identity: 'bench-random-sd15-seed-1',
-    hash: async () => '00000000',
-    warnings: [],
-  };
 }
 
 const gb = (bytes: number) => (bytes / 1024 ** 3).toFixed(2);

@@ -3,7 +3,7 @@ import type { Device, GenerateOptions, GenerateRequest, GenerateResult, LoadedMo
 import { KilnInputError } from './api.ts';
 import { ModelPool } from './model-pool.ts';
 import { isOpName, OPS, type EngineOp, type OpInput, type OpName, type OpOutput } from './ops/index.ts';
-import { loadedModelInfo } from './pipelines/model-sessions.ts';
+import { loadedModelInfo, type SessionSettings } from './pipelines/model-sessions.ts';
 import type { NoiseOverrides } from './pipelines/overrides.ts';
 import { listSamplers, listSchedules } from './samplers/index.ts';
 import type { QuantizeMode } from './weights/quantize.ts';
@@ -24,6 +24,12 @@ export interface EngineOptions {
   quantize?: QuantizeMode;
   /** Called with the loaded models whenever that list changes (load, eviction, idle unload, close). */
   onModelsChanged?: (models: LoadedModelInfo[]) => void;
+  /** UNet precision on the CPU ('int8': calibrated from the first generations, within a checked bound; docs/int8.md). */
+  precision?: 'fp32' | 'int8';
+  /** Models `precision` applies to: file or folder names (with or without extension) or paths; empty = every model. */
+  precisionModels?: string[];
+  /** int8 calibration settings (tests and benchmarks shorten the calibration). */
+  int8?: SessionSettings['int8'];
 }
 
 /** In-process options: RunOptions plus hooks that cannot cross a process boundary. */
@@ -54,6 +60,9 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     threads: opts.threads,
     spinning: opts.spinning,
     quantize: opts.quantize,
+    precision: opts.precision,
+    precisionModels: opts.precisionModels,
+    int8: opts.int8,
     maxLoaded: opts.maxLoadedModels ?? 2,
     idleUnloadMs,
     onChange: opts.onModelsChanged ? (models) => opts.onModelsChanged!(models.map(loadedModelInfo)) : undefined,

@@ -1,9 +1,9 @@
 // Loaded models: loads on demand, keeps a model while an operation uses it, frees the least recently used
 // beyond a limit and (optionally) any left idle too long.
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Device, ModelRef } from './api.ts';
 import { ClipModel } from './pipelines/clip-model.ts';
-import { ModelSessions } from './pipelines/model-sessions.ts';
+import { ModelSessions, type SessionSettings } from './pipelines/model-sessions.ts';
 import type { QuantizeMode } from './weights/quantize.ts';
 
 export interface PoolSettings {
@@ -13,6 +13,11 @@ export interface PoolSettings {
   spinning?: boolean;
   /** Weight-only quantisation of Linear layers (SessionSettings.quantize). */
   quantize?: QuantizeMode;
+  /** UNet precision and int8 calibration (SessionSettings). */
+  precision?: SessionSettings['precision'];
+  int8?: SessionSettings['int8'];
+  /** Models `precision` applies to (names or paths); empty = all. */
+  precisionModels?: string[];
   /** Most models kept loaded at once; the least recently used is freed first. */
   maxLoaded: number;
   /** Free a model's sessions after this long unused (0 = never). */
@@ -25,6 +30,14 @@ export interface PoolSettings {
 // that picks another VAE shares the model's text encoder and UNet sessions.
 /** CLIP models kept loaded at once (each is a vision session and, for interrogation, a text session). */
 const MAX_CLIP_MODELS = 2;
+
+/** Whether a model at `path` is one of `models` (paths, or file/folder names with or without extension); none = all. */
+export function precisionApplies(path: string, models: string[] | undefined): boolean {
+  if (!models?.length) return true;
+  const name = basename(resolve(path));
+  const stem = name.replace(/\.(safetensors|ckpt|pt|pth|bin|gguf)$/i, '');
+  return models.some((m) => m === name || m === stem || resolve(m) === resolve(path));
+}
 
 function refKey(ref: ModelRef): string {
   return JSON.stringify([resolve(ref.path), ref.tokenizerDir ? resolve(ref.tokenizerDir) : null]);
@@ -96,8 +109,9 @@ export class ModelPool {
     const key = refKey(ref);
     let p = this.models.get(key);
     if (!p) {
-      const { device, cacheDir, threads, spinning, quantize } = this.settings;
-      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning, quantize });
+      const { device, cacheDir, threads, spinning, quantize, int8 } = this.settings;
+      const precision = this.settings.precision === 'int8' && precisionApplies(ref.path, this.settings.precisionModels) ? 'int8' : 'fp32';
+      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning, quantize, precision, int8 });
       p.then(
         (ms) => {
           this.ready.set(key, ms);

@@ -28,6 +28,10 @@ export interface EngineOptions {
   threads?: number;
   /** Whether onnxruntime's idle threads spin (false leaves the cores to the HTTP thread). */
   spinning?: boolean;
+  /** UNet precision on the CPU ('int8': calibrated, bounded; docs/int8.md). */
+  precision?: 'fp32' | 'int8';
+  /** Models `precision` applies to (names or paths); empty or absent = every model. */
+  precisionModels?: string[];
   /** Free a model's memory after this long unused (0 or absent = keep it). */
   idleUnloadMs?: number;
   /** Most models kept loaded at once (least recently used freed first). */

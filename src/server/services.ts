@@ -140,6 +140,8 @@ export class KilnServices {
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
             quantize: config.quantize,
+            precision: config.precision,
+            precisionModels: config.precisionModels,
             idleUnloadMs: config.idleUnloadMs,
             maxLoadedModels: config.maxLoadedModels,
           });

@@ -46,14 +46,20 @@ export interface CachedGraph {
  * Returns the path of the cached model for `key`, building it with `build` when absent. Builds go to a
  * temporary folder that is renamed into place, so a crash mid-build never leaves a half-written entry.
  */
-export function getOrBuildGraph(cacheDir: string, key: GraphKey, build: (b: GraphBuilder) => void): CachedGraph {
+export function getOrBuildGraph(
+  cacheDir: string,
+  key: GraphKey,
+  build: (b: GraphBuilder) => void,
+  /** A GraphBuilder subclass (int8 and calibration graphs, src/engine/precision/); its settings must be in `key`. */
+  makeBuilder?: (network: string, dir: string) => GraphBuilder,
+): CachedGraph {
   const dir = join(cacheDir, `${key.network}-${graphKeyHash(key)}`);
   const modelPath = join(dir, 'model.onnx');
   if (existsSync(join(dir, 'complete'))) return { modelPath, built: false };
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmp, { recursive: true });
   try {
-    const b = new GraphBuilder(key.network, tmp, key.precision);
+    const b = makeBuilder ? makeBuilder(key.network, tmp) : new GraphBuilder(key.network, tmp, key.precision);
     build(b);
     b.finish();
     writeFileSync(join(tmp, 'key.json'), JSON.stringify(key, null, 1));

@@ -154,6 +154,11 @@ export class GraphBuilder {
     return v;
   }
 
+  /** An initializer of any element type from its raw little-endian bytes (int8 weights and their scales). */
+  rawInitializer(name: string, dims: number[], dataType: number, bytes: Uint8Array): Value {
+    return this.addInitializer(name, dims, dataType, bytes);
+  }
+
   private addInitializer(base: string, dims: number[], dataType: number, bytes: Uint8Array): Value {
     const name = this.fresh(base);
     const msg: TensorMsg = { name, dims, dataType };

@@ -74,7 +74,7 @@ const root = protobuf.Root.fromJSON(schema);
 const ModelProto = root.lookupType('onnx.ModelProto');
 
 /** ONNX TensorProto.DataType values Kiln uses. */
-export const OnnxDType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
+export const OnnxDType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10, BFLOAT16: 16 } as const;
 export type OnnxDTypeCode = (typeof OnnxDType)[keyof typeof OnnxDType];
 
 /** AttributeProto.AttributeType values. */

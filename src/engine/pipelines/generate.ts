@@ -109,6 +109,7 @@ export async function runPipeline(
     // Every pass (the refiner's too, and later hires fix's) runs the tiled graphs when the request tiles.
     tiling: req.tiling,
     concat: inpaintUnet ? await inpaintConcat(base, initReq, inpaint, count, shape, noise, overrides) : undefined,
+    onInput: overrides.onModelInput,
   };
   const pass: DenoisePass = { model: cfgDenoiser(base, baseCond, guidance), sigmas: start.sigmas, wrappers: [] };
   // With hires fix the refiner joins only the second pass (A1111's default hires_fix_refiner_pass "second pass").

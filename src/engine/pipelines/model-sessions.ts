@@ -13,7 +13,7 @@ import { buildT5Encoder } from '../nets/t5.ts';
 import { T5Tokenizer } from '../prompt/t5-tokenizer.ts';
 import { buildUnet, isUnetBranchSite, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
-import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
+import { defaultCacheDir, getOrBuildGraph, graphKeyHash, type GraphKey } from '../onnx/cache.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
 import { openSession, precisionFor, withExtraInputs, type Session } from '../runtime.ts';
@@ -24,6 +24,8 @@ import type { EmbeddingSettings, LoraSettings } from '../api.ts';
 import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.ts';
 import { type QuantizeMode, withQuantize } from '../weights/quantize.ts';
 import type { WeightSource } from '../weights/types.ts';
+import { Int8Network, VAE_CALIBRATION_DECODES, VAE_INT8_BOUND, type Int8Bound } from '../precision/int8-network.ts';
+import type { Int8Layers } from '../precision/int8-graph.ts';
 
 export interface SessionSettings {
   device: Device;
@@ -37,6 +39,13 @@ export interface SessionSettings {
    * proj_in/out, embeddings) become MatMulNBits with 8- or 4-bit weights; convolutions stay float. A graph of its own.
    */
   quantize?: QuantizeMode;
+  /**
+   * UNet precision on the CPU: 'int8' calibrates from the first generations, then runs the int8 graph if it stays
+   * within the bound (src/engine/precision/, docs/int8.md). Default 'fp32'. LoRA and tiled UNets stay fp32.
+   */
+  precision?: 'fp32' | 'int8';
+  /** int8 only: UNet calls recorded before the int8 graph is built and checked, and the bounds the UNet and VAE decoder must meet. */
+  int8?: { calibrationEvaluations?: number; bound?: Int8Bound; vaeBound?: Int8Bound; layers?: Int8Layers };
 }
 
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
@@ -62,6 +71,9 @@ interface SharedSessions {
   vaes: Map<string, VaeOverride>;
   /** The model the views were made from: the one the pool counts users and last use on. */
   root?: ModelSessions;
+  /** The int8 UNet and VAE decoder (calibration, then the int8 session), with settings.precision 'int8'. */
+  int8?: Int8Network;
+  int8Vae?: Int8Network;
 }
 
 export class ModelSessions implements TextEncoders, FlowTextEncoders {
@@ -276,6 +288,9 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     const opts = { ...this.unetFamily.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
     const { weights, options: quantized } = this.quantized(this.loras?.unet ?? this.model.unet);
+    // int8 (activation + weight) and --quantize (weight-only) are alternatives; --quantize wins when both are set.
+    const int8 = this.settings.precision === 'int8' && this.settings.device === 'cpu' && !this.settings.quantize;
+    if (int8 && !branches && !lora && !tiling) return this.int8Unet().session();
     const graphOptions = { ...unetGraphOptions(opts), ...quantized };
     const session = this.session('unet', this.precision(), lora ? { ...graphOptions, lora } : graphOptions, (b) =>
       buildUnet(b, weights, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
@@ -283,8 +298,61 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
   }
 
+  /** The int8 state of the plain UNet (no LoRA, no tiling), shared by this model's views. */
+  int8Unet(): Int8Network {
+    if (this.shared.int8) return this.shared.int8;
+    const opts = { ...this.unetFamily.unet.buildOptions };
+    const options = unetGraphOptions(opts);
+    const build = (b: GraphBuilder) => buildUnet(b, this.model.unet, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts);
+    const cacheDir = this.settings.cacheDir ?? defaultCacheDir();
+    const key: GraphKey = { network: 'unet', weightsIdentity: this.model.identity, precision: 'fp32', options };
+    this.shared.int8 = new Int8Network(
+      {
+        open: (extra, makeBuilder) => this.openGraph({ ...key, options: { ...options, ...extra } }, build, makeBuilder),
+        fp32: () => this.unetFp32(),
+        log: (line) => process.emitWarning(`${this.model.name}: ${line}`, 'KilnPrecision'),
+      },
+      { label: 'UNet', stateFile: `${cacheDir}/unet-int8-${graphKeyHash(key)}.json`, ...this.settings.int8 },
+    );
+    return this.shared.int8;
+  }
+
+  /** The int8 state of the model's own VAE decoder (untiled), shared by this model's views. */
+  int8VaeDecoder(): Int8Network {
+    if (this.shared.int8Vae) return this.shared.int8Vae;
+    const opts = { scalingFactor: this.scalingFactor };
+    const options = vaeDecoderGraphOptions(opts);
+    const build = (b: GraphBuilder) => buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts);
+    const cacheDir = this.settings.cacheDir ?? defaultCacheDir();
+    const key: GraphKey = { network: 'vae-decoder', weightsIdentity: this.model.identity, precision: 'fp32', options };
+    this.shared.int8Vae = new Int8Network(
+      {
+        open: (extra, makeBuilder) => this.openGraph({ ...key, options: { ...options, ...extra } }, build, makeBuilder),
+        fp32: () => this.session('vae-decoder', 'fp32', options, build),
+        log: (line) => process.emitWarning(`${this.model.name}: ${line}`, 'KilnPrecision'),
+      },
+      {
+        label: 'VAE decoder',
+        stateFile: `${cacheDir}/vae-decoder-int8-${graphKeyHash(key)}.json`,
+        calibrationEvaluations: VAE_CALIBRATION_DECODES,
+        bound: this.settings.int8?.vaeBound ?? VAE_INT8_BOUND,
+        layers: this.settings.int8?.layers,
+      },
+    );
+    return this.shared.int8Vae;
+  }
+
+  /** The plain fp32 UNet session (int8's fallback). */
+  private unetFp32(): Promise<Session> {
+    const opts = { ...this.unetFamily.unet.buildOptions };
+    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
+      buildUnet(b, this.model.unet, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
+    );
+  }
+
   vaeDecoder(tiling?: Tiling): Promise<Session> {
     const opts = { scalingFactor: this.scalingFactor, tiling };
+    if (this.settings.precision === 'int8' && this.settings.device === 'cpu' && !tiling && !this.vaeOverride) return this.int8VaeDecoder().session();
     return this.session('vae-decoder', this.vaePrecision(), this.vaeKeyed(vaeDecoderGraphOptions(opts)), (b) =>
       buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
     );
@@ -321,22 +389,25 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     const id = JSON.stringify(key);
     let s = this.sessions.get(id);
     if (!s) {
-      s = (async () => {
-        const started = Date.now();
-        const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build);
-        const { device, threads, spinning, cacheOptimized } = this.settings;
-        const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
-        // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
-        if (rejected) process.emitWarning(`${network}: cached optimised model refused and rebuilt (${rejected})`, 'KilnCacheWarning');
-        this.buildMs += Date.now() - started;
-        return session;
-      })();
+      s = this.openGraph(key, build);
       s.catch(() => this.sessions.delete(id));
       this.sessions.set(id, s);
     }
     if (typeof options.lora === 'string') this.trackLoraVariant(id);
     if (typeof options.vae === 'string') this.trackVariant(this.shared.vaeVariants, options.vae, id, MAX_VAE_VARIANTS);
     return s;
+  }
+
+  /** Builds (or finds in the cache) the graph for `key` and opens a session on it; not remembered here. */
+  private async openGraph(key: GraphKey, build: (b: GraphBuilder) => void, makeBuilder?: (network: string, dir: string) => GraphBuilder): Promise<Session> {
+    const started = Date.now();
+    const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build, makeBuilder);
+    const { device, threads, spinning, cacheOptimized } = this.settings;
+    const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
+    // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
+    if (rejected) process.emitWarning(`${key.network}: cached optimised model refused and rebuilt (${rejected})`, 'KilnCacheWarning');
+    this.buildMs += Date.now() - started;
+    return session;
   }
 
   /** Records a LoRA graph's session under its combination and frees the oldest combinations beyond the cap. */
@@ -372,6 +443,10 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   async release(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
+    const int8 = [this.shared.int8, this.shared.int8Vae];
+    this.shared.int8 = undefined;
+    this.shared.int8Vae = undefined;
+    for (const n of int8) await n?.release();
     for (const p of all) {
       try {
         await (await p).release();

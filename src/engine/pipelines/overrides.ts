@@ -13,6 +13,8 @@ export interface NoiseOverrides {
   maskedImageSampleNoise?: Float32Array;
   /** Receives the final latents (before decode) for comparisons. */
   onFinalLatents?: (latents: Tensor) => void;
+  /** Receives each network evaluation's scaled latent input (x / sqrt(sigma² + 1) for eps models), for per-step comparisons. */
+  onModelInput?: (xScaled: Float32Array, sigma: number) => void;
   /** Transparent output: each image's [4,H,W] alpha,R,G,B in [0,1] before the 8-bit conversion. */
   onTransparentFloat?: (index: number, rgba: { channels: number; height: number; width: number; data: Float32Array }) => void;
 }

@@ -26,6 +26,8 @@ export interface GuidanceSettings {
   tiling?: Tiling;
   /** Inpainting UNets: extra input channels [count, channels, h, w] after the latent (unet-feeds.ts). */
   concat?: ConcatChannels;
+  /** Test hook: each evaluation's scaled latent input. */
+  onInput?: (xScaled: Float32Array, sigma: number) => void;
 }
 
 export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: GuidanceSettings): Denoiser {
@@ -58,8 +60,12 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
     );
     subBatches.push({ start, n, rows, condition });
   }
+  // Asked once per generation: an int8 UNet moves from calibration to int8 between generations, never within one.
+  let unet: ReturnType<typeof ms.unet> | undefined;
   const network = async (xScaled: Float32Array, timestep: number, sigma: number): Promise<Float32Array> => {
-    const session = await ms.unet(s.tiling);
+    unet ??= ms.unet(s.tiling);
+    const session = await unet;
+    s.onInput?.(xScaled, sigma);
     const out = new Float32Array(xScaled.length);
     for (const { start, n, rows, condition } of subBatches) {
       const batch = rows.length;
