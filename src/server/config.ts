@@ -71,7 +71,7 @@ export interface KilnConfig {
   engineModule?: string;
   /** Live preview of the running job every this many model evaluations (0 = no previews). */
   previewEvery: number;
-  /** Free an unused model's memory after this many ms (0 = keep models loaded). */
+  /** Free an unused model's memory after this many ms (0 = keep models loaded; default 10 minutes, as seed 003). */
   idleUnloadMs: number;
   /** Most models held in memory at once; the least recently used is freed first. */
   maxLoadedModels: number;
@@ -318,8 +318,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_IDLE_UNLOAD',
     kind: 'number',
     scale: 1000,
-    default: 0,
-    doc: 'Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache). 0 keeps models loaded.',
+    // Seed 003's servers free the GPU after 10 minutes without work ("Buffer Timeout: 10 minutes"); users of it expect that.
+    default: 600_000,
+    doc: "Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache; /ready stays true). 0 keeps models loaded. The default, 10 minutes, is seed 003's buffer timeout.",
   },
   {
     key: 'maxLoadedModels',
