@@ -10,6 +10,7 @@ import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
 import { parseS3Url } from '../storage/s3.ts';
 import { editDistance } from './edit-distance.ts';
+import { type ModelPreset, ModelPresetError, parseModelPresets } from './model-presets.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -39,6 +40,8 @@ export interface KilnConfig {
   vae?: string;
   /** Friendly label -> model name (file/folder in modelsDir, absolute path, or Hugging Face repo id). */
   modelAliases: Record<string, string>;
+  /** Model name or label (`*` wildcards allowed) -> defaults for the fields a request leaves out (config file only). */
+  modelPresets: Record<string, ModelPreset>;
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
   /** onnxruntime threads per op; undefined = all cores but one. */
   threads?: number;
@@ -521,7 +524,7 @@ export interface ConfigSources {
 }
 
 /** Top-level config-file keys that are not option rows. */
-const FILE_ONLY_KEYS = ['modelAliases', 'keys'];
+const FILE_ONLY_KEYS = ['modelAliases', 'modelPresets', 'keys'];
 
 /** Every key a config file may hold: dotted option names (their own unit), flag names (the flag's unit), and the rest. */
 export function validFileKeys(): string[] {
@@ -795,6 +798,11 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     throw new ConfigError('modelAliases (config file)', 'must map labels to model names, e.g. {"Amanatsu": "amanatsu-v11.safetensors"}');
   }
   out.modelAliases = aliases;
+  try {
+    out.modelPresets = parseModelPresets(file.modelPresets, out.limits as Limits);
+  } catch (e) {
+    throw e instanceof ModelPresetError ? new ConfigError(`${e.key} (config file)`, e.detail) : e;
+  }
 
   const keys = [
     ...keysFromFile(file.keys),

@@ -37,7 +37,8 @@ import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
 import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
-import { Metrics } from './metrics.ts';
+import { Metrics, requestSurface } from './metrics.ts';
+import { applyModelPreset, checkPresetNames, presetFor } from './model-presets.ts';
 import { sizeOf } from './models/size.ts';
 
 /** Graph build rate for the first-start estimate (SD1.5, ~4 GiB of fp32 weights, builds in ~40 s on a CPU). */
@@ -93,6 +94,8 @@ export class KilnServices {
     readonly config: KilnConfig,
     private readonly opts: ServiceOptions = {},
   ) {
+    // Preset sampler and schedule names are the engine's: a typo is a start error naming the key, not a failing job.
+    checkPresetNames(config.modelPresets, normalizeOptions(listSamplers()), normalizeOptions(listSchedules()));
     mkdirSync(config.dataDir, { recursive: true });
     // Before the database is opened: a second server must not even recover (re-queue) the first one's jobs.
     this.lock = DataDirLock.acquire(config.dataDir);
@@ -345,6 +348,7 @@ export class KilnServices {
 
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
+    this.prepareSpec(spec);
     this.checkSpec(spec);
     if (spec.loras?.length) checkSpecLoras(spec, this.models, (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family);
     await checkSpecVae(spec, this.models, findTaesdDecoders(this.config.modelsDir));
@@ -354,6 +358,18 @@ export class KilnServices {
     const job = await this.queue.submit(spec, opts);
     this.metrics.jobSubmitted(job);
     return job;
+  }
+
+  /**
+   * Records where a job comes from (surface, model) and fills what the request left out from its model's preset:
+   * one place for every surface, before the checks, so a preset value is checked like a requested one.
+   */
+  private prepareSpec(spec: JobSpec): void {
+    const entry = spec.kind === 'upscale' ? undefined : this.models.entry(spec.model);
+    spec.origin = { surface: requestSurface.getStore() ?? 'internal', ...(entry ? { model: entry.name } : {}) };
+    if (!entry || spec.kind === 'embed-image' || spec.kind === 'interrogate') return;
+    const found = presetFor(this.config.modelPresets, [entry.name, ...entry.labels, ...(spec.model ? [spec.model] : [])]);
+    if (found && applyModelPreset(spec, found.preset).length > 0) spec.origin.preset = found.key;
   }
 
   /** A webhook URL a client gave: an http(s) URL whose target the webhook policy allows. Throws SpecError('webhook'). */

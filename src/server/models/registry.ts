@@ -230,6 +230,11 @@ export class ModelRegistry {
     return this.defaultEntry;
   }
 
+  /** The checkpoint a name or label stands for (undefined: the default model). */
+  entry(name: string | undefined): ModelEntry | undefined {
+    return name === undefined ? this.defaultEntry : this.find(name);
+  }
+
   /** True when `name` (or the default, if undefined) names a known checkpoint. */
   has(name: string | undefined): boolean {
     return name === undefined ? this.defaultEntry !== undefined : this.find(name) !== undefined;
