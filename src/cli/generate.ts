@@ -6,6 +6,7 @@ import { createEngine, type Device, type GenerateRequest, type RawImage, type Rn
 import { graphCacheDir, loadConfig } from '../server/config.ts';
 import { encodeImage, type ImageFormat } from '../storage/encode.ts';
 import { ProgressBar } from './progress-bar.ts';
+import { networkLabel } from '../queue/build-log.ts';
 
 /** Option values as the CLI parser (src/cli/main.ts) hands them over: strings, defaults filled in. */
 export interface GenerateValues {
@@ -90,7 +91,19 @@ export async function runGenerate(v: GenerateValues, positionals: string[]): Pro
   const started = Date.now();
   try {
     const result = await engine.generate(request, {
-      onProgress: (e) => bar.update(e.fraction, e.phase === 'sampling' ? `step ${e.step}/${e.totalSteps}` : e.phase),
+      onProgress: (e) => {
+        // The first run of a model builds its graphs (tens of seconds for a real one): say which and how far.
+        if (e.build) {
+          const b = e.build;
+          const label = `${networkLabel(b.network)} graph`;
+          const text = b.done
+            ? `${label} built in ${(b.elapsedMs / 1000).toFixed(1)}s`
+            : `building ${label} (first run only)… ${Math.round(b.fraction * 100)}%`;
+          bar.status(b.fraction, text, b.done || b.bytes === 0);
+          return;
+        }
+        bar.update(e.fraction, e.phase === 'sampling' ? `step ${e.step}/${e.totalSteps}` : e.phase);
+      },
     });
     const files: string[] = [];
     for (const [i, img] of result.images.entries()) {

@@ -1,5 +1,16 @@
 // The engine: runs operations (generate, load, ...; see ops/) over a pool of loaded models.
-import type { Device, GenerateOptions, GenerateRequest, GenerateResult, LoadedModelInfo, ModelRef, RunOptions } from './api.ts';
+import type {
+  Device,
+  GenerateOptions,
+  GenerateRequest,
+  GenerateResult,
+  GraphBuildProgress,
+  LoadedModelInfo,
+  ModelRef,
+  ProgressEvent,
+  RunOptions,
+} from './api.ts';
+import { withBuildListener } from './onnx/build-progress.ts';
 import { KilnInputError } from './api.ts';
 import { ModelPool } from './model-pool.ts';
 import { isOpName, OPS, type EngineOp, type OpInput, type OpName, type OpOutput } from './ops/index.ts';
@@ -64,7 +75,20 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     run(op, input, runOpts = {}) {
       if (!isOpName(op)) return Promise.reject(new KilnInputError(`unknown engine operation "${String(op)}"; known: ${Object.keys(OPS).join(', ')}`, 'op'));
       const operation = OPS[op] as EngineOp<typeof input, OpOutput<typeof op>>;
-      return operation.run(input, { ...runOpts, models: pool });
+      // Graph builds report as 'loading' progress of this operation, at the fraction the operation had reached.
+      let fraction = 0;
+      const onProgress = runOpts.onProgress;
+      const tracked = onProgress
+        ? {
+            ...runOpts,
+            onProgress: (e: ProgressEvent) => {
+              fraction = e.fraction;
+              onProgress(e);
+            },
+          }
+        : runOpts;
+      const listener = onProgress && ((build: GraphBuildProgress) => onProgress({ phase: 'loading', step: 0, totalSteps: 0, fraction, build }));
+      return withBuildListener(listener, () => operation.run(input, { ...tracked, models: pool }));
     },
     generate: (req, genOpts = {}, overrides) => engine.run('generate', req, { ...genOpts, overrides }),
     load: (ref) => engine.run('load', ref),

@@ -17,6 +17,7 @@ export {
   type ModelRef,
   type Phase,
   type ProgressEvent,
+  type GraphBuildProgress,
   type RawImage,
   type RefinerSettings,
   type RngSource,

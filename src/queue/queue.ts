@@ -17,6 +17,7 @@ import type { JobSpec } from './job-spec.ts';
 import type { JobRunner } from './executor.ts';
 import type { WebhookSender } from './webhooks.ts';
 import { EngineCrashError } from './engine-process.ts';
+import { BuildLog } from './build-log.ts';
 
 export class QueueFullError extends Error {
   constructor(
@@ -393,6 +394,8 @@ export class JobQueue {
     await this.backend.publish({ type: 'started', job: { ...job } });
     this.opts.log?.info({ ...jobLogFields(job), attempt: job.attempts }, 'job started');
 
+    const log = this.opts.log;
+    const builds = log ? new BuildLog((o, m) => log.info(o, m)) : undefined;
     let hardStopTimer: NodeJS.Timeout | undefined;
     controller.signal.addEventListener('abort', () => {
       if (!this.opts.hardStop) return;
@@ -406,6 +409,7 @@ export class JobQueue {
       .run(job, {
         signal: controller.signal,
         onProgress: (e) => {
+          if (e.build) builds?.report({ jobId: job.id, model: job.spec.origin?.model ?? job.spec.model ?? 'default' }, e.build);
           const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase: e.phase, step: e.step, totalSteps: e.totalSteps };
           running.live = live;
           const preview: JobPreview | undefined = e.preview ? { image: e.preview, step: e.step, seq: ++running.previewSeq } : undefined;

@@ -19,6 +19,7 @@ import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
 import { JobQueue } from '../queue/queue.ts';
 import type { SubmitOptions } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
+import { BUILD_SECONDS_PER_GIB } from '../queue/build-log.ts';
 import { ProcessEngine } from '../queue/engine-process.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
@@ -41,8 +42,6 @@ import { Metrics, requestSurface } from './metrics.ts';
 import { applyModelPreset, checkPresetNames, presetFor } from './model-presets.ts';
 import { sizeOf } from './models/size.ts';
 
-/** Graph build rate for the first-start estimate (SD1.5, ~4 GiB of fp32 weights, builds in ~40 s on a CPU). */
-const BUILD_SECONDS_PER_GIB = 10;
 /** While a model loads, a line this often says it is still working. */
 const LOAD_TICK_MS = 10_000;
 

@@ -8,6 +8,7 @@ import { getFamily } from '../families/index.ts';
 import type { ModelFamily, TextEncoders } from '../families/types.ts';
 import { buildUnet, isUnetBranchSite, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
+import { buildReporter } from '../onnx/build-progress.ts';
 import { defaultCacheDir, getOrBuildGraph, type GraphKey } from '../onnx/cache.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
@@ -179,7 +180,13 @@ export class ModelSessions implements TextEncoders {
     // The tokenizer says which id ends the text (the pooled output's token).
     const buildOpts = { ...opts, eosTokenId: this.tokenizer(index).eos, ...(branches ? { loraBranches: true } : {}) };
     const options = lora ? { ...clipTextGraphOptions(buildOpts), lora } : clipTextGraphOptions(buildOpts);
-    const session = this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, buildOpts));
+    const session = this.session(
+      `text-encoder-${index}`,
+      this.precision(),
+      options,
+      (b) => buildClipTextEncoder(b, weights, part.config, buildOpts),
+      () => weightBytes(weights, this.precision()),
+    );
     return branches ? this.fedOnce(JSON.stringify(['text-encoder', index, options]), session, branches) : session;
   }
 
@@ -201,23 +208,35 @@ export class ModelSessions implements TextEncoders {
     const opts = { ...this.family.unet.buildOptions, tiling, ...(branches ? { loraBranches: true } : {}) };
     const lora = this.loras?.unetKey;
     const weights = this.loras?.unet ?? this.model.unet;
-    const session = this.session('unet', this.precision(), lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts), (b) =>
-      buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
+    const session = this.session(
+      'unet',
+      this.precision(),
+      lora ? { ...unetGraphOptions(opts), lora } : unetGraphOptions(opts),
+      (b) => buildUnet(b, weights, this.model.unetConfig as unknown as Record<string, unknown>, opts),
+      () => weightBytes(weights, this.precision()),
     );
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
   }
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {
     const opts = { scalingFactor: this.scalingFactor, tiling };
-    return this.session('vae-decoder', this.vaePrecision(), this.vaeKeyed(vaeDecoderGraphOptions(opts)), (b) =>
-      buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
+    return this.session(
+      'vae-decoder',
+      this.vaePrecision(),
+      this.vaeKeyed(vaeDecoderGraphOptions(opts)),
+      (b) => buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
+      () => weightBytes(this.model.vae, this.vaePrecision(), (n) => n.startsWith('decoder.') || n.startsWith('post_quant_conv.')),
     );
   }
 
   vaeEncoder(tiling?: Tiling): Promise<Session> {
     const opts = { tiling };
-    return this.session('vae-encoder', this.vaePrecision(), this.vaeKeyed(vaeEncoderGraphOptions(opts)), (b) =>
-      buildVaeEncoder(b, this.model.vae, this.model.vaeConfig, opts),
+    return this.session(
+      'vae-encoder',
+      this.vaePrecision(),
+      this.vaeKeyed(vaeEncoderGraphOptions(opts)),
+      (b) => buildVaeEncoder(b, this.model.vae, this.model.vaeConfig, opts),
+      () => weightBytes(this.model.vae, this.vaePrecision(), (n) => n.startsWith('encoder.') || n.startsWith('quant_conv.')),
     );
   }
 
@@ -230,7 +249,14 @@ export class ModelSessions implements TextEncoders {
     return precisionFor(this.settings.device);
   }
 
-  private session(network: string, precision: 'fp32' | 'fp16', options: Record<string, unknown>, build: (b: GraphBuilder) => void): Promise<Session> {
+  /** `expectedBytes`: about how many weight bytes the graph holds, for build progress (see onnx/build-progress.ts). */
+  private session(
+    network: string,
+    precision: 'fp32' | 'fp16',
+    options: Record<string, unknown>,
+    build: (b: GraphBuilder) => void,
+    expectedBytes?: () => number,
+  ): Promise<Session> {
     this.lastUsed = Date.now();
     const key: GraphKey = { network, weightsIdentity: this.model.identity, precision, options };
     const id = JSON.stringify(key);
@@ -238,7 +264,13 @@ export class ModelSessions implements TextEncoders {
     if (!s) {
       s = (async () => {
         const started = Date.now();
-        const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build);
+        const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, (b) => {
+          // Only a real build reports (a cached graph skips this); the start of the report is the start of the build.
+          const reporter = buildReporter(network, expectedBytes?.() ?? 0);
+          if (reporter) b.onWeightsWritten = (bytes) => reporter.written(bytes);
+          build(b);
+          reporter?.done();
+        });
         const { device, threads, spinning, cacheOptimized } = this.settings;
         const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
         // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
@@ -304,4 +336,11 @@ async function withBranchFeeds(session: Promise<Session>, patches: Map<string, B
 
 export function loadedModelInfo(ms: ModelSessions): LoadedModelInfo {
   return { path: ms.model.path, name: ms.model.name, family: ms.model.family, prediction: ms.model.prediction, lastUsed: ms.lastUsed };
+}
+
+/** The bytes a graph's weights take at `precision`: the elements of the source's tensors (those `include` keeps). */
+function weightBytes(source: { names(): string[]; shape(name: string): number[] }, precision: 'fp32' | 'fp16', include?: (name: string) => boolean): number {
+  let elements = 0;
+  for (const name of source.names()) if (!include || include(name)) elements += source.shape(name).reduce((a, b) => a * b, 1);
+  return elements * (precision === 'fp16' ? 2 : 4);
 }
