@@ -22,6 +22,8 @@ export interface EngineOptions {
   device?: Device;
   /** Where built ONNX graphs are cached (default ~/.cache/kiln/graphs or KILN_CACHE_DIR). */
   cacheDir?: string;
+  /** The Hugging Face hub cache tokenizers are read from (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub). */
+  hfCacheDir?: string;
   /** Free a model's sessions after this long unused (0 = never). */
   idleUnloadMs?: number;
   /** Most models kept loaded at once; the least recently used is freed first. */
@@ -59,6 +61,7 @@ export function createEngine(opts: EngineOptions = {}): Engine {
   const pool = new ModelPool({
     device: opts.device ?? 'cpu',
     cacheDir: opts.cacheDir,
+    hfCacheDir: opts.hfCacheDir,
     threads: opts.threads,
     spinning: opts.spinning,
     maxLoaded: opts.maxLoadedModels ?? 2,

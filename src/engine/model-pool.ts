@@ -8,6 +8,7 @@ import { ModelSessions } from './pipelines/model-sessions.ts';
 export interface PoolSettings {
   device: Device;
   cacheDir?: string;
+  hfCacheDir?: string;
   threads?: number;
   spinning?: boolean;
   /** Most models kept loaded at once; the least recently used is freed first. */
@@ -61,8 +62,8 @@ export class ModelPool {
   }
 
   /** Where upscaler graphs are cached and how their sessions run: as the models'. */
-  get upscalerSettings(): { device: PoolSettings['device']; cacheDir?: string; threads?: number } {
-    return { device: this.settings.device, cacheDir: this.settings.cacheDir, threads: this.settings.threads };
+  get upscalerSettings(): { device: PoolSettings['device']; cacheDir?: string; hfCacheDir?: string; threads?: number } {
+    return { device: this.settings.device, cacheDir: this.settings.cacheDir, hfCacheDir: this.settings.hfCacheDir, threads: this.settings.threads };
   }
 
   /** The model, loaded if needed, marked in use until release(). */
@@ -93,8 +94,8 @@ export class ModelPool {
     const key = refKey(ref);
     let p = this.models.get(key);
     if (!p) {
-      const { device, cacheDir, threads, spinning } = this.settings;
-      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning });
+      const { device, cacheDir, hfCacheDir, threads, spinning } = this.settings;
+      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, hfCacheDir, threads, spinning });
       p.then(
         (ms) => {
           this.ready.set(key, ms);

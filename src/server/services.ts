@@ -12,7 +12,8 @@ import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
 import { RedisJobBackend } from '../queue/redis-backend.ts';
-import { listSamplers, listSchedules } from '../engine/index.ts';
+import { listSamplers, listSchedules, type ModelRef } from '../engine/index.ts';
+import { ensureTokenizerRole, ensureTokenizers, type TokenizerFetchOptions } from './models/tokenizers.ts';
 import type { JobBackend } from '../queue/backend.ts';
 import { WebhookSender } from '../queue/webhooks.ts';
 import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
@@ -124,6 +125,7 @@ export class KilnServices {
         : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
             device: config.device,
             cacheDir: graphCacheDir(config),
+            hfCacheDir: config.hfCacheDir,
             // Leave one core to the server process so status, SSE and /health answer during a generation.
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
@@ -143,11 +145,16 @@ export class KilnServices {
       run: createExecutor({
         engine,
         storage: this.storage,
-        resolveModel: (n, vae) => this.models.resolve(n, vae),
+        resolveModel: (n, vae) => this.resolveModel(n, vae),
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
-        resolveClipModel: (n, kind) => this.clipVision.resolve(n, kind),
+        resolveClipModel: async (n, kind) => {
+          const clip = this.clipVision.resolve(n, kind);
+          // A CLIP file without its own tokenizer reads CLIP-L's from the HF cache: fetched there first if missing.
+          if (!existsSync(join(clip.path, 'vocab.json'))) await ensureTokenizerRole('clip-l', this.tokenizerFetch());
+          return clip;
+        },
         resolveFaceRestorer: (m) => this.faceRestorers.resolve(m),
         interrogateCategories: () => this.clipVision.categories(),
         hasModel: (n) => this.models.has(n),
@@ -224,7 +231,7 @@ export class KilnServices {
     );
     ticker.unref();
     try {
-      await this.engine.load(await this.models.resolve(undefined));
+      await this.engine.load(await this.resolveModel(undefined));
       const seconds = (Date.now() - started) / 1000;
       this.metrics.modelLoad.observe(seconds);
       log?.info({ model: def.name, seconds: Math.round(seconds * 10) / 10 }, `model ${def.name} ready in ${seconds.toFixed(1)} s`);
@@ -236,6 +243,17 @@ export class KilnServices {
     } finally {
       clearInterval(ticker);
     }
+  }
+
+  /** A model's files for the engine, with the tokenizers a single file needs fetched into the HF cache first. */
+  async resolveModel(name: string | undefined, vae?: string): Promise<ModelRef> {
+    const ref = await this.models.resolve(name, vae);
+    await ensureTokenizers(ref, this.tokenizerFetch());
+    return ref;
+  }
+
+  private tokenizerFetch(): TokenizerFetchOptions {
+    return { hfCacheDir: this.config.hfCacheDir, endpoint: this.config.hfEndpoint, offline: this.config.offline };
   }
 
   async start(): Promise<void> {

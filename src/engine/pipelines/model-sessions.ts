@@ -22,6 +22,8 @@ import { applyEmbeddings, type AppliedEmbeddings } from '../weights/embeddings.t
 export interface SessionSettings {
   device: Device;
   cacheDir?: string;
+  /** The HF hub cache single-file checkpoints' tokenizers are read from. */
+  hfCacheDir?: string;
   threads?: number;
   spinning?: boolean;
   /** Cache onnxruntime's optimised models beside the graphs for faster later starts (CPU; default true). */
@@ -132,7 +134,7 @@ export class ModelSessions implements TextEncoders {
   }
 
   static async load(ref: ModelRef, settings: SessionSettings): Promise<ModelSessions> {
-    const model = await loadModel(ref);
+    const model = await loadModel(ref, { hfCacheDir: settings.hfCacheDir });
     const tokenizers = await Promise.all(model.tokenizerDirs.map((dir) => ClipTokenizer.fromDir(dir)));
     return new ModelSessions(ref, model, tokenizers, settings);
   }
