@@ -281,7 +281,7 @@ export interface GraphBuildProgress {
 
 export interface ProgressEvent {
   phase: Phase;
-  /** With phase 'loading': the graph being built. */
+  /** A graph being built for this operation (the other fields stay where the operation was); jobs show it as phase 'loading'. */
   build?: GraphBuildProgress;
   /** Model evaluations done / planned in the sampling phase (0 elsewhere). */
   step: number;

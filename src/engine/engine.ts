@@ -78,19 +78,22 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     run(op, input, runOpts = {}) {
       if (!isOpName(op)) return Promise.reject(new KilnInputError(`unknown engine operation "${String(op)}"; known: ${Object.keys(OPS).join(', ')}`, 'op'));
       const operation = OPS[op] as EngineOp<typeof input, OpOutput<typeof op>>;
-      // Graph builds report as 'loading' progress of this operation, at the fraction the operation had reached.
-      let fraction = 0;
+      // Graph builds report as progress of this operation carrying `build`, at the phase, step and fraction the
+      // operation had reached ('loading' before its first event), so its own phases and counters never go back.
+      let last: ProgressEvent = { phase: 'loading', step: 0, totalSteps: 0, fraction: 0 };
       const onProgress = runOpts.onProgress;
       const tracked = onProgress
         ? {
             ...runOpts,
             onProgress: (e: ProgressEvent) => {
-              fraction = e.fraction;
+              last = e;
               onProgress(e);
             },
           }
         : runOpts;
-      const listener = onProgress && ((build: GraphBuildProgress) => onProgress({ phase: 'loading', step: 0, totalSteps: 0, fraction, build }));
+      const listener =
+        onProgress &&
+        ((build: GraphBuildProgress) => onProgress({ phase: last.phase, step: last.step, totalSteps: last.totalSteps, fraction: last.fraction, build }));
       return withBuildListener(listener, () => operation.run(input, { ...tracked, models: pool }));
     },
     generate: (req, genOpts = {}, overrides) => engine.run('generate', req, { ...genOpts, overrides }),

@@ -410,7 +410,9 @@ export class JobQueue {
         signal: controller.signal,
         onProgress: (e) => {
           if (e.build) builds?.report({ jobId: job.id, model: job.spec.origin?.model ?? job.spec.model ?? 'default' }, e.build);
-          const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase: e.phase, step: e.step, totalSteps: e.totalSteps };
+          // A graph build (a model's first use on this machine) is the job's 'loading' phase.
+          const phase = e.build ? 'loading' : e.phase;
+          const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase, step: e.step, totalSteps: e.totalSteps };
           running.live = live;
           const preview: JobPreview | undefined = e.preview ? { image: e.preview, step: e.step, seq: ++running.previewSeq } : undefined;
           const snapshot: Job = { ...job, ...live };
@@ -421,7 +423,7 @@ export class JobQueue {
               await this.backend.publish({
                 type: 'progress',
                 job: snapshot,
-                phase: e.phase,
+                phase,
                 step: e.step,
                 totalSteps: e.totalSteps,
                 progress: live.progress,

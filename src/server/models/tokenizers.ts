@@ -28,7 +28,13 @@ export interface TokenizerFetchOptions {
 /** Fetches the tokenizers `ref` needs that the cache lacks (nothing for folders that bring their own, or --tokenizer). */
 export async function ensureTokenizers(ref: ModelRef, opts: TokenizerFetchOptions): Promise<void> {
   if (opts.offline) return;
-  for (const { role } of missingTokenizers(ref, { hfCacheDir: opts.hfCacheDir })) await fetchTokenizer(role, opts);
+  let missing: ReturnType<typeof missingTokenizers>;
+  try {
+    missing = missingTokenizers(ref, { hfCacheDir: opts.hfCacheDir });
+  } catch {
+    return; // a model the engine cannot read: its load says why (and another engine may read it after all)
+  }
+  for (const { role } of missing) await fetchTokenizer(role, opts);
 }
 
 /** Fetches one role's tokenizer into the cache unless it is there (image understanding's CLIP-L fallback uses it). */
