@@ -6,6 +6,8 @@ import { createEngine, type Device, type GenerateRequest, type RawImage, type Rn
 import { graphCacheDir, loadConfig } from '../server/config.ts';
 import { encodeImage, type ImageFormat } from '../storage/encode.ts';
 import { ProgressBar } from './progress-bar.ts';
+import { networkLabel } from '../queue/build-log.ts';
+import { ensureTokenizers } from '../server/models/tokenizers.ts';
 
 /** Option values as the CLI parser (src/cli/main.ts) hands them over: strings, defaults filled in. */
 export interface GenerateValues {
@@ -82,15 +84,28 @@ export async function runGenerate(v: GenerateValues, positionals: string[]): Pro
 
   // The graph cache kiln serve uses (same --cache-dir / KILN_CACHE_DIR / data-dir resolution), so a model built
   // by one is not built again by the other.
-  const cacheDir = graphCacheDir(
-    loadConfig({ flags: { ...(v.cacheDir ? { 'cache-dir': v.cacheDir } : {}), ...(v.dataDir ? { 'data-dir': v.dataDir } : {}) } }),
-  );
-  const engine = createEngine({ device: values.device as Device, cacheDir });
+  const config = loadConfig({ flags: { ...(v.cacheDir ? { 'cache-dir': v.cacheDir } : {}), ...(v.dataDir ? { 'data-dir': v.dataDir } : {}) } });
+  const cacheDir = graphCacheDir(config);
+  // A single file's tokenizer comes from the HF cache, fetched there first if missing (the engine never downloads).
+  await ensureTokenizers(request.model, { hfCacheDir: config.hfCacheDir, endpoint: config.hfEndpoint, offline: config.offline });
+  const engine = createEngine({ device: values.device as Device, cacheDir, hfCacheDir: config.hfCacheDir });
   const bar = new ProgressBar('generating');
   const started = Date.now();
   try {
     const result = await engine.generate(request, {
-      onProgress: (e) => bar.update(e.fraction, e.phase === 'sampling' ? `step ${e.step}/${e.totalSteps}` : e.phase),
+      onProgress: (e) => {
+        // The first run of a model builds its graphs (tens of seconds for a real one): say which and how far.
+        if (e.build) {
+          const b = e.build;
+          const label = `${networkLabel(b.network)} graph`;
+          const text = b.done
+            ? `${label} built in ${(b.elapsedMs / 1000).toFixed(1)}s`
+            : `building ${label} (first run only)… ${Math.round(b.fraction * 100)}%`;
+          bar.status(b.fraction, text, b.done || b.bytes === 0);
+          return;
+        }
+        bar.update(e.fraction, e.phase === 'sampling' ? `step ${e.step}/${e.totalSteps}` : e.phase);
+      },
     });
     const files: string[] = [];
     for (const [i, img] of result.images.entries()) {

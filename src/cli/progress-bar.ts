@@ -52,6 +52,17 @@ export class ProgressBar {
     this.bar?.update(Math.round(Math.max(0, Math.min(1, fraction)) * 1000), { label: this.label, detail });
   }
 
+  /** Progress with a line of its own off a terminal: `milestone` lines always, others at most every 10 s. */
+  status(fraction: number, detail: string, milestone = false): void {
+    if (this.bar) {
+      this.update(fraction, detail);
+      return;
+    }
+    if (!milestone && Date.now() - this.lastLog < LOG_INTERVAL_MS) return;
+    this.lastLog = Date.now();
+    this.stream.write(`${detail}\n`);
+  }
+
   /** A download's bytes, rate and ETA; a new label starts a new line (several files in one pull). */
   download(p: DownloadProgress): void {
     if (p.label !== this.label) this.label = p.label;

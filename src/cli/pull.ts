@@ -1,10 +1,9 @@
 // `kiln pull`: a preset, a Hugging Face repo (or one file of it), a Civitai model or an https URL, with a progress
 // bar (bytes, rate, ETA), resume of an interrupted transfer, and the checksum the source publishes. Lands where
 // `kiln serve` looks (the HF cache for repos; the kind's folder in the models roots otherwise).
-import { join } from 'node:path';
 import { DownloadError } from '../download/fetch-file.ts';
 import { loadConfig } from '../server/config.ts';
-import { PULL_PRESETS, pull, type PullKind } from '../server/models/pull.ts';
+import { featureFolderIn, PULL_PRESETS, pull, type PullKind } from '../server/models/pull.ts';
 import { ModelRegistry } from '../server/models/registry.ts';
 import type { Flags } from './options.ts';
 import { ProgressBar } from './progress-bar.ts';
@@ -18,12 +17,14 @@ export async function runPull(what: string | undefined, opts: { kind?: string; n
   const config = loadConfig({ flags });
   if (config.offline) throw new Error('--offline / KILN_OFFLINE is set: nothing can be downloaded');
   const registry = new ModelRegistry(config);
-  const own = registry.roots.find((r) => r.ownedByKiln)?.path ?? join(config.dataDir, 'models');
+  const primary = registry.roots[0]!;
   const bar = new ProgressBar(what);
   const started = Date.now();
   try {
     const got = await pull(what, {
-      folderFor: (kind: PullKind) => (kind === 'layerdiffuse' ? join(own, 'layerdiffuse') : registry.folderFor(kind)),
+      folderFor: (kind) => registry.folderFor(kind),
+      // Feature files go where their catalogs read them: the models folder (--models-dir).
+      featureFolder: featureFolderIn(primary.path, primary.ownedByKiln),
       ...(opts.kind ? { kind: opts.kind as PullKind } : {}),
       ...(opts.name ? { name: opts.name } : {}),
       hfCacheDir: config.hfCacheDir,

@@ -281,8 +281,25 @@ export interface GenerateResult {
 
 export type Phase = 'loading' | 'encoding' | 'sampling' | 'upscaling' | 'decoding';
 
+/** A graph being built (first use of a model on this machine), reported during the operation that needs it. */
+export interface GraphBuildProgress {
+  /** The network: 'unet', 'text-encoder-0', 'vae-decoder', ... */
+  network: string;
+  /** The nth graph built by this operation (1-based). */
+  index: number;
+  /** Weight bytes written so far, of about totalBytes (an estimate from the weights' shapes). */
+  bytes: number;
+  totalBytes: number;
+  /** 0..1 for this graph (below 1 until done). */
+  fraction: number;
+  elapsedMs: number;
+  done: boolean;
+}
+
 export interface ProgressEvent {
   phase: Phase;
+  /** A graph being built for this operation (the other fields stay where the operation was); jobs show it as phase 'loading'. */
+  build?: GraphBuildProgress;
   /** Model evaluations done / planned in the sampling phase (0 elsewhere). */
   step: number;
   totalSteps: number;

@@ -1,5 +1,16 @@
 // The engine: runs operations (generate, load, ...; see ops/) over a pool of loaded models.
-import type { Device, GenerateOptions, GenerateRequest, GenerateResult, LoadedModelInfo, ModelRef, RunOptions } from './api.ts';
+import type {
+  Device,
+  GenerateOptions,
+  GenerateRequest,
+  GenerateResult,
+  GraphBuildProgress,
+  LoadedModelInfo,
+  ModelRef,
+  ProgressEvent,
+  RunOptions,
+} from './api.ts';
+import { withBuildListener } from './onnx/build-progress.ts';
 import { KilnInputError } from './api.ts';
 import { ModelPool } from './model-pool.ts';
 import { isOpName, OPS, type EngineOp, type OpInput, type OpName, type OpOutput } from './ops/index.ts';
@@ -12,6 +23,8 @@ export interface EngineOptions {
   device?: Device;
   /** Where built ONNX graphs are cached (default ~/.cache/kiln/graphs or KILN_CACHE_DIR). */
   cacheDir?: string;
+  /** The Hugging Face hub cache tokenizers are read from (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub). */
+  hfCacheDir?: string;
   /** Free a model's sessions after this long unused (0 = never). */
   idleUnloadMs?: number;
   /** Most models kept loaded at once; the least recently used is freed first. */
@@ -57,6 +70,7 @@ export function createEngine(opts: EngineOptions = {}): Engine {
   const pool = new ModelPool({
     device: opts.device ?? 'cpu',
     cacheDir: opts.cacheDir,
+    hfCacheDir: opts.hfCacheDir,
     threads: opts.threads,
     spinning: opts.spinning,
     quantize: opts.quantize,
@@ -77,7 +91,23 @@ export function createEngine(opts: EngineOptions = {}): Engine {
     run(op, input, runOpts = {}) {
       if (!isOpName(op)) return Promise.reject(new KilnInputError(`unknown engine operation "${String(op)}"; known: ${Object.keys(OPS).join(', ')}`, 'op'));
       const operation = OPS[op] as EngineOp<typeof input, OpOutput<typeof op>>;
-      return operation.run(input, { ...runOpts, models: pool });
+      // Graph builds report as progress of this operation carrying `build`, at the phase, step and fraction the
+      // operation had reached ('loading' before its first event), so its own phases and counters never go back.
+      let last: ProgressEvent = { phase: 'loading', step: 0, totalSteps: 0, fraction: 0 };
+      const onProgress = runOpts.onProgress;
+      const tracked = onProgress
+        ? {
+            ...runOpts,
+            onProgress: (e: ProgressEvent) => {
+              last = e;
+              onProgress(e);
+            },
+          }
+        : runOpts;
+      const listener =
+        onProgress &&
+        ((build: GraphBuildProgress) => onProgress({ phase: last.phase, step: last.step, totalSteps: last.totalSteps, fraction: last.fraction, build }));
+      return withBuildListener(listener, () => operation.run(input, { ...tracked, models: pool }));
     },
     generate: (req, genOpts = {}, overrides) => engine.run('generate', req, { ...genOpts, overrides }),
     load: (ref) => engine.run('load', ref),

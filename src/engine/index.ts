@@ -17,6 +17,7 @@ export {
   type ModelRef,
   type Phase,
   type ProgressEvent,
+  type GraphBuildProgress,
   type RawImage,
   type RefinerSettings,
   type RngSource,
@@ -38,6 +39,16 @@ export { latentSpaceOf } from './families/index.ts';
 export { resolveFlowSampling } from './pipelines/flow-plan.ts';
 /** A1111's checkpoint hash (the same file the infotext's "Model hash" comes from). */
 export { modelHashes } from './weights/model.ts';
+/** Which standard tokenizers a model still needs in the HF cache, and the files to fetch (the server downloads them). */
+export { missingTokenizers } from './weights/model.ts';
+export {
+  cachedTokenizer,
+  missingTokenizerMessage,
+  OPTIONAL_TOKENIZER_FILES,
+  REQUIRED_TOKENIZER_FILES,
+  STANDARD_TOKENIZERS,
+  type TokenizerRole,
+} from './weights/tokenizers.ts';
 export { inspectLora, type LoraSummary } from './weights/lora/index.ts';
 export { inspectEmbedding } from './weights/embeddings.ts';
 /** Hires fix and upscalers: A1111's target-size rule and the upscaler names every server lists. */

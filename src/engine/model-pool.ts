@@ -9,6 +9,7 @@ import type { QuantizeMode } from './weights/quantize.ts';
 export interface PoolSettings {
   device: Device;
   cacheDir?: string;
+  hfCacheDir?: string;
   threads?: number;
   spinning?: boolean;
   /** Weight-only quantisation of Linear layers (SessionSettings.quantize). */
@@ -77,8 +78,8 @@ export class ModelPool {
   }
 
   /** Where upscaler graphs are cached and how their sessions run: as the models'. */
-  get upscalerSettings(): { device: PoolSettings['device']; cacheDir?: string; threads?: number } {
-    return { device: this.settings.device, cacheDir: this.settings.cacheDir, threads: this.settings.threads };
+  get upscalerSettings(): { device: PoolSettings['device']; cacheDir?: string; hfCacheDir?: string; threads?: number } {
+    return { device: this.settings.device, cacheDir: this.settings.cacheDir, hfCacheDir: this.settings.hfCacheDir, threads: this.settings.threads };
   }
 
   /** The model, loaded if needed, marked in use until release(). */
@@ -109,9 +110,9 @@ export class ModelPool {
     const key = refKey(ref);
     let p = this.models.get(key);
     if (!p) {
-      const { device, cacheDir, threads, spinning, quantize, int8 } = this.settings;
+      const { device, cacheDir, hfCacheDir, threads, spinning, quantize, int8 } = this.settings;
       const precision = this.settings.precision === 'int8' && precisionApplies(ref.path, this.settings.precisionModels) ? 'int8' : 'fp32';
-      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, threads, spinning, quantize, precision, int8 });
+      p = ModelSessions.load({ ...ref, vae: undefined }, { device, cacheDir, hfCacheDir, threads, spinning, quantize, precision, int8 });
       p.then(
         (ms) => {
           this.ready.set(key, ms);

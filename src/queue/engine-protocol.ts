@@ -28,6 +28,7 @@ export type ToWorker =
   /** Runs operation `op` on `input`; `preview` asks for live previews in its progress events. */
   { type: 'run'; id: number; op: string; input: unknown; preview?: RunOptions['preview'] } | { type: 'abort'; id: number } | { type: 'close' };
 
+/** Progress events may carry `event.build` (graph-build progress, phase loading): plain data, passed on as is. */
 export type FromWorker =
   | { type: 'ready'; samplers: unknown; schedules: unknown }
   | { type: 'init-error'; error: WorkerError }

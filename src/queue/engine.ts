@@ -24,6 +24,8 @@ export interface Engine {
 export interface EngineOptions {
   device?: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
   cacheDir?: string;
+  /** The Hugging Face hub cache the engine reads tokenizers from (the server downloads into it). */
+  hfCacheDir?: string;
   /** onnxruntime threads per op (0 = all cores). */
   threads?: number;
   /** Whether onnxruntime's idle threads spin (false leaves the cores to the HTTP thread). */

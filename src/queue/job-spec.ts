@@ -123,7 +123,14 @@ export interface JobSpec {
   sourceFields?: Partial<Record<keyof JobSpec, string>>;
   /** A chunk of a batch split over workers (batch-split.ts): only these images of the batch, each as in the whole batch. */
   batchWindow?: { start: number; count: number };
+  /** Generation fields the request left out (its surface filled in its own defaults); a model preset may set them. */
+  leftOut?: PresetField[];
+  /** Set at submission, for logs and metrics: the API surface, the model the request resolved to, the preset applied. */
+  origin?: { surface?: string; model?: string; preset?: string };
 }
+
+/** The fields a per-model preset (config `modelPresets`) can fill in. */
+export type PresetField = 'steps' | 'cfgScale' | 'sampler' | 'schedule' | 'width' | 'height' | 'clipSkip';
 
 export interface WebhookSpec {
   url: string;

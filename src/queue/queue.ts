@@ -18,6 +18,7 @@ import type { JobRunner } from './executor.ts';
 import type { WebhookSender } from './webhooks.ts';
 import { EngineCrashError } from './engine-process.ts';
 import { BatchChunkError, chunkLink, planSplit, removeChunks, runSplit, type SplitPlan } from './batch-split.ts';
+import { BuildLog } from './build-log.ts';
 
 export class QueueFullError extends Error {
   constructor(
@@ -272,6 +273,7 @@ export class JobQueue {
       if (job.state === 'queued') {
         const done = await this.backend.finish(id, ['queued'], 'cancelled', this.now(), { error: CANCELLED_BY_REQUEST });
         if (!done) continue; // claimed by a worker in the meantime: cancel it as a running job
+        this.opts.log?.info({ ...jobLogFields(done), while: 'queued' }, 'job cancelled');
         await this.finalized(done);
         return done;
       }
@@ -399,8 +401,10 @@ export class JobQueue {
     }
     const timer = running.timeout ? setTimeout(() => this.abortRunning(running, 'timeout'), running.timeout.ms) : undefined;
     await this.backend.publish({ type: 'started', job: { ...job } });
-    this.opts.log?.info({ jobId: job.id, attempt: job.attempts }, 'job started');
+    this.opts.log?.info({ ...jobLogFields(job), attempt: job.attempts }, 'job started');
 
+    const log = this.opts.log;
+    const builds = log ? new BuildLog((o, m) => log.info(o, m)) : undefined;
     let hardStopTimer: NodeJS.Timeout | undefined;
     controller.signal.addEventListener('abort', () => {
       // A coordinator runs nothing on the engine: killing the engine would stop another job.
@@ -417,7 +421,10 @@ export class JobQueue {
       .run(job, {
         signal: controller.signal,
         onProgress: (e) => {
-          const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase: e.phase, step: e.step, totalSteps: e.totalSteps };
+          if (e.build) builds?.report({ jobId: job.id, model: job.spec.origin?.model ?? job.spec.model ?? 'default' }, e.build);
+          // A graph build (a model's first use on this machine) is the job's 'loading' phase.
+          const phase = e.build ? 'loading' : e.phase;
+          const live: LiveProgress = { progress: Math.max(0, Math.min(1, e.fraction)), phase, step: e.step, totalSteps: e.totalSteps };
           running.live = live;
           const preview: JobPreview | undefined = e.preview ? { image: e.preview, step: e.step, seq: ++running.previewSeq } : undefined;
           const snapshot: Job = { ...job, ...live };
@@ -428,7 +435,7 @@ export class JobQueue {
               await this.backend.publish({
                 type: 'progress',
                 job: snapshot,
-                phase: e.phase,
+                phase,
                 step: e.step,
                 totalSteps: e.totalSteps,
                 progress: live.progress,
@@ -552,7 +559,7 @@ export class JobQueue {
     const units = this.units(job.spec);
     if (units > 0) this.msPerUnit = this.msPerUnit === undefined ? ms / units : 0.7 * this.msPerUnit + 0.3 * (ms / units);
     if (result.timings.sampleMs > 0 && live.totalSteps > 0) this.stats.lastStepsPerSecond = live.totalSteps / (result.timings.sampleMs / 1000);
-    this.opts.log?.info({ jobId: job.id, ms, images: result.images.length }, 'job succeeded');
+    this.opts.log?.info({ ...jobLogFields(done), ms, images: result.images.length }, 'job succeeded');
     await this.finalized(done);
   }
 
@@ -563,7 +570,7 @@ export class JobQueue {
     if (!done) return;
     const level = error.code === 'internal' ? 'error' : 'info';
     this.opts.log?.[level](
-      { jobId: running.job.id, code: error.code, reason: error.message, ...(level === 'error' ? { stack: (err as Error)?.stack } : {}) },
+      { ...jobLogFields(done), code: error.code, reason: error.message, ...(level === 'error' ? { stack: (err as Error)?.stack } : {}) },
       'job failed',
     );
     await this.finalized(done);
@@ -591,7 +598,7 @@ export class JobQueue {
         ? `${err.message} while running this job, during shutdown; it was not re-run`
         : `${err.message} while running this job, on run ${job.attempts} of at most ${maxAttempts} (--max-attempts); it was not re-run`;
     const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'interrupted', message }, progress: live });
-    this.opts.log?.error({ jobId: job.id, reason: err.message }, 'engine crashed; job failed');
+    this.opts.log?.error({ ...jobLogFields(done ?? job), reason: err.message }, 'engine crashed; job failed');
     if (done) await this.finalized(done);
   }
 
@@ -611,10 +618,12 @@ export class JobQueue {
         ? `the job ran longer than its own ${s} s execution timeout and was stopped`
         : `the job ran longer than the ${s} s limit and was stopped`;
       const done = await this.backend.finish(job.id, ['running'], 'failed', this.now(), { error: { code: 'timeout', message }, progress: live });
+      if (done) this.opts.log?.info({ ...jobLogFields(done), limitMs: t.ms, own: t.own }, 'job timed out');
       if (done) await this.finalized(done);
       return;
     }
     const done = await this.backend.finish(job.id, ['running'], 'cancelled', this.now(), { error: CANCELLED_BY_REQUEST, progress: live });
+    if (done) this.opts.log?.info({ ...jobLogFields(done), while: 'running', step: live.step, totalSteps: live.totalSteps }, 'job cancelled');
     if (done) await this.finalized(done);
   }
 
@@ -646,6 +655,7 @@ export class JobQueue {
         error: { code: 'input', message: 'removed from the queue by an administrator' },
       });
       if (!done) continue;
+      this.opts.log?.info({ ...jobLogFields(done), while: 'queued', by: 'purge' }, 'job cancelled');
       await this.finalized(done);
       removed++;
     }
@@ -688,4 +698,21 @@ export function classifyError(err: unknown): JobError {
   if (isDiskFull(err)) return { code: 'storage', message: diskFullMessage(err, 'the result could not be stored') };
   const e = err as Error;
   return { code: 'internal', message: e?.message ? `generation failed: ${e.message}` : 'generation failed' };
+}
+
+/**
+ * What every job log line says: the job, its model and API surface (recorded at submission), and its durations so
+ * far: queue wait (created -> started) and run time (started -> finished), in ms.
+ */
+export function jobLogFields(job: Job): Record<string, unknown> {
+  const origin = job.spec.origin;
+  return {
+    jobId: job.id,
+    kind: job.spec.kind,
+    model: origin?.model ?? job.spec.model ?? 'default',
+    surface: origin?.surface ?? 'unknown',
+    ...(origin?.preset ? { preset: origin.preset } : {}),
+    queueWaitMs: Math.max(0, (job.startedAt ?? job.finishedAt ?? job.createdAt) - job.createdAt),
+    ...(job.startedAt !== undefined ? { runMs: Math.max(0, (job.finishedAt ?? Date.now()) - job.startedAt) } : {}),
+  };
 }

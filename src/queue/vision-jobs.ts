@@ -12,7 +12,10 @@ export interface VisionDeps {
   storage: ImageStore;
   resolveModel: (name: string | undefined) => Promise<ModelRef>;
   /** A CLIP model's name (undefined = the server's choice for the job kind) -> its name and path; throws SpecError('clip_model'). */
-  resolveClipModel?: (name: string | undefined, kind: 'embed-image' | 'interrogate') => { name: string; path: string };
+  resolveClipModel?: (
+    name: string | undefined,
+    kind: 'embed-image' | 'interrogate',
+  ) => { name: string; path: string } | Promise<{ name: string; path: string }>;
   /** The operator's phrase lists (models/interrogate/*.txt), or undefined for the engine's built-in ones. */
   interrogateCategories?: () => PhraseCategory[] | undefined;
   /** Whether a checkpoint name (undefined = the default) is known; an unknown one is simply not used. */
@@ -29,7 +32,7 @@ export async function runVisionJob(job: Job, ctx: RunContext, deps: VisionDeps):
   const kind = spec.kind as 'embed-image' | 'interrogate';
   const v = spec.vision ?? {};
   if (!deps.resolveClipModel) throw new Error('internal error: no CLIP model resolver for an image-understanding job');
-  const clip = deps.resolveClipModel(v.clipModel, kind);
+  const clip = await deps.resolveClipModel(v.clipModel, kind);
   const image = await loadInputImage(spec.initImage!, deps.storage);
   const started = Date.now();
   let vision: VisionOutput;

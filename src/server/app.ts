@@ -19,6 +19,7 @@ import type { AuthLevel, Principal } from './auth.ts';
 import { healthRoutes } from './health.ts';
 import { registerCors } from './cors.ts';
 import { requestSurface, surfaceOf } from './metrics.ts';
+import { recordSentFields } from './model-presets.ts';
 import { nativeRoutes } from './native/routes.ts';
 import { registerCompat } from './compat/index.ts';
 import { playgroundRoutes } from './playground/routes.ts';
@@ -145,6 +146,8 @@ async function assemble(config: KilnConfig, opts: BuildOptions, created: (s: Kil
   app.decorateRequest('principal', null as unknown as Principal);
   // The API surface of the request, for the job counters of /metrics (read where the job is submitted).
   app.addHook('preHandler', (req, _reply, done) => requestSurface.run(surfaceOf(req.routeOptions.url ?? req.url), done));
+  // What the client really sent, before schema defaults fill it in: model presets fill only what was left out.
+  app.addHook('preValidation', async (req) => recordSentFields(req));
   app.addHook('onRequest', async (req) => {
     const level = req.routeOptions.config?.auth ?? 'user';
     if (level === 'public') {

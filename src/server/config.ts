@@ -10,6 +10,7 @@ import type { Limits, QueueConfig } from '../queue/config.ts';
 import { WebhookPolicy } from '../queue/webhook-target.ts';
 import { parseS3Url } from '../storage/s3.ts';
 import { editDistance } from './edit-distance.ts';
+import { type ModelPreset, ModelPresetError, parseModelPresets } from './model-presets.ts';
 
 export type Role = 'user' | 'admin';
 export interface ApiKey {
@@ -39,6 +40,8 @@ export interface KilnConfig {
   vae?: string;
   /** Friendly label -> model name (file/folder in modelsDir, absolute path, or Hugging Face repo id). */
   modelAliases: Record<string, string>;
+  /** Model name or label (`*` wildcards allowed) -> defaults for the fields a request leaves out (config file only). */
+  modelPresets: Record<string, ModelPreset>;
   device: 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
   /** onnxruntime threads per op; undefined = all cores but one. */
   threads?: number;
@@ -77,7 +80,7 @@ export interface KilnConfig {
   engineModule?: string;
   /** Live preview of the running job every this many model evaluations (0 = no previews). */
   previewEvery: number;
-  /** Free an unused model's memory after this many ms (0 = keep models loaded). */
+  /** Free an unused model's memory after this many ms (0 = keep models loaded; default 10 minutes, as seed 003). */
   idleUnloadMs: number;
   /** Most models held in memory at once; the least recently used is freed first. */
   maxLoadedModels: number;
@@ -354,8 +357,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'KILN_IDLE_UNLOAD',
     kind: 'number',
     scale: 1000,
-    default: 0,
-    doc: 'Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache). 0 keeps models loaded.',
+    // Seed 003's servers free the GPU after 10 minutes without work ("Buffer Timeout: 10 minutes"); users of it expect that.
+    default: 600_000,
+    doc: "Free a model from memory after this many seconds unused (it reloads on the next job, from the graph cache; /ready stays true). 0 keeps models loaded. The default, 10 minutes, is seed 003's buffer timeout.",
   },
   {
     key: 'maxLoadedModels',
@@ -556,7 +560,7 @@ export interface ConfigSources {
 }
 
 /** Top-level config-file keys that are not option rows. */
-const FILE_ONLY_KEYS = ['modelAliases', 'keys'];
+const FILE_ONLY_KEYS = ['modelAliases', 'modelPresets', 'keys'];
 
 /** Every key a config file may hold: dotted option names (their own unit), flag names (the flag's unit), and the rest. */
 export function validFileKeys(): string[] {
@@ -830,6 +834,11 @@ export function loadConfig(src: ConfigSources = {}): KilnConfig {
     throw new ConfigError('modelAliases (config file)', 'must map labels to model names, e.g. {"Amanatsu": "amanatsu-v11.safetensors"}');
   }
   out.modelAliases = aliases;
+  try {
+    out.modelPresets = parseModelPresets(file.modelPresets, out.limits as Limits);
+  } catch (e) {
+    throw e instanceof ModelPresetError ? new ConfigError(`${e.key} (config file)`, e.detail) : e;
+  }
 
   const keys = [
     ...keysFromFile(file.keys),

@@ -12,13 +12,15 @@ import { DataDirLock } from '../storage/data-dir-lock.ts';
 import type { ImageStore } from '../storage/image-store.ts';
 import { SqliteJobBackend } from '../queue/sqlite-backend.ts';
 import { RedisJobBackend } from '../queue/redis-backend.ts';
-import { listSamplers, listSchedules } from '../engine/index.ts';
+import { listSamplers, listSchedules, type ModelRef } from '../engine/index.ts';
+import { ensureTokenizerRole, ensureTokenizers, type TokenizerFetchOptions } from './models/tokenizers.ts';
 import type { JobBackend } from '../queue/backend.ts';
 import { WebhookSender } from '../queue/webhooks.ts';
 import { WebhookPolicy, WebhookTargetError } from '../queue/webhook-target.ts';
 import { JobQueue } from '../queue/queue.ts';
 import type { SubmitOptions } from '../queue/queue.ts';
 import { createExecutor } from '../queue/executor.ts';
+import { BUILD_SECONDS_PER_GIB } from '../queue/build-log.ts';
 import { ProcessEngine } from '../queue/engine-process.ts';
 import { findOption, normalizeOptions } from '../queue/engine.ts';
 import type { Engine, NamedOption } from '../queue/engine.ts';
@@ -40,11 +42,10 @@ import { storeInputImage } from './uploads.ts';
 import { ModelRegistry } from './models/registry.ts';
 import { checkChunkImages } from '../queue/batch-split.ts';
 import { modelRouting, type ModelRouting } from './model-routes.ts';
-import { Metrics } from './metrics.ts';
+import { Metrics, requestSurface } from './metrics.ts';
+import { applyModelPreset, checkPresetNames, presetFor } from './model-presets.ts';
 import { sizeOf } from './models/size.ts';
 
-/** Graph build rate for the first-start estimate (SD1.5, ~4 GiB of fp32 weights, builds in ~40 s on a CPU). */
-const BUILD_SECONDS_PER_GIB = 10;
 /** While a model loads, a line this often says it is still working. */
 const LOAD_TICK_MS = 10_000;
 
@@ -106,6 +107,8 @@ export class KilnServices {
     readonly config: KilnConfig,
     private readonly opts: ServiceOptions = {},
   ) {
+    // Preset sampler and schedule names are the engine's: a typo is a start error naming the key, not a failing job.
+    checkPresetNames(config.modelPresets, normalizeOptions(listSamplers()), normalizeOptions(listSchedules()));
     mkdirSync(config.dataDir, { recursive: true });
     // Before the database is opened: a second server must not even recover (re-queue) the first one's jobs.
     this.lock = DataDirLock.acquire(config.dataDir);
@@ -136,6 +139,7 @@ export class KilnServices {
         : new ProcessEngine(config.engineModule ?? DEFAULT_ENGINE_MODULE, {
             device: config.device,
             cacheDir: graphCacheDir(config),
+            hfCacheDir: config.hfCacheDir,
             // Leave one core to the server process so status, SSE and /health answer during a generation.
             threads: config.threads ?? Math.max(1, availableParallelism() - 1),
             spinning: false,
@@ -161,11 +165,16 @@ export class KilnServices {
       run: createExecutor({
         engine,
         storage: this.storage,
-        resolveModel: (n, vae) => this.models.resolve(n, vae),
+        resolveModel: (n, vae) => this.resolveModel(n, vae),
         resolveLora: (n) => resolveLora(this.models, n),
         embeddings: () => usableEmbeddings(this.models),
         resolveUpscaler: (n) => this.upscalers.resolve(n),
-        resolveClipModel: (n, kind) => this.clipVision.resolve(n, kind),
+        resolveClipModel: async (n, kind) => {
+          const clip = this.clipVision.resolve(n, kind);
+          // A CLIP file without its own tokenizer reads CLIP-L's from the HF cache: fetched there first if missing.
+          if (!existsSync(join(clip.path, 'vocab.json'))) await ensureTokenizerRole('clip-l', this.tokenizerFetch());
+          return clip;
+        },
         resolveFaceRestorer: (m) => this.faceRestorers.resolve(m),
         interrogateCategories: () => this.clipVision.categories(),
         hasModel: (n) => this.models.has(n),
@@ -242,7 +251,7 @@ export class KilnServices {
     );
     ticker.unref();
     try {
-      await this.engine.load(await this.models.resolve(undefined));
+      await this.engine.load(await this.resolveModel(undefined));
       const seconds = (Date.now() - started) / 1000;
       this.metrics.modelLoad.observe(seconds);
       log?.info({ model: def.name, seconds: Math.round(seconds * 10) / 10 }, `model ${def.name} ready in ${seconds.toFixed(1)} s`);
@@ -254,6 +263,17 @@ export class KilnServices {
     } finally {
       clearInterval(ticker);
     }
+  }
+
+  /** A model's files for the engine, with the tokenizers a single file needs fetched into the HF cache first. */
+  async resolveModel(name: string | undefined, vae?: string): Promise<ModelRef> {
+    const ref = await this.models.resolve(name, vae);
+    await ensureTokenizers(ref, this.tokenizerFetch());
+    return ref;
+  }
+
+  private tokenizerFetch(): TokenizerFetchOptions {
+    return { hfCacheDir: this.config.hfCacheDir, endpoint: this.config.hfEndpoint, offline: this.config.offline };
   }
 
   async start(): Promise<void> {
@@ -365,6 +385,7 @@ export class KilnServices {
 
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
+    this.prepareSpec(spec);
     this.checkSpec(spec);
     if (spec.kind === 'txt2img' || spec.kind === 'img2img') {
       // Family-dependent rules (FLUX.1 / SD3: what their pipeline cannot do yet -> 501; sides multiple of 16 -> 400).
@@ -380,6 +401,18 @@ export class KilnServices {
     const job = await this.queue.submit(spec, opts);
     this.metrics.jobSubmitted(job);
     return job;
+  }
+
+  /**
+   * Records where a job comes from (surface, model) and fills what the request left out from its model's preset:
+   * one place for every surface, before the checks, so a preset value is checked like a requested one.
+   */
+  private prepareSpec(spec: JobSpec): void {
+    const entry = spec.kind === 'upscale' ? undefined : this.models.lookup(spec.model);
+    spec.origin = { surface: requestSurface.getStore() ?? 'internal', ...(entry ? { model: entry.name } : {}) };
+    if (!entry || spec.kind === 'embed-image' || spec.kind === 'interrogate') return;
+    const found = presetFor(this.config.modelPresets, [entry.name, ...entry.labels, ...(spec.model ? [spec.model] : [])]);
+    if (found && applyModelPreset(spec, found.preset).length > 0) spec.origin.preset = found.key;
   }
 
   /** A webhook URL a client gave: an http(s) URL whose target the webhook policy allows. Throws SpecError('webhook'). */

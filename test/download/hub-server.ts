@@ -47,7 +47,15 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const gitSha = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
 const isLfs = (file: string) => /\.(safetensors|bin|ckpt|pth|onnx)$/.test(file);
 
-export async function startHubServer(repos: Record<string, HubRepo>, civitai: CivitaiFixtureModel[] = []): Promise<HubServer> {
+/**
+ * `releases`: plain files by URL path (GitHub release assets and raw files: /owner/repo/releases/download/...),
+ * served under /github/ so a test's fetch can map https://github.com/ onto this server.
+ */
+export async function startHubServer(
+  repos: Record<string, HubRepo>,
+  civitai: CivitaiFixtureModel[] = [],
+  releases: Record<string, Buffer> = {},
+): Promise<HubServer> {
   const blobs = new Map<string, Buffer>();
   for (const r of Object.values(repos)) for (const b of Object.values(r.files)) blobs.set(sha256(b), b);
   const storage = new Map<string, Buffer>();
@@ -163,6 +171,8 @@ export async function startHubServer(repos: Record<string, HubRepo>, civitai: Ci
       const v = model?.versions.find((x) => String(x.id) === stored[1]);
       return sendBody(req, res, storage.get(stored[1]!)!, { 'content-disposition': `attachment; filename="${v?.fileName ?? 'file'}"` });
     }
+    const release = path.startsWith('/github/') ? releases[path.slice('/github'.length)] : undefined;
+    if (release) return sendBody(req, res, release);
     const cdn = /^\/cdn\/([0-9a-f]{64})$/.exec(path);
     if (cdn && blobs.has(cdn[1]!)) return sendBody(req, res, blobs.get(cdn[1]!)!);
 

@@ -177,6 +177,9 @@ export class GraphBuilder {
     return { name };
   }
 
+  /** Told the weight bytes written so far after each external initializer (build progress). */
+  onWeightsWritten?: (bytes: number) => void;
+
   private appendWeights(bytes: Uint8Array): number {
     if (this.weightsFd === undefined) this.weightsFd = openSync(join(this.dir, this.weightsFile), 'w');
     const pad = bytes.byteLength >= PAGE ? (PAGE - (this.weightsOffset % PAGE)) % PAGE : (64 - (this.weightsOffset % 64)) % 64;
@@ -188,6 +191,7 @@ export class GraphBuilder {
     let written = 0;
     while (written < bytes.byteLength) written += writeSync(this.weightsFd, bytes, written, bytes.byteLength - written);
     this.weightsOffset += bytes.byteLength;
+    this.onWeightsWritten?.(this.weightsOffset);
     return offset;
   }
 

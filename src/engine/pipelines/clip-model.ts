@@ -19,6 +19,7 @@ import { clipPreprocess, clipProcessingFromConfig, defaultClipProcessing, type C
 export interface ClipModelSettings {
   device: Device;
   cacheDir?: string;
+  hfCacheDir?: string;
   threads?: number;
 }
 
@@ -81,7 +82,7 @@ export class ClipModel {
     let tokenizer: ClipTokenizer | undefined;
     if (weights.weights.text) {
       // Every CLIP shares OpenAI's BPE vocabulary; a folder's own files win, else the standard CLIP-L files.
-      const dir = weights.dir && hasTokenizerFiles(weights.dir) ? weights.dir : await standardTokenizerDir('clip-l');
+      const dir = weights.dir && hasTokenizerFiles(weights.dir) ? weights.dir : await standardTokenizerDir('clip-l', { hfCacheDir: settings.hfCacheDir });
       tokenizer = await ClipTokenizer.fromDir(dir);
     }
     return new ClipModel(path, weights, processing, identity, settings, tokenizer);

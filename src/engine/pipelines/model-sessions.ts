@@ -13,6 +13,7 @@ import { buildT5Encoder } from '../nets/t5.ts';
 import { T5Tokenizer } from '../prompt/t5-tokenizer.ts';
 import { buildUnet, isUnetBranchSite, unetGraphOptions } from '../nets/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder, vaeDecoderGraphOptions, vaeEncoderGraphOptions, vaeScaleFactor } from '../nets/vae.ts';
+import { buildReporter } from '../onnx/build-progress.ts';
 import { defaultCacheDir, getOrBuildGraph, graphKeyHash, type GraphKey } from '../onnx/cache.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import { ClipTokenizer } from '../prompt/index.ts';
@@ -30,6 +31,8 @@ import type { Int8Layers } from '../precision/int8-graph.ts';
 export interface SessionSettings {
   device: Device;
   cacheDir?: string;
+  /** The HF hub cache single-file checkpoints' tokenizers are read from. */
+  hfCacheDir?: string;
   threads?: number;
   spinning?: boolean;
   /** Cache onnxruntime's optimised models beside the graphs for faster later starts (CPU; default true). */
@@ -160,7 +163,7 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   }
 
   static async load(ref: ModelRef, settings: SessionSettings): Promise<ModelSessions> {
-    const model = await loadModel(ref);
+    const model = await loadModel(ref, { hfCacheDir: settings.hfCacheDir });
     const tokenizers = await Promise.all(model.tokenizerDirs.map((dir) => ClipTokenizer.fromDir(dir)));
     return new ModelSessions(ref, model, tokenizers, settings);
   }
@@ -209,7 +212,13 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     // The tokenizer says which id ends the text (the pooled output's token).
     const buildOpts = { ...opts, eosTokenId: this.tokenizer(index).eos, ...(branches ? { loraBranches: true } : {}) };
     const options = lora ? { ...clipTextGraphOptions(buildOpts), lora } : clipTextGraphOptions(buildOpts);
-    const session = this.session(`text-encoder-${index}`, this.precision(), options, (b) => buildClipTextEncoder(b, weights, part.config, buildOpts));
+    const session = this.session(
+      `text-encoder-${index}`,
+      this.precision(),
+      options,
+      (b) => buildClipTextEncoder(b, weights, part.config, buildOpts),
+      () => weightBytes(weights, this.precision()),
+    );
     return branches ? this.fedOnce(JSON.stringify(['text-encoder', index, options]), session, branches) : session;
   }
 
@@ -292,8 +301,12 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     const int8 = this.settings.precision === 'int8' && this.settings.device === 'cpu' && !this.settings.quantize;
     if (int8 && !branches && !lora && !tiling) return this.int8Unet().session();
     const graphOptions = { ...unetGraphOptions(opts), ...quantized };
-    const session = this.session('unet', this.precision(), lora ? { ...graphOptions, lora } : graphOptions, (b) =>
-      buildUnet(b, weights, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
+    const session = this.session(
+      'unet',
+      this.precision(),
+      lora ? { ...graphOptions, lora } : graphOptions,
+      (b) => buildUnet(b, weights, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
+      () => weightBytes(weights, this.precision()),
     );
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
   }
@@ -353,15 +366,23 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   vaeDecoder(tiling?: Tiling): Promise<Session> {
     const opts = { scalingFactor: this.scalingFactor, tiling };
     if (this.settings.precision === 'int8' && this.settings.device === 'cpu' && !tiling && !this.vaeOverride) return this.int8VaeDecoder().session();
-    return this.session('vae-decoder', this.vaePrecision(), this.vaeKeyed(vaeDecoderGraphOptions(opts)), (b) =>
-      buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
+    return this.session(
+      'vae-decoder',
+      this.vaePrecision(),
+      this.vaeKeyed(vaeDecoderGraphOptions(opts)),
+      (b) => buildVaeDecoder(b, this.model.vae, this.model.vaeConfig, opts),
+      () => weightBytes(this.model.vae, this.vaePrecision(), (n) => n.startsWith('decoder.') || n.startsWith('post_quant_conv.')),
     );
   }
 
   vaeEncoder(tiling?: Tiling): Promise<Session> {
     const opts = { tiling };
-    return this.session('vae-encoder', this.vaePrecision(), this.vaeKeyed(vaeEncoderGraphOptions(opts)), (b) =>
-      buildVaeEncoder(b, this.model.vae, this.model.vaeConfig, opts),
+    return this.session(
+      'vae-encoder',
+      this.vaePrecision(),
+      this.vaeKeyed(vaeEncoderGraphOptions(opts)),
+      (b) => buildVaeEncoder(b, this.model.vae, this.model.vaeConfig, opts),
+      () => weightBytes(this.model.vae, this.vaePrecision(), (n) => n.startsWith('encoder.') || n.startsWith('quant_conv.')),
     );
   }
 
@@ -383,13 +404,20 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     return precisionFor(this.settings.device);
   }
 
-  private session(network: string, precision: 'fp32' | 'fp16', options: Record<string, unknown>, build: (b: GraphBuilder) => void): Promise<Session> {
+  /** `expectedBytes`: about how many weight bytes the graph holds, for build progress (see onnx/build-progress.ts). */
+  private session(
+    network: string,
+    precision: 'fp32' | 'fp16',
+    options: Record<string, unknown>,
+    build: (b: GraphBuilder) => void,
+    expectedBytes?: () => number,
+  ): Promise<Session> {
     this.lastUsed = Date.now();
     const key: GraphKey = { network, weightsIdentity: this.model.identity, precision, options };
     const id = JSON.stringify(key);
     let s = this.sessions.get(id);
     if (!s) {
-      s = this.openGraph(key, build);
+      s = this.openGraph(key, build, undefined, expectedBytes);
       s.catch(() => this.sessions.delete(id));
       this.sessions.set(id, s);
     }
@@ -399,9 +427,21 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   }
 
   /** Builds (or finds in the cache) the graph for `key` and opens a session on it; not remembered here. */
-  private async openGraph(key: GraphKey, build: (b: GraphBuilder) => void, makeBuilder?: (network: string, dir: string) => GraphBuilder): Promise<Session> {
+  private async openGraph(
+    key: GraphKey,
+    build: (b: GraphBuilder) => void,
+    makeBuilder?: (network: string, dir: string) => GraphBuilder,
+    expectedBytes?: () => number,
+  ): Promise<Session> {
     const started = Date.now();
-    const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, build, makeBuilder);
+    const reported = (b: GraphBuilder) => {
+      // Only a real build reports (a cached graph skips this); the start of the report is the start of the build.
+      const reporter = buildReporter(key.network, expectedBytes?.() ?? 0);
+      if (reporter) b.onWeightsWritten = (bytes) => reporter.written(bytes);
+      build(b);
+      reporter?.done();
+    };
+    const { modelPath } = getOrBuildGraph(this.settings.cacheDir ?? defaultCacheDir(), key, reported, makeBuilder);
     const { device, threads, spinning, cacheOptimized } = this.settings;
     const { session, rejected } = await openSession(modelPath, { device, intraOpThreads: threads, spinning, cacheOptimized: cacheOptimized ?? true });
     // Not an error (the plain graph was used and the cache rewritten), but worth seeing if it keeps happening.
@@ -464,4 +504,11 @@ async function withBranchFeeds(session: Promise<Session>, patches: Map<string, B
 
 export function loadedModelInfo(ms: ModelSessions): LoadedModelInfo {
   return { path: ms.model.path, name: ms.model.name, family: ms.model.family, prediction: ms.model.prediction, lastUsed: ms.lastUsed };
+}
+
+/** The bytes a graph's weights take at `precision`: the elements of the source's tensors (those `include` keeps). */
+function weightBytes(source: { names(): string[]; shape(name: string): number[] }, precision: 'fp32' | 'fp16', include?: (name: string) => boolean): number {
+  let elements = 0;
+  for (const name of source.names()) if (!include || include(name)) elements += source.shape(name).reduce((a, b) => a * b, 1);
+  return elements * (precision === 'fp16' ? 2 : 4);
 }

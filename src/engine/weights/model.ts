@@ -35,7 +35,16 @@ import { fileSha256, filesIdentity } from './hash.ts';
 import { mapDiffusersVae, mapLdmUnet, mapLdmVae } from './ldm-keys.ts';
 import { openTensorFile, type TensorFile } from './tensor-file.ts';
 import { MappedWeights, storedWeights } from './sources.ts';
-import { hasTokenizerFiles, standardTokenizerDir, type TokenizerLookupOptions, type TokenizerRole } from './tokenizers.ts';
+import {
+  cachedTokenizer,
+  hasTokenizerFiles,
+  hfHubCacheDir,
+  STANDARD_TOKENIZERS,
+  standardTokenizerDir,
+  type HubFolder,
+  type TokenizerLookupOptions,
+  type TokenizerRole,
+} from './tokenizers.ts';
 import type { ClipTextConfig, SchedulerConfig, UnetConfig, VaeConfig, WeightSource } from './types.ts';
 
 export type { Prediction } from './configs.ts';
@@ -464,6 +473,19 @@ export function loadVae(vaePath: string, family: FamilyName, base: VaeConfig): S
 }
 
 // ---------------------------------------------------------------- tokenizers
+
+/**
+ * The standard tokenizers a model needs that are not in the HF cache (a single file without --tokenizer, a folder
+ * missing its own), each with the Hub folder to fetch it from: the server and CLI download these before the model
+ * loads (the engine itself never downloads). Reads only the model's headers.
+ */
+export function missingTokenizers(ref: ModelRef, opts: TokenizerLookupOptions = {}): Array<{ role: TokenizerRole } & HubFolder> {
+  if (ref.tokenizerDir || !existsSync(ref.path)) return [];
+  const base = statSync(ref.path).isDirectory() ? loadFolder(ref.path, opts) : loadSingleFile(ref.path, ref, opts);
+  const cache = opts.hfCacheDir ?? hfHubCacheDir();
+  const roles = new Set(base.textEncoders.filter((_, i) => !base.ownTokenizerDirs[i]).map((te) => te.tokenizerRole));
+  return [...roles].filter((role) => !cachedTokenizer(role, cache)).map((role) => ({ role, ...STANDARD_TOKENIZERS[role][0]! }));
+}
 
 async function resolveTokenizers(model: PartialModel, ref: ModelRef, opts: LoadOptions): Promise<string[]> {
   const dirs: string[] = [];

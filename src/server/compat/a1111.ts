@@ -5,6 +5,7 @@
 // and the engine's own lists.
 // Unknown request fields are ignored, as A1111 does. Errors use A1111's {error, detail, body, errors} shape,
 // schema errors FastAPI's 422 {detail: [{loc, msg, type}]}.
+import { leftOutFields, sentFields } from '../model-presets.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { loraMetadata } from '../models/loras.ts';
 import { findTaesdDecoders } from '../models/taesd.ts';
@@ -240,7 +241,20 @@ function timestamp(ms: number): string {
 export interface A1111Context {
   model?: string;
   options: Record<string, unknown>;
+  /** The request's fields as sent, before schema defaults (model presets fill only what was left out). */
+  sent?: Record<string, unknown>;
 }
+
+/** The A1111 request fields behind each field a model preset can fill (stored options count as sent). */
+const A1111_PRESET_SOURCES = {
+  steps: ['steps'],
+  cfgScale: ['cfg_scale'],
+  sampler: ['sampler_name', 'sampler_index'],
+  schedule: ['scheduler'],
+  width: ['width'],
+  height: ['height'],
+  clipSkip: ['override_settings.CLIP_stop_at_last_layers', 'options.CLIP_stop_at_last_layers'],
+} as const;
 
 /** A1111 "Restore faces" from the settings face_restoration_model (default CodeFormer) and code_former_weight (0.5). */
 function facesFromOptions(value: (key: string, fallback: unknown) => unknown, overridden: (key: string) => boolean): RestoreFacesSpec {
@@ -361,6 +375,7 @@ export async function specFromA1111(kiln: KilnServices, body: Body, kind: 'txt2i
     vae: vae ? String(vae) : undefined,
     transparentBackground: transparency.transparentBackground,
     transparentOptions: transparency.transparentOptions,
+    leftOut: leftOutFields(ctx.sent && { ...ctx.sent, options: ctx.options }, A1111_PRESET_SOURCES),
   });
   spec.sourceFields = {
     ...transparency.sourceFields,
@@ -458,7 +473,8 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
     return entry ? (await checkpointInfo(entry)).title : null;
   };
 
-  const toSpec = (req: FastifyRequest, body: Body, kind: 'txt2img' | 'img2img') => specFromA1111(kiln, body, kind, settings.effective(req.principal));
+  const toSpec = (req: FastifyRequest, body: Body, kind: 'txt2img' | 'img2img') =>
+    specFromA1111(kiln, body, kind, { ...settings.effective(req.principal), sent: sentFields(req) });
 
   /** The `info` JSON string A1111 returns. */
   function info(body: Body, job: Job, infotexts: string[]): string {

@@ -3,6 +3,7 @@
 // as URLs of the stored files. Errors are OpenAI's {error: {message, type, param, code}} with all four keys.
 // Negative prompts have no OpenAI field; as LocalAI does, "positive|negative" in the prompt and a
 // `negative_prompt` field both work, and sd.cpp's <sd_cpp_extra_args>{json}</sd_cpp_extra_args> sets native fields.
+import { leftOutFields, recordSentFields, sentFields } from '../model-presets.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
@@ -158,6 +159,7 @@ async function assembleForm(req: FastifyRequest): Promise<void> {
   if (mask) uploads.mask = mask;
   req.body = form.body;
   req.openaiUploads = uploads;
+  recordSentFields(req); // the fields are known only now (model presets fill what was left out)
 }
 
 /** LocalAI "positive|negative" and sd.cpp <sd_cpp_extra_args>{...}</sd_cpp_extra_args> conventions. */
@@ -183,7 +185,13 @@ export function parsePrompt(raw: string, negativeField?: string): { prompt: stri
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 const text = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 
-function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2img', fallbackSize?: { width: number; height: number }): JobSpec {
+function toSpec(
+  kiln: KilnServices,
+  body: ImagesRequest,
+  kind: 'txt2img' | 'img2img',
+  fallbackSize?: { width: number; height: number },
+  sent?: Record<string, unknown>,
+): JobSpec {
   const { prompt, negative, extra } = parsePrompt(body.prompt ?? '', body.negative_prompt);
   const tags = promptNetworks([prompt]);
   let width = fallbackSize?.width ?? 512;
@@ -211,6 +219,15 @@ function toSpec(kiln: KilnServices, body: ImagesRequest, kind: 'txt2img' | 'img2
     ...tags,
     transparentBackground: body.background === 'transparent' || undefined,
     sourceFields: { ...tags.sourceFields, transparentBackground: 'background', output: 'output_format' },
+    // sd.cpp-style extra args in the prompt count as sent; an edit's size comes from its image, so it is never left out.
+    leftOut: leftOutFields(sent && { ...extra, ...sent, ...(sent.size === 'auto' ? { size: undefined } : {}) }, {
+      steps: ['steps', 'sample_steps', 'quality'],
+      cfgScale: ['cfg_scale'],
+      sampler: ['sampler', 'sample_method'],
+      schedule: ['schedule', 'scheduler'],
+      clipSkip: ['clip_skip'],
+      ...(fallbackSize ? {} : { width: ['size'], height: ['size'] }),
+    }),
   });
   if (kind === 'img2img') spec.denoisingStrength = body.strength ?? num(extra.strength) ?? 0.75;
   return spec;
@@ -268,7 +285,7 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const body = req.body as ImagesRequest;
       if (!body.prompt) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'prompt'.", 'prompt');
-      return respond(req, reply, body, toSpec(kiln, body, 'txt2img'), 'image_generation');
+      return respond(req, reply, body, toSpec(kiln, body, 'txt2img', undefined, sentFields(req)), 'image_generation');
     },
   );
 
@@ -278,7 +295,7 @@ export async function openAiRoutes(app: FastifyInstance): Promise<void> {
     if (uploads.images.length === 0) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'image'.", 'image');
     if (!variation && !body.prompt) throw new HttpError(400, 'invalid_request', "Missing required parameter: 'prompt'.", 'prompt');
     const bytes = uploads.images[0]!;
-    const spec = toSpec(kiln, variation ? { ...body, prompt: '', strength: 0.6 } : body, 'img2img', await sizeOf(bytes, kiln.config.limits));
+    const spec = toSpec(kiln, variation ? { ...body, prompt: '', strength: 0.6 } : body, 'img2img', await sizeOf(bytes, kiln.config.limits), sentFields(req));
     spec.inputImageCount = uploads.images.length;
     // OpenAI masks: fully transparent pixels are the ones to repaint; the whole picture is processed.
     if (uploads.mask) spec.mask = { fullResolution: false };

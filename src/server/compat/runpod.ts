@@ -154,7 +154,7 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
     const body = structuredClone(input) as Body;
     const validate = validators[kind];
     if (!validate(body)) throw new HttpError(400, 'invalid_request', describeAjv(validate));
-    const spec = await specFromA1111(kiln, body, kind);
+    const spec = await specFromA1111(kiln, body, kind, { options: {}, sent: input });
     // Seed 000 is "PNG images with transparent backgrounds": always, unless the server turned it off.
     const transparent = kiln.config.seed000Transparent
       ? { transparentBackground: true, sourceFields: { ...spec.sourceFields, transparentBackground: 'input' } }

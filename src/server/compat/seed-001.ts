@@ -3,6 +3,7 @@
 // requests send heartbeats (whitespace before the JSON body) so tunnels such as ngrok keep the connection.
 // The seed's server is locked to 1024x576 and 8 steps (its Lightning UNet); those are the defaults here, and
 // Kiln accepts steps / width / height / guidance_scale / seed / model / sampler as extensions.
+import { leftOutFields, sentFields } from '../model-presets.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../engine/index.ts';
@@ -49,6 +50,14 @@ export async function generateBatch(kiln: KilnServices, req: FastifyRequest, rep
     schedule: SEED001_DEFAULTS.schedule,
     seed: resolveSeed(body.seed),
     ...promptNetworks(body.prompts, 'prompts'),
+    leftOut: leftOutFields(sentFields(req), {
+      steps: ['steps'],
+      cfgScale: ['guidance_scale'],
+      sampler: ['sampler'],
+      schedule: [],
+      width: ['width'],
+      height: ['height'],
+    }),
   });
   // Refused requests (bad model, queue full) answer at once with a status code, before any heartbeat.
   const job = await kiln.submit(spec, { owner: ownerOf(req) });

@@ -1,6 +1,7 @@
 // Seed 002 (CPU-only Stable Diffusion API): POST /generate with prompt, steps, width, height, guidance_scale
 // and seed (random when absent, always returned), answering {success, image (PNG data URL), prompt, steps,
 // guidance_scale, dimensions, seed}. Its server limits images to 512x512 and that limit is kept.
+import { leftOutFields, sentFields } from '../model-presets.ts';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { KilnServices } from '../services.ts';
 import { resolveSeed } from '../../engine/index.ts';
@@ -44,9 +45,20 @@ export async function generateSingle(kiln: KilnServices, req: FastifyRequest, re
     sampler: 'PLMS',
     seed: resolveSeed(body.seed),
     ...promptNetworks([body.prompt]),
+    leftOut: leftOutFields(sentFields(req), { steps: ['steps'], cfgScale: ['guidance_scale'], sampler: [], width: ['width'], height: ['height'] }),
   });
   const done = await runJob(kiln, req, reply, spec);
   if (done.state !== 'succeeded') throw jobFailure(done, 'Image generation failed: ');
   const [img] = await resultImages(kiln, done);
-  return { success: true, image: dataUrl(img!), prompt: body.prompt, steps, guidance_scale: guidance, dimensions: `${width}x${height}`, seed: img!.meta.seed };
+  // The job's own values: a model preset may have filled what the request left out.
+  const s = done.spec;
+  return {
+    success: true,
+    image: dataUrl(img!),
+    prompt: body.prompt,
+    steps: s.steps,
+    guidance_scale: s.cfgScale,
+    dimensions: `${s.width}x${s.height}`,
+    seed: img!.meta.seed,
+  };
 }

@@ -5,6 +5,7 @@
 // modelAliases). Also /get_available_stable_diffs, /get_available_loras, /buffer_status, admin-only
 // /add_new_lora, and the UniDiffuser routes (/prompt2img, /img2prompt through the CLIP interrogator, /img2embed).
 // Errors use FastAPI's shapes.
+import { leftOutFields, sentFields } from '../model-presets.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sharp from 'sharp';
 import type { KilnServices } from '../services.ts';
@@ -180,6 +181,14 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
         sampler: scheduler?.sampler ?? q.scheduler ?? 'Euler',
         schedule: scheduler?.schedule ?? (q.use_karras_sigmas ? 'Karras' : 'Automatic'),
         seed: resolveSeed(q.seed),
+        // An img2img size comes from the upload, so only a txt2img size can be left out.
+        leftOut: leftOutFields(sentFields(req), {
+          steps: ['num_inference_steps'],
+          cfgScale: ['guidance_scale'],
+          sampler: ['scheduler'],
+          schedule: ['scheduler', 'use_karras_sigmas'],
+          ...(upload ? {} : { width: ['width'], height: ['height'] }),
+        }),
         ...tags,
         ...(q.lora ? { loras: [{ name: q.lora, weight: 1 }, ...(tags.loras ?? [])], sourceFields: { ...tags.sourceFields, loras: 'lora' } } : {}),
       });
@@ -272,6 +281,7 @@ export async function seed003Routes(app: FastifyInstance): Promise<void> {
         ...(q.steps ? { steps: q.steps } : {}),
         ...(q.width ? { width: q.width } : {}),
         ...(q.height ? { height: q.height } : {}),
+        leftOut: leftOutFields(sentFields(req), { steps: ['steps'], width: ['width'], height: ['height'], cfgScale: [], sampler: [], schedule: [] }),
       });
       return imageReply(reply, spec, req);
     },

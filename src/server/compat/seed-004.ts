@@ -5,6 +5,7 @@
 // answer was delivered (the image file stays). Listings: /hello, /models, /models/aliases, /loras, /upscalers,
 // /sampling_methods.
 // LoRA and hires fix map onto the job model (the capability check answers 501). Errors: {status: "error", error}.
+import { leftOutFields, sentFields } from '../model-presets.ts';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from '../../queue/job.ts';
 import { resolveSeed } from '../../engine/index.ts';
@@ -153,6 +154,14 @@ export async function seed004Routes(app: FastifyInstance): Promise<void> {
         ? { scale: b.hires.scale, upscaler: b.hires.upscaler, steps: b.hires.steps, denoisingStrength: b.hires.denoising_strength }
         : undefined,
       sourceFields: { loras: loras.length ? 'loras' : 'prompt', hypernetworks: 'prompt', hires: 'hires' },
+      leftOut: leftOutFields(sentFields(req), {
+        steps: ['steps'],
+        cfgScale: ['cfg_scale'],
+        sampler: ['sampler_name', 'scheduler_type'],
+        schedule: ['scheduler_type'],
+        width: ['width'],
+        height: ['height'],
+      }),
     });
     const seed004: Seed004Extra = { payload: { ...b, seed: spec.seed }, memoryBeforeMb: rssMb() };
     const job = await kiln.submit(spec, { owner: ownerOf(req), extra: { seed004 } });

@@ -88,7 +88,7 @@ export async function addLoraFromCivitai(ctx: AddLoraContext, name: string, mode
     let lastLog = 0;
     let key = ref.query !== undefined ? loraKey(ref.query) : '';
     const [got] = await pull(name.startsWith('civitai:') || /^https?:/.test(name) || /^\d/.test(name) ? name : `civitai:${name}`, {
-      folderFor: (kind) => ctx.models.folderFor(kind === 'layerdiffuse' ? 'lora' : kind),
+      folderFor: (kind) => ctx.models.folderFor(kind),
       kind: 'lora',
       civitaiEndpoint: ctx.civitaiEndpoint,
       ...(ctx.fetchImpl ? { fetchImpl: ctx.fetchImpl } : {}),

@@ -2,8 +2,8 @@
 // Civitai model/version (id, URL, AIR or name), a plain https URL, or a named preset, fetched with the one
 // downloader (src/download) and landed where the registry looks: HF repos stay in the standard HF cache (found by
 // repo id; a single file also gets a link in the kind's folder), everything else goes into the kind's folder.
-import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, mkdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import {
   civitaiBaseModelFamily,
   downloadCivitaiFile,
@@ -17,13 +17,23 @@ import { downloadFile, type DownloadProgress } from '../../download/fetch-file.t
 import { downloadHubFile, ensureDiffusersRepo, isHfRepoId } from '../../download/hf-hub.ts';
 import type { ModelKind } from './registry.ts';
 
-export type PullKind = ModelKind | 'layerdiffuse';
+export type PullKind = ModelKind | 'layerdiffuse' | 'taesd' | 'face-restoration';
 export const PULL_KINDS: PullKind[] = ['checkpoint', 'lora', 'vae', 'upscaler', 'embedding', 'layerdiffuse'];
 
+/**
+ * Where a feature's file lands: the first of `folder` that exists in the models folder (the one the feature's
+ * catalog reads: layerdiffuse/, codeformer/, vae-approx/, ...), else the first, created; `as` renames it (a sub-path
+ * for a file of a model folder).
+ */
+interface Landing {
+  folder?: readonly string[];
+  as?: string;
+}
+
 export type PullSource =
-  | { type: 'hf'; repo: string; file?: string }
+  | ({ type: 'hf'; repo: string; file?: string } & Landing)
   | { type: 'civitai'; ref: CivitaiRef }
-  | { type: 'url'; url: string; fileName?: string; sha256?: string };
+  | ({ type: 'url'; url: string; fileName?: string; sha256?: string } & Landing);
 
 export interface PullPreset {
   description: string;
@@ -31,14 +41,54 @@ export interface PullPreset {
   sources: PullSource[];
 }
 
-/** Files Kiln's features need, by name (URLs as their authors publish them). */
+// The folders each feature's catalog reads (Kiln's name first, then A1111's and ComfyUI's).
+const LAYERDIFFUSE = ['layerdiffuse'];
+const TAESD = ['vae-approx', 'VAE-approx', 'vae_approx', 'taesd'];
+const CODEFORMER = ['codeformer', 'Codeformer'];
+const GFPGAN = ['gfpgan', 'GFPGAN'];
+/** The face detector and parser: Kiln keeps them in facedetect/, A1111 beside the restorer. */
+const FACE_HELPERS = ['facedetect', 'Codeformer', 'GFPGAN', 'codeformer', 'gfpgan'];
+const CLIP_VISION = ['clip_vision'];
+type FeatureKind = Exclude<PullKind, ModelKind>;
+/** The folders of the kinds that are features rather than registry model kinds. */
+const FEATURE_FOLDERS: Record<FeatureKind, readonly string[]> = { layerdiffuse: LAYERDIFFUSE, taesd: TAESD, 'face-restoration': FACE_HELPERS };
+
+const LD_REPO = 'LayerDiffusion/layerdiffusion-v1';
+const LD_DIFFUSERS_REPO = 'lllyasviel/LayerDiffuse_Diffusers';
+const FACE_HELPER_SOURCES: PullSource[] = [
+  { type: 'url', url: 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth', folder: FACE_HELPERS },
+  { type: 'url', url: 'https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth', folder: FACE_HELPERS },
+];
+const CODEFORMER_SOURCE: PullSource = {
+  type: 'url',
+  url: 'https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth',
+  folder: CODEFORMER,
+  as: 'codeformer-v0.1.0.pth', // A1111's name for it
+};
+const GFPGAN_SOURCE: PullSource = { type: 'url', url: 'https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth', folder: GFPGAN };
+/** A transformers CLIP folder: the files the image-understanding catalog reads (weights, config, tokenizer). */
+const clipFolder = (repo: string): PullSource[] =>
+  ['config.json', 'pytorch_model.bin', 'preprocessor_config.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json'].map(
+    (file) => ({ type: 'hf', repo, file, folder: CLIP_VISION, as: `${repo}/${file}` }),
+  );
+
+/** Files Kiln's features need, by name (URLs as their authors publish them), each landing where its catalog reads. */
 export const PULL_PRESETS: Record<string, PullPreset> = {
   layerdiffuse: {
-    description: 'LayerDiffuse SDXL transparency: attention LoRA + transparent VAE decoder (LayerDiffusion/layerdiffusion-v1)',
+    description: `LayerDiffuse SDXL transparency: attention and conv UNet patches + transparent VAE decoder (${LD_REPO})`,
     kind: 'layerdiffuse',
     sources: [
-      { type: 'hf', repo: 'LayerDiffusion/layerdiffusion-v1', file: 'layer_xl_transparent_attn.safetensors' },
-      { type: 'hf', repo: 'LayerDiffusion/layerdiffusion-v1', file: 'vae_transparent_decoder.safetensors' },
+      { type: 'hf', repo: LD_REPO, file: 'layer_xl_transparent_attn.safetensors', folder: LAYERDIFFUSE },
+      { type: 'hf', repo: LD_REPO, file: 'layer_xl_transparent_conv.safetensors', folder: LAYERDIFFUSE },
+      { type: 'hf', repo: LD_REPO, file: 'vae_transparent_decoder.safetensors', folder: LAYERDIFFUSE },
+    ],
+  },
+  'layerdiffuse-diffusers': {
+    description: `LayerDiffuse SDXL transparency, diffusers release: attention offsets + transparent VAE decoder (${LD_DIFFUSERS_REPO})`,
+    kind: 'layerdiffuse',
+    sources: [
+      { type: 'hf', repo: LD_DIFFUSERS_REPO, file: 'ld_diffusers_sdxl_attn.safetensors', folder: LAYERDIFFUSE },
+      { type: 'hf', repo: LD_DIFFUSERS_REPO, file: 'ld_diffusers_sdxl_vae_transparent_decoder.safetensors', folder: LAYERDIFFUSE },
     ],
   },
   'realesrgan-x4': {
@@ -51,10 +101,50 @@ export const PULL_PRESETS: Record<string, PullPreset> = {
     kind: 'upscaler',
     sources: [{ type: 'url', url: 'https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth' }],
   },
+  'realesrgan-x2': {
+    description: 'Real-ESRGAN x2plus upscaler (xinntao/Real-ESRGAN v0.2.1)',
+    kind: 'upscaler',
+    sources: [{ type: 'url', url: 'https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth' }],
+  },
   'realesr-general-x4v3': {
     description: 'Real-ESRGAN Compact general x4 v3 upscaler (xinntao/Real-ESRGAN v0.2.5.0)',
     kind: 'upscaler',
     sources: [{ type: 'url', url: 'https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-general-x4v3.pth' }],
+  },
+  'face-restoration': {
+    description: 'Face restoration: CodeFormer (sczhou/CodeFormer v0.1.0), GFPGAN v1.4 (TencentARC/GFPGAN), RetinaFace + ParseNet (xinntao/facexlib)',
+    kind: 'face-restoration',
+    sources: [CODEFORMER_SOURCE, GFPGAN_SOURCE, ...FACE_HELPER_SOURCES],
+  },
+  codeformer: {
+    description: 'CodeFormer face restoration with its face detector and parser (sczhou/CodeFormer, xinntao/facexlib)',
+    kind: 'face-restoration',
+    sources: [CODEFORMER_SOURCE, ...FACE_HELPER_SOURCES],
+  },
+  gfpgan: {
+    description: 'GFPGAN v1.4 face restoration with its face detector and parser (TencentARC/GFPGAN, xinntao/facexlib)',
+    kind: 'face-restoration',
+    sources: [GFPGAN_SOURCE, ...FACE_HELPER_SOURCES],
+  },
+  taesd: {
+    description: 'TAESD decoder for SD1/SD2 live previews and vae "taesd" (madebyollin/taesd)',
+    kind: 'taesd',
+    sources: [{ type: 'url', url: 'https://github.com/madebyollin/taesd/raw/main/taesd_decoder.pth', folder: TAESD }],
+  },
+  taesdxl: {
+    description: 'TAESDXL decoder for SDXL live previews and vae "taesd" (madebyollin/taesd)',
+    kind: 'taesd',
+    sources: [{ type: 'url', url: 'https://github.com/madebyollin/taesd/raw/main/taesdxl_decoder.pth', folder: TAESD }],
+  },
+  'clip-vit-base-patch32': {
+    description: "CLIP ViT-B/32 for image embeddings and interrogation (seed 003's img2embed model; openai/clip-vit-base-patch32)",
+    kind: 'clip_vision',
+    sources: clipFolder('openai/clip-vit-base-patch32'),
+  },
+  'clip-vit-large-patch14': {
+    description: "CLIP ViT-L/14 for interrogation (A1111's interrogator model; openai/clip-vit-large-patch14)",
+    kind: 'clip_vision',
+    sources: clipFolder('openai/clip-vit-large-patch14'),
   },
   sd15: {
     description: 'Stable Diffusion 1.5 (diffusers, stable-diffusion-v1-5/stable-diffusion-v1-5)',
@@ -72,6 +162,28 @@ export const PULL_PRESETS: Record<string, PullPreset> = {
     sources: [{ type: 'hf', repo: 'madebyollin/sdxl-vae-fp16-fix', file: 'sdxl_vae.safetensors' }],
   },
 };
+
+/**
+ * Where feature files go in `modelsDir` (the folder the catalogs read): in a folder Kiln laid out, the first of
+ * `names` (Kiln's), created if need be; elsewhere the first of `names` that exists, and if none does the user
+ * creates it (Kiln never creates folders in an A1111/ComfyUI folder).
+ */
+export function featureFolderIn(modelsDir: string, ownedByKiln: boolean): (names: readonly string[]) => string {
+  return (names) => {
+    // Kiln's own folder in Kiln's layout; another layout's folder where the user has one.
+    for (const name of ownedByKiln ? names.slice(0, 1) : names) {
+      const p = join(modelsDir, name);
+      if (existsSync(p) && statSync(p).isDirectory()) return p;
+    }
+    if (!ownedByKiln)
+      throw new PullError(
+        `no ${names.join(' or ')} folder in ${modelsDir}; create ${join(modelsDir, names[0]!)} — Kiln does not create folders in a models folder it did not make`,
+      );
+    const p = join(modelsDir, names[0]!);
+    mkdirSync(p, { recursive: true });
+    return p;
+  };
+}
 
 export class PullError extends Error {
   constructor(message: string) {
@@ -116,7 +228,9 @@ export function civitaiKind(type: string | undefined): PullKind | undefined {
 
 export interface PullOptions {
   /** Folder a kind's files go into (created when the root is Kiln's own). */
-  folderFor: (kind: PullKind) => string;
+  folderFor: (kind: ModelKind) => string;
+  /** Folder a feature's files go into, from the folder names its catalog reads (see featureFolderIn). */
+  featureFolder?: (names: readonly string[]) => string;
   kind?: PullKind;
   hfCacheDir?: string;
   hfEndpoint?: string;
@@ -156,6 +270,18 @@ function withName(file: string, name: string | undefined): string {
   return `${safeFileName(name)}${ext}`;
 }
 
+/** A feature file's folder (from the names its catalog reads), else the kind's folder; created if need be. */
+function landingFolder(source: Landing, kind: PullKind, opts: PullOptions): string {
+  const names = source.folder ?? FEATURE_FOLDERS[kind as FeatureKind];
+  if (!names) {
+    const folder = opts.folderFor(kind as ModelKind);
+    mkdirSync(folder, { recursive: true });
+    return folder;
+  }
+  if (!opts.featureFolder) throw new PullError(`${kind} files land in the models folder's ${names[0]}/; this caller gave no models folder`);
+  return opts.featureFolder(names);
+}
+
 async function pullOne(source: PullSource, kind: PullKind | undefined, opts: PullOptions): Promise<PulledFile> {
   if (source.type === 'hf') {
     const hub = { ...(opts.hfCacheDir ? { cacheDir: opts.hfCacheDir } : {}), ...(opts.hfEndpoint ? { endpoint: opts.hfEndpoint } : {}), ...common(opts) };
@@ -166,9 +292,9 @@ async function pullOne(source: PullSource, kind: PullKind | undefined, opts: Pul
     }
     const cached = await downloadHubFile(source.repo, source.file, hub);
     const k = kind ?? 'checkpoint';
-    const folder = opts.folderFor(k);
-    mkdirSync(folder, { recursive: true });
-    const link = join(folder, basename(source.file));
+    const folder = landingFolder(source, k, opts);
+    const link = join(folder, source.as ?? basename(source.file));
+    mkdirSync(dirname(link), { recursive: true });
     rmSync(link, { force: true });
     symlinkSync(cached, link);
     return { kind: k, path: link, name: basename(source.file).replace(/\.[^.]+$/, ''), source };
@@ -182,14 +308,15 @@ async function pullOne(source: PullSource, kind: PullKind | undefined, opts: Pul
     const k = kind ?? civitaiKind(resolved.model.type ?? resolved.version.model?.type) ?? 'checkpoint';
     const family = civitaiBaseModelFamily(resolved.version.baseModel);
     const chosen = opts.checkCivitai?.(resolved, k);
-    const folder = opts.folderFor(k);
+    const folder = landingFolder({}, k, opts);
     const fileName = withName(resolved.file.name, chosen ?? opts.name);
     const got = await downloadCivitaiFile(resolved, folder, { ...(opts.civitaiEndpoint ? { endpoint: opts.civitaiEndpoint } : {}), fileName, ...common(opts) });
     return { kind: k, path: got.path, name: fileName.replace(/\.[^.]+$/, ''), source, sha256: got.sha256, civitai: resolved, ...(family ? { family } : {}) };
   }
   const k = kind ?? 'checkpoint';
-  const fileName = withName(source.fileName ?? safeFileName(decodeURIComponent(new URL(source.url).pathname.split('/').pop() ?? 'download')), opts.name);
-  const dest = join(opts.folderFor(k), fileName);
+  const fileName =
+    source.as ?? withName(source.fileName ?? safeFileName(decodeURIComponent(new URL(source.url).pathname.split('/').pop() ?? 'download')), opts.name);
+  const dest = join(landingFolder(source, k, opts), fileName);
   if (existsSync(dest)) return { kind: k, path: dest, name: fileName.replace(/\.[^.]+$/, ''), source };
   const got = await downloadFile({ url: source.url, dest, label: fileName, ...(source.sha256 ? { expectedSha256: source.sha256 } : {}), ...common(opts) });
   return { kind: k, path: got.path, name: fileName.replace(/\.[^.]+$/, ''), source, sha256: got.sha256 };

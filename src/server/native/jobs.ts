@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ResponseKind } from '../../queue/job-spec.ts';
 import { nativeRequestSchema, specFromNative } from './request.ts';
+import { sentFields } from '../model-presets.ts';
 import type { NativeRequest } from './request.ts';
 import { decodeBase64Field, storeMaskImage } from '../uploads.ts';
 import type { Job } from '../../queue/job.ts';
@@ -46,7 +47,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     const mask = maskBytes ? await storeMaskImage(maskBytes, kiln.storage, kiln.config.limits, 'mask.image', { invert: b.mask?.invert }) : undefined;
     try {
       if (bytes) initImage = await kiln.storeUpload(bytes, 'init_image');
-      const spec = specFromNative(b, kiln.config.limits, initImage);
+      const spec = specFromNative(b, kiln.config.limits, initImage, sentFields(req));
       if (spec.mask && mask) spec.mask.image = mask;
       return await kiln.submit(spec, { owner: req.principal.name });
     } catch (e) {

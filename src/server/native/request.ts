@@ -5,6 +5,7 @@ import type { ImageFormat } from '../../storage/encode.ts';
 import type { Limits } from '../../queue/config.ts';
 import { resolveSeed } from '../../engine/index.ts';
 import { checkSpecLimits, SpecError, SPEC_DEFAULTS } from '../../queue/job-spec.ts';
+import { leftOutFields } from '../model-presets.ts';
 import type { JobKind, JobSpec, ResponseKind } from '../../queue/job-spec.ts';
 
 /** Native request JSON schema. Limits come from the server config, so the schema and /docs show real bounds. */
@@ -290,7 +291,18 @@ export interface NativeRequest {
  * Native request -> JobSpec, with the cross-field checks a schema cannot express. `initImage` is the stored
  * name of the already-decoded upload, if any.
  */
-export function specFromNative(body: NativeRequest, limits: Limits, initImage?: string): JobSpec {
+/** The request fields behind each field a model preset can fill (see model-presets.ts). */
+const NATIVE_PRESET_SOURCES = {
+  steps: ['steps'],
+  cfgScale: ['cfg_scale'],
+  sampler: ['sampler'],
+  schedule: ['schedule'],
+  width: ['width'],
+  height: ['height'],
+  clipSkip: ['clip_skip'],
+} as const;
+
+export function specFromNative(body: NativeRequest, limits: Limits, initImage?: string, sent?: Record<string, unknown>): JobSpec {
   if (body.prompt !== undefined && body.prompts !== undefined) throw new SpecError('prompt', 'give either prompt or prompts, not both');
   const prompts = body.prompts ?? [body.prompt ?? ''];
   const neg = body.negative_prompt;
@@ -369,6 +381,7 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     sMinUncond: body.s_min_uncond,
     etaNoiseSeedDelta: body.eta_noise_seed_delta,
     vae: body.vae,
+    leftOut: leftOutFields(sent, NATIVE_PRESET_SOURCES),
   };
   if ((body.seed_resize_from_w === undefined) !== (body.seed_resize_from_h === undefined)) {
     throw new SpecError(

@@ -1,6 +1,7 @@
 // multipart/form-data requests: the file field `init_image` is kept as bytes, a `request` field may hold the
 // whole JSON body, and every other field is parsed as JSON when it can be (so steps=20 is a number) and kept
 // as a string otherwise. The assembled object then goes through the same schema as a JSON body.
+import { recordSentFields } from '../model-presets.ts';
 import type { FastifyRequest } from 'fastify';
 import { HttpError } from '../errors.ts';
 import { lastFile, readMultipart } from '../multipart.ts';
@@ -89,4 +90,5 @@ export async function assembleMultipart(req: FastifyRequest): Promise<void> {
   }
   if (req.upload && form.body.type === undefined) form.body.type = 'img2img';
   req.body = form.body;
+  recordSentFields(req); // the fields are known only now (model presets fill what was left out)
 }

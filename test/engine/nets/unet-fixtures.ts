@@ -36,7 +36,7 @@ export async function loadUnetFixture(
   model: 'tiny-sd1' | 'tiny-sd2' | 'tiny-sdxl' | 'tiny-sd1.safetensors' | 'tiny-sdxl.safetensors',
 ): Promise<{ weights: WeightSource; config: UnetConfig }> {
   const tokenizerDir = model.endsWith('.safetensors') ? join(FIXTURES, model.replace('.safetensors', '')) : undefined;
-  const m = await loadModel({ path: join(FIXTURES, model), tokenizerDir }, { allowDownload: false });
+  const m = await loadModel({ path: join(FIXTURES, model), tokenizerDir }, {});
   return { weights: m.unet, config: m.unetConfig! };
 }
 

@@ -12,7 +12,7 @@ import { tensorFileDictionary } from '../../../src/engine/weights/lora/tensor-di
 import { FIXTURES, f32, tempDir } from './helpers.ts';
 import { writeSafetensors } from '../../../src/engine/weights/safetensors.ts';
 
-const opts: LoadOptions = { hashCacheFile: null, allowDownload: false };
+const opts: LoadOptions = { hashCacheFile: null };
 const fx = (p: string) => join(FIXTURES, p);
 
 function assertClose(actual: Float32Array, expected: Float32Array, what: string, atol = 1e-6, rtol = 1e-6): void {

@@ -9,7 +9,7 @@ import { mapLdmUnet, mapLdmVae } from '../../../src/engine/weights/ldm-keys.ts';
 import { MappedWeights } from '../../../src/engine/weights/sources.ts';
 import { assertSameWeights, f32, FIXTURES, tempDir } from './helpers.ts';
 
-const opts = { hashCacheFile: null, allowDownload: false } as const;
+const opts = { hashCacheFile: null } as const;
 
 test('tiny-sd1.safetensors equals tiny-sd1/ tensor for tensor (unet, vae, text_encoder)', async () => {
   const single = await loadModel({ path: join(FIXTURES, 'tiny-sd1.safetensors'), tokenizerDir: join(FIXTURES, 'tiny-sd1') }, opts);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ModelFileError } from '../../../src/engine/api.ts';
 import { f16ToF32, bf16ToF32, f32ToF16Bits, f32ToBf16Bits } from '../../../src/engine/weights/float.ts';
 import { loadModel, type LoadOptions } from '../../../src/engine/weights/model.ts';
+import { ensureTokenizers } from '../../../src/server/models/tokenizers.ts';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../src/engine/weights/safetensors.ts';
 import { assertSameWeights, bytesOf, copyTensors, FIXTURES, tempDir } from './helpers.ts';
 import { writePickledFolder } from './pickle-helpers.ts';
@@ -13,7 +14,7 @@ import { writePickledFolder } from './pickle-helpers.ts';
 const dir = tempDir();
 const emptyConfigDir = join(dir, 'no-configs');
 mkdirSync(emptyConfigDir);
-const opts: LoadOptions = { hashCacheFile: null, allowDownload: false };
+const opts: LoadOptions = { hashCacheFile: null };
 const fx = (p: string) => join(FIXTURES, p);
 const META = new Set(['_class_name', '_diffusers_version', 'transformers_version', 'torch_dtype', 'architectures']);
 
@@ -400,10 +401,10 @@ test('standard tokenizers come from the HF cache; offline, the error says what t
     loadModel(ref, { ...opts, hfCacheDir: cache }),
     /openclip-bigG tokenizer is missing.*laion\/CLIP-ViT-bigG-14-laion2B-39B-b160k\/resolve\/main\/vocab\.json/s,
   );
-  // A network failure is reported the same way, with its reason.
+  // A network failure is reported the same way, with its reason (the server's fetch into the cache, before loading).
   const failing = (() => Promise.reject(new Error('getaddrinfo ENOTFOUND huggingface.co'))) as unknown as typeof fetch;
   await assert.rejects(
-    loadModel(ref, { hashCacheFile: null, allowDownload: true, hfCacheDir: cache, fetch: failing }),
+    ensureTokenizers(ref, { hfCacheDir: cache, endpoint: 'https://huggingface.co', fetchImpl: failing }),
     /download failed: getaddrinfo ENOTFOUND huggingface\.co.*--tokenizer/s,
   );
 });
@@ -422,21 +423,27 @@ test('missing tokenizer files are downloaded once into the HF cache layout', asy
     return new Response(files[name], { status: 200, headers: { 'x-repo-commit': 'c0ffee', etag: `"etag-${name.replace('.', '-')}"` } });
   }) as unknown as typeof fetch;
   const ref = { path: fx('tiny-sd1.safetensors') };
-  const m = await loadModel(ref, { hashCacheFile: null, allowDownload: true, hfCacheDir: cache, fetch: fakeFetch });
+  // The server's one downloader fetches into the cache (a HEAD for each file's metadata, then its GET); the engine reads it.
+  await ensureTokenizers(ref, { hfCacheDir: cache, endpoint: 'https://huggingface.co', fetchImpl: fakeFetch });
+  const m = await loadModel(ref, { hashCacheFile: null, hfCacheDir: cache });
   const repo = join(cache, 'models--openai--clip-vit-large-patch14');
   assert.deepEqual(m.tokenizerDirs, [join(repo, 'snapshots', 'c0ffee', '')]);
   assert.equal(readFileSync(join(repo, 'refs', 'main'), 'utf8'), 'c0ffee');
   assert.equal(readFileSync(join(repo, 'snapshots', 'c0ffee', 'vocab.json'), 'utf8'), files['vocab.json']);
   assert.equal(readlinkSync(join(repo, 'snapshots', 'c0ffee', 'merges.txt')), join('..', '..', 'blobs', 'etag-merges-txt'));
   assert.ok(!existsSync(join(repo, 'snapshots', 'c0ffee', 'special_tokens_map.json')));
-  assert.deepEqual(requested, [
-    'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/vocab.json',
-    'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/merges.txt',
-    'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/special_tokens_map.json',
-    'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/tokenizer_config.json',
-  ]);
+  assert.deepEqual(
+    [...new Set(requested)],
+    [
+      'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/vocab.json',
+      'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/merges.txt',
+      'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/special_tokens_map.json',
+      'https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/tokenizer_config.json',
+    ],
+  );
   requested.length = 0;
-  await loadModel(ref, { hashCacheFile: null, allowDownload: true, hfCacheDir: cache, fetch: fakeFetch });
+  await ensureTokenizers(ref, { hfCacheDir: cache, endpoint: 'https://huggingface.co', fetchImpl: fakeFetch });
+  await loadModel(ref, { hashCacheFile: null, hfCacheDir: cache });
   assert.deepEqual(requested, [], 'second load uses the cache');
 });
 
