@@ -26,7 +26,7 @@ test('one key with many queued jobs does not starve another key; priority goes f
       assert.equal(r.statusCode, 202, r.body);
       return { who, prompt, id: r.json().id as string };
     };
-    const jobs = [];
+    const jobs: Array<{ who: string; prompt: string; id: string }> = [];
     for (let i = 1; i <= 6; i++) jobs.push(await submit('alice', `alice ${i}`));
     jobs.push(await submit('bob', 'bob 1'));
     jobs.push(await submit('alice', 'alice low', { priority: -3 }));
@@ -49,7 +49,7 @@ test('one key with many queued jobs does not starve another key; priority goes f
     );
     await s.app.inject({ method: 'POST', url: `/v1/jobs/${blocker.id}/cancel`, headers: as('ops') });
     process.env.KILN_FAKE_STEP_MS = '5';
-    const done = [];
+    const done: Array<{ prompt: string; attemptStart: string }> = [];
     for (const j of jobs) {
       const v = await waitForState(s.app, j.id, ['succeeded', 'failed'], as(j.who), 60_000);
       assert.equal(v.state, 'succeeded', JSON.stringify(v.error));
