@@ -93,5 +93,7 @@ test('SIGTERM mid-job with a short grace: the job goes back to the queue (attemp
   );
   assert.deepEqual([done.state, done.attempts], ['succeeded', 1], JSON.stringify(done.error));
   assert.deepEqual(completions(quitting), []);
+  // The worker logs the completion just after recording it: give the line a moment to arrive.
+  await waitUntil(async () => (completions(next).length > 0 ? true : undefined), 10_000, 'the completion line').catch(() => undefined);
   assert.deepEqual(completions(next), [id]);
 });
