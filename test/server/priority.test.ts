@@ -30,8 +30,8 @@ test('one key with many queued jobs does not starve another key; priority goes f
     for (let i = 1; i <= 6; i++) jobs.push(await submit('alice', `alice ${i}`));
     jobs.push(await submit('bob', 'bob 1'));
     jobs.push(await submit('alice', 'alice low', { priority: -3 }));
-    jobs.push(await submit('carol', 'carol urgent', { priority: 4 }));
-    const expected = ['carol urgent', 'alice 1', 'bob 1', 'alice 2', 'alice 3', 'alice 4', 'alice 5', 'alice 6', 'alice low'];
+    jobs.push(await submit('ops', 'ops urgent', { priority: 4 }));
+    const expected = ['ops urgent', 'alice 1', 'bob 1', 'alice 2', 'alice 3', 'alice 4', 'alice 5', 'alice 6', 'alice low'];
     const view = async (j: { who: string; id: string }) => (await s.app.inject({ url: `/v1/jobs/${j.id}`, headers: as(j.who) })).json();
     const views = await Promise.all(jobs.map(view));
     const byPosition = [...views].sort((a, b) => a.position - b.position);
@@ -66,14 +66,18 @@ test('one key with many queued jobs does not starve another key; priority goes f
   }
 });
 
-test('a priority outside the range is a 400 naming the field', async () => {
-  const s = await startTestServer();
+test('a priority outside the range is a 400 naming the field; above 0 needs an admin key (403)', async () => {
+  const s = await startTestServer({ keys });
   try {
     for (const priority of [11, -11, 1.5, 'high']) {
-      const r = await post(s.app, '/v1/jobs', job('x', { priority }));
+      const r = await post(s.app, '/v1/jobs', job('x', { priority }), as('ops'));
       assert.equal(r.statusCode, 400, r.body);
       assert.match(r.body, /priority/);
     }
+    const raised = await post(s.app, '/v1/jobs', job('x', { priority: 1 }), as('carol'));
+    assert.equal(raised.statusCode, 403, raised.body);
+    assert.equal(raised.json().error.field, 'priority');
+    assert.equal((await post(s.app, '/v1/jobs', job('x', { priority: -10 }), as('carol'))).statusCode, 202, 'a user key may lower its own jobs');
   } finally {
     await s.close();
   }

@@ -96,7 +96,7 @@ export function nativeRequestSchema(limits: Limits) {
         type: 'integer',
         minimum: PRIORITY_MIN,
         maximum: PRIORITY_MAX,
-        description: `Queue priority, ${PRIORITY_MIN} to ${PRIORITY_MAX} (default 0): higher runs first; within one priority, API keys take turns.`,
+        description: `Queue priority, ${PRIORITY_MIN} to ${PRIORITY_MAX} (default 0): higher runs first (above 0: admin keys only); within one priority, API keys take turns.`,
       },
       webhook: {
         type: 'string',
