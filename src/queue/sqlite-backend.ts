@@ -296,9 +296,10 @@ export class SqliteJobBackend implements JobBackend {
   }
 
   async claimNext(clock: () => number): Promise<Job | undefined> {
-    // One statement, so no other connection can claim the same row in between; the run order is fairness.ts's.
+    // One statement, so no other connection can claim the same row in between; the run order is fairness.ts's
+    // (seq last: rows queued before turns existed all have turn and ticket 0).
     const claim = this.db.prepare(
-      "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, turn, ticket LIMIT 1) RETURNING *",
+      "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, turn, ticket, seq LIMIT 1) RETURNING *",
     );
     for (;;) {
       const now = clock();
