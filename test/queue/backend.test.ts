@@ -29,7 +29,10 @@ test('a database from before the progress/extra/external-id columns opens, keeps
     const reader = new Database(file, { readonly: true });
     const cols = (reader.prepare('PRAGMA table_info(jobs)').all() as Array<{ name: string }>).map((c) => c.name);
     reader.close();
-    for (const c of ['progress', 'step', 'total_steps', 'extra', 'external_id']) assert.ok(cols.includes(c), c);
+    for (const c of ['progress', 'step', 'total_steps', 'extra', 'external_id', 'priority', 'turn', 'ticket']) assert.ok(cols.includes(c), c);
+    // A job queued before the run order existed still runs (priority 0, ahead of jobs queued since).
+    await b.insert({ id: 'new-job', owner: 'bob', spec: spec(), createdAt: 2 });
+    assert.deepEqual([(await b.claimNext(() => 3))?.id, (await b.claimNext(() => 3))?.id], ['old-job', 'new-job']);
   } finally {
     await b.close();
     t.remove();
