@@ -26,7 +26,8 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json LICENSE README.md ./
 COPY bin ./bin
 COPY src ./src
-RUN mkdir -p /data /models && chown node:node /data /models
+# /results: the shared result folder of compose.scale.yaml (a named volume takes this owner when first mounted).
+RUN mkdir -p /data /models /results && chown node:node /data /models /results
 USER node
 VOLUME ["/data", "/models"]
 EXPOSE 8080

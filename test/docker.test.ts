@@ -1,7 +1,8 @@
 // The Docker files, checked without a Docker engine (none runs here; hadolint is not packaged by Debian): each
 // Dockerfile parses into instructions, is multi-stage, runs as a non-root user, has a HEALTHCHECK on /ready,
 // keeps models and data in volumes, sets only real KILN_* variables, and every command it runs is one the
-// README documents. compose.yaml: seed 002's port 8080, the same volumes and variables.
+// README documents. compose.yaml: seed 002's port 8080, the same volumes and variables. compose.scale.yaml: Redis
+// (AOF, noeviction), one API node and two workers on it, shared results, health checks, non-root, documented commands.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,7 +11,18 @@ import { OPTIONS } from '../src/server/config.ts';
 
 const README = readFileSync('README.md', 'utf8');
 /** Variables Kiln reads that are not option rows. */
-const OTHER_ENV = ['KILN_API_KEYS', 'KILN_ADMIN_KEYS', 'KILN_CONFIG', 'HF_HOME', 'HF_TOKEN', 'CIVIT_KEY', 'NODE_ENV', 'ONNXRUNTIME_NODE_INSTALL'];
+const OTHER_ENV = [
+  'KILN_API_KEYS',
+  'KILN_ADMIN_KEYS',
+  'KILN_CONFIG',
+  'HF_HOME',
+  'HF_TOKEN',
+  'CIVIT_KEY',
+  'NODE_ENV',
+  'ONNXRUNTIME_NODE_INSTALL',
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+];
 const KNOWN_ENV = new Set([...OPTIONS.map((o) => o.env), ...OTHER_ENV]);
 
 interface Instruction {
@@ -99,4 +111,63 @@ test('compose.yaml: the single-node server on port 8080 with the image volumes a
   );
   assert.ok('kiln-data' in compose.volumes);
   assert.match(README, /docker compose up --build/);
+});
+
+interface ComposeService {
+  build?: { dockerfile: string };
+  image?: string;
+  command: string[];
+  ports?: string[];
+  user?: string;
+  environment?: Record<string, string>;
+  volumes?: string[];
+  healthcheck?: { test: string[] };
+  depends_on?: Record<string, { condition: string }>;
+}
+
+test('compose.scale.yaml: Redis (AOF, noeviction), an API node and two workers, shared results, health checks, non-root', () => {
+  // Merge keys (<<: *worker) as Docker Compose reads them.
+  const compose = parseYaml(readFileSync('compose.scale.yaml', 'utf8'), { merge: true }) as {
+    services: Record<string, ComposeService>;
+    volumes: Record<string, unknown>;
+  };
+  const services = Object.entries(compose.services);
+  const redis = compose.services.redis!;
+  assert.deepEqual(redis.command, ['redis-server', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction']);
+  assert.ok(README.includes(redis.command.join(' ')), `README documents "${redis.command.join(' ')}"`);
+  assert.ok(redis.user && !/^(root|0)$/.test(redis.user), 'Redis runs as a non-root user');
+  assert.deepEqual(redis.healthcheck?.test, ['CMD', 'redis-cli', 'ping']);
+  const kiln = services.filter(([, s]) => s.build);
+  for (const [name, s] of kiln) {
+    assert.equal(s.build!.dockerfile, 'Dockerfile', name);
+    assert.equal(s.user, undefined, `${name} keeps the image's non-root user`);
+    assert.equal(s.depends_on?.redis?.condition, 'service_healthy', `${name} waits for Redis`);
+    assert.ok(s.healthcheck?.test?.[0] === 'CMD', `${name} has a health check`);
+    for (const k of Object.keys(s.environment ?? {})) assert.ok(KNOWN_ENV.has(k), `${name}: ${k} is not a variable Kiln reads`);
+    // The command it runs is one the README documents, as written.
+    const cmd = `kiln ${s.command.join(' ')}`;
+    assert.ok(README.includes(cmd), `${name}: "${cmd}" is not documented in README.md`);
+    // Shared results: the same storage setting, and the results volume where the default points.
+    assert.match(s.environment?.KILN_STORAGE ?? '', /^\$\{KILN_STORAGE:-\/results\}$/, name);
+    assert.ok(s.volumes?.includes('kiln-results:/results'), `${name} mounts the shared results`);
+  }
+  const api = kiln.filter(([, s]) => s.command[0] === 'serve');
+  const workers = kiln.filter(([, s]) => s.command[0] === 'worker');
+  assert.equal(api.length, 1);
+  assert.equal(workers.length, 2);
+  assert.deepEqual(api[0]![1].command, ['serve', '--queue', 'redis://redis:6379', '--worker', 'false']);
+  assert.deepEqual(api[0]![1].ports, ['8080:8080']);
+  assert.match(api[0]![1].healthcheck!.test.join(' '), /\/ready/);
+  for (const [name, w] of workers) {
+    assert.deepEqual(w.command, ['worker', '--queue', 'redis://redis:6379'], name);
+    // No HTTP port: the check reads the file the worker renews (tested against a live worker in test/scale).
+    assert.match(w.healthcheck!.test.join(' '), /worker-alive'\)\.mtimeMs<30000/, name);
+  }
+  // One data folder per Kiln process (a second server on a data dir is refused).
+  const dataVolumes = kiln.map(([, s]) => s.volumes!.find((v) => v.endsWith(':/data')));
+  assert.equal(new Set(dataVolumes).size, kiln.length, `own /data volumes: ${dataVolumes}`);
+  for (const v of [...dataVolumes, 'kiln-results:', 'redis-data:']) assert.ok(v!.split(':')[0]! in compose.volumes, `${v} is declared`);
+  assert.match(README, /docker compose -f compose\.scale\.yaml up --build/);
+  // The image has /results for the volume to take its non-root owner from.
+  assert.match(readFileSync('Dockerfile', 'utf8'), /mkdir -p [^\n]*\/results && chown node:node [^\n]*\/results/);
 });

@@ -40,10 +40,14 @@ export interface JobBackend {
   findByExternalId(externalId: string, owner?: string): Promise<Job | undefined>;
   list(filter: JobFilter): Promise<Job[]>;
   counts(): Promise<Record<JobState, number>>;
-  /** Queued jobs submitted before `seq` (0 = next to run). */
-  queuedAhead(seq: number): Promise<number>;
-  /** Atomically moves the oldest queued job to running (counting the attempt) and returns it; undefined when none. */
-  claimNext(now: number): Promise<Job | undefined>;
+  /** Queued jobs that run before this queued one (0 = next to run); the run order is fairness.ts's. */
+  queuedAhead(job: Job): Promise<number>;
+  /**
+   * Atomically moves the next queued job in the run order (fairness.ts) to running (counting the attempt) and
+   * returns it; undefined when none. Its start time is read from `clock` once it is taken (a claim may wait on
+   * the network, and a job queued meanwhile must not start before it was created).
+   */
+  claimNext(clock: () => number): Promise<Job | undefined>;
   /** Live progress of a running job, visible to get/list from any process until the job ends. */
   setProgress(id: string, progress: LiveProgress): Promise<void>;
   /** A running job back in line; `refundAttempt` undoes its attempt (we stopped it ourselves). */

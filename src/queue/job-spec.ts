@@ -15,6 +15,7 @@ import {
 import type { TransparentSettings } from '../engine/index.ts';
 import type { ImageFormat } from '../storage/encode.ts';
 import type { Limits } from './config.ts';
+import { PRIORITY_MAX, PRIORITY_MIN } from './fairness.ts';
 
 /**
  * 'upscale': A1111 Extras, the stored input image through `upscale` (the generation fields are unused).
@@ -82,6 +83,8 @@ export interface JobSpec {
   timeoutMs?: number;
   /** POST the finished job to this URL (retried on failure); see webhooks.ts. */
   webhook?: WebhookSpec;
+  /** Queue priority, PRIORITY_MIN..PRIORITY_MAX (fairness.ts), higher runs first; absent: 0. */
+  priority?: number;
 
   // Features a request can ask for, whichever surface it came through. capabilities.ts answers 501 for the
   // ones the engine cannot do yet; each lands here as structured data, not as a surface's field.
@@ -331,6 +334,9 @@ export class SpecError extends Error {
 
 /** Limits every spec must respect, whichever surface built it. Throws SpecError naming the field. */
 export function checkSpecLimits(spec: JobSpec, limits: Limits): void {
+  const p = spec.priority;
+  if (p !== undefined && (!Number.isInteger(p) || p < PRIORITY_MIN || p > PRIORITY_MAX))
+    throw new SpecError(spec.sourceFields?.priority ?? 'priority', `must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (higher runs first), got ${p}`);
   if (spec.kind === 'upscale') {
     checkUpscaleSpec(spec, limits);
     return;

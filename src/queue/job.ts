@@ -57,8 +57,17 @@ export interface JobResult {
 
 export interface Job {
   id: string;
-  /** Submission order (queue position is computed from it). */
+  /** Submission order. */
   seq: number;
+  /** Queue priority (the spec's, default 0): higher runs first. */
+  priority: number;
+  /** Its owner's round-robin turn at that priority, fixed when queued (fairness.ts); 0 when it never queued. */
+  turn: number;
+  /**
+   * Order of entering the queue (submit, retry, handed back by a worker): the last tie-break of the run order.
+   * On Redis it is BullMQ's own insertion order among equal ranks, so both backends break ties alike.
+   */
+  ticket: number;
   state: JobState;
   owner: string;
   spec: JobSpec;

@@ -14,6 +14,7 @@ import { FINAL_STATES } from './job.ts';
 import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
 import { imageCount, SpecError } from './job-spec.ts';
 import type { JobSpec } from './job-spec.ts';
+import { runsBefore } from './fairness.ts';
 import type { JobRunner } from './executor.ts';
 import type { WebhookSender } from './webhooks.ts';
 import { EngineCrashError } from './engine-process.ts';
@@ -223,7 +224,7 @@ export class JobQueue {
 
   /** 0 = next to run; undefined unless queued. */
   async position(job: Job): Promise<number | undefined> {
-    return job.state === 'queued' ? this.backend.queuedAhead(job.seq) : undefined;
+    return job.state === 'queued' ? this.backend.queuedAhead(job) : undefined;
   }
 
   /** Seconds until the job is done (estimate), or undefined when there is no history to estimate from. */
@@ -237,7 +238,7 @@ export class JobQueue {
     if (own === undefined) return undefined;
     let ahead = 0;
     for (const running of await this.backend.list({ state: 'running', limit: 100 })) ahead += this.runningEtaMs(running) ?? 0;
-    for (const other of await this.backend.list({ state: 'queued', limit: 1000, beforeSeq: job.seq })) ahead += this.estimateMs(other.spec) ?? 0;
+    for (const other of await this.backend.list({ state: 'queued', limit: 1000 })) if (runsBefore(other, job)) ahead += this.estimateMs(other.spec) ?? 0;
     return (ahead + own) / 1000;
   }
 
@@ -376,7 +377,7 @@ export class JobQueue {
   }
 
   private async claimAndRun(): Promise<void> {
-    const job = await this.backend.claimNext(this.now());
+    const job = await this.backend.claimNext(() => this.now());
     if (!job) return;
     if (await this.orphanChunk(job)) return;
     const split = this.opts.config.splitImages && this.opts.storage ? planSplit(job, this.opts.config.splitImages) : undefined;

@@ -20,6 +20,7 @@ import { JOB_STATES } from './job.ts';
 import type { JobSpec } from './job-spec.ts';
 import { RouteQueues } from './redis-routes.ts';
 import { ANY_ROUTE, routeOrder, type JobRouting } from './routing.ts';
+import { dispatchRank, MAX_TURN, priorityOf, rankRange } from './fairness.ts';
 
 export interface RedisBackendOptions {
   /** redis://[user:password@]host:port[/db][?prefix=name:] or rediss:// */
@@ -82,6 +83,11 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 redis.call('ZREM', prefix .. 'state:' .. state, id)
 redis.call('ZADD', prefix .. 'state:' .. to, seq, id)
 redis.call('HSET', KEYS[1], 'state', to)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if state == 'queued' and to ~= 'queued' then
+  redis.call('ZREM', prefix .. 'ready', id)
+  redis.call('ZREM', prefix .. 'ready:' .. owner, id)
+end
 local op = ARGV[5]
 if op == 'inc' then redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 elseif op == 'zero' then redis.call('HSET', KEYS[1], 'attempts', 0)
@@ -101,7 +107,45 @@ while ARGV[i] do
   redis.call('HDEL', KEYS[1], ARGV[i])
   i = i + 1
 end
+local rank = redis.call('HGET', KEYS[1], 'rank')
+if to == 'queued' and state ~= 'queued' and rank then
+  redis.call('HSET', KEYS[1], 'ticket', redis.call('INCR', prefix .. 'ticket'))
+  redis.call('ZADD', prefix .. 'ready', rank, id)
+  redis.call('ZADD', prefix .. 'ready:' .. owner, rank, id)
+end
 return state
+`;
+
+/**
+ * Puts a queued job in the run order (fairness.ts), atomically with reading the turns it follows. KEYS[1] = the
+ * job hash. ARGV: prefix, id, owner, priority, lowest and highest rank of that priority (dispatchRank), max turn.
+ * The turn is one after the later of the owner's last queued turn there and the turn before the head's
+ * (fairness.ts nextTurn). Returns the rank (BullMQ's priority for the job).
+ */
+const QUEUE_TURN = `
+local prefix, id, owner = ARGV[1], ARGV[2], ARGV[3]
+local lo, hi, maxTurn = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local head = redis.call('ZRANGEBYSCORE', prefix .. 'ready', lo, hi, 'WITHSCORES', 'LIMIT', 0, 1)
+local last = redis.call('ZREVRANGEBYSCORE', prefix .. 'ready:' .. owner, hi, lo, 'WITHSCORES', 'LIMIT', 0, 1)
+local base = 0
+if head[2] then base = tonumber(head[2]) - lo - 1 end
+if last[2] and tonumber(last[2]) - lo > base then base = tonumber(last[2]) - lo end
+local turn = math.min(maxTurn, base + 1)
+local rank = lo + turn
+redis.call('HSET', KEYS[1], 'priority', ARGV[4], 'turn', turn, 'rank', rank, 'ticket', redis.call('INCR', prefix .. 'ticket'))
+redis.call('ZADD', prefix .. 'ready', rank, id)
+redis.call('ZADD', prefix .. 'ready:' .. owner, rank, id)
+return rank
+`;
+
+/** Queued jobs that run before one (rank, then ticket among equal ranks). ARGV: prefix, id, rank, ticket. */
+const QUEUED_AHEAD = `
+local prefix, rank, ticket = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = redis.call('ZCOUNT', prefix .. 'ready', '-inf', '(' .. rank)
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'ready', rank, rank)) do
+  if other ~= ARGV[2] and tonumber(redis.call('HGET', prefix .. 'job:' .. other, 'ticket') or '0') < ticket then n = n + 1 end
+end
+return n
 `;
 
 /** Live progress, written only while the job runs (a late write never overwrites a final record). */
@@ -135,6 +179,9 @@ function fromHash(h: Record<string, string>, extra: Record<string, string>): Job
   return {
     id: h.id!,
     seq: Number(h.seq),
+    priority: num('priority') ?? 0,
+    turn: num('turn') ?? 0,
+    ticket: num('ticket') ?? 0,
     state,
     owner: h.owner!,
     spec: parseOr<JobSpec>(h.spec, {} as JobSpec),
@@ -205,6 +252,8 @@ export class RedisJobBackend implements JobBackend {
     this.cmd.on('error', () => undefined); // reconnects on its own; callers see BackendUnavailableError
     this.cmd.defineCommand('kilnTransition', { numberOfKeys: 1, lua: TRANSITION });
     this.cmd.defineCommand('kilnSetProgress', { numberOfKeys: 1, lua: SET_PROGRESS });
+    this.cmd.defineCommand('kilnQueueTurn', { numberOfKeys: 1, lua: QUEUE_TURN });
+    this.cmd.defineCommand('kilnQueuedAhead', { numberOfKeys: 0, lua: QUEUED_AHEAD });
     this.producerConn = new Redis(failFast);
     this.producerConn.on('error', () => undefined);
     this.queues = new RouteQueues({
@@ -313,9 +362,29 @@ export class RedisJobBackend implements JobBackend {
     return (await this.io(() => this.cmd.hget(this.key(id), 'route'))) ?? ANY_ROUTE;
   }
 
-  private async enqueue(id: string, front = false, route?: string): Promise<void> {
+  /** Gives a queued record its turn in the run order (fairness.ts); returns its rank. */
+  private async queueTurn(id: string, owner: string, priority: number): Promise<number> {
+    const [lo, hi] = rankRange(priority);
+    const rank = await this.io(() =>
+      (this.cmd as unknown as { kilnQueueTurn: (...a: unknown[]) => Promise<number> }).kilnQueueTurn(
+        this.key(id),
+        this.prefix,
+        id,
+        owner,
+        String(priority),
+        String(lo),
+        String(hi),
+        String(MAX_TURN),
+      ),
+    );
+    return Number(rank);
+  }
+
+  /** The queued job's BullMQ entry in its route's queue, ranked by its stored turn (BullMQ serves the lowest rank first). */
+  private async enqueue(id: string, route?: string): Promise<void> {
     const r = route ?? (await this.routeOf(id));
-    await this.io(() => this.queues.producer(r).add('job', { id }, { jobId: id, removeOnComplete: true, removeOnFail: true, lifo: front }));
+    const rank = Number(await this.io(() => this.cmd.hget(this.key(id), 'rank'))) || dispatchRank(0, 0);
+    await this.io(() => this.queues.producer(r).add('job', { id }, { jobId: id, removeOnComplete: true, removeOnFail: true, priority: rank }));
   }
 
   async insert(job: NewJob): Promise<Job> {
@@ -345,7 +414,10 @@ export class RedisJobBackend implements JobBackend {
     if (job.externalId) m.zadd(`${this.prefix}ext:${job.externalId}`, seq, job.id);
     if (job.failed) m.zadd(`${this.prefix}finished`, job.createdAt, job.id);
     await this.io(() => m.exec());
-    if (!job.failed) await this.enqueue(job.id, false, route);
+    if (!job.failed) {
+      await this.queueTurn(job.id, job.owner, priorityOf(job.spec));
+      await this.enqueue(job.id, route);
+    }
     return (await this.read(job.id))!;
   }
 
@@ -383,8 +455,18 @@ export class RedisJobBackend implements JobBackend {
     return Object.fromEntries(JOB_STATES.map((s, i) => [s, Number(res[i]?.[1] ?? 0)])) as Record<JobState, number>;
   }
 
-  queuedAhead(seq: number): Promise<number> {
-    return this.io(() => this.cmd.zcount(`${this.prefix}state:queued`, '-inf', `(${seq}`));
+  async queuedAhead(job: Job): Promise<number> {
+    const rank = dispatchRank(job.priority, job.turn);
+    return Number(
+      await this.io(() =>
+        (this.cmd as unknown as { kilnQueuedAhead: (...a: unknown[]) => Promise<number> }).kilnQueuedAhead(
+          this.prefix,
+          job.id,
+          String(rank),
+          String(job.ticket),
+        ),
+      ),
+    );
   }
 
   private async reconcile(): Promise<void> {
@@ -392,7 +474,7 @@ export class RedisJobBackend implements JobBackend {
     for (const id of queued) await this.enqueue(id); // same jobId: a no-op when BullMQ has it
   }
 
-  async claimNext(now: number): Promise<Job | undefined> {
+  async claimNext(clock: () => number): Promise<Job | undefined> {
     if (!this.reconciled) {
       this.reconciled = true;
       // Queued records whose BullMQ job was never added (a producer died between the two writes) get one now.
@@ -403,6 +485,9 @@ export class RedisJobBackend implements JobBackend {
       const known = await this.io(() => this.cmd.smembers(`${this.prefix}routes`));
       const bull = await this.io(() => this.queues.next(routeOrder(known, this.opts.routing, this.claims), token));
       if (!bull?.id) return undefined;
+      // Read after the take: the first claim waits for the worker's connection, and a job queued meanwhile
+      // would otherwise start before it was created (a negative queue time).
+      const now = clock();
       const id = bull.id;
       const before = await this.read(id);
       const release = () => bull.moveToCompleted(null, token, false).catch(() => undefined);
@@ -476,7 +561,7 @@ export class RedisJobBackend implements JobBackend {
     await this.letGo(id);
     if (prev) {
       await this.io(() => this.cmd.del(`${this.prefix}preview:${id}`));
-      await this.enqueue(id, true); // back at the front: it was already running
+      await this.enqueue(id); // with the turn it had: it was already running, so it is at or near the head
     }
     return this.read(id);
   }
@@ -521,10 +606,13 @@ export class RedisJobBackend implements JobBackend {
       'totalSteps',
       'phase',
       'cancelRequested',
+      'rank', // a fresh turn below, as a new submission gets
     ]);
     if (!prev) return undefined;
     // A new spec may name another model: the job goes to that model's queue.
     if (spec) await this.setRoute(id, this.opts.routing?.routeOf(spec) ?? ANY_ROUTE);
+    const job = (await this.read(id))!;
+    await this.queueTurn(id, job.owner, priorityOf(job.spec));
     await this.enqueue(id);
     return this.read(id);
   }
@@ -552,7 +640,9 @@ export class RedisJobBackend implements JobBackend {
         .zrem(`${this.prefix}all`, job.id)
         .zrem(`${this.prefix}state:${job.state}`, job.id)
         .zrem(`${this.prefix}owner:${job.owner}`, job.id)
-        .zrem(`${this.prefix}finished`, job.id);
+        .zrem(`${this.prefix}finished`, job.id)
+        .zrem(`${this.prefix}ready`, job.id)
+        .zrem(`${this.prefix}ready:${job.owner}`, job.id);
       if (job.externalId) m.zrem(`${this.prefix}ext:${job.externalId}`, job.id);
       await this.io(() => m.exec());
     }

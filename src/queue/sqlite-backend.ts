@@ -17,6 +17,7 @@ import type { FinalState, FinishData, JobBackend, JobFilter, NewJob } from './ba
 import type { Job, JobError, JobEvent, JobPreview, JobResult, JobState, LiveProgress } from './job.ts';
 import type { JobSpec } from './job-spec.ts';
 import { specWithDefaults } from './job-spec.ts';
+import { nextTurn, priorityOf } from './fairness.ts';
 
 /** The job database cannot be used as it is: not a database, or damaged. Startup stops with this. */
 export class CorruptDatabaseError extends Error {
@@ -72,6 +73,9 @@ interface Row {
   total_steps: number | null;
   extra: string | null;
   external_id: string | null;
+  priority: number;
+  turn: number;
+  ticket: number;
 }
 
 /** A row as a Job. Never throws: unreadable JSON columns read as absent (the spec as a placeholder). */
@@ -80,6 +84,9 @@ function fromRow(r: Row): Job {
   return {
     id: r.id,
     seq: r.seq,
+    priority: r.priority,
+    turn: r.turn,
+    ticket: r.ticket,
     state,
     owner: r.owner,
     spec: parseObject<JobSpec>(r.spec) ?? UNREADABLE_SPEC_PLACEHOLDER,
@@ -106,6 +113,9 @@ const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
   ['total_steps', 'INTEGER'],
   ['extra', 'TEXT'],
   ['external_id', 'TEXT'],
+  ['priority', 'INTEGER NOT NULL DEFAULT 0'],
+  ['turn', 'INTEGER NOT NULL DEFAULT 0'],
+  ['ticket', 'INTEGER NOT NULL DEFAULT 0'],
 ];
 
 const placeholders = (list: readonly unknown[]) => list.map(() => '?').join(', ');
@@ -160,6 +170,10 @@ export class SqliteJobBackend implements JobBackend {
       if (!cols.has(col)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${col} ${type}`);
     }
     this.db.exec('CREATE INDEX IF NOT EXISTS jobs_external_id ON jobs (external_id)');
+    // The run order (fairness.ts): claiming and queue positions walk this index.
+    this.db.exec('CREATE INDEX IF NOT EXISTS jobs_run_order ON jobs (state, priority DESC, turn, ticket)');
+    this.db.exec('CREATE INDEX IF NOT EXISTS jobs_ticket ON jobs (ticket)');
+    this.db.exec('CREATE INDEX IF NOT EXISTS jobs_owner_turn ON jobs (state, priority, owner, turn)');
     this.failUnreadable();
   }
 
@@ -205,20 +219,43 @@ export class SqliteJobBackend implements JobBackend {
   }
 
   async insert(job: NewJob): Promise<Job> {
-    this.db
-      .prepare('INSERT INTO jobs (id, state, owner, spec, created_at, finished_at, error, extra, external_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(
-        job.id,
-        job.failed ? 'failed' : 'queued',
-        job.owner,
-        JSON.stringify(job.spec),
-        job.createdAt,
-        job.failed ? job.createdAt : null,
-        job.failed ? JSON.stringify(job.failed) : null,
-        JSON.stringify(job.extra ?? {}),
-        job.externalId ?? null,
-      );
+    const priority = priorityOf(job.spec);
+    // The turn and the row in one transaction: two inserts never read the same owner's last turn.
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          'INSERT INTO jobs (id, state, owner, spec, created_at, finished_at, error, extra, external_id, priority, turn, ticket) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        )
+        .run(
+          job.id,
+          job.failed ? 'failed' : 'queued',
+          job.owner,
+          JSON.stringify(job.spec),
+          job.createdAt,
+          job.failed ? job.createdAt : null,
+          job.failed ? JSON.stringify(job.failed) : null,
+          JSON.stringify(job.extra ?? {}),
+          job.externalId ?? null,
+          priority,
+          job.failed ? 0 : this.turnFor(job.owner, priority),
+          job.failed ? 0 : this.nextTicket(),
+        );
+    })();
     return this.row(job.id)!;
+  }
+
+  /** The next place in the order of entering the queue (the run order's last tie-break, fairness.ts). */
+  private nextTicket(): number {
+    return (this.db.prepare('SELECT COALESCE(MAX(ticket), 0) + 1 AS t FROM jobs').get() as { t: number }).t;
+  }
+
+  /** The turn of a job `owner` queues now at `priority` (fairness.ts). */
+  private turnFor(owner: string, priority: number): number {
+    const head = this.db.prepare("SELECT MIN(turn) AS t FROM jobs WHERE state = 'queued' AND priority = ?").get(priority) as { t: number | null };
+    const last = this.db.prepare("SELECT MAX(turn) AS t FROM jobs WHERE state = 'queued' AND priority = ? AND owner = ?").get(priority, owner) as {
+      t: number | null;
+    };
+    return nextTurn(head.t ?? undefined, last.t ?? undefined);
   }
 
   async get(id: string): Promise<Job | undefined> {
@@ -251,16 +288,21 @@ export class SqliteJobBackend implements JobBackend {
     return out;
   }
 
-  async queuedAhead(seq: number): Promise<number> {
-    return (this.db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND seq < ?").get(seq) as { n: number }).n;
+  async queuedAhead(job: Job): Promise<number> {
+    const ahead = this.db.prepare(
+      "SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND (priority > ? OR (priority = ? AND (turn < ? OR (turn = ? AND ticket < ?))))",
+    );
+    return (ahead.get(job.priority, job.priority, job.turn, job.turn, job.ticket) as { n: number }).n;
   }
 
-  async claimNext(now: number): Promise<Job | undefined> {
-    // One statement, so no other connection can claim the same row in between.
+  async claimNext(clock: () => number): Promise<Job | undefined> {
+    // One statement, so no other connection can claim the same row in between; the run order is fairness.ts's
+    // (seq last: rows queued before turns existed all have turn and ticket 0).
     const claim = this.db.prepare(
-      "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1) RETURNING *",
+      "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, turn, ticket, seq LIMIT 1) RETURNING *",
     );
     for (;;) {
+      const now = clock();
       const row = claim.get(now) as Row | undefined;
       if (!row) return undefined;
       this.drop(row.id);
@@ -275,11 +317,14 @@ export class SqliteJobBackend implements JobBackend {
   }
 
   async requeue(id: string, refundAttempt: boolean): Promise<Job | undefined> {
-    this.db
-      .prepare(
-        `UPDATE jobs SET state = 'queued', started_at = NULL${refundAttempt ? ', attempts = MAX(attempts - 1, 0)' : ''} WHERE id = ? AND state = 'running'`,
-      )
-      .run(id);
+    // It keeps its turn, and queues behind the jobs that share it (a new ticket, as on Redis).
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `UPDATE jobs SET state = 'queued', started_at = NULL, ticket = ?${refundAttempt ? ', attempts = MAX(attempts - 1, 0)' : ''} WHERE id = ? AND state = 'running'`,
+        )
+        .run(this.nextTicket(), id);
+    })();
     this.drop(id);
     return this.row(id);
   }
@@ -307,12 +352,18 @@ export class SqliteJobBackend implements JobBackend {
   }
 
   async retry(id: string, spec?: JobSpec): Promise<Job | undefined> {
-    const info = this.db
-      .prepare(
-        "UPDATE jobs SET state = 'queued', spec = COALESCE(?, spec), started_at = NULL, finished_at = NULL, error = NULL, result = NULL, progress = NULL, step = NULL, total_steps = NULL, attempts = 0 WHERE id = ? AND state = 'failed'",
-      )
-      .run(spec ? JSON.stringify(spec) : null, id);
-    return info.changes === 0 ? undefined : this.row(id);
+    // Back in line as a new submission would be: the (new) spec's priority, and a fresh turn (fairness.ts).
+    const changes = this.db.transaction(() => {
+      const row = this.db.prepare("SELECT owner, spec FROM jobs WHERE id = ? AND state = 'failed'").get(id) as { owner: string; spec: string } | undefined;
+      if (!row) return 0;
+      const priority = priorityOf(spec ?? parseObject<JobSpec>(row.spec) ?? {});
+      return this.db
+        .prepare(
+          "UPDATE jobs SET state = 'queued', spec = COALESCE(?, spec), started_at = NULL, finished_at = NULL, error = NULL, result = NULL, progress = NULL, step = NULL, total_steps = NULL, attempts = 0, priority = ?, turn = ?, ticket = ? WHERE id = ? AND state = 'failed'",
+        )
+        .run(spec ? JSON.stringify(spec) : null, priority, this.turnFor(row.owner, priority), this.nextTicket(), id).changes;
+    })();
+    return changes === 0 ? undefined : this.row(id);
   }
 
   async interrupted(): Promise<Job[]> {

@@ -14,6 +14,11 @@ export function cancelOnHangUp(reply: FastifyReply, cancel: () => unknown): () =
       .then(cancel)
       .catch((err: unknown) => reply.log.warn({ err }, 'cancelling the job of a closed connection failed'));
   };
+  // The client may have gone while the job was being queued (Redis: a few round trips), before this watch began.
+  if (reply.raw.closed) {
+    onClose();
+    return () => {};
+  }
   reply.raw.on('close', onClose);
   return () => reply.raw.off('close', onClose);
 }

@@ -24,7 +24,7 @@ test('a row damaged after start is failed with the reason when claimed, and the 
     raw.prepare("UPDATE jobs SET result = 'not json', extra = '[' WHERE id = 'done'").run();
     raw.close();
 
-    const claimed = await b.claimNext(10);
+    const claimed = await b.claimNext(() => 10);
     assert.equal(claimed?.id, 'second');
     const first = (await b.get('first'))!;
     assert.equal(first.state, 'failed');

@@ -29,7 +29,10 @@ test('a database from before the progress/extra/external-id columns opens, keeps
     const reader = new Database(file, { readonly: true });
     const cols = (reader.prepare('PRAGMA table_info(jobs)').all() as Array<{ name: string }>).map((c) => c.name);
     reader.close();
-    for (const c of ['progress', 'step', 'total_steps', 'extra', 'external_id']) assert.ok(cols.includes(c), c);
+    for (const c of ['progress', 'step', 'total_steps', 'extra', 'external_id', 'priority', 'turn', 'ticket']) assert.ok(cols.includes(c), c);
+    // A job queued before the run order existed still runs (priority 0, ahead of jobs queued since).
+    await b.insert({ id: 'new-job', owner: 'bob', spec: spec(), createdAt: 2 });
+    assert.deepEqual([(await b.claimNext(() => 3))?.id, (await b.claimNext(() => 3))?.id], ['old-job', 'new-job']);
   } finally {
     await b.close();
     t.remove();
@@ -43,7 +46,7 @@ function backendContract(name: string, make: () => Promise<Made>) {
     const { b, dispose } = await make();
     try {
       for (const id of ['a', 'b', 'c']) await b.insert({ id, owner: 'x', spec: spec(), createdAt: 1 });
-      const claimed = await Promise.all([b.claimNext(10), b.claimNext(10), b.claimNext(10), b.claimNext(10)]);
+      const claimed = await Promise.all([b.claimNext(() => 10), b.claimNext(() => 10), b.claimNext(() => 10), b.claimNext(() => 10)]);
       assert.deepEqual(
         claimed.map((j) => j?.id),
         ['a', 'b', 'c', undefined],
@@ -70,7 +73,7 @@ function backendContract(name: string, make: () => Promise<Made>) {
     const { b, dispose } = await make();
     try {
       await b.insert({ id: 'j', owner: 'x', spec: spec(), createdAt: 1 });
-      await b.claimNext(2);
+      await b.claimNext(() => 2);
       await b.setProgress('j', { progress: 0.5, phase: 'sampling', step: 2, totalSteps: 4 });
       await b.setPreview('j', { image: { data: new Uint8Array(3), width: 1, height: 1, channels: 3 }, step: 2, seq: 1 });
       assert.deepEqual([(await b.get('j'))?.progress, (await b.list({ limit: 5 }))[0]?.step], [0.5, 2]);
@@ -78,6 +81,66 @@ function backendContract(name: string, make: () => Promise<Made>) {
       await b.finish('j', ['running'], 'failed', 3, { error: { code: 'internal', message: 'x' }, progress: { progress: 0.5, step: 2, totalSteps: 4 } });
       assert.equal(await b.getPreview('j'), undefined);
       assert.equal((await b.get('j'))?.step, 2, 'how far it got is stored with the final state');
+    } finally {
+      await dispose();
+    }
+  });
+
+  test(`${name}: a job queued while a claim is under way starts no earlier than it was created`, async () => {
+    const { b, dispose } = await make();
+    try {
+      // The first claim of a fresh backend may wait (Redis: the worker's connection); the start time is read
+      // once the job is taken, so a job created during the wait never shows a negative queue time.
+      let t = 100;
+      const clock = () => t;
+      const claiming = b.claimNext(clock);
+      t = 200;
+      await b.insert({ id: 'late', owner: 'x', spec: spec(), createdAt: 200 });
+      const job = (await claiming) ?? (await b.claimNext(clock));
+      assert.equal(job?.id, 'late');
+      assert.ok(job.startedAt! >= job.createdAt, `started ${job.startedAt} before it was created (${job.createdAt})`);
+    } finally {
+      await dispose();
+    }
+  });
+
+  test(`${name}: run order is priority, then round-robin turns across owners, then submission; positions agree`, async () => {
+    const { b, dispose } = await make();
+    try {
+      const add = (id: string, owner: string, priority?: number) => b.insert({ id, owner, spec: spec({ priority }), createdAt: 1 });
+      for (const id of ['a1', 'a2', 'a3', 'a4']) await add(id, 'alice');
+      await add('b1', 'bob');
+      await add('c1', 'carol', 5);
+      await add('d1', 'dave', -1);
+      await add('b2', 'bob');
+      const order = ['c1', 'a1', 'b1', 'a2', 'b2', 'a3', 'a4', 'd1'];
+      const positions = async (ids: string[]) => Promise.all(ids.map(async (id) => b.queuedAhead((await b.get(id))!)));
+      assert.deepEqual(await positions(order), [0, 1, 2, 3, 4, 5, 6, 7]);
+      assert.deepEqual(await Promise.all(order.map(async (id) => [(await b.get(id))?.priority, (await b.get(id))?.turn])), [
+        [5, 1],
+        [0, 1],
+        [0, 1],
+        [0, 2],
+        [0, 2],
+        [0, 3],
+        [0, 4],
+        [-1, 1],
+      ]);
+      const claimed: string[] = [];
+      for (let i = 0; i < 4; i++) claimed.push((await b.claimNext(() => 5))!.id);
+      assert.deepEqual(claimed, order.slice(0, 4));
+      // A key arriving now takes the turn at the head of the line, not one after alice's last job.
+      await add('e1', 'erin');
+      assert.equal((await b.get('e1'))?.turn, 2);
+      // A job handed back keeps its turn (behind the jobs that share it); a retried one queues afresh.
+      await b.requeue('a2', true);
+      await b.finish('a1', ['running'], 'failed', 6, { error: { code: 'internal', message: 'x' } });
+      await b.retry('a1');
+      const rest = ['b2', 'e1', 'a2', 'a3', 'a4', 'a1', 'd1'];
+      assert.deepEqual(await positions(rest), [0, 1, 2, 3, 4, 5, 6]);
+      const next: string[] = [];
+      for (let j = await b.claimNext(() => 7); j; j = await b.claimNext(() => 7)) next.push(j.id);
+      assert.deepEqual(next, rest);
     } finally {
       await dispose();
     }

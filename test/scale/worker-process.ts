@@ -5,15 +5,17 @@ import { fileURLToPath } from 'node:url';
 import { waitUntil } from '../server/process.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/kiln.js', import.meta.url));
+export const TINY_SD1 = fileURLToPath(new URL('../fixtures/tiny-sd1', import.meta.url));
 
 export interface WorkerProcess {
   child: ChildProcess;
+  dataDir: string;
   output: () => string;
   exited: Promise<number | null>;
 }
 
 /** A worker with its own data dir, logging at info (one JSON line per job event); resolves once it takes jobs. */
-export async function spawnWorker(redisUrl: string, dataDir: string, args: string[]): Promise<WorkerProcess> {
+export async function spawnWorker(redisUrl: string, dataDir: string, args: string[] = []): Promise<WorkerProcess> {
   mkdirSync(dataDir, { recursive: true });
   const child = spawn(process.execPath, [BIN, 'worker', '--queue', redisUrl, '--data-dir', dataDir, '--log-level', 'info', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -23,7 +25,7 @@ export async function spawnWorker(redisUrl: string, dataDir: string, args: strin
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const w = { child, output: () => out, exited };
+  const w = { child, dataDir, output: () => out, exited };
   await waitUntil(async () => (out.includes('taking jobs from') ? true : undefined), 60_000, `worker to start:\n${out}`);
   return w;
 }

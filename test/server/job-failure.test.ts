@@ -9,6 +9,9 @@ function job(state: JobState, error?: { code: ErrorCode; message: string; field?
   return {
     id: 'j1',
     seq: 1,
+    priority: 0,
+    turn: 1,
+    ticket: 1,
     state,
     owner: 'anonymous',
     spec: {} as Job['spec'],

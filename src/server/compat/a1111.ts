@@ -590,6 +590,9 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
       }
       const progress = Math.min(1, 0.01 + job.progress);
       const elapsed = (Date.now() - (job.startedAt ?? Date.now())) / 1000;
+      // Read after the job: on a shared (Redis) queue a newer preview may have come meanwhile; the step it shows
+      // was reached, so the answer never pairs a preview with an older step.
+      const preview = skipImage ? undefined : await previewPng(kiln.queue, job.id);
       return {
         progress,
         eta_relative: Math.max(0, elapsed / progress - elapsed),
@@ -599,11 +602,11 @@ export async function a1111Routes(app: FastifyInstance): Promise<void> {
           job_count: 1 + queued,
           job_timestamp: timestamp(job.startedAt ?? job.createdAt),
           job_no: 0,
-          sampling_step: job.step,
+          sampling_step: Math.max(job.step, preview?.step ?? 0),
           sampling_steps: job.totalSteps || job.spec.steps,
         },
         // A1111 sends the live preview as bare base64 PNG (no data: prefix), and null when asked to skip it.
-        current_image: skipImage ? null : ((await previewPng(kiln.queue, job.id))?.png.toString('base64') ?? null),
+        current_image: preview?.png.toString('base64') ?? null,
         textinfo: job.phase ? `${job.phase}` : null,
       };
     },

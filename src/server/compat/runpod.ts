@@ -197,6 +197,8 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       {
         timeoutMs: env.policy?.executionTimeout,
         webhook: env.webhook !== undefined ? { url: env.webhook, format: 'runpod' } : undefined,
+        // RunPod's lowPriority job waits for an idle worker instead of scaling up; on a fixed pool: behind the rest.
+        priority: env.policy?.lowPriority ? -1 : undefined,
       },
       env.s3Config,
     );
@@ -323,7 +325,11 @@ export async function runpodRoutes(app: FastifyInstance): Promise<void> {
       if (extra.rejected) {
         // Refused input is mapped again (the server may have what it lacked); refused again, it stays FAILED.
         try {
-          spec = await specOf((extra.input ?? {}) as Record<string, unknown>, { timeoutMs: job.spec.timeoutMs, webhook: job.spec.webhook });
+          spec = await specOf((extra.input ?? {}) as Record<string, unknown>, {
+            timeoutMs: job.spec.timeoutMs,
+            webhook: job.spec.webhook,
+            priority: job.spec.priority,
+          });
           kiln.checkSpec(spec);
         } catch (e) {
           if (spec?.initImage) await kiln.storage.remove(spec.initImage).catch(() => undefined);

@@ -39,6 +39,9 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   const createJob = async (req: FastifyRequest): Promise<Job> => {
     const b = req.body as NativeRequest;
+    // Raising a job above the others is an operator's call: a user key that could would undo per-key fairness.
+    if ((b.priority ?? 0) > 0 && !seesAllJobs(req.principal))
+      throw new HttpError(403, 'forbidden', `priority: above 0 needs an admin API key; user keys may queue at -10 to 0, got ${b.priority}`, 'priority');
     let initImage: string | undefined;
     const bytes = req.upload?.bytes ?? (b.init_image !== undefined ? decodeBase64Field(b.init_image, 'init_image', kiln.config.limits) : undefined);
     // Cheap checks first, so a bad request is refused before its upload is decoded and stored.

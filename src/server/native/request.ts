@@ -7,6 +7,7 @@ import { resolveSeed } from '../../engine/index.ts';
 import { checkSpecLimits, SpecError, SPEC_DEFAULTS } from '../../queue/job-spec.ts';
 import { leftOutFields } from '../model-presets.ts';
 import type { JobKind, JobSpec, ResponseKind } from '../../queue/job-spec.ts';
+import { PRIORITY_MAX, PRIORITY_MIN } from '../../queue/fairness.ts';
 
 /** Native request JSON schema. Limits come from the server config, so the schema and /docs show real bounds. */
 export function nativeRequestSchema(limits: Limits) {
@@ -97,6 +98,12 @@ export function nativeRequestSchema(limits: Limits) {
         exclusiveMinimum: 0,
         maximum: 86_400,
         description: "Stop the job after it has run this long; the server's job timeout applies when shorter.",
+      },
+      priority: {
+        type: 'integer',
+        minimum: PRIORITY_MIN,
+        maximum: PRIORITY_MAX,
+        description: `Queue priority, ${PRIORITY_MIN} to ${PRIORITY_MAX} (default 0): higher runs first (above 0: admin keys only); within one priority, API keys take turns.`,
       },
       webhook: {
         type: 'string',
@@ -260,6 +267,7 @@ export interface NativeRequest {
   seed_resize_from_w?: number;
   seed_resize_from_h?: number;
   timeout_s?: number;
+  priority?: number;
   webhook?: string;
   hires?: {
     scale?: number;
@@ -348,6 +356,7 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     seedResizeFromH: body.seed_resize_from_h,
     timeoutMs: body.timeout_s !== undefined ? Math.round(body.timeout_s * 1000) : undefined,
     webhook: body.webhook !== undefined ? { url: body.webhook, format: 'native' } : undefined,
+    priority: body.priority,
     hires: body.hires && {
       scale: body.hires.scale,
       upscaler: body.hires.upscaler,

@@ -36,6 +36,7 @@ export async function jobSummary(kiln: KilnServices, job: Job) {
     step: job.step,
     total_steps: job.totalSteps,
     position: position ?? null,
+    priority: job.priority,
     eta_seconds: eta === undefined ? null : Number(eta.toFixed(2)),
     attempts: job.attempts,
     created_at: iso(job.createdAt),

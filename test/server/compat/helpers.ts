@@ -50,8 +50,10 @@ export async function listenCompatServer(overrides: Overrides = {}): Promise<Com
 export async function holdQueue(app: FastifyInstance): Promise<{ release: () => Promise<void> }> {
   const r = await app.inject({ method: 'POST', url: '/v1/jobs', payload: { prompt: 'blocker', steps: 150, width: 64, height: 64 } });
   const id = r.json().id as string;
-  for (let i = 0; i < 500; i++) {
-    if ((await app.inject(`/v1/jobs/${id}`)).json().state === 'running') break;
+  // By time, not by count: on a loaded machine the first claim (Redis: the worker's first connection) takes seconds.
+  const end = Date.now() + 30_000;
+  while ((await app.inject(`/v1/jobs/${id}`)).json().state !== 'running') {
+    if (Date.now() > end) throw new Error('the blocker job did not start within 30 s');
     await new Promise((res) => setTimeout(res, 5));
   }
   return { release: async () => void (await app.inject({ method: 'POST', url: `/v1/jobs/${id}/cancel` })) };
