@@ -416,6 +416,9 @@ export class JobQueue {
       }, this.opts.abortGraceMs ?? 10_000);
     });
 
+    // A coordinator holds no engine slot, so look for the next job at once: a parent taken over from a dead
+    // coordinator finds its chunks already queued, and no 'queued' event would come to wake this process.
+    if (split) this.lookAgain = true;
     // A split parent's runner coordinates its chunks (batch-split.ts); any other job runs on the engine.
     const runner: { run: JobRunner } = split ? { run: (j, ctx) => runSplit(j, split, ctx, this.splitDeps()) } : this.opts;
     running.done = runner
