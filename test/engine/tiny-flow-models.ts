@@ -172,13 +172,13 @@ export function writeTinySd3Folder(dir: string): string {
  * The tiny SD3 as one all-in-one file (Stability's prefixes; the transformer in the original layout, the encoders in
  * transformers' names, the VAE in diffusers' names under first_stage_model.). Needs the folder for its parts.
  */
-export function writeTinySd3SingleFile(file: string, folder: string): string {
+export function writeTinySd3SingleFile(file: string, folder: string, transformer = join(FIXTURES, 'tiny-sd3', 'sd3-original.safetensors')): string {
   const tensors: Record<string, TensorToWrite> = {};
   const add = (path: string, prefix: string) => {
     const f = SafetensorsFile.open(path);
     for (const n of f.names()) tensors[prefix + n] = { dtype: f.entry(n).dtype, shape: [...f.entry(n).shape], bytes: f.readBytes(n) };
   };
-  add(join(FIXTURES, 'tiny-sd3', 'sd3-original.safetensors'), 'model.diffusion_model.');
+  add(transformer, 'model.diffusion_model.');
   add(join(folder, 'text_encoder', 'model.safetensors'), 'text_encoders.clip_l.transformer.');
   add(join(folder, 'text_encoder_2', 'model.safetensors'), 'text_encoders.clip_g.transformer.');
   add(join(folder, 'text_encoder_3', 'model.safetensors'), 'text_encoders.t5xxl.transformer.');

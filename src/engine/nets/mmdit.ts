@@ -2,11 +2,14 @@
 // parameter names (diffusers folders are mapped onto them by weights/sd3-keys.ts): 2x2 patch embedding plus a
 // centre-cropped fixed sin-cos position table, a conditioning vector c = t-embedding + pooled-text embedding, joint
 // blocks that modulate the context and image streams separately and attend over [context, image] together (the last
-// context block only contributes keys and values), then a modulated projection and unpatchify.
+// context block only contributes keys and values), then a modulated projection and unpatchify. SD3.5 adds, where
+// the weights have them: per-head RMS norm of q and k (`attn.ln_q` / `attn.ln_k`, both streams; Large and Medium) and
+// MMDiT-X's second, image-only self-attention (`x_block.attn2`, Medium's first layers) fed by its own shift/scale
+// and added with its own gate (such an x_block's adaLN has 9 chunks: the usual 6, then shift2, scale2, gate2).
 import { ModelFileError } from '../api.ts';
 import { float, type AttentionKind, type GraphBuilder, type Value } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
-import { geluTanh, linear, NetWeights, timestepSinusoids, toCompute } from './blocks.ts';
+import { geluTanh, linear, NetWeights, rmsNormalize, timestepSinusoids, toCompute } from './blocks.ts';
 
 export interface MmditConfig {
   hidden: number;
@@ -31,15 +34,12 @@ export const MMDIT_IO = { x: 'x', timestep: 'timestep', context: 'context', y: '
 const EPS = 1e-6;
 const HEAD_DIM = 64;
 
-/** The config of an MMDiT from its original-named weights. SD3.5's QK norm and dual attention are refused by name. */
+/** The config of an MMDiT from its original-named weights. QK norm and dual attention are read per block later. */
 export function mmditConfigFromWeights(w: WeightSource): MmditConfig {
   const shape = (name: string): number[] => {
     if (!w.has(name)) throw new ModelFileError(name, 'missing SD3 transformer weight (not an SD3 MMDiT checkpoint?)');
     return w.shape(name);
   };
-  for (const unsupported of ['joint_blocks.0.x_block.attn.ln_q.weight', 'joint_blocks.0.x_block.attn2.qkv.weight']) {
-    if (w.has(unsupported)) throw new ModelFileError(unsupported, 'SD3.5 MMDiT features (QK RMS norm, dual attention) are not supported yet');
-  }
   const [hidden, channels, patch] = shape('x_embedder.proj.weight') as [number, number, number];
   const [, positions] = shape('pos_embed') as [number, number];
   let depth = 0;
@@ -101,6 +101,25 @@ export function buildMmdit(b: GraphBuilder, weights: WeightSource, c: MmditConfi
   b.output(b.reshape(image, b.shapeOf(x)), MMDIT_IO.output, ['batch', c.channels, 'height', 'width']);
 }
 
+export const MMDIT_BLOCK_IO = { context: 'context', x: 'x', cond: 'cond', contextOut: 'context_out', xOut: 'x_out' } as const;
+
+/**
+ * Adds joint block `index` alone to `b`, for checking a block against a plain reference: inputs context
+ * [B, T, hidden], x [B, L, hidden] (both already embedded) and cond [B, hidden] (c, before its SiLU); outputs the
+ * block's next context (passed through by a pre-only block) and x.
+ */
+export function buildMmditJointBlock(b: GraphBuilder, weights: WeightSource, c: MmditConfig, index: number, opts: MmditGraphOptions = {}): void {
+  const w = new NetWeights(weights, 'SD3 transformer');
+  const context = b.input(MMDIT_BLOCK_IO.context, ['batch', 'tokens', c.hidden]);
+  const x = b.input(MMDIT_BLOCK_IO.x, ['batch', 'patches', c.hidden]);
+  const cond = b.input(MMDIT_BLOCK_IO.cond, ['batch', c.hidden]);
+  const cAct = b.op('Unsqueeze', [b.silu(cond), b.constInt64([1])]);
+  const ctx: Ctx = { b, w, c, kind: opts.attention ?? 'contrib', cAct, ones: b.constFloat(new Array<number>(c.hidden).fill(1)) };
+  const [nextContext, nextX] = jointBlock(ctx, `joint_blocks.${index}`, context, x);
+  b.output(b.op('Identity', [nextContext]), MMDIT_BLOCK_IO.contextOut, ['batch', 'tokens', c.hidden]);
+  b.output(nextX, MMDIT_BLOCK_IO.xOut, ['batch', 'patches', c.hidden]);
+}
+
 interface Ctx {
   b: GraphBuilder;
   w: NetWeights;
@@ -120,18 +139,50 @@ function modulate(ctx: Ctx, x: Value, shift: Value, scale: Value): Value {
   return b.add(b.mul(normed, b.add(scale, b.constFloat(1))), shift);
 }
 
-/** One DismantledBlock's half before attention: its modulation chunks and q, k, v. */
-function preAttention(ctx: Ctx, p: string, x: Value): { mod: Value[]; q: Value; k: Value; v: Value; preOnly: boolean } {
-  const preOnly = !ctx.w.has(`${p}.attn.proj.weight`);
-  const mod = mods(ctx, `${p}.adaLN_modulation.1`, preOnly ? 2 : 6);
-  const qkv = linear(ctx.b, ctx.w, `${p}.attn.qkv`, modulate(ctx, x, mod[0]!, mod[1]!));
-  const [q, k, v] = ctx.b.split(qkv, 2, [ctx.c.hidden, ctx.c.hidden, ctx.c.hidden]) as [Value, Value, Value];
-  return { mod, q, k, v, preOnly };
+interface PreAttention {
+  mod: Value[];
+  q: Value;
+  k: Value;
+  v: Value;
+  preOnly: boolean;
+  /** MMDiT-X: q, k, v of the image-only second attention. */
+  second?: { q: Value; k: Value; v: Value };
 }
 
-function postAttention(ctx: Ctx, p: string, x: Value, attn: Value, mod: Value[]): Value {
+/** [B, L, H*D] -> RMS norm per head with scale [D] (eps 1e-6) -> [B, L, H*D]. */
+function headRmsNorm(ctx: Ctx, x: Value, scaleName: string): Value {
+  const { b } = ctx;
+  const heads = b.reshape(x, [0, 0, ctx.c.heads, HEAD_DIM]);
+  const normed = b.mul(rmsNormalize(b, heads, EPS), b.weight(scaleName, ctx.w.param(scaleName)));
+  return b.reshape(normed, [0, 0, ctx.c.hidden]);
+}
+
+/** q, k, v of one SelfAttention (`attn` or `attn2`) on an already modulated input; QK norm where it has ln_q. */
+function qkvOf(ctx: Ctx, p: string, input: Value): { q: Value; k: Value; v: Value } {
+  const qkv = linear(ctx.b, ctx.w, `${p}.qkv`, input);
+  let [q, k, v] = ctx.b.split(qkv, 2, [ctx.c.hidden, ctx.c.hidden, ctx.c.hidden]) as [Value, Value, Value];
+  if (ctx.w.has(`${p}.ln_q.weight`)) {
+    q = headRmsNorm(ctx, q, `${p}.ln_q.weight`);
+    k = headRmsNorm(ctx, k, `${p}.ln_k.weight`);
+  }
+  return { q, k, v };
+}
+
+/** One DismantledBlock's half before attention: its modulation chunks and q, k, v (and attn2's, if it has one). */
+function preAttention(ctx: Ctx, p: string, x: Value): PreAttention {
+  const preOnly = !ctx.w.has(`${p}.attn.proj.weight`);
+  const dual = ctx.w.has(`${p}.attn2.qkv.weight`);
+  const mod = mods(ctx, `${p}.adaLN_modulation.1`, preOnly ? 2 : dual ? 9 : 6);
+  const { q, k, v } = qkvOf(ctx, `${p}.attn`, modulate(ctx, x, mod[0]!, mod[1]!));
+  // Both attentions modulate the same LayerNorm(x), each with its own shift and scale.
+  const second = dual ? qkvOf(ctx, `${p}.attn2`, modulate(ctx, x, mod[6]!, mod[7]!)) : undefined;
+  return { mod, q, k, v, preOnly, second };
+}
+
+function postAttention(ctx: Ctx, p: string, x: Value, attn: Value, mod: Value[], attn2?: Value): Value {
   const { b, w } = ctx;
   x = b.add(x, b.mul(mod[2]!, linear(b, w, `${p}.attn.proj`, attn)));
+  if (attn2) x = b.add(x, b.mul(mod[8]!, linear(b, w, `${p}.attn2.proj`, attn2)));
   const h = geluTanh(b, linear(b, w, `${p}.mlp.fc1`, modulate(ctx, x, mod[3]!, mod[4]!)));
   return b.add(x, b.mul(mod[5]!, linear(b, w, `${p}.mlp.fc2`, h)));
 }
@@ -141,15 +192,13 @@ function jointBlock(ctx: Ctx, p: string, context: Value, x: Value): [Value, Valu
   const { b } = ctx;
   const cb = preAttention(ctx, `${p}.context_block`, context);
   const xb = preAttention(ctx, `${p}.x_block`, x);
-  const attn = b.attention(b.concat([cb.q, xb.q], 1), b.concat([cb.k, xb.k], 1), b.concat([cb.v, xb.v], 1), {
-    heads: ctx.c.heads,
-    headDim: HEAD_DIM,
-    kind: ctx.kind,
-  });
+  const attend = (q: Value, k: Value, v: Value) => b.attention(q, k, v, { heads: ctx.c.heads, headDim: HEAD_DIM, kind: ctx.kind });
+  const attn = attend(b.concat([cb.q, xb.q], 1), b.concat([cb.k, xb.k], 1), b.concat([cb.v, xb.v], 1));
   // The context length is dynamic: split at the context's own token count.
   const tokens = b.sliceDims(b.shapeOf(context), 1, 2);
   const contextAttn = b.op('Slice', [attn, b.constInt64([0]), tokens, b.constInt64([1])]);
   const xAttn = b.op('Slice', [attn, tokens, b.constInt64([Number.MAX_SAFE_INTEGER]), b.constInt64([1])]);
+  const xAttn2 = xb.second ? attend(xb.second.q, xb.second.k, xb.second.v) : undefined;
   const nextContext = cb.preOnly ? context : postAttention(ctx, `${p}.context_block`, context, contextAttn, cb.mod);
-  return [nextContext, postAttention(ctx, `${p}.x_block`, x, xAttn, xb.mod)];
+  return [nextContext, postAttention(ctx, `${p}.x_block`, x, xAttn, xb.mod, xAttn2)];
 }

@@ -256,7 +256,7 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   t5Tokenizer(): T5Tokenizer {
     const file = this.flowParts.t5TokenizerFile;
     if (!file) throw new Error(`internal error: ${this.model.name} was loaded without its T5 tokenizer`);
-    this.t5Tok ??= T5Tokenizer.fromTokenizerJson(file);
+    this.t5Tok ??= T5Tokenizer.fromFile(file);
     return this.t5Tok;
   }
 

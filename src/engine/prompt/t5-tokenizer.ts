@@ -1,11 +1,14 @@
-// The T5 tokenizer (SentencePiece Unigram), read from a Hugging Face tokenizer.json: whitespace split, each word
+// The T5 tokenizer (SentencePiece Unigram), read from a Hugging Face tokenizer.json or from SentencePiece's own
+// spiece.model (weights-free ModelProto, prompt/sentencepiece-model.ts): whitespace split, each word
 // prefixed with the metaspace "▁", segmented by Viterbi over the piece scores (unknown characters become <unk>
 // at the lowest score minus 10, consecutive ones fused), then </s>, truncation and <pad> padding to a fixed length
 // as the Flux and SD3 pipelines call it (padding="max_length", truncation=True).
 // Not verified against the real T5 tokenizer: the fixtures hold none. Its normalizer (a precompiled NFKC-like
 // charsmap) is approximated by String.normalize('NFKC').
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ModelFileError } from '../api.ts';
+import { PieceType, readSentencePieceModel, SpModelType } from './sentencepiece-model.ts';
 
 const METASPACE = '\u2581';
 const UNK_PENALTY = 10;
@@ -33,8 +36,11 @@ export class T5Tokenizer {
     readonly unkId: number,
     readonly eosId: number,
     readonly padId: number,
+    /** Pieces text may be segmented into (default all); SentencePiece never emits control or unknown pieces. */
+    matchable: (id: number) => boolean = () => true,
   ) {
     pieces.forEach((piece, id) => {
+      if (!matchable(id)) return;
       let node = this.root;
       for (const ch of piece) {
         let child = node.next.get(ch);
@@ -72,6 +78,34 @@ export class T5Tokenizer {
       find('</s>'),
       find('<pad>'),
     );
+  }
+
+  /** From a SentencePiece spiece.model (the T5 tokenizer as google/t5-v1_1 and older Flux/SD3 folders ship it). */
+  static fromSentencePieceModel(file: string): T5Tokenizer {
+    const model = readSentencePieceModel(file);
+    if (model.modelType !== SpModelType.UNIGRAM) throw new ModelFileError(file, `is a SentencePiece model of type ${model.modelType}, not Unigram (1)`);
+    const count = model.pieces.length;
+    const id = (value: number, what: string) => {
+      if (value < 0 || value >= count) throw new ModelFileError(file, `has no ${what} piece (id ${value} of ${count})`);
+      return value;
+    };
+    const matchable = (i: number) => {
+      const type = model.pieces[i]!.type;
+      return type === PieceType.NORMAL || type === PieceType.USER_DEFINED;
+    };
+    return new T5Tokenizer(
+      model.pieces.map((p) => p.score),
+      model.pieces.map((p) => p.piece),
+      id(model.unkId, 'unknown'),
+      id(model.eosId, 'end-of-sequence'),
+      id(model.padId, 'padding'),
+      matchable,
+    );
+  }
+
+  /** From tokenizer.json or a SentencePiece `.model` file, by its name. */
+  static fromFile(file: string): T5Tokenizer {
+    return basename(file).endsWith('.model') ? T5Tokenizer.fromSentencePieceModel(file) : T5Tokenizer.fromTokenizerJson(file);
   }
 
   /** Token ids of one prompt, without </s> or padding. */

@@ -29,7 +29,7 @@ export interface FlowModelParts {
   transformer: FlowTransformerConfig;
   /** The T5 encoder; absent only for SD3 without T5 (zeros stand in, as diffusers does). */
   t5?: { config: T5EncoderConfig; weights: WeightSource };
-  /** The T5 tokenizer's tokenizer.json (resolved by loadModel; absent when only inspecting). */
+  /** The T5 tokenizer's tokenizer.json or spiece.model (resolved by loadModel; absent when only inspecting). */
   t5TokenizerFile?: string;
   /** A folder where the T5 tokenizer is looked for (the model's own tokenizer_N/ or the companion's). */
   t5TokenizerDirs: string[];
@@ -293,14 +293,16 @@ export function loadFlowSingleFile(path: string, file: TensorFile, companion: st
   };
 }
 
-/** The T5 tokenizer.json of a flow model: the first of its candidate folders that has one. */
+/** The T5 tokenizer of a flow model: tokenizer.json, else SentencePiece's spiece.model, in the first folder with one. */
 export function findT5Tokenizer(flow: FlowModelParts, label: string): string {
   for (const dir of flow.t5TokenizerDirs) {
-    const f = join(dir, 'tokenizer.json');
-    if (existsSync(f)) return f;
+    for (const name of ['tokenizer.json', 'spiece.model']) {
+      const f = join(dir, name);
+      if (existsSync(f)) return f;
+    }
   }
   const where = flow.t5TokenizerDirs.length ? flow.t5TokenizerDirs.join(' or ') : 'a companion folder (--tokenizer)';
-  throw new ModelFileError(label, `no T5 tokenizer: expected tokenizer.json in ${where}`);
+  throw new ModelFileError(label, `no T5 tokenizer: expected tokenizer.json or spiece.model in ${where}`);
 }
 
 /** The model's name from its path (file stem or folder name). */

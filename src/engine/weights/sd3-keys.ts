@@ -67,6 +67,15 @@ function diffusersTable(source: WeightSource): Map<string, RenameSource> {
     same(`${x}.mlp.fc2`, `${d}.ff.net.2`);
     same(`${c}.mlp.fc1`, `${d}.ff_context.net.0.proj`);
     same(`${c}.mlp.fc2`, `${d}.ff_context.net.2`);
+    // SD3.5: per-head QK RMS norm scales (both streams), and MMDiT-X's image-only attn2 (its 9-chunk norm1 above).
+    same(`${x}.attn.ln_q`, `${d}.attn.norm_q`);
+    same(`${x}.attn.ln_k`, `${d}.attn.norm_k`);
+    same(`${c}.attn.ln_q`, `${d}.attn.norm_added_q`);
+    same(`${c}.attn.ln_k`, `${d}.attn.norm_added_k`);
+    stack(`${x}.attn2.qkv`, [`${d}.attn2.to_q`, `${d}.attn2.to_k`, `${d}.attn2.to_v`]);
+    same(`${x}.attn2.proj`, `${d}.attn2.to_out.0`);
+    same(`${x}.attn2.ln_q`, `${d}.attn2.norm_q`);
+    same(`${x}.attn2.ln_k`, `${d}.attn2.norm_k`);
   }
   return table;
 }
