@@ -53,6 +53,12 @@ export interface JobBackend {
   /** A running job back in line; `refundAttempt` undoes its attempt (we stopped it ourselves). */
   requeue(id: string, refundAttempt: boolean): Promise<Job | undefined>;
   /**
+   * Makes sure a queued job will be dispatched: where dispatch is a separate structure (Redis: the BullMQ entry,
+   * written after the record), a process that died between the two writes left a record no worker will take.
+   * A no-op when the job is not queued or is already dispatchable.
+   */
+  ensureDispatched(id: string): Promise<void>;
+  /**
    * Ends a job, only if its state is one of `from` (so two processes cannot both end it). Returns the final
    * job, or undefined when it was not in one of those states.
    */

@@ -170,6 +170,8 @@ async function queueChunks(parent: Job, plan: SplitPlan, deps: SplitDeps): Promi
   const { backend } = deps;
   for (const c of plan.chunks) {
     const existing = await backend.get(c.id);
+    // A chunk queued by a coordinator that died right after writing its record may have no dispatch entry yet.
+    if (existing?.state === 'queued') await backend.ensureDispatched(c.id);
     if (existing && !(existing.state === 'failed' || existing.state === 'cancelled')) continue;
     if (existing) await backend.delete([c.id]);
     const link: ChunkLink = { parent: parent.id, start: c.start, count: c.count };

@@ -469,6 +469,11 @@ export class RedisJobBackend implements JobBackend {
     );
   }
 
+  async ensureDispatched(id: string): Promise<void> {
+    const state = await this.io(() => this.cmd.hget(this.key(id), 'state'));
+    if (state === 'queued') await this.enqueue(id); // same jobId: a no-op when BullMQ has it
+  }
+
   private async reconcile(): Promise<void> {
     const queued = await this.cmd.zrange(`${this.prefix}state:queued`, '0', '-1');
     for (const id of queued) await this.enqueue(id); // same jobId: a no-op when BullMQ has it

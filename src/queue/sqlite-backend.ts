@@ -316,6 +316,9 @@ export class SqliteJobBackend implements JobBackend {
     this.live.set(id, { ...progress });
   }
 
+  /** The queued record is the queue here: nothing to repair. */
+  async ensureDispatched(_id: string): Promise<void> {}
+
   async requeue(id: string, refundAttempt: boolean): Promise<Job | undefined> {
     // It keeps its turn, and queues behind the jobs that share it (a new ticket, as on Redis).
     this.db.transaction(() => {

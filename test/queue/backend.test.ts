@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { SqliteJobBackend } from '../../src/queue/sqlite-backend.ts';
 import { RedisJobBackend } from '../../src/queue/redis-backend.ts';
+import { ANY_ROUTE } from '../../src/queue/routing.ts';
 import type { JobBackend } from '../../src/queue/backend.ts';
 import { startRedis } from './redis-server.ts';
 import type { TestRedis } from './redis-server.ts';
@@ -39,7 +40,12 @@ test('a database from before the progress/extra/external-id columns opens, keeps
   }
 });
 
-type Made = { b: JobBackend; dispose: () => Promise<void> };
+type Made = {
+  b: JobBackend;
+  dispose: () => Promise<void>;
+  /** Loses a queued job's dispatch entry as a process dying between the record and the entry would (Redis only). */
+  loseDispatch?: (id: string) => Promise<void>;
+};
 
 function backendContract(name: string, make: () => Promise<Made>) {
   test(`${name}: claimNext takes queued jobs oldest first, once each; finish only ends a job in an expected state`, async () => {
@@ -64,6 +70,25 @@ function backendContract(name: string, make: () => Promise<Made>) {
       assert.deepEqual([done?.state, done?.finishedAt, done?.step], ['succeeded', 20, 3]);
       assert.equal(await b.finish('a', ['running'], 'failed', 30, {}), undefined, 'a final job stays final');
       assert.deepEqual(await b.counts(), { queued: 0, running: 2, succeeded: 1, failed: 0, cancelled: 0 });
+    } finally {
+      await dispose();
+    }
+  });
+
+  test(`${name}: ensureDispatched repairs a queued job whose dispatch entry was lost, and never runs a job twice`, async () => {
+    const { b, dispose, loseDispatch } = await make();
+    try {
+      await b.insert({ id: 'lost', owner: 'x', spec: spec(), createdAt: 1 });
+      await b.insert({ id: 'kept', owner: 'x', spec: spec(), createdAt: 1 });
+      await loseDispatch?.('lost');
+      await b.ensureDispatched('lost');
+      await b.ensureDispatched('kept');
+      await b.ensureDispatched('lost');
+      const first = [(await b.claimNext(() => 5))?.id, (await b.claimNext(() => 5))?.id];
+      assert.deepEqual(first.sort(), ['kept', 'lost']);
+      await b.ensureDispatched('lost'); // running now: nothing to repair
+      await b.ensureDispatched('no-such-job');
+      assert.equal((await b.claimNext(() => 6))?.id, undefined, 'each job is claimed once');
     } finally {
       await dispose();
     }
@@ -192,5 +217,6 @@ backendContract('Redis', async () => {
   // A fresh key prefix per test keeps the tests apart on one server.
   const b = new RedisJobBackend({ url: redis.url, prefix: `t${++prefixes}:` });
   await b.ready();
-  return { b, dispose: () => b.close() };
+  const queues = (b as unknown as { queues: { producer(route: string): { remove(id: string): Promise<number> } } }).queues;
+  return { b, dispose: () => b.close(), loseDispatch: async (id) => assert.equal(await queues.producer(ANY_ROUTE).remove(id), 1) };
 });

@@ -135,11 +135,10 @@ const parentsStarted = (w: WorkerProcess) =>
     .filter((id) => !/-part\d+$/.test(id));
 
 // Last: it kills a worker.
-// Skipped: on this branch the takeover hangs in about 1 run of 3 (the surviving worker never finishes the batch;
-// seen at 180 s); under investigation in issue 19 — a real bug, not a slow machine (a passing run takes ~10 s).
+// The kill lands while the coordinator queues the chunks: a chunk record written just before the kill had no
+// BullMQ entry yet, and the batch hung until the takeover learned to repair that (queueChunks, ensureDispatched).
 test('the coordinating worker killed mid-batch: the other worker takes the batch over, still byte-identical', {
   timeout: 180_000,
-  skip: 'hangs in about 1 run of 3: coordinator takeover bug under investigation (issue 19)',
 }, async () => {
   const body = { ...BATCH, steps: 6, seed: 777, n_iter: 6 }; // 24 images: 3 chunks of 8
   const reference = (await json(`${single.url}/sdapi/v1/txt2img`, { method: 'POST', body: JSON.stringify(body) })).body;
