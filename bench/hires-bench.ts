@@ -11,7 +11,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { GenerateRequest, ProgressEvent } from '../src/engine/api.ts';
+import type { GenerateRequest } from '../src/engine/api.ts';
+import { phaseTimer } from './phase-timer.ts';
 import { runPipeline } from '../src/engine/pipelines/generate.ts';
 import { ModelSessions } from '../src/engine/pipelines/model-sessions.ts';
 import { ClipTokenizer } from '../src/engine/prompt/index.ts';
@@ -76,20 +77,11 @@ async function main(): Promise<void> {
       seed: 1,
       hires: { scale: 2, upscaler: args.upscaler, steps: args.hrSteps, denoisingStrength: 0.5 },
     };
-    const phases: Record<string, number> = {};
-    let phase = '';
-    let phaseStart = performance.now();
-    const onProgress = (e: ProgressEvent) => {
-      if (e.phase === phase) return;
-      const now = performance.now();
-      if (phase) phases[phase] = (phases[phase] ?? 0) + (now - phaseStart) / 1000;
-      phase = e.phase;
-      phaseStart = now;
-    };
+    const { onProgress, finish } = phaseTimer();
     const t0 = performance.now();
     const result = await runPipeline({ base: ms }, req, { onProgress });
     const totalS = (performance.now() - t0) / 1000;
-    if (phase) phases[phase] = (phases[phase] ?? 0) + (performance.now() - phaseStart) / 1000;
+    const phases = finish();
     await ms.release();
     const img = result.images[0]!.image;
     const peak = process.resourceUsage().maxRSS * 1024;

@@ -15,7 +15,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { GenerateRequest, ProgressEvent } from '../src/engine/api.ts';
+import type { GenerateRequest } from '../src/engine/api.ts';
+import { phaseTimer } from './phase-timer.ts';
 import { runPipeline } from '../src/engine/pipelines/generate.ts';
 import { ModelSessions, type SessionSettings } from '../src/engine/pipelines/model-sessions.ts';
 import { ClipTokenizer } from '../src/engine/prompt/index.ts';
@@ -77,22 +78,13 @@ interface Timing {
 const gb = (bytes: number) => Number((bytes / 1024 ** 3).toFixed(2));
 
 async function timeImage(ms: ModelSessions, req: GenerateRequest): Promise<Timing> {
-  const phases: Record<string, number> = {};
-  let phase = '';
-  let phaseStart = performance.now();
-  const onProgress = (e: ProgressEvent) => {
-    if (e.phase === phase) return;
-    const now = performance.now();
-    if (phase) phases[phase] = (phases[phase] ?? 0) + (now - phaseStart) / 1000;
-    phase = e.phase;
-    phaseStart = now;
-  };
+  const { onProgress, finish } = phaseTimer();
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   await runPipeline({ base: ms }, req, { onProgress });
   const cpu = process.cpuUsage(cpu0);
   const end = performance.now();
-  if (phase) phases[phase] = (phases[phase] ?? 0) + (end - phaseStart) / 1000;
+  const phases = finish();
   return {
     totalS: (end - t0) / 1000,
     unetPerStepS: (phases.sampling ?? 0) / req.steps!,

@@ -5,12 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { buildApp } from '../../src/server/app.ts';
 import { testConfig } from '../../src/server/config.ts';
 import type { JobEvent } from '../../src/queue/job.ts';
 import { tempDir } from '../queue/helpers.ts';
+import { logLines } from './helpers.ts';
 
 const TINY = fileURLToPath(new URL('../fixtures/tiny-sd1', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/kiln.js', import.meta.url));
@@ -26,13 +26,7 @@ interface Line {
 
 test('the first job reports its graph builds as loading progress and in the log; the second builds nothing', async () => {
   const t = tempDir('kiln-build-progress-');
-  const lines: Line[] = [];
-  const logStream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l.trim()) lines.push(JSON.parse(l));
-      cb();
-    },
-  });
+  const { lines, logStream } = logLines<Line>();
   const app = await buildApp(testConfig(t.dir, { model: TINY, logLevel: 'info' }), { logStream });
   const events: JobEvent[] = [];
   try {

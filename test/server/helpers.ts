@@ -2,6 +2,7 @@
 // thread, as production runs it), and helpers for JSON requests.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/server/app.ts';
@@ -59,4 +60,16 @@ export async function waitForState(app: FastifyInstance, id: string, states: str
     if (states.includes(body.state) || Date.now() > end) return body;
     await new Promise((res) => setTimeout(res, 10));
   }
+}
+
+/** A log destination for buildApp that keeps every JSON log line, parsed, as the test reads them. */
+export function logLines<T>(): { lines: T[]; logStream: Writable } {
+  const lines: T[] = [];
+  const logStream = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n')) if (l.trim()) lines.push(JSON.parse(l) as T);
+      cb();
+    },
+  });
+  return { lines, logStream };
 }

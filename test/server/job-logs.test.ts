@@ -2,11 +2,11 @@
 // failure, cancel (queued and running) and timeout, each at info with the job id, model, surface and durations.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { buildApp } from '../../src/server/app.ts';
 import { testConfig } from '../../src/server/config.ts';
 import { tempDir } from '../queue/helpers.ts';
+import { logLines } from './helpers.ts';
 import { waitUntil } from './process.ts';
 
 const TINY = fileURLToPath(new URL('../fixtures/tiny-sd1', import.meta.url));
@@ -26,13 +26,7 @@ interface Line {
 
 test('job start, end, failure, cancel and timeout are logged at info with id, model, surface and durations', async () => {
   const t = tempDir('kiln-job-logs-');
-  const lines: Line[] = [];
-  const logStream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l.trim()) lines.push(JSON.parse(l));
-      cb();
-    },
-  });
+  const { lines, logStream } = logLines<Line>();
   const app = await buildApp(testConfig(t.dir, { model: TINY, logLevel: 'info' }), { logStream });
   const of = (id: string, msg: string) => lines.find((l) => l.jobId === id && l.msg === msg);
   const logged = (id: string, msg: string) => waitUntil(async () => of(id, msg), 20_000, `"${msg}" for ${id}`);
