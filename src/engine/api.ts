@@ -28,6 +28,19 @@ export interface RawImage {
  * One generation: prompts x imagesPerPrompt images. Features that add a stage or a denoise pass get their own
  * sub-object (init, refiner; later hires, mask, loras, control) rather than loose fields.
  */
+/**
+ * DeepCache-style step reuse: every `interval`-th UNet evaluation runs the whole network and keeps its deep
+ * features; the evaluations between run only the shallow layers on them. `branch` (default 0, the fastest) is where
+ * the UNet is cut, as DeepCache's cache_branch_id.
+ */
+export interface DeepCacheSettings {
+  interval: number;
+  branch?: number;
+}
+
+/** Step reuse: the largest interval accepted (DeepCache's published settings go up to 10 or so). */
+export const MAX_DEEP_CACHE_INTERVAL = 10;
+
 export interface GenerateRequest {
   model: ModelRef;
   /** One entry per prompt; the batch is prompts x imagesPerPrompt. */
@@ -86,6 +99,8 @@ export interface GenerateRequest {
   refiner?: RefinerSettings;
   /** Seamless tiling: the image wraps around on these axes (every padded convolution pads circularly there). */
   tiling?: Tiling;
+  /** Step reuse (DeepCache): faster, approximate; off when absent (docs/step-reuse.md). UNet models only. */
+  deepCache?: DeepCacheSettings;
   /**
    * Final decode with a TAESD decoder instead of the VAE (the request's `vae: "taesd"`): decoder files by latent
    * space name ("sd", "sdxl"); the model's space must have one. Faster and rougher than the full VAE.

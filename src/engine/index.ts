@@ -2,6 +2,8 @@
 export { createEngine, type Engine, type EngineOptions, type LocalRunOptions } from './engine.ts';
 export {
   KilnInputError,
+  MAX_DEEP_CACHE_INTERVAL,
+  type DeepCacheSettings,
   ModelFileError,
   type Device,
   type GenerateOptions,

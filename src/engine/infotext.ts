@@ -30,6 +30,8 @@ export interface InfotextFields {
   refinerSwitchAt?: number;
   /** Seamless tiling: 'xy' is A1111's "Tiling: True"; one axis is written as "Tile X"/"Tile Y" (asymmetric tiling). */
   tiling?: 'xy' | 'x' | 'y';
+  /** Step reuse (DeepCache), written only when on. */
+  deepCache?: { interval: number; branch: number };
   /** A1111 "Lora hashes": `name: shorthash, ...` (written quoted). */
   loraHashes?: string;
   /** A1111 "Noise multiplier" (img2img initial_noise_multiplier, written only when not 1). */
@@ -85,6 +87,8 @@ export function buildInfotext(f: InfotextFields): string {
     ['Tiling', f.tiling === 'xy' ? 'True' : undefined],
     ['Tile X', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'x' ? 'True' : 'False') : undefined],
     ['Tile Y', f.tiling === 'x' || f.tiling === 'y' ? (f.tiling === 'y' ? 'True' : 'False') : undefined],
+    ['DeepCache interval', f.deepCache?.interval],
+    ['DeepCache branch', f.deepCache?.branch],
     ['Refiner', f.refiner],
     ['Refiner switch at', f.refinerSwitchAt !== undefined && f.refiner ? num(f.refinerSwitchAt) : undefined],
     ['Hires sampler', f.hiresSampler],

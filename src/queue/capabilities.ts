@@ -38,6 +38,7 @@ const FEATURES = {
   hires: { requested: (s) => s.hires !== undefined, describe: () => 'hires fix', field: 'hires' },
   restoreFaces: { requested: (s) => s.restoreFaces !== undefined, describe: () => 'face restoration', field: 'restore_faces' },
   tiling: { requested: (s) => s.tiling !== undefined && s.tiling !== false, describe: () => 'tiling', field: 'tiling' },
+  deepCache: { requested: (s) => (s.deepCache?.interval ?? 1) > 1, describe: () => 'step reuse (DeepCache)', field: 'deep_cache' },
   sMinUncond: { requested: (s) => nonZero(s.sMinUncond), describe: () => 'negative guidance minimum sigma (s_min_uncond)', field: 's_min_uncond' },
   etaNoiseSeedDelta: { requested: (s) => nonZero(s.etaNoiseSeedDelta), describe: () => 'eta noise seed delta (ENSD)', field: 'eta_noise_seed_delta' },
   vae: { requested: (s) => s.vae !== undefined, describe: () => 'choosing a separate VAE', field: 'vae' },
@@ -60,7 +61,16 @@ export type Feature = keyof typeof FEATURES & keyof JobSpec;
 export type Capabilities = ReadonlySet<Feature>;
 
 /** What the built-in engine does today. */
-export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>(['tiling', 'loras', 'hires', 'mask', 'vae', 'transparentBackground', 'restoreFaces']);
+export const ENGINE_CAPABILITIES: Capabilities = new Set<Feature>([
+  'tiling',
+  'deepCache',
+  'loras',
+  'hires',
+  'mask',
+  'vae',
+  'transparentBackground',
+  'restoreFaces',
+]);
 
 /** Throws FeatureNotImplemented for the first feature the spec asks for that `supported` lacks. */
 export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGINE_CAPABILITIES): void {
@@ -71,11 +81,11 @@ export function checkCapabilities(spec: JobSpec, supported: Capabilities = ENGIN
 
 /**
  * What the flow-transformer families (FLUX.1, SD3) cannot do yet, once a request's model is known to be one: their
- * pipeline has no LoRA, hires fix, inpainting, LayerDiffuse or seamless tiling. Everything else they share.
+ * pipeline has no LoRA, hires fix, inpainting, LayerDiffuse, seamless tiling or step reuse (a UNet technique). Everything else they share.
  */
 const FAMILY_GAPS: Readonly<Record<string, { label: string; missing: readonly Feature[] }>> = {
-  flux: { label: 'FLUX.1', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling'] },
-  sd3: { label: 'SD3', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling'] },
+  flux: { label: 'FLUX.1', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling', 'deepCache'] },
+  sd3: { label: 'SD3', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling', 'deepCache'] },
 };
 
 /** Throws FeatureNotImplemented for the first feature the spec asks for that its model's family cannot do yet. */

@@ -98,6 +98,8 @@ export interface JobSpec {
   hypernetworks?: NetworkSpec[];
   /** Seamless tiling (circular padding): true on both axes (A1111 `tiling`), 'x' or 'y' on one; false/absent: none. */
   tiling?: boolean | 'x' | 'y';
+  /** Step reuse (DeepCache): whole UNet every `interval`-th evaluation, shallow layers between; UNet models only. */
+  deepCache?: { interval: number; branch?: number };
   /** A1111 "Restore faces" after decoding (the executor resolves the weight files). */
   restoreFaces?: RestoreFacesSpec;
   /** An alpha channel in the result (LayerDiffuse-style transparency). */
@@ -532,6 +534,7 @@ export function toGenerateRequest(
     // A refiner without a switch point never runs (as in A1111).
     refiner: refiner && spec.refinerSwitchAt !== undefined ? { model: refiner, switchAt: spec.refinerSwitchAt } : undefined,
     tiling: spec.tiling === true ? 'xy' : spec.tiling || undefined,
+    deepCache: spec.deepCache,
     loras: spec.loras?.length
       ? spec.loras.map((l) => ({ name: l.name, path: inputs.loraPaths?.get(l.name) ?? l.name, te: l.weight, unet: l.unetWeight ?? l.weight }))
       : undefined,

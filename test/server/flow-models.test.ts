@@ -83,7 +83,7 @@ test('A1111 txt2img on Flux: Forge distilled_cfg_scale, Simple schedule; bad sid
   assert.match(job.body, /does not apply to SD3/);
 });
 
-test('what FLUX.1 / SD3 cannot do yet is a 501 naming the field: hires fix, LoRA, inpainting masks, tiling', async () => {
+test('what FLUX.1 / SD3 cannot do yet is a 501 naming the field: hires fix, LoRA, inpainting masks, tiling, step reuse', async () => {
   const hires = await a1111({ ...small, enable_hr: true, hr_scale: 2, override_settings: { sd_model_checkpoint: 'tiny-flux' } });
   assert.equal(hires.statusCode, 501, hires.body.slice(0, 300));
   assert.match(hires.body, /hires fix on FLUX\.1 models/);
@@ -93,6 +93,9 @@ test('what FLUX.1 / SD3 cannot do yet is a 501 naming the field: hires fix, LoRA
   const tiling = await gen({ ...small, model: 'tiny-flux', tiling: true });
   assert.equal(tiling.statusCode, 501, tiling.body.slice(0, 300));
   assert.match(tiling.body, /tiling on FLUX\.1 models/);
+  const deepCache = await gen({ ...small, model: 'tiny-sd3', deep_cache: { interval: 2 } });
+  assert.equal(deepCache.statusCode, 501, deepCache.body.slice(0, 300));
+  assert.match(deepCache.body, /step reuse \(DeepCache\) on SD3 models/);
 });
 
 test('seed 003: model_id "black-forest-labs/FLUX.1-dev" runs the Flux model it labels; guidance_scale is its distilled guidance', async () => {

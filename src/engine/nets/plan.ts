@@ -269,8 +269,7 @@ function kindOf<S extends Block>(s: S): BlockKind<S> {
  * The one interpretation of the data flow, for any kind of value (graph values, sizes): runs the steps on `x`,
  * keeping the skip connections on a stack.
  */
-function walk<V>(steps: readonly Step[], x: V, apply: (s: Block, x: V, skip: V | undefined) => V, concat: (x: V, skip: V) => V): V {
-  const skips: V[] = [];
+function walk<V>(steps: readonly Step[], x: V, apply: (s: Block, x: V, skip: V | undefined) => V, concat: (x: V, skip: V) => V, skips: V[] = []): V {
   for (const s of steps) {
     if (s.kind === 'pushSkip') skips.push(x);
     else if (s.kind === 'concatSkip') {
@@ -282,14 +281,37 @@ function walk<V>(steps: readonly Step[], x: V, apply: (s: Block, x: V, skip: V |
   return x;
 }
 
-/** Graph fold: appends the steps' ops to `c.b`, starting from `x`; returns the last value. */
-export function buildSteps(c: BuildContext, steps: readonly Step[], x: Value): Value {
+/**
+ * Graph fold: appends the steps' ops to `c.b`, starting from `x`; returns the last value. `skips` is the skip
+ * connection stack, shared when a plan is built in parts (the UNet's step-reuse graphs); it is updated in place.
+ */
+export function buildSteps(c: BuildContext, steps: readonly Step[], x: Value, skips: Value[] = []): Value {
   return walk(
     steps,
     x,
     (s, v, skip) => kindOf(s).build(c, s, v, skip),
     (v, skip) => c.b.concat([v, skip], 1),
+    skips,
   );
+}
+
+/** The channels of a block's output (undefined for flow steps). */
+export function outputChannels(s: Step): number | undefined {
+  switch (s.kind) {
+    case 'conv':
+    case 'resnet':
+      return s.cout;
+    case 'normSilu':
+    case 'transformer':
+    case 'pixelAttention':
+    case 'downsample':
+    case 'upsample':
+      return s.channels;
+    case 'timestepMlp':
+      return s.dim;
+    default:
+      return undefined;
+  }
 }
 
 /** One block's graph, outside any flow (the UNet's embedding MLPs). */

@@ -4,11 +4,11 @@
 // encoder_hidden_states [batch, tokens, dim] (tokens dynamic for long prompts), and for SDXL text_embeds
 // [batch, D] and time_ids [batch, 6]. Output: out [batch, outC, h, w].
 import { KilnInputError, type Tiling } from '../api.ts';
-import type { GraphBuilder } from '../onnx/graph.ts';
+import type { GraphBuilder, Value } from '../onnx/graph.ts';
 import type { WeightSource } from '../weights/types.ts';
 import { NetWeights, timestepSinusoids, toCompute, type UnetAttentionKind } from './blocks.ts';
 import { LORA_BRANCH_SITES_VERSION, LoraBranchSites } from './lora-branch.ts';
-import { buildBlock, buildSteps, planFlops, planParameters, type BuildContext, type Step, type TimestepMlpStep } from './plan.ts';
+import { buildBlock, buildSteps, outputChannels, planFlops, planParameters, type BuildContext, type Step, type TimestepMlpStep } from './plan.ts';
 
 export type { UnetAttentionKind } from './blocks.ts';
 
@@ -53,6 +53,11 @@ export const UNET_IO = {
   timeIds: 'time_ids',
   /** [batch, out_channels, h, w]: epsilon or v, as the model was trained. */
   out: 'out',
+  /**
+   * Step reuse (DeepCache): the up path's activation where the shallow graph takes over, an extra output of the
+   * 'full' graph and an input of the 'shallow' one.
+   */
+  deepFeature: 'deep_feature',
 } as const;
 
 const SUPPORTED_DOWN = new Set(['CrossAttnDownBlock2D', 'DownBlock2D']);
@@ -171,6 +176,18 @@ export interface UnetBuildOptions {
   tiling?: Tiling;
   /** Every Linear/Conv site gets a LoRA branch whose factors are graph inputs (nets/lora-branch.ts). */
   loraBranches?: boolean;
+  /** Step reuse (DeepCache): the whole UNet with the deep feature as an extra output, or the shallow graph that reuses it. */
+  stepReuse?: StepReuseGraph;
+}
+
+/**
+ * A step-reuse graph. `branch` picks where the UNet is cut, as DeepCache's cache_branch_id: the shallow graph
+ * runs conv_in and the first `branch + 1` down layers (resnet + attention, or a downsampler), then the last
+ * `branch + 2` up layers on the cached deep feature; 0 is the shallowest (fastest) cut.
+ */
+export interface StepReuseGraph {
+  branch: number;
+  part: 'full' | 'shallow';
 }
 
 /** Which UNet layers get LoRA branches in a branch graph: every Linear and Conv (all of them are sites). */
@@ -188,8 +205,12 @@ export function unetGraphOptions(opts: UnetBuildOptions = {}): Record<string, un
     timeIds: opts.timeIds ?? 6,
     ...(opts.tiling ? { tiling: opts.tiling } : {}),
     ...(opts.loraBranches ? { loraBranches: LORA_BRANCH_SITES_VERSION } : {}),
+    ...(opts.stepReuse ? { stepReuse: { ...opts.stepReuse, version: STEP_REUSE_VERSION } } : {}),
   };
 }
+
+/** Bumped when the step-reuse graphs change (the cut or its feature), so cached ones are rebuilt. */
+const STEP_REUSE_VERSION = 1;
 
 export const DEFAULT_ATTENTION: UnetAttentionKind = 'contrib';
 
@@ -290,6 +311,39 @@ export function unetPlan(config: UnetGraphConfig | Record<string, unknown>): Une
   };
 }
 
+/** Where a step-reuse branch cuts the body: the shallow graph runs body[0, headEnd) and body[cut, end). */
+export interface StepReuseCut {
+  headEnd: number;
+  cut: number;
+  /** Channels of the deep feature (the activation entering body[cut]). */
+  channels: number;
+}
+
+/** The deepest branch a UNet of this config can be cut at (the cut then sits right after the mid block). */
+export function maxStepReuseBranch(config: UnetGraphConfig | Record<string, unknown>): number {
+  return unetPlan(config).body.filter((s) => s.kind === 'pushSkip').length - 2;
+}
+
+/** Throws the 4xx a request's deep_cache.branch gets when this UNet cannot be cut there. */
+export function checkStepReuseBranch(config: UnetGraphConfig | Record<string, unknown>, branch: number): void {
+  stepReuseCut(unetPlan(config).body, branch);
+}
+
+/** The cut of `branch` (see StepReuseGraph): after the (branch + 2)th skip pushed, before the (branch + 2)th-last taken. */
+export function stepReuseCut(body: readonly Step[], branch: number): StepReuseCut {
+  const pushes = body.flatMap((s, i) => (s.kind === 'pushSkip' ? [i] : []));
+  const concats = body.flatMap((s, i) => (s.kind === 'concatSkip' ? [i] : []));
+  const kept = branch + 2;
+  if (!Number.isInteger(branch) || branch < 0 || kept > pushes.length) {
+    throw new KilnInputError(`deep_cache.branch must be an integer from 0 to ${pushes.length - 2} for this model, got ${branch}`, 'deep_cache.branch');
+  }
+  const cut = concats[concats.length - kept]!;
+  let channels: number | undefined;
+  for (let i = cut - 1; i >= 0 && channels === undefined; i--) channels = outputChannels(body[i]!);
+  if (channels === undefined) throw new Error('internal error: a step-reuse cut with no block before it');
+  return { headEnd: pushes[kept - 1]! + 1, cut, channels };
+}
+
 function allSteps(plan: UnetPlan): Step[] {
   return [plan.timeEmbedding, ...(plan.addEmbedding ? [plan.addEmbedding] : []), ...plan.body];
 }
@@ -325,7 +379,25 @@ export function buildUnet(b: GraphBuilder, weights: WeightSource, config: UnetGr
     emb = b.add(emb, buildBlock(c, plan.addEmbedding, b.concat([textEmbeds, idFlat], 1)));
   }
 
-  const out = buildSteps({ ...c, temb: b.silu(emb), context }, plan.body, sample);
+  const body: BuildContext = { ...c, temb: b.silu(emb), context };
+  const reuse = opts.stepReuse;
+  let out: Value;
+  if (!reuse) out = buildSteps(body, plan.body, sample);
+  else {
+    // The skip stack is shared between the two halves: the tail takes exactly the skips the head pushed.
+    const { headEnd, cut, channels } = stepReuseCut(plan.body, reuse.branch);
+    const featureDims = ['batch', channels, 'feature_height', 'feature_width'];
+    const skips: Value[] = [];
+    let feature: Value;
+    if (reuse.part === 'full') {
+      feature = buildSteps(body, plan.body.slice(0, cut), sample, skips);
+      b.output(feature, UNET_IO.deepFeature, featureDims);
+    } else {
+      buildSteps(body, plan.body.slice(0, headEnd), sample, skips);
+      feature = b.input(UNET_IO.deepFeature, featureDims);
+    }
+    out = buildSteps(body, plan.body.slice(cut), feature, skips);
+  }
   b.output(out, UNET_IO.out, ['batch', cfg.outChannels, 'height', 'width']);
 }
 

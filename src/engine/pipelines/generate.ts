@@ -30,6 +30,7 @@ import { abortError, progressReporter } from './progress.ts';
 import { validateRequest } from './validate.ts';
 import { loraHashesText } from '../weights/lora/index.ts';
 import { requireUnetConfig } from '../weights/model.ts';
+import { checkStepReuseBranch } from '../nets/unet.ts';
 
 export type { NoiseOverrides } from './overrides.ts';
 
@@ -48,6 +49,9 @@ export async function runPipeline(
   const { base, refiner } = models;
   if (base.family.kind === 'flow') {
     if (refiner) throw new KilnInputError(`refiner: ${base.family.label} models take no refiner`, 'refiner');
+    if ((req.deepCache?.interval ?? 1) > 1) {
+      throw new KilnInputError(`deep_cache: step reuse cuts a UNet; ${base.family.label} models have none. Leave deep_cache out`, 'deep_cache');
+    }
     return runFlowPipeline(base, req, opts, overrides);
   }
   if (req.outpaint) {
@@ -59,6 +63,7 @@ export async function runPipeline(
   validateHires(req, base.latentFactor);
   if (req.restoreFaces) validateFaceRestore(req.restoreFaces);
   validateTransparent(base, req);
+  if (req.deepCache) checkStepReuseBranch(requireUnetConfig(base.model) as unknown as Record<string, unknown>, req.deepCache.branch ?? 0);
   const progress = progressReporter(opts.onProgress);
   const timings = { loadMs: base.buildMs + (refiner?.buildMs ?? 0), encodeMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0 };
   // A split job's chunk generates only its window of the batch, each image as in the whole batch.
@@ -108,6 +113,7 @@ export async function runPipeline(
     extras: { width: req.width, height: req.height },
     // Every pass (the refiner's too, and later hires fix's) runs the tiled graphs when the request tiles.
     tiling: req.tiling,
+    reuse: req.deepCache && req.deepCache.interval > 1 ? { interval: req.deepCache.interval, branch: req.deepCache.branch ?? 0 } : undefined,
     concat: inpaintUnet ? await inpaintConcat(base, initReq, inpaint, count, shape, noise, overrides) : undefined,
     onInput: overrides.onModelInput,
   };

@@ -54,6 +54,15 @@ export interface SessionSettings {
 /** LoRA combinations whose sessions stay in memory per model (each is a full UNet session; the oldest is freed). */
 const MAX_LORA_VARIANTS = 2;
 
+/** Step reuse: the whole fp32 UNet graphs (plain, or with the deep feature) kept per model; mixing swaps them. */
+const MAX_WHOLE_UNET_VARIANTS = 1;
+
+/** The two graphs of step reuse (DeepCache): the whole UNet that also returns the deep feature, and the shallow one. */
+export interface StepReuseSessions {
+  full: Session;
+  shallow: Session;
+}
+
 /** Separate VAEs whose sessions stay in memory per model (the oldest is freed). */
 const MAX_VAE_VARIANTS = 2;
 
@@ -70,6 +79,8 @@ interface SharedSessions {
   sessions: Map<string, Promise<Session>>;
   loraVariants: Array<{ id: string; sessionIds: Set<string> }>;
   vaeVariants: Array<{ id: string; sessionIds: Set<string> }>;
+  /** The untiled UNet graphs in use: the plain one or a step-reuse pair (one whole fp32 UNet stays in memory). */
+  wholeUnetVariants: Array<{ id: string; sessionIds: Set<string> }>;
   /** Separate VAEs read so far, by path, size and mtime (headers only; the weights stay lazy). */
   vaes: Map<string, VaeOverride>;
   /** The model the views were made from: the one the pool counts users and last use on. */
@@ -93,7 +104,7 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     readonly model: LoadedModel,
     readonly tokenizers: ClipTokenizer[],
     readonly settings: SessionSettings,
-    private readonly shared: SharedSessions = { sessions: new Map(), loraVariants: [], vaeVariants: [], vaes: new Map() },
+    private readonly shared: SharedSessions = { sessions: new Map(), loraVariants: [], vaeVariants: [], wholeUnetVariants: [], vaes: new Map() },
     /** Set on a LoRA view (withAdapters): the merged weights and their graph-key material. */
     readonly loras?: AppliedLoras,
     /** Set on a view with textual-inversion embeddings: extended token tables and tokenizers. */
@@ -308,7 +319,60 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
       (b) => buildUnet(b, weights, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
       () => weightBytes(weights, this.precision()),
     );
+    if (!tiling) this.trackWholeUnet('plain', [this.sessionId('unet', lora ? { ...graphOptions, lora } : graphOptions)]);
     return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null]), session, branches) : session;
+  }
+
+  /**
+   * Step reuse (DeepCache, docs/step-reuse.md): the whole UNet that also returns the deep feature at `branch`, and
+   * the shallow graph that reuses it, at this view's precision, LoRA and tiling. undefined while the int8 UNet
+   * calibrates (its ranges come from whole evaluations). Untiled, these replace the plain whole UNet in memory.
+   */
+  async unetReuse(branch: number, tiling?: Tiling): Promise<StepReuseSessions | undefined> {
+    const branches = this.loras?.unetBranches;
+    const lora = this.loras?.unetKey;
+    const config = requireUnetConfig(this.model) as unknown as Record<string, unknown>;
+    const optsFor = (part: 'full' | 'shallow') => ({
+      ...this.unetFamily.unet.buildOptions,
+      tiling,
+      ...(branches ? { loraBranches: true } : {}),
+      stepReuse: { branch, part },
+    });
+    const int8 = this.settings.precision === 'int8' && this.settings.device === 'cpu' && !this.settings.quantize;
+    if (int8 && !branches && !lora && !tiling) {
+      const network = this.int8Unet();
+      const state = await network.settle();
+      if (state === 'calibrating') return undefined;
+      if (state === 'int8') {
+        const open = (part: 'full' | 'shallow') => {
+          const opts = optsFor(part);
+          return network.variant(unetGraphOptions(opts), (b) => buildUnet(b, this.model.unet, config, opts));
+        };
+        const [full, shallow] = await Promise.all([open('full'), open('shallow')]);
+        return { full, shallow };
+      }
+    }
+    const { weights, options: quantized } = this.quantized(this.loras?.unet ?? this.model.unet);
+    const ids: string[] = [];
+    const open = (part: 'full' | 'shallow') => {
+      const opts = optsFor(part);
+      const graphOptions = { ...unetGraphOptions(opts), ...quantized, ...(lora ? { lora } : {}) };
+      ids.push(this.sessionId('unet', graphOptions));
+      const session = this.session('unet', this.precision(), graphOptions, (b) => buildUnet(b, weights, config, opts));
+      return branches ? this.fedOnce(JSON.stringify(['unet', tiling ?? null, branch, part]), session, branches) : session;
+    };
+    const pair = [open('full'), open('shallow')];
+    if (!tiling) this.trackWholeUnet(`reuse-${branch}`, ids);
+    const [full, shallow] = await Promise.all(pair);
+    return { full: full!, shallow: shallow! };
+  }
+
+  private sessionId(network: string, options: Record<string, unknown>): string {
+    return JSON.stringify({ network, weightsIdentity: this.model.identity, precision: this.precision(), options } satisfies GraphKey);
+  }
+
+  private trackWholeUnet(variantId: string, sessionIds: string[]): void {
+    for (const id of sessionIds) this.trackVariant(this.shared.wholeUnetVariants, variantId, id, MAX_WHOLE_UNET_VARIANTS);
   }
 
   /** The int8 state of the plain UNet (no LoRA, no tiling), shared by this model's views. */
@@ -321,7 +385,7 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
     const key: GraphKey = { network: 'unet', weightsIdentity: this.model.identity, precision: 'fp32', options };
     this.shared.int8 = new Int8Network(
       {
-        open: (extra, makeBuilder) => this.openGraph({ ...key, options: { ...options, ...extra } }, build, makeBuilder),
+        open: (extra, makeBuilder, variantBuild) => this.openGraph({ ...key, options: { ...options, ...extra } }, variantBuild ?? build, makeBuilder),
         fp32: () => this.unetFp32(),
         log: (line) => process.emitWarning(`${this.model.name}: ${line}`, 'KilnPrecision'),
       },

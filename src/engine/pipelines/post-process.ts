@@ -47,6 +47,7 @@ export function finishImages(images: RawImage[], req: GenerateRequest, batch: Im
       refiner: p.refinerName,
       refinerSwitchAt: p.refinerName ? req.refiner?.switchAt : undefined,
       tiling: req.tiling,
+      deepCache: req.deepCache && req.deepCache.interval > 1 ? { interval: req.deepCache.interval, branch: req.deepCache.branch ?? 0 } : undefined,
       loraHashes: p.loraHashes,
       noiseMultiplier: req.init?.noiseMultiplier,
       ...hiresInfotext(req, p, i, batch),

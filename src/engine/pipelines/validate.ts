@@ -2,7 +2,7 @@
 // guard every other caller (CLI, library use) so bad input always becomes a KilnInputError naming the field.
 import { validateMask } from './inpaint.ts';
 import { checkResizeMode } from './init-fit.ts';
-import { KilnInputError, type GenerateRequest, type SamplingFlavour, type SdeNoise, type Tiling } from '../api.ts';
+import { KilnInputError, MAX_DEEP_CACHE_INTERVAL, type GenerateRequest, type SamplingFlavour, type SdeNoise, type Tiling } from '../api.ts';
 
 /**
  * `textEncoderLayers`: the fewest layers among the loaded models' text encoders, the deepest clip skip they
@@ -75,6 +75,19 @@ export function validateRequest(req: GenerateRequest, latentFactor: number, text
   }
   if (req.sdeNoise !== undefined && !SDE_NOISES.includes(req.sdeNoise)) {
     throw new KilnInputError(`noise must be "brownian" or "gaussian", got ${JSON.stringify(req.sdeNoise)}`, 'noise');
+  }
+  if (req.deepCache) {
+    const { interval, branch } = req.deepCache;
+    if (!Number.isInteger(interval) || interval < 1 || interval > MAX_DEEP_CACHE_INTERVAL) {
+      throw new KilnInputError(
+        `deep_cache.interval must be an integer from 1 to ${MAX_DEEP_CACHE_INTERVAL} (1 = off), got ${JSON.stringify(interval)}`,
+        'deep_cache.interval',
+      );
+    }
+    // The model's own upper bound is checked when its graph is cut (nets/unet.ts stepReuseCut).
+    if (branch !== undefined && (!Number.isInteger(branch) || branch < 0)) {
+      throw new KilnInputError(`deep_cache.branch must be a non-negative integer (0 = the shallowest cut), got ${JSON.stringify(branch)}`, 'deep_cache.branch');
+    }
   }
   if (req.tiling !== undefined && !TILINGS.includes(req.tiling)) {
     throw new KilnInputError(`tiling must be one of ${TILINGS.map((t) => JSON.stringify(t)).join(', ')}, got ${JSON.stringify(req.tiling)}`, 'tiling');

@@ -45,8 +45,11 @@ export interface Int8Verdict {
 }
 
 export interface Int8NetworkHooks {
-  /** Opens the session whose graph is keyed by the fp32 network's options plus `options`, built with `makeBuilder`. */
-  open(options: Record<string, unknown>, makeBuilder: (network: string, dir: string) => GraphBuilder): Promise<Session>;
+  /**
+   * Opens the session whose graph is keyed by the fp32 network's options plus `options`, built with `makeBuilder`;
+   * `build` replaces the network's own build for a variant graph (step reuse).
+   */
+  open(options: Record<string, unknown>, makeBuilder: (network: string, dir: string) => GraphBuilder, build?: (b: GraphBuilder) => void): Promise<Session>;
   /** The plain fp32 network. */
   fp32(): Promise<Session>;
   log(line: string): void;
@@ -75,6 +78,8 @@ export class Int8Network {
   private readonly samples: Sample[] = [];
   private calibrating: Promise<Session> | undefined;
   private int8: Promise<Session> | undefined;
+  /** int8 graphs of variant builds (step reuse), by their options; in memory instead of the plain int8 graph. */
+  private readonly variants = new Map<string, Promise<Session>>();
   private finishing: Promise<void> | undefined;
   private refusalLogged = false;
   private readonly wanted: number;
@@ -101,10 +106,7 @@ export class Int8Network {
 
   /** The session for the next generation's calls (ask once per generation, not per step). */
   async session(): Promise<Session> {
-    if (!this.verdict && this.evaluations >= this.wanted) {
-      this.finishing ??= this.finish();
-      await this.finishing;
-    }
+    await this.settle();
     const v = this.verdict;
     if (!v) {
       if (!this.calibrating) {
@@ -125,9 +127,52 @@ export class Int8Network {
     return this.openInt8(v.ranges);
   }
 
+  /** Makes the verdict if calibration is complete (building and checking the int8 graph); returns the state. */
+  async settle(): Promise<'calibrating' | 'int8' | 'fp32'> {
+    if (!this.verdict && this.evaluations >= this.wanted) {
+      this.finishing ??= this.finish();
+      await this.finishing;
+    }
+    return this.state;
+  }
+
+  /**
+   * The int8 graph of a variant build of this network (the step-reuse graphs): the same layer names, so the same
+   * calibrated ranges. Only once the int8 graph is ready (settle() === 'int8'). Opening a variant frees the plain
+   * int8 session, and the plain session frees the variants, so one set of int8 weights stays in memory.
+   */
+  variant(options: Record<string, unknown>, build: (b: GraphBuilder) => void): Promise<Session> {
+    const v = this.verdict;
+    if (v?.status !== 'ready') throw new Error(`internal error: ${this.opts.label} int8 variant asked for before the int8 graph is ready`);
+    const layers = this.opts.layers ?? 'all';
+    const key = JSON.stringify(options);
+    let s = this.variants.get(key);
+    if (!s) {
+      this.drop(this.int8);
+      this.int8 = undefined;
+      const opening = this.hooks.open(
+        { ...options, quantized: 'int8', layers, ranges: rangesHash(v.ranges) },
+        (n, d) => new Int8GraphBuilder(n, d, v.ranges, layers),
+        build,
+      );
+      opening.catch(() => {
+        if (this.variants.get(key) === opening) this.variants.delete(key);
+      });
+      this.variants.set(key, opening);
+      s = opening;
+    }
+    return s;
+  }
+
+  private drop(session: Promise<Session> | undefined): void {
+    session?.then((x) => x.release()).catch(() => undefined);
+  }
+
   private openInt8(ranges: ConvRanges): Promise<Session> {
     const layers = this.opts.layers ?? 'all';
     if (!this.int8) {
+      for (const s of this.variants.values()) this.drop(s);
+      this.variants.clear();
       const opening = this.hooks.open({ quantized: 'int8', layers, ranges: rangesHash(ranges) }, (n, d) => new Int8GraphBuilder(n, d, ranges, layers));
       opening.catch(() => {
         if (this.int8 === opening) this.int8 = undefined;
@@ -219,9 +264,10 @@ export class Int8Network {
 
   /** Frees the sessions this object opened (the fp32 one belongs to the caller). */
   async release(): Promise<void> {
-    for (const p of [this.calibrating, this.int8]) if (p) await (await p.catch(() => undefined))?.release().catch(() => undefined);
+    for (const p of [this.calibrating, this.int8, ...this.variants.values()]) if (p) await (await p.catch(() => undefined))?.release().catch(() => undefined);
     this.calibrating = undefined;
     this.int8 = undefined;
+    this.variants.clear();
   }
 }
 

@@ -3,7 +3,7 @@
 import type { RngSource, SamplingFlavour, SdeNoise } from '../../engine/index.ts';
 import type { ImageFormat } from '../../storage/encode.ts';
 import type { Limits } from '../../queue/config.ts';
-import { resolveSeed } from '../../engine/index.ts';
+import { MAX_DEEP_CACHE_INTERVAL, resolveSeed } from '../../engine/index.ts';
 import { checkSpecLimits, SpecError, SPEC_DEFAULTS } from '../../queue/job-spec.ts';
 import { leftOutFields } from '../model-presets.ts';
 import type { JobKind, JobSpec, ResponseKind } from '../../queue/job-spec.ts';
@@ -132,6 +132,22 @@ export function nativeRequestSchema(limits: Limits) {
       tiling: {
         enum: [true, false, 'x', 'y'],
         description: 'Seamless tiling: true wraps both axes (a texture that tiles in every direction), "x" left-right only, "y" top-bottom only.',
+      },
+      deep_cache: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['interval'],
+        description:
+          'Step reuse (DeepCache): every `interval`-th UNet evaluation runs the whole network, the ones between only its shallow layers on the cached deep features. Faster, approximate; off by default. UNet models (SD1/SD2/SDXL) only. See docs/step-reuse.md.',
+        properties: {
+          interval: { type: 'integer', minimum: 1, maximum: MAX_DEEP_CACHE_INTERVAL, description: '1 = off; 2 about halves the UNet work, 3 more.' },
+          branch: {
+            type: 'integer',
+            minimum: 0,
+            maximum: 32,
+            description: 'Where the UNet is cut (DeepCache cache_branch_id): 0 (default) is the fastest; deeper is closer to the full result.',
+          },
+        },
       },
       restore_faces: {
         oneOf: [
@@ -283,6 +299,7 @@ export interface NativeRequest {
   loras?: Array<{ name: string; weight?: number }>;
   hypernetworks?: Array<{ name: string; weight?: number }>;
   tiling?: boolean | 'x' | 'y';
+  deep_cache?: { interval: number; branch?: number };
   restore_faces?: boolean | { model: 'CodeFormer' | 'GFPGAN'; weight?: number; visibility?: number };
   transparent?: boolean | { tta?: boolean; method?: 'attention' | 'conv'; weight?: number; preview?: boolean };
   transparent_background?: boolean;
@@ -371,6 +388,7 @@ export function specFromNative(body: NativeRequest, limits: Limits, initImage?: 
     loras: body.loras?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
     hypernetworks: body.hypernetworks?.map((l) => ({ name: l.name, weight: l.weight ?? 1 })),
     tiling: body.tiling,
+    deepCache: body.deep_cache,
     restoreFaces: body.restore_faces === true ? { model: 'CodeFormer' } : body.restore_faces || undefined,
     transparentBackground: body.transparent !== undefined && body.transparent !== false ? true : body.transparent_background,
     transparentOptions: typeof body.transparent === 'object' ? body.transparent : undefined,

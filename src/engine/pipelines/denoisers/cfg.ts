@@ -8,7 +8,8 @@ import { runSession, type Feed } from '../../runtime.ts';
 import type { Denoiser, ModelSchedule, TimestepMode } from '../../samplers/index.ts';
 import { withConcatChannels, type ConcatChannels } from '../../families/unet-feeds.ts';
 import type { BatchConditioning } from '../conditioning.ts';
-import type { ModelSessions } from '../model-sessions.ts';
+import type { ModelSessions, StepReuseSessions } from '../model-sessions.ts';
+import { UNET_IO } from '../../nets/unet.ts';
 
 /** How many images share one network call (x2 for CFG); larger batches are split so memory stays bounded. */
 export const MAX_NET_BATCH_IMAGES = 4;
@@ -26,6 +27,11 @@ export interface GuidanceSettings {
   tiling?: Tiling;
   /** Inpainting UNets: extra input channels [count, channels, h, w] after the latent (unet-feeds.ts). */
   concat?: ConcatChannels;
+  /**
+   * Step reuse (DeepCache): every `interval`-th evaluation (the first included) runs the whole UNet and keeps its
+   * deep feature at `branch`; the others run only the shallow graph on it. Off when absent.
+   */
+  reuse?: { interval: number; branch: number };
   /** Test hook: each evaluation's scaled latent input. */
   onInput?: (xScaled: Float32Array, sigma: number) => void;
 }
@@ -62,9 +68,17 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
   }
   // Asked once per generation: an int8 UNet moves from calibration to int8 between generations, never within one.
   let unet: ReturnType<typeof ms.unet> | undefined;
+  let reuseSessions: Promise<StepReuseSessions | undefined> | undefined;
+  // Step reuse: each sub-batch's deep feature from its last whole evaluation.
+  const features: (Tensor | undefined)[] = [];
+  let evaluation = 0;
   const network = async (xScaled: Float32Array, timestep: number, sigma: number): Promise<Float32Array> => {
-    unet ??= ms.unet(s.tiling);
-    const session = await unet;
+    if (s.reuse) reuseSessions ??= ms.unetReuse(s.reuse.branch, s.tiling);
+    const reuse = await reuseSessions;
+    const whole = !s.reuse || evaluation % s.reuse.interval === 0;
+    evaluation++;
+    if (!reuse) unet ??= ms.unet(s.tiling);
+    const session = reuse ? undefined : await unet;
     s.onInput?.(xScaled, sigma);
     const out = new Float32Array(xScaled.length);
     for (const { start, n, rows, condition } of subBatches) {
@@ -79,7 +93,15 @@ export function cfgDenoiser(ms: ModelSessions, cond: BatchConditioning, s: Guida
             s.concat,
           )
         : { shape: [batch, ...shape], data: sample };
-      const result = await runSession(session, feeds.stepFeeds(input, { timestep, sigma }, condition));
+      const step = feeds.stepFeeds(input, { timestep, sigma }, condition);
+      let result: Record<string, Tensor>;
+      const cached = features[start];
+      if (!reuse) result = await runSession(session!, step);
+      else if (!whole && cached) result = await runSession(reuse.shallow, { ...step, [UNET_IO.deepFeature]: cached });
+      else {
+        result = await runSession(reuse.full, step);
+        features[start] = result[UNET_IO.deepFeature];
+      }
       const pred = result[feeds.output]!.data;
       for (let i = 0; i < n; i++) {
         const target = out.subarray((start + i) * per, (start + i + 1) * per);
