@@ -5,7 +5,9 @@
 // doing the same work) is timed between the rounds too and the ratios to it printed.
 //
 //   node --import tsx bench/precision-bench.ts [--size PX] [--steps N] [--rounds N] [--calibration-evals N]
-//        [--threads N] [--cache-dir DIR] [--peer "<command>"] [--tiny] [--json]
+//        [--threads N] [--cache-dir DIR] [--peer "<command>"] [--deep-cache N] [--tiny] [--json]
+// --deep-cache N adds two columns, fp32 and int8 with step reuse every N evaluations (DeepCache, branch 0),
+// each on a model view of its own so no column swaps graphs in and out between rounds.
 //   (or: npm run bench -- --precision ...)   Full size needs ~8 GB: run it under `flock /work/locks/heavy`.
 //
 // The int8 model calibrates first (its first --calibration-evals UNet calls run fp32 and record ranges; default 4
@@ -31,6 +33,7 @@ interface Args {
   threads: number;
   cacheDir?: string;
   peer?: string;
+  deepCache?: number;
   tiny: boolean;
   json: boolean;
 }
@@ -57,6 +60,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--threads') out.threads = int(0, 256);
     else if (a === '--cache-dir') out.cacheDir = value();
     else if (a === '--peer') out.peer = value();
+    else if (a === '--deep-cache') out.deepCache = int(2, 10);
     else if (a === '--tiny') out.tiny = true;
     else if (a === '--json') out.json = true;
     else if (a === '--precision' || a === 'bench')
@@ -140,27 +144,50 @@ async function main(): Promise<void> {
     const verdict = int8.int8Unet().result;
     if (int8.int8Unet().state !== 'int8') throw new Error(`int8 UNet not in use: ${verdict?.reason ?? 'still calibrating'}`);
 
-    const runs: Record<'fp32' | 'int8' | 'peer', number[]> & {
+    // Step reuse: views of their own (the int8 one reads the verdict stored above), warmed up on a 2-step image.
+    const columns: [string, ModelSessions, GenerateRequest][] = [
+      ['fp32', fp32, req],
+      ['int8', int8, req],
+    ];
+    const reuseViews: ModelSessions[] = [];
+    if (args.deepCache) {
+      const reuseReq = { ...req, deepCache: { interval: args.deepCache } };
+      for (const [name, settings] of [
+        ['fp32', base],
+        [
+          'int8',
+          {
+            ...base,
+            precision: 'int8' as const,
+            int8: { calibrationEvaluations: args.calibrationEvals, bound: { minCosine: 0, maxRelativeError: Number.POSITIVE_INFINITY } },
+          },
+        ],
+      ] as const) {
+        const view = ModelSessions.fromModel(model, tokenizers, settings);
+        reuseViews.push(view);
+        await timeImage(view, { ...reuseReq, steps: 2 });
+        columns.push([`${name}+deepcache${args.deepCache}`, view, reuseReq]);
+      }
+    }
+
+    const runs: {
+      image: Record<string, number[]>;
+      peer: number[];
       perStep: Record<string, number[]>;
       decode: Record<string, number[]>;
       cpu: Record<string, number[]>;
       rss: Record<string, number>;
-    } = {
-      fp32: [],
-      int8: [],
-      peer: [],
-      perStep: { fp32: [], int8: [] },
-      decode: { fp32: [], int8: [] },
-      cpu: { fp32: [], int8: [] },
-      rss: {},
-    };
+    } = { image: {}, peer: [], perStep: {}, decode: {}, cpu: {}, rss: {} };
+    for (const [name] of columns) {
+      runs.image[name] = [];
+      runs.perStep[name] = [];
+      runs.decode[name] = [];
+      runs.cpu[name] = [];
+    }
     for (let r = 0; r < args.rounds; r++) {
-      for (const [name, ms] of [
-        ['fp32', fp32],
-        ['int8', int8],
-      ] as const) {
-        const t = await timeImage(ms, req);
-        runs[name].push(t.totalS);
+      for (const [name, ms, columnReq] of columns) {
+        const t = await timeImage(ms, columnReq);
+        runs.image[name]!.push(t.totalS);
         runs.perStep[name]!.push(t.unetPerStepS);
         runs.decode[name]!.push(t.decodeS);
         runs.cpu[name]!.push(t.cpuS);
@@ -178,26 +205,23 @@ async function main(): Promise<void> {
     }
     await fp32.release();
     await int8.release();
+    for (const v of reuseViews) await v.release();
+    const column = (name: string) => ({
+      imageS: median(runs.image[name]!),
+      imageCpuS: median(runs.cpu[name]!),
+      unetPerStepS: median(runs.perStep[name]!),
+      decodeS: median(runs.decode[name]!),
+      rssGB: runs.rss[name],
+    });
     const report = {
       case: `${args.tiny ? 'tiny-sd1' : 'SD1.5 shapes, random weights'} ${args.size}x${args.size}, ${args.steps} steps Euler, CFG batch 2`,
       threads: args.threads || 'all cores',
       loadAverage: { before: loadBefore.map((x) => Number(f(x))), after: loadavg().map((x) => Number(f(x))) },
       warmupS: { fp32: Number(f(fp32WarmS, 1)), int8IncludingCalibration: Number(f(int8WarmS, 1)) },
       calibration: verdict && { evaluations: verdict.evaluations, minCosine: verdict.minCosine, maxRelativeError: verdict.maxRelativeError },
-      fp32: {
-        imageS: median(runs.fp32),
-        imageCpuS: median(runs.cpu.fp32!),
-        unetPerStepS: median(runs.perStep.fp32!),
-        decodeS: median(runs.decode.fp32!),
-        rssGB: runs.rss.fp32,
-      },
-      int8: {
-        imageS: median(runs.int8),
-        imageCpuS: median(runs.cpu.int8!),
-        unetPerStepS: median(runs.perStep.int8!),
-        decodeS: median(runs.decode.int8!),
-        rssGB: runs.rss.int8,
-      },
+      fp32: column('fp32'),
+      int8: column('int8'),
+      deepCache: Object.fromEntries(columns.slice(2).map(([name]) => [name, column(name)])),
       peakRssGB: gb(process.resourceUsage().maxRSS * 1024),
       peer: args.peer
         ? runs.peer.length
@@ -210,6 +234,7 @@ async function main(): Promise<void> {
       int8VsFp32UnetStep: report.fp32.unetPerStepS / report.int8.unetPerStepS,
       int8VsFp32ImageCpu: report.fp32.imageCpuS / report.int8.imageCpuS,
       ...(runs.peer.length ? { peerVsFp32: median(runs.peer) / report.fp32.imageS, peerVsInt8: median(runs.peer) / report.int8.imageS } : {}),
+      ...Object.fromEntries(Object.entries(report.deepCache).map(([name, c]) => [`${name}VsFp32Image`, report.fp32.imageS / c.imageS])),
     };
     if (args.json) console.log(JSON.stringify({ ...report, ratios }));
     else {
@@ -220,6 +245,11 @@ async function main(): Promise<void> {
         const x = report[p];
         console.log(
           `  ${p}: image ${f(x.imageS, 1)} s (process CPU ${f(x.imageCpuS, 1)} s), UNet ${f(x.unetPerStepS)} s per CFG step, VAE decode ${f(x.decodeS)} s, RSS ${x.rssGB} GB`,
+        );
+      }
+      for (const [name, x] of Object.entries(report.deepCache)) {
+        console.log(
+          `  ${name}: image ${f(x.imageS, 1)} s (process CPU ${f(x.imageCpuS, 1)} s), UNet ${f(x.unetPerStepS)} s per CFG step (mean over whole and shallow), VAE decode ${f(x.decodeS)} s, speed-up over fp32 x${f(report.fp32.imageS / x.imageS)}`,
         );
       }
       console.log(

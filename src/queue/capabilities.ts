@@ -88,6 +88,12 @@ const FAMILY_GAPS: Readonly<Record<string, { label: string; missing: readonly Fe
   sd3: { label: 'SD3', missing: ['loras', 'hires', 'mask', 'transparentBackground', 'tiling', 'deepCache'] },
 };
 
+/** Whether a model of this family can do the feature (false only for a known gap of FLUX.1 / SD3). */
+export function familyCan(family: string | null | undefined, feature: Feature): boolean {
+  const gaps = family ? FAMILY_GAPS[family] : undefined;
+  return !gaps?.missing.includes(feature);
+}
+
 /** Throws FeatureNotImplemented for the first feature the spec asks for that its model's family cannot do yet. */
 export function checkFamilyCapabilities(spec: JobSpec, family: string | null | undefined): void {
   const gaps = family ? FAMILY_GAPS[family] : undefined;

@@ -1,4 +1,4 @@
-// Per-model presets (config file `modelPresets`): default sampler, schedule, steps, CFG, size and clip skip for a
+// Per-model presets (config file `modelPresets`): default sampler, schedule, steps, CFG, size, clip skip and step reuse for a
 // model name or label (Lightning/Turbo/LCM models want 4-8 steps at CFG 1-2). A preset fills only what the request
 // left out: each surface says which spec fields it filled with its own defaults (JobSpec.leftOut), from the request
 // fields the client really sent (recorded before schema defaults are applied), and services.submit applies the
@@ -8,6 +8,7 @@ import type { Limits } from '../queue/config.ts';
 import { findOption, type NamedOption } from '../queue/engine.ts';
 import type { JobSpec, PresetField } from '../queue/job-spec.ts';
 import { editDistance } from './edit-distance.ts';
+import { MAX_DEEP_CACHE_INTERVAL } from '../engine/index.ts';
 
 export interface ModelPreset {
   sampler?: string;
@@ -17,10 +18,15 @@ export interface ModelPreset {
   width?: number;
   height?: number;
   clipSkip?: number;
+  /**
+   * Step reuse for requests that do not set `deep_cache` (on every surface; UNet models only). Not a PresetField:
+   * only the native surface can send it, so "left out" is simply "absent from the spec" (services.ts applies it).
+   */
+  deepCache?: { interval: number; branch?: number };
 }
 
 /** Keys a preset may hold in the config file; `size` ("WxH") is shorthand for width and height. */
-const PRESET_KEYS = ['sampler', 'schedule', 'steps', 'cfgScale', 'width', 'height', 'size', 'clipSkip'] as const;
+const PRESET_KEYS = ['sampler', 'schedule', 'steps', 'cfgScale', 'width', 'height', 'size', 'clipSkip', 'deepCache'] as const;
 
 /** A bad `modelPresets` entry; its message names the config key, as ConfigError's do. */
 export class ModelPresetError extends Error {
@@ -71,6 +77,24 @@ export function parseModelPresets(raw: unknown, limits: Limits): Record<string, 
             throw new ModelPresetError(k, `must be an integer from 1 to 12, got ${JSON.stringify(v)}`);
           preset.clipSkip = v;
           break;
+        case 'deepCache': {
+          const dc = v as { interval?: unknown; branch?: unknown } | null;
+          const interval = dc?.interval;
+          const branch = dc?.branch;
+          if (
+            dc === null ||
+            typeof dc !== 'object' ||
+            Object.keys(dc).some((x) => x !== 'interval' && x !== 'branch') ||
+            typeof interval !== 'number' ||
+            !Number.isInteger(interval) ||
+            interval < 1 ||
+            interval > MAX_DEEP_CACHE_INTERVAL ||
+            (branch !== undefined && (typeof branch !== 'number' || !Number.isInteger(branch) || branch < 0 || branch > 32))
+          )
+            throw new ModelPresetError(k, `must be {"interval": 1-${MAX_DEEP_CACHE_INTERVAL}, "branch": 0-32 (optional)}, got ${JSON.stringify(v)}`);
+          preset.deepCache = { interval, ...(branch !== undefined ? { branch: branch as number } : {}) };
+          break;
+        }
         case 'width':
           preset.width = side(k, v, limits.maxWidth);
           break;

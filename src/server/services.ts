@@ -34,7 +34,7 @@ import { describeCheckpoint } from './models/family.ts';
 import { UpscalerCatalog } from './upscalers.ts';
 import { ClipVisionCatalog } from './models/clip-vision.ts';
 import { FaceRestorerCatalog } from './models/face-restorers.ts';
-import { checkCapabilities, checkFamilyCapabilities } from '../queue/capabilities.ts';
+import { checkCapabilities, checkFamilyCapabilities, familyCan } from '../queue/capabilities.ts';
 import { checkFamilySpec } from '../queue/family-rules.ts';
 import type { JobSpec } from '../queue/job-spec.ts';
 import type { Job } from '../queue/job.ts';
@@ -385,11 +385,16 @@ export class KilnServices {
 
   /** The one door for new work: validate, then queue. Throws SpecError / QueueFullError / QueueClosedError. */
   async submit(spec: JobSpec, opts: SubmitOptions = {}): Promise<Job> {
-    this.prepareSpec(spec);
+    const preset = this.prepareSpec(spec);
     this.checkSpec(spec);
     if (spec.kind === 'txt2img' || spec.kind === 'img2img') {
       // Family-dependent rules (FLUX.1 / SD3: what their pipeline cannot do yet -> 501; sides multiple of 16 -> 400).
       const family = (await describeCheckpoint((await this.models.resolve(spec.model)).path)).family;
+      // A preset's step reuse is for models that have a UNet to cut; a request without deep_cache gets it.
+      if (preset?.preset.deepCache && spec.deepCache === undefined && familyCan(family, 'deepCache')) {
+        spec.deepCache = preset.preset.deepCache;
+        spec.origin = { ...spec.origin, preset: preset.key };
+      }
       checkFamilyCapabilities(spec, family);
       checkFamilySpec(spec, family);
     }
@@ -407,12 +412,13 @@ export class KilnServices {
    * Records where a job comes from (surface, model) and fills what the request left out from its model's preset:
    * one place for every surface, before the checks, so a preset value is checked like a requested one.
    */
-  private prepareSpec(spec: JobSpec): void {
+  private prepareSpec(spec: JobSpec): ReturnType<typeof presetFor> {
     const entry = spec.kind === 'upscale' ? undefined : this.models.lookup(spec.model);
     spec.origin = { surface: requestSurface.getStore() ?? 'internal', ...(entry ? { model: entry.name } : {}) };
-    if (!entry || spec.kind === 'embed-image' || spec.kind === 'interrogate') return;
+    if (!entry || spec.kind === 'embed-image' || spec.kind === 'interrogate') return undefined;
     const found = presetFor(this.config.modelPresets, [entry.name, ...entry.labels, ...(spec.model ? [spec.model] : [])]);
     if (found && applyModelPreset(spec, found.preset).length > 0) spec.origin.preset = found.key;
+    return found;
   }
 
   /** A webhook URL a client gave: an http(s) URL whose target the webhook policy allows. Throws SpecError('webhook'). */

@@ -64,6 +64,34 @@ test('a model preset fills the steps, sampler, CFG and size a request leaves out
   }
 });
 
+test('a preset deepCache turns step reuse on for requests that do not set deep_cache, on every surface', async () => {
+  const t = tempDir('kiln-presets-dc-');
+  const modelPresets = presetsFromFile(t.dir, { 'tiny-sd1': { steps: 4, size: '64x64', deepCache: { interval: 2, branch: 1 } } });
+  const app = await buildApp(testConfig(t.dir, { model: TINY, modelPresets }));
+  try {
+    await app.ready();
+    await app.kiln.engineReady;
+    const native = async (payload: object) => {
+      const res = await app.inject({ method: 'POST', url: '/v1/generate', payload: { prompt: 'a cat', seed: 5, ...payload } });
+      assert.equal(res.statusCode, 200, res.body);
+      return (await readInfotext(Buffer.from(res.json().images[0].base64, 'base64')))!;
+    };
+    assert.match(await native({}), /DeepCache interval: 2, DeepCache branch: 1/, 'native, left out');
+    assert.doesNotMatch(await native({ deep_cache: { interval: 1 } }), /DeepCache/, 'native, explicitly off');
+    assert.match(await native({ deep_cache: { interval: 3 } }), /DeepCache interval: 3, DeepCache branch: 0/, 'native, set');
+    const a1111 = await app.inject({ method: 'POST', url: '/sdapi/v1/txt2img', payload: { prompt: 'a cat', seed: 5 } });
+    assert.equal(a1111.statusCode, 200, a1111.body);
+    assert.match(JSON.parse(a1111.json().info).infotexts[0], /DeepCache interval: 2, DeepCache branch: 1/, 'A1111 cannot send it: the preset applies');
+  } finally {
+    await app.close();
+    t.remove();
+  }
+  const fileError = (deepCache: unknown) => () => presetsFromFile(t.dir, { fast: { deepCache } });
+  assert.throws(fileError({ interval: 11 }), /modelPresets\.fast\.deepCache \(config file\): must be \{"interval": 1-10/);
+  assert.throws(fileError({ interval: 2, depth: 1 }), /modelPresets\.fast\.deepCache/);
+  assert.throws(fileError(2), /modelPresets\.fast\.deepCache/);
+});
+
 test('model presets: an exact name or label wins over a wildcard; bad presets are start errors naming the key', async () => {
   const t = tempDir('kiln-presets-bad-');
   try {
