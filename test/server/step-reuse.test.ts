@@ -1,20 +1,12 @@
 // Step reuse (DeepCache) through the real server and engine on the tiny SD1 fixture: native `deep_cache` runs
 // (the infotext says so, the image differs from the same request without it), `interval: 1` is off, and bad
 // values are 400s naming the field: the schema's bounds, and a branch deeper than this model's UNet can be cut.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { startCompatServer, type CompatServer } from './compat/helpers.ts';
+import { compatServerForFile } from './compat/helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { post } = compatServerForFile();
 const small = { prompt: 'a red apple on a wooden table', width: 64, height: 64, steps: 6, seed: 5, output: { response: 'base64' } };
 
 test('native /v1: deep_cache generates with the shallow graph between whole steps and writes it into the infotext', async () => {

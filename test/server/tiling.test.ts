@@ -1,21 +1,13 @@
 // Seamless tiling on every surface, end to end with the real engine and the tiny SD1 fixture: native
 // `tiling: true | "x" | "y"`, A1111 `tiling` (bool) on txt2img and img2img, seed 000 / RunPod `tiling`; a value
 // outside those is a 4xx (or RunPod's FAILED job) naming the field.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { toGenerateRequest, SPEC_DEFAULTS, type JobSpec } from '../../src/queue/job-spec.ts';
-import { startCompatServer, type CompatServer } from './compat/helpers.ts';
+import { compatServerForFile } from './compat/helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { post } = compatServerForFile();
 const small = { prompt: 'a seamless brick texture', width: 64, height: 64, steps: 2, seed: 3 };
 
 test('the job model maps tiling onto the engine: true -> both axes, "x"/"y" -> one, false/absent -> none', () => {

@@ -1,7 +1,8 @@
 // Compat-surface test servers: the real engine (in-process) with the tiny SD1 fixture as the default model,
 // so every adapter is exercised end to end through HTTP. Generations take well under a second at 64x64.
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../../src/server/app.ts';
 import { testConfig } from '../../../src/server/config.ts';
 import type { KilnConfig } from '../../../src/server/config.ts';
@@ -34,6 +35,28 @@ export async function startCompatServer(overrides: Overrides = {}): Promise<Comp
       t.remove();
     },
   };
+}
+
+/**
+ * One compat server for a whole test file: started before its tests, closed after them. `post` sends a JSON body;
+ * `server()` is the running server (for its app or config).
+ */
+export function compatServerForFile(overrides: Overrides = {}): {
+  server: () => CompatServer;
+  post: (url: string, payload: unknown) => Promise<LightMyRequestResponse>;
+} {
+  let s: CompatServer | undefined;
+  before(async () => {
+    s = await startCompatServer(overrides);
+  });
+  after(async () => {
+    await s?.close();
+  });
+  const server = () => {
+    if (!s) throw new Error('the compat server is not started yet (use it inside a test)');
+    return s;
+  };
+  return { server, post: (url, payload) => server().app.inject({ method: 'POST', url, payload: payload as object }) };
 }
 
 /** Starts the server on a real port (for clients that speak HTTP themselves, like the openai package). */
