@@ -10,17 +10,19 @@
 //   (or: npm run bench -- --precision --sdxl-lightning ...)   Full size needs ~16 GB: run it under `flock /work/locks/heavy`.
 //
 // SEQUENTIAL, not alternating (unlike bench/precision-bench.ts): a full SDXL fp32 UNet session is ~10 GB and the int8
-// calibration graph another fp32-sized one, so each precision runs in a process of its own, one after the other
-// (fp32 first, then int8), and the two columns may see different machine load. The int8 process calibrates on one
-// 4-step generation (its UNet calls run the fp32 calibration graph; the VAE decoder calibrates on its decode), then
-// builds, checks and opens the int8 UNet and VAE decoder, then times the image; it fails if either is not int8.
+// calibration graph another fp32-sized one, so each phase runs in a process of its own, one after the other, and the
+// columns may see different machine load. 1. fp32: sessions opened by a 1-step 256² image, then the timed image.
+// 2. int8 calibration: one 4-step generation (its UNet calls run the fp32 calibration graph; the VAE decoder
+// calibrates on its decode), then the int8 UNet and VAE decoder are built, checked and opened; the verdicts are stored
+// beside the graphs. 3. int8: a fresh process reads those verdicts (as a restarted server does, so its RSS holds no
+// calibration leftovers), opens its sessions like fp32 and times the image; it fails if either network is not int8.
 // Random weights say nothing about quality, so the bounds are not enforced: the measured calibration error is printed.
 //
 // --tiny runs the same path on test/fixtures/tiny-sdxl at 64x64 (seconds; the plumbing check, not the figure). Graphs
 // go to --cache-dir (a temporary folder, deleted afterwards, when not given); onnxruntime's optimised copies are not
-// cached, and with a temporary folder the fp32 UNet graph (~10 GB at full size) is deleted before the int8 process.
+// cached, and with a temporary folder each UNet graph (~10 GB at full size) is deleted once no later phase opens it.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GenerateRequest } from '../src/engine/api.ts';
@@ -31,7 +33,9 @@ import { loadModel } from '../src/engine/weights/model.ts';
 import { randomSdxl } from './random-sdxl.ts';
 import { gb, timeImage, type Timing } from './time-image.ts';
 
-type Precision = 'fp32' | 'int8';
+/** One process each, in this order: fp32, then int8 calibration (+ build and check), then int8 from the stored verdict. */
+type Phase = 'fp32' | 'int8-calibration' | 'int8';
+const PHASES: readonly Phase[] = ['fp32', 'int8-calibration', 'int8'];
 
 interface Args {
   size: number;
@@ -41,8 +45,8 @@ interface Args {
   cacheDir?: string;
   tiny: boolean;
   json: boolean;
-  /** Internal: run one precision in this process and write its result to `result`. */
-  phase?: Precision;
+  /** Internal: run one phase in this process and write its result to `result`. */
+  phase?: Phase;
   result?: string;
 }
 
@@ -71,8 +75,8 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--tiny') out.tiny = true;
     else if (a === '--json') out.json = true;
     else if (a === '--phase') {
-      const p = value();
-      if (p !== 'fp32' && p !== 'int8') throw new Error(`--phase must be fp32 or int8, got ${p}`);
+      const p = value() as Phase;
+      if (!PHASES.includes(p)) throw new Error(`--phase must be one of ${PHASES.join(', ')}, got ${p}`);
       out.phase = p;
     } else if (a === '--result') out.result = value();
     else if (a === '--precision' || a === '--sdxl-lightning' || a === 'bench')
@@ -85,29 +89,34 @@ function parseArgs(argv: string[]): Args {
   return out;
 }
 
-/** What one precision's process measured. */
+type VerdictFigures = Pick<Int8Verdict, 'minCosine' | 'maxRelativeError' | 'evaluations'>;
+
+/** What one phase's process measured. */
 interface PhaseResult {
-  precision: Precision;
-  image: Timing;
-  /** Model and sessions ready before the timed image: fp32 a small 1-step warm-up, int8 calibration + build + check. */
+  phase: Phase;
+  /** The timed image (not in the calibration phase). */
+  image?: Timing;
+  /** Sessions ready before the timed image (a 1-step 256² image); calibration: calibration + build + check. */
   warmupS: number;
-  /** int8: the calibration generation alone (fp32 calibration graphs, ranges recorded). */
+  /** Calibration: the calibration generation alone (fp32 calibration graphs, ranges recorded). */
   calibrationImageS?: number;
-  /** int8: building, checking and opening the int8 UNet and VAE decoder. */
+  /** Calibration: building, checking and opening the int8 UNet and VAE decoder. */
   buildAndCheckS?: number;
-  unet?: Pick<Int8Verdict, 'minCosine' | 'maxRelativeError' | 'evaluations'>;
-  vaeDecoder?: Pick<Int8Verdict, 'minCosine' | 'maxRelativeError' | 'evaluations'>;
-  /** The process's peak RSS (getrusage): for int8 it includes the calibration graph. */
+  unet?: VerdictFigures;
+  vaeDecoder?: VerdictFigures;
+  /** The process's peak RSS (getrusage). */
   processPeakRssGB: number;
   loadAverage: { before: number[]; after: number[] };
 }
 
-const ACCEPT_ANY = { minCosine: 0, maxRelativeError: Number.POSITIVE_INFINITY };
+/** Accepts any finite result; finite, so the stored verdict's bound reads back equal (JSON has no Infinity). */
+const ACCEPT_ANY = { minCosine: -1, maxRelativeError: Number.MAX_VALUE };
 const f = (x: number, d = 2) => x.toFixed(d);
 /** Seconds: two decimals below 10 s (tiny runs), one above. */
 const secs = (x: number) => f(x, x < 10 ? 2 : 1);
 const load = () => loadavg().map((x) => Number(f(x)));
-const verdictFigures = (v: Int8Verdict | undefined) => v && { minCosine: v.minCosine, maxRelativeError: v.maxRelativeError, evaluations: v.evaluations };
+const verdictFigures = (v: Int8Verdict | undefined): VerdictFigures | undefined =>
+  v && { minCosine: v.minCosine, maxRelativeError: v.maxRelativeError, evaluations: v.evaluations };
 
 function lightningRequest(modelPath: string, size: number, steps: number): GenerateRequest {
   return {
@@ -123,88 +132,108 @@ function lightningRequest(modelPath: string, size: number, steps: number): Gener
   };
 }
 
-/** One precision in this process: sessions ready (int8: calibrated, built and checked), then one timed image. */
-async function runPhase(args: Args, precision: Precision, cacheDir: string): Promise<PhaseResult> {
+/**
+ * One phase in this process. fp32 and int8: sessions opened by a 1-step 256² image, then the timed image (int8 reads
+ * the verdict the calibration process stored, as a restarted server does, so its RSS holds no calibration leftovers).
+ * int8-calibration: the calibration image, then the int8 UNet and VAE decoder built, checked and opened.
+ */
+async function runPhase(args: Args, phase: Phase, cacheDir: string): Promise<PhaseResult> {
   const before = load();
   const model = args.tiny ? await loadModel({ path: 'test/fixtures/tiny-sdxl' }, { hashCacheFile: null }) : await randomSdxl();
   const tokenizers = await Promise.all(model.tokenizerDirs.map((d) => ClipTokenizer.fromDir(d)));
   const base: SessionSettings = { device: 'cpu', cacheDir, threads: args.threads, spinning: false, cacheOptimized: false };
+  // Random weights: the bounds are reported, not enforced.
+  const int8: SessionSettings = {
+    ...base,
+    precision: 'int8',
+    int8: { calibrationEvaluations: args.calibrationEvals, bound: ACCEPT_ANY, vaeBound: ACCEPT_ANY },
+  };
+  const ms = ModelSessions.fromModel(model, tokenizers, phase === 'fp32' ? base : int8);
   const req = lightningRequest(model.path, args.size, args.steps);
-  const log = (line: string) => process.stderr.write(`  [${precision}] ${line} (load ${f(loadavg()[0]!)})\n`);
+  const log = (line: string) => process.stderr.write(`  [${phase}] ${line} (load ${f(loadavg()[0]!)})\n`);
+  const requireInt8 = () => {
+    for (const [label, net] of [
+      ['UNet', ms.int8Unet()],
+      ['VAE decoder', ms.int8VaeDecoder()],
+    ] as const) {
+      if (net.state !== 'int8') throw new Error(`int8 ${label} not in use: ${net.result?.reason ?? 'not calibrated'}`);
+    }
+  };
   const t0 = performance.now();
-  if (precision === 'fp32') {
-    const ms = ModelSessions.fromModel(model, tokenizers, base);
+  try {
+    if (phase === 'int8-calibration') {
+      // Euler makes one UNet call per step; the first decode calibrates the VAE decoder.
+      for (let done = 0; done < args.calibrationEvals; done += args.steps) await timeImage(ms, req);
+      const calibrationImageS = (performance.now() - t0) / 1000;
+      log(`calibrated in ${f(calibrationImageS, 1)} s`);
+      const t1 = performance.now();
+      // The next session asked for builds the int8 graph, checks it on the kept calibration calls and opens it.
+      await ms.int8Unet().session();
+      await ms.int8VaeDecoder().session();
+      const buildAndCheckS = (performance.now() - t1) / 1000;
+      requireInt8();
+      log(`int8 UNet and VAE decoder built, checked and open in ${f(buildAndCheckS, 1)} s`);
+      return {
+        phase,
+        warmupS: (performance.now() - t0) / 1000,
+        calibrationImageS,
+        buildAndCheckS,
+        unet: verdictFigures(ms.int8Unet().result),
+        vaeDecoder: verdictFigures(ms.int8VaeDecoder().result),
+        processPeakRssGB: gb(process.resourceUsage().maxRSS * 1024),
+        loadAverage: { before, after: load() },
+      };
+    }
+    if (phase === 'int8') requireInt8(); // the stored verdict: no calibration in this process
     // Opens every session (text encoders, UNet, VAE decoder) on a small 1-step image, so the timed one is warm.
     await timeImage(ms, { ...req, width: Math.min(256, args.size), height: Math.min(256, args.size), steps: 1 });
     const warmupS = (performance.now() - t0) / 1000;
     log(`sessions ready in ${f(warmupS, 1)} s`);
     const image = await timeImage(ms, req);
+    if (phase === 'int8') requireInt8();
+    return { phase, image, warmupS, processPeakRssGB: gb(process.resourceUsage().maxRSS * 1024), loadAverage: { before, after: load() } };
+  } finally {
     await ms.release();
-    return { precision, image, warmupS, processPeakRssGB: gb(process.resourceUsage().maxRSS * 1024), loadAverage: { before, after: load() } };
   }
-  // Random weights: the bounds are reported, not enforced.
-  const ms = ModelSessions.fromModel(model, tokenizers, {
-    ...base,
-    precision: 'int8',
-    int8: { calibrationEvaluations: args.calibrationEvals, bound: ACCEPT_ANY, vaeBound: ACCEPT_ANY },
-  });
-  // Calibration: Euler makes one UNet call per step; the first decode calibrates the VAE decoder.
-  for (let done = 0; done < args.calibrationEvals; done += args.steps) await timeImage(ms, req);
-  const calibrationImageS = (performance.now() - t0) / 1000;
-  log(`calibrated in ${f(calibrationImageS, 1)} s`);
-  const t1 = performance.now();
-  // The next session asked for builds the int8 graph, checks it on the kept calibration calls and opens it.
-  await ms.int8Unet().session();
-  await ms.int8VaeDecoder().session();
-  const buildAndCheckS = (performance.now() - t1) / 1000;
-  for (const [label, net] of [
-    ['UNet', ms.int8Unet()],
-    ['VAE decoder', ms.int8VaeDecoder()],
-  ] as const) {
-    if (net.state !== 'int8') throw new Error(`int8 ${label} not in use: ${net.result?.reason ?? 'still calibrating'}`);
-  }
-  log(`int8 UNet and VAE decoder built, checked and open in ${f(buildAndCheckS, 1)} s`);
-  const warmupS = (performance.now() - t0) / 1000;
-  const image = await timeImage(ms, req);
-  const result: PhaseResult = {
-    precision,
-    image,
-    warmupS,
-    calibrationImageS,
-    buildAndCheckS,
-    unet: verdictFigures(ms.int8Unet().result),
-    vaeDecoder: verdictFigures(ms.int8VaeDecoder().result),
-    processPeakRssGB: gb(process.resourceUsage().maxRSS * 1024),
-    loadAverage: { before, after: load() },
-  };
-  await ms.release();
-  return result;
 }
 
-/** Runs one precision in a child process (its memory and peak RSS are its own) and reads its result. */
-function runChild(args: Args, precision: Precision, cacheDir: string): PhaseResult {
-  const resultFile = join(cacheDir, `lightning-${precision}-result.json`);
+/** Runs one phase in a child process (its memory and peak RSS are its own) and reads its result. */
+function runChild(args: Args, phase: Phase, cacheDir: string): PhaseResult {
+  const resultFile = join(cacheDir, `lightning-${phase}-result.json`);
   const argv = ['--size', String(args.size), '--steps', String(args.steps), '--calibration-evals', String(args.calibrationEvals)];
-  argv.push('--threads', String(args.threads), '--cache-dir', cacheDir, '--phase', precision, '--result', resultFile);
+  argv.push('--threads', String(args.threads), '--cache-dir', cacheDir, '--phase', phase, '--result', resultFile);
   if (args.tiny) argv.push('--tiny');
   const child = spawnSync(process.execPath, ['--import', 'tsx', import.meta.filename, ...argv], { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (child.status !== 0) throw new Error(`the ${precision} process failed (exit ${child.status ?? child.signal})`);
+  if (child.status !== 0) throw new Error(`the ${phase} process failed (exit ${child.status ?? child.signal})`);
   return JSON.parse(readFileSync(resultFile, 'utf8')) as PhaseResult;
 }
 
-function report(args: Args, fp32: PhaseResult, int8: PhaseResult) {
+/** Disk, with the bench's own temporary cache: removes the UNet graphs no later phase opens (~10 GB each at full size). */
+function dropUnetGraphs(cacheDir: string, which: (options: Record<string, unknown>) => boolean): void {
+  for (const d of readdirSync(cacheDir)) {
+    const keyFile = join(cacheDir, d, 'key.json'); // graph folders only (unet-int8-*.json are verdicts)
+    if (!d.startsWith('unet-') || !existsSync(keyFile)) continue;
+    const key = JSON.parse(readFileSync(keyFile, 'utf8')) as { options?: Record<string, unknown> };
+    if (which(key.options ?? {})) rmSync(join(cacheDir, d), { recursive: true, force: true });
+  }
+}
+
+function report(args: Args, fp32: PhaseResult, calibration: PhaseResult, int8: PhaseResult) {
+  const a = fp32.image!;
+  const b = int8.image!;
   return {
     case: `${args.tiny ? 'tiny-sdxl (plumbing check, not the figure)' : 'SDXL released shapes, random weights'} ${args.size}x${args.size}, ${args.steps} steps Euler, SGM Uniform, CFG 1 (batch 1 per UNet call)`,
-    order: 'sequential: fp32 process first, then the int8 process (not alternating; the columns may see different load)',
+    order: 'sequential, one process each: fp32, then int8 calibration, then int8 from the stored verdict (not alternating; the columns may see different load)',
     threads: args.threads || 'all cores',
     calibrationEvaluations: args.calibrationEvals,
     fp32,
+    calibration,
     int8,
     ratios: {
-      int8VsFp32Image: fp32.image.totalS / int8.image.totalS,
-      int8VsFp32UnetStep: fp32.image.unetPerStepS / int8.image.unetPerStepS,
-      int8VsFp32Decode: fp32.image.decodeS / int8.image.decodeS,
-      int8VsFp32ImageCpu: fp32.image.cpuS / int8.image.cpuS,
+      int8VsFp32Image: a.totalS / b.totalS,
+      int8VsFp32UnetStep: a.unetPerStepS / b.unetPerStepS,
+      int8VsFp32Decode: a.decodeS / b.decodeS,
+      int8VsFp32ImageCpu: a.cpuS / b.cpuS,
     },
   };
 }
@@ -213,20 +242,20 @@ function print(r: ReturnType<typeof report>): void {
   console.log(`SDXL-Lightning precision bench: ${r.case}; threads ${r.threads}`);
   console.log(`  ${r.order}`);
   for (const p of [r.fp32, r.int8]) {
-    const x = p.image;
+    const x = p.image!;
     console.log(
-      `  ${p.precision}: image ${secs(x.totalS)} s (process CPU ${secs(x.cpuS)} s), UNet ${f(x.unetPerStepS)} s per step, VAE decode ${f(x.decodeS)} s; RSS ${x.rssGB} GB after, ${x.sampledPeakRssGB} GB peak during the image, process peak ${p.processPeakRssGB} GB; load ${p.loadAverage.before.join(' ')} -> ${p.loadAverage.after.join(' ')}`,
+      `  ${p.phase}: image ${secs(x.totalS)} s (process CPU ${secs(x.cpuS)} s), UNet ${f(x.unetPerStepS)} s per step, VAE decode ${f(x.decodeS)} s; RSS ${x.rssGB} GB after, ${x.sampledPeakRssGB} GB peak during the image, process peak ${p.processPeakRssGB} GB; load ${p.loadAverage.before.join(' ')} -> ${p.loadAverage.after.join(' ')}`,
     );
   }
   console.log(
     `  int8 speed-up: image x${f(r.ratios.int8VsFp32Image)} (CPU time x${f(r.ratios.int8VsFp32ImageCpu)}), UNet step x${f(r.ratios.int8VsFp32UnetStep)}, VAE decode x${f(r.ratios.int8VsFp32Decode)}`,
   );
+  const c = r.calibration;
   console.log(
-    `  warm-up: fp32 ${f(r.fp32.warmupS, 1)} s; int8 ${f(r.int8.warmupS, 1)} s (calibration image ${f(r.int8.calibrationImageS ?? 0, 1)} s on ${r.calibrationEvaluations} UNet calls + 1 decode, int8 build + check ${f(r.int8.buildAndCheckS ?? 0, 1)} s)`,
+    `  int8 calibration (once per model): image ${f(c.calibrationImageS ?? 0, 1)} s on ${r.calibrationEvaluations} UNet calls + 1 decode, build + check ${f(c.buildAndCheckS ?? 0, 1)} s, process peak RSS ${c.processPeakRssGB} GB; load ${c.loadAverage.before.join(' ')} -> ${c.loadAverage.after.join(' ')}`,
   );
-  console.log(
-    `  calibration error (bound not enforced: random weights): UNet ${JSON.stringify(r.int8.unet)}, VAE decoder ${JSON.stringify(r.int8.vaeDecoder)}`,
-  );
+  console.log(`  sessions ready before the timed image: fp32 ${f(r.fp32.warmupS, 1)} s, int8 ${f(r.int8.warmupS, 1)} s`);
+  console.log(`  calibration error (bound not enforced: random weights): UNet ${JSON.stringify(c.unet)}, VAE decoder ${JSON.stringify(c.vaeDecoder)}`);
 }
 
 async function main(): Promise<void> {
@@ -238,16 +267,18 @@ async function main(): Promise<void> {
     return;
   }
   const cacheDir = args.cacheDir ?? mkdtempSync(join(tmpdir(), 'kiln-precision-lightning-'));
+  const own = !args.cacheDir;
   try {
     const fp32 = runChild(args, 'fp32', cacheDir);
-    // Disk: each fp32-size UNet graph is ~10 GB at full size; the int8 process needs the calibration graph, not this one.
-    if (!args.cacheDir) for (const d of readdirSync(cacheDir)) if (d.startsWith('unet-')) rmSync(join(cacheDir, d), { recursive: true, force: true });
+    if (own) dropUnetGraphs(cacheDir, () => true);
+    const calibration = runChild(args, 'int8-calibration', cacheDir);
+    if (own) dropUnetGraphs(cacheDir, (o) => o.calibration !== undefined);
     const int8 = runChild(args, 'int8', cacheDir);
-    const r = report(args, fp32, int8);
+    const r = report(args, fp32, calibration, int8);
     if (args.json) console.log(JSON.stringify(r));
     else print(r);
   } finally {
-    if (!args.cacheDir) rmSync(cacheDir, { recursive: true, force: true });
+    if (own) rmSync(cacheDir, { recursive: true, force: true });
   }
 }
 
