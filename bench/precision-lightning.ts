@@ -7,7 +7,7 @@
 //
 //   node --import tsx bench/precision-lightning.ts [--size PX] [--steps N] [--calibration-evals N] [--threads N]
 //        [--cache-dir DIR] [--tiny] [--json]
-//   (or: npm run bench -- --precision --sdxl-lightning ...)   Full size needs ~16 GB: run it under `flock /work/locks/heavy`.
+//   (or: npm run bench -- --precision --sdxl-lightning ...)   Full size peaks at ~21 GiB (calibration): run it under `flock /work/locks/heavy`.
 //
 // SEQUENTIAL, not alternating (unlike bench/precision-bench.ts): a full SDXL fp32 UNet session is ~10 GB and the int8
 // calibration graph another fp32-sized one, so each phase runs in a process of its own, one after the other, and the
@@ -244,7 +244,7 @@ function print(r: ReturnType<typeof report>): void {
   for (const p of [r.fp32, r.int8]) {
     const x = p.image!;
     console.log(
-      `  ${p.phase}: image ${secs(x.totalS)} s (process CPU ${secs(x.cpuS)} s), UNet ${f(x.unetPerStepS)} s per step, VAE decode ${f(x.decodeS)} s; RSS ${x.rssGB} GB after, ${x.sampledPeakRssGB} GB peak during the image, process peak ${p.processPeakRssGB} GB; load ${p.loadAverage.before.join(' ')} -> ${p.loadAverage.after.join(' ')}`,
+      `  ${p.phase}: image ${secs(x.totalS)} s (process CPU ${secs(x.cpuS)} s), UNet ${f(x.unetPerStepS)} s per step, VAE decode ${f(x.decodeS)} s; RSS ${x.rssGB} GiB after, ${x.sampledPeakRssGB} GiB peak during the image, process peak ${p.processPeakRssGB} GiB; load ${p.loadAverage.before.join(' ')} -> ${p.loadAverage.after.join(' ')}`,
     );
   }
   console.log(
@@ -252,7 +252,7 @@ function print(r: ReturnType<typeof report>): void {
   );
   const c = r.calibration;
   console.log(
-    `  int8 calibration (once per model): image ${f(c.calibrationImageS ?? 0, 1)} s on ${r.calibrationEvaluations} UNet calls + 1 decode, build + check ${f(c.buildAndCheckS ?? 0, 1)} s, process peak RSS ${c.processPeakRssGB} GB; load ${c.loadAverage.before.join(' ')} -> ${c.loadAverage.after.join(' ')}`,
+    `  int8 calibration (once per model): image ${f(c.calibrationImageS ?? 0, 1)} s on ${r.calibrationEvaluations} UNet calls + 1 decode, build + check ${f(c.buildAndCheckS ?? 0, 1)} s, process peak RSS ${c.processPeakRssGB} GiB; load ${c.loadAverage.before.join(' ')} -> ${c.loadAverage.after.join(' ')}`,
   );
   console.log(`  sessions ready before the timed image: fp32 ${f(r.fp32.warmupS, 1)} s, int8 ${f(r.int8.warmupS, 1)} s`);
   console.log(`  calibration error (bound not enforced: random weights): UNet ${JSON.stringify(c.unet)}, VAE decoder ${JSON.stringify(c.vaeDecoder)}`);

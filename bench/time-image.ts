@@ -14,7 +14,7 @@ export interface Timing {
   /** Process CPU seconds for the image (every onnxruntime thread): on a loaded machine, cpuS / threads is what an idle one would take. */
   cpuS: number;
   rssGB: number;
-  /** The largest RSS seen while the image ran (sampled every 100 ms; onnxruntime runs off the event loop). */
+  /** The largest RSS seen while the image ran (sampled every 100 ms; onnxruntime runs off the event loop). GiB, as rssGB. */
   sampledPeakRssGB: number;
 }
 
