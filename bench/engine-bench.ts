@@ -15,6 +15,7 @@
 //   npm run bench -- --transparent-job [--steps N] [--size PX] [--tta on|off]   (a whole 1024² transparent SDXL job in
 //   its own process, patch + UNet + VAE + transparent decoder: peak RSS and phases, bench/transparent-job-bench.ts)
 //   npm run bench -- --precision [--steps N] [--rounds N] [--peer "<cmd>"]  (fp32 vs int8 20-step 512² images: bench/precision-bench.ts)
+//   npm run bench -- --precision --sdxl-lightning [--tiny]  (fp32 then int8 SDXL 1024² 4-step CFG 1 images: bench/precision-lightning.ts)
 //
 // Graphs and onnxruntime's optimised models are cached in --cache-dir (a temporary folder, deleted afterwards,
 // when not given): run twice with the same folder to time a second start. Each build line says where the graph
@@ -79,6 +80,7 @@ npm run bench -- --hires [--steps N] [--hr-steps N] [--threads N] [--upscaler NA
 npm run bench -- --flux [--quant q8,q4] [--size 512] [--runs N] [--threads N] [--accuracy 0|4] [--blocks D,S] [--json]
 npm run bench -- --transparent-job [--steps N] [--size PX] [--tta on|off] [--threads N] [--cache-dir DIR] [--plumbing] [--json]
 npm run bench -- --precision [--size PX] [--steps N] [--rounds N] [--peer "<command>"] [--json]   (fp32 vs int8 images)
+npm run bench -- --precision --sdxl-lightning [--size PX] [--steps N] [--calibration-evals N] [--tiny] [--json]   (SDXL 4-step CFG 1, fp32 then int8)
 (details in the header of bench/engine-bench.ts)`;
 
 function parseArgs(argv: string[]): Args {
@@ -407,9 +409,12 @@ async function main(): Promise<void> {
     return;
   }
   if (process.argv.includes('--precision')) {
-    // fp32 vs int8 full images in a process of their own (bench/precision-bench.ts has the options).
-    const rest = process.argv.slice(2).filter((a) => a !== '--precision' && a !== 'bench');
-    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'precision-bench.ts'), ...rest], { stdio: 'inherit' });
+    // fp32 vs int8 full images in a process of their own (bench/precision-bench.ts has the options); with
+    // --sdxl-lightning an SDXL 1024² 4-step CFG 1 image instead (bench/precision-lightning.ts).
+    const lightning = process.argv.includes('--sdxl-lightning');
+    const rest = process.argv.slice(2).filter((a) => a !== '--precision' && a !== '--sdxl-lightning' && a !== 'bench');
+    const file = lightning ? 'precision-lightning.ts' : 'precision-bench.ts';
+    const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, file), ...rest], { stdio: 'inherit' });
     process.exitCode = child.status ?? 1;
     return;
   }

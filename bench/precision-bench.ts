@@ -18,12 +18,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GenerateRequest } from '../src/engine/api.ts';
-import { phaseTimer } from './phase-timer.ts';
-import { runPipeline } from '../src/engine/pipelines/generate.ts';
 import { ModelSessions, type SessionSettings } from '../src/engine/pipelines/model-sessions.ts';
 import { ClipTokenizer } from '../src/engine/prompt/index.ts';
 import { loadModel } from '../src/engine/weights/model.ts';
 import { randomSd15 } from './random-sd15.ts';
+import { gb, timeImage } from './time-image.ts';
 
 interface Args {
   size: number;
@@ -68,34 +67,6 @@ function parseArgs(argv: string[]): Args {
     else throw new Error(`unknown argument ${a} (see the header of bench/precision-bench.ts)`);
   }
   return out;
-}
-
-interface Timing {
-  totalS: number;
-  unetPerStepS: number;
-  decodeS: number;
-  /** Process CPU seconds for the image (every onnxruntime thread): on a loaded machine, cpuS / threads is what an idle one would take. */
-  cpuS: number;
-  rssGB: number;
-}
-
-const gb = (bytes: number) => Number((bytes / 1024 ** 3).toFixed(2));
-
-async function timeImage(ms: ModelSessions, req: GenerateRequest): Promise<Timing> {
-  const { onProgress, finish } = phaseTimer();
-  const t0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  await runPipeline({ base: ms }, req, { onProgress });
-  const cpu = process.cpuUsage(cpu0);
-  const end = performance.now();
-  const phases = finish();
-  return {
-    totalS: (end - t0) / 1000,
-    unetPerStepS: (phases.sampling ?? 0) / req.steps!,
-    decodeS: phases.decoding ?? 0,
-    cpuS: (cpu.user + cpu.system) / 1e6,
-    rssGB: gb(process.memoryUsage.rss()),
-  };
 }
 
 function timePeer(command: string): number | undefined {

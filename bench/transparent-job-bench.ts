@@ -21,7 +21,6 @@ import { join } from 'node:path';
 import type { GenerateRequest, ProgressEvent, TransparentSettings } from '../src/engine/api.ts';
 import { RELEASED_TRANSPARENT_DECODER, transparentDecoderFlops, transparentDecoderParameterShapes } from '../src/engine/nets/transparent-decoder.ts';
 import { unetParameterShapes } from '../src/engine/nets/unet.ts';
-import { vaeParameterShapes } from '../src/engine/nets/vae.ts';
 import { runPipeline } from '../src/engine/pipelines/generate.ts';
 import { ModelSessions } from '../src/engine/pipelines/model-sessions.ts';
 import { transparentPatch, validateTransparent } from '../src/engine/pipelines/transparent.ts';
@@ -29,9 +28,8 @@ import { ClipTokenizer } from '../src/engine/prompt/index.ts';
 import type { Session } from '../src/engine/runtime.ts';
 import { f32ToF16Bits } from '../src/engine/weights/float.ts';
 import { diffusersToLdmUnetPath } from '../src/engine/weights/lora/key-map.ts';
-import { loadModel, type LoadedModel } from '../src/engine/weights/model.ts';
-import type { UnetConfig, VaeConfig } from '../src/engine/weights/types.ts';
-import { clipTextParameterShapes, parameterCount, RandomWeights } from './random-weights.ts';
+import { parameterCount, RandomWeights } from './random-weights.ts';
+import { randomSdxl } from './random-sdxl.ts';
 import { SDXL, type ModelSpec } from './specs.ts';
 
 const LIMIT_BYTES = 24 * 1024 ** 3;
@@ -150,34 +148,6 @@ function patchShapes(spec: ModelSpec): Map<string, number[]> {
     shapes.set(`diffusion_model.${ldm}.weight::lora::1`, [PATCH_RANK, inn]); // down
   }
   return shapes;
-}
-
-/** SDXL's real configs and random weights, on tiny-sdxl's tokenizers and scheduler (they do not change the shapes). */
-async function randomSdxl(spec: ModelSpec): Promise<LoadedModel> {
-  const tiny = await loadModel({ path: 'test/fixtures/tiny-sdxl' }, { hashCacheFile: null });
-  const unetConfig = { ...tiny.unetConfig, ...spec.unet, sample_size: 128 } as UnetConfig;
-  const vaeConfig = {
-    ...tiny.vaeConfig,
-    ...spec.vae,
-    down_block_types: Array(4).fill('DownEncoderBlock2D'),
-    up_block_types: Array(4).fill('UpDecoderBlock2D'),
-  } as VaeConfig;
-  return {
-    ...tiny,
-    name: 'random-sdxl',
-    path: 'random-sdxl',
-    unetConfig,
-    vaeConfig,
-    unet: new RandomWeights('UNet', unetParameterShapes(spec.unet)),
-    vae: new RandomWeights('VAE', vaeParameterShapes(spec.vae), 20),
-    textEncoders: spec.textEncoders.map((te, i) => {
-      const part = tiny.textEncoders[i]!;
-      return { ...part, config: { ...part.config, ...te.config }, weights: new RandomWeights(`CLIP ${i}`, clipTextParameterShapes(te.config), 10 + i) };
-    }),
-    identity: `bench-random-${spec.name}-seed-1`,
-    hash: async () => '00000000',
-    warnings: [],
-  };
 }
 
 const gib = (bytes: number) => Number((bytes / 1024 ** 3).toFixed(2));
