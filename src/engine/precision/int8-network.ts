@@ -193,8 +193,10 @@ export class Int8Network {
         if (isRangeOutput(name)) ranges[name] = t as unknown as { data: ArrayLike<number> };
         else own[name] = t;
       }
+      // Every run of the calibrating session widens the ranges: a generation keeps this session to its end, so a
+      // tiled VAE decode's other tiles (and a UNet pass longer than `wanted` calls) are covered, not just the first.
+      if (!this.finishing) recordRanges(this.ranges, ranges);
       if (this.evaluations < this.wanted) {
-        recordRanges(this.ranges, ranges);
         const first = Object.values(own)[0];
         if (keep.has(this.evaluations) && first) this.samples.push({ feeds: copyFeeds(feeds), output: Float32Array.from(first.data as Float32Array) });
         this.evaluations++;
@@ -216,7 +218,8 @@ export class Int8Network {
     const calibration = this.calibrating;
     this.calibrating = undefined;
     if (calibration) await (await calibration).release().catch(() => undefined);
-    const ranges = this.ranges;
+    // A copy: the int8 graph and the stored verdict must hold the same ranges whatever still runs on the calibrating session.
+    const ranges: ConvRanges = structuredClone(this.ranges);
     let minCosine = 1;
     let maxRelativeError = 0;
     let reason: string | undefined;
