@@ -30,7 +30,10 @@ test('native /v1: deep_cache generates with the shallow graph between whole step
   const img = reused.json().images[0];
   assert.match(img.infotext, /DeepCache interval: 3, DeepCache branch: 1/);
   // Pixels, not files: the PNGs differ anyway by their embedded parameters.
-  const pixels = (r: typeof plain) => sharp(Buffer.from(image(r), 'base64')).raw().toBuffer();
+  const pixels = (r: typeof plain) =>
+    sharp(Buffer.from(image(r), 'base64'))
+      .raw()
+      .toBuffer();
   assert.notDeepEqual(await pixels(reused), await pixels(plain), 'evaluations between whole steps reused the deep feature');
   assert.doesNotMatch(plain.json().images[0].infotext, /DeepCache/);
 });
