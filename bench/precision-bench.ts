@@ -2,7 +2,8 @@
 // weights at the real shapes, nothing downloaded) through the real pipeline, in fp32 and in int8, alternately in
 // one process so both see the same machine load. Reports per precision: UNet time per CFG step, VAE decode, the
 // whole image, and RSS; then the int8/fp32 ratios. With --peer "<command>", that command (e.g. a diffusers script
-// doing the same work) is timed between the rounds too and the ratios to it printed.
+// doing the same work; bench/peers/diffusers_sd15.py is one) is timed between the rounds too and the ratios to it
+// printed; a peer that prints a line `image_s=<seconds>` gives its image time without its model build and warm-up.
 //
 //   node --import tsx bench/precision-bench.ts [--size PX] [--steps N] [--rounds N] [--calibration-evals N]
 //        [--threads N] [--cache-dir DIR] [--peer "<command>"] [--deep-cache N] [--tiny] [--json]
@@ -69,10 +70,14 @@ function parseArgs(argv: string[]): Args {
   return out;
 }
 
+/** A peer line `image_s=<seconds>` is its image time with its model build and warm-up left out, as in Kiln's rounds; else the command's wall time. */
 function timePeer(command: string): number | undefined {
   const t0 = performance.now();
-  const r = spawnSync(command, { shell: true, stdio: 'inherit' });
-  return r.status === 0 ? (performance.now() - t0) / 1000 : undefined;
+  const r = spawnSync(command, { shell: true, stdio: ['inherit', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 20 });
+  const wallS = (performance.now() - t0) / 1000;
+  process.stdout.write(r.stdout ?? '');
+  const reported = /^image_s=([\d.]+)$/m.exec(r.stdout ?? '')?.[1];
+  return r.status === 0 ? (reported ? Number(reported) : wallS) : undefined;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
