@@ -5,7 +5,7 @@
 // in docs/step-reuse.md, also on top of the int8 UNet; bad settings are refused naming the field.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../../src/engine/engine.ts';
@@ -129,6 +129,13 @@ test('tiny-sd1 int8: step reuse runs on the int8 graphs once calibrated, close t
   assert.deepEqual(calibrating.image, fp32.image);
   const int8 = await generate(e, request('tiny-sd1'));
   const reused = await generate(e, request('tiny-sd1', { deepCache: { interval: 2 } }));
+  // The reuse pair was built as int8 graphs (the same ranges), not taken from fp32.
+  const keys = readdirSync(join(root, 'int8'))
+    .filter((d) => d.startsWith('unet-') && existsSync(join(root, 'int8', d, 'key.json')))
+    .map((d) => JSON.parse(readFileSync(join(root, 'int8', d, 'key.json'), 'utf8')).options as Record<string, unknown>);
+  const int8Parts = keys.filter((o) => o.quantized === 'int8' && o.stepReuse).map((o) => (o.stepReuse as { part: string }).part);
+  assert.deepEqual(int8Parts.sort(), ['full', 'shallow']);
+  assert.ok(!keys.some((o) => o.stepReuse && o.quantized === undefined), 'no fp32 step-reuse graph was built for the int8 model');
   const { psnr } = imageDifference(reused.image, int8.image);
   assert.ok(Number.isFinite(psnr) && psnr >= TINY_BOUND.minPsnr, `int8 with reuse vs int8: PSNR ${psnr.toFixed(2)} dB`);
   assert.ok(cosineSimilarity(reused.final, int8.final) >= TINY_BOUND.minLatentCosine);
