@@ -422,9 +422,12 @@ export class ModelSessions implements TextEncoders, FlowTextEncoders {
   /** The plain fp32 UNet session (int8's fallback). */
   private unetFp32(): Promise<Session> {
     const opts = { ...this.unetFamily.unet.buildOptions };
-    return this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
+    const session = this.session('unet', this.precision(), unetGraphOptions(opts), (b) =>
       buildUnet(b, this.model.unet, requireUnetConfig(this.model) as unknown as Record<string, unknown>, opts),
     );
+    // A model whose int8 was refused runs this plain graph: it takes turns with the step-reuse pair like unet()'s.
+    this.trackWholeUnet('plain', [this.sessionId('unet', unetGraphOptions(opts))]);
+    return session;
   }
 
   vaeDecoder(tiling?: Tiling): Promise<Session> {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createEngine } from '../../../src/engine/engine.ts';
 import { KilnInputError, type GenerateRequest } from '../../../src/engine/api.ts';
 import { ModelSessions } from '../../../src/engine/pipelines/model-sessions.ts';
+import { runPipeline } from '../../../src/engine/pipelines/generate.ts';
 import { runSession, type Feed } from '../../../src/engine/runtime.ts';
 import { maxStepReuseBranch, UNET_IO } from '../../../src/engine/nets/unet.ts';
 import { requireUnetConfig } from '../../../src/engine/weights/model.ts';
@@ -156,4 +157,37 @@ test('bad step-reuse settings are refused naming the field', async () => {
       JSON.stringify(deepCache),
     );
   }
+});
+
+test('one whole fp32 UNet in memory: the step-reuse pair and the plain UNet take turns, also when int8 was refused', async () => {
+  // An impossible bound: the int8 check refuses, and the model runs the plain fp32 graph (int8's fallback).
+  const ms = await ModelSessions.load(
+    { path: 'test/fixtures/tiny-sd1' },
+    {
+      device: 'cpu',
+      cacheDir: join(root, 'turns'),
+      threads: 1,
+      precision: 'int8',
+      int8: { calibrationEvaluations: 2, bound: { minCosine: 2, maxRelativeError: 0 } },
+    },
+  );
+  sessions.push(ms);
+  const small = request('tiny-sd1', { steps: 2 });
+  const run = (req: GenerateRequest) => runPipeline({ base: ms }, req);
+  await run(small); // calibrates
+  await run(small); // verdict: refused, plain fp32
+  assert.equal(ms.int8Unet().state, 'fp32');
+  const open = () =>
+    [...(ms as unknown as { shared: { sessions: Map<string, unknown> } }).shared.sessions.keys()].filter((k) => k.includes('"network":"unet"'));
+  const plain = open().filter((k) => !k.includes('stepReuse'));
+  assert.equal(plain.length, 1, 'the refused model runs the plain fp32 UNet');
+  await run({ ...small, deepCache: { interval: 2 } });
+  assert.deepEqual(
+    open().filter((k) => !k.includes('stepReuse')),
+    [],
+    'the plain whole UNet was freed for the reuse pair',
+  );
+  assert.equal(open().filter((k) => k.includes('stepReuse')).length, 2);
+  await run(small);
+  assert.deepEqual(open(), plain, 'and the pair was freed for the plain UNet');
 });
