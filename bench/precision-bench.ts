@@ -24,6 +24,7 @@ import { ClipTokenizer } from '../src/engine/prompt/index.ts';
 import { loadModel } from '../src/engine/weights/model.ts';
 import { randomSd15 } from './random-sd15.ts';
 import { gb, timeImage } from './time-image.ts';
+import { flagReader } from './flag-reader.ts';
 
 interface Args {
   size: number;
@@ -40,19 +41,10 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const out: Args = { size: 512, steps: 20, rounds: 1, calibrationEvals: 4, threads: 0, tiny: false, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const int = (lo: number, hi: number) => {
-      const v = value();
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < lo || n > hi) throw new Error(`${a} must be an integer from ${lo} to ${hi}, got ${v}`);
-      return n;
-    };
+  const flags = flagReader(argv);
+  const { value } = flags;
+  const int = (lo: number, hi: number) => flags.int(lo, hi);
+  for (const a of flags) {
     if (a === '--size') out.size = int(64, 1024);
     else if (a === '--steps') out.steps = int(1, 50);
     else if (a === '--rounds') out.rounds = int(1, 10);

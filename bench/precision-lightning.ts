@@ -32,6 +32,7 @@ import { ClipTokenizer } from '../src/engine/prompt/index.ts';
 import { loadModel } from '../src/engine/weights/model.ts';
 import { randomSdxl } from './random-sdxl.ts';
 import { gb, timeImage, type Timing } from './time-image.ts';
+import { flagReader } from './flag-reader.ts';
 
 /** One process each, in this order: fp32, then int8 calibration (+ build and check), then int8 from the stored verdict. */
 type Phase = 'fp32' | 'int8-calibration' | 'int8';
@@ -52,19 +53,10 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const out: Args = { size: 0, steps: 4, calibrationEvals: 0, threads: 0, tiny: false, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const int = (lo: number, hi: number) => {
-      const v = value();
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < lo || n > hi) throw new Error(`${a} must be an integer from ${lo} to ${hi}, got ${v}`);
-      return n;
-    };
+  const flags = flagReader(argv);
+  const { value } = flags;
+  const int = (lo: number, hi: number) => flags.int(lo, hi);
+  for (const a of flags) {
     if (a === '--size') {
       out.size = int(64, 1024);
       if (out.size % 64 !== 0) throw new Error(`--size must be a multiple of 64, got ${out.size}`);

@@ -8,22 +8,16 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Timing } from '../../../bench/time-image.ts';
 
 const root = join(import.meta.dirname, '../../..');
 const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-lightning-bench-'));
 after(() => rmSync(cacheDir, { recursive: true, force: true }));
 
-interface Image {
-  totalS: number;
-  unetPerStepS: number;
-  decodeS: number;
-  cpuS: number;
-  rssGB: number;
-  sampledPeakRssGB: number;
-}
 interface Phase {
   phase: string;
-  image?: Image;
+  /** The bench's per-image timing, as JSON. */
+  image?: Timing;
   processPeakRssGB: number;
   unet?: { evaluations: number; minCosine: number };
   vaeDecoder?: { evaluations: number; minCosine: number };
