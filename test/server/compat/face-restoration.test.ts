@@ -2,33 +2,25 @@
 // folder as an operator would (codeformer/, A1111's GFPGAN/, facedetect/). The tiny detector has random weights and
 // finds no face, so the pixels stay as they were: these tests prove the files are found, the stage and the Extras
 // passes run and are reported; the restoration's pixels are tested in test/engine/pipelines/face-restore.test.ts.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { startCompatServer, type CompatServer } from './helpers.ts';
+import { compatServerForFile } from './helpers.ts';
 
 const FACES = join(import.meta.dirname, '..', '..', 'fixtures', 'tiny-faces');
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { server, post } = compatServerForFile();
 const install = (file: string, folder: string) => {
-  mkdirSync(join(s.config.modelsDir, folder), { recursive: true });
-  copyFileSync(join(FACES, file), join(s.config.modelsDir, folder, file));
+  mkdirSync(join(server().config.modelsDir, folder), { recursive: true });
+  copyFileSync(join(FACES, file), join(server().config.modelsDir, folder, file));
 };
 const TXT2IMG = { prompt: 'a portrait', steps: 2, width: 64, height: 64, seed: 5, sampler_name: 'Euler' };
 
 test('missing face files: a 400 before queueing that names each missing file and its folder', async () => {
   install('codeformer-tiny.pth', 'codeformer');
-  const before = (await s.app.inject('/v1/jobs')).json();
+  const before = (await server().app.inject('/v1/jobs')).json();
   const r = await post('/sdapi/v1/txt2img', { ...TXT2IMG, restore_faces: true });
   assert.equal(r.statusCode, 400, r.body);
   const detail: string = r.json().detail;
@@ -36,7 +28,7 @@ test('missing face files: a 400 before queueing that names each missing file and
   assert.match(detail, /detection_Resnet50_Final\.pth\) in models\/facedetect\//);
   assert.match(detail, /parsing_parsenet\.pth\) in models\/facedetect\//);
   assert.doesNotMatch(detail, /codeformer-v0\.1\.0/, 'the CodeFormer file is there');
-  assert.deepEqual((await s.app.inject('/v1/jobs')).json(), before, 'nothing was queued');
+  assert.deepEqual((await server().app.inject('/v1/jobs')).json(), before, 'nothing was queued');
   const native = await post('/v1/jobs', { prompt: 'x', width: 64, height: 64, restore_faces: { model: 'GFPGAN' } });
   assert.equal(native.statusCode, 400);
   assert.equal(native.json().error.field, 'restore_faces');
@@ -50,13 +42,13 @@ test('face-restorers lists both restorers with the folders they are read from, r
   install('gfpgan-v1.4-tiny.pth', 'GFPGAN');
   install('retinaface-mobilenet0.25.safetensors', 'facedetect');
   install('parsenet.safetensors', 'facedetect');
-  const r = await s.app.inject('/sdapi/v1/face-restorers');
+  const r = await server().app.inject('/sdapi/v1/face-restorers');
   assert.equal(r.statusCode, 200);
   assert.deepEqual(r.json(), [
     { name: 'CodeFormer', cmd_dir: 'codeformer' },
     { name: 'GFPGAN', cmd_dir: 'GFPGAN' },
   ]);
-  assert.doesNotMatch(r.body, new RegExp(s.config.modelsDir.replace(/[/\\.]/g, '\\$&')));
+  assert.doesNotMatch(r.body, new RegExp(server().config.modelsDir.replace(/[/\\.]/g, '\\$&')));
 });
 
 test('A1111 txt2img restore_faces runs the stage: infotext "Face restoration: CodeFormer", info names the model', async () => {

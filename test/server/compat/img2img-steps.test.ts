@@ -1,20 +1,12 @@
 // A1111's img2img step rule on the surfaces (real server, real engine, tiny SD1): A1111's /sdapi/v1/img2img runs
 // the 'a1111' flavour, so it gives the pixels of a native img2img job that asks for that flavour (t_enc + 1 steps
 // over A1111's tail of the schedule) and not those of a plain native job (diffusers' int(steps x strength) steps).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { startCompatServer, type CompatServer } from './helpers.ts';
+import { compatServerForFile } from './helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { post } = compatServerForFile();
 const rgb = async (b64: string) => sharp(Buffer.from(b64, 'base64')).removeAlpha().raw().toBuffer();
 
 test('A1111 img2img (denoising 0.75 of 4 Euler steps) equals native img2img with flavour "a1111", not plain native img2img', async () => {

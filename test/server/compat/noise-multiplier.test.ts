@@ -1,19 +1,11 @@
 // A1111 img2img `initial_noise_multiplier`: the noise added to the init latent is scaled by it (A1111's
 // StableDiffusionProcessingImg2Img.sample), and the infotext says "Noise multiplier" when it is not 1.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { startCompatServer, type CompatServer } from './helpers.ts';
+import { compatServerForFile } from './helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { post } = compatServerForFile();
 const pixels = async (b64: string) => sharp(Buffer.from(b64, 'base64')).raw().toBuffer();
 
 test('img2img initial_noise_multiplier: 1 changes nothing, another value changes the image reproducibly and is in the infotext', async () => {

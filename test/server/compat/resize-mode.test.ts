@@ -1,20 +1,12 @@
 // img2img resize_mode through A1111's /sdapi/v1/img2img and the native /v1 job on the real engine (tiny SD1):
 // modes 1-3 run (no longer 501), the result has the requested size, modes differ from "just resize", and an
 // unknown mode is a 4xx naming resize_mode.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { startCompatServer, type CompatServer } from './helpers.ts';
+import { compatServerForFile } from './helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { post } = compatServerForFile();
 
 test('A1111 img2img resize_mode 0-3: 200 at the requested size, 1-3 unlike 0; resize_mode 7 is refused naming the field', async () => {
   const raw = Buffer.alloc(80 * 48 * 3);

@@ -2,34 +2,26 @@
 // HTTP on the real engine. The seed's server is locked to 1024x576; its examples carry no size, so they run
 // here with Kiln's size extension at 128x72 (the smallest 16:9 multiple of 8) and the defaults are checked
 // on a queued job instead (1024x576 takes minutes on CPU).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { readInfotext } from '../../../src/storage/encode.ts';
-import { cancelQueued, findQueued, holdQueue, startCompatServer, type CompatServer } from './helpers.ts';
+import { cancelQueued, findQueued, holdQueue, compatServerForFile } from './helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { server, post } = compatServerForFile();
 const SMALL = { width: 128, height: 72 };
 
 test('GET / lists the API; /health has status and CUDA fields; /docs serves the API documentation', async () => {
-  const root = (await s.app.inject('/')).json();
+  const root = (await server().app.inject('/')).json();
   assert.equal(root.status, 'running');
   assert.deepEqual(Object.keys(root.endpoints), ['generate', 'health', 'docs']);
-  const health = (await s.app.inject('/health')).json();
+  const health = (await server().app.inject('/health')).json();
   assert.equal(health.status, 'healthy');
   assert.equal(health.cuda_available, false);
   assert.ok('cuda_device' in health);
-  const docs = await s.app.inject('/docs');
+  const docs = await server().app.inject('/docs');
   assert.ok([200, 302].includes(docs.statusCode));
-  const spec = (await s.app.inject('/openapi.json')).json();
+  const spec = (await server().app.inject('/openapi.json')).json();
   assert.ok(spec.paths['/generate'].post);
 });
 
@@ -87,23 +79,23 @@ test('README Python, cURL and JavaScript examples (no num_images_per_prompt: one
   const body = many.json();
   assert.equal(body.count, 6);
   for (const url of body.images) assert.match(url, /^http:\/\/localhost(:\d+)?\/v1\/images\/[0-9a-f-]+-\d\.png$/);
-  const img = await s.app.inject(new URL(body.images[5]).pathname);
+  const img = await server().app.inject(new URL(body.images[5]).pathname);
   assert.equal(img.statusCode, 200);
   assert.match((await readInfotext(img.rawPayload))!, /^c\n/);
 });
 
 test('defaults without extensions: 1024x576, 8 steps (checked on the queued job)', async () => {
-  const hold = await holdQueue(s.app);
+  const hold = await holdQueue(server().app);
   try {
     const pending = post('/generate', { prompts: ['baroque oil painting, a lighthouse'], num_images_per_prompt: 2 });
-    const queued = await findQueued(s.app, (j) => j.request.width === 1024);
+    const queued = await findQueued(server().app, (j) => j.request.width === 1024);
     assert.deepEqual([queued.request.width, queued.request.height, queued.request.steps, queued.request.images], [1024, 576, 8, 2]);
-    await s.app.inject({ method: 'POST', url: `/v1/jobs/${queued.id}/cancel` });
+    await server().app.inject({ method: 'POST', url: `/v1/jobs/${queued.id}/cancel` });
     const r = await pending;
     assert.equal(r.statusCode, 409);
     assert.match(r.json().detail, /^Image generation failed: cancelled/);
   } finally {
-    await cancelQueued(s.app);
+    await cancelQueued(server().app);
     await hold.release();
   }
 });

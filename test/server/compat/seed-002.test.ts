@@ -1,21 +1,13 @@
 // Seed 002 (single-image /generate answering a PNG data URL) through HTTP on the real engine. The README's
 // examples run as written except for size: 256-512 px takes minutes per image on CPU with this model, so the
 // ones that state a size use 64x64, and the 512x512 default is checked on the queued job.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { readInfotext } from '../../../src/storage/encode.ts';
-import { cancelQueued, findQueued, holdQueue, startCompatServer, type CompatServer } from './helpers.ts';
+import { cancelQueued, findQueued, holdQueue, compatServerForFile } from './helpers.ts';
 
-let s: CompatServer;
-before(async () => {
-  s = await startCompatServer();
-});
-after(async () => {
-  await s.close();
-});
-
-const post = (url: string, payload: unknown) => s.app.inject({ method: 'POST', url, payload: payload as object });
+const { server, post } = compatServerForFile();
 
 /** What the README's shell pipeline does: take .image, strip the data URL prefix, base64-decode to a PNG file. */
 function savedPng(image: string): Buffer {
@@ -65,15 +57,15 @@ test('README example calls without a seed get a random one, always returned; def
 });
 
 test('"a beautiful sunset over mountains" with no options: 512x512, 20 steps (checked on the queued job)', async () => {
-  const hold = await holdQueue(s.app);
+  const hold = await holdQueue(server().app);
   try {
     const pending = post('/generate', { prompt: 'a beautiful sunset over mountains' });
-    const queued = await findQueued(s.app, (j) => j.request.width === 512);
+    const queued = await findQueued(server().app, (j) => j.request.width === 512);
     assert.deepEqual([queued.request.width, queued.request.height, queued.request.steps, queued.request.cfg_scale], [512, 512, 20, 7.5]);
-    await s.app.inject({ method: 'POST', url: `/v1/jobs/${queued.id}/cancel` });
+    await server().app.inject({ method: 'POST', url: `/v1/jobs/${queued.id}/cancel` });
     assert.equal((await pending).statusCode, 409);
   } finally {
-    await cancelQueued(s.app);
+    await cancelQueued(server().app);
     await hold.release();
   }
 });
@@ -92,5 +84,5 @@ test('errors: sizes above 512, missing prompt and wrong types are FastAPI 422s; 
   const lora = await post('/generate', { prompt: 'x <lora:pixel:1>', width: 64, height: 64 });
   assert.ok(lora.statusCode >= 400 && lora.statusCode < 500, String(lora.statusCode));
   assert.match(JSON.stringify(lora.json()), /unknown LoRA \\"pixel\\"/);
-  assert.equal((await s.app.inject('/health')).json().status, 'healthy');
+  assert.equal((await server().app.inject('/health')).json().status, 'healthy');
 });
